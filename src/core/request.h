@@ -1,0 +1,53 @@
+// The request side: what the body says, the API surface, the worst-case estimate.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "money.h"
+#include "policy.h"
+
+namespace spendcap {
+
+enum class Surface { openai, anthropic };
+
+// `auto` surface: a path ending in "/v1/messages" is Anthropic, else OpenAI.
+Surface surface_for_path(std::string_view uri_path);
+
+struct RequestInfo {
+    std::string model;
+    // max_tokens / max_completion_tokens / max_output_tokens (the largest if
+    // several are given); absent when none is.
+    std::optional<std::int64_t> max_output_tokens;
+    bool stream = false;
+    bool include_usage = false;  // stream_options.include_usage == true
+};
+
+struct RequestParse {
+    bool ok = false;
+    std::string error;  // "request body is not valid JSON", "request body has no model", ...
+    RequestInfo info;
+};
+
+// Parses a request body with jansson. Not a JSON object, no string `model`, or
+// a max-tokens field that is not a non-negative integer -> !ok.
+RequestParse parse_request_body(std::string_view body);
+
+struct Estimate {
+    std::int64_t input_tokens = 0;   // bounded by the body's byte length
+    std::int64_t output_tokens = 0;  // request max, else model max, else policy default
+    Nanos cost = 0;                  // input at max_input_rate(), output at output rate
+};
+
+Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
+                             std::int64_t body_bytes,
+                             const std::optional<std::int64_t> &max_output_tokens);
+
+// Lowercase hex SHA-256 of a secret (the form keys are stored in).
+std::string sha256_hex(std::string_view data);
+// Lowercase hex SHA-1 (Redis EVALSHA names scripts by it).
+std::string sha1_hex(std::string_view data);
+
+}  // namespace spendcap
