@@ -1,0 +1,904 @@
+// spend-cap: hard spend caps for LLM APIs, enforced in NGINX.
+//
+// The NGINX glue only: configuration, the preaccess handler that reserves the
+// worst case in Redis, the filters that read usage from the response, and the
+// log handler that settles. Pricing, policy, envelopes and Redis scripts live
+// in the plain C++ core (src/core).
+
+#include "ngx.h"
+
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+
+#include "envelope.h"
+#include "money.h"
+#include "periods.h"
+#include "policy.h"
+#include "request.h"
+#include "reservation.h"
+#include "usage.h"
+#include "ngx_http_spend_cap_redis.h"
+
+extern ngx_module_t ngx_http_spend_cap_module;
+
+namespace {
+
+using namespace spendcap;
+using namespace spendcap_ngx;
+
+constexpr ngx_uint_t surface_auto = 0, surface_openai = 1, surface_anthropic = 2;
+constexpr ngx_uint_t fail_closed = 0, fail_open = 1;
+
+// C++ state of the http block, owned by the configuration pool.
+struct MainState {
+    std::shared_ptr<const Policy> policy;
+    RedisEndpoint redis;
+};
+
+struct MainConf {
+    MainState *state;
+    ngx_flag_t redis_set;
+    ngx_int_t request_id_index;
+};
+
+struct LocConf {
+    ngx_flag_t enable;
+    ngx_uint_t surface;
+    ngx_http_complex_value_t *key;
+    ngx_msec_t timeout;
+    ngx_uint_t fail_mode;
+};
+
+enum class Outcome { none, allow, block, fail_open, error };
+
+const char *outcome_name(Outcome o) {
+    switch (o) {
+    case Outcome::allow: return "allow";
+    case Outcome::block: return "block";
+    case Outcome::fail_open: return "fail_open";
+    case Outcome::error: return "error";
+    case Outcome::none: break;
+    }
+    return "";
+}
+
+enum class Stage { identify, reading_body, body_read, waiting_redis, decided };
+
+// Per-request state; lives in the request pool, destroyed by a pool cleanup.
+struct RequestCtx {
+    ngx_http_request_t *r = nullptr;
+    Stage stage = Stage::identify;
+    Outcome outcome = Outcome::none;
+    Surface surface = Surface::openai;
+    std::shared_ptr<const Policy> policy;  // keeps the pointers below alive across reloads
+    const Key *key = nullptr;
+    std::string body;                      // the request body, copied as it arrives
+    const ModelPrice *price = nullptr;
+    Estimate estimate;
+    std::vector<Counter> counters;
+    std::string request_id;
+    RedisOp *op = nullptr;                 // the pending reservation
+    bool reserve_sent = false;
+    std::optional<ErrorReply> error;       // answer to send when decided
+    std::string blocked_by;                // "key:monthly"
+    std::optional<std::size_t> tightest;
+    Nanos tightest_remaining = 0;
+    // response side
+    std::optional<UsageScanner> scanner;
+    bool response_unreadable = false;
+    // settlement
+    bool settled = false;
+    Nanos cost = 0;
+    const char *settled_from = "";
+
+    ~RequestCtx() {
+        if (op != nullptr) {
+            redis_detach(op);  // a late reply must not touch this freed request
+        }
+    }
+};
+
+ngx_http_output_header_filter_pt next_header_filter;
+ngx_http_output_body_filter_pt next_body_filter;
+ngx_http_request_body_filter_pt next_request_body_filter;
+
+void destroy_ctx(void *data) {
+    static_cast<RequestCtx *>(data)->~RequestCtx();
+}
+
+// An internal redirect zeroes module contexts; the pool cleanup still holds
+// ours (as in the realip module), so one request keeps one reservation.
+RequestCtx *get_ctx(ngx_http_request_t *r) {
+    auto *ctx = static_cast<RequestCtx *>(ngx_http_get_module_ctx(r, ngx_http_spend_cap_module));
+    if (ctx != nullptr || r != r->main) {
+        return ctx;
+    }
+    for (ngx_pool_cleanup_t *cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == destroy_ctx) {
+            ctx = static_cast<RequestCtx *>(cln->data);
+            ngx_http_set_ctx(r, ctx, ngx_http_spend_cap_module);
+            return ctx;
+        }
+    }
+    return nullptr;
+}
+
+std::string to_string(const ngx_str_t &s) {
+    return std::string(reinterpret_cast<const char *>(s.data), s.len);
+}
+
+ngx_str_t pool_str(ngx_pool_t *pool, const std::string &s) {
+    ngx_str_t out{0, nullptr};
+    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, s.size() ? s.size() : 1));
+    if (p != nullptr) {
+        ngx_memcpy(p, s.data(), s.size());
+        out.len = s.size();
+        out.data = p;
+    }
+    return out;
+}
+
+ngx_int_t add_header(ngx_http_request_t *r, const char *name, const std::string &value) {
+    ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(ngx_list_push(&r->headers_out.headers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    h->hash = 1;
+    h->key.len = std::strlen(name);
+    h->key.data = (u_char *) name;
+    h->value = pool_str(r->pool, value);
+#if defined(nginx_version) && nginx_version >= 1023000
+    h->next = nullptr;
+#endif
+    return h->value.data ? NGX_OK : NGX_ERROR;
+}
+
+// Sends a JSON error answer; the caller finalizes with the result.
+ngx_int_t send_error(ngx_http_request_t *r, const ErrorReply &e) {
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    r->headers_out.status = e.status;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = nullptr;
+    r->headers_out.content_length_n = e.body.size();
+    if (e.retry_after > 0 && add_header(r, "Retry-After", std::to_string(e.retry_after)) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, e.body.size());
+    if (b == nullptr) {
+        return NGX_ERROR;
+    }
+    b->last = ngx_cpymem(b->pos, e.body.data(), e.body.size());
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+    ngx_chain_t out{b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
+ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorReply reply) {
+    ctx->stage = Stage::decided;
+    ngx_http_finalize_request(r, send_error(r, reply));
+    return NGX_DONE;
+}
+
+ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorCode code,
+                 const std::string &message) {
+    ctx->outcome = Outcome::error;
+    return answer(r, ctx, render_error(ctx->surface, code, message));
+}
+
+// The caller's secret: spend_cap_key if configured, else the bearer token of
+// Authorization, else x-api-key.
+std::string caller_secret(ngx_http_request_t *r, const LocConf *lcf) {
+    if (lcf->key != nullptr) {
+        ngx_str_t v;
+        if (ngx_http_complex_value(r, lcf->key, &v) != NGX_OK) {
+            return {};
+        }
+        return to_string(v);
+    }
+    if (r->headers_in.authorization != nullptr) {
+        std::string v = to_string(r->headers_in.authorization->value);
+        if (v.size() > 7 && ngx_strncasecmp((u_char *) v.data(), (u_char *) "Bearer ", 7) == 0) {
+            std::size_t start = v.find_first_not_of(' ', 7);
+            if (start != std::string::npos) {
+                return v.substr(start, v.find_last_not_of(' ') - start + 1);
+            }
+        }
+    }
+    ngx_list_part_t *part = &r->headers_in.headers.part;
+    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+    for (ngx_uint_t i = 0;; i++) {
+        if (i >= part->nelts) {
+            if (part->next == nullptr) {
+                break;
+            }
+            part = part->next;
+            h = static_cast<ngx_table_elt_t *>(part->elts);
+            i = 0;
+        }
+        if (h[i].key.len == 9 && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9) == 0) {
+            return to_string(h[i].value);
+        }
+    }
+    return {};
+}
+
+// Step 1: who is calling. Returns NGX_DECLINED to go on, else an answer.
+ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf) {
+    std::string secret = caller_secret(r, lcf);
+    if (secret.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_api_key, "missing api key");
+    }
+    ctx->key = ctx->policy->find_key(sha256_hex(secret));
+    if (ctx->key == nullptr) {
+        return answer(r, ctx, ErrorCode::invalid_api_key, "invalid api key");
+    }
+    if (ctx->key->revoked) {
+        return answer(r, ctx, ErrorCode::api_key_revoked, "");
+    }
+    if (ctx->key->expires_at && *ctx->key->expires_at <= ngx_time()) {
+        return answer(r, ctx, ErrorCode::api_key_expired, "");
+    }
+    return NGX_DECLINED;
+}
+
+void resume_phases(ngx_http_request_t *r) {
+    // Run on the request's own connection, not inside the Redis event.
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+void on_redis_failure(RequestCtx *ctx, const char *why) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
+    if (lcf->fail_mode == fail_open) {
+        ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
+                      "spend_cap: redis %s, letting the request through (fail_mode open)", why);
+        ctx->outcome = Outcome::fail_open;
+        return;
+    }
+    ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0,
+                  "spend_cap: redis %s, refusing the request (fail_mode closed)", why);
+    ctx->outcome = Outcome::error;
+    ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
+}
+
+void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
+    auto *ctx = static_cast<RequestCtx *>(data);
+    ctx->op = nullptr;
+    ctx->stage = Stage::decided;
+    try {
+        std::vector<long long> values;
+        bool well_formed = status == RedisStatus::reply && reply->type == REDIS_REPLY_ARRAY;
+        for (std::size_t i = 0; well_formed && i < reply->elements; i++) {
+            well_formed = reply->element[i]->type == REDIS_REPLY_INTEGER;
+            if (well_formed) {
+                values.push_back(reply->element[i]->integer);
+            }
+        }
+        ReserveOutcome decided;
+        if (well_formed) {
+            decided = decode_reserve_reply(ctx->counters, values);
+        }
+        if (!well_formed || decided.kind == ReserveOutcome::Kind::error) {
+            on_redis_failure(ctx, status == RedisStatus::timeout       ? "timed out"
+                                  : status == RedisStatus::unavailable ? "is unavailable"
+                                                                       : "gave a bad reply");
+        } else if (decided.kind == ReserveOutcome::Kind::blocked) {
+            const Counter &c = ctx->counters[decided.blocked_index];
+            CapRef cap{c.scope, c.window, window_reset(periods_at(ngx_time()), c.window)};
+            ctx->outcome = Outcome::block;
+            ctx->blocked_by = std::string(scope_name(c.scope)) + ":" + window_name(c.window);
+            ctx->error = render_error(ctx->surface, ErrorCode::spend_limit_exceeded, "", cap);
+        } else {
+            ctx->outcome = Outcome::allow;
+            ctx->tightest = decided.tightest_index;
+            ctx->tightest_remaining = decided.tightest_remaining;
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
+        on_redis_failure(ctx, "reply could not be handled");
+    }
+    resume_phases(ctx->r);
+}
+
+// Steps 2-4 once the body is in: parse, estimate, reserve. NGX_AGAIN while
+// Redis decides; NGX_OK when decided at once (no connection); else answered.
+ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
+    auto *mcf = static_cast<MainConf *>(ngx_http_get_module_main_conf(r, ngx_http_spend_cap_module));
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
+
+    RequestParse parsed = parse_request_body(ctx->body);
+    if (!parsed.ok) {
+        return answer(r, ctx, ErrorCode::invalid_request, parsed.error);
+    }
+    ctx->price = ctx->policy->price_for(parsed.info.model);
+    if (ctx->price == nullptr) {
+        return answer(r, ctx, ErrorCode::model_not_priced,
+                      "model `" + parsed.info.model + "` is not priced");
+    }
+    ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
+                                        static_cast<std::int64_t>(ctx->body.size()),
+                                        parsed.info.max_output_tokens);
+    ctx->counters = counters_for(*ctx->policy, *ctx->key, periods_at(ngx_time()));
+
+    ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    if (id == nullptr || id->not_found) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
+
+    const std::string &org = ctx->policy->org_of(*ctx->key).id;
+    ctx->op = redis_eval(reserve_command(org, ctx->counters, ctx->estimate.cost, ctx->request_id),
+                         &reserve_script(), lcf->timeout, on_reserve_reply, ctx);
+    if (ctx->op == nullptr) {
+        on_redis_failure(ctx, "is not connected");
+        ctx->stage = Stage::decided;
+        return NGX_OK;
+    }
+    ctx->reserve_sent = true;
+    ctx->stage = Stage::waiting_redis;
+    // Notice a client that goes away while we wait (as limit_req does).
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    return NGX_AGAIN;
+}
+
+ngx_int_t decided(ngx_http_request_t *r, RequestCtx *ctx) {
+    if (ctx->error) {
+        ErrorReply e = *ctx->error;
+        ctx->error.reset();
+        return answer(r, ctx, e);
+    }
+    return NGX_DECLINED;  // allowed: on to the next handler
+}
+
+void body_read(ngx_http_request_t *r) {
+    RequestCtx *ctx = get_ctx(r);
+    ctx->stage = Stage::body_read;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
+    if (!lcf->enable || r != r->main) {
+        return NGX_DECLINED;
+    }
+    RequestCtx *ctx = get_ctx(r);
+
+    if (ctx == nullptr) {
+        auto *mcf = static_cast<MainConf *>(ngx_http_get_module_main_conf(r, ngx_http_spend_cap_module));
+        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(RequestCtx));
+        if (cln == nullptr) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        ctx = new (cln->data) RequestCtx();
+        cln->handler = destroy_ctx;
+        ngx_http_set_ctx(r, ctx, ngx_http_spend_cap_module);
+        ctx->r = r;
+        ctx->policy = mcf->state->policy;
+        ctx->surface = lcf->surface == surface_anthropic ? Surface::anthropic
+                       : lcf->surface == surface_openai  ? Surface::openai
+                                                         : surface_for_path(to_string(r->uri));
+        ngx_int_t rc = identify(r, ctx, lcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+        if (r->headers_in.content_length_n > 0) {
+            ctx->body.reserve(static_cast<std::size_t>(r->headers_in.content_length_n));
+        }
+        ctx->stage = Stage::reading_body;
+        rc = ngx_http_read_client_request_body(r, body_read);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+        ngx_http_finalize_request(r, NGX_DONE);
+        return NGX_DONE;
+    }
+
+    switch (ctx->stage) {
+    case Stage::identify:
+    case Stage::reading_body:
+    case Stage::waiting_redis:
+        return NGX_AGAIN;
+    case Stage::body_read: {
+        if (ctx->body.empty() && r->request_body != nullptr) {
+            // Another module read the body before us: take what is in memory;
+            // a body in a file would need a blocking read.
+            for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
+                if (!ngx_buf_in_memory(cl->buf)) {
+                    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                                  "spend_cap: request body was spooled before spend_cap saw it");
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+                ctx->body.append(reinterpret_cast<const char *>(cl->buf->pos),
+                                 cl->buf->last - cl->buf->pos);
+            }
+        }
+        ngx_int_t rc = reserve(r, ctx);
+        return rc == NGX_OK ? decided(r, ctx) : rc;
+    }
+    case Stage::decided:
+        return decided(r, ctx);
+    }
+    return NGX_DECLINED;
+}
+
+ngx_int_t preaccess_handler(ngx_http_request_t *r) {
+    try {
+        return preaccess_handler_unsafe(r);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: %s", e.what());
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+// Copies the request body as it arrives, before NGINX may spool it to a file.
+ngx_int_t request_body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr && ctx->stage == Stage::reading_body) {
+        try {
+            for (ngx_chain_t *cl = in; cl; cl = cl->next) {
+                if (ngx_buf_in_memory(cl->buf)) {
+                    ctx->body.append(reinterpret_cast<const char *>(cl->buf->pos),
+                                     cl->buf->last - cl->buf->pos);
+                }
+            }
+        } catch (const std::bad_alloc &) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return next_request_body_filter(r, in);
+}
+
+bool passed(const RequestCtx *ctx) {
+    return ctx->outcome == Outcome::allow || ctx->outcome == Outcome::fail_open;
+}
+
+ngx_int_t header_filter(ngx_http_request_t *r) {
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx == nullptr || r != r->main || !passed(ctx) || ctx->scanner) {
+        return next_header_filter(r);
+    }
+    try {
+        if (ctx->tightest) {
+            const Counter &c = ctx->counters[*ctx->tightest];
+            Periods periods = periods_at(ngx_time());
+            std::int64_t reset = window_reset(periods, c.window);
+            if (add_header(r, "x-spend-limit-usd", format_usd(*c.cap)) != NGX_OK
+                || add_header(r, "x-spend-remaining-usd", format_usd(ctx->tightest_remaining)) != NGX_OK
+                || (reset != 0 && add_header(r, "x-spend-reset", format_rfc3339(reset)) != NGX_OK)
+                || add_header(r, "x-spend-scope", std::string(scope_name(c.scope)) + ":"
+                                                      + window_name(c.window)) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+        ngx_table_elt_t *enc = r->headers_out.content_encoding;
+        if (enc != nullptr && enc->value.len != 0
+            && !(enc->value.len == 8 && ngx_strncasecmp(enc->value.data, (u_char *) "identity", 8) == 0)) {
+            ctx->response_unreadable = true;  // compressed bodies: a later release inflates them
+        } else {
+            ctx->scanner.emplace(ctx->surface);
+            r->filter_need_in_memory = 1;
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: %s", e.what());
+        return NGX_ERROR;
+    }
+    return next_header_filter(r);
+}
+
+// Reads usage as the response passes; the chain itself goes on unchanged.
+ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr && r == r->main && ctx->scanner
+        && ctx->scanner->state() == UsageScanner::State::reading) {
+        try {
+            for (ngx_chain_t *cl = in; cl; cl = cl->next) {
+                ngx_buf_t *b = cl->buf;
+                if (ngx_buf_in_memory(b)) {
+                    ctx->scanner->feed(std::string_view(reinterpret_cast<const char *>(b->pos),
+                                                        b->last - b->pos));
+                } else if (b->in_file) {
+                    ctx->response_unreadable = true;
+                }
+                if (b->last_buf) {
+                    ctx->scanner->finish();
+                    break;
+                }
+            }
+        } catch (const std::exception &e) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: %s", e.what());
+            ctx->response_unreadable = true;
+        }
+    }
+    return next_body_filter(r, in);
+}
+
+// What the request really cost (SPEC section 3 step 7), decided once.
+void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
+    if (ctx->settled) {
+        return;
+    }
+    ctx->settled = true;
+    if (!passed(ctx)) {
+        return;  // refused here: nothing reached the provider
+    }
+
+    if (ctx->scanner && ctx->scanner->state() == UsageScanner::State::reading) {
+        ctx->scanner->finish();  // the response ended early
+    }
+    if (ctx->scanner && ctx->scanner->state() == UsageScanner::State::found && !ctx->response_unreadable) {
+        ctx->cost = usage_cost(*ctx->scanner->usage(), *ctx->price);
+        ctx->settled_from = "usage";
+        return;
+    }
+
+    // No usage: did the provider answer, and with what?
+    ngx_http_upstream_t *u = r->upstream;
+    ngx_uint_t status = (u != nullptr) ? u->headers_in.status_n : r->headers_out.status;
+    bool provider_ran = (status >= 200 && status < 300)
+                        || (status == 0 && u != nullptr && u->request_sent);
+    if (!provider_ran) {
+        ctx->cost = 0;  // an error answer without usage costs nothing
+        ctx->settled_from = "usage";
+        return;
+    }
+    ctx->cost = ctx->estimate.cost;
+    ctx->settled_from = "reservation";
+    const char *why = ctx->response_unreadable ? "the response is compressed or not in memory"
+                      : status == 0            ? "the provider did not answer (aborted or timed out)"
+                      : !ctx->scanner          ? "the response was not read"
+                      : ctx->scanner->state() == UsageScanner::State::no_usage
+                          ? "the response has no usage"
+                          : ctx->scanner->error().c_str();
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "spend_cap: settling request %s at its reservation: %s",
+                  ctx->request_id.c_str(), why);
+}
+
+ngx_int_t log_handler(ngx_http_request_t *r) {
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx == nullptr || r != r->main) {
+        return NGX_OK;
+    }
+    try {
+        if (ctx->op != nullptr) {  // the client left while Redis was deciding
+            redis_detach(ctx->op);
+            ctx->op = nullptr;
+        }
+        settle_cost(r, ctx);
+        bool unreserved = ctx->outcome == Outcome::fail_open;
+        if (!ctx->reserve_sent && !unreserved) {
+            return NGX_OK;  // nothing was counted
+        }
+        if (ctx->outcome == Outcome::block) {
+            return NGX_OK;  // the script added nothing
+        }
+        // Also after a timeout: settling at 0 releases a reservation Redis
+        // may still have made (commands on one connection run in order).
+        const std::string &org = ctx->policy->org_of(*ctx->key).id;
+        redis_eval_reliably(settle_command(org, ctx->counters, ctx->cost, ctx->request_id, unreserved),
+                            &settle_script());
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: settlement failed: %s", e.what());
+    }
+    return NGX_OK;
+}
+
+// --- variables ---
+
+enum VariableField {
+    var_key_id, var_org, var_decision, var_blocked_by, var_reserved_usd, var_cost_usd, var_settled_from,
+};
+
+ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
+    RequestCtx *ctx = get_ctx(r->main);
+    std::string value;
+    bool found = ctx != nullptr;
+    if (found) {
+        switch (data) {
+        case var_key_id: found = ctx->key; if (found) value = ctx->key->id; break;
+        case var_org: found = ctx->key; if (found) value = ctx->policy->org_of(*ctx->key).id; break;
+        case var_decision: found = ctx->outcome != Outcome::none; value = outcome_name(ctx->outcome); break;
+        case var_blocked_by: found = !ctx->blocked_by.empty(); value = ctx->blocked_by; break;
+        case var_reserved_usd: found = ctx->reserve_sent; value = format_usd(ctx->estimate.cost); break;
+        case var_cost_usd: found = ctx->settled && passed(ctx); value = format_usd(ctx->cost); break;
+        case var_settled_from: found = ctx->settled && passed(ctx); value = ctx->settled_from; break;
+        }
+    }
+    if (!found) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+    ngx_str_t s = pool_str(r->pool, value);
+    if (s.data == nullptr) {
+        return NGX_ERROR;
+    }
+    v->data = s.data;
+    v->len = s.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    return NGX_OK;
+}
+
+struct VariableDef {
+    const char *name;
+    VariableField field;
+};
+
+const VariableDef variables[] = {
+    {"spend_cap_key_id", var_key_id},
+    {"spend_cap_org", var_org},
+    {"spend_cap_decision", var_decision},
+    {"spend_cap_blocked_by", var_blocked_by},
+    {"spend_cap_reserved_usd", var_reserved_usd},
+    {"spend_cap_cost_usd", var_cost_usd},
+    {"spend_cap_settled_from", var_settled_from},
+};
+
+ngx_int_t add_variables(ngx_conf_t *cf) {
+    for (const auto &def : variables) {
+        ngx_str_t name{std::strlen(def.name), (u_char *) def.name};
+        ngx_http_variable_t *var = ngx_http_add_variable(cf, &name, NGX_HTTP_VAR_NOCACHEABLE);
+        if (var == nullptr) {
+            return NGX_ERROR;
+        }
+        var->get_handler = get_variable;
+        var->data = def.field;
+    }
+    return NGX_OK;
+}
+
+// --- configuration ---
+
+void *create_main_conf(ngx_conf_t *cf) {
+    auto *mcf = static_cast<MainConf *>(ngx_pcalloc(cf->pool, sizeof(MainConf)));
+    if (mcf == nullptr) {
+        return nullptr;
+    }
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(cf->pool, sizeof(MainState));
+    if (cln == nullptr) {
+        return nullptr;
+    }
+    mcf->state = new (cln->data) MainState();
+    cln->handler = [](void *p) { static_cast<MainState *>(p)->~MainState(); };
+    mcf->state->redis.host = "127.0.0.1";
+    mcf->state->redis.display = "127.0.0.1:6379";
+    mcf->request_id_index = NGX_ERROR;
+    return mcf;
+}
+
+void *create_loc_conf(ngx_conf_t *cf) {
+    auto *conf = static_cast<LocConf *>(ngx_pcalloc(cf->pool, sizeof(LocConf)));
+    if (conf == nullptr) {
+        return nullptr;
+    }
+    conf->enable = NGX_CONF_UNSET;
+    conf->surface = NGX_CONF_UNSET_UINT;
+    conf->key = (ngx_http_complex_value_t *) NGX_CONF_UNSET_PTR;
+    conf->timeout = NGX_CONF_UNSET_MSEC;
+    conf->fail_mode = NGX_CONF_UNSET_UINT;
+    return conf;
+}
+
+char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) {
+    auto *prev = static_cast<LocConf *>(parent);
+    auto *conf = static_cast<LocConf *>(child);
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_uint_value(conf->surface, prev->surface, surface_auto);
+    ngx_conf_merge_ptr_value(conf->key, prev->key, nullptr);
+    ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 100);
+    ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode, fail_closed);
+
+    if (conf->enable) {
+        auto *mcf = static_cast<MainConf *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_spend_cap_module));
+        if (!mcf->state->policy) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"spend_cap on\" needs a \"spend_cap_policy\"");
+            return (char *) NGX_CONF_ERROR;
+        }
+    }
+    return NGX_CONF_OK;
+}
+
+char *set_policy(ngx_conf_t *cf, ngx_command_t *, void *conf) {
+    auto *mcf = static_cast<MainConf *>(conf);
+    if (mcf->state->policy) {
+        return (char *) "is duplicate";
+    }
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    ngx_str_t path = value[1];
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return (char *) NGX_CONF_ERROR;
+    }
+    try {
+        mcf->state->policy = load_policy_file(to_string(path));
+    } catch (const PolicyError &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "spend_cap_policy: %s", e.what());
+        return (char *) NGX_CONF_ERROR;
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "spend_cap_policy: %V: %s", &path, e.what());
+        return (char *) NGX_CONF_ERROR;
+    }
+    return NGX_CONF_OK;
+}
+
+// spend_cap_redis host:port|unix:/path [password=P] [db=N]; host names are
+// resolved here, at configuration time, never by a worker.
+char *set_redis(ngx_conf_t *cf, ngx_command_t *, void *conf) {
+    auto *mcf = static_cast<MainConf *>(conf);
+    if (mcf->redis_set) {
+        return (char *) "is duplicate";
+    }
+    mcf->redis_set = 1;
+    ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
+    RedisEndpoint ep;
+    ep.display = to_string(value[1]);
+
+    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+        std::string arg = to_string(value[i]);
+        if (arg.rfind("password=", 0) == 0) {
+            ep.password = arg.substr(9);
+        } else if (arg.rfind("db=", 0) == 0) {
+            ngx_int_t db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (db == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis db \"%V\"", &value[i]);
+                return (char *) NGX_CONF_ERROR;
+            }
+            ep.db = static_cast<int>(db);
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"", &value[i]);
+            return (char *) NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        ep.unix_path = ep.display.substr(5);
+    } else {
+        ngx_url_t u;
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = value[1];
+        u.default_port = 6379;
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "spend_cap_redis: %s \"%V\"",
+                               u.err ? u.err : "cannot resolve", &u.url);
+            return (char *) NGX_CONF_ERROR;
+        }
+        u_char text[NGX_SOCKADDR_STRLEN];
+        size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
+                                   NGX_SOCKADDR_STRLEN, 0);
+        ep.host.assign(reinterpret_cast<const char *>(text), len);
+        ep.port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+    mcf->state->redis = ep;
+    return NGX_CONF_OK;
+}
+
+ngx_conf_enum_t surfaces[] = {
+    {ngx_string("auto"), surface_auto},
+    {ngx_string("openai"), surface_openai},
+    {ngx_string("anthropic"), surface_anthropic},
+    {ngx_null_string, 0},
+};
+
+ngx_conf_enum_t fail_modes[] = {
+    {ngx_string("closed"), fail_closed},
+    {ngx_string("open"), fail_open},
+    {ngx_null_string, 0},
+};
+
+const ngx_uint_t loc_contexts = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+ngx_command_t commands[] = {
+    {ngx_string("spend_cap_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, set_redis,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("spend_cap_policy"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_policy,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("spend_cap"), loc_contexts | NGX_CONF_FLAG, ngx_conf_set_flag_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, enable), nullptr},
+    {ngx_string("spend_cap_surface"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, surface), surfaces},
+    {ngx_string("spend_cap_key"), loc_contexts | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, key), nullptr},
+    {ngx_string("spend_cap_timeout"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_msec_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, timeout), nullptr},
+    {ngx_string("spend_cap_fail_mode"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, fail_mode), fail_modes},
+    ngx_null_command,
+};
+
+ngx_int_t postconfiguration(ngx_conf_t *cf) {
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *mcf = static_cast<MainConf *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_spend_cap_module));
+
+    // Preaccess, like limit_req: `satisfy any` cannot skip a spend cap.
+    auto *h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    *h = preaccess_handler;
+
+    // First in the log phase, so access_log sees the settled cost.
+    ngx_array_t *log_handlers = &cmcf->phases[NGX_HTTP_LOG_PHASE].handlers;
+    if (ngx_array_push(log_handlers) == nullptr) {
+        return NGX_ERROR;
+    }
+    auto *logs = static_cast<ngx_http_handler_pt *>(log_handlers->elts);
+    ngx_memmove(&logs[1], &logs[0], (log_handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
+    logs[0] = log_handler;
+
+    next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = header_filter;
+    next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = body_filter;
+    next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = request_body_filter;
+
+    ngx_str_t request_id = ngx_string("request_id");
+    mcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
+    return mcf->request_id_index == NGX_ERROR ? NGX_ERROR : NGX_OK;
+}
+
+ngx_int_t init_process(ngx_cycle_t *cycle) {
+    auto *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_spend_cap_module));
+    if (mcf == nullptr || !mcf->state->policy) {
+        return NGX_OK;  // spend_cap is not configured in this http block
+    }
+    try {
+        redis_start(mcf->state->redis, cycle->log);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "spend_cap: %s", e.what());
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+void exit_process(ngx_cycle_t *) {
+    redis_stop();
+}
+
+ngx_http_module_t module_ctx = {
+    add_variables,      // preconfiguration
+    postconfiguration,  // postconfiguration
+    create_main_conf,   // create main configuration
+    nullptr,            // init main configuration
+    nullptr,            // create server configuration
+    nullptr,            // merge server configuration
+    create_loc_conf,    // create location configuration
+    merge_loc_conf,     // merge location configuration
+};
+
+}  // namespace
+
+ngx_module_t ngx_http_spend_cap_module = {
+    NGX_MODULE_V1,
+    &module_ctx,        // module context
+    commands,           // module directives
+    NGX_HTTP_MODULE,    // module type
+    nullptr,            // init master
+    nullptr,            // init module
+    init_process,       // init process
+    nullptr,            // init thread
+    nullptr,            // exit thread
+    exit_process,       // exit process
+    nullptr,            // exit master
+    NGX_MODULE_V1_PADDING,
+};

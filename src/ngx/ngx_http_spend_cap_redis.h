@@ -1,0 +1,53 @@
+// One Redis connection per worker, driven by hiredis's async API on NGINX's
+// event loop. Nothing here blocks: commands are queued, timeouts come from
+// NGINX timers, reconnects from a backoff timer.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ngx.h"
+
+struct redisReply;
+
+namespace spendcap_ngx {
+
+struct RedisEndpoint {
+    std::string host;       // numeric address, resolved at configuration time
+    int port = 6379;
+    std::string unix_path;  // set for unix:/path
+    std::string password;
+    int db = 0;
+    std::string display;    // as configured, for log lines
+};
+
+enum class RedisStatus {
+    reply,        // `reply` holds Redis's answer (which may be an error reply)
+    unavailable,  // no connection, or it failed before the reply
+    timeout,      // no reply within the caller's timeout
+};
+
+// Called at most once per command, on the event loop. `reply` is only valid
+// during the call.
+using RedisDone = void (*)(void *data, RedisStatus status, const redisReply *reply);
+
+struct RedisOp;
+
+// Starts the worker's connection (init_process) and ends it (exit_process).
+void redis_start(const RedisEndpoint &endpoint, ngx_log_t *log);
+void redis_stop();
+
+// Sends an EVALSHA command; on NOSCRIPT it is sent again once as EVAL with
+// `script`. Returns nullptr, calling nothing, when there is no connection.
+RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
+                    ngx_msec_t timeout, RedisDone done, void *data);
+
+// The caller no longer wants the answer (its request is gone): the command
+// still completes, silently.
+void redis_detach(RedisOp *op);
+
+// Fire-and-forget for idempotent commands (settlement): kept in a bounded
+// per-worker backlog while Redis is unreachable and sent again on reconnect.
+void redis_eval_reliably(std::vector<std::string> argv, const std::string *script);
+
+}  // namespace spendcap_ngx
