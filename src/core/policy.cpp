@@ -1,0 +1,464 @@
+// Parsing and validating the policy file (SPEC section 2). Every mistake names
+// the file and line: a typo in a cap must fail the load, never loosen a cap.
+#include "policy.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <set>
+#include <utility>
+#include <vector>
+
+namespace spendcap {
+
+const char *scope_name(Scope s) {
+    switch (s) {
+    case Scope::key: return "key";
+    case Scope::project: return "project";
+    case Scope::org: return "org";
+    }
+    return "key";
+}
+
+const char *scope_word(Scope s) {
+    switch (s) {
+    case Scope::key: return "api key";
+    case Scope::project: return "project";
+    case Scope::org: return "account";
+    }
+    return "api key";
+}
+
+const std::optional<Nanos> &Limits::cost_cap(Window w) const {
+    switch (w) {
+    case Window::daily: return daily_usd;
+    case Window::monthly: return monthly_usd;
+    case Window::lifetime: return lifetime_usd;
+    }
+    return lifetime_usd;
+}
+
+Nanos ModelPrice::max_input_rate() const {
+    Nanos highest = input;
+    for (const std::optional<Nanos> *rate : {&cached_input, &cache_write, &cache_read})
+        if (rate->has_value() && **rate > highest) highest = **rate;
+    return highest;
+}
+
+const ModelPrice *Policy::price_for(const std::string &model) const {
+    auto found = models.find(model);
+    if (found != models.end()) return &found->second;
+    if (unknown_model == "reject") return nullptr;
+    auto stand_in = models.find(unknown_model);
+    return stand_in != models.end() ? &stand_in->second : nullptr;
+}
+
+const Key *Policy::find_key(const std::string &sha256_hex) const {
+    auto found = keys_by_sha256.find(sha256_hex);
+    return found != keys_by_sha256.end() ? &found->second : nullptr;
+}
+
+// A loaded policy guarantees both lookups succeed; the empty fallbacks only
+// keep a caller's mistake from throwing across NGINX's C frames.
+const Project &Policy::project_of(const Key &k) const {
+    static const Project kNoProject;
+    auto found = projects.find(k.project);
+    return found != projects.end() ? found->second : kNoProject;
+}
+
+const Org &Policy::org_of(const Key &k) const {
+    static const Org kNoOrg;
+    auto found = orgs.find(project_of(k).org);
+    return found != orgs.end() ? found->second : kNoOrg;
+}
+
+PolicyError::PolicyError(std::string file, int line, std::string reason)
+    : std::runtime_error(file + ":" + std::to_string(line) + ": " + reason),
+      file_(std::move(file)),
+      line_(line),
+      reason_(std::move(reason)) {}
+
+namespace {
+
+std::string unsupported(const std::string &field) {
+    return "`" + field + "` is not supported by this version of spend-cap";
+}
+
+int line_of(const YAML::Mark &mark) { return mark.line >= 0 ? mark.line + 1 : 0; }
+int line_of(const YAML::Node &node) { return line_of(node.Mark()); }
+
+std::string quoted(const std::string &name) { return "`" + name + "`"; }
+
+class PolicyParser {
+public:
+    PolicyParser(std::string file, Policy &policy) : file_(std::move(file)), policy_(policy) {}
+
+    void parse_document(const YAML::Node &root) {
+        if (!root.IsDefined() || root.IsNull())
+            fail(0, "the policy file is empty (expected models, orgs, projects and keys)");
+        if (!root.IsMap()) fail(root, "the policy must be a mapping of models, orgs, projects and keys");
+
+        std::optional<std::pair<YAML::Node, YAML::Node>> unknown_model_field;  // key, value
+        for_each_field(root, "the top level", [&](const std::string &name, const YAML::Node &key,
+                                                  const YAML::Node &value) {
+            if (name == "models")
+                parse_models(value);
+            else if (name == "unknown_model")
+                unknown_model_field = std::make_pair(key, value);
+            else if (name == "default_max_output_tokens")
+                policy_.default_max_output_tokens = positive_integer(value, "`default_max_output_tokens`");
+            else if (name == "orgs")
+                parse_orgs(value);
+            else if (name == "projects")
+                parse_projects(value);
+            else if (name == "keys")
+                parse_keys(value);
+            else if (name == "warn_at" || name == "plans" || name == "customers")
+                fail(key, unsupported(name));
+            else
+                fail(key, "unknown field " + quoted(name) + " in the top level");
+        });
+
+        // Cross references are checked once every section is read, so the
+        // sections may come in any order.
+        if (unknown_model_field) {
+            current_field_line_ = line_of(unknown_model_field->first);
+            check_unknown_model(unknown_model_field->second);
+            current_field_line_ = 0;
+        }
+        for (const auto &[project_id, org_line] : project_org_lines_) {
+            const Project &project = policy_.projects.at(project_id);
+            if (!policy_.orgs.count(project.org))
+                fail(org_line, "project " + quoted(project_id) + " names org " + quoted(project.org) +
+                                   ", which is not defined in `orgs`");
+        }
+        for (const auto &[sha256, project_line] : key_project_lines_) {
+            const Key &key = policy_.keys_by_sha256.at(sha256);
+            if (!policy_.projects.count(key.project))
+                fail(project_line, "key " + quoted(key.id) + " names project " + quoted(key.project) +
+                                       ", which is not defined in `projects`");
+        }
+    }
+
+private:
+    using FieldVisitor =
+        std::function<void(const std::string &name, const YAML::Node &key, const YAML::Node &value)>;
+
+    [[noreturn]] void fail(int line, const std::string &reason) const {
+        throw PolicyError(file_, line, reason);
+    }
+    // An empty value ("input:" and nothing) is marked where the next token
+    // starts, often lines later; blame the field's own line instead.
+    [[noreturn]] void fail(const YAML::Node &at, const std::string &reason) const {
+        fail(at.IsNull() && current_field_line_ > 0 ? current_field_line_ : line_of(at), reason);
+    }
+
+    // Visits a mapping's fields in file order. YAML parsers keep duplicate
+    // keys silently (one wins); here a duplicate is an error.
+    void for_each_field(const YAML::Node &map, const std::string &where, const FieldVisitor &visit) {
+        std::map<std::string, int> first_lines;
+        for (auto it = map.begin(); it != map.end(); ++it) {
+            const YAML::Node key = it->first;
+            if (!key.IsScalar()) fail(key, "field names in " + where + " must be plain strings");
+            const std::string &name = key.Scalar();
+            auto [earlier, inserted] = first_lines.emplace(name, line_of(key));
+            if (!inserted)
+                fail(key, "duplicate field " + quoted(name) + " in " + where + " (first at line " +
+                              std::to_string(earlier->second) + ")");
+            const int outer_field_line = current_field_line_;
+            current_field_line_ = line_of(key);
+            visit(name, key, it->second);
+            current_field_line_ = outer_field_line;
+        }
+    }
+
+    // A section may be left empty ("orgs:" with nothing under it).
+    bool expect_map_or_empty(const YAML::Node &node, const std::string &what) {
+        if (node.IsNull()) return false;
+        if (!node.IsMap()) fail(node, what + " must be a mapping");
+        return true;
+    }
+
+    std::string string_value(const YAML::Node &node, const std::string &what) {
+        if (!node.IsScalar() || node.Scalar().empty()) fail(node, what + " must be a non-empty string");
+        return node.Scalar();
+    }
+
+    // Org, project and key ids become parts of Redis keys such as
+    // sc:{ORG}:spend:key:ID:m:2026-11, so they must not break that layout.
+    std::string id_value(const YAML::Node &node, const std::string &what) {
+        std::string id = string_value(node, what);
+        for (unsigned char c : id)
+            if (c == ':' || c == '{' || c == '}' || c == ' ' || c < 0x20 || c == 0x7f)
+                fail(node, what + " " + quoted(id) +
+                               " must not contain ':', '{', '}', spaces or control characters");
+        return id;
+    }
+
+    std::int64_t positive_integer(const YAML::Node &node, const std::string &what) {
+        const std::string text = node.IsScalar() ? node.Scalar() : std::string();
+        std::int64_t value = 0;
+        bool ok = !text.empty();
+        for (char c : text) {
+            if (c < '0' || c > '9' || value > (std::numeric_limits<std::int64_t>::max() - (c - '0')) / 10) {
+                ok = false;
+                break;
+            }
+            value = value * 10 + (c - '0');
+        }
+        if (!ok || value <= 0) fail(node, what + " must be a positive integer");
+        return value;
+    }
+
+    // Amounts come from the scalar's own text: going through double would
+    // turn 0.15 into 0.1499999... and break exact money.
+    Nanos usd_amount(const YAML::Node &node, const std::string &what) {
+        if (!node.IsScalar()) fail(node, what + " must be a decimal USD amount");
+        Nanos amount = 0;
+        std::string error;
+        if (!parse_usd(node.Scalar(), amount, error))
+            fail(node, what + " is not an exact decimal amount (\"" + node.Scalar() + "\"): " + error);
+        return amount;
+    }
+
+    void parse_models(const YAML::Node &models) {
+        if (!expect_map_or_empty(models, "`models`")) return;
+        for_each_field(models, "`models`", [&](const std::string &name, const YAML::Node &name_node,
+                                               const YAML::Node &body) {
+            const std::string where = "model " + quoted(name);
+            if (name.empty()) fail(name_node, "a model name must not be empty");
+            if (!body.IsMap()) fail(body.IsNull() ? name_node : body, where + " must be a mapping of prices");
+            ModelPrice price;
+            price.name = name;
+            // `output` may be absent, as for embedding models in SPEC section 2
+            // (priced 0); `input` may not: every request has input tokens.
+            bool has_input = false;
+            for_each_field(body, where, [&](const std::string &field, const YAML::Node &key,
+                                            const YAML::Node &value) {
+                const std::string what = quoted(field) + " of " + where;
+                if (field == "input") {
+                    price.input = usd_amount(value, what);
+                    has_input = true;
+                } else if (field == "output") {
+                    price.output = usd_amount(value, what);
+                } else if (field == "cached_input") {
+                    price.cached_input = usd_amount(value, what);
+                } else if (field == "cache_write") {
+                    price.cache_write = usd_amount(value, what);
+                } else if (field == "cache_read") {
+                    price.cache_read = usd_amount(value, what);
+                } else if (field == "max_output_tokens") {
+                    price.max_output_tokens = positive_integer(value, what);
+                } else {
+                    fail(key, "unknown field " + quoted(field) + " in " + where);
+                }
+            });
+            if (!has_input) fail(name_node, where + " is missing `input`");
+            policy_.models[name] = std::move(price);
+        });
+    }
+
+    void check_unknown_model(const YAML::Node &node) {
+        const std::string name = string_value(node, "`unknown_model`");
+        if (name != "reject" && !policy_.models.count(name))
+            fail(node, "`unknown_model` names model " + quoted(name) +
+                           ", which is not in `models` (use `reject` or a listed model)");
+        policy_.unknown_model = name;
+    }
+
+    Limits parse_limits(const YAML::Node &node, const std::string &owner) {
+        Limits limits;
+        const std::string where = "limits of " + owner;
+        if (!expect_map_or_empty(node, "`limits` of " + owner)) return limits;
+        for_each_field(node, where, [&](const std::string &field, const YAML::Node &key,
+                                        const YAML::Node &value) {
+            const std::string what = quoted(field) + " in " + where;
+            if (field == "daily_usd")
+                limits.daily_usd = usd_amount(value, what);
+            else if (field == "monthly_usd")
+                limits.monthly_usd = usd_amount(value, what);
+            else if (field == "lifetime_usd")
+                limits.lifetime_usd = usd_amount(value, what);
+            else if (field == "daily_requests" || field == "monthly_requests" || field == "daily_tokens" ||
+                     field == "monthly_tokens" || field == "rpm" || field == "tpm")
+                fail(key, unsupported(field));
+            else
+                fail(key, "unknown field " + quoted(field) + " in " + where);
+        });
+        return limits;
+    }
+
+    void parse_orgs(const YAML::Node &orgs) {
+        if (!expect_map_or_empty(orgs, "`orgs`")) return;
+        for_each_field(orgs, "`orgs`", [&](const std::string &, const YAML::Node &name_node,
+                                           const YAML::Node &body) {
+            Org org;
+            org.id = id_value(name_node, "org id");
+            const std::string where = "org " + quoted(org.id);
+            if (!body.IsNull()) {  // an org may stand without caps of its own
+                if (!body.IsMap()) fail(body, where + " must be a mapping");
+                for_each_field(body, where, [&](const std::string &field, const YAML::Node &key,
+                                                const YAML::Node &value) {
+                    if (field == "limits")
+                        org.limits = parse_limits(value, where);
+                    else if (field == "plan" || field == "created_at" || field == "prepaid" ||
+                             field == "low_balance_usd")
+                        fail(key, unsupported(field));
+                    else
+                        fail(key, "unknown field " + quoted(field) + " in " + where);
+                });
+            }
+            policy_.orgs[org.id] = std::move(org);
+        });
+    }
+
+    void parse_projects(const YAML::Node &projects) {
+        if (!expect_map_or_empty(projects, "`projects`")) return;
+        for_each_field(projects, "`projects`", [&](const std::string &, const YAML::Node &name_node,
+                                                   const YAML::Node &body) {
+            Project project;
+            project.id = id_value(name_node, "project id");
+            const std::string where = "project " + quoted(project.id);
+            if (!body.IsMap()) fail(body.IsNull() ? name_node : body, where + " must be a mapping with `org`");
+            int org_line = 0;
+            for_each_field(body, where, [&](const std::string &field, const YAML::Node &key,
+                                            const YAML::Node &value) {
+                if (field == "org") {
+                    project.org = string_value(value, "`org` of " + where);
+                    org_line = line_of(value);
+                } else if (field == "limits") {
+                    project.limits = parse_limits(value, where);
+                } else {
+                    fail(key, "unknown field " + quoted(field) + " in " + where);
+                }
+            });
+            if (project.org.empty()) fail(name_node, where + " is missing `org`");
+            project_org_lines_.emplace_back(project.id, org_line);
+            policy_.projects[project.id] = std::move(project);
+        });
+    }
+
+    void parse_keys(const YAML::Node &keys) {
+        if (keys.IsNull()) return;
+        if (!keys.IsSequence()) fail(keys, "`keys` must be a list");
+        std::map<std::string, int> id_lines;
+        std::map<std::string, std::pair<std::string, int>> hash_owners;  // sha256 -> (id, line)
+        int index = 0;
+        for (const YAML::Node &entry : keys) {
+            ++index;
+            if (!entry.IsMap()) fail(entry, "keys entry " + std::to_string(index) + " must be a mapping");
+
+            // Name the key by its id in every message when it has one.
+            const YAML::Node id_node = entry["id"];
+            std::string where = "keys entry " + std::to_string(index);
+            if (id_node.IsDefined() && id_node.IsScalar() && !id_node.Scalar().empty())
+                where = "key " + quoted(id_node.Scalar());
+
+            Key key;
+            YAML::Node sha256_node, project_node;
+            for_each_field(entry, where, [&](const std::string &field, const YAML::Node &name,
+                                             const YAML::Node &value) {
+                if (field == "id") {
+                    key.id = id_value(value, "key id");
+                } else if (field == "sha256") {
+                    key.sha256 = sha256_value(value, "`sha256` of " + where);
+                    sha256_node = value;
+                } else if (field == "project") {
+                    key.project = string_value(value, "`project` of " + where);
+                    project_node = value;
+                } else if (field == "limits") {
+                    key.limits = parse_limits(value, where);
+                } else if (field == "expires_at") {
+                    std::int64_t when = 0;
+                    if (!value.IsScalar() || !parse_rfc3339(value.Scalar(), when))
+                        fail(value, "`expires_at` of " + where +
+                                        " must be an RFC 3339 time such as 2027-01-01T00:00:00Z");
+                    key.expires_at = when;
+                } else if (field == "revoked") {
+                    bool revoked = false;
+                    if (!value.IsScalar() || !YAML::convert<bool>::decode(value, revoked))
+                        fail(value, "`revoked` of " + where + " must be true or false");
+                    key.revoked = revoked;
+                } else {
+                    fail(name, "unknown field " + quoted(field) + " in " + where);
+                }
+            });
+
+            if (key.id.empty()) fail(entry, where + " is missing `id`");
+            if (key.sha256.empty()) fail(entry, where + " is missing `sha256`");
+            if (key.project.empty()) fail(entry, where + " is missing `project`");
+
+            auto [earlier_id, id_is_new] = id_lines.emplace(key.id, line_of(id_node));
+            if (!id_is_new)
+                fail(id_node, "duplicate key id " + quoted(key.id) + " (first at line " +
+                                  std::to_string(earlier_id->second) + ")");
+            auto [earlier_hash, hash_is_new] =
+                hash_owners.emplace(key.sha256, std::make_pair(key.id, line_of(sha256_node)));
+            if (!hash_is_new)
+                fail(sha256_node, "key " + quoted(key.id) + " has the same sha256 as key " +
+                                      quoted(earlier_hash->second.first) + " (line " +
+                                      std::to_string(earlier_hash->second.second) + ")");
+
+            key_project_lines_.emplace_back(key.sha256, line_of(project_node));
+            policy_.keys_by_sha256.emplace(key.sha256, std::move(key));
+        }
+    }
+
+    std::string sha256_value(const YAML::Node &node, const std::string &what) {
+        std::string text = node.IsScalar() ? node.Scalar() : std::string();
+        bool ok = text.size() == 64;
+        for (char &c : text) {
+            if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) ok = false;
+        }
+        if (!ok) fail(node, what + " must be 64 hexadecimal characters (the SHA-256 of the secret)");
+        return text;
+    }
+
+    std::string file_;
+    Policy &policy_;
+    int current_field_line_ = 0;  // line of the field whose value is being read
+    std::vector<std::pair<std::string, int>> project_org_lines_;  // project id -> line of its `org`
+    std::vector<std::pair<std::string, int>> key_project_lines_;  // key sha256 -> line of its `project`
+};
+
+}  // namespace
+
+std::shared_ptr<const Policy> parse_policy(const std::string &yaml_text, const std::string &file_name) {
+    YAML::Node root;
+    try {
+        root = YAML::Load(yaml_text);
+    } catch (const YAML::Exception &e) {
+        throw PolicyError(file_name, line_of(e.mark), "invalid YAML: " + e.msg);
+    }
+    auto policy = std::make_shared<Policy>();
+    policy->file = file_name;
+    try {
+        PolicyParser(file_name, *policy).parse_document(root);
+    } catch (const PolicyError &) {
+        throw;
+    } catch (const YAML::Exception &e) {  // a conversion the checks above did not foresee
+        throw PolicyError(file_name, line_of(e.mark), e.msg);
+    }
+    return policy;
+}
+
+std::shared_ptr<const Policy> load_policy_file(const std::string &path) {
+    std::FILE *file = std::fopen(path.c_str(), "rb");
+    if (!file) throw PolicyError(path, 0, std::string("cannot open policy file: ") + std::strerror(errno));
+    std::string text;
+    char buffer[65536];
+    std::size_t n;
+    while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) text.append(buffer, n);
+    const bool failed = std::ferror(file) != 0;
+    const int read_errno = errno;
+    std::fclose(file);
+    if (failed) throw PolicyError(path, 0, std::string("cannot read policy file: ") + std::strerror(read_errno));
+    return parse_policy(text, path);
+}
+
+}  // namespace spendcap

@@ -1,0 +1,145 @@
+// The request side: API surface, body fields that bound the cost, the
+// worst-case estimate, and the hashes keys and scripts are named by.
+#include "request.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include <memory>
+
+namespace spendcap {
+
+namespace {
+
+struct JsonDeleter {
+    void operator()(json_t *value) const { json_decref(value); }
+};
+using JsonPtr = std::unique_ptr<json_t, JsonDeleter>;
+
+constexpr std::string_view kAnthropicMessagesPath = "/v1/messages";
+
+RequestParse parse_error(std::string why) {
+    RequestParse result;
+    result.error = std::move(why);
+    return result;
+}
+
+// JSON null counts as absent: clients send "max_tokens": null to mean "unset".
+json_t *member(json_t *object, const char *name) {
+    json_t *value = json_object_get(object, name);
+    return json_is_null(value) ? nullptr : value;
+}
+
+// false when `name` is present but not true/false.
+bool read_bool(json_t *object, const char *name, bool &out) {
+    json_t *value = member(object, name);
+    if (!value) return true;
+    if (!json_is_boolean(value)) return false;
+    out = json_is_true(value);
+    return true;
+}
+
+std::string hex_digest(std::string_view data, const EVP_MD *md) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (EVP_Digest(data.data(), data.size(), digest, &length, md, nullptr) != 1) return {};
+    static const char kHex[] = "0123456789abcdef";
+    std::string hex;
+    hex.reserve(length * 2);
+    for (unsigned int i = 0; i < length; ++i) {
+        hex.push_back(kHex[digest[i] >> 4]);
+        hex.push_back(kHex[digest[i] & 0x0f]);
+    }
+    return hex;
+}
+
+}  // namespace
+
+Surface surface_for_path(std::string_view uri_path) {
+    const std::size_t n = kAnthropicMessagesPath.size();
+    if (uri_path.size() >= n && uri_path.substr(uri_path.size() - n) == kAnthropicMessagesPath)
+        return Surface::anthropic;
+    return Surface::openai;
+}
+
+RequestParse parse_request_body(std::string_view body) {
+    try {
+        json_error_t json_error;
+        // JSON_ALLOW_NUL: "\u0000" inside a prompt is valid JSON the upstream accepts.
+        JsonPtr root(json_loadb(body.data(), body.size(), JSON_ALLOW_NUL, &json_error));
+        if (!root)
+            return parse_error("request body is not valid JSON: " + std::string(json_error.text) +
+                               " at line " + std::to_string(json_error.line) + " column " +
+                               std::to_string(json_error.column));
+        if (!json_is_object(root.get())) return parse_error("request body is not a JSON object");
+
+        RequestParse result;
+        json_t *model = member(root.get(), "model");
+        if (!model) return parse_error("request body has no model");
+        if (!json_is_string(model) || json_string_length(model) == 0)
+            return parse_error("model must be a non-empty string");
+        result.info.model.assign(json_string_value(model), json_string_length(model));
+
+        // The surfaces name the output bound differently; if several are
+        // given, the largest is the worst case.
+        for (const char *name : {"max_tokens", "max_completion_tokens", "max_output_tokens"}) {
+            json_t *value = member(root.get(), name);
+            if (!value) continue;
+            if (!json_is_integer(value) || json_integer_value(value) < 0)
+                return parse_error(std::string(name) + " must be a non-negative integer");
+            const std::int64_t tokens = json_integer_value(value);
+            if (!result.info.max_output_tokens || tokens > *result.info.max_output_tokens)
+                result.info.max_output_tokens = tokens;
+        }
+
+        if (!read_bool(root.get(), "stream", result.info.stream))
+            return parse_error("stream must be true or false");
+        if (json_t *options = member(root.get(), "stream_options")) {
+            if (!json_is_object(options)) return parse_error("stream_options must be an object");
+            if (!read_bool(options, "include_usage", result.info.include_usage))
+                return parse_error("stream_options.include_usage must be true or false");
+        }
+
+        result.ok = true;
+        return result;
+    } catch (...) {
+        return parse_error("request body could not be read (out of memory)");
+    }
+}
+
+Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
+                             std::int64_t body_bytes,
+                             const std::optional<std::int64_t> &max_output_tokens) {
+    Estimate estimate;
+    // A token is at least one byte of the body, so the body's length bounds them.
+    estimate.input_tokens = body_bytes > 0 ? body_bytes : 0;
+    if (max_output_tokens)
+        estimate.output_tokens = *max_output_tokens;
+    else if (price.max_output_tokens)
+        estimate.output_tokens = *price.max_output_tokens;
+    else
+        estimate.output_tokens = policy.default_max_output_tokens;
+    if (estimate.output_tokens < 0) estimate.output_tokens = 0;
+    // cost_of saturates, so an absurd max_tokens blocks instead of wrapping.
+    estimate.cost = cost_of({{estimate.input_tokens, price.max_input_rate()},
+                             {estimate.output_tokens, price.output}});
+    return estimate;
+}
+
+std::string sha256_hex(std::string_view data) {
+    try {
+        return hex_digest(data, EVP_sha256());
+    } catch (...) {
+        return {};
+    }
+}
+
+std::string sha1_hex(std::string_view data) {
+    try {
+        return hex_digest(data, EVP_sha1());
+    } catch (...) {
+        return {};
+    }
+}
+
+}  // namespace spendcap
