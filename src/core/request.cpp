@@ -128,7 +128,9 @@ Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
 
 std::string sha256_hex(std::string_view data) {
     try {
-        return hex_digest(data, EVP_sha256());
+        // Fetched once: OpenSSL 3 would otherwise look the digest up on every call.
+        static EVP_MD *const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+        return hex_digest(data, sha256 ? sha256 : EVP_sha256());
     } catch (...) {
         return {};
     }
@@ -136,7 +138,8 @@ std::string sha256_hex(std::string_view data) {
 
 std::string sha1_hex(std::string_view data) {
     try {
-        return hex_digest(data, EVP_sha1());
+        static EVP_MD *const sha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+        return hex_digest(data, sha1 ? sha1 : EVP_sha1());
     } catch (...) {
         return {};
     }

@@ -2,6 +2,7 @@
 // request's cost atomically, in one round trip each.
 #include "reservation.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "request.h"
@@ -11,130 +12,88 @@ namespace spendcap {
 namespace {
 
 
-// Shared by both scripts. Lua 5.1 numbers are doubles, exact only below 2^53
-// (about 9 million USD in nano-USD), so amounts stay decimal strings: Redis
-// gets them as given, and comparisons split them as hi * 1e9 + lo, two parts
-// that are each exact as doubles.
+// Shared by both scripts. Amounts never pass through Lua numbers on their way
+// to Redis (Lua 5.1 would print a large one as 1e+14, which INCRBY rejects):
+// the worker computes every threshold and delta in int64 and sends strings,
+// and the scripts compare integer strings exactly, whatever their size.
 constexpr const char *kLuaHelpers = R"lua(
-local BASE = 1000000000
-local MAX_HI, MAX_LO = 9223372036, 854775807 -- INT64_MAX, the most a Redis counter holds
-local function is_int(s)
-  return type(s) == 'string' and #s <= 20 and string.find(s, '^%-?%d+$') ~= nil
-end
-local function is_amount(s)
-  return is_int(s) and string.sub(s, 1, 1) ~= '-'
-end
-local function negate(hi, lo)
-  if lo > 0 then return -hi - 1, BASE - lo end
-  return -hi, 0
-end
-local function split(s)
-  local negative = string.sub(s, 1, 1) == '-'
-  if negative then s = string.sub(s, 2) end
-  local lo = tonumber(string.sub(s, -9))
-  local hi = 0
-  if #s > 9 then hi = tonumber(string.sub(s, 1, -10)) end
-  if negative then return negate(hi, lo) end
-  return hi, lo
-end
-local function add(a_hi, a_lo, b_hi, b_lo)
-  local hi, lo = a_hi + b_hi, a_lo + b_lo
-  if lo >= BASE then return hi + 1, lo - BASE end
-  return hi, lo
-end
-local function greater(a_hi, a_lo, b_hi, b_lo)
-  return a_hi > b_hi or (a_hi == b_hi and a_lo > b_lo)
-end
-local function not_integer(key)
-  return redis.error_reply('spend-cap: ' .. key .. ' does not hold an integer')
+-- a <= b for integer strings as Redis writes them (no leading zeros, '-' sign)
+local function le(a, b)
+  local a_neg, b_neg = string.byte(a, 1) == 45, string.byte(b, 1) == 45
+  if a_neg ~= b_neg then return a_neg end
+  if #a ~= #b then return (#a < #b) ~= a_neg end
+  if a_neg then return a >= b end
+  return a <= b
 end
 )lua";
 
 // KEYS: N counters, then the reservation record.
-// ARGV: N, estimate, then per counter: kind ("s" spend / "r" requests), cap (-1 none), expire_at (0 none).
+// ARGV: N, estimate, then per counter: kind ("s" spend / "r" requests),
+//       threshold (the most the counter may hold before this request; "" = no cap),
+//       expire_at (0 = never).
 // Reply: {0, i, spent} blocked by counter i (1-based), nothing written;
 //        {1, after_1, ..., after_N} reserved.
+// Only capped counters are read, and an expiry is set only on a new counter:
+// this script runs once per request, so every call in it is paid at full rate.
 constexpr const char *kReserveBody = R"lua(
 local n = tonumber(ARGV[1])
 local estimate = ARGV[2]
-if not is_amount(estimate) then return redis.error_reply('spend-cap: bad estimate') end
-local e_hi, e_lo = split(estimate)
--- Check every counter before writing anything: a blocked request adds nothing,
--- and no write below can fail half way.
 for i = 1, n do
-  local at = 3 + (i - 1) * 3
-  local current = redis.call('GET', KEYS[i]) or '0'
-  if not is_int(current) then return not_integer(KEYS[i]) end
-  local c_hi, c_lo = split(current)
-  local d_hi, d_lo = 0, 1
-  if ARGV[at] == 's' then d_hi, d_lo = e_hi, e_lo end
-  local s_hi, s_lo = add(c_hi, c_lo, d_hi, d_lo)
-  local cap = ARGV[at + 1]
-  if not is_int(cap) then return redis.error_reply('spend-cap: bad cap') end
-  if string.sub(cap, 1, 1) ~= '-' then
-    local cap_hi, cap_lo = split(cap)
-    if greater(s_hi, s_lo, cap_hi, cap_lo) then return {0, i, c_hi * BASE + c_lo} end
-  end
-  if greater(s_hi, s_lo, MAX_HI, MAX_LO) then
-    return redis.error_reply('spend-cap: ' .. KEYS[i] .. ' would overflow')
+  local threshold = ARGV[3 * i + 1]
+  if threshold ~= '' then
+    local current = redis.call('GET', KEYS[i]) or '0'
+    if not string.find(current, '^%-?%d+$') then
+      return redis.error_reply('spend-cap: ' .. KEYS[i] .. ' does not hold an integer')
+    end
+    if not le(current, threshold) then return {0, i, tonumber(current)} end
   end
 end
 local reply = {1}
+local first = tonumber(estimate)
 for i = 1, n do
-  local at = 3 + (i - 1) * 3
-  if ARGV[at] == 's' then
-    reply[i + 1] = redis.call('INCRBY', KEYS[i], estimate)
+  local v, created
+  if ARGV[3 * i] == 's' then
+    v = redis.call('INCRBY', KEYS[i], estimate)
+    created = v == first
   else
-    reply[i + 1] = redis.call('INCR', KEYS[i])
+    v = redis.call('INCR', KEYS[i])
+    created = v == 1
   end
-  if ARGV[at + 2] ~= '0' then redis.call('EXPIREAT', KEYS[i], ARGV[at + 2]) end
+  local expire_at = ARGV[3 * i + 2]
+  if created and expire_at ~= '0' then redis.call('EXPIREAT', KEYS[i], expire_at) end
+  reply[i + 1] = v
 end
 redis.call('SET', KEYS[n + 1], estimate, 'EX', 86400)
 return reply
 )lua";
 
 // KEYS: N counters, the reservation record, the settlement marker.
-// ARGV: N, cost, count_unreserved ("1"/"0"), then per counter: kind, expire_at.
+// ARGV: N, cost - estimate (applied when a reservation was recorded), cost
+//       (when none was), count_unreserved ("1"/"0"), then per counter: kind, expire_at.
 // Reply: 1 settled now, 0 already settled.
 constexpr const char *kSettleBody = R"lua(
 local n = tonumber(ARGV[1])
-if redis.call('EXISTS', KEYS[n + 2]) == 1 then return 0 end
-local cost = ARGV[2]
-if not is_amount(cost) then return redis.error_reply('spend-cap: bad cost') end
-local reserved = redis.call('GET', KEYS[n + 1])
-local r_hi, r_lo = 0, 0
-if reserved then
-  if not is_int(reserved) then return not_integer(KEYS[n + 1]) end
-  r_hi, r_lo = split(reserved)
+if not redis.call('SET', KEYS[n + 2], '1', 'EX', 86400, 'NX') then return 0 end
+local delta, count_requests = ARGV[3], ARGV[4] == '1'
+if redis.call('GET', KEYS[n + 1]) then
+  redis.call('DEL', KEYS[n + 1])
+  delta, count_requests = ARGV[2], false
 end
-local k_hi, k_lo = split(cost)
-local m_hi, m_lo = negate(r_hi, r_lo)
-local net_hi, net_lo = add(k_hi, k_lo, m_hi, m_lo)
--- Check before writing, so that no error leaves a half-applied settlement.
+local first = tonumber(delta)
 for i = 1, n do
-  if ARGV[2 + 2 * i] == 's' then
-    local current = redis.call('GET', KEYS[i]) or '0'
-    if not is_int(current) then return not_integer(KEYS[i]) end
-    local c_hi, c_lo = split(current)
-    local s_hi, s_lo = add(c_hi, c_lo, net_hi, net_lo)
-    if greater(s_hi, s_lo, MAX_HI, MAX_LO) then
-      return redis.error_reply('spend-cap: ' .. KEYS[i] .. ' would overflow')
+  local v, created
+  if ARGV[2 * i + 3] == 's' then
+    if delta ~= '0' then
+      v = redis.call('INCRBY', KEYS[i], delta)
+      created = v == first
     end
-  end
-end
-local count_requests = (not reserved) and ARGV[3] == '1'
-for i = 1, n do
-  local kind, expire_at = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  if kind == 's' then
-    if reserved then redis.call('DECRBY', KEYS[i], reserved) end
-    redis.call('INCRBY', KEYS[i], cost)
   elseif count_requests then
-    redis.call('INCR', KEYS[i])
+    v = redis.call('INCR', KEYS[i])
+    created = v == 1
   end
-  if expire_at ~= '0' then redis.call('EXPIREAT', KEYS[i], expire_at) end
+  local expire_at = ARGV[2 * i + 4]
+  if created and expire_at ~= '0' then redis.call('EXPIREAT', KEYS[i], expire_at) end
 end
-redis.call('DEL', KEYS[n + 1])
-redis.call('SET', KEYS[n + 2], '1', 'EX', 86400)
 return 1
 )lua";
 
@@ -239,10 +198,13 @@ std::vector<std::string> reserve_command(const std::string &org,
         argv.push_back(org_prefix(org) + "resv:" + request_id);
         argv.push_back(std::to_string(counters.size()));
         argv.push_back(amount_arg(estimate));
+        const Nanos reserved = estimate > 0 ? estimate : 0;
         for (const Counter &c : counters) {
             argv.emplace_back(kind_arg(c.kind));
+            // The counter may hold at most cap - delta before this request.
             // A negative cap (never produced by the policy) blocks rather than uncaps.
-            argv.push_back(c.cap ? amount_arg(*c.cap) : "-1");
+            const Nanos delta = c.kind == CounterKind::spend ? reserved : 1;
+            argv.push_back(c.cap ? std::to_string(std::max<Nanos>(*c.cap, 0) - delta) : "");
             argv.push_back(std::to_string(c.expire_at > 0 ? c.expire_at : 0));
         }
         return argv;
@@ -302,6 +264,7 @@ ReserveOutcome decode_reserve_reply(const std::vector<Counter> &counters,
 
 std::vector<std::string> settle_command(const std::string &org,
                                         const std::vector<Counter> &counters,
+                                        Nanos estimate,
                                         Nanos cost,
                                         const std::string &request_id,
                                         bool count_unreserved) {
@@ -317,8 +280,10 @@ std::vector<std::string> settle_command(const std::string &org,
         for (const Counter &c : counters) argv.push_back(c.key);
         argv.push_back(prefix + "resv:" + request_id);
         argv.push_back(prefix + "settled:" + request_id);
+        const Nanos settled = cost > 0 ? cost : 0;
         argv.push_back(std::to_string(counters.size()));
-        argv.push_back(amount_arg(cost));
+        argv.push_back(std::to_string(settled - (estimate > 0 ? estimate : 0)));
+        argv.push_back(std::to_string(settled));
         argv.emplace_back(count_unreserved ? "1" : "0");
         for (const Counter &c : counters) {
             argv.emplace_back(kind_arg(c.kind));

@@ -61,13 +61,14 @@ ReserveOutcome decode_reserve_reply(const std::vector<Counter> &counters,
                                     const std::vector<long long> &reply);
 
 // Redis command argv (EVALSHA form) that settles a request exactly once
-// (marker sc:{ORG}:settled:REQUEST_ID, 1 day): replaces the recorded
-// reservation (0 if none was recorded) by `cost` in every spend counter; if no
-// reservation was recorded and `count_unreserved` is set (a fail-open request
-// that reached the upstream), also adds 1 to every request counter. Reply:
-// 1 settled now, 0 already settled.
+// (marker sc:{ORG}:settled:REQUEST_ID, 1 day): if Redis recorded the
+// reservation (`estimate`, from reserve_command), replaces it by `cost` in
+// every spend counter; if not, adds `cost`, and when `count_unreserved` is set
+// (a fail-open request that reached the upstream) 1 to every request counter.
+// Reply: 1 settled now, 0 already settled.
 std::vector<std::string> settle_command(const std::string &org,
                                         const std::vector<Counter> &counters,
+                                        Nanos estimate,
                                         Nanos cost,
                                         const std::string &request_id,
                                         bool count_unreserved);

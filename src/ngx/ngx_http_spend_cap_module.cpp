@@ -344,8 +344,12 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
 
     const std::string &org = ctx->policy->org_of(*ctx->key).id;
-    ctx->op = redis_eval(reserve_command(org, ctx->counters, ctx->estimate.cost, ctx->request_id),
-                         &reserve_script(), lcf->timeout, on_reserve_reply, ctx);
+    std::vector<std::string> command = reserve_command(org, ctx->counters, ctx->estimate.cost,
+                                                       ctx->request_id);
+    if (command.empty()) {  // never reserve nothing: that would lift every cap
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->op = redis_eval(std::move(command), &reserve_script(), lcf->timeout, on_reserve_reply, ctx);
     if (ctx->op == nullptr) {
         on_redis_failure(ctx, "is not connected");
         ctx->stage = Stage::decided;
@@ -594,8 +598,14 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         // Also after a timeout: settling at 0 releases a reservation Redis
         // may still have made (commands on one connection run in order).
         const std::string &org = ctx->policy->org_of(*ctx->key).id;
-        redis_eval_reliably(settle_command(org, ctx->counters, ctx->cost, ctx->request_id, unreserved),
-                            &settle_script());
+        std::vector<std::string> settle = settle_command(org, ctx->counters, ctx->estimate.cost,
+                                                         ctx->cost, ctx->request_id, unreserved);
+        if (settle.empty()) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "spend_cap: request %s could not be settled", ctx->request_id.c_str());
+            return NGX_OK;
+        }
+        redis_eval_reliably(std::move(settle), &settle_script());
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: settlement failed: %s", e.what());
     }

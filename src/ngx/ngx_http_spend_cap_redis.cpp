@@ -25,9 +25,10 @@ struct Client {
     redisAsyncContext *ac = nullptr;  // nullptr while disconnected
     bool connected = false;
     bool stopping = false;
+    bool writing = false;  // inside redisAsyncHandleWrite
     ngx_msec_t backoff = kMinBackoff;
     ngx_event_t reconnect_timer{};
-    std::deque<std::vector<std::string>> backlog;
+    std::deque<std::string> backlog;  // RESP-encoded settlements
     const std::string *backlog_script = nullptr;
 };
 
@@ -36,11 +37,11 @@ Client *client;  // one per worker process
 }  // namespace
 
 struct RedisOp {
-    std::vector<std::string> argv;
+    std::string command;       // RESP-encoded, formatted once
     const std::string *script = nullptr;
     RedisDone done = nullptr;  // nullptr once detached, timed out or answered
     void *data = nullptr;
-    bool retried_as_eval = false;
+    bool reloaded_script = false;
     bool reliable = false;     // back to the backlog if the connection fails
     ngx_event_t timer{};
 };
@@ -63,7 +64,28 @@ void on_reconnect_timer(ngx_event_t *) {
     }
 }
 
-void push_backlog(std::vector<std::string> argv, const std::string *script) {
+// One RESP array of bulk strings: hiredis would format it argument by argument.
+std::string to_resp(const std::vector<std::string> &argv) {
+    std::size_t size = 16;
+    for (const auto &a : argv) {
+        size += a.size() + 16;
+    }
+    std::string out;
+    out.reserve(size);
+    out += '*';
+    out += std::to_string(argv.size());
+    out += "\r\n";
+    for (const auto &a : argv) {
+        out += '$';
+        out += std::to_string(a.size());
+        out += "\r\n";
+        out += a;
+        out += "\r\n";
+    }
+    return out;
+}
+
+void push_backlog(std::string command, const std::string *script) {
     if (client->backlog.size() >= kMaxBacklog) {
         ngx_log_error(NGX_LOG_ERR, client->log, 0,
                       "spend_cap: settlement backlog full (%uz), dropping the oldest",
@@ -71,7 +93,7 @@ void push_backlog(std::vector<std::string> argv, const std::string *script) {
         client->backlog.pop_front();
     }
     client->backlog_script = script;
-    client->backlog.push_back(std::move(argv));
+    client->backlog.push_back(std::move(command));
 }
 
 // Ends an op: the caller hears at most once, then the op is freed.
@@ -89,25 +111,33 @@ void finish(RedisOp *op, RedisStatus status, const redisReply *reply) {
 
 bool send_op(RedisOp *op);
 
+void on_setup_reply(redisAsyncContext *, void *r, void *privdata);
+
+bool load_script(const std::string &script) {
+    const char *argv[] = {"SCRIPT", "LOAD", script.c_str()};
+    const size_t lens[] = {6, 4, script.size()};
+    return redisAsyncCommandArgv(client->ac, on_setup_reply, (void *) "SCRIPT LOAD", 3, argv,
+                                 lens) == REDIS_OK;
+}
+
 void on_reply(redisAsyncContext *, void *r, void *privdata) {
     auto *op = static_cast<RedisOp *>(privdata);
     auto *reply = static_cast<redisReply *>(r);
 
     if (reply == nullptr) {  // connection failed or is being freed
         if (op->reliable) {
-            push_backlog(std::move(op->argv), op->script);
+            push_backlog(std::move(op->command), op->script);
         }
         finish(op, RedisStatus::unavailable, nullptr);
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR && !op->retried_as_eval && op->script != nullptr
+    if (reply->type == REDIS_REPLY_ERROR && !op->reloaded_script && op->script != nullptr
         && std::strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-        // Redis restarted or was flushed: EVAL loads the script again.
-        op->retried_as_eval = true;
-        op->argv[0] = "EVAL";
-        op->argv[1] = *op->script;
-        if (send_op(op)) {
+        // Redis restarted or was flushed: load the script, then send the same
+        // EVALSHA again; one connection keeps the two in order.
+        op->reloaded_script = true;
+        if (load_script(*op->script) && send_op(op)) {
             return;
         }
         finish(op, RedisStatus::unavailable, nullptr);
@@ -124,16 +154,8 @@ bool send_op(RedisOp *op) {
     if (client == nullptr || client->ac == nullptr) {
         return false;
     }
-    std::vector<const char *> args;
-    std::vector<size_t> lens;
-    args.reserve(op->argv.size());
-    lens.reserve(op->argv.size());
-    for (const auto &a : op->argv) {
-        args.push_back(a.data());
-        lens.push_back(a.size());
-    }
-    return redisAsyncCommandArgv(client->ac, on_reply, op, static_cast<int>(args.size()),
-                                 args.data(), lens.data()) == REDIS_OK;
+    return redisAsyncFormattedCommand(client->ac, on_reply, op, op->command.data(),
+                                      op->command.size()) == REDIS_OK;
 }
 
 void on_op_timeout(ngx_event_t *ev) {
@@ -145,9 +167,9 @@ void on_op_timeout(ngx_event_t *ev) {
     }
 }
 
-RedisOp *new_op(std::vector<std::string> argv, const std::string *script, ngx_msec_t timeout) {
+RedisOp *new_op(std::string command, const std::string *script, ngx_msec_t timeout) {
     auto *op = new RedisOp;
-    op->argv = std::move(argv);
+    op->command = std::move(command);
     op->script = script;
     op->timer.handler = on_op_timeout;
     op->timer.data = op;
@@ -165,7 +187,7 @@ void flush_backlog() {
         client->backlog.pop_front();
         op->reliable = true;
         if (!send_op(op)) {
-            push_backlog(std::move(op->argv), op->script);
+            push_backlog(std::move(op->command), op->script);
             finish(op, RedisStatus::unavailable, nullptr);
             return;
         }
@@ -181,7 +203,11 @@ void on_read(ngx_event_t *ev) {
 
 void on_write(ngx_event_t *ev) {
     auto *c = static_cast<ngx_connection_t *>(ev->data);
+    client->writing = true;
     redisAsyncHandleWrite(static_cast<redisAsyncContext *>(c->data));
+    if (client != nullptr) {
+        client->writing = false;
+    }
 }
 
 // Level-triggered: hiredis reads at most 16 KiB per call, so with edge
@@ -200,8 +226,18 @@ void del_read(void *privdata) {
     }
 }
 
+// Once connected, commands queued during one event loop iteration are
+// written together at its end, without asking epoll first: the socket is
+// nearly always writable. Only a write that could not finish (or a connect in
+// progress) waits for a write event.
 void add_write(void *privdata) {
     auto *c = static_cast<ngx_connection_t *>(privdata);
+    if (client->connected && !client->writing) {
+        if (!c->write->posted) {
+            ngx_post_event(c->write, &ngx_posted_events);
+        }
+        return;
+    }
     if (!c->write->active) {
         ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
     }
@@ -360,7 +396,7 @@ RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
     if (client == nullptr || client->ac == nullptr) {
         return nullptr;
     }
-    RedisOp *op = new_op(std::move(argv), script, timeout);
+    RedisOp *op = new_op(to_resp(argv), script, timeout);
     op->done = done;
     op->data = data;
     if (!send_op(op)) {
@@ -381,13 +417,13 @@ void redis_eval_reliably(std::vector<std::string> argv, const std::string *scrip
         return;
     }
     if (client->ac == nullptr) {
-        push_backlog(std::move(argv), script);
+        push_backlog(to_resp(argv), script);
         return;
     }
-    RedisOp *op = new_op(std::move(argv), script, kReliableTimeout);
+    RedisOp *op = new_op(to_resp(argv), script, kReliableTimeout);
     op->reliable = true;
     if (!send_op(op)) {
-        push_backlog(std::move(op->argv), script);
+        push_backlog(std::move(op->command), script);
         finish(op, RedisStatus::unavailable, nullptr);
     }
 }

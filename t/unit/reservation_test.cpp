@@ -103,8 +103,7 @@ TEST(Scripts, NamedByTheirSha1) {
     EXPECT_NE(reserve_script_sha1(), settle_script_sha1());
     // Amounts reach Redis as the strings given, never as Lua numbers.
     EXPECT_NE(reserve_script().find("redis.call('INCRBY', KEYS[i], estimate)"), std::string::npos);
-    EXPECT_NE(settle_script().find("redis.call('INCRBY', KEYS[i], cost)"), std::string::npos);
-    EXPECT_NE(settle_script().find("redis.call('DECRBY', KEYS[i], reserved)"), std::string::npos);
+    EXPECT_NE(settle_script().find("redis.call('INCRBY', KEYS[i], delta)"), std::string::npos);
 }
 
 TEST(ReserveCommand, ArgvShape) {
@@ -123,9 +122,9 @@ TEST(ReserveCommand, ArgvShape) {
         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:key:k1:life",
         "sc:{acme}:reqs:key:k1:m:2026-11", "sc:{acme}:resv:0123abcd",
         "3", "123456789012345",
-        "s", "2000000000", "1798070400",
-        "s", "-1", "0",
-        "r", "-1", "1830643200",
+        "s", "-123454789012345", "1798070400",  // cap 2 USD minus the estimate
+        "s", "", "0",
+        "r", "", "1830643200",
     };
     EXPECT_EQ(argv, expected);
 }
@@ -141,10 +140,10 @@ TEST(ReserveCommand, FullCounterSet) {
     EXPECT_EQ(argv[22], "18");
     EXPECT_EQ(argv[23], "5");
     EXPECT_EQ(argv[24], "s");
-    EXPECT_EQ(argv[25], "2000000000");
+    EXPECT_EQ(argv[25], "1999999995");  // cap - estimate
     EXPECT_EQ(argv[26], "1798070400");
     EXPECT_EQ(argv[27 + 3 * 3], "r");  // the key's daily request counter
-    EXPECT_EQ(argv[27 + 3 * 3 + 1], "-1");
+    EXPECT_EQ(argv[27 + 3 * 3 + 1], "");
 }
 
 TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
@@ -153,12 +152,12 @@ TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
     const auto argv = reserve_command("o", counters, -100, "r");
     ASSERT_EQ(argv.size(), 10u);
     EXPECT_EQ(argv[6], "0");  // estimate
-    EXPECT_EQ(argv[8], "0");  // cap: blocks anything above zero
+    EXPECT_EQ(argv[8], "0");  // threshold: blocks anything above zero
 }
 
 TEST(ReserveCommand, NoCountersIsAnError) {
     EXPECT_TRUE(reserve_command("acme", {}, 5, "r").empty());
-    EXPECT_TRUE(settle_command("acme", {}, 5, "r", true).empty());
+    EXPECT_TRUE(settle_command("acme", {}, 5, 5, "r", true).empty());
 }
 
 TEST(SettleCommand, ArgvShape) {
@@ -168,18 +167,20 @@ TEST(SettleCommand, ArgvShape) {
         counter(CounterKind::requests, Scope::project, Window::lifetime,
                 "sc:{acme}:reqs:project:p:life", std::nullopt, 0),
     };
-    EXPECT_EQ(settle_command("acme", counters, 987654321098765, "req-9", true),
+    EXPECT_EQ(settle_command("acme", counters, 1000, 987654321098765, "req-9", true),
               (std::vector<std::string>{
                   "EVALSHA", settle_script_sha1(), "4",
                   "sc:{acme}:spend:project:p:m:2026-11", "sc:{acme}:reqs:project:p:life",
                   "sc:{acme}:resv:req-9", "sc:{acme}:settled:req-9",
-                  "2", "987654321098765", "1",
+                  "2", "987654321097765", "987654321098765", "1",
                   "s", "1830643200",
                   "r", "0"}));
-    const auto unreserved_off = settle_command("acme", counters, -3, "req-9", false);
-    ASSERT_EQ(unreserved_off.size(), 14u);
-    EXPECT_EQ(unreserved_off[8], "0");
-    EXPECT_EQ(unreserved_off[9], "0");
+    // A release: the reservation comes off, nothing goes on.
+    const auto released = settle_command("acme", counters, 700, -3, "req-9", false);
+    ASSERT_EQ(released.size(), 15u);
+    EXPECT_EQ(released[8], "-700");
+    EXPECT_EQ(released[9], "0");
+    EXPECT_EQ(released[10], "0");
 }
 
 TEST(DecodeReserve, AllowedPicksTightestCostCap) {
