@@ -2,6 +2,8 @@
 // worst-case estimate, and the hashes keys and scripts are named by.
 #include "request.h"
 
+#include <limits>
+
 #include <jansson.h>
 #include <openssl/evp.h>
 
@@ -92,6 +94,17 @@ RequestParse parse_request_body(std::string_view body) {
                 result.info.max_output_tokens = tokens;
         }
 
+        // OpenAI bills every generated choice: `n` (and `best_of` on Completions)
+        // multiplies the output bound.
+        for (const char *name : {"n", "best_of"}) {
+            json_t *value = member(root.get(), name);
+            if (!value) continue;
+            if (!json_is_integer(value) || json_integer_value(value) < 1)
+                return parse_error(std::string(name) + " must be a positive integer");
+            if (json_integer_value(value) > result.info.choices)
+                result.info.choices = json_integer_value(value);
+        }
+
         if (!read_bool(root.get(), "stream", result.info.stream))
             return parse_error("stream must be true or false");
         if (json_t *options = member(root.get(), "stream_options")) {
@@ -109,7 +122,8 @@ RequestParse parse_request_body(std::string_view body) {
 
 Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
                              std::int64_t body_bytes,
-                             const std::optional<std::int64_t> &max_output_tokens) {
+                             const std::optional<std::int64_t> &max_output_tokens,
+                             std::int64_t choices) {
     Estimate estimate;
     // A token is at least one byte of the body, so the body's length bounds them.
     estimate.input_tokens = body_bytes > 0 ? body_bytes : 0;
@@ -120,6 +134,12 @@ Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
     else
         estimate.output_tokens = policy.default_max_output_tokens;
     if (estimate.output_tokens < 0) estimate.output_tokens = 0;
+    if (choices > 1) {
+        const std::int64_t most = std::numeric_limits<std::int64_t>::max();
+        estimate.output_tokens = estimate.output_tokens > most / choices
+                                     ? most
+                                     : estimate.output_tokens * choices;
+    }
     // cost_of saturates, so an absurd max_tokens blocks instead of wrapping.
     estimate.cost = cost_of({{estimate.input_tokens, price.max_input_rate()},
                              {estimate.output_tokens, price.output}});

@@ -23,6 +23,7 @@ struct RequestInfo {
     std::optional<std::int64_t> max_output_tokens;
     bool stream = false;
     bool include_usage = false;  // stream_options.include_usage == true
+    std::int64_t choices = 1;    // OpenAI `n` / `best_of`: each choice is billed
 };
 
 struct RequestParse {
@@ -37,13 +38,14 @@ RequestParse parse_request_body(std::string_view body);
 
 struct Estimate {
     std::int64_t input_tokens = 0;   // bounded by the body's byte length
-    std::int64_t output_tokens = 0;  // request max, else model max, else policy default
+    std::int64_t output_tokens = 0;  // (request max, else model max, else policy default) x choices
     Nanos cost = 0;                  // input at max_input_rate(), output at output rate
 };
 
 Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
                              std::int64_t body_bytes,
-                             const std::optional<std::int64_t> &max_output_tokens);
+                             const std::optional<std::int64_t> &max_output_tokens,
+                             std::int64_t choices = 1);
 
 // Lowercase hex SHA-256 of a secret (the form keys are stored in).
 std::string sha256_hex(std::string_view data);

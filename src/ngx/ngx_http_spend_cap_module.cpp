@@ -334,7 +334,7 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     }
     ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
                                         static_cast<std::int64_t>(ctx->body.size()),
-                                        parsed.info.max_output_tokens);
+                                        parsed.info.max_output_tokens, parsed.info.choices);
     ctx->counters = counters_for(*ctx->policy, *ctx->key, periods_at(ngx_time()));
 
     ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);

@@ -149,6 +149,8 @@ TEST(ParseRequest, RejectsWhatCannotBePriced) {
          "max_completion_tokens must be a non-negative integer"},
         {R"({"model":"m","max_output_tokens":[1]})",
          "max_output_tokens must be a non-negative integer"},
+        {R"({"model":"m","n":0})", "n must be a positive integer"},
+        {R"({"model":"m","best_of":"2"})", "best_of must be a positive integer"},
         {R"({"model":"m","stream":"true"})", "stream must be true or false"},
         {R"({"model":"m","stream":1})", "stream must be true or false"},
         {R"({"model":"m","stream_options":true})", "stream_options must be an object"},
@@ -173,6 +175,21 @@ TEST(Estimate, RequestMaxTokensAtHighestInputRate) {
     // Anthropic cache writes (3.75) cost more than plain input (3.00).
     Estimate a = estimate_worst_case(claude_sonnet(), policy, 2000, 1000);
     EXPECT_EQ(a.cost, 2000LL * 3750 + 1000LL * 15000);
+}
+
+TEST(Estimate, EveryChoiceIsBilled) {
+    RequestParse r = parse_request_body(R"({"model":"m","max_tokens":100,"n":3,"best_of":5})");
+    ASSERT_TRUE(r.ok);
+    EXPECT_EQ(r.info.choices, 5);
+    EXPECT_EQ(parse_request_body(R"({"model":"m"})").info.choices, 1);
+
+    Policy policy;
+    Estimate e = estimate_worst_case(gpt_4o_mini(), policy, 1000, 100, r.info.choices);
+    EXPECT_EQ(e.output_tokens, 500);
+    EXPECT_EQ(e.cost, 1000 * 150 + 500 * 600);
+    // A product past int64 saturates (and so blocks) instead of wrapping.
+    Estimate huge = estimate_worst_case(gpt_4o_mini(), policy, 1, INT64_MAX / 2, 3);
+    EXPECT_EQ(huge.output_tokens, INT64_MAX);
 }
 
 TEST(Estimate, FallsBackToModelThenPolicyMax) {
