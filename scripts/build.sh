@@ -48,5 +48,7 @@ fi
 
 make -f "$objs/Makefile" -C "$src" -j"$(nproc)" modules > "$build/make.log" 2>&1 \
     || { grep -E "error|Error" "$build/make.log" | head -40; tail -5 "$build/make.log"; exit 1; }
-cp "$objs/ngx_http_spend_cap_module.so" "$build/ngx_http_spend_cap_module.so"
+# Replace, never overwrite: a running NGINX has the old file mapped.
+cp "$objs/ngx_http_spend_cap_module.so" "$build/.ngx_http_spend_cap_module.so.new"
+mv -f "$build/.ngx_http_spend_cap_module.so.new" "$build/ngx_http_spend_cap_module.so"
 echo "build.sh: built $build/ngx_http_spend_cap_module.so"

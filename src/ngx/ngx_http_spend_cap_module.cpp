@@ -80,6 +80,7 @@ struct RequestCtx {
     std::shared_ptr<const Policy> policy;  // keeps the pointers below alive across reloads
     const Key *key = nullptr;
     std::string body;                      // the request body, copied as it arrives
+    bool body_seen = false;                // our request body filter ran
     const ModelPrice *price = nullptr;
     Estimate estimate;
     std::vector<Counter> counters;
@@ -422,10 +423,13 @@ ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
     case Stage::waiting_redis:
         return NGX_AGAIN;
     case Stage::body_read: {
-        if (ctx->body.empty() && r->request_body != nullptr) {
+        if (!ctx->body_seen && r->request_body != nullptr) {
             // Another module read the body before us: take what is in memory;
             // a body in a file would need a blocking read.
             for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
+                if (ngx_buf_size(cl->buf) == 0) {
+                    continue;
+                }
                 if (!ngx_buf_in_memory(cl->buf)) {
                     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                                   "spend_cap: request body was spooled before spend_cap saw it");
@@ -457,6 +461,7 @@ ngx_int_t preaccess_handler(ngx_http_request_t *r) {
 ngx_int_t request_body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
     RequestCtx *ctx = get_ctx(r);
     if (ctx != nullptr && ctx->stage == Stage::reading_body) {
+        ctx->body_seen = true;
         try {
             for (ngx_chain_t *cl = in; cl; cl = cl->next) {
                 if (ngx_buf_in_memory(cl->buf)) {

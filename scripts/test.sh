@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The single test command (README and CI call it):
+#   1. installs the Debian packages the build and the tests need (when root, only missing ones)
+#   2. builds the module (scripts/build.sh -> build/ngx_http_spend_cap_module.so)
+#   3. builds and runs the core's GoogleTest unit tests (cmake + ctest, build/core)
+#   4. installs the SDK test dependencies (npm ci in t/sdk) when needed
+#   5. runs the integration tests (pytest t/integration)
+# Extra arguments are passed to pytest, e.g. scripts/test.sh -k block -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+PACKAGES=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev redis-server libgtest-dev
+          libssl-dev zlib1g-dev libpcre2-dev cmake pkg-config python3-pytest python3-redis python3-httpx
+          wrk nodejs npm)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "packages"
+installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
+missing=()
+for p in "${PACKAGES[@]}"; do
+    case "$p" in
+        # a nodejs build that bundles npm (e.g. NodeSource's, which "Provides: npm" and
+        # conflicts with Debian's npm) counts: only a missing command is installed
+        nodejs) command -v node >/dev/null 2>&1 || installed nodejs || missing+=("$p") ;;
+        npm)    command -v npm >/dev/null 2>&1 || installed npm || missing+=("$p") ;;
+        *)      installed "$p" || missing+=("$p") ;;
+    esac
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "installing: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "missing Debian packages (not root, not installing): ${missing[*]}" >&2
+    fi
+else
+    echo "all present"
+fi
+# the redis-server package starts a system service on 6379; the tests start their own
+# redis-server on free ports and do not need it.
+
+step "build the module"
+./scripts/build.sh
+
+step "core unit tests"
+cmake -S . -B build/core -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build/core -j"$(nproc)"
+(cd build/core && ctest --output-on-failure -j"$(nproc)")
+
+step "SDK test dependencies"
+if [[ ! -d t/sdk/node_modules ]] || [[ t/sdk/package-lock.json -nt t/sdk/node_modules/.package-lock.json ]]; then
+    (cd t/sdk && npm ci --no-audit --no-fund)
+else
+    echo "t/sdk/node_modules up to date"
+fi
+
+step "integration tests"
+export SPEND_CAP_MODULE="${SPEND_CAP_MODULE:-$ROOT/build/ngx_http_spend_cap_module.so}"
+exec /usr/bin/python3 -m pytest -q -p no:cacheprovider t/integration "$@"

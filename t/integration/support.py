@@ -1,0 +1,683 @@
+"""Shared helpers of the integration tests: processes (redis-server, the fake
+provider, NGINX), the policy YAML, money arithmetic and Redis key names, all
+mirroring SPEC.md."""
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import redis as redis_lib
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = Path(os.environ.get("SPEND_CAP_MODULE", str(REPO / "build" / "ngx_http_spend_cap_module.so")))
+NGINX_BIN = os.environ.get("TEST_NGINX_BINARY", "/usr/sbin/nginx")
+REDIS_BIN = os.environ.get("TEST_REDIS_BINARY") or shutil.which("redis-server") or "/usr/bin/redis-server"
+# What load_module names: a copy of MODULE taken once per session (conftest), so that a
+# rebuild that rewrites the .so in place cannot crash the NGINX instances under test.
+MODULE_LOADED = MODULE
+FAKE_PROVIDER = REPO / "t" / "fake_provider.py"
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+
+NANOS_PER_USD = 1_000_000_000
+
+# Every $spend_cap_* variable of this release, as JSON in the access log.
+SPEND_CAP_VARS = ["key_id", "org", "decision", "blocked_by", "reserved_usd", "cost_usd", "settled_from"]
+
+
+# ---------------------------------------------------------------- utilities
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(fn, timeout=3.0, interval=0.02):
+    """Polls fn() until it returns a truthy value; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def sha256_hex(secret):
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ money
+
+def price_nanos(usd):
+    """USD per million tokens (decimal string) -> nano-USD per million tokens."""
+    v = Decimal(str(usd)) * NANOS_PER_USD
+    assert v == v.to_integral_value(), usd
+    return int(v)
+
+
+def usd_nanos(usd):
+    return price_nanos(usd)
+
+
+def cost_nanos(*parts):
+    """ceil(sum(tokens * price_nanos_per_million) / 1e6) (SPEC section 4)."""
+    total = sum(int(tokens) * int(price) for tokens, price in parts)
+    return -(-total // 1_000_000)
+
+
+def format_usd(nanos):
+    """Decimal USD like the module prints it: "10.00", "0.000012345"."""
+    sign = "-" if nanos < 0 else ""
+    nanos = abs(nanos)
+    whole, frac = divmod(nanos, NANOS_PER_USD)
+    frac_s = ("%09d" % frac).rstrip("0")
+    if len(frac_s) < 2:
+        frac_s = frac_s.ljust(2, "0")
+    return "%s%d.%s" % (sign, whole, frac_s)
+
+
+# ------------------------------------------------------------------ periods
+
+def utc_now():
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def rfc3339(d):
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Periods:
+    def __init__(self, now=None):
+        now = now or utc_now()
+        self.now = now
+        self.day = now.strftime("%Y-%m-%d")
+        self.month = now.strftime("%Y-%m")
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        self.day_reset_dt = midnight + _dt.timedelta(days=1)
+        first = midnight.replace(day=1)
+        self.month_reset_dt = (first + _dt.timedelta(days=32)).replace(day=1)
+        self.day_reset = rfc3339(self.day_reset_dt)
+        self.month_reset = rfc3339(self.month_reset_dt)
+
+    def suffix(self, window):
+        return {"daily": "d:" + self.day, "monthly": "m:" + self.month, "lifetime": "life"}[window]
+
+    def reset(self, window):
+        return {"daily": self.day_reset, "monthly": self.month_reset, "lifetime": None}[window]
+
+
+WINDOWS = ["daily", "monthly", "lifetime"]
+SCOPES = ["key", "project", "org"]
+SCOPE_WORD = {"key": "api key", "project": "project", "org": "account"}
+
+
+def counter_key(org, kind, scope, ident, window, periods=None):
+    periods = periods or Periods()
+    return "sc:{%s}:%s:%s:%s:%s" % (org, kind, scope, ident, periods.suffix(window))
+
+
+def all_counter_keys(chain, kind="spend", periods=None):
+    """chain: {"key": id, "project": id, "org": id}; returns the 9 counter keys."""
+    periods = periods or Periods()
+    org = chain["org"]
+    return [counter_key(org, kind, scope, chain[scope], w, periods) for scope in SCOPES for w in WINDOWS]
+
+
+def read_counters(r, keys):
+    vals = r.mget(keys)
+    return {k: (int(v) if v is not None else 0) for k, v in zip(keys, vals)}
+
+
+def snapshot(r):
+    """Every key in Redis with its value (strings and hashes), for 'nothing changed' checks."""
+    out = {}
+    for k in r.scan_iter(count=1000):
+        t = r.type(k)
+        if t == b"string" or t == "string":
+            out[k] = r.get(k)
+        elif t in (b"hash", "hash"):
+            out[k] = r.hgetall(k)
+        else:
+            out[k] = t
+    return out
+
+
+# ---------------------------------------------------------------- policy YAML
+
+def _yaml_scalar(v):
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, (int, Decimal)):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    s = str(v)
+    if s == "" or any(c in s for c in ":#{}[],&*!|>'\"%@`") and not _is_timestamp(s) or s != s.strip():
+        return json.dumps(s)
+    return s
+
+
+def _is_timestamp(s):
+    try:
+        _dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ")
+        return True
+    except ValueError:
+        return False
+
+
+def to_yaml(obj, indent=0):
+    """A small block-style YAML emitter (no dependency on PyYAML)."""
+    pad = " " * indent
+    lines = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, dict) and v:
+                lines.append("%s%s:" % (pad, k))
+                lines.append(to_yaml(v, indent + 2))
+            elif isinstance(v, dict):
+                lines.append("%s%s: {}" % (pad, k))
+            elif isinstance(v, list) and v:
+                lines.append("%s%s:" % (pad, k))
+                lines.append(to_yaml(v, indent + 2))
+            elif isinstance(v, list):
+                lines.append("%s%s: []" % (pad, k))
+            else:
+                lines.append("%s%s: %s" % (pad, k, _yaml_scalar(v)))
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, (dict, list)) and item:
+                sub = to_yaml(item, indent + 2)
+                lines.append(pad + "- " + sub[indent + 2:])
+            else:
+                lines.append("%s- %s" % (pad, _yaml_scalar(item)))
+    else:
+        lines.append(pad + _yaml_scalar(obj))
+    return "\n".join(lines)
+
+
+# Test secrets; the policy stores only their SHA-256.
+SECRETS = {
+    "k1": "sk-test-k1-3f9a0c",
+    "k_open": "sk-test-open-77b1",
+    "k_expired": "sk-test-expired-0d2e",
+    "k_future": "sk-test-future-91aa",
+    "k_revoked": "sk-test-revoked-5c4d",
+    "kb": "sk-test-beta-e1f0",
+}
+
+# Key id -> its chain of scope ids in the default policy.
+CHAINS = {
+    "k1": {"key": "k1", "project": "acme-prod", "org": "acme"},
+    "k_open": {"key": "k_open", "project": "acme-prod", "org": "acme"},
+    "k_future": {"key": "k_future", "project": "acme-prod", "org": "acme"},
+    "kb": {"key": "kb", "project": "beta-main", "org": "beta"},
+}
+
+# The caps of the default policy, USD.
+CAPS = {
+    ("key", "daily"): "2", ("key", "monthly"): "10", ("key", "lifetime"): "40",
+    ("project", "daily"): "20", ("project", "monthly"): "200", ("project", "lifetime"): "2000",
+    ("org", "daily"): "50", ("org", "monthly"): "500", ("org", "lifetime"): "5000",
+}
+
+MODELS = {
+    "gpt-4o-mini": {"input": "0.15", "output": "0.60", "cached_input": "0.075", "max_output_tokens": 16384},
+    "claude-sonnet-4-5": {"input": "3.00", "output": "15.00", "cache_write": "3.75", "cache_read": "0.30",
+                          "max_output_tokens": 64000},
+    # odd prices (ceil matters) and no max_output_tokens (default_max_output_tokens applies)
+    "odd-model": {"input": "0.123456789", "output": "0.987654321"},
+}
+
+
+def limits(scope):
+    return {"%s_usd" % w: CAPS[(scope, w)] for w in WINDOWS}
+
+
+def default_policy():
+    return {
+        "models": {name: dict(p) for name, p in MODELS.items()},
+        "unknown_model": "reject",
+        "default_max_output_tokens": 4096,
+        "orgs": {
+            "acme": {"limits": limits("org")},
+            "beta": {"limits": {"monthly_usd": "100"}},
+        },
+        "projects": {
+            "acme-prod": {"org": "acme", "limits": limits("project")},
+            "beta-main": {"org": "beta"},
+        },
+        "keys": [
+            {"id": "k1", "sha256": sha256_hex(SECRETS["k1"]), "project": "acme-prod", "limits": limits("key")},
+            {"id": "k_open", "sha256": sha256_hex(SECRETS["k_open"]), "project": "acme-prod"},
+            {"id": "k_expired", "sha256": sha256_hex(SECRETS["k_expired"]), "project": "acme-prod",
+             "expires_at": "2020-01-01T00:00:00Z"},
+            {"id": "k_future", "sha256": sha256_hex(SECRETS["k_future"]), "project": "acme-prod",
+             "expires_at": "2099-01-01T00:00:00Z"},
+            {"id": "k_revoked", "sha256": sha256_hex(SECRETS["k_revoked"]), "project": "acme-prod",
+             "revoked": True},
+            {"id": "kb", "sha256": sha256_hex(SECRETS["kb"]), "project": "beta-main"},
+        ],
+    }
+
+
+def price_of(model, policy=None):
+    p = (policy or default_policy())["models"][model]
+    return {k: price_nanos(v) for k, v in p.items() if k != "max_output_tokens"}
+
+
+def max_input_rate(model, policy=None):
+    p = price_of(model, policy)
+    return max(p.get(k, 0) for k in ("input", "cached_input", "cache_write", "cache_read"))
+
+
+def estimate_nanos(model, body_len, max_tokens=None, policy=None):
+    pol = policy or default_policy()
+    p = price_of(model, pol)
+    out = max_tokens
+    if out is None:
+        out = pol["models"][model].get("max_output_tokens", pol.get("default_max_output_tokens", 4096))
+    return cost_nanos((body_len, max_input_rate(model, pol)), (out, p["output"]))
+
+
+def openai_cost(model, prompt, completion, cached=0, policy=None):
+    p = price_of(model, policy)
+    return cost_nanos((prompt - cached, p["input"]), (cached, p.get("cached_input", p["input"])),
+                      (completion, p["output"]))
+
+
+def anthropic_cost(model, inp, out, cache_write=0, cache_read=0, policy=None):
+    p = price_of(model, policy)
+    return cost_nanos((inp, p["input"]), (cache_write, p.get("cache_write", p["input"])),
+                      (cache_read, p.get("cache_read", p["input"])), (out, p["output"]))
+
+
+# ---------------------------------------------------------------- processes
+
+class RedisServer:
+    def __init__(self, workdir, port=None, extra_args=(), password=None, unixsocket=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+        self.port = port or free_port()
+        self.proc = None
+        self.paused = False
+        self.password = password
+        self.unixsocket = unixsocket
+        self.extra_args = list(extra_args)
+        if password:
+            self.extra_args += ["--requirepass", password]
+        if unixsocket:
+            self.extra_args += ["--unixsocket", str(unixsocket), "--unixsocketperm", "777"]
+
+    def start(self, timeout=10):
+        self.proc = subprocess.Popen(
+            [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
+             "--daemonize", "no", "--protected-mode", "no"] + self.extra_args,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited at start: rc=%s, log:\n%s"
+                                   % (self.proc.returncode, self.log()))
+            try:
+                if self.client().ping():
+                    return self
+            except redis_lib.exceptions.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer PING on port %d" % self.port)
+
+    def client(self, db=0):
+        return redis_lib.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True,
+                               password=self.password, db=db)
+
+    def log(self):
+        try:
+            return (self.workdir / "redis.log").read_text()
+        except OSError:
+            return ""
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.paused:
+            self.resume()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        wait_until(lambda: not port_open(self.port), timeout=5)
+
+
+class FakeProvider:
+    def __init__(self, port=None, log_path=None):
+        self.port = port or free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log_path = log_path
+        self.proc = None
+
+    def start(self, timeout=10):
+        err = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen([PYTHON, str(FAKE_PROVIDER), "--host", "127.0.0.1", "--port", str(self.port)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("fake provider exited at start: rc=%s" % self.proc.returncode)
+            try:
+                if httpx.get(self.url + "/__fake/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("fake provider did not come up on port %d" % self.port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def requests(self):
+        r = httpx.get(self.url + "/__fake/requests", timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def reset(self):
+        httpx.delete(self.url + "/__fake/requests", timeout=10).raise_for_status()
+
+
+NGINX_CONF = """\
+{user}
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile 8192;
+error_log {tmp}/error.log info;
+pid {tmp}/nginx.pid;
+working_directory {tmp};
+worker_rlimit_core 2g;
+{load_module}
+{main_extra}
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    client_body_temp_path {tmp}/client_body_temp;
+    proxy_temp_path {tmp}/proxy_temp;
+    fastcgi_temp_path {tmp}/fastcgi_temp;
+    uwsgi_temp_path {tmp}/uwsgi_temp;
+    scgi_temp_path {tmp}/scgi_temp;
+
+    log_format spend_cap escape=json '{log_fields}';
+    access_log {tmp}/access.log spend_cap;
+
+{http_directives}
+{http_extra}
+
+    server {{
+        listen 127.0.0.1:{port};
+{server_extra}
+
+        location / {{
+{location_directives}
+{location_extra}
+            add_header x-test-request-id $request_id always;
+            proxy_pass {upstream};
+        }}
+
+        location /free/ {{
+            add_header x-test-request-id $request_id always;
+            proxy_pass {upstream}/;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """One NGINX instance in its own prefix directory."""
+
+    def __init__(self, workdir, *, fake_port, redis_port=None, redis_addr=None, policy=None,
+                 location_extra="", server_extra="", http_extra="", main_extra="", module=True,
+                 spend_cap="on", workers=2, port=None):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.port = port or free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.module = module
+        self.policy_path = self.dir / "policy.yaml"
+        self.conf_path = self.dir / "nginx.conf"
+        self.error_log = self.dir / "error.log"
+        self.access_log = self.dir / "access.log"
+        self.proc = None
+        self.log_checked = False
+        self.expected_log_lines = []  # substrings of [emerg]/[alert] lines a test expects
+
+        if policy is None:
+            policy = default_policy()
+        self.policy_text = policy if isinstance(policy, str) else to_yaml(policy) + "\n"
+        self.policy_path.write_text(self.policy_text)
+
+        fields = ['"rid":"$request_id"', '"status":"$status"', '"method":"$request_method"',
+                  '"uri":"$request_uri"', '"upstream_status":"$upstream_status"',
+                  '"request_length":"$request_length"']
+        if module:
+            fields += ['"%s":"$spend_cap_%s"' % (v, v) for v in SPEND_CAP_VARS]
+        http_directives = ""
+        location_directives = ""
+        if module:
+            addr = redis_addr or "127.0.0.1:%d" % redis_port
+            http_directives = "    spend_cap_redis %s;\n    spend_cap_policy %s;\n" % (addr, self.policy_path)
+            if spend_cap:
+                location_directives = "            spend_cap %s;\n" % spend_cap
+        self.conf_text = NGINX_CONF.format(
+            user="user root;" if os.geteuid() == 0 else "",
+            workers=workers,
+            tmp=self.dir,
+            load_module="load_module %s;" % MODULE_LOADED if module else "",
+            main_extra=main_extra,
+            log_fields="{" + ",".join(fields) + "}",
+            http_directives=http_directives,
+            http_extra=_indent(http_extra, 4),
+            port=self.port,
+            server_extra=_indent(server_extra, 8),
+            location_directives=location_directives,
+            location_extra=_indent(location_extra, 12),
+            upstream="http://127.0.0.1:%d" % fake_port,
+        )
+        self.conf_path.write_text(self.conf_text)
+
+    def cmd(self, *args):
+        return [NGINX_BIN, "-p", str(self.dir), "-c", str(self.conf_path), "-e", str(self.error_log)] + list(args)
+
+    def test_config(self):
+        """nginx -t; returns the CompletedProcess (text)."""
+        return subprocess.run(self.cmd("-t"), capture_output=True, text=True, timeout=30)
+
+    def start(self, timeout=10):
+        if self.module and not Path(MODULE_LOADED).exists():
+            raise RuntimeError("the module is not built: %s (run scripts/build.sh, or set SPEND_CAP_MODULE)"
+                               % MODULE)
+        self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        pid_file = self.dir / "nginx.pid"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace")
+                raise RuntimeError("nginx exited at start (rc=%s):\n%s\n--- error.log:\n%s\n--- nginx.conf:\n%s"
+                                   % (self.proc.returncode, out, self.error_text(), self.conf_text))
+            if pid_file.exists() and port_open(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop(check=False)
+        raise RuntimeError("nginx did not start listening on %d:\n%s" % (self.port, self.error_text()))
+
+    def stop(self, check=True):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
+            self.proc = None
+        if check:
+            self.check_error_log()
+
+    def reload(self):
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def error_text(self):
+        try:
+            return self.error_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def check_error_log(self):
+        if self.log_checked:
+            return
+        self.log_checked = True
+        bad = [line for line in self.error_text().splitlines()
+               if ("[alert]" in line or "[emerg]" in line or "exited on signal" in line)
+               and not any(p in line for p in self.expected_log_lines)]
+        assert not bad, "error.log of %s has alerts/crashes:\n%s%s" % (self.dir, "\n".join(bad[:20]),
+                                                                      self.core_backtraces())
+
+    def core_backtraces(self):
+        """gdb backtraces of the worker core dumps in the prefix directory, if any."""
+        cores = sorted(p for p in self.dir.iterdir() if p.name == "core" or p.name.startswith("core."))
+        if not cores:
+            return ("\n(no core dump: the kernel's core_pattern or `ulimit -c` of the test "
+                    "process prevented it)")
+        gdb = shutil.which("gdb")
+        out = []
+        for core in cores[:2]:
+            if not gdb:
+                out.append("\ncore dump: %s (install gdb for a backtrace)" % core)
+                continue
+            try:
+                bt = subprocess.run([gdb, "-batch", "-nx", "-ex", "bt 30", NGINX_BIN, str(core)],
+                                    capture_output=True, text=True, timeout=60).stdout
+            except (OSError, subprocess.TimeoutExpired) as e:
+                bt = "gdb failed: %s" % e
+            frames = [line for line in bt.splitlines() if line.startswith("#")]
+            out.append("\nbacktrace of %s:\n%s" % (core, "\n".join(frames) or bt[-3000:]))
+        return "".join(out)
+
+    def log_entries(self):
+        try:
+            text = self.access_log.read_text(errors="replace")
+        except OSError:
+            return []
+        out = []
+        for line in text.splitlines():
+            line = line.strip()
+            if line:
+                out.append(json.loads(line))
+        return out
+
+    def log_entry(self, rid, timeout=3.0):
+        """The access-log line of request `rid` (waits for it: the log phase runs
+        after the response is sent)."""
+        def find():
+            for e in self.log_entries():
+                if e.get("rid") == rid:
+                    return e
+            return None
+        entry = wait_until(find, timeout=timeout)
+        assert entry is not None, "no access log line for request id %r in %s" % (rid, self.access_log)
+        return entry
+
+
+def _indent(text, n):
+    if not text:
+        return ""
+    pad = " " * n
+    return "\n".join(pad + line if line.strip() else line for line in text.strip("\n").splitlines())
+
+
+# ---------------------------------------------------------------- requests
+
+def chat_body(model="gpt-4o-mini", max_tokens=100, content="Say hello.", **extra):
+    """Compact JSON bytes of a Chat Completions request (max_tokens=None: no max_tokens)."""
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def messages_body(model="claude-sonnet-4-5", max_tokens=100, content="Say hello.", **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def body_of_length(n, model="gpt-4o-mini", max_tokens=100):
+    """A chat request body of exactly n bytes."""
+    base = chat_body(model=model, max_tokens=max_tokens, content="")
+    pad = n - len(base)
+    assert pad >= 0, n
+    body = chat_body(model=model, max_tokens=max_tokens, content="x" * pad)
+    assert len(body) == n
+    return body
+
+
+def auth(secret, header="authorization"):
+    if secret is None:
+        return {}
+    if header == "authorization":
+        return {"authorization": "Bearer " + secret}
+    return {header: secret}
+
+
+def post(url, path, body, secret=None, headers=None, key_header="authorization", timeout=30):
+    h = {"content-type": "application/json"}
+    h.update(auth(secret, key_header))
+    h.update(headers or {})
+    return httpx.post(url + path, content=body, headers=h, timeout=timeout)

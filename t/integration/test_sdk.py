@@ -1,0 +1,127 @@
+"""The official OpenAI and Anthropic Node SDKs against spend-cap: a successful call,
+then a 402 surfaced as the SDK's APIError, which the SDK does not retry."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from support import REPO, SECRETS, counter_key, usd_nanos, wait_until, free_port
+
+SDK_DIR = REPO / "t" / "sdk"
+NODE = shutil.which("node")
+
+
+def _require_sdks():
+    missing = []
+    if NODE is None:
+        missing.append("node is not installed")
+    for pkg in ("openai", "@anthropic-ai/sdk"):
+        if not (SDK_DIR / "node_modules" / pkg / "package.json").exists():
+            missing.append("t/sdk/node_modules/%s is missing (run `npm ci` in t/sdk)" % pkg)
+    if missing:
+        reason = "; ".join(missing)
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail("SDK tests cannot run in CI: " + reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def sdks():
+    _require_sdks()
+
+
+def run_sdk(nginx, sdk, secret, retries="0", headers=None, timeout=60, auth_header=None):
+    env = dict(os.environ)
+    env.update(SPEND_CAP_URL=nginx.url, SPEND_CAP_SECRET=secret, SPEND_CAP_HEADERS=json.dumps(headers or {}))
+    if auth_header:
+        env["SPEND_CAP_AUTH_HEADER"] = auth_header
+    p = subprocess.run([NODE, "sdk_check.mjs", sdk, retries], cwd=SDK_DIR, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    assert p.returncode == 0, "node %s failed (rc=%d):\n%s\n%s" % (sdk, p.returncode, p.stdout, p.stderr)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def log_statuses(nginx, n, timeout=3):
+    wait_until(lambda: len(nginx.log_entries()) >= n, timeout=timeout)
+    time.sleep(0.2)
+    return [e["status"] for e in nginx.log_entries()]
+
+
+def fill_key_daily(redis):
+    redis.set(counter_key("acme", "spend", "key", "k1", "daily"), usd_nanos("2"))
+
+
+def test_openai_sdk(nginx, redis, fake):
+    res = run_sdk(nginx, "openai", SECRETS["k1"], headers={"x-fake-input-tokens": "12"})
+    assert res["ok"], res
+    assert res["object"] == "chat.completion"
+    assert res["usage"]["prompt_tokens"] == 12
+    assert len(fake.requests()) == 1
+    assert fake.requests()[0]["headers"]["authorization"] == "Bearer " + SECRETS["k1"]
+
+    fill_key_daily(redis)
+    res = run_sdk(nginx, "openai", SECRETS["k1"], retries="0")
+    assert not res["ok"], res
+    assert res["status"] == 402
+    assert res["code"] == "spend_limit_exceeded"
+    assert res["type"] == "invalid_request_error"
+    assert res["error"]["message"] == "api key has reached its daily spend limit"
+    assert (res["error"]["scope"], res["error"]["window"]) == ("key", "daily")
+    assert len(fake.requests()) == 1
+
+    # default retries (2): a 402 is not retried
+    res = run_sdk(nginx, "openai", SECRETS["k1"], retries="default")
+    assert res["maxRetries"] == 2
+    assert res["status"] == 402 and res["code"] == "spend_limit_exceeded"
+    assert log_statuses(nginx, 3) == ["200", "402", "402"], "the SDK retried a 402"
+    assert len(fake.requests()) == 1
+
+
+def test_anthropic_sdk(nginx, redis, fake):
+    res = run_sdk(nginx, "anthropic", SECRETS["k1"], headers={"x-fake-output-tokens": "7"})
+    assert res["ok"], res
+    assert res["type"] == "message"
+    assert res["usage"]["output_tokens"] == 7
+    assert len(fake.requests()) == 1
+    h = fake.requests()[0]["headers"]
+    assert h.get("x-api-key") == SECRETS["k1"] or h.get("authorization") == "Bearer " + SECRETS["k1"], h
+
+    # the classic Anthropic header, x-api-key, as the SDK sends it when configured so
+    res = run_sdk(nginx, "anthropic", SECRETS["k_open"], auth_header="x-api-key")
+    assert res["ok"], res
+    h = fake.requests()[1]["headers"]
+    assert h["x-api-key"] == SECRETS["k_open"] and "authorization" not in h, h
+    fake.reset()
+    nginx.access_log.write_text("")
+
+    fill_key_daily(redis)
+    res = run_sdk(nginx, "anthropic", SECRETS["k1"], retries="0")
+    assert not res["ok"], res
+    assert res["status"] == 402
+    assert res["error"]["type"] == "error"
+    assert res["error"]["error"]["type"] == "billing_error"
+    assert res["error"]["error"]["code"] == "spend_limit_exceeded"
+    assert res["error"]["error"]["message"] == "api key has reached its daily spend limit"
+    assert fake.requests() == []
+
+    res = run_sdk(nginx, "anthropic", SECRETS["k1"], retries="default")
+    assert res["maxRetries"] == 2
+    assert res["status"] == 402 and res["error"]["error"]["type"] == "billing_error"
+    assert log_statuses(nginx, 2) == ["402", "402"], "the SDK retried a 402"
+    assert fake.requests() == []
+
+
+@pytest.mark.nginx(redis_addr="127.0.0.1:%d" % free_port())
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_sdk_retries_are_visible(nginx, fake, sdk):
+    """Control for the no-retry checks above: the same SDKs with default retries do
+    retry a 503 spend_cap_unavailable (Retry-After), and the access log shows it."""
+    res = run_sdk(nginx, sdk, SECRETS["k1"], retries="1")
+    assert res["status"] == 503, res
+    assert res["retryAfter"] is not None
+    assert log_statuses(nginx, 2) == ["503", "503"]
+    assert fake.requests() == []
