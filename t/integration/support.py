@@ -479,13 +479,16 @@ class Nginx:
 
     def __init__(self, workdir, *, fake_port, redis_port=None, redis_addr=None, policy=None,
                  location_extra="", server_extra="", http_extra="", main_extra="", module=True,
-                 spend_cap="on", workers=2, port=None):
+                 spend_cap="on", workers=2, port=None, binary=None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.module = module
+        # An NGINX with the module built in (--add-module) needs no load_module.
+        self.binary = binary or NGINX_BIN
+        self.loads_module = module and binary is None
         self.policy_path = self.dir / "policy.yaml"
         self.conf_path = self.dir / "nginx.conf"
         self.error_log = self.dir / "error.log"
@@ -515,7 +518,7 @@ class Nginx:
             user="user root;" if os.geteuid() == 0 else "",
             workers=workers,
             tmp=self.dir,
-            load_module="load_module %s;" % MODULE_LOADED if module else "",
+            load_module="load_module %s;" % MODULE_LOADED if self.loads_module else "",
             main_extra=main_extra,
             log_fields="{" + ",".join(fields) + "}",
             http_directives=http_directives,
@@ -529,14 +532,14 @@ class Nginx:
         self.conf_path.write_text(self.conf_text)
 
     def cmd(self, *args):
-        return [NGINX_BIN, "-p", str(self.dir), "-c", str(self.conf_path), "-e", str(self.error_log)] + list(args)
+        return [self.binary, "-p", str(self.dir), "-c", str(self.conf_path), "-e", str(self.error_log)] + list(args)
 
     def test_config(self):
         """nginx -t; returns the CompletedProcess (text)."""
         return subprocess.run(self.cmd("-t"), capture_output=True, text=True, timeout=30)
 
     def start(self, timeout=10):
-        if self.module and not Path(MODULE_LOADED).exists():
+        if self.loads_module and not Path(MODULE_LOADED).exists():
             raise RuntimeError("the module is not built: %s (run scripts/build.sh, or set SPEND_CAP_MODULE)"
                                % MODULE)
         self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
