@@ -37,6 +37,21 @@ void JsonTokenizer::reset() {
     error_.clear();
 }
 
+namespace {
+
+// Heap bytes behind a std::string: none while it fits its inline buffer.
+std::size_t string_heap_bytes(const std::string &s) {
+    const char *data = s.data();
+    const char *self = reinterpret_cast<const char *>(&s);
+    return data >= self && data < self + sizeof s ? 0 : s.capacity() + 1;
+}
+
+}  // namespace
+
+std::size_t JsonTokenizer::heap_bytes() const {
+    return string_heap_bytes(text_) + string_heap_bytes(error_);
+}
+
 JsonTokenizer::Token JsonTokenizer::fail(std::uint64_t at, const std::string &why) {
     state_ = State::failed;
     error_ = "invalid JSON at byte " + std::to_string(at) + ": " + why;

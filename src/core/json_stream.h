@@ -64,6 +64,8 @@ public:
     // Bytes consumed since the last reset().
     std::uint64_t offset() const { return offset_; }
     const std::string &error() const { return error_; }
+    // Bytes held on the heap (the text and error buffers), for memory accounting.
+    std::size_t heap_bytes() const;
 
 private:
     enum class State : std::uint8_t {

@@ -9,6 +9,8 @@
 
 #include <memory>
 
+#include "json_stream.h"
+
 namespace spendcap {
 
 namespace {
@@ -117,6 +119,154 @@ RequestParse parse_request_body(std::string_view body) {
         return result;
     } catch (...) {
         return parse_error("request body could not be read (out of memory)");
+    }
+}
+
+namespace {
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Where the value of a key starts: after whitespace, ':' and whitespace.
+std::size_t value_start(std::string_view body, std::size_t key_end) {
+    std::size_t at = key_end;
+    while (at < body.size() && body[at] != ':') ++at;
+    ++at;
+    while (at < body.size() && is_json_space(body[at])) ++at;
+    return at;
+}
+
+// Byte positions in a body, found with the tokenizer: the root's '{', and the
+// last top-level "stream_options" and, inside it, its last "include_usage"
+// (the last duplicate wins, as in jansson).
+struct StreamOptionsLayout {
+    std::size_t root_open = 0;
+    bool options = false;             // a top-level "stream_options" key
+    std::size_t options_begin = 0;    // its value: [begin, end)
+    std::size_t options_end = 0;
+    bool options_object = false;
+    bool options_empty = true;
+    bool include_usage = false;       // an "include_usage" key in that object
+    std::size_t include_usage_begin = 0;
+    std::size_t include_usage_end = 0;
+};
+
+bool find_stream_options(std::string_view body, StreamOptionsLayout &out) {
+    using Token = JsonTokenizer::Token;
+    JsonTokenizer t;
+    std::size_t pos = 0;
+    bool root = false;
+    bool value_next = false;          // a key was read: the next token starts its value
+    bool key_is_options = false, key_is_include_usage = false;
+    std::size_t key_end = 0;
+    bool in_options = false;          // inside the last stream_options object
+    std::size_t options_depth = 0;    // stream_options is a container open at this depth
+    std::size_t include_usage_depth = 0;
+    while (true) {
+        const Token token = t.next(body, pos);
+        if (token == Token::need_more) break;
+        if (token == Token::error) return false;
+        const std::size_t depth = t.depth();
+        if (!root) {
+            if (token != Token::object_begin) return false;
+            root = true;
+            out.root_open = pos - 1;
+            continue;
+        }
+        if (token == Token::key) {
+            const bool whole = !t.text_truncated();
+            key_end = pos;
+            value_next = true;
+            key_is_options = depth == 1 && whole && t.text() == "stream_options";
+            key_is_include_usage = false;
+            if (depth == 2 && in_options) {
+                out.options_empty = false;
+                key_is_include_usage = whole && t.text() == "include_usage";
+            }
+            continue;
+        }
+        const bool opens = token == Token::object_begin || token == Token::array_begin;
+        if (value_next) {
+            value_next = false;
+            if (key_is_options) {
+                out.options = true;
+                out.options_begin = value_start(body, key_end);
+                out.options_end = pos;
+                out.options_object = token == Token::object_begin;
+                out.options_empty = true;
+                out.include_usage = false;
+                in_options = out.options_object;
+                options_depth = opens ? depth : 0;
+            } else if (key_is_include_usage) {
+                out.include_usage = true;
+                out.include_usage_begin = value_start(body, key_end);
+                out.include_usage_end = pos;
+                include_usage_depth = opens ? depth : 0;
+            }
+            continue;
+        }
+        if (token == Token::object_end || token == Token::array_end) {
+            if (include_usage_depth != 0 && depth + 1 == include_usage_depth) {
+                out.include_usage_end = pos;
+                include_usage_depth = 0;
+            }
+            if (options_depth != 0 && depth + 1 == options_depth) {
+                out.options_end = pos;
+                options_depth = 0;
+                in_options = false;
+            }
+        }
+    }
+    t.finish();
+    return t.complete();
+}
+
+}  // namespace
+
+bool stream_usage_is_optional(std::string_view uri_path) {
+    const std::size_t query = uri_path.find('?');
+    if (query != std::string_view::npos) uri_path = uri_path.substr(0, query);
+    return ends_with(uri_path, "/chat/completions") || ends_with(uri_path, "/completions");
+}
+
+std::optional<std::string> with_stream_usage(std::string_view body) {
+    try {
+        // What the upstream will read (jansson: the last duplicate key wins).
+        json_error_t json_error;
+        JsonPtr root(json_loadb(body.data(), body.size(), JSON_ALLOW_NUL, &json_error));
+        if (!root || !json_is_object(root.get())) return std::nullopt;
+        if (!json_is_true(json_object_get(root.get(), "stream"))) return std::nullopt;
+        json_t *options = json_object_get(root.get(), "stream_options");
+        if (json_is_object(options) && json_is_true(json_object_get(options, "include_usage")))
+            return std::nullopt;
+
+        // Where to edit.
+        StreamOptionsLayout at;
+        if (!find_stream_options(body, at)) return std::nullopt;
+        std::string edited;
+        auto splice = [&](std::size_t begin, std::size_t end, std::string_view text) {
+            edited.reserve(body.size() - (end - begin) + text.size());
+            edited.append(body.substr(0, begin));
+            edited.append(text);
+            edited.append(body.substr(end));
+        };
+        if (!at.options) {
+            // The root holds "stream": it is not empty.
+            splice(at.root_open + 1, at.root_open + 1, R"("stream_options":{"include_usage":true},)");
+        } else if (!at.options_object) {
+            splice(at.options_begin, at.options_end, R"({"include_usage":true})");
+        } else if (!at.include_usage) {
+            splice(at.options_begin + 1, at.options_begin + 1,
+                   at.options_empty ? R"("include_usage":true)" : R"("include_usage":true,)");
+        } else {
+            splice(at.include_usage_begin, at.include_usage_end, "true");
+        }
+        return edited;
+    } catch (...) {
+        return std::nullopt;
     }
 }
 

@@ -36,6 +36,16 @@ struct RequestParse {
 // a max-tokens field that is not a non-negative integer -> !ok.
 RequestParse parse_request_body(std::string_view body);
 
+// OpenAI Chat Completions and Completions streams carry usage only when the
+// request asks: paths ending in "/chat/completions" or "/completions".
+bool stream_usage_is_optional(std::string_view uri_path);
+
+// For a streaming request (`stream: true`) without
+// stream_options.include_usage == true: the same body with it set to true,
+// edited in place (the rest of the bytes unchanged, no re-serialisation);
+// nullopt when there is nothing to change or the body is not a JSON object.
+std::optional<std::string> with_stream_usage(std::string_view body);
+
 struct Estimate {
     std::int64_t input_tokens = 0;   // bounded by the body's byte length
     std::int64_t output_tokens = 0;  // (request max, else model max, else policy default) x choices

@@ -2,8 +2,10 @@
 #include "request.h"
 
 #include <gtest/gtest.h>
+#include <jansson.h>
 
 #include <limits>
+#include <memory>
 #include <string>
 
 using namespace spendcap;
@@ -233,4 +235,153 @@ TEST(Hashes, KnownDigests) {
     EXPECT_EQ(sha256_hex("hello"), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
     EXPECT_EQ(sha1_hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
     EXPECT_EQ(sha1_hex(std::string_view("a\0b", 3)), "4a3dec2d1f8245280855c42db0ee4239f917fdb8");
+}
+
+// ---------------------------------------------------------------------------
+// Stream usage: which paths, and the in-place edit of the body
+
+TEST(InjectStreamUsage, OptionalOnChatCompletionsAndCompletions) {
+    EXPECT_TRUE(stream_usage_is_optional("/v1/chat/completions"));
+    EXPECT_TRUE(stream_usage_is_optional("/v1/completions"));
+    EXPECT_TRUE(stream_usage_is_optional("/openai/deployments/x/chat/completions"));
+    EXPECT_TRUE(stream_usage_is_optional("/v1/chat/completions?api-version=2024-10-21"));
+    EXPECT_TRUE(stream_usage_is_optional("/completions"));
+    EXPECT_FALSE(stream_usage_is_optional("/v1/responses"));
+    EXPECT_FALSE(stream_usage_is_optional("/v1/messages"));
+    EXPECT_FALSE(stream_usage_is_optional("/v1/embeddings"));
+    EXPECT_FALSE(stream_usage_is_optional("/v1/chat/completions/"));
+    EXPECT_FALSE(stream_usage_is_optional("/v1/chat/completionsx"));
+    EXPECT_FALSE(stream_usage_is_optional("/v1/xcompletions"));
+    EXPECT_FALSE(stream_usage_is_optional("/v1/responses?next=/completions"));
+    EXPECT_FALSE(stream_usage_is_optional(""));
+}
+
+namespace {
+
+struct JsonDeleter {
+    void operator()(json_t *value) const { json_decref(value); }
+};
+using JsonPtr = std::unique_ptr<json_t, JsonDeleter>;
+
+JsonPtr load(const std::string &text) {
+    json_error_t error;
+    return JsonPtr(json_loadb(text.data(), text.size(), JSON_ALLOW_NUL, &error));
+}
+
+// The edited body as jansson reads it: include_usage is true, every other
+// member of the root and of stream_options equals the original's.
+void expect_same_but_include_usage(const std::string &original, const std::string &edited) {
+    JsonPtr before = load(original), after = load(edited);
+    ASSERT_TRUE(before && after) << edited;
+    json_t *options = json_object_get(after.get(), "stream_options");
+    ASSERT_TRUE(json_is_object(options)) << edited;
+    EXPECT_TRUE(json_is_true(json_object_get(options, "include_usage"))) << edited;
+    // Put the original's stream_options back (minus include_usage) and compare.
+    json_t *old_options = json_object_get(before.get(), "stream_options");
+    JsonPtr expected_options(json_is_object(old_options) ? json_deep_copy(old_options) : json_object());
+    json_object_set_new(expected_options.get(), "include_usage", json_true());
+    EXPECT_TRUE(json_equal(options, expected_options.get())) << edited;
+    json_object_del(before.get(), "stream_options");
+    json_object_del(after.get(), "stream_options");
+    EXPECT_TRUE(json_equal(before.get(), after.get())) << edited;
+}
+
+}  // namespace
+
+TEST(InjectStreamUsage, InjectsIncludeUsageInPlace) {
+    struct Case {
+        std::string body;
+        std::string expected;
+    } cases[] = {
+        // No stream_options: added first.
+        {R"({"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]})",
+         R"({"stream_options":{"include_usage":true},"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]})"},
+        {" \n{ \"stream\" : true }\n",
+         " \n{\"stream_options\":{\"include_usage\":true}, \"stream\" : true }\n"},
+        // An empty stream_options object, or one without include_usage.
+        {R"({"stream":true,"stream_options":{}})", R"({"stream":true,"stream_options":{"include_usage":true}})"},
+        {R"({"stream":true,"stream_options": { } })", R"({"stream":true,"stream_options": {"include_usage":true } })"},
+        {R"({"stream":true,"stream_options":{"x":{"include_usage":false}},"model":"m"})",
+         R"({"stream":true,"stream_options":{"include_usage":true,"x":{"include_usage":false}},"model":"m"})"},
+        // include_usage false / null: only its value changes.
+        {R"({"model":"m","stream_options":{"include_usage":false},"stream":true})",
+         R"({"model":"m","stream_options":{"include_usage":true},"stream":true})"},
+        {"{\"stream\":true,\"stream_options\":{ \"a\":1,\n  \"include_usage\" :\tnull , \"b\":[2]}}",
+         "{\"stream\":true,\"stream_options\":{ \"a\":1,\n  \"include_usage\" :\ttrue , \"b\":[2]}}"},
+        {R"({"stream":true,"stream_options":{"include_usage":0}})",
+         R"({"stream":true,"stream_options":{"include_usage":true}})"},
+        {R"({"stream":true,"stream_options":{"include_usage":"false"}})",
+         R"({"stream":true,"stream_options":{"include_usage":true}})"},
+        {R"({"stream":true,"stream_options":{"include_usage":{"a":[1,{}]}},"z":1})",
+         R"({"stream":true,"stream_options":{"include_usage":true},"z":1})"},
+        {R"({"stream":true,"stream_options":{"include_usage":-1.5e3}})",
+         R"({"stream":true,"stream_options":{"include_usage":true}})"},
+        // stream_options not an object: the whole value is replaced.
+        {R"({"stream":true,"stream_options":null,"model":"m"})",
+         R"({"stream":true,"stream_options":{"include_usage":true},"model":"m"})"},
+        {R"({"stream":true,"stream_options" : [1,[2]] })",
+         R"({"stream":true,"stream_options" : {"include_usage":true} })"},
+        {R"({"stream":true,"stream_options":"yes"})", R"({"stream":true,"stream_options":{"include_usage":true}})"},
+        {R"({"stream":true,"stream_options":12})", R"({"stream":true,"stream_options":{"include_usage":true}})"},
+        // Duplicates: jansson (and the upstream, most likely) keep the last one.
+        {R"({"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}})",
+         R"({"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":true}})"},
+        {R"({"stream":true,"stream_options":{"include_usage":true},"stream_options":null})",
+         R"({"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":true}})"},
+        {R"({"stream":true,"stream_options":{"include_usage":false},"stream_options":{}})",
+         R"({"stream":true,"stream_options":{"include_usage":false},"stream_options":{"include_usage":true}})"},
+        {R"({"stream":true,"stream_options":{"include_usage":true,"include_usage":false}})",
+         R"({"stream":true,"stream_options":{"include_usage":true,"include_usage":true}})"},
+        {R"({"stream":true,"stream_options":{"include_usage":null,"include_usage":false,"k":1}})",
+         R"({"stream":true,"stream_options":{"include_usage":null,"include_usage":true,"k":1}})"},
+        {R"({"stream":false,"stream":true})",
+         R"({"stream_options":{"include_usage":true},"stream":false,"stream":true})"},
+        // Nested look-alikes are not the top-level key.
+        {R"({"metadata":{"stream_options":null},"stream":true,"tools":[{"stream_options":{}}]})",
+         R"({"stream_options":{"include_usage":true},"metadata":{"stream_options":null},"stream":true,"tools":[{"stream_options":{}}]})"},
+        // An escaped key is the same key.
+        {R"({"stream":true,"stream\u005foptions":{"include\u005fusage":false}})",
+         R"({"stream":true,"stream\u005foptions":{"include\u005fusage":true}})"},
+        // Strings holding look-alikes, and unicode, stay as they are.
+        {R"({"stream":true,"messages":[{"content":"\"stream_options\":{\"include_usage\":false} \u00e9 é 😀"}],"stream_options":{"include_usage":false}})",
+         R"({"stream":true,"messages":[{"content":"\"stream_options\":{\"include_usage\":false} \u00e9 é 😀"}],"stream_options":{"include_usage":true}})"},
+    };
+    for (const Case &c : cases) {
+        const std::optional<std::string> edited = with_stream_usage(c.body);
+        ASSERT_TRUE(edited.has_value()) << c.body;
+        EXPECT_EQ(*edited, c.expected) << c.body;
+        expect_same_but_include_usage(c.body, *edited);
+        // The edited body needs no further edit and parses as a request asking for usage.
+        EXPECT_FALSE(with_stream_usage(*edited).has_value()) << *edited;
+        if (c.body.find("\"model\"") != std::string::npos) {
+            RequestParse r = parse_request_body(*edited);
+            ASSERT_TRUE(r.ok) << r.error;
+            EXPECT_TRUE(r.info.stream);
+            EXPECT_TRUE(r.info.include_usage);
+        }
+    }
+}
+
+TEST(InjectStreamUsage, NothingToInject) {
+    const char *bodies[] = {
+        R"({"model":"m","stream":true,"stream_options":{"include_usage":true}})",
+        R"({"model":"m","stream":true,"stream_options":{"include_usage":false,"include_usage":true}})",
+        R"({"model":"m","stream_options":null,"stream":true,"stream_options":{"include_usage":true}})",
+        R"({"model":"m"})",
+        R"({"model":"m","stream":false})",
+        R"({"model":"m","stream":null})",
+        R"({"model":"m","stream":"true"})",
+        R"({"model":"m","stream":1})",
+        R"({"model":"m","stream":true,"stream":false})",
+        R"({"model":"m","options":{"stream":true}})",
+        R"([{"stream":true}])",
+        R"("stream")",
+        "",
+        "not json",
+        R"({"model":"m","stream":true)",
+        R"({"model":"m","stream":true}{})",
+        R"({"model":"m","stream":true,})",
+        "{\"model\":\"m\",\"stream\":true,\"bad\":\"\xff\"}",  // invalid UTF-8
+    };
+    for (const char *body : bodies) EXPECT_FALSE(with_stream_usage(body).has_value()) << body;
 }
