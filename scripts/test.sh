@@ -2,7 +2,8 @@
 # The single test command (README and CI call it):
 #   1. installs the Debian packages the build and the tests need (when root, only missing ones)
 #   2. builds the module (scripts/build.sh -> build/ngx_http_spend_cap_module.so)
-#   3. builds and runs the core's GoogleTest unit tests (cmake + ctest, build/core)
+#   3. builds and runs the core's GoogleTest unit tests (cmake + ctest, build/core),
+#      then fuzzes the core for FUZZ_SECONDS per fuzzer (t/fuzz/run.sh, clang-14, build/fuzz)
 #   4. installs the SDK test dependencies (npm ci in t/sdk) when needed
 #   5. runs the integration tests (pytest t/integration)
 # Extra arguments are passed to pytest, e.g. scripts/test.sh -k block -x
@@ -12,7 +13,7 @@ ROOT=$(pwd)
 
 PACKAGES=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev redis-server libgtest-dev
           libssl-dev zlib1g-dev libpcre2-dev cmake pkg-config python3-pytest python3-redis python3-httpx
-          wrk nodejs npm)
+          wrk nodejs npm clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -50,6 +51,9 @@ step "core unit tests"
 cmake -S . -B build/core -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build/core -j"$(nproc)"
 (cd build/core && ctest --output-on-failure -j"$(nproc)")
+
+step "core fuzzing (${FUZZ_SECONDS:-30}s per fuzzer)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} t/fuzz/run.sh
 
 step "SDK test dependencies"
 if [[ ! -d t/sdk/node_modules ]] || [[ t/sdk/package-lock.json -nt t/sdk/node_modules/.package-lock.json ]]; then
