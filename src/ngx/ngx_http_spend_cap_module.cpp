@@ -7,6 +7,7 @@
 
 #include "ngx.h"
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -35,6 +36,7 @@ using namespace spendcap_ngx;
 
 constexpr ngx_uint_t surface_auto = 0, surface_openai = 1, surface_anthropic = 2;
 constexpr ngx_uint_t fail_closed = 0, fail_open = 1;
+constexpr ngx_uint_t stream_usage_off = 0, stream_usage_inject = 1;
 
 // C++ state of the http block, owned by the configuration pool.
 struct MainState {
@@ -54,6 +56,7 @@ struct LocConf {
     ngx_http_complex_value_t *key;
     ngx_msec_t timeout;
     ngx_uint_t fail_mode;
+    ngx_uint_t stream_usage;
 };
 
 enum class Outcome { none, allow, block, fail_open, error };
@@ -318,6 +321,38 @@ void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
     resume_phases(ctx->r);
 }
 
+// The body the upstream gets instead of the client's (already read in full).
+ngx_int_t replace_request_body(ngx_http_request_t *r, const std::string &body) {
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, body.size());
+    ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
+    if (b == nullptr || cl == nullptr || r->request_body == nullptr) {
+        return NGX_ERROR;
+    }
+    b->last = ngx_cpymem(b->pos, body.data(), body.size());
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    cl->buf = b;
+    cl->next = nullptr;
+    r->request_body->bufs = cl;
+    r->headers_in.content_length_n = body.size();
+    if (r->headers_in.content_length != nullptr) {
+        r->headers_in.content_length->value = pool_str(r->pool, std::to_string(body.size()));
+    }
+    return NGX_OK;
+}
+
+// An OpenAI stream reports usage only if asked: ask, so that it settles at
+// its real cost rather than at the reservation.
+ngx_int_t inject_stream_usage(ngx_http_request_t *r, RequestCtx *ctx, const RequestInfo &info) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
+    if (lcf->stream_usage != stream_usage_inject || ctx->surface != Surface::openai || !info.stream
+        || info.include_usage || !stream_usage_is_optional(to_string(r->uri))) {
+        return NGX_OK;
+    }
+    std::optional<std::string> body = with_stream_usage(ctx->body);
+    return body ? replace_request_body(r, *body) : NGX_OK;
+}
+
 // Steps 2-4 once the body is in: parse, estimate, reserve. NGX_AGAIN while
 // Redis decides; NGX_OK when decided at once (no connection); else answered.
 ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
@@ -332,6 +367,9 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     if (ctx->price == nullptr) {
         return answer(r, ctx, ErrorCode::model_not_priced,
                       "model `" + parsed.info.model + "` is not priced");
+    }
+    if (inject_stream_usage(r, ctx, parsed.info) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
                                         static_cast<std::int64_t>(ctx->body.size()),
@@ -499,11 +537,13 @@ ngx_int_t header_filter(ngx_http_request_t *r) {
             }
         }
         ngx_table_elt_t *enc = r->headers_out.content_encoding;
-        if (enc != nullptr && enc->value.len != 0
-            && !(enc->value.len == 8 && ngx_strncasecmp(enc->value.data, (u_char *) "identity", 8) == 0)) {
-            ctx->response_unreadable = true;  // compressed bodies: a later release inflates them
+        std::optional<ContentEncoding> encoding =
+            content_encoding_for(enc != nullptr ? to_string(enc->value) : std::string());
+        if (!encoding) {
+            ctx->response_unreadable = true;  // e.g. br: no decoder here
         } else {
-            ctx->scanner.emplace(ctx->surface);
+            ctx->scanner.emplace(ctx->surface, body_format_for(to_string(r->headers_out.content_type)),
+                                 *encoding);
             r->filter_need_in_memory = 1;
         }
     } catch (const std::exception &e) {
@@ -571,7 +611,15 @@ void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
     }
     ctx->cost = ctx->estimate.cost;
     ctx->settled_from = "reservation";
-    const char *why = ctx->response_unreadable ? "the response is compressed or not in memory"
+    if (ctx->scanner && ctx->scanner->usage() && !ctx->response_unreadable) {
+        // An incomplete stream: never settle below the usage it did report.
+        Nanos reported = usage_cost(*ctx->scanner->usage(), *ctx->price);
+        if (reported > ctx->cost) {
+            ctx->cost = reported;
+            ctx->settled_from = "usage";
+        }
+    }
+    const char *why = ctx->response_unreadable ? "the response's encoding is not readable or not in memory"
                       : status == 0            ? "the provider did not answer (aborted or timed out)"
                       : !ctx->scanner          ? "the response was not read"
                       : ctx->scanner->state() == UsageScanner::State::no_usage
@@ -711,6 +759,7 @@ void *create_loc_conf(ngx_conf_t *cf) {
     conf->key = (ngx_http_complex_value_t *) NGX_CONF_UNSET_PTR;
     conf->timeout = NGX_CONF_UNSET_MSEC;
     conf->fail_mode = NGX_CONF_UNSET_UINT;
+    conf->stream_usage = NGX_CONF_UNSET_UINT;
     return conf;
 }
 
@@ -722,6 +771,7 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) {
     ngx_conf_merge_ptr_value(conf->key, prev->key, nullptr);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 100);
     ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode, fail_closed);
+    ngx_conf_merge_uint_value(conf->stream_usage, prev->stream_usage, stream_usage_inject);
 
     if (conf->enable) {
         auto *mcf = static_cast<MainConf *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_spend_cap_module));
@@ -813,6 +863,12 @@ ngx_conf_enum_t surfaces[] = {
     {ngx_null_string, 0},
 };
 
+ngx_conf_enum_t stream_usage_modes[] = {
+    {ngx_string("off"), stream_usage_off},
+    {ngx_string("inject"), stream_usage_inject},
+    {ngx_null_string, 0},
+};
+
 ngx_conf_enum_t fail_modes[] = {
     {ngx_string("closed"), fail_closed},
     {ngx_string("open"), fail_open},
@@ -836,6 +892,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, timeout), nullptr},
     {ngx_string("spend_cap_fail_mode"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, fail_mode), fail_modes},
+    {ngx_string("spend_cap_stream_usage"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, stream_usage), stream_usage_modes},
     ngx_null_command,
 };
 
