@@ -15,21 +15,49 @@ Endpoints (POST):
 
 Test control, by request header (NGINX forwards them):
     x-fake-input-tokens        prompt tokens (OpenAI: includes cached) / Anthropic input_tokens (default 10)
-    x-fake-output-tokens       completion / output tokens (default 20)
+    x-fake-output-tokens       completion / output tokens (OpenAI: includes reasoning) (default 20)
     x-fake-cached-tokens       OpenAI cached prompt tokens / Anthropic cache_read_input_tokens (default 0)
     x-fake-cache-write-tokens  Anthropic cache_creation_input_tokens (default 0)
-    x-fake-reasoning-tokens    OpenAI completion_tokens_details.reasoning_tokens (default 0)
+    x-fake-reasoning-tokens    OpenAI completion_tokens_details / output_tokens_details.reasoning_tokens (default 0)
     x-fake-status              HTTP status; non-2xx answers a real-shaped provider error without usage
-    x-fake-usage: none         a 2xx body without usage
+    x-fake-usage: none         a 2xx body (or stream) without usage
+    x-fake-usage: malformed    a usage object whose token counts are not numbers
     x-fake-delay-ms            wait this long before answering
-    x-fake-gzip: 1             gzip the response body (Content-Encoding: gzip; not for streams)
+    x-fake-gzip: 1             gzip the response body (Content-Encoding: gzip); a stream is one gzip
+                               stream flushed (Z_SYNC_FLUSH) after every event
     x-fake-content             the assistant's text (default "Hello from the fake provider.")
     x-fake-content-bytes       make the assistant's text this many bytes long (a long answer)
-    x-fake-truncate: 1         send only the first half of a JSON body (a broken 2xx answer)
+    x-fake-truncate: 1         a JSON body: send only its first half (a broken 2xx answer, Content-Length
+                               of the half); a stream: stop before its final event ([DONE], Anthropic
+                               message_stop, Responses response.completed) and close the connection
+    x-fake-truncate-bytes: N   a stream: stop after N bytes of event text (before gzip) and close
+    x-fake-stream-error: 1     a stream: half way, send the provider's error event and close
+                               (no final event)
     x-fake-delay-chunk-ms      in a stream ("stream": true), wait this long before each event
+    x-fake-chunk-bytes: N      write the body (plain or stream, after gzip) N bytes at a time, each
+                               write flushed (TCP_NODELAY) and followed by a short sleep, so that the
+                               reader gets it split at arbitrary byte boundaries
+    x-fake-chunk-delay-ms      that sleep, milliseconds, fractions allowed (default 0.2)
+    x-fake-delta-bytes: N      a stream: N bytes of text per delta event (default: one word per event)
+    x-fake-crlf: 1             a stream: CRLF line endings
+    x-fake-sse-comments: 1     a stream: a ": keep-alive" comment line before every event
+    x-fake-anthropic-delta-usage: full
+                               Anthropic message_delta usage carries the (cumulative) input and cache
+                               counts too, as the API does for some requests, not only output_tokens
+
+Streams follow the real APIs: OpenAI Chat Completions and Completions send `data: {chunk}`
+events and `data: [DONE]`, with a final usage chunk (choices: []) only when the request asked
+for stream_options.include_usage; Anthropic Messages sends `event:` lines, message_start
+(input and cache counts, output_tokens 1), ping, content blocks, message_delta (cumulative
+output_tokens), message_stop; Responses sends response.created, response.in_progress,
+output item / content part events, response.output_text.delta ..., response.completed (usage).
+A stream is chunked (Transfer-Encoding) for an HTTP/1.1 client, close-delimited for HTTP/1.0.
 
 Test introspection, on the same port:
-    GET    /__fake/requests    JSON list of every request received (method, path, headers, body)
+    GET    /__fake/requests    JSON list of every request received (method, path, headers, body,
+                               body_len, body_sha256) and what was answered (status, response_len
+                               and response_sha256 of the body bytes written -- after gzip, before
+                               chunked framing --, response_complete: false when cut or aborted)
     DELETE /__fake/requests    forget them
     GET    /__fake/health      200 "ok"
 """
@@ -39,10 +67,12 @@ import gzip
 import hashlib
 import json
 import resource
+import socket
 import sys
 import threading
 import time
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_INPUT_TOKENS = 10
@@ -67,6 +97,11 @@ def _int_header(headers, name, default):
         return int(value.strip())
     except ValueError:
         return default
+
+
+def _sse_json(obj):
+    """Event data as the real APIs send it: compact JSON on one line."""
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def _openai_error_type(status):
@@ -127,17 +162,21 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
+    def _flag(self, name):
+        return self.headers.get(name, "").strip().lower() in ("1", "true", "yes")
+
     def _send(self, status, body, content_type="application/json", extra_headers=None):
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
         elif isinstance(body, str):
             body = body.encode()
         headers = dict(extra_headers or {})
-        if self.headers.get("x-fake-truncate", "").strip() in ("1", "true", "yes"):
+        if self._flag("x-fake-truncate"):
             body = body[:len(body) // 2]
-        if self.headers.get("x-fake-gzip", "").strip() in ("1", "true", "yes"):
+        if self._flag("x-fake-gzip"):
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
+        self._note_response(status)
         self.send_response(status, REASONS.get(status))
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -145,7 +184,55 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._write_pieces(body, chunked=False)
+        self._note_done(True)
+
+    # Body writing in N-byte pieces (x-fake-chunk-bytes), recorded in the request log.
+    def _piece_size(self):
+        n = _int_header(self.headers, "x-fake-chunk-bytes", 0)
+        return n if n > 0 else 0
+
+    def _write_pieces(self, data, chunked):
+        if not data:
+            return
+        n = self._piece_size()
+        if n == 0:
+            pieces = [data]
+        else:
+            pieces = [data[i:i + n] for i in range(0, len(data), n)]
+            try:
+                pause = float(self.headers.get("x-fake-chunk-delay-ms", "0.2")) / 1000.0
+            except ValueError:
+                pause = 0.0002
+        for i, piece in enumerate(pieces):
+            if n and i:
+                time.sleep(pause)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            self.wfile.flush()
+            self._resp_hash.update(piece)
+            self._resp_len += len(piece)
+            if self._entry is not None:
+                with _lock:
+                    self._entry["response_len"] = self._resp_len
+                    self._entry["response_sha256"] = self._resp_hash.hexdigest()
+
+    def _note_response(self, status):
+        self._resp_hash = hashlib.sha256()
+        self._resp_len = 0
+        if self._piece_size():
+            try:
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if self._entry is not None:
+            with _lock:
+                self._entry.update(status=status, response_len=0,
+                                   response_sha256=self._resp_hash.hexdigest(), response_complete=False)
+
+    def _note_done(self, complete):
+        if self._entry is not None:
+            with _lock:
+                self._entry["response_complete"] = complete
 
     def _record(self, body):
         entry = {
@@ -159,15 +246,19 @@ class Handler(BaseHTTPRequestHandler):
         }
         with _lock:
             _requests.append(entry)
+        self._entry = entry
 
     # ---- introspection --------------------------------------------------
+    _entry = None
+
     def _fake_api(self):
+        self._entry = None
         path = self.path.split("?", 1)[0]
         if path == "/__fake/health":
             self._send(200, "ok", "text/plain")
         elif path == "/__fake/requests" and self.command == "GET":
             with _lock:
-                data = list(_requests)
+                data = [dict(e) for e in _requests]
             self._send(200, data)
         elif path == "/__fake/requests" and self.command == "DELETE":
             with _lock:
@@ -198,6 +289,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/__fake/"):
             return self._fake_api()
         self._record(body)
+        try:
+            self._answer(body)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            # the reader (NGINX) went away mid-answer: the request log says so
+            self.close_connection = True
+            self._note_done(False)
+            with _lock:
+                if self._entry is not None:
+                    self._entry["response_aborted"] = True
+
+    def _answer(self, body):
 
         delay = _int_header(self.headers, "x-fake-delay-ms", 0)
         if delay > 0:
@@ -268,8 +370,20 @@ class Handler(BaseHTTPRequestHandler):
     def _with_usage(self):
         return self.headers.get("x-fake-usage", "").strip().lower() != "none"
 
+    def _malformed_usage(self):
+        return self.headers.get("x-fake-usage", "").strip().lower() == "malformed"
+
+    def _deltas(self, text):
+        """The pieces of the answer, one per delta event."""
+        n = _int_header(self.headers, "x-fake-delta-bytes", 0)
+        if n > 0:
+            return [text[i:i + n] for i in range(0, len(text), n)] or [""]
+        return [word + " " for word in text.split(" ")]
+
     # ---- OpenAI ---------------------------------------------------------
     def _openai_usage(self, t):
+        if self._malformed_usage():
+            return {"prompt_tokens": "ten", "completion_tokens": "twenty", "total_tokens": "thirty"}
         return {
             "prompt_tokens": t["input"],
             "completion_tokens": t["output"],
@@ -306,42 +420,87 @@ class Handler(BaseHTTPRequestHandler):
             body["usage"] = self._openai_usage(t)
         self._send(status, body)
 
+    @staticmethod
+    def _include_usage(req):
+        so = req.get("stream_options")
+        return isinstance(so, dict) and so.get("include_usage") is True
+
+    def _openai_stream_error(self):
+        return ("data: %s" % _sse_json({"error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error", "param": None, "code": None}}))
+
     def _chat_stream(self, req, status, t, model, cid, created, text):
-        include_usage = bool((req.get("stream_options") or {}).get("include_usage")) and self._with_usage()
+        # as the real API: the usage chunk (and "usage": null in the others) only when asked
+        include_usage = self._include_usage(req)
         events = []
 
         def chunk(delta, finish=None):
             c = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "system_fingerprint": "fp_fake",
+                 "service_tier": "default", "system_fingerprint": "fp_fake",
                  "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
             if include_usage:
                 c["usage"] = None
-            return c
+            return "data: " + _sse_json(c)
 
         events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
-        for word in text.split(" "):
-            events.append(chunk({"content": word + " "}))
+        for piece in self._deltas(text):
+            events.append(chunk({"content": piece}))
         events.append(chunk({}, "stop"))
-        if include_usage:
-            events.append({"id": cid, "object": "chat.completion.chunk", "created": created,
-                           "model": model, "system_fingerprint": "fp_fake", "choices": [],
-                           "usage": self._openai_usage(t)})
-        out = "".join("data: %s\n\n" % json.dumps(e) for e in events) + "data: [DONE]\n\n"
-        self._send_stream(status, out)
+        if include_usage and self._with_usage():
+            events.append("data: " + _sse_json({
+                "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "service_tier": "default", "system_fingerprint": "fp_fake", "choices": [],
+                "usage": self._openai_usage(t)}))
+        events.append("data: [DONE]")
+        self._send_stream(status, events, self._openai_stream_error())
 
     def _completions(self, req, status):
         t = self._tokens()
+        cid = "cmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        model = req.get("model") or "gpt-3.5-turbo-instruct"
+        if req.get("stream"):
+            return self._completions_stream(req, status, t, model, cid, created)
         body = {
-            "id": "cmpl-" + uuid.uuid4().hex[:24],
+            "id": cid,
             "object": "text_completion",
-            "created": int(time.time()),
-            "model": req.get("model") or "gpt-3.5-turbo-instruct",
-            "choices": [{"text": " fake completion", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "created": created,
+            "model": model,
+            "choices": [{"text": self._text(), "index": 0, "logprobs": None, "finish_reason": "stop"}],
         }
         if self._with_usage():
-            body["usage"] = {"prompt_tokens": t["input"], "completion_tokens": t["output"],
-                             "total_tokens": t["input"] + t["output"]}
+            u = self._openai_usage(t)
+            body["usage"] = u if self._malformed_usage() else {
+                "prompt_tokens": t["input"], "completion_tokens": t["output"],
+                "total_tokens": t["input"] + t["output"]}
         self._send(status, body)
+
+    def _completions_stream(self, req, status, t, model, cid, created):
+        include_usage = self._include_usage(req)
+        events = []
+
+        def chunk(text, finish=None):
+            c = {"id": cid, "object": "text_completion", "created": created,
+                 "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+                 "model": model, "system_fingerprint": None}
+            if include_usage:
+                c["usage"] = None
+            return "data: " + _sse_json(c)
+
+        for piece in self._deltas(self._text()):
+            events.append(chunk(piece))
+        events.append(chunk("", "stop"))
+        if include_usage and self._with_usage():
+            u = self._openai_usage(t)
+            if not self._malformed_usage():
+                u = {"prompt_tokens": t["input"], "completion_tokens": t["output"],
+                     "total_tokens": t["input"] + t["output"]}
+            events.append("data: " + _sse_json({"id": cid, "object": "text_completion", "created": created,
+                                                  "choices": [], "model": model, "system_fingerprint": None,
+                                                  "usage": u}))
+        events.append("data: [DONE]")
+        self._send_stream(status, events, self._openai_stream_error())
 
     def _embeddings(self, req, status):
         t = self._tokens()
@@ -354,38 +513,105 @@ class Handler(BaseHTTPRequestHandler):
             "model": req.get("model") or "text-embedding-3-small",
         }
         if self._with_usage():
-            body["usage"] = {"prompt_tokens": t["input"], "total_tokens": t["input"]}
+            body["usage"] = ({"prompt_tokens": "ten", "total_tokens": "ten"} if self._malformed_usage()
+                             else {"prompt_tokens": t["input"], "total_tokens": t["input"]})
         self._send(status, body)
+
+    def _responses_usage(self, t):
+        if self._malformed_usage():
+            return {"input_tokens": "ten", "output_tokens": "twenty", "total_tokens": "thirty"}
+        return {
+            "input_tokens": t["input"],
+            "input_tokens_details": {"cached_tokens": t["cached"]},
+            "output_tokens": t["output"],
+            "output_tokens_details": {"reasoning_tokens": t["reasoning"]},
+            "total_tokens": t["input"] + t["output"],
+        }
+
+    def _response_object(self, req, rid, created, status_word, output, usage):
+        return {
+            "id": rid,
+            "object": "response",
+            "created_at": created,
+            "status": status_word,
+            "background": False,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": req.get("instructions"),
+            "max_output_tokens": req.get("max_output_tokens"),
+            "model": req.get("model") or "gpt-4o-mini",
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage,
+            "user": None,
+            "metadata": {},
+        }
 
     def _responses(self, req, status):
         t = self._tokens()
-        body = {
-            "id": "resp_" + uuid.uuid4().hex,
-            "object": "response",
-            "created_at": int(time.time()),
-            "status": "completed",
-            "error": None,
-            "incomplete_details": None,
-            "model": req.get("model") or "gpt-4o-mini",
-            "output": [{
-                "type": "message", "id": "msg_" + uuid.uuid4().hex, "status": "completed",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": self._text(), "annotations": []}],
-            }],
-            "max_output_tokens": req.get("max_output_tokens"),
-        }
+        rid = "resp_" + uuid.uuid4().hex
+        created = int(time.time())
+        text = self._text()
+        msg_id = "msg_" + uuid.uuid4().hex
+        if req.get("stream"):
+            return self._responses_stream(req, status, t, rid, created, msg_id, text)
+        output = [{"type": "message", "id": msg_id, "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}]
+        body = self._response_object(req, rid, created, "completed", output, None)
         if self._with_usage():
-            body["usage"] = {
-                "input_tokens": t["input"],
-                "input_tokens_details": {"cached_tokens": t["cached"]},
-                "output_tokens": t["output"],
-                "output_tokens_details": {"reasoning_tokens": t["reasoning"]},
-                "total_tokens": t["input"] + t["output"],
-            }
+            body["usage"] = self._responses_usage(t)
+        else:
+            del body["usage"]
         self._send(status, body)
+
+    def _responses_stream(self, req, status, t, rid, created, msg_id, text):
+        seq = [0]
+        events = []
+
+        def ev(etype, **fields):
+            data = {"type": etype, "sequence_number": seq[0]}
+            data.update(fields)
+            seq[0] += 1
+            events.append("event: %s\ndata: %s" % (etype, _sse_json(data)))
+
+        ev("response.created", response=self._response_object(req, rid, created, "in_progress", [], None))
+        ev("response.in_progress", response=self._response_object(req, rid, created, "in_progress", [], None))
+        item = {"id": msg_id, "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
+        ev("response.output_item.added", output_index=0, item=item)
+        ev("response.content_part.added", item_id=msg_id, output_index=0, content_index=0,
+           part={"type": "output_text", "annotations": [], "logprobs": [], "text": ""})
+        for piece in self._deltas(text):
+            ev("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=piece,
+               logprobs=[])
+        full = "".join(self._deltas(text))
+        ev("response.output_text.done", item_id=msg_id, output_index=0, content_index=0, text=full, logprobs=[])
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": full}
+        ev("response.content_part.done", item_id=msg_id, output_index=0, content_index=0, part=part)
+        done_item = {"id": msg_id, "type": "message", "status": "completed", "content": [part], "role": "assistant"}
+        ev("response.output_item.done", output_index=0, item=done_item)
+        final = self._response_object(req, rid, created, "completed", [done_item],
+                                      self._responses_usage(t) if self._with_usage() else None)
+        ev("response.completed", response=final)
+        error = "event: error\ndata: %s" % _sse_json({
+            "type": "error", "code": "server_error", "param": None, "sequence_number": seq[0],
+            "message": "An error occurred while processing your request."})
+        self._send_stream(status, events, error)
 
     # ---- Anthropic ------------------------------------------------------
     def _anthropic_usage(self, t):
+        if self._malformed_usage():
+            return {"input_tokens": "ten", "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                    "output_tokens": "twenty", "service_tier": "standard"}
         return {
             "input_tokens": t["input"],
             "cache_creation_input_tokens": t["cache_write"],
@@ -420,48 +646,102 @@ class Handler(BaseHTTPRequestHandler):
                      "content": [], "stop_reason": None, "stop_sequence": None}
         if with_usage:
             u = self._anthropic_usage(t)
-            u["output_tokens"] = 1
+            if not self._malformed_usage():
+                u["output_tokens"] = 1  # as the API: a small count at the start, the total in message_delta
             start_msg["usage"] = u
         events = [("message_start", {"type": "message_start", "message": start_msg}),
                   ("content_block_start", {"type": "content_block_start", "index": 0,
                                            "content_block": {"type": "text", "text": ""}}),
                   ("ping", {"type": "ping"})]
-        for word in text.split(" "):
+        deltas = self._deltas(text)
+        for i, piece in enumerate(deltas):
             events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                   "delta": {"type": "text_delta", "text": word + " "}}))
+                                                   "delta": {"type": "text_delta", "text": piece}}))
+            if i == len(deltas) // 2:
+                events.append(("ping", {"type": "ping"}))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
         delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
         if with_usage:
-            delta["usage"] = {"output_tokens": t["output"]}
+            if self._malformed_usage():
+                delta["usage"] = {"output_tokens": "twenty"}
+            elif self.headers.get("x-fake-anthropic-delta-usage", "").strip().lower() == "full":
+                delta["usage"] = {"input_tokens": t["input"], "cache_creation_input_tokens": t["cache_write"],
+                                  "cache_read_input_tokens": t["cached"], "output_tokens": t["output"]}
+            else:
+                delta["usage"] = {"output_tokens": t["output"]}
         events.append(("message_delta", delta))
         events.append(("message_stop", {"type": "message_stop"}))
-        out = "".join("event: %s\ndata: %s\n\n" % (name, json.dumps(data)) for name, data in events)
-        self._send_stream(status, out)
+        error = "event: error\ndata: %s" % _sse_json(
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        self._send_stream(status, ["event: %s\ndata: %s" % (name, _sse_json(data)) for name, data in events],
+                          error)
 
-    def _send_stream(self, status, text):
-        # Sent in several writes (one per event): chunked for HTTP/1.1 clients,
-        # close-delimited for HTTP/1.0 ones (NGINX's default proxy_http_version).
+    # ---- SSE ------------------------------------------------------------
+    def _send_stream(self, status, events, error_event):
+        """events: the SSE events' text (lines joined by \\n, no blank line), the last one
+        the stream's final event. Sent one write per event (or in x-fake-chunk-bytes
+        pieces): chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0 ones (NGINX's
+        default proxy_http_version)."""
+        h = self.headers
+        truncate = self._flag("x-fake-truncate")
+        cut_at = _int_header(h, "x-fake-truncate-bytes", -1)
+        if self._flag("x-fake-stream-error"):
+            events = events[:max(1, len(events) // 2)] + [error_event]
+            truncate = False
+        elif truncate:
+            events = events[:-1]
+        # a cut stream ends without its final framing: the connection just closes
+        cut = truncate or cut_at >= 0 or self._flag("x-fake-stream-error")
+        eol = "\r\n" if self._flag("x-fake-crlf") else "\n"
+        comments = self._flag("x-fake-sse-comments")
+        use_gzip = self._flag("x-fake-gzip")
+        delay = _int_header(h, "x-fake-delay-chunk-ms", 0) / 1000.0
+        # a cut HTTP/1.1 stream is a chunked body that never ends; an HTTP/1.0 one just closes
         chunked = self.request_version == "HTTP/1.1"
+
+        self._note_response(status)
         self.send_response(status, REASONS.get(status))
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
+        if use_gzip:
+            self.send_header("Content-Encoding", "gzip")
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
             self.send_header("Connection", "close")
-            self.close_connection = True
+        self.close_connection = not chunked or cut
         self.end_headers()
-        for part in text.split("\n\n"):
-            if not part:
-                continue
-            data = (part + "\n\n").encode()
-            if self.headers.get("x-fake-delay-chunk-ms"):
-                time.sleep(_int_header(self.headers, "x-fake-delay-chunk-ms", 0) / 1000.0)
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-            self.wfile.flush()
+
+        z = zlib.compressobj(6, zlib.DEFLATED, 31) if use_gzip else None
+        sent_text = 0
+        for ev in events:
+            text = ev.replace("\n", eol) + eol + eol
+            if comments:
+                text = ": keep-alive" + eol + text
+            data = text.encode()
+            if cut_at >= 0:
+                if sent_text >= cut_at:
+                    break
+                data = data[:cut_at - sent_text]
+            sent_text += len(data)
+            if delay > 0:
+                time.sleep(delay)
+            if z is not None:
+                data = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+            self._write_pieces(data, chunked)
+        if cut:
+            self._note_done(False)
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if z is not None:
+            self._write_pieces(z.flush(zlib.Z_FINISH), chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+        self._note_done(True)
 
 
 class Server(ThreadingHTTPServer):

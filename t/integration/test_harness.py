@@ -75,7 +75,7 @@ def test_fake_streams(fake):
                    headers={"x-fake-output-tokens": "9"})
     events = [line[7:] for line in r.text.splitlines() if line.startswith("event: ")]
     assert events[0] == "message_start" and events[-1] == "message_stop"
-    assert '"usage": {"output_tokens": 9}' in r.text
+    assert '"usage":{"output_tokens":9}' in r.text
 
 
 def test_fake_records_and_resets(fake):

@@ -125,3 +125,61 @@ def test_sdk_retries_are_visible(nginx, fake, sdk):
     assert res["retryAfter"] is not None
     assert log_statuses(nginx, 2) == ["503", "503"]
     assert fake.requests() == []
+
+
+# ---------------------------------------------------------------- streaming through the SDKs
+
+def wait_spend(redis, expected, timeout=4):
+    from support import CHAINS, all_counter_keys, read_counters
+    keys = all_counter_keys(CHAINS["k1"], "spend")
+    wait_until(lambda: read_counters(redis, keys) == {k: expected for k in keys}, timeout=timeout)
+    got = read_counters(redis, keys)
+    assert got == {k: expected for k in keys}, "expected %d nano-USD everywhere, got %s" % (expected, got)
+
+
+def test_openai_sdk_streaming_chat_gets_injected_usage(nginx, redis, fake):
+    """The SDK streams without stream_options; the gateway adds include_usage, so the
+    SDK's last chunk carries the usage and the request settles at its exact cost."""
+    from support import openai_cost
+    res = run_sdk(nginx, "openai-stream", SECRETS["k1"],
+                  headers={"x-fake-input-tokens": "1500", "x-fake-cached-tokens": "1000",
+                           "x-fake-output-tokens": "42", "x-fake-reasoning-tokens": "30"})
+    assert res["ok"], res
+    assert res["content"].startswith("Hello from the fake provider.")
+    up = fake.requests()
+    assert len(up) == 1
+    sent = json.loads(up[0]["body"])
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}, sent
+    assert res["usage"] is not None, "the SDK saw no usage chunk: include_usage was not injected"
+    assert (res["usage"]["prompt_tokens"], res["usage"]["completion_tokens"]) == (1500, 42)
+    wait_spend(redis, openai_cost("gpt-4o-mini", 1500, 42, cached=1000))
+
+
+def test_openai_sdk_responses_stream(nginx, redis, fake):
+    from support import openai_cost
+    res = run_sdk(nginx, "openai-responses-stream", SECRETS["k1"],
+                  headers={"x-fake-input-tokens": "800", "x-fake-cached-tokens": "300",
+                           "x-fake-output-tokens": "64", "x-fake-reasoning-tokens": "16"})
+    assert res["ok"], res
+    assert res["status"] == "completed" and res["events"][-1] == "response.completed"
+    assert res["outputText"] == res["text"]
+    u = res["usage"]
+    assert (u["input_tokens"], u["input_tokens_details"]["cached_tokens"], u["output_tokens"]) == (800, 300, 64)
+    sent = json.loads(fake.requests()[0]["body"])
+    assert sent["stream"] is True and "stream_options" not in sent  # not injected for /v1/responses
+    wait_spend(redis, openai_cost("gpt-4o-mini", 800, 64, cached=300))
+
+
+def test_anthropic_sdk_messages_stream(nginx, redis, fake):
+    from support import anthropic_cost
+    res = run_sdk(nginx, "anthropic-stream", SECRETS["k1"],
+                  headers={"x-fake-input-tokens": "250", "x-fake-output-tokens": "75",
+                           "x-fake-cache-write-tokens": "1000", "x-fake-cached-tokens": "2000"})
+    assert res["ok"], res
+    assert res["stopReason"] == "end_turn" and res["text"].startswith("Hello")
+    u = res["usage"]
+    assert (u["input_tokens"], u["output_tokens"], u["cache_creation_input_tokens"],
+            u["cache_read_input_tokens"]) == (250, 75, 1000, 2000)
+    sent = json.loads(fake.requests()[0]["body"])
+    assert sent["stream"] is True and "stream_options" not in sent
+    wait_spend(redis, anthropic_cost("claude-sonnet-4-5", 250, 75, cache_write=1000, cache_read=2000))
