@@ -12,6 +12,12 @@
 #   - "module": the same plus load_module, spend_cap on, and a policy with generous caps.
 # Both fronts run WORKERS worker processes; wrk -t2 -c64 -d${DURATION}s POSTs
 # /v1/chat/completions (gpt-4o-mini) with an Authorization header to each in turn.
+# Two cases (CASES="json stream" by default), each plain vs module:
+#   json:   a plain JSON chat completion (usage at the end of the body);
+#   stream: "stream": true (no stream_options: the module injects include_usage) to
+#           /v1/sse/chat/completions, answered with a real-shaped SSE stream of ~200
+#           chat.completion.chunk events, a final usage chunk and data: [DONE]
+#           (text/event-stream, ~50 KB), which the module scans as it passes.
 # Needs build/ngx_http_spend_cap_module.so (runs scripts/build.sh if it is missing).
 set -euo pipefail
 
@@ -24,6 +30,7 @@ threads=2
 conns=64
 warmup=2
 read -r -a sides <<< "${SIDES:-plain module}"   # SIDES=plain: check the harness alone
+read -r -a cases <<< "${CASES:-json stream}"
 
 say() { printf 'bench.sh: %s\n' "$*"; }
 die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -88,6 +95,9 @@ redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || die "redis-server 
 # --- Policy: one key with generous caps ------------------------------------------
 bench_secret="sk-bench-$$"
 bench_sha=$(printf %s "$bench_secret" | sha256sum | cut -d' ' -f1)
+# the streaming case counts under its own key
+sse_secret="sk-bench-sse-$$"
+sse_sha=$(printf %s "$sse_secret" | sha256sum | cut -d' ' -f1)
 cat > "$dir/policy.yaml" <<EOF
 models:
   gpt-4o-mini: { input: 0.15, output: 0.60, cached_input: 0.075, max_output_tokens: 16384 }
@@ -102,12 +112,33 @@ keys:
     sha256: $bench_sha
     project: bench-prod
     limits: { daily_usd: 1000000, monthly_usd: 1000000, lifetime_usd: 1000000 }
+  - id: key_bench_sse
+    sha256: $sse_sha
+    project: bench-prod
+    limits: { daily_usd: 1000000, monthly_usd: 1000000, lifetime_usd: 1000000 }
 EOF
 
 # --- NGINX configs ---------------------------------------------------------------
 # A real-shaped OpenAI chat completion: 12 prompt + 9 completion tokens.
 completion='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_bench"}'
 per_request_nanousd=$((12 * 150 + 9 * 600))   # ceil((12*0.15e9 + 9*0.60e9) / 1e6)
+
+# A real-shaped OpenAI chat completion stream: a role chunk, 200 content chunks, a finish
+# chunk, the usage chunk (12 prompt + 200 completion tokens) and [DONE].
+sse_events=200
+sse_per_request_nanousd=$((12 * 150 + sse_events * 600))
+mkdir -p "$dir/upstream/html/v1/sse"
+{
+    chunk='{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_bench","choices":[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}],"usage":null}'
+    printf "data: $chunk\n\n" '{"role":"assistant","content":"","refusal":null}' null
+    for i in $(seq 1 "$sse_events"); do
+        printf "data: $chunk\n\n" "{\"content\":\" word$i\"}" null
+    done
+    printf "data: $chunk\n\n" '{}' '"stop"'
+    printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_bench","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":%d,"total_tokens":%d,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}\n\n' \
+        "$sse_events" $((12 + sse_events))
+    printf 'data: [DONE]\n\n'
+} > "$dir/upstream/html/v1/sse/stream.sse"
 
 common() { # $1 = prefix
     cat <<EOF
@@ -140,6 +171,15 @@ mkdir -p "$dir/upstream" "$dir/plain" "$dir/module"
         location / {
             default_type application/json;
             return 200 '$completion';
+        }
+        # the streaming case: a fixed SSE body from a file (POST to a static file is a 405,
+        # which error_page turns into a GET of the same file)
+        location /v1/sse/ {
+            root $dir/upstream/html;
+            types { }
+            default_type text/event-stream;
+            rewrite ^ /v1/sse/stream.sse break;
+            error_page 405 =200 /v1/sse/stream.sse;
         }
     }
 }
@@ -216,13 +256,26 @@ for side in "${sides[@]}"; do
     [ "$code" = 200 ] || die "$side: a single request answered $code, not 200: $(cat "$dir/$side.sanity" 2>/dev/null); $(tail -5 "$dir/$side/error.log")"
 done
 
+sse_body='{"model":"gpt-4o-mini","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"Count to two hundred."}]}'
+if [[ " ${cases[*]} " == *" stream "* ]]; then
+    for side in "${sides[@]}"; do
+        port_var="${side}_port"
+        code=$(curl -s -o "$dir/$side.sse.sanity" -w '%{http_code}' --max-time 5 \
+            "http://127.0.0.1:${!port_var}/v1/sse/chat/completions" \
+            -H "Authorization: Bearer $sse_secret" -H 'Content-Type: application/json' -d "$sse_body" || true)
+        [ "$code" = 200 ] && tail -c 14 "$dir/$side.sse.sanity" | grep -q 'data: \[DONE\]' \
+            || die "$side: a single streaming request answered $code, not a 200 stream ending in [DONE]: $(head -c 300 "$dir/$side.sse.sanity" 2>/dev/null); $(tail -5 "$dir/$side/error.log")"
+    done
+fi
+
 # --- wrk -----------------------------------------------------------------------
-cat > "$dir/post.lua" <<EOF
+write_lua() { # $1 = file, $2 = path, $3 = secret, $4 = body
+    cat > "$1" <<EOF
 wrk.method = "POST"
-wrk.path = "/v1/chat/completions"
+wrk.path = "$2"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $bench_secret"
-wrk.body = '$body'
+wrk.headers["Authorization"] = "Bearer $3"
+wrk.body = '$4'
 
 done = function(summary, latency, requests)
   io.write(string.format(
@@ -233,64 +286,100 @@ done = function(summary, latency, requests)
     summary.errors.write, summary.errors.timeout))
 end
 EOF
+}
+write_lua "$dir/post.lua" /v1/chat/completions "$bench_secret" "$body"
+write_lua "$dir/sse.lua" /v1/sse/chat/completions "$sse_secret" "$sse_body"
 
+# Keys: "$side" for the json case (as before), "$side:stream" for the streaming one.
 declare -A rss_before rss_after result cpu_front cpu_up cpu_redis
-for side in "${sides[@]}"; do
-    rss_before[$side]=$(worker_rss "$side")
-done
 
-say "wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, ${warmup}s warm-up each"
-for side in "${sides[@]}"; do
-    port_var="${side}_port"
-    url="http://127.0.0.1:${!port_var}"
-    wrk -t"$threads" -c"$conns" -d"${warmup}s" -s "$dir/post.lua" "$url" > /dev/null
-    echo
-    echo "=== $side: $url"
-    f0=$(worker_cpu "$side"); u0=$(worker_cpu upstream); r0=$(proc_cpu "$redis_pid")
-    wrk -t"$threads" -c"$conns" -d"${duration}s" --latency -s "$dir/post.lua" "$url" | tee "$dir/$side.wrk"
-    cpu_front[$side]=$(( $(worker_cpu "$side") - f0 ))
-    cpu_up[$side]=$(( $(worker_cpu upstream) - u0 ))
-    cpu_redis[$side]=$(( $(proc_cpu "$redis_pid") - r0 ))
-    result[$side]=$(grep '^RESULT ' "$dir/$side.wrk" | tail -1)
-    rss_after[$side]=$(worker_rss "$side")
-done
+run_case() { # $1 = case (json|stream)
+    local c=$1 lua suffix side port_var url f0 u0 r0
+    if [ "$c" = json ]; then lua="$dir/post.lua"; suffix=""; else lua="$dir/sse.lua"; suffix=":$c"; fi
+    for side in "${sides[@]}"; do
+        rss_before[$side$suffix]=$(worker_rss "$side")
+    done
+    if [ "$c" = json ]; then
+        say "wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, ${warmup}s warm-up each"
+    else
+        echo
+        say "streaming case: wrk -t$threads -c$conns -d${duration}s POST /v1/sse/chat/completions, $((sse_events + 4))-event SSE answers"
+    fi
+    for side in "${sides[@]}"; do
+        port_var="${side}_port"
+        url="http://127.0.0.1:${!port_var}"
+        wrk -t"$threads" -c"$conns" -d"${warmup}s" -s "$lua" "$url" > /dev/null
+        echo
+        echo "=== $side${suffix:+ ($c)}: $url"
+        f0=$(worker_cpu "$side"); u0=$(worker_cpu upstream); r0=$(proc_cpu "$redis_pid")
+        wrk -t"$threads" -c"$conns" -d"${duration}s" --latency -s "$lua" "$url" | tee "$dir/$side$suffix.wrk"
+        cpu_front[$side$suffix]=$(( $(worker_cpu "$side") - f0 ))
+        cpu_up[$side$suffix]=$(( $(worker_cpu upstream) - u0 ))
+        cpu_redis[$side$suffix]=$(( $(proc_cpu "$redis_pid") - r0 ))
+        result[$side$suffix]=$(grep '^RESULT ' "$dir/$side$suffix.wrk" | tail -1)
+        rss_after[$side$suffix]=$(worker_rss "$side")
+    done
+}
 
 field() { # $1 = RESULT line, $2 = name
     tr ' ' '\n' <<< "$1" | awk -F= -v k="$2" '$1 == k {print $2}'
 }
 
-echo
-echo "=== summary (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs)"
-printf '%-7s %12s %10s %10s %10s %8s %8s   %-24s %-24s %s\n' side 'requests/s' 'p50 ms' 'p90 ms' 'p99 ms' non2xx errors 'worker RSS before' 'worker RSS after' 'CPU s: front/upstream/redis'
 bad=0
-for side in "${sides[@]}"; do
-    r=${result[$side]}
-    errs=$(( $(field "$r" connect_err) + $(field "$r" read_err) + $(field "$r" write_err) + $(field "$r" timeouts) ))
-    non2xx=$(field "$r" non2xx)
-    [ "$non2xx" = 0 ] || bad=1
-    printf '%-7s %12s %10.2f %10.2f %10.2f %8s %8s   %-24s %-24s %s\n' "$side" "$(field "$r" rps)" \
-        "$(awk -v x="$(field "$r" p50_us)" 'BEGIN {print x / 1000}')" \
-        "$(awk -v x="$(field "$r" p90_us)" 'BEGIN {print x / 1000}')" \
-        "$(awk -v x="$(field "$r" p99_us)" 'BEGIN {print x / 1000}')" \
-        "$non2xx" "$errs" "${rss_before[$side]}" "${rss_after[$side]}" \
-        "${cpu_front[$side]}/${cpu_up[$side]}/${cpu_redis[$side]}"
-done
-[ "$has_module" = 1 ] && [[ " ${sides[*]} " == *" plain "* ]] && \
-awk -v m="$(field "${result[module]}" rps)" -v p="$(field "${result[plain]}" rps)" \
-    'BEGIN {printf "module/plain requests/s: %.3f\n", (p > 0 ? m / p : 0)}'
+summary() { # $1 = case
+    local c=$1 suffix="" side r errs non2xx
+    [ "$c" = json ] || suffix=":$c"
+    echo
+    if [ "$c" = json ]; then
+        echo "=== summary (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs)"
+    else
+        echo "=== summary, streaming: $((sse_events + 4))-event SSE answers (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs)"
+    fi
+    printf '%-7s %12s %10s %10s %10s %8s %8s   %-24s %-24s %s\n' side 'requests/s' 'p50 ms' 'p90 ms' 'p99 ms' non2xx errors 'worker RSS before' 'worker RSS after' 'CPU s: front/upstream/redis'
+    for side in "${sides[@]}"; do
+        r=${result[$side$suffix]}
+        errs=$(( $(field "$r" connect_err) + $(field "$r" read_err) + $(field "$r" write_err) + $(field "$r" timeouts) ))
+        non2xx=$(field "$r" non2xx)
+        [ "$non2xx" = 0 ] || bad=1
+        printf '%-7s %12s %10.2f %10.2f %10.2f %8s %8s   %-24s %-24s %s\n' "$side" "$(field "$r" rps)" \
+            "$(awk -v x="$(field "$r" p50_us)" 'BEGIN {print x / 1000}')" \
+            "$(awk -v x="$(field "$r" p90_us)" 'BEGIN {print x / 1000}')" \
+            "$(awk -v x="$(field "$r" p99_us)" 'BEGIN {print x / 1000}')" \
+            "$non2xx" "$errs" "${rss_before[$side$suffix]}" "${rss_after[$side$suffix]}" \
+            "${cpu_front[$side$suffix]}/${cpu_up[$side$suffix]}/${cpu_redis[$side$suffix]}"
+    done
+    if [ "$has_module" = 1 ] && [[ " ${sides[*]} " == *" plain "* ]]; then
+        awk -v m="$(field "${result[module$suffix]}" rps)" -v p="$(field "${result[plain$suffix]}" rps)" -v l="${suffix:+ ($c)}" \
+            'BEGIN {printf "module/plain requests/s%s: %.3f\n", l, (p > 0 ? m / p : 0)}'
+    fi
 
-# What the module counted for the bench key today, against the fake upstream's usage
-# (12 prompt + 9 completion tokens = 7200 nano-USD a request).
-if [ "$has_module" = 1 ]; then
-    sleep 0.5
-    today=$(date -u +%F)
-    spent=$(redis-cli -p "$redis_port" get "sc:{bench}:spend:key:key_bench:d:$today" 2>/dev/null || true)
-    counted=$(redis-cli -p "$redis_port" get "sc:{bench}:reqs:key:key_bench:d:$today" 2>/dev/null || true)
-    echo "redis: requests counted ${counted:-<none>} (wrk's measured run: $(field "${result[module]}" requests), plus warm-up and one sanity request);" \
-         "spend ${spent:-<none>} nano-USD = $(awk -v s="${spent:-0}" -v n="${counted:-0}" 'BEGIN {printf "%.1f", (n > 0 ? s / n : 0)}')" \
-         "a request (usage says $per_request_nanousd)"
-    echo "redis: $(redis-cli -p "$redis_port" dbsize) keys, $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human:' | cut -d: -f2 | tr -d '\r') used"
-fi
+    # What the module counted for the case's key today, against the fake upstream's usage.
+    if [ "$has_module" = 1 ]; then
+        local key=key_bench per=$per_request_nanousd what="12 prompt + 9 completion tokens = 7200 nano-USD a request"
+        if [ "$c" != json ]; then
+            key=key_bench_sse per=$sse_per_request_nanousd
+            what="12 prompt + $sse_events completion tokens in the final chunk = $sse_per_request_nanousd nano-USD a request"
+        fi
+        sleep 0.5
+        local today spent counted
+        today=$(date -u +%F)
+        spent=$(redis-cli -p "$redis_port" get "sc:{bench}:spend:key:$key:d:$today" 2>/dev/null || true)
+        counted=$(redis-cli -p "$redis_port" get "sc:{bench}:reqs:key:$key:d:$today" 2>/dev/null || true)
+        [ "$c" = json ] || echo "($what; the requests wrk leaves in flight when it stops are client aborts, settled at their reservation)"
+        echo "redis: requests counted ${counted:-<none>} (wrk's measured run: $(field "${result[module$suffix]}" requests), plus warm-up and one sanity request);" \
+             "spend ${spent:-<none>} nano-USD = $(awk -v s="${spent:-0}" -v n="${counted:-0}" 'BEGIN {printf "%.1f", (n > 0 ? s / n : 0)}')" \
+             "a request (usage says $per)"
+        [ "$c" = json ] && echo "redis: $(redis-cli -p "$redis_port" dbsize) keys, $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human:' | cut -d: -f2 | tr -d '\r') used"
+    fi
+    return 0
+}
+
+for c in "${cases[@]}"; do
+    case "$c" in json|stream) run_case "$c" ;; *) die "unknown case $c (CASES=\"json stream\")" ;; esac
+done
+for c in "${cases[@]}"; do
+    summary "$c"
+done
 if grep -q '\[alert\]\|\[emerg\]\|\[crit\]' "$dir"/*/error.log; then
     echo "error logs have alert/crit/emerg lines:"
     grep -h '\[alert\]\|\[emerg\]\|\[crit\]' "$dir"/*/error.log | head -20
