@@ -2,6 +2,7 @@
 // and SSE, in any pieces; corrupt, truncated and oddly framed streams; the
 // memory bound with zlib's state.
 #include "usage.h"
+#include "usage_test_support.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -13,17 +14,13 @@
 #include <vector>
 
 using namespace spendcap;
+using namespace spendcap::test;
 
 namespace {
 
 using State = UsageScanner::State;
 
-std::string read_data(const std::string &path) {
-    std::ifstream in(std::string(SPEND_CAP_TEST_DATA) + "/" + path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
+std::string read_data(const std::string &path) { return read_test_data(path); }
 
 enum class Wrap { gzip, zlib, raw };
 
@@ -65,23 +62,6 @@ std::string compress(std::string_view plain, Wrap wrap, int level = 6) {
     Compressor c(wrap, level);
     std::string out = c.push(plain);  // (the operands of + are not sequenced)
     return out + c.end();
-}
-
-std::string describe(const std::optional<Usage> &u) {
-    if (!u) return "none";
-    return "input=" + std::to_string(u->input) + " cached_input=" + std::to_string(u->cached_input) +
-           " cache_write=" + std::to_string(u->cache_write) +
-           " cache_read=" + std::to_string(u->cache_read) + " output=" + std::to_string(u->output);
-}
-
-const char *state_name(State s) {
-    switch (s) {
-    case State::reading: return "reading";
-    case State::found: return "found";
-    case State::no_usage: return "no_usage";
-    case State::malformed: return "malformed";
-    }
-    return "?";
 }
 
 struct Scan {

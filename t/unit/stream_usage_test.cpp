@@ -2,6 +2,7 @@
 // pieces, with any line endings; truncations; provider errors; the memory
 // bound on bodies of tens of megabytes.
 #include "usage.h"
+#include "usage_test_support.h"
 
 #include <gtest/gtest.h>
 
@@ -12,49 +13,17 @@
 #include <vector>
 
 using namespace spendcap;
+using namespace spendcap::test;
 
 namespace {
 
 using State = UsageScanner::State;
 
-std::string read_stream(const std::string &name) {
-    std::ifstream in(std::string(SPEND_CAP_TEST_DATA) + "/streams/" + name, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-Usage make_usage(std::int64_t input, std::int64_t cached_input, std::int64_t cache_write,
-                 std::int64_t cache_read, std::int64_t output) {
-    Usage u;
-    u.input = input;
-    u.cached_input = cached_input;
-    u.cache_write = cache_write;
-    u.cache_read = cache_read;
-    u.output = output;
-    return u;
-}
-
-std::string describe(const std::optional<Usage> &u) {
-    if (!u) return "none";
-    return "input=" + std::to_string(u->input) + " cached_input=" + std::to_string(u->cached_input) +
-           " cache_write=" + std::to_string(u->cache_write) +
-           " cache_read=" + std::to_string(u->cache_read) + " output=" + std::to_string(u->output);
-}
+std::string read_stream(const std::string &name) { return read_test_data("streams/" + name); }
 
 bool at_most(const Usage &a, const Usage &b) {
     return a.input <= b.input && a.cached_input <= b.cached_input && a.cache_write <= b.cache_write &&
            a.cache_read <= b.cache_read && a.output <= b.output;
-}
-
-const char *state_name(State s) {
-    switch (s) {
-    case State::reading: return "reading";
-    case State::found: return "found";
-    case State::no_usage: return "no_usage";
-    case State::malformed: return "malformed";
-    }
-    return "?";
 }
 
 struct Scan {

@@ -1,6 +1,7 @@
 // The response side: usage objects, their cost, the streaming JSON tokenizer
 // and the scanner that finds a body's top-level usage.
 #include "usage.h"
+#include "usage_test_support.h"
 
 #include <gtest/gtest.h>
 #include <jansson.h>
@@ -14,32 +15,11 @@
 #include "json_stream.h"
 
 using namespace spendcap;
+using namespace spendcap::test;
 
 namespace {
 
-std::string read_response(const std::string &name) {
-    std::ifstream in(std::string(SPEND_CAP_TEST_DATA) + "/responses/" + name, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-std::string describe(const Usage &u) {
-    return "input=" + std::to_string(u.input) + " cached_input=" + std::to_string(u.cached_input) +
-           " cache_write=" + std::to_string(u.cache_write) +
-           " cache_read=" + std::to_string(u.cache_read) + " output=" + std::to_string(u.output);
-}
-
-Usage make_usage(std::int64_t input, std::int64_t cached_input, std::int64_t cache_write,
-                 std::int64_t cache_read, std::int64_t output) {
-    Usage u;
-    u.input = input;
-    u.cached_input = cached_input;
-    u.cache_write = cache_write;
-    u.cache_read = cache_read;
-    u.output = output;
-    return u;
-}
+std::string read_response(const std::string &name) { return read_test_data("responses/" + name); }
 
 bool same(const Usage &a, const Usage &b) { return describe(a) == describe(b); }
 
@@ -61,16 +41,6 @@ Scan scan(const std::string &body, Surface surface, std::size_t piece = 0) {
     EXPECT_EQ(scanner.state(), UsageScanner::State::reading);
     scanner.finish();
     return {scanner.state(), scanner.usage(), scanner.error()};
-}
-
-const char *state_name(UsageScanner::State s) {
-    switch (s) {
-    case UsageScanner::State::reading: return "reading";
-    case UsageScanner::State::found: return "found";
-    case UsageScanner::State::no_usage: return "no_usage";
-    case UsageScanner::State::malformed: return "malformed";
-    }
-    return "?";
 }
 
 struct Sample {
