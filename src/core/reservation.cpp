@@ -97,9 +97,32 @@ end
 return 1
 )lua";
 
-const std::string &empty_string() {
-    static const std::string kEmpty;
-    return kEmpty;
+// A script's text and the SHA-1 EVALSHA names it by, built once; empty (so
+// the caller refuses to send it) if that ever failed.
+struct Script {
+    std::string text;
+    std::string sha1;
+};
+
+Script load(const char *body) noexcept {
+    try {
+        Script script;
+        script.text = std::string(kLuaHelpers) + body;
+        script.sha1 = sha1_hex(script.text);
+        return script;
+    } catch (...) {
+        return {};
+    }
+}
+
+const Script &reserve() {
+    static const Script script = load(kReserveBody);
+    return script;
+}
+
+const Script &settle() {
+    static const Script script = load(kSettleBody);
+    return script;
 }
 
 std::string org_prefix(const std::string &org) { return "sc:{" + org + "}:"; }
@@ -110,41 +133,10 @@ std::string amount_arg(Nanos amount) { return std::to_string(amount > 0 ? amount
 
 }  // namespace
 
-const std::string &reserve_script() {
-    try {
-        static const std::string script = std::string(kLuaHelpers) + kReserveBody;
-        return script;
-    } catch (...) {
-        return empty_string();
-    }
-}
-
-const std::string &reserve_script_sha1() {
-    try {
-        static const std::string sha1 = sha1_hex(reserve_script());
-        return sha1;
-    } catch (...) {
-        return empty_string();
-    }
-}
-
-const std::string &settle_script() {
-    try {
-        static const std::string script = std::string(kLuaHelpers) + kSettleBody;
-        return script;
-    } catch (...) {
-        return empty_string();
-    }
-}
-
-const std::string &settle_script_sha1() {
-    try {
-        static const std::string sha1 = sha1_hex(settle_script());
-        return sha1;
-    } catch (...) {
-        return empty_string();
-    }
-}
+const std::string &reserve_script() { return reserve().text; }
+const std::string &reserve_script_sha1() { return reserve().sha1; }
+const std::string &settle_script() { return settle().text; }
+const std::string &settle_script_sha1() { return settle().sha1; }
 
 std::vector<Counter> counters_for(const Policy &policy, const Key &key, const Periods &periods) {
     try {

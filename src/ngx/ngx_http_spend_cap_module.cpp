@@ -86,6 +86,7 @@ struct RequestCtx {
     bool body_seen = false;                // our request body filter ran
     const ModelPrice *price = nullptr;
     Estimate estimate;
+    Periods periods;                       // taken once: the counters' days and months
     std::vector<Counter> counters;
     std::string request_id;
     RedisOp *op = nullptr;                 // the pending reservation
@@ -305,7 +306,7 @@ void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
                                                                        : "gave a bad reply");
         } else if (decided.kind == ReserveOutcome::Kind::blocked) {
             const Counter &c = ctx->counters[decided.blocked_index];
-            CapRef cap{c.scope, c.window, window_reset(periods_at(ngx_time()), c.window)};
+            CapRef cap{c.scope, c.window, window_reset(ctx->periods, c.window)};
             ctx->outcome = Outcome::block;
             ctx->blocked_by = std::string(scope_name(c.scope)) + ":" + window_name(c.window);
             ctx->error = render_error(ctx->surface, ErrorCode::spend_limit_exceeded, "", cap);
@@ -374,7 +375,8 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
                                         static_cast<std::int64_t>(ctx->body.size()),
                                         parsed.info.max_output_tokens, parsed.info.choices);
-    ctx->counters = counters_for(*ctx->policy, *ctx->key, periods_at(ngx_time()));
+    ctx->periods = periods_at(ngx_time());
+    ctx->counters = counters_for(*ctx->policy, *ctx->key, ctx->periods);
 
     ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
     if (id == nullptr || id->not_found) {
@@ -526,8 +528,7 @@ ngx_int_t header_filter(ngx_http_request_t *r) {
     try {
         if (ctx->tightest) {
             const Counter &c = ctx->counters[*ctx->tightest];
-            Periods periods = periods_at(ngx_time());
-            std::int64_t reset = window_reset(periods, c.window);
+            std::int64_t reset = window_reset(ctx->periods, c.window);
             if (add_header(r, "x-spend-limit-usd", format_usd(*c.cap)) != NGX_OK
                 || add_header(r, "x-spend-remaining-usd", format_usd(ctx->tightest_remaining)) != NGX_OK
                 || (reset != 0 && add_header(r, "x-spend-reset", format_rfc3339(reset)) != NGX_OK)

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <new>
+#include <utility>
 
 namespace spendcap_ngx {
 namespace {
@@ -28,8 +29,8 @@ struct Client {
     bool writing = false;  // inside redisAsyncHandleWrite
     ngx_msec_t backoff = kMinBackoff;
     ngx_event_t reconnect_timer{};
-    std::deque<std::string> backlog;  // RESP-encoded settlements
-    const std::string *backlog_script = nullptr;
+    // RESP-encoded idempotent commands (settlements) and the script each runs.
+    std::deque<std::pair<std::string, const std::string *>> backlog;
 };
 
 Client *client;  // one per worker process
@@ -92,8 +93,7 @@ void push_backlog(std::string command, const std::string *script) {
                       client->backlog.size());
         client->backlog.pop_front();
     }
-    client->backlog_script = script;
-    client->backlog.push_back(std::move(command));
+    client->backlog.emplace_back(std::move(command), script);
 }
 
 // Ends an op: the caller hears at most once, then the op is freed.
@@ -182,8 +182,8 @@ RedisOp *new_op(std::string command, const std::string *script, ngx_msec_t timeo
 
 void flush_backlog() {
     while (!client->backlog.empty() && client->ac != nullptr) {
-        RedisOp *op = new_op(std::move(client->backlog.front()), client->backlog_script,
-                             kReliableTimeout);
+        RedisOp *op = new_op(std::move(client->backlog.front().first),
+                             client->backlog.front().second, kReliableTimeout);
         client->backlog.pop_front();
         op->reliable = true;
         if (!send_op(op)) {
