@@ -3,6 +3,7 @@
 // documented one.
 #include "envelope.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace spendcap {
@@ -92,7 +93,10 @@ const char *anthropic_type(int status) {
 const char *default_message(ErrorCode code) {
     switch (code) {
     case ErrorCode::spend_limit_exceeded: return "spend limit reached";
+    case ErrorCode::request_limit_exceeded: return "request limit reached";
+    case ErrorCode::token_limit_exceeded: return "token limit reached";
     case ErrorCode::insufficient_credit: return "insufficient credit balance";
+    case ErrorCode::rate_limit_exceeded: return "rate limit exceeded";
     case ErrorCode::invalid_api_key: return "invalid api key";
     case ErrorCode::api_key_expired: return "api key has expired";
     case ErrorCode::api_key_revoked: return "api key has been revoked";
@@ -103,14 +107,17 @@ const char *default_message(ErrorCode code) {
     return "error";
 }
 
+bool is_rate(LimitKind limit) { return limit == LimitKind::rpm || limit == LimitKind::tpm; }
+
 // ,"scope":"key","window":"monthly","reset_at":"..."|null
 void append_cap_fields(std::string &out, const CapRef &cap) {
     out += ",\"scope\":";
     append_json_string(out, scope_name(cap.scope));
+    if (cap.limit == LimitKind::balance) return;  // a balance has no window to wait for
     out += ",\"window\":";
-    append_json_string(out, window_name(cap.window));
+    append_json_string(out, is_rate(cap.limit) ? "minute" : window_name(cap.window));
     out += ",\"reset_at\":";
-    if (cap.window == Window::lifetime || cap.reset_at == 0)
+    if ((!is_rate(cap.limit) && cap.window == Window::lifetime) || cap.reset_at == 0)
         out += "null";
     else
         append_json_string(out, format_rfc3339(cap.reset_at));
@@ -121,7 +128,10 @@ void append_cap_fields(std::string &out, const CapRef &cap) {
 const char *error_code_name(ErrorCode c) {
     switch (c) {
     case ErrorCode::spend_limit_exceeded: return "spend_limit_exceeded";
+    case ErrorCode::request_limit_exceeded: return "request_limit_exceeded";
+    case ErrorCode::token_limit_exceeded: return "token_limit_exceeded";
     case ErrorCode::insufficient_credit: return "insufficient_credit";
+    case ErrorCode::rate_limit_exceeded: return "rate_limit_exceeded";
     case ErrorCode::invalid_api_key: return "invalid_api_key";
     case ErrorCode::api_key_expired: return "api_key_expired";
     case ErrorCode::api_key_revoked: return "api_key_revoked";
@@ -135,7 +145,10 @@ const char *error_code_name(ErrorCode c) {
 int error_status(ErrorCode c) {
     switch (c) {
     case ErrorCode::spend_limit_exceeded:
+    case ErrorCode::request_limit_exceeded:
+    case ErrorCode::token_limit_exceeded:
     case ErrorCode::insufficient_credit: return 402;
+    case ErrorCode::rate_limit_exceeded: return 429;
     case ErrorCode::invalid_api_key:
     case ErrorCode::api_key_expired:
     case ErrorCode::api_key_revoked: return 401;
@@ -146,8 +159,42 @@ int error_status(ErrorCode c) {
     return 500;
 }
 
+ErrorCode error_code_for(LimitKind limit) {
+    switch (limit) {
+    case LimitKind::spend: return ErrorCode::spend_limit_exceeded;
+    case LimitKind::requests: return ErrorCode::request_limit_exceeded;
+    case LimitKind::tokens: return ErrorCode::token_limit_exceeded;
+    case LimitKind::rpm:
+    case LimitKind::tpm: return ErrorCode::rate_limit_exceeded;
+    case LimitKind::balance: return ErrorCode::insufficient_credit;
+    }
+    return ErrorCode::spend_limit_exceeded;
+}
+
+std::string blocked_by_label(const CapRef &cap) {
+    std::string label = std::string(scope_name(cap.scope)) + ":";
+    switch (cap.limit) {
+    case LimitKind::spend: return label + window_name(cap.window);
+    case LimitKind::requests: return label + window_name(cap.window) + "_requests";
+    case LimitKind::tokens: return label + window_name(cap.window) + "_tokens";
+    case LimitKind::rpm: return label + "rpm";
+    case LimitKind::tpm: return label + "tpm";
+    case LimitKind::balance: return label + "balance";
+    }
+    return label;
+}
+
 std::string cap_message(const CapRef &cap) {
-    return std::string(scope_word(cap.scope)) + " has reached its " + window_name(cap.window) + " spend limit";
+    const std::string who = scope_word(cap.scope);
+    switch (cap.limit) {
+    case LimitKind::spend: return who + " has reached its " + window_name(cap.window) + " spend limit";
+    case LimitKind::requests: return who + " has reached its " + window_name(cap.window) + " request limit";
+    case LimitKind::tokens: return who + " has reached its " + window_name(cap.window) + " token limit";
+    case LimitKind::rpm: return who + " has exceeded its requests per minute limit";
+    case LimitKind::tpm: return who + " has exceeded its tokens per minute limit";
+    case LimitKind::balance: return "insufficient credit balance";
+    }
+    return who + " has reached a limit";
 }
 
 ErrorReply render_error(Surface surface, ErrorCode code, const std::string &message,
@@ -156,8 +203,10 @@ ErrorReply render_error(Surface surface, ErrorCode code, const std::string &mess
     reply.status = error_status(code);
     reply.retry_after = reply.status == 503 ? 1 : 0;
 
-    // Only a cost cap names the scope and window that tripped.
-    const CapRef *tripped = code == ErrorCode::spend_limit_exceeded && cap ? &*cap : nullptr;
+    // Only a cap's own code names the scope and window that tripped.
+    const CapRef *tripped = cap && error_code_for(cap->limit) == code ? &*cap : nullptr;
+    if (tripped && reply.status == 429)
+        reply.retry_after = static_cast<int>(std::max<std::int64_t>(tripped->retry_after, 1));
     std::string text = message;
     if (text.empty()) text = tripped ? cap_message(*tripped) : default_message(code);
 

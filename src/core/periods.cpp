@@ -108,6 +108,13 @@ Periods periods_at(std::int64_t unix_seconds) {
 
     p.day_expire_at = p.day_reset + kDailyCounterLifetimeDays * kSecondsPerDay;
     p.month_expire_at = p.month_reset + kMonthlyCounterLifetimeDays * kSecondsPerDay;
+
+    const std::int64_t second_of_day = unix_seconds - days * kSecondsPerDay;
+    std::snprintf(buffer, sizeof buffer, "%sT%02d:%02d", p.day.c_str(),
+                  static_cast<int>(second_of_day / 3600), static_cast<int>(second_of_day / 60 % 60));
+    p.minute = buffer;
+    p.minute_reset = (floor_div(unix_seconds, 60) + 1) * 60;
+    p.minute_expire_at = p.minute_reset + 60;
     return p;
 }
 

@@ -20,6 +20,13 @@ struct Periods {
     std::int64_t month_reset = 0;   // unix seconds of the next UTC month's start
     std::int64_t day_expire_at = 0;   // counters expire 35 days after their day ends
     std::int64_t month_expire_at = 0; // ... and 400 days after their month ends
+    // Per-minute rates (rpm / tpm) count over fixed UTC minutes.
+    std::string minute;               // "2026-11-21T10:05"
+    std::int64_t minute_reset = 0;    // unix seconds of the next minute's start
+    std::int64_t minute_expire_at = 0;  // rate counters outlive their minute by 60 s, so a
+                                        // settlement shortly after still finds its counter
+    // Seconds until the minute resets (1..60): a 429's Retry-After.
+    std::int64_t minute_retry_after() const { return minute_reset - now; }
 };
 
 Periods periods_at(std::int64_t unix_seconds);

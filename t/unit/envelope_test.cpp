@@ -118,6 +118,59 @@ TEST(RenderError, InsufficientCredit) {
               R"({"type":"error","error":{"type":"billing_error","message":"insufficient credit balance","code":"insufficient_credit"}})");
 }
 
+TEST(RenderError, RequestAndTokenCaps) {
+    const ErrorReply requests = render_error(
+        Surface::openai, ErrorCode::request_limit_exceeded, "",
+        CapRef{Scope::key, Window::daily, k2026_12_01, LimitKind::requests});
+    EXPECT_EQ(requests.status, 402);
+    EXPECT_EQ(requests.retry_after, 0);
+    EXPECT_EQ(requests.body,
+              R"({"error":{"message":"api key has reached its daily request limit","type":"invalid_request_error","param":null,)"
+              R"("code":"request_limit_exceeded","scope":"key","window":"daily","reset_at":"2026-12-01T00:00:00Z"}})");
+    const ErrorReply tokens = render_error(
+        Surface::anthropic, ErrorCode::token_limit_exceeded, "",
+        CapRef{Scope::org, Window::monthly, k2026_12_01, LimitKind::tokens});
+    EXPECT_EQ(tokens.body,
+              R"({"type":"error","error":{"type":"billing_error","message":"account has reached its monthly token limit",)"
+              R"("code":"token_limit_exceeded","scope":"org","window":"monthly","reset_at":"2026-12-01T00:00:00Z"}})");
+}
+
+TEST(RenderError, RatesAnswer429WithRetryAfterToTheMinutesEnd) {
+    const std::int64_t minute_end = k2026_12_01 + 60;
+    const ErrorReply rpm = render_error(Surface::openai, ErrorCode::rate_limit_exceeded, "",
+                                        CapRef{Scope::customer, Window::daily, minute_end, LimitKind::rpm, 17});
+    EXPECT_EQ(rpm.status, 429);
+    EXPECT_EQ(rpm.retry_after, 17);
+    EXPECT_EQ(rpm.body,
+              R"({"error":{"message":"customer has exceeded its requests per minute limit","type":"invalid_request_error",)"
+              R"("param":null,"code":"rate_limit_exceeded","scope":"customer","window":"minute","reset_at":"2026-12-01T00:01:00Z"}})");
+    const ErrorReply tpm = render_error(Surface::anthropic, ErrorCode::rate_limit_exceeded, "",
+                                        CapRef{Scope::project, Window::daily, minute_end, LimitKind::tpm, 0});
+    EXPECT_EQ(tpm.retry_after, 1);  // never "retry after 0"
+    EXPECT_EQ(tpm.body,
+              R"({"type":"error","error":{"type":"rate_limit_error","message":"project has exceeded its tokens per minute limit",)"
+              R"("code":"rate_limit_exceeded","scope":"project","window":"minute","reset_at":"2026-12-01T00:01:00Z"}})");
+}
+
+TEST(RenderError, BalanceNamesTheOrgButNoWindow) {
+    const ErrorReply reply = render_error(Surface::openai, ErrorCode::insufficient_credit, "",
+                                          CapRef{Scope::org, Window::lifetime, 0, LimitKind::balance});
+    EXPECT_EQ(reply.status, 402);
+    EXPECT_EQ(reply.retry_after, 0);
+    EXPECT_EQ(reply.body,
+              R"({"error":{"message":"insufficient credit balance","type":"invalid_request_error","param":null,)"
+              R"("code":"insufficient_credit","scope":"org"}})");
+}
+
+TEST(BlockedBy, NamesScopeAndLimit) {
+    EXPECT_EQ(blocked_by_label({Scope::key, Window::monthly, 0}), "key:monthly");
+    EXPECT_EQ(blocked_by_label({Scope::key, Window::daily, 0, LimitKind::requests}), "key:daily_requests");
+    EXPECT_EQ(blocked_by_label({Scope::project, Window::monthly, 0, LimitKind::tokens}), "project:monthly_tokens");
+    EXPECT_EQ(blocked_by_label({Scope::customer, Window::daily, 0, LimitKind::rpm}), "customer:rpm");
+    EXPECT_EQ(blocked_by_label({Scope::org, Window::daily, 0, LimitKind::tpm}), "org:tpm");
+    EXPECT_EQ(blocked_by_label({Scope::org, Window::lifetime, 0, LimitKind::balance}), "org:balance");
+}
+
 TEST(RenderError, CapFieldsOnlyForCapErrors) {
     // A cap passed with another code must not leak scope/window fields.
     const ErrorReply reply = render_error(Surface::openai, ErrorCode::invalid_api_key, "",

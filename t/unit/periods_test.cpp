@@ -94,6 +94,41 @@ TEST(Periods, CountersExpireAfterTheirPeriodEnds) {
     EXPECT_EQ(window_expire_at(p, Window::lifetime), 0);
 }
 
+TEST(MinuteWindow, NamesTheUtcMinuteAndResetsAtItsEnd) {
+    const Periods p = periods_at(k2026_11_21_10_30 + 17);  // 10:30:17
+    EXPECT_EQ(p.minute, "2026-11-21T10:30");
+    EXPECT_EQ(p.minute_reset, k2026_11_21_10_30 + 60);
+    EXPECT_EQ(p.minute_retry_after(), 43);
+    EXPECT_EQ(p.minute_expire_at, k2026_11_21_10_30 + 120);
+}
+
+TEST(MinuteWindow, FirstSecondOfAMinuteWaitsTheWholeMinute) {
+    const Periods p = periods_at(k2026_11_21_10_30);
+    EXPECT_EQ(p.minute, "2026-11-21T10:30");
+    EXPECT_EQ(p.minute_retry_after(), 60);
+}
+
+TEST(MinuteWindow, LastSecondWaitsOneSecondAndTheNextSecondIsANewMinute) {
+    const Periods last = periods_at(k2026_11_21_10_30 + 59);
+    EXPECT_EQ(last.minute, "2026-11-21T10:30");
+    EXPECT_EQ(last.minute_retry_after(), 1);
+    EXPECT_EQ(periods_at(k2026_11_21_10_30 + 60).minute, "2026-11-21T10:31");
+}
+
+TEST(MinuteWindow, LastMinuteOfTheYearRollsIntoTheNewYear) {
+    const Periods p = periods_at(k2026_12_31_23_59_59);
+    EXPECT_EQ(p.minute, "2026-12-31T23:59");
+    EXPECT_EQ(p.minute_reset, k2027_01_01);
+    EXPECT_EQ(periods_at(k2027_01_01).minute, "2027-01-01T00:00");
+}
+
+TEST(MinuteWindow, BeforeTheEpochFloorsToTheMinute) {
+    const Periods p = periods_at(-1);  // 1969-12-31T23:59:59
+    EXPECT_EQ(p.minute, "1969-12-31T23:59");
+    EXPECT_EQ(p.minute_reset, 0);
+    EXPECT_EQ(p.minute_retry_after(), 1);
+}
+
 TEST(Periods, AgreesWithGmtimeForEveryDayOfFourCenturies) {
     for (std::int64_t day = -25'567; day < 120'000; ++day) {  // 1900 .. 2298
         const std::int64_t t = day * kDay + 43'210;
