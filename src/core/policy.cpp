@@ -4,6 +4,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +21,7 @@ const char *scope_name(Scope s) {
     case Scope::key: return "key";
     case Scope::project: return "project";
     case Scope::org: return "org";
+    case Scope::customer: return "customer";
     }
     return "key";
 }
@@ -29,6 +31,7 @@ const char *scope_word(Scope s) {
     case Scope::key: return "api key";
     case Scope::project: return "project";
     case Scope::org: return "account";
+    case Scope::customer: return "customer";
     }
     return "api key";
 }
@@ -40,6 +43,44 @@ const std::optional<Nanos> &Limits::cost_cap(Window w) const {
     case Window::lifetime: return lifetime_usd;
     }
     return lifetime_usd;
+}
+
+namespace {
+const std::optional<std::int64_t> kNoCount;  // no request / token counter for lifetime
+}  // namespace
+
+const std::optional<std::int64_t> &Limits::request_cap(Window w) const {
+    switch (w) {
+    case Window::daily: return daily_requests;
+    case Window::monthly: return monthly_requests;
+    case Window::lifetime: break;
+    }
+    return kNoCount;
+}
+
+const std::optional<std::int64_t> &Limits::token_cap(Window w) const {
+    switch (w) {
+    case Window::daily: return daily_tokens;
+    case Window::monthly: return monthly_tokens;
+    case Window::lifetime: break;
+    }
+    return kNoCount;
+}
+
+Limits Limits::or_else(const Limits &fallback) const {
+    Limits merged = *this;
+    // Every field, so a new limit added to Limits must be added here too.
+    for (auto field : {&Limits::daily_usd, &Limits::monthly_usd, &Limits::lifetime_usd})
+        if (!(merged.*field)) merged.*field = fallback.*field;
+    for (auto field : {&Limits::daily_requests, &Limits::monthly_requests, &Limits::daily_tokens,
+                       &Limits::monthly_tokens, &Limits::rpm, &Limits::tpm})
+        if (!(merged.*field)) merged.*field = fallback.*field;
+    return merged;
+}
+
+Limits Customers::limits_for(const std::string &customer_id) const {
+    auto found = overrides.find(customer_id);
+    return found != overrides.end() ? found->second.or_else(default_limits) : default_limits;
 }
 
 Nanos ModelPrice::max_input_rate() const {
@@ -76,6 +117,55 @@ const Org &Policy::org_of(const Key &k) const {
     return found != orgs.end() ? found->second : kNoOrg;
 }
 
+const Plan *Policy::plan_of(const Org &org) const {
+    if (org.plan.empty()) return nullptr;
+    auto found = plans.find(org.plan);
+    return found != plans.end() ? &found->second : nullptr;
+}
+
+Limits Policy::org_limits(const Org &org) const {
+    const Plan *plan = plan_of(org);
+    if (!plan) return org.limits;
+    Limits merged = org.limits.or_else(plan->limits);
+    // A ceilings plan's monthly cap depends on cleared spend and age (Redis state).
+    if (dynamic_ceiling(org)) merged.monthly_usd.reset();
+    return merged;
+}
+
+const std::vector<CeilingRow> *Policy::dynamic_ceiling(const Org &org) const {
+    const Plan *plan = plan_of(org);
+    if (!plan || plan->ceilings.empty() || org.limits.monthly_usd) return nullptr;
+    return &plan->ceilings;
+}
+
+bool valid_id(std::string_view id) {
+    if (id.empty() || id.size() > 128) return false;
+    for (unsigned char c : id)
+        if (c == ':' || c == '{' || c == '}' || c == ' ' || c < 0x20 || c == 0x7f) return false;
+    return true;
+}
+
+std::vector<CeilingRow> ceilings_by_age(const std::vector<CeilingRow> &rows,
+                                        std::int64_t account_age_seconds) {
+    // age_days * 86400 <= age  <=>  age_days <= floor(age / 86400), which
+    // cannot overflow however large age_days is. A created_at in the future
+    // (clock skew) is a brand-new account, not one without a ceiling.
+    constexpr std::int64_t kSecondsPerDay = 86400;
+    const std::int64_t whole_days = std::max<std::int64_t>(account_age_seconds, 0) / kSecondsPerDay;
+    std::vector<CeilingRow> old_enough;
+    for (const CeilingRow &row : rows)
+        if (row.age_days <= whole_days) old_enough.push_back(row);
+    return old_enough;
+}
+
+std::optional<Nanos> ceiling_for(const std::vector<CeilingRow> &rows, Nanos cleared,
+                                 std::int64_t account_age_seconds) {
+    std::optional<Nanos> ceiling;
+    for (const CeilingRow &row : ceilings_by_age(rows, account_age_seconds))
+        if (row.cleared_usd <= std::max<Nanos>(cleared, 0)) ceiling = row.monthly_usd;
+    return ceiling;
+}
+
 PolicyError::PolicyError(std::string file, int line, std::string reason)
     : std::runtime_error(file + ":" + std::to_string(line) + ": " + reason),
       file_(std::move(file)),
@@ -83,10 +173,6 @@ PolicyError::PolicyError(std::string file, int line, std::string reason)
       reason_(std::move(reason)) {}
 
 namespace {
-
-std::string unsupported(const std::string &field) {
-    return "`" + field + "` is not supported by this version of spend-cap";
-}
 
 int line_of(const YAML::Mark &mark) { return mark.line >= 0 ? mark.line + 1 : 0; }
 int line_of(const YAML::Node &node) { return line_of(node.Mark()); }
@@ -117,8 +203,12 @@ public:
                 parse_projects(value);
             else if (name == "keys")
                 parse_keys(value);
-            else if (name == "warn_at" || name == "plans" || name == "customers")
-                fail(key, unsupported(name));
+            else if (name == "warn_at")
+                parse_warn_at(value);
+            else if (name == "plans")
+                parse_plans(value);
+            else if (name == "customers")
+                parse_customers(value);
             else
                 fail(key, "unknown field " + quoted(name) + " in the top level");
         });
@@ -141,6 +231,18 @@ public:
             if (!policy_.projects.count(key.project))
                 fail(project_line, "key " + quoted(key.id) + " names project " + quoted(key.project) +
                                        ", which is not defined in `projects`");
+        }
+        for (const auto &[org_id, plan_line] : org_plan_lines_) {
+            const Org &org = policy_.orgs.at(org_id);
+            auto plan = policy_.plans.find(org.plan);
+            if (plan == policy_.plans.end())
+                fail(plan_line, "org " + quoted(org_id) + " names plan " + quoted(org.plan) +
+                                    ", which is not defined in `plans`");
+            // The ceilings' age_days are counted from created_at.
+            if (!plan->second.ceilings.empty() && !org.limits.monthly_usd && !org.created_at)
+                fail(plan_line, "org " + quoted(org_id) + " is on plan " + quoted(org.plan) +
+                                    ", whose monthly ceiling rises with account age: it needs "
+                                    "`created_at` (or a `monthly_usd` of its own)");
         }
     }
 
@@ -188,29 +290,45 @@ private:
         return node.Scalar();
     }
 
-    // Org, project and key ids become parts of Redis keys such as
+    // Org, project, key and customer ids become parts of Redis keys such as
     // sc:{ORG}:spend:key:ID:m:2026-11, so they must not break that layout.
     std::string id_value(const YAML::Node &node, const std::string &what) {
         std::string id = string_value(node, what);
-        for (unsigned char c : id)
-            if (c == ':' || c == '{' || c == '}' || c == ' ' || c < 0x20 || c == 0x7f)
-                fail(node, what + " " + quoted(id) +
-                               " must not contain ':', '{', '}', spaces or control characters");
+        if (!valid_id(id))
+            fail(node, what + " " + quoted(id) +
+                           " must be at most 128 bytes, without ':', '{', '}', spaces or control characters");
         return id;
     }
 
-    std::int64_t positive_integer(const YAML::Node &node, const std::string &what) {
+    // Plain decimal digits only: no sign, point, exponent or overflow.
+    static bool parse_count(const YAML::Node &node, std::int64_t &value) {
         const std::string text = node.IsScalar() ? node.Scalar() : std::string();
-        std::int64_t value = 0;
-        bool ok = !text.empty();
+        value = 0;
+        if (text.empty()) return false;
         for (char c : text) {
-            if (c < '0' || c > '9' || value > (std::numeric_limits<std::int64_t>::max() - (c - '0')) / 10) {
-                ok = false;
-                break;
-            }
+            if (c < '0' || c > '9' || value > (std::numeric_limits<std::int64_t>::max() - (c - '0')) / 10)
+                return false;
             value = value * 10 + (c - '0');
         }
-        if (!ok || value <= 0) fail(node, what + " must be a positive integer");
+        return true;
+    }
+
+    std::int64_t positive_integer(const YAML::Node &node, const std::string &what) {
+        std::int64_t value = 0;
+        if (!parse_count(node, value) || value <= 0) fail(node, what + " must be a positive integer");
+        return value;
+    }
+
+    // Request and token caps: 0 is a cap too (it blocks every request).
+    std::int64_t non_negative_integer(const YAML::Node &node, const std::string &what) {
+        std::int64_t value = 0;
+        if (!parse_count(node, value)) fail(node, what + " must be a non-negative integer");
+        return value;
+    }
+
+    bool bool_value(const YAML::Node &node, const std::string &what) {
+        bool value = false;
+        if (!node.IsScalar() || !YAML::convert<bool>::decode(node, value)) fail(node, what + " must be true or false");
         return value;
     }
 
@@ -270,26 +388,157 @@ private:
         policy_.unknown_model = name;
     }
 
+    // The `limits` field of a key, project, org or plan.
     Limits parse_limits(const YAML::Node &node, const std::string &owner) {
+        return parse_limits(node, "limits of " + owner, "`limits` of " + owner);
+    }
+
+    // `where` names the limits in field messages, `what` the mapping itself.
+    Limits parse_limits(const YAML::Node &node, const std::string &where, const std::string &what) {
         Limits limits;
-        const std::string where = "limits of " + owner;
-        if (!expect_map_or_empty(node, "`limits` of " + owner)) return limits;
+        if (!expect_map_or_empty(node, what)) return limits;
         for_each_field(node, where, [&](const std::string &field, const YAML::Node &key,
                                         const YAML::Node &value) {
-            const std::string what = quoted(field) + " in " + where;
+            const std::string field_what = quoted(field) + " in " + where;
             if (field == "daily_usd")
-                limits.daily_usd = usd_amount(value, what);
+                limits.daily_usd = usd_amount(value, field_what);
             else if (field == "monthly_usd")
-                limits.monthly_usd = usd_amount(value, what);
+                limits.monthly_usd = usd_amount(value, field_what);
             else if (field == "lifetime_usd")
-                limits.lifetime_usd = usd_amount(value, what);
-            else if (field == "daily_requests" || field == "monthly_requests" || field == "daily_tokens" ||
-                     field == "monthly_tokens" || field == "rpm" || field == "tpm")
-                fail(key, unsupported(field));
+                limits.lifetime_usd = usd_amount(value, field_what);
+            else if (field == "daily_requests")
+                limits.daily_requests = non_negative_integer(value, field_what);
+            else if (field == "monthly_requests")
+                limits.monthly_requests = non_negative_integer(value, field_what);
+            else if (field == "daily_tokens")
+                limits.daily_tokens = non_negative_integer(value, field_what);
+            else if (field == "monthly_tokens")
+                limits.monthly_tokens = non_negative_integer(value, field_what);
+            else if (field == "rpm")
+                limits.rpm = non_negative_integer(value, field_what);
+            else if (field == "tpm")
+                limits.tpm = non_negative_integer(value, field_what);
             else
                 fail(key, "unknown field " + quoted(field) + " in " + where);
         });
         return limits;
+    }
+
+    // "0.50" and "0.5" are one fraction: the label is rebuilt from the value.
+    static std::string fraction_label(std::int64_t billionths) {
+        if (billionths >= kNanosPerUsd) return "1";
+        std::string digits = std::to_string(billionths);
+        digits.insert(0, 9 - digits.size(), '0');
+        digits.erase(digits.find_last_not_of('0') + 1);
+        return "0." + digits;
+    }
+
+    void parse_warn_at(const YAML::Node &node) {
+        if (node.IsNull()) return;
+        if (!node.IsSequence()) fail(node, "`warn_at` must be a list of fractions such as [0.5, 0.8, 0.95]");
+        std::map<std::int64_t, int> first_lines;  // billionths -> line
+        for (const YAML::Node &entry : node) {
+            if (!entry.IsScalar()) fail(entry, "`warn_at` entries must be decimal fractions such as 0.8");
+            const std::string &text = entry.Scalar();
+            std::int64_t billionths = 0;
+            std::string error;
+            if (!parse_usd(text, billionths, error))
+                fail(entry, "`warn_at` entry \"" + text + "\" is not an exact decimal fraction: " + error);
+            if (billionths <= 0 || billionths > kNanosPerUsd)
+                fail(entry, "`warn_at` entry \"" + text + "\" must be more than 0 and at most 1");
+            auto [earlier, inserted] = first_lines.emplace(billionths, line_of(entry));
+            if (!inserted)
+                fail(entry, "duplicate `warn_at` fraction " + fraction_label(billionths) + " (first at line " +
+                                std::to_string(earlier->second) + ")");
+        }
+        for (const auto &[billionths, line] : first_lines)  // a std::map: ascending
+            policy_.warn_at.push_back(WarnFraction{fraction_label(billionths), billionths});
+    }
+
+    void parse_plans(const YAML::Node &plans) {
+        if (!expect_map_or_empty(plans, "`plans`")) return;
+        for_each_field(plans, "`plans`", [&](const std::string &, const YAML::Node &name_node,
+                                             const YAML::Node &body) {
+            Plan plan;
+            plan.name = id_value(name_node, "plan name");
+            const std::string where = "plan " + quoted(plan.name);
+            if (!body.IsMap())
+                fail(body.IsNull() ? name_node : body, where + " must be a mapping with `limits` or `ceilings`");
+            for_each_field(body, where, [&](const std::string &field, const YAML::Node &key,
+                                            const YAML::Node &value) {
+                if (field == "limits")
+                    plan.limits = parse_limits(value, where);
+                else if (field == "ceilings")
+                    plan.ceilings = parse_ceilings(value, key, where);
+                else
+                    fail(key, "unknown field " + quoted(field) + " in " + where);
+            });
+            // Two monthly caps for one org would leave the operator guessing which applies.
+            if (!plan.ceilings.empty() && plan.limits.monthly_usd)
+                fail(name_node, where + " has both `ceilings` and `limits.monthly_usd`; "
+                                        "its ceilings are its monthly cap");
+            policy_.plans[plan.name] = std::move(plan);
+        });
+    }
+
+    std::vector<CeilingRow> parse_ceilings(const YAML::Node &node, const YAML::Node &key,
+                                           const std::string &plan_where) {
+        const std::string what = "`ceilings` of " + plan_where;
+        if (!node.IsSequence() || node.size() == 0)
+            fail(node.IsNull() ? key : node, what + " must be a non-empty list of rows");
+        std::vector<CeilingRow> rows;
+        for (const YAML::Node &entry : node) {
+            const std::string where = "ceilings row " + std::to_string(rows.size() + 1) + " of " + plan_where;
+            if (!entry.IsMap())
+                fail(entry, where + " must be a mapping with `cleared_usd`, `age_days` and `monthly_usd`");
+            CeilingRow row;
+            bool has_cleared = false, has_age = false, has_monthly = false;
+            for_each_field(entry, where, [&](const std::string &field, const YAML::Node &field_key,
+                                             const YAML::Node &value) {
+                const std::string field_what = quoted(field) + " in " + where;
+                if (field == "cleared_usd") {
+                    row.cleared_usd = usd_amount(value, field_what);
+                    has_cleared = true;
+                } else if (field == "age_days") {
+                    row.age_days = non_negative_integer(value, field_what);
+                    has_age = true;
+                } else if (field == "monthly_usd") {
+                    row.monthly_usd = usd_amount(value, field_what);
+                    has_monthly = true;
+                } else {
+                    fail(field_key, "unknown field " + quoted(field) + " in " + where);
+                }
+            });
+            if (!has_cleared) fail(entry, where + " is missing `cleared_usd`");
+            if (!has_age) fail(entry, where + " is missing `age_days`");
+            if (!has_monthly) fail(entry, where + " is missing `monthly_usd`");
+            if (rows.empty() && (row.cleared_usd != 0 || row.age_days != 0))
+                fail(entry, "the first ceilings row of " + plan_where +
+                                " must have cleared_usd 0 and age_days 0, so every org on the plan has a ceiling");
+            rows.push_back(row);
+        }
+        return rows;
+    }
+
+    void parse_customers(const YAML::Node &customers) {
+        if (!expect_map_or_empty(customers, "`customers`")) return;
+        for_each_field(customers, "`customers`", [&](const std::string &field, const YAML::Node &key,
+                                                     const YAML::Node &value) {
+            if (field == "default_limits") {
+                policy_.customers.default_limits =
+                    parse_limits(value, "`customers.default_limits`", "`customers.default_limits`");
+            } else if (field == "overrides") {
+                if (!expect_map_or_empty(value, "`customers.overrides`")) return;
+                for_each_field(value, "`customers.overrides`", [&](const std::string &, const YAML::Node &id_node,
+                                                                   const YAML::Node &limits) {
+                    const std::string id = id_value(id_node, "customer id");
+                    const std::string owner = "customer " + quoted(id);
+                    policy_.customers.overrides[id] = parse_limits(limits, "limits of " + owner, owner);
+                });
+            } else {
+                fail(key, "unknown field " + quoted(field) + " in `customers`");
+            }
+        });
     }
 
     void parse_orgs(const YAML::Node &orgs) {
@@ -301,16 +550,32 @@ private:
             const std::string where = "org " + quoted(org.id);
             if (!body.IsNull()) {  // an org may stand without caps of its own
                 if (!body.IsMap()) fail(body, where + " must be a mapping");
+                int low_balance_line = 0;
                 for_each_field(body, where, [&](const std::string &field, const YAML::Node &key,
                                                 const YAML::Node &value) {
-                    if (field == "limits")
+                    if (field == "limits") {
                         org.limits = parse_limits(value, where);
-                    else if (field == "plan" || field == "created_at" || field == "prepaid" ||
-                             field == "low_balance_usd")
-                        fail(key, unsupported(field));
-                    else
+                    } else if (field == "plan") {
+                        org.plan = string_value(value, "`plan` of " + where);
+                        org_plan_lines_.emplace_back(org.id, line_of(value));
+                    } else if (field == "created_at") {
+                        std::int64_t when = 0;
+                        if (!value.IsScalar() || !parse_rfc3339(value.Scalar(), when))
+                            fail(value, "`created_at` of " + where +
+                                            " must be an RFC 3339 time such as 2026-01-10T00:00:00Z");
+                        org.created_at = when;
+                    } else if (field == "prepaid") {
+                        org.prepaid = bool_value(value, "`prepaid` of " + where);
+                    } else if (field == "low_balance_usd") {
+                        org.low_balance_usd = usd_amount(value, "`low_balance_usd` of " + where);
+                        low_balance_line = line_of(key);
+                    } else {
                         fail(key, "unknown field " + quoted(field) + " in " + where);
+                    }
                 });
+                // Without a balance there is nothing for the threshold to watch.
+                if (org.low_balance_usd && !org.prepaid)
+                    fail(low_balance_line, "`low_balance_usd` of " + where + " needs `prepaid: true`");
             }
             policy_.orgs[org.id] = std::move(org);
         });
@@ -379,10 +644,7 @@ private:
                                         " must be an RFC 3339 time such as 2027-01-01T00:00:00Z");
                     key.expires_at = when;
                 } else if (field == "revoked") {
-                    bool revoked = false;
-                    if (!value.IsScalar() || !YAML::convert<bool>::decode(value, revoked))
-                        fail(value, "`revoked` of " + where + " must be true or false");
-                    key.revoked = revoked;
+                    key.revoked = bool_value(value, "`revoked` of " + where);
                 } else {
                     fail(name, "unknown field " + quoted(field) + " in " + where);
                 }
@@ -424,6 +686,7 @@ private:
     int current_field_line_ = 0;  // line of the field whose value is being read
     std::vector<std::pair<std::string, int>> project_org_lines_;  // project id -> line of its `org`
     std::vector<std::pair<std::string, int>> key_project_lines_;  // key sha256 -> line of its `project`
+    std::vector<std::pair<std::string, int>> org_plan_lines_;     // org id -> line of its `plan`
 };
 
 }  // namespace

@@ -209,25 +209,394 @@ projects:
                  12, "unknown field `weekly_usd` in limits of key `k1`");
 }
 
-TEST(PolicyErrors, UnsupportedSpecFieldsFailInsteadOfBeingIgnored) {
-    expect_error("models: {}\nwarn_at: [0.5, 0.8]\n", 2, "`warn_at` is not supported by this version of spend-cap");
-    expect_error("plans:\n  free:\n    limits: { monthly_usd: 1 }\n", 1,
-                 "`plans` is not supported by this version of spend-cap");
-    expect_error("customers:\n  default_limits: { monthly_usd: 1 }\n", 1,
-                 "`customers` is not supported by this version of spend-cap");
-    for (const char *field : {"plan: paid", "created_at: 2026-01-10T00:00:00Z", "prepaid: true",
-                              "low_balance_usd: 5"}) {
-        const std::string name = std::string(field).substr(0, std::string(field).find(':'));
-        expect_error(std::string("orgs:\n  acme:\n    ") + field + "\n", 3,
-                     "`" + name + "` is not supported by this version of spend-cap");
+TEST(Policy, EveryLimitParses) {
+    const auto policy = parse_policy(with_key("    sha256: " + std::string(kHashA) + "\n    project: p\n" + yaml(R"(
+    limits:
+      daily_usd: 2
+      monthly_usd: 10.5
+      lifetime_usd: 40
+      daily_requests: 100
+      monthly_requests: 3000
+      daily_tokens: 50000
+      monthly_tokens: 9223372036854775807
+      rpm: 600
+      tpm: 200000
+)")),
+                                     "p.yaml");
+    const Limits &limits = policy->find_key(kHashA)->limits;
+    EXPECT_EQ(limits.daily_usd, 2 * kNanosPerUsd);
+    EXPECT_EQ(limits.monthly_usd, 10'500'000'000);
+    EXPECT_EQ(limits.lifetime_usd, 40 * kNanosPerUsd);
+    EXPECT_EQ(limits.daily_requests, 100);
+    EXPECT_EQ(limits.monthly_requests, 3000);
+    EXPECT_EQ(limits.daily_tokens, 50000);
+    EXPECT_EQ(limits.monthly_tokens, 9'223'372'036'854'775'807);  // the largest int64
+    EXPECT_EQ(limits.rpm, 600);
+    EXPECT_EQ(limits.tpm, 200000);
+    EXPECT_EQ(limits.request_cap(Window::daily), 100);
+    EXPECT_EQ(limits.request_cap(Window::monthly), 3000);
+    EXPECT_FALSE(limits.request_cap(Window::lifetime).has_value());  // no lifetime counters
+    EXPECT_EQ(limits.token_cap(Window::daily), 50000);
+    EXPECT_EQ(limits.token_cap(Window::monthly), 9'223'372'036'854'775'807);
+    EXPECT_FALSE(limits.token_cap(Window::lifetime).has_value());
+}
+
+TEST(Policy, AbsentLimitsStayAbsent) {
+    const auto policy = parse_policy("orgs:\n  acme:\n    limits: { rpm: 5 }\n", "p.yaml");
+    const Limits &limits = policy->orgs.at("acme").limits;
+    EXPECT_EQ(limits.rpm, 5);
+    for (Window w : {Window::daily, Window::monthly, Window::lifetime}) {
+        EXPECT_FALSE(limits.cost_cap(w).has_value());
+        EXPECT_FALSE(limits.request_cap(w).has_value());
+        EXPECT_FALSE(limits.token_cap(w).has_value());
     }
-    for (const char *limit : {"daily_requests", "monthly_requests", "daily_tokens", "monthly_tokens", "rpm", "tpm"}) {
-        expect_error(with_key("    sha256: " + std::string(kHashA) + "\n    project: p\n    limits:\n" +
-                              "      monthly_usd: 10\n      " + limit + ": 600\n"),
-                     14, "`" + std::string(limit) + "` is not supported by this version of spend-cap");
+    EXPECT_FALSE(limits.tpm.has_value());
+}
+
+TEST(Policy, ZeroCountCapsAreCapsThatBlockEverything) {
+    const auto policy = parse_policy(
+        "orgs:\n  acme:\n    limits: { daily_requests: 0, monthly_requests: 0, daily_tokens: 0, "
+        "monthly_tokens: 0, rpm: 0, tpm: 0 }\n",
+        "p.yaml");
+    const Limits &limits = policy->orgs.at("acme").limits;
+    EXPECT_EQ(limits.daily_requests, 0);
+    EXPECT_EQ(limits.monthly_requests, 0);
+    EXPECT_EQ(limits.daily_tokens, 0);
+    EXPECT_EQ(limits.monthly_tokens, 0);
+    EXPECT_EQ(limits.rpm, 0);
+    EXPECT_EQ(limits.tpm, 0);
+}
+
+TEST(PolicyErrors, CountLimitsMustBeNonNegativeIntegers) {
+    for (const char *limit : {"daily_requests", "monthly_requests", "daily_tokens", "monthly_tokens", "rpm", "tpm"})
+        for (const char *bad : {"-1", "+5", "1.5", "1.0", "1e3", "0x10", "ten", "\"\"", "[1]", "{ n: 1 }",
+                                "9223372036854775808", "99999999999999999999"})
+            expect_error(std::string("orgs:\n  acme:\n    limits:\n      daily_usd: 1\n      ") + limit + ": " + bad +
+                             "\n",
+                         5, "`" + std::string(limit) + "` in limits of org `acme` must be a non-negative integer");
+    expect_error("orgs:\n  acme:\n    limits:\n      rpm:\n      tpm: 5\n", 4,
+                 "`rpm` in limits of org `acme` must be a non-negative integer");
+}
+
+TEST(Policy, WarnAtIsExactSortedAndCanonical) {
+    const auto policy = parse_policy("warn_at: [0.95, 0.50, 1.0, 0.8, 0.000000001, \"0.25\"]\n", "p.yaml");
+    ASSERT_EQ(policy->warn_at.size(), 6u);
+    const std::pair<const char *, std::int64_t> expected[] = {
+        {"0.000000001", 1}, {"0.25", 250'000'000}, {"0.5", 500'000'000},
+        {"0.8", 800'000'000}, {"0.95", 950'000'000}, {"1", 1'000'000'000}};
+    for (std::size_t i = 0; i < 6; ++i) {
+        EXPECT_EQ(policy->warn_at[i].label, expected[i].first);
+        EXPECT_EQ(policy->warn_at[i].billionths, expected[i].second);
     }
-    expect_error("orgs:\n  acme:\n    limits: { daily_usd: 20, rpm: 60 }\n", 3,
-                 "`rpm` is not supported by this version of spend-cap");
+    EXPECT_EQ(parse_policy("warn_at: [1]\n", "p.yaml")->warn_at.at(0).label, "1");
+    EXPECT_EQ(parse_policy("warn_at: [0.999999999]\n", "p.yaml")->warn_at.at(0).label, "0.999999999");
+}
+
+TEST(Policy, WarnAtMayBeEmptyOrAbsent) {
+    EXPECT_TRUE(parse_policy("warn_at: []\n", "p.yaml")->warn_at.empty());
+    EXPECT_TRUE(parse_policy("warn_at:\n", "p.yaml")->warn_at.empty());
+    EXPECT_TRUE(parse_policy("models: {}\n", "p.yaml")->warn_at.empty());
+}
+
+TEST(PolicyErrors, BadWarnAt) {
+    expect_error("models: {}\nwarn_at: 0.5\n", 2, "`warn_at` must be a list of fractions such as [0.5, 0.8, 0.95]");
+    expect_error("warn_at: { a: 0.5 }\n", 1, "`warn_at` must be a list of fractions such as [0.5, 0.8, 0.95]");
+    expect_error("warn_at:\n  - 0.5\n  - [0.8]\n", 3, "`warn_at` entries must be decimal fractions such as 0.8");
+    expect_error("warn_at:\n  - 0.5\n  - 5e-1\n", 3,
+                 "`warn_at` entry \"5e-1\" is not an exact decimal fraction: exponents are not allowed; "
+                 "write the amount in plain decimal");
+    expect_error("warn_at: [-0.5]\n", 1,
+                 "`warn_at` entry \"-0.5\" is not an exact decimal fraction: negative amounts are not allowed");
+    expect_error("warn_at: [0.0000000001]\n", 1,
+                 "`warn_at` entry \"0.0000000001\" is not an exact decimal fraction: "
+                 "more than nine digits after the decimal point");
+    expect_error("warn_at: [half]\n", 1,
+                 "`warn_at` entry \"half\" is not an exact decimal fraction: amount must start with a digit");
+    expect_error("warn_at: [0]\n", 1, "`warn_at` entry \"0\" must be more than 0 and at most 1");
+    expect_error("warn_at: [0.000]\n", 1, "`warn_at` entry \"0.000\" must be more than 0 and at most 1");
+    expect_error("warn_at: [1.000000001]\n", 1, "`warn_at` entry \"1.000000001\" must be more than 0 and at most 1");
+    expect_error("warn_at: [50]\n", 1, "`warn_at` entry \"50\" must be more than 0 and at most 1");
+}
+
+TEST(PolicyErrors, DuplicateWarnAtFractions) {
+    expect_error("warn_at:\n  - 0.5\n  - 0.8\n  - 0.50\n", 4, "duplicate `warn_at` fraction 0.5 (first at line 2)");
+    expect_error("warn_at: [1, 0.9, 1.00]\n", 1, "duplicate `warn_at` fraction 1 (first at line 1)");
+}
+
+// The SPEC section 2 example's plans and org.
+const char *kPlans = R"(
+plans:
+  free:
+    limits: { monthly_usd: 1, rpm: 10 }
+  paid:
+    ceilings:
+      - { cleared_usd: 0,    age_days: 0,  monthly_usd: 100 }
+      - { cleared_usd: 100,  age_days: 14, monthly_usd: 1000 }
+      - { cleared_usd: 5000, age_days: 90, monthly_usd: 25000.5 }
+orgs:
+  acme:
+    plan: paid
+    created_at: 2026-01-10T00:00:00Z
+    limits: { daily_usd: 20 }
+    prepaid: true
+    low_balance_usd: 5
+  hobby:
+    plan: free
+    prepaid: false
+  plain:
+)";
+
+TEST(Policy, PlansParse) {
+    const auto policy = parse_policy(yaml(kPlans), "p.yaml");
+    ASSERT_EQ(policy->plans.size(), 2u);
+    const Plan &free = policy->plans.at("free");
+    EXPECT_EQ(free.name, "free");
+    EXPECT_EQ(free.limits.monthly_usd, 1 * kNanosPerUsd);
+    EXPECT_EQ(free.limits.rpm, 10);
+    EXPECT_TRUE(free.ceilings.empty());
+
+    const Plan &paid = policy->plans.at("paid");
+    EXPECT_EQ(paid.name, "paid");
+    EXPECT_FALSE(paid.limits.monthly_usd.has_value());
+    ASSERT_EQ(paid.ceilings.size(), 3u);
+    EXPECT_EQ(paid.ceilings[0].cleared_usd, 0);
+    EXPECT_EQ(paid.ceilings[0].age_days, 0);
+    EXPECT_EQ(paid.ceilings[0].monthly_usd, 100 * kNanosPerUsd);
+    EXPECT_EQ(paid.ceilings[1].cleared_usd, 100 * kNanosPerUsd);
+    EXPECT_EQ(paid.ceilings[1].age_days, 14);
+    EXPECT_EQ(paid.ceilings[1].monthly_usd, 1000 * kNanosPerUsd);
+    EXPECT_EQ(paid.ceilings[2].cleared_usd, 5000 * kNanosPerUsd);
+    EXPECT_EQ(paid.ceilings[2].age_days, 90);
+    EXPECT_EQ(paid.ceilings[2].monthly_usd, 25'000'500'000'000);
+}
+
+TEST(Policy, OrgPlanCreatedAtPrepaidAndLowBalanceParse) {
+    const auto policy = parse_policy(yaml(kPlans), "p.yaml");
+    const Org &acme = policy->orgs.at("acme");
+    EXPECT_EQ(acme.plan, "paid");
+    EXPECT_EQ(acme.created_at, 1'768'003'200);  // 2026-01-10T00:00:00Z
+    EXPECT_TRUE(acme.prepaid);
+    EXPECT_EQ(acme.low_balance_usd, 5 * kNanosPerUsd);
+    EXPECT_EQ(acme.limits.daily_usd, 20 * kNanosPerUsd);
+    EXPECT_EQ(policy->plan_of(acme), &policy->plans.at("paid"));
+
+    const Org &hobby = policy->orgs.at("hobby");
+    EXPECT_EQ(hobby.plan, "free");
+    EXPECT_FALSE(hobby.created_at.has_value());  // not needed without ceilings
+    EXPECT_FALSE(hobby.prepaid);
+    EXPECT_FALSE(hobby.low_balance_usd.has_value());
+
+    const Org &plain = policy->orgs.at("plain");
+    EXPECT_EQ(plain.plan, "");
+    EXPECT_EQ(policy->plan_of(plain), nullptr);
+    EXPECT_FALSE(plain.prepaid);
+}
+
+TEST(Policy, PlansMayComeAfterTheOrgsThatNameThem) {
+    const auto policy = parse_policy(yaml(R"(
+orgs:
+  acme: { plan: paid, created_at: 2026-01-10 }
+plans:
+  paid:
+    ceilings: [{ cleared_usd: 0, age_days: 0, monthly_usd: 100 }]
+)"),
+                                     "p.yaml");
+    EXPECT_EQ(policy->orgs.at("acme").created_at, 1'768'003'200);
+    EXPECT_NE(policy->dynamic_ceiling(policy->orgs.at("acme")), nullptr);
+}
+
+TEST(Policy, AnOrgWithItsOwnMonthlyCapNeedsNoCreatedAtOnACeilingsPlan) {
+    const auto policy = parse_policy(yaml(R"(
+plans:
+  paid:
+    ceilings: [{ cleared_usd: 0, age_days: 0, monthly_usd: 100 }]
+orgs:
+  acme:
+    plan: paid
+    limits: { monthly_usd: 7 }
+)"),
+                                     "p.yaml");
+    EXPECT_FALSE(policy->orgs.at("acme").created_at.has_value());
+    EXPECT_EQ(policy->dynamic_ceiling(policy->orgs.at("acme")), nullptr);
+}
+
+TEST(Policy, EmptyPlansAndCustomersSectionsAreAllowed) {
+    const auto policy = parse_policy("plans:\ncustomers:\n", "p.yaml");
+    EXPECT_TRUE(policy->plans.empty());
+    EXPECT_TRUE(policy->customers.overrides.empty());
+    EXPECT_FALSE(policy->customers.default_limits.monthly_usd.has_value());
+}
+
+TEST(PolicyErrors, BadPlans) {
+    expect_error("plans:\n  - free\n", 2, "`plans` must be a mapping");
+    expect_error("plans:\n  \"fr:ee\":\n    limits: { monthly_usd: 1 }\n", 2,
+                 "plan name `fr:ee` must be at most 128 bytes, without ':', '{', '}', spaces or control characters");
+    expect_error("plans:\n  free:\n", 2, "plan `free` must be a mapping with `limits` or `ceilings`");
+    expect_error("plans:\n  free: 5\n", 2, "plan `free` must be a mapping with `limits` or `ceilings`");
+    expect_error("plans:\n  free:\n    limits: { monthly_usd: 1 }\n    price: 10\n", 4,
+                 "unknown field `price` in plan `free`");
+    expect_error("plans:\n  free:\n    limits: { monthly_usd: 1, weekly_usd: 1 }\n", 3,
+                 "unknown field `weekly_usd` in limits of plan `free`");
+    expect_error("plans:\n  free:\n    limits: { monthly_usd: one }\n", 3,
+                 "`monthly_usd` in limits of plan `free` is not an exact decimal amount (\"one\"): "
+                 "amount must start with a digit");
+    expect_error("plans:\n  free:\n    limits: 1\n", 3, "`limits` of plan `free` must be a mapping");
+    expect_error("plans:\n  free:\n    limits: { rpm: -1 }\n", 3,
+                 "`rpm` in limits of plan `free` must be a non-negative integer");
+}
+
+TEST(PolicyErrors, BadCeilings) {
+    const std::string plan = "plans:\n  paid:\n    ceilings:\n";  // rows start on line 4
+    const std::string first = "      - { cleared_usd: 0, age_days: 0, monthly_usd: 100 }\n";
+    expect_error(plan, 3, "`ceilings` of plan `paid` must be a non-empty list of rows");
+    expect_error("plans:\n  paid:\n    ceilings: []\n", 3,
+                 "`ceilings` of plan `paid` must be a non-empty list of rows");
+    expect_error("plans:\n  paid:\n    ceilings: { cleared_usd: 0 }\n", 3,
+                 "`ceilings` of plan `paid` must be a non-empty list of rows");
+    expect_error(plan + first + "      - 1000\n", 5,
+                 "ceilings row 2 of plan `paid` must be a mapping with `cleared_usd`, `age_days` and `monthly_usd`");
+    expect_error(plan + first + "      - { cleared_usd: 100, age_days: 14, monthly_usd: 1000, note: x }\n", 5,
+                 "unknown field `note` in ceilings row 2 of plan `paid`");
+    expect_error(plan + first + "      - { age_days: 14, monthly_usd: 1000 }\n", 5,
+                 "ceilings row 2 of plan `paid` is missing `cleared_usd`");
+    expect_error(plan + first + "      - { cleared_usd: 100, monthly_usd: 1000 }\n", 5,
+                 "ceilings row 2 of plan `paid` is missing `age_days`");
+    expect_error(plan + first + "      - { cleared_usd: 100, age_days: 14 }\n", 5,
+                 "ceilings row 2 of plan `paid` is missing `monthly_usd`");
+    expect_error(plan + first + "      - { cleared_usd: 100, age_days: 1.5, monthly_usd: 1000 }\n", 5,
+                 "`age_days` in ceilings row 2 of plan `paid` must be a non-negative integer");
+    expect_error(plan + first + "      - { cleared_usd: 100, age_days: -14, monthly_usd: 1000 }\n", 5,
+                 "`age_days` in ceilings row 2 of plan `paid` must be a non-negative integer");
+    expect_error(plan + first + "      - { cleared_usd: -100, age_days: 14, monthly_usd: 1000 }\n", 5,
+                 "`cleared_usd` in ceilings row 2 of plan `paid` is not an exact decimal amount (\"-100\"): "
+                 "negative amounts are not allowed");
+    expect_error(plan + first + "      - cleared_usd: 100\n        cleared_usd: 200\n", 6,
+                 "duplicate field `cleared_usd` in ceilings row 2 of plan `paid` (first at line 5)");
+}
+
+TEST(PolicyErrors, FirstCeilingsRowMustBeZeroZero) {
+    const std::string reason =
+        "the first ceilings row of plan `paid` must have cleared_usd 0 and age_days 0, "
+        "so every org on the plan has a ceiling";
+    expect_error("plans:\n  paid:\n    ceilings:\n      - { cleared_usd: 100, age_days: 0, monthly_usd: 100 }\n", 4,
+                 reason);
+    expect_error("plans:\n  paid:\n    ceilings:\n      - { cleared_usd: 0, age_days: 1, monthly_usd: 100 }\n", 4,
+                 reason);
+    expect_error("plans:\n  paid:\n    ceilings:\n      - { cleared_usd: 0.000000001, age_days: 0, monthly_usd: 1 }\n",
+                 4, reason);
+}
+
+TEST(PolicyErrors, PlanWithCeilingsAndAMonthlyCap) {
+    expect_error(yaml(R"(
+plans:
+  free:
+    limits: { monthly_usd: 1 }
+  paid:
+    limits: { daily_usd: 5, monthly_usd: 50 }
+    ceilings:
+      - { cleared_usd: 0, age_days: 0, monthly_usd: 100 }
+)"),
+                 4, "plan `paid` has both `ceilings` and `limits.monthly_usd`; its ceilings are its monthly cap");
+}
+
+TEST(PolicyErrors, OrgNamesAMissingPlan) {
+    expect_error(yaml(R"(
+plans:
+  free:
+    limits: { monthly_usd: 1 }
+orgs:
+  acme:
+    limits: { daily_usd: 1 }
+    plan: fre
+)"),
+                 7, "org `acme` names plan `fre`, which is not defined in `plans`");
+    expect_error("orgs:\n  acme:\n    plan: free\n", 3,
+                 "org `acme` names plan `free`, which is not defined in `plans`");
+    expect_error("orgs:\n  acme:\n    plan: [free]\n", 3, "`plan` of org `acme` must be a non-empty string");
+    expect_error("orgs:\n  acme:\n    plan:\n", 3, "`plan` of org `acme` must be a non-empty string");
+}
+
+TEST(PolicyErrors, OrgOnACeilingsPlanNeedsCreatedAt) {
+    expect_error(yaml(R"(
+plans:
+  paid:
+    ceilings: [{ cleared_usd: 0, age_days: 0, monthly_usd: 100 }]
+orgs:
+  acme:
+    plan: paid
+    limits: { daily_usd: 20 }
+)"),
+                 6, "org `acme` is on plan `paid`, whose monthly ceiling rises with account age: it needs "
+                    "`created_at` (or a `monthly_usd` of its own)");
+}
+
+TEST(PolicyErrors, BadOrgFields) {
+    expect_error("orgs:\n  acme:\n    created_at: last year\n", 3,
+                 "`created_at` of org `acme` must be an RFC 3339 time such as 2026-01-10T00:00:00Z");
+    expect_error("orgs:\n  acme:\n    created_at: 2026-13-01T00:00:00Z\n", 3,
+                 "`created_at` of org `acme` must be an RFC 3339 time such as 2026-01-10T00:00:00Z");
+    expect_error("orgs:\n  acme:\n    prepaid: sometimes\n", 3, "`prepaid` of org `acme` must be true or false");
+    expect_error("orgs:\n  acme:\n    prepaid: [true]\n", 3, "`prepaid` of org `acme` must be true or false");
+    expect_error("orgs:\n  acme:\n    prepaid: true\n    low_balance_usd: -5\n", 4,
+                 "`low_balance_usd` of org `acme` is not an exact decimal amount (\"-5\"): "
+                 "negative amounts are not allowed");
+}
+
+TEST(PolicyErrors, LowBalanceNeedsAPrepaidOrg) {
+    expect_error("orgs:\n  acme:\n    low_balance_usd: 5\n", 3,
+                 "`low_balance_usd` of org `acme` needs `prepaid: true`");
+    expect_error("orgs:\n  acme:\n    low_balance_usd: 5\n    prepaid: false\n", 3,
+                 "`low_balance_usd` of org `acme` needs `prepaid: true`");
+    // The order of the two fields does not matter.
+    const auto policy = parse_policy("orgs:\n  acme:\n    low_balance_usd: 0.5\n    prepaid: true\n", "p.yaml");
+    EXPECT_EQ(policy->orgs.at("acme").low_balance_usd, 500'000'000);
+}
+
+TEST(Policy, CustomersParse) {
+    const auto policy = parse_policy(yaml(R"(
+customers:
+  default_limits: { monthly_usd: 1, rpm: 30 }
+  overrides:
+    cust_42: { monthly_usd: 5 }
+    cust_7:
+      daily_tokens: 0
+      tpm: 1000
+    cust_empty:
+)"),
+                                     "p.yaml");
+    const Customers &customers = policy->customers;
+    EXPECT_EQ(customers.default_limits.monthly_usd, 1 * kNanosPerUsd);
+    EXPECT_EQ(customers.default_limits.rpm, 30);
+    ASSERT_EQ(customers.overrides.size(), 3u);
+    EXPECT_EQ(customers.overrides.at("cust_42").monthly_usd, 5 * kNanosPerUsd);
+    EXPECT_FALSE(customers.overrides.at("cust_42").rpm.has_value());  // as written; merged by limits_for
+    EXPECT_EQ(customers.overrides.at("cust_7").daily_tokens, 0);
+    EXPECT_EQ(customers.overrides.at("cust_7").tpm, 1000);
+    EXPECT_FALSE(customers.overrides.at("cust_empty").monthly_usd.has_value());
+
+    EXPECT_EQ(customers.limits_for("cust_42").monthly_usd, 5 * kNanosPerUsd);
+    EXPECT_EQ(customers.limits_for("cust_42").rpm, 30);
+    EXPECT_EQ(customers.limits_for("cust_empty").monthly_usd, 1 * kNanosPerUsd);
+    EXPECT_EQ(customers.limits_for("anyone").monthly_usd, 1 * kNanosPerUsd);
+}
+
+TEST(PolicyErrors, BadCustomers) {
+    expect_error("customers:\n  - cust_42\n", 2, "`customers` must be a mapping");
+    expect_error("customers:\n  defaults: { rpm: 1 }\n", 2, "unknown field `defaults` in `customers`");
+    expect_error("customers:\n  default_limits: 5\n", 2, "`customers.default_limits` must be a mapping");
+    expect_error("customers:\n  default_limits: { rpm: 1.5 }\n", 2,
+                 "`rpm` in `customers.default_limits` must be a non-negative integer");
+    expect_error("customers:\n  default_limits: { weekly_usd: 1 }\n", 2,
+                 "unknown field `weekly_usd` in `customers.default_limits`");
+    expect_error("customers:\n  overrides: [cust_42]\n", 2, "`customers.overrides` must be a mapping");
+    expect_error("customers:\n  overrides:\n    \"cust 42\": { rpm: 1 }\n", 3,
+                 "customer id `cust 42` must be at most 128 bytes, without ':', '{', '}', spaces or control "
+                 "characters");
+    expect_error("customers:\n  overrides:\n    cust_42: 5\n", 3, "customer `cust_42` must be a mapping");
+    expect_error("customers:\n  overrides:\n    cust_42: { monthly_usd: 5, rpn: 3 }\n", 3,
+                 "unknown field `rpn` in limits of customer `cust_42`");
+    expect_error("customers:\n  overrides:\n    cust_42: { rpm: 1 }\n    cust_42: { rpm: 2 }\n", 4,
+                 "duplicate field `cust_42` in `customers.overrides` (first at line 3)");
 }
 
 TEST(PolicyErrors, KeyNamesAMissingProject) {
@@ -376,10 +745,25 @@ TEST(PolicyErrors, WrongTypes) {
 }
 
 TEST(PolicyErrors, IdsMustFitTheRedisKeyLayout) {
-    expect_error("orgs:\n  \"ac:me\":\n", 2,
-                 "org id `ac:me` must not contain ':', '{', '}', spaces or control characters");
-    expect_error("orgs:\n  acme:\nprojects:\n  \"{p}\":\n    org: acme\n", 4,
-                 "project id `{p}` must not contain ':', '{', '}', spaces or control characters");
+    const std::string rule = " must be at most 128 bytes, without ':', '{', '}', spaces or control characters";
+    expect_error("orgs:\n  \"ac:me\":\n", 2, "org id `ac:me`" + rule);
+    expect_error("orgs:\n  acme:\nprojects:\n  \"{p}\":\n    org: acme\n", 4, "project id `{p}`" + rule);
+    expect_error("keys:\n  - id: \"k\\t1\"\n", 2, "key id `k\t1`" + rule);  // a YAML-escaped tab
+    const std::string long_id(129, 'a');
+    expect_error("orgs:\n  " + long_id + ":\n", 2, "org id `" + long_id + "`" + rule);
+    EXPECT_EQ(parse_policy("orgs:\n  " + std::string(128, 'a') + ":\n", "p.yaml")->orgs.size(), 1u);
+}
+
+TEST(ValidId, LengthAndCharacters) {
+    EXPECT_TRUE(valid_id("a"));
+    EXPECT_TRUE(valid_id("cust_42.eu-west"));
+    EXPECT_TRUE(valid_id(std::string(128, 'x')));
+    EXPECT_TRUE(valid_id("caf\xc3\xa9"));  // UTF-8 bytes are fine
+    EXPECT_FALSE(valid_id(""));
+    EXPECT_FALSE(valid_id(std::string(129, 'x')));
+    for (const char *bad : {"a:b", "{a", "a}", "a b", "a\tb", "a\nb", "\x1f", "a\x7f"})
+        EXPECT_FALSE(valid_id(bad)) << bad;
+    EXPECT_FALSE(valid_id(std::string("a\0b", 3)));
 }
 
 TEST(PolicyErrors, UnreadableFile) {
@@ -399,9 +783,11 @@ TEST(Scopes, NamesAndWords) {
     EXPECT_STREQ(scope_name(Scope::key), "key");
     EXPECT_STREQ(scope_name(Scope::project), "project");
     EXPECT_STREQ(scope_name(Scope::org), "org");
+    EXPECT_STREQ(scope_name(Scope::customer), "customer");
     EXPECT_STREQ(scope_word(Scope::key), "api key");
     EXPECT_STREQ(scope_word(Scope::project), "project");
     EXPECT_STREQ(scope_word(Scope::org), "account");
+    EXPECT_STREQ(scope_word(Scope::customer), "customer");
 }
 
 }  // namespace
