@@ -13,7 +13,7 @@ ROOT=$(pwd)
 
 PACKAGES=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev redis-server libgtest-dev
           libssl-dev zlib1g-dev libpcre2-dev cmake pkg-config python3-pytest python3-redis python3-httpx
-          wrk nodejs npm clang-14 libclang-rt-14-dev libfuzzer-14-dev)
+          wrk nodejs npm clang-14 libclang-rt-14-dev libfuzzer-14-dev liblua5.1-0-dev)
 
 step() { printf '\n==> %s\n' "$*"; }
 

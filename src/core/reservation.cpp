@@ -13,9 +13,9 @@ namespace {
 
 
 // Shared by both scripts. Amounts never pass through Lua numbers on their way
-// to Redis (Lua 5.1 would print a large one as 1e+14, which INCRBY rejects):
-// the worker computes every threshold and delta in int64 and sends strings,
-// and the scripts compare integer strings exactly, whatever their size.
+// to a check (Lua 5.1 numbers are doubles): the worker computes every
+// threshold and delta in int64 and sends strings, and the scripts compare
+// integer strings exactly, whatever their size.
 constexpr const char *kLuaHelpers = R"lua(
 -- a <= b for integer strings as Redis writes them (no leading zeros, '-' sign)
 local function le(a, b)
@@ -25,74 +25,198 @@ local function le(a, b)
   if a_neg then return a >= b end
   return a <= b
 end
+
+local function int_at(key)
+  local v = redis.call('GET', key) or '0'
+  if v ~= '0' and not string.find(v, '^%-?[1-9]%d*$') then
+    error('spend-cap: ' .. key .. ' does not hold an integer')
+  end
+  return v
+end
+
+-- The exact sum of two integer strings (int64 range), as a string: each is
+-- split into hi * 1e9 + lo, parts a double holds exactly.
+local function split(s)
+  local neg = string.byte(s, 1) == 45
+  local digits = neg and string.sub(s, 2) or s
+  local hi, lo = tonumber(string.sub(digits, 1, -10)) or 0, tonumber(string.sub(digits, -9))
+  if neg then return -hi, -lo end
+  return hi, lo
+end
+
+local function add(a, b)
+  local ah, al = split(a)
+  local bh, bl = split(b)
+  local h, l = ah + bh, al + bl
+  h, l = h + math.floor(l / 1e9), l % 1e9
+  if h < 0 and l > 0 then h, l = h + 1, l - 1e9 end
+  if h == 0 then return string.format('%.0f', l) end
+  return string.format('%.0f', h) .. string.format('%09.0f', math.abs(l))
+end
+
+local function append_event(stream, fields)
+  redis.call('XADD', stream, 'MAXLEN', '~', '10000', '*', unpack(fields))
+end
+
+-- True the first time a marker is set; it expires with its counter.
+local function first_time(marker, expire_at)
+  if not redis.call('SET', marker, '1', 'NX') then return false end
+  if expire_at ~= '0' then redis.call('EXPIREAT', marker, expire_at) end
+  return true
+end
+
+local window_names = {d = 'daily', m = 'monthly', life = 'lifetime'}
+
+-- A spend counter's key sc:{ORG}:spend:SCOPE:ID:W[:PERIOD] without its
+-- prefix, and an event of `type` naming its scope, id, window and period,
+-- followed by `extra` fields.
+local function describe(prefix, key, type, extra)
+  local rest = string.sub(key, #prefix + 7)
+  local scope, id, w, period = string.match(rest, '^([^:]+):([^:]+):([^:]+):?(.*)$')
+  local fields = {'type', type, 'scope', scope, 'id', id, 'window', window_names[w] or w, 'period', period}
+  for _, v in ipairs(extra) do fields[#fields + 1] = v end
+  return rest, fields
+end
+
+-- spec: "FRACTION=THRESHOLD=THRESHOLD_MINUS_DELTA;..." A rise by delta from
+-- `before` crosses THRESHOLD when before < THRESHOLD <= before + delta.
+local function warn_crossings(prefix, stream, key, spec, cap, expire_at, before)
+  for fraction, threshold, less_delta in string.gmatch(spec, '([^;=]+)=([^;=]+)=([^;=]+)') do
+    if le(less_delta, before) and not le(threshold, before) then
+      local rest, fields = describe(prefix, key, 'spend_cap_warning_threshold_reached',
+        {'fraction', fraction, 'spent', redis.call('GET', key), 'cap', cap})
+      if first_time(prefix .. 'warned:' .. rest .. ':' .. cap .. ':' .. fraction, expire_at) then
+        append_event(stream, fields)
+      end
+    end
+  end
+end
 )lua";
 
-// KEYS: N counters, then the reservation record.
-// ARGV: N, estimate, then per counter: kind ("s" spend / "r" requests),
-//       threshold (the most the counter may hold before this request; "" = no cap),
-//       expire_at (0 = never).
-// Reply: {0, i, spent} blocked by counter i (1-based), nothing written;
-//        {1, after_1, ..., after_N} reserved.
+// KEYS: N counters, the reservation record, the events stream, [sc:{ORG}:cleared].
+// ARGV: N, prefix, estimate (recorded), dry_run, then per counter: kind
+//   (s spend, S spend whose cap this request exceeds on its own, so that its
+//   refusal says nothing about the spend, c count, b balance), delta, check
+//   ("" none; s/c: the most the counter may hold before this request; b: the
+//   least), expire_at (0 never), cap and warn spec (spend counters);
+//   then R ceiling rows (0 = none), the counter they decide, the check when
+//   no row applies, and per row: cleared_min, check, cap, warn spec, kind.
+// Reply: {reserved (0/1), refusing counter (0 none), its value, ceiling row
+//   (0 none), after_1, ..., after_N (reserved only)}.
 // Only capped counters are read, and an expiry is set only on a new counter:
 // this script runs once per request, so every call in it is paid at full rate.
 constexpr const char *kReserveBody = R"lua(
 local n = tonumber(ARGV[1])
-local estimate = ARGV[2]
+local prefix, estimate, dry_run = ARGV[2], ARGV[3], ARGV[4] == '1'
+local stream = KEYS[n + 2]
+local kind, delta, check, expire_at, cap, warn = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local threshold = ARGV[3 * i + 1]
-  if threshold ~= '' then
-    local current = redis.call('GET', KEYS[i]) or '0'
-    if not string.find(current, '^%-?%d+$') then
-      return redis.error_reply('spend-cap: ' .. KEYS[i] .. ' does not hold an integer')
+  local a = 4 + 6 * (i - 1)
+  kind[i], delta[i], check[i] = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  expire_at[i], cap[i], warn[i] = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+end
+
+local a = 5 + 6 * n
+local rows, row = tonumber(ARGV[a]), 0
+if ARGV[a + 1] then
+  local i = tonumber(ARGV[a + 1])
+  local cleared = int_at(KEYS[n + 3])
+  if string.byte(cleared, 1) == 45 then cleared = '0' end  -- a refund never removes the ceiling
+  check[i] = ARGV[a + 2]
+  for r = 1, rows do
+    local b = a + 3 + 5 * (r - 1)
+    if le(ARGV[b], cleared) then
+      row, check[i], cap[i], warn[i], kind[i] = r, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
     end
-    if not le(current, threshold) then return {0, i, tonumber(current)} end
   end
 end
-local reply = {1}
-local first = tonumber(estimate)
+
+local refused, refused_value, before = 0, '0', {}
 for i = 1, n do
-  local v, created
-  if ARGV[3 * i] == 's' then
-    v = redis.call('INCRBY', KEYS[i], estimate)
-    created = v == first
-  else
-    v = redis.call('INCR', KEYS[i])
-    created = v == 1
+  if check[i] ~= '' then
+    local current = int_at(KEYS[i])
+    local fits
+    if kind[i] == 'b' then fits = le(check[i], current) else fits = le(current, check[i]) end
+    if not fits and refused == 0 then
+      refused, refused_value = i, current
+      if kind[i] == 's' then  -- the cap is reached: the first refusal in its period says so
+        local rest, fields = describe(prefix, KEYS[i], 'spend_cap_reached', {'spent', current, 'cap', cap[i]})
+        if first_time(prefix .. 'reached:' .. rest .. ':' .. cap[i], expire_at[i]) then
+          append_event(stream, fields)
+        end
+      end
+      if not dry_run then return {0, i, tonumber(current), row} end
+    end
+    before[i] = current
   end
-  local expire_at = ARGV[3 * i + 2]
-  if created and expire_at ~= '0' then redis.call('EXPIREAT', KEYS[i], expire_at) end
-  reply[i + 1] = v
+end
+
+local reply = {1, refused, tonumber(refused_value), row}
+for i = 1, n do
+  local v = redis.call('INCRBY', KEYS[i], delta[i])
+  if expire_at[i] ~= '0' and v == tonumber(delta[i]) then
+    redis.call('EXPIREAT', KEYS[i], expire_at[i])
+  end
+  if warn[i] ~= '' then
+    warn_crossings(prefix, stream, KEYS[i], warn[i], cap[i], expire_at[i], before[i])
+  end
+  reply[i + 4] = v
 end
 redis.call('SET', KEYS[n + 1], estimate, 'EX', 86400)
 return reply
 )lua";
 
-// KEYS: N counters, the reservation record, the settlement marker.
-// ARGV: N, cost - estimate (applied when a reservation was recorded), cost
-//       (when none was), count_unreserved ("1"/"0"), then per counter: kind, expire_at.
+// KEYS: N counters, the reservation record, the settlement marker, the events stream.
+// ARGV: N, prefix, then per counter: kind (s, c, r rate, b), delta if the
+//   reservation was recorded, delta if not, expire_at, cap, warn spec for
+//   each of the two deltas; then low_balance ("" none), index of the
+//   balance counter, index of the held counter.
 // Reply: 1 settled now, 0 already settled.
 constexpr const char *kSettleBody = R"lua(
 local n = tonumber(ARGV[1])
+local prefix = ARGV[2]
+local stream = KEYS[n + 3]
 if not redis.call('SET', KEYS[n + 2], '1', 'EX', 86400, 'NX') then return 0 end
-local delta, count_requests = ARGV[3], ARGV[4] == '1'
+local column = 1
 if redis.call('GET', KEYS[n + 1]) then
   redis.call('DEL', KEYS[n + 1])
-  delta, count_requests = ARGV[2], false
+  column = 0
 end
-local first = tonumber(delta)
 for i = 1, n do
-  local v, created
-  if ARGV[2 * i + 3] == 's' then
-    if delta ~= '0' then
-      v = redis.call('INCRBY', KEYS[i], delta)
-      created = v == first
-    end
-  elseif count_requests then
-    v = redis.call('INCR', KEYS[i])
-    created = v == 1
+  local a = 2 + 7 * (i - 1)
+  local kind, delta, expire_at = ARGV[a + 1], ARGV[a + 2 + column], ARGV[a + 4]
+  local cap, warn = ARGV[a + 5], ARGV[a + 6 + column]
+  -- A rate counter whose minute has gone is left alone, not recreated.
+  if delta ~= '0' and (kind ~= 'r' or redis.call('EXISTS', KEYS[i]) == 1) then
+    local before
+    if warn ~= '' then before = int_at(KEYS[i]) end
+    local v = redis.call('INCRBY', KEYS[i], delta)
+    if expire_at ~= '0' and v == tonumber(delta) then redis.call('EXPIREAT', KEYS[i], expire_at) end
+    if warn ~= '' then warn_crossings(prefix, stream, KEYS[i], warn, cap, expire_at, before) end
   end
-  local expire_at = ARGV[2 * i + 4]
-  if created and expire_at ~= '0' then redis.call('EXPIREAT', KEYS[i], expire_at) end
+end
+local a = 3 + 7 * n
+local low = ARGV[a]
+if low ~= '' then
+  -- Settled spend alone lowers the real balance, so it crosses once per top-up.
+  local real = add(int_at(KEYS[tonumber(ARGV[a + 1])]), int_at(KEYS[tonumber(ARGV[a + 2])]))
+  local marker = prefix .. 'low_balance'
+  if not le(low, real) then
+    if redis.call('SET', marker, '1', 'NX') then
+      append_event(stream, {'type', 'low_balance', 'balance', real, 'threshold', low})
+    end
+  else
+    redis.call('DEL', marker)
+  end
+end
+return 1
+)lua";
+
+// KEYS: the marker sc:{ORG}:expired:KEY_ID:EXPIRES_AT, the events stream.
+// ARGV: key id, expires_at (RFC 3339).
+constexpr const char *kKeyExpiredBody = R"lua(
+if first_time(KEYS[1], ARGV[3]) then
+  append_event(KEYS[2], {'type', 'key_expired', 'id', ARGV[1], 'expires_at', ARGV[2]})
 end
 return 1
 )lua";
@@ -125,11 +249,74 @@ const Script &settle() {
     return script;
 }
 
+const Script &key_expired() {
+    static const Script script = load(kKeyExpiredBody);
+    return script;
+}
+
+
 std::string org_prefix(const std::string &org) { return "sc:{" + org + "}:"; }
 
-const char *kind_arg(CounterKind kind) { return kind == CounterKind::spend ? "s" : "r"; }
+std::string to_arg(std::int64_t v) { return std::to_string(v); }
 
-std::string amount_arg(Nanos amount) { return std::to_string(amount > 0 ? amount : 0); }
+// a - b for the script's strings, saturating rather than wrapping.
+std::int64_t minus(std::int64_t a, std::int64_t b) {
+    std::int64_t out;
+    if (__builtin_sub_overflow(a, b, &out))
+        return b > 0 ? std::numeric_limits<std::int64_t>::min() : std::numeric_limits<std::int64_t>::max();
+    return out;
+}
+
+const char *kind_arg(CounterKind kind) {
+    switch (kind) {
+    case CounterKind::spend: return "s";
+    case CounterKind::balance: return "b";
+    case CounterKind::rpm:
+    case CounterKind::tpm: return "r";
+    default: return "c";
+    }
+}
+
+// A request larger than a whole cap is refused by it without the cap being
+// reached: no spend_cap_reached for that one.
+const char *spend_kind_arg(Nanos cap, Nanos estimate) { return estimate > cap ? "S" : "s"; }
+
+// What a counter adds for `amounts` of one request.
+std::int64_t delta_of(const Counter &c, const Amounts &amounts, std::int64_t requests) {
+    switch (c.kind) {
+    case CounterKind::spend: return amounts.cost;
+    case CounterKind::requests:
+    case CounterKind::rpm: return requests;
+    case CounterKind::tokens:
+    case CounterKind::tpm: return amounts.tokens;
+    case CounterKind::balance: return -amounts.cost;
+    case CounterKind::held: return amounts.cost;
+    }
+    return 0;
+}
+
+// The most a counter may hold before a request adding `delta` (a negative
+// cap, never produced by the policy, blocks rather than uncaps).
+std::string max_before(std::int64_t cap, std::int64_t delta) {
+    return to_arg(minus(std::max<std::int64_t>(cap, 0), delta));
+}
+
+// "0.5=T=T-delta;..." for a rise of `delta` on a counter capped at `cap`;
+// empty when nothing can be crossed (no fractions, or no rise).
+std::string warn_spec(const std::vector<WarnFraction> &warn_at, Nanos cap, std::int64_t delta) {
+    std::string spec;
+    if (delta <= 0) return spec;
+    for (const WarnFraction &f : warn_at) {
+        const Nanos threshold = warn_threshold(cap, f);
+        if (!spec.empty()) spec += ';';
+        spec += f.label + "=" + to_arg(threshold) + "=" + to_arg(minus(threshold, delta));
+    }
+    return spec;
+}
+
+Amounts non_negative(const Amounts &a) {
+    return {std::max<Nanos>(a.cost, 0), std::max<std::int64_t>(a.tokens, 0)};
+}
 
 }  // namespace
 
@@ -137,67 +324,145 @@ const std::string &reserve_script() { return reserve().text; }
 const std::string &reserve_script_sha1() { return reserve().sha1; }
 const std::string &settle_script() { return settle().text; }
 const std::string &settle_script_sha1() { return settle().sha1; }
+const std::string &key_expired_script() { return key_expired().text; }
 
-std::vector<Counter> counters_for(const Policy &policy, const Key &key, const Periods &periods) {
+std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now) {
     try {
-        const Project &project = policy.project_of(key);
-        const Org &org = policy.org_of(key);
-        const std::string prefix = org_prefix(org.id);
-        struct ScopeOf {
-            Scope scope;
-            const std::string &id;
-            const Limits &limits;
-        };
-        const ScopeOf scopes[] = {
-            {Scope::key, key.id, key.limits},
-            {Scope::project, project.id, project.limits},
-            {Scope::org, org.id, org.limits},
-        };
-        std::vector<Counter> counters;
-        counters.reserve(3 * 2 * 3);
-        for (const ScopeOf &s : scopes) {
-            for (CounterKind kind : {CounterKind::spend, CounterKind::requests}) {
-                for (Window window : {Window::daily, Window::monthly, Window::lifetime}) {
-                    Counter c{kind, s.scope, window, {}, std::nullopt, 0};
-                    c.key = prefix + (kind == CounterKind::spend ? "spend:" : "reqs:") +
-                            scope_name(s.scope) + ":" + s.id + ":" + window_suffix(periods, window);
-                    // Requests are counted but not capped in this release.
-                    if (kind == CounterKind::spend) c.cap = s.limits.cost_cap(window);
-                    c.expire_at = window_expire_at(periods, window);
-                    counters.push_back(std::move(c));
-                }
-            }
-        }
-        return counters;
+        const std::string &sha1 = key_expired().sha1;
+        if (sha1.empty() || !key.expires_at) return {};
+        const std::int64_t kMarkerSeconds = 400 * 86400;  // a key still knocking a year on is news again
+        return {"EVALSHA", sha1, "2",
+                org_prefix(org) + "expired:" + key.id + ":" + to_arg(*key.expires_at),
+                org_prefix(org) + "events",
+                key.id, format_rfc3339(*key.expires_at), to_arg(now + kMarkerSeconds)};
     } catch (...) {
-        return {};  // never empty otherwise: callers treat empty as an error
+        return {};
     }
 }
 
-std::vector<std::string> reserve_command(const std::string &org,
-                                         const std::vector<Counter> &counters,
-                                         Nanos estimate,
-                                         const std::string &request_id) {
+Nanos warn_threshold(Nanos cap, const WarnFraction &fraction) {
+    const __int128 product = static_cast<__int128>(std::max<Nanos>(cap, 0)) * fraction.billionths;
+    return static_cast<Nanos>((product + kNanosPerUsd - 1) / kNanosPerUsd);
+}
+
+Ledger ledger_for(const Policy &policy, const Key &key, const std::string &customer,
+                  const Periods &periods) {
+    const Project &project = policy.project_of(key);
+    const Org &org = policy.org_of(key);
+    const std::string prefix = org_prefix(org.id);
+    Ledger ledger;
+    ledger.org = org.id;
+    ledger.periods = periods;
+    ledger.warn_at = policy.warn_at;
+
+    struct ScopeOf {
+        Scope scope;
+        std::string id;
+        Limits limits;
+    };
+    std::vector<ScopeOf> scopes = {
+        {Scope::key, key.id, key.limits},
+        {Scope::project, project.id, project.limits},
+        {Scope::org, org.id, policy.org_limits(org)},
+    };
+    if (!customer.empty()) scopes.push_back({Scope::customer, customer, policy.customers.limits_for(customer)});
+
+    std::vector<Counter> &counters = ledger.counters;
+    counters.reserve(scopes.size() * 9 + 3);
+    auto add = [&](CounterKind kind, const ScopeOf &s, Window window, const std::string &key_name,
+                   std::optional<std::int64_t> cap, std::int64_t expire_at) {
+        counters.push_back(Counter{kind, s.scope, window, key_name, cap, expire_at});
+    };
+    auto scope_key = [&](const char *kind, const ScopeOf &s) {
+        return prefix + kind + ":" + scope_name(s.scope) + ":" + s.id + ":";
+    };
+    for (const ScopeOf &s : scopes) {
+        for (Window w : {Window::daily, Window::monthly, Window::lifetime})
+            add(CounterKind::spend, s, w, scope_key("spend", s) + window_suffix(periods, w),
+                s.limits.cost_cap(w), window_expire_at(periods, w));
+        if (s.scope == Scope::org && policy.dynamic_ceiling(org) != nullptr) {
+            ledger.ceiling_counter = counters.size() - 2;  // the monthly one
+            const std::int64_t age = org.created_at ? periods.now - *org.created_at : 0;
+            ledger.ceilings = ceilings_by_age(*policy.dynamic_ceiling(org), age);
+        }
+        for (Window w : {Window::daily, Window::monthly})
+            add(CounterKind::requests, s, w, scope_key("reqs", s) + window_suffix(periods, w),
+                s.limits.request_cap(w), window_expire_at(periods, w));
+        for (Window w : {Window::daily, Window::monthly})
+            add(CounterKind::tokens, s, w, scope_key("tokens", s) + window_suffix(periods, w),
+                s.limits.token_cap(w), window_expire_at(periods, w));
+    }
+    if (org.prepaid) {
+        ledger.balance = counters.size();
+        counters.push_back(Counter{CounterKind::balance, Scope::org, Window::lifetime, prefix + "balance",
+                                   std::nullopt, 0});
+    }
+    for (const ScopeOf &s : scopes) {
+        if (s.limits.rpm)
+            add(CounterKind::rpm, s, Window::daily, scope_key("rate", s) + "rpm:" + periods.minute,
+                s.limits.rpm, periods.minute_expire_at);
+        if (s.limits.tpm)
+            add(CounterKind::tpm, s, Window::daily, scope_key("rate", s) + "tpm:" + periods.minute,
+                s.limits.tpm, periods.minute_expire_at);
+    }
+    if (org.prepaid) {
+        ledger.held = counters.size();
+        counters.push_back(Counter{CounterKind::held, Scope::org, Window::lifetime, prefix + "balance:held",
+                                   std::nullopt, 0});
+        ledger.low_balance = org.low_balance_usd;
+    }
+    return ledger;
+}
+
+std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &estimate_in,
+                                         const std::string &request_id, bool dry_run) {
     try {
         const std::string &sha1 = reserve_script_sha1();
-        if (counters.empty() || sha1.empty()) return {};
+        if (ledger.counters.empty() || sha1.empty()) return {};
+        const Amounts estimate = non_negative(estimate_in);
+        const std::string prefix = org_prefix(ledger.org);
+        const std::size_t n = ledger.counters.size();
+        const bool with_ceilings = ledger.ceiling_counter.has_value();
+
         std::vector<std::string> argv;
-        argv.reserve(3 + counters.size() * 4 + 3);
+        argv.reserve(3 + n + 3 + 4 + 6 * n + 3 + 5 * ledger.ceilings.size());
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(std::to_string(counters.size() + 1));
-        for (const Counter &c : counters) argv.push_back(c.key);
-        argv.push_back(org_prefix(org) + "resv:" + request_id);
-        argv.push_back(std::to_string(counters.size()));
-        argv.push_back(amount_arg(estimate));
-        const Nanos reserved = estimate > 0 ? estimate : 0;
-        for (const Counter &c : counters) {
-            argv.emplace_back(kind_arg(c.kind));
-            // The counter may hold at most cap - delta before this request.
-            // A negative cap (never produced by the policy) blocks rather than uncaps.
-            const Nanos delta = c.kind == CounterKind::spend ? reserved : 1;
-            argv.push_back(c.cap ? std::to_string(std::max<Nanos>(*c.cap, 0) - delta) : "");
-            argv.push_back(std::to_string(c.expire_at > 0 ? c.expire_at : 0));
+        argv.push_back(to_arg(static_cast<std::int64_t>(n + (with_ceilings ? 3 : 2))));
+        for (const Counter &c : ledger.counters) argv.push_back(c.key);
+        argv.push_back(prefix + "resv:" + request_id);
+        argv.push_back(prefix + "events");
+        if (with_ceilings) argv.push_back(prefix + "cleared");
+
+        argv.push_back(to_arg(static_cast<std::int64_t>(n)));
+        argv.push_back(prefix);
+        argv.push_back(to_arg(estimate.cost));
+        argv.emplace_back(dry_run ? "1" : "0");
+        for (const Counter &c : ledger.counters) {
+            const std::int64_t delta = delta_of(c, estimate, 1);
+            argv.emplace_back(c.kind == CounterKind::spend && c.cap ? spend_kind_arg(*c.cap, estimate.cost)
+                                                                    : kind_arg(c.kind));
+            argv.push_back(to_arg(delta));
+            if (c.kind == CounterKind::balance)
+                argv.push_back(to_arg(estimate.cost));
+            else
+                argv.push_back(c.cap ? max_before(*c.cap, delta) : "");
+            argv.push_back(to_arg(std::max<std::int64_t>(c.expire_at, 0)));
+            const bool warns = c.kind == CounterKind::spend && c.cap;
+            argv.push_back(warns ? to_arg(*c.cap) : "");
+            argv.push_back(warns ? warn_spec(ledger.warn_at, *c.cap, delta) : "");
+        }
+        argv.push_back(to_arg(static_cast<std::int64_t>(with_ceilings ? ledger.ceilings.size() : 0)));
+        if (with_ceilings) {
+            argv.push_back(to_arg(static_cast<std::int64_t>(*ledger.ceiling_counter + 1)));
+            argv.push_back(max_before(0, estimate.cost));  // no row applies: a cap of 0
+            for (const CeilingRow &row : ledger.ceilings) {
+                argv.push_back(to_arg(row.cleared_usd));
+                argv.push_back(max_before(row.monthly_usd, estimate.cost));
+                argv.push_back(to_arg(row.monthly_usd));
+                argv.push_back(warn_spec(ledger.warn_at, row.monthly_usd, estimate.cost));
+                argv.emplace_back(spend_kind_arg(row.monthly_usd, estimate.cost));
+            }
         }
         return argv;
     } catch (...) {
@@ -205,41 +470,51 @@ std::vector<std::string> reserve_command(const std::string &org,
     }
 }
 
-ReserveOutcome decode_reserve_reply(const std::vector<Counter> &counters,
-                                    const std::vector<long long> &reply) {
+ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply) {
     ReserveOutcome outcome;
     try {
-        if (reply.empty()) {
-            outcome.error = "reserve script replied with an empty array";
+        const std::size_t n = ledger.counters.size();
+        if (reply.size() < 4 || (reply[0] != 0 && reply[0] != 1)) {
+            outcome.error = "reserve script gave a malformed reply";
             return outcome;
         }
+        if (reply[1] < 0 || static_cast<unsigned long long>(reply[1]) > n) {
+            outcome.error = "reserve script named counter " + std::to_string(reply[1]) + " of " +
+                            std::to_string(n);
+            return outcome;
+        }
+        if (reply[3] < 0 || static_cast<unsigned long long>(reply[3]) > ledger.ceilings.size()) {
+            outcome.error = "reserve script chose ceiling row " + std::to_string(reply[3]);
+            return outcome;
+        }
+        if (reply[1] > 0) outcome.refused_by = static_cast<std::size_t>(reply[1] - 1);
+        if (ledger.ceiling_counter)
+            outcome.ceiling_cap = reply[3] > 0 ? ledger.ceilings[reply[3] - 1].monthly_usd : 0;
         if (reply[0] == 0) {
-            if (reply.size() != 3 || reply[1] < 1 ||
-                static_cast<unsigned long long>(reply[1]) > counters.size()) {
-                outcome.error = "reserve script replied blocked without a valid counter";
+            if (!outcome.refused_by) {
+                outcome.error = "reserve script refused without naming a counter";
                 return outcome;
             }
             outcome.kind = ReserveOutcome::Kind::blocked;
-            outcome.blocked_index = static_cast<std::size_t>(reply[1] - 1);
             return outcome;
         }
-        if (reply[0] != 1) {
-            outcome.error = "reserve script replied " + std::to_string(reply[0]);
-            return outcome;
-        }
-        if (reply.size() != counters.size() + 1) {
-            outcome.error = "reserve script replied " + std::to_string(reply.size() - 1) +
-                            " counters, expected " + std::to_string(counters.size());
+        if (reply.size() != n + 4) {
+            outcome.error = "reserve script replied " + std::to_string(reply.size() - 4) +
+                            " counters, expected " + std::to_string(n);
             return outcome;
         }
         outcome.kind = ReserveOutcome::Kind::allowed;
         __int128 least = 0;
-        for (std::size_t i = 0; i < counters.size(); ++i) {
-            const Counter &c = counters[i];
-            if (c.kind != CounterKind::spend || !c.cap) continue;
-            const __int128 remaining = static_cast<__int128>(*c.cap) - reply[i + 1];
+        for (std::size_t i = 0; i < n; ++i) {
+            const Counter &c = ledger.counters[i];
+            if (c.kind != CounterKind::spend) continue;
+            std::optional<Nanos> cap = c.cap;
+            if (ledger.ceiling_counter == i) cap = outcome.ceiling_cap;
+            if (!cap) continue;
+            const __int128 remaining = static_cast<__int128>(*cap) - reply[i + 4];
             if (!outcome.tightest_index || remaining < least) {  // ties: first in check order
                 outcome.tightest_index = i;
+                outcome.tightest_cap = *cap;
                 least = remaining;
             }
         }
@@ -254,33 +529,76 @@ ReserveOutcome decode_reserve_reply(const std::vector<Counter> &counters,
     }
 }
 
-std::vector<std::string> settle_command(const std::string &org,
-                                        const std::vector<Counter> &counters,
-                                        Nanos estimate,
-                                        Nanos cost,
-                                        const std::string &request_id,
-                                        bool count_unreserved) {
+CapRef cap_ref(const Ledger &ledger, std::size_t i) {
+    const Counter &c = ledger.counters.at(i);
+    CapRef cap{c.scope, c.window, window_reset(ledger.periods, c.window)};
+    switch (c.kind) {
+    case CounterKind::spend: cap.limit = LimitKind::spend; break;
+    case CounterKind::requests: cap.limit = LimitKind::requests; break;
+    case CounterKind::tokens: cap.limit = LimitKind::tokens; break;
+    case CounterKind::rpm:
+    case CounterKind::tpm:
+        cap.limit = c.kind == CounterKind::rpm ? LimitKind::rpm : LimitKind::tpm;
+        cap.reset_at = ledger.periods.minute_reset;
+        cap.retry_after = ledger.periods.minute_retry_after();
+        break;
+    case CounterKind::balance:
+    case CounterKind::held:
+        cap.limit = LimitKind::balance;
+        cap.reset_at = 0;
+        break;
+    }
+    return cap;
+}
+
+std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate_in,
+                                        const Amounts &real_in, const std::string &request_id,
+                                        bool count_unreserved, const std::optional<Nanos> &ceiling_cap) {
     try {
         const std::string &sha1 = settle_script_sha1();
-        if (counters.empty() || sha1.empty()) return {};
-        const std::string prefix = org_prefix(org);
+        if (ledger.counters.empty() || sha1.empty()) return {};
+        const Amounts estimate = non_negative(estimate_in), real = non_negative(real_in);
+        const std::string prefix = org_prefix(ledger.org);
+        const std::size_t n = ledger.counters.size();
+
         std::vector<std::string> argv;
-        argv.reserve(3 + counters.size() * 3 + 5);
+        argv.reserve(3 + n + 3 + 2 + 7 * n + 3);
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(std::to_string(counters.size() + 2));
-        for (const Counter &c : counters) argv.push_back(c.key);
+        argv.push_back(to_arg(static_cast<std::int64_t>(n + 3)));
+        for (const Counter &c : ledger.counters) argv.push_back(c.key);
         argv.push_back(prefix + "resv:" + request_id);
         argv.push_back(prefix + "settled:" + request_id);
-        const Nanos settled = cost > 0 ? cost : 0;
-        argv.push_back(std::to_string(counters.size()));
-        argv.push_back(std::to_string(settled - (estimate > 0 ? estimate : 0)));
-        argv.push_back(std::to_string(settled));
-        argv.emplace_back(count_unreserved ? "1" : "0");
-        for (const Counter &c : counters) {
+        argv.push_back(prefix + "events");
+
+        argv.push_back(to_arg(static_cast<std::int64_t>(n)));
+        argv.push_back(prefix);
+        for (std::size_t i = 0; i < n; ++i) {
+            const Counter &c = ledger.counters[i];
+            const std::int64_t reserved = delta_of(c, estimate, 1);
+            // Replaces the reservation; a rate's count was final at reservation.
+            std::int64_t if_reserved = minus(delta_of(c, real, 1), reserved);
+            std::int64_t if_unreserved = delta_of(c, real, count_unreserved ? 1 : 0);
+            if (c.kind == CounterKind::requests || c.kind == CounterKind::rpm) if_reserved = 0;
+            if (c.kind == CounterKind::held) {
+                if_reserved = -reserved;  // the hold ends
+                if_unreserved = 0;        // nothing was held
+            }
+            if (c.kind == CounterKind::rpm || c.kind == CounterKind::tpm) if_unreserved = 0;  // minute gone
             argv.emplace_back(kind_arg(c.kind));
-            argv.push_back(std::to_string(c.expire_at > 0 ? c.expire_at : 0));
+            argv.push_back(to_arg(if_reserved));
+            argv.push_back(to_arg(if_unreserved));
+            argv.push_back(to_arg(std::max<std::int64_t>(c.expire_at, 0)));
+            std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
+            if (ledger.ceiling_counter == i) cap = ceiling_cap;
+            argv.push_back(cap ? to_arg(*cap) : "");
+            argv.push_back(cap ? warn_spec(ledger.warn_at, *cap, if_reserved) : "");
+            argv.push_back(cap ? warn_spec(ledger.warn_at, *cap, if_unreserved) : "");
         }
+        const bool low = ledger.low_balance && ledger.balance && ledger.held;
+        argv.push_back(low ? to_arg(*ledger.low_balance) : "");
+        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*ledger.balance + 1)) : "0");
+        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*ledger.held + 1)) : "0");
         return argv;
     } catch (...) {
         return {};

@@ -1,5 +1,6 @@
-// The Redis side of one request: the keys and Lua scripts that check and
-// reserve every cap atomically in one round trip, and settle it later.
+// The Redis side of one request: the keys it touches and the two Lua scripts
+// that check and reserve every limit atomically in one round trip, and
+// settle it in one more.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "envelope.h"
 #include "money.h"
 #include "periods.h"
 #include "policy.h"
@@ -19,58 +21,106 @@ const std::string &reserve_script_sha1();
 const std::string &settle_script();
 const std::string &settle_script_sha1();
 
-enum class CounterKind { spend, requests };
+enum class CounterKind {
+    spend,     // nano-USD per window
+    requests,  // per window
+    tokens,    // per window
+    rpm,       // requests in the current UTC minute
+    tpm,       // tokens in the current UTC minute
+    balance,   // a prepaid org's balance: drawn, must stay >= the estimate
+    held,      // a prepaid org's reservations not yet settled (balance + held = real balance)
+};
 
 // One Redis counter a request touches.
 struct Counter {
     CounterKind kind;
     Scope scope;
-    Window window;
+    Window window;                   // spend / requests / tokens
     std::string key;                 // e.g. sc:{acme}:spend:key:key_prod_1:m:2026-11
-    std::optional<std::int64_t> cap; // nano-USD for spend; none = count only
+    std::optional<std::int64_t> cap; // none = counted, not checked (balance: checked against the estimate)
     std::int64_t expire_at = 0;      // EXPIREAT (0 = never)
 };
 
-// Every counter of a key's request, in check order: scope key -> project -> org,
-// within a scope daily -> monthly -> lifetime, spend counters then request
-// counters. All are counted; only those with a cap are checked.
-std::vector<Counter> counters_for(const Policy &policy, const Key &key, const Periods &periods);
+// What a request adds to its counters: reserved as the worst case, settled
+// to the real amounts.
+struct Amounts {
+    Nanos cost = 0;
+    std::int64_t tokens = 0;
+};
 
-// Redis command argv (EVALSHA form) that checks `spent + delta <= cap` for
-// every capped counter in order and, only if all pass, adds the estimate to
-// every spend counter and 1 to every request counter, sets expiries, and
-// records the reservation under sc:{ORG}:resv:REQUEST_ID (expires in 1 day)
-// so that settlement replaces exactly what was reserved.
-std::vector<std::string> reserve_command(const std::string &org,
-                                         const std::vector<Counter> &counters,
-                                         Nanos estimate,
-                                         const std::string &request_id);
+// Every Redis entry one request touches, in check order: scopes key ->
+// project -> org -> customer (each: spend daily/monthly/lifetime, requests
+// daily/monthly, tokens daily/monthly), then the prepaid balance, then the
+// rates of each scope that has one, then the balance's `held` counter.
+struct Ledger {
+    std::string org;
+    std::vector<Counter> counters;
+    std::optional<std::size_t> balance;        // index of the balance counter (prepaid orgs)
+    std::optional<std::size_t> held;           // index of its held counter
+    std::optional<Nanos> low_balance;          // low_balance_usd of a prepaid org
+    std::optional<std::size_t> ceiling_counter;  // the org's monthly spend counter, when a
+    std::vector<CeilingRow> ceilings;          // paid plan decides its cap: the rows whose
+                                               // age condition holds, in policy order
+    std::vector<WarnFraction> warn_at;
+    Periods periods;
+};
+
+// Empty `customer` = no customer scope. Throws only std::bad_alloc.
+Ledger ledger_for(const Policy &policy, const Key &key, const std::string &customer,
+                  const Periods &periods);
+
+// The spend a warn_at fraction of a cap stands for: ceil(cap * fraction).
+// A counter crosses it when it goes from below it to at or above it.
+Nanos warn_threshold(Nanos cap, const WarnFraction &fraction);
+
+// Redis command argv (EVALSHA form). The script checks every capped counter
+// in order (`current + delta <= cap`; the balance: `balance >= estimate`;
+// a paid plan's monthly cap chosen from sc:{ORG}:cleared) and, only if all
+// pass (or in a dry run), adds the estimate to every counter, draws it from
+// the balance, records the reservation under sc:{ORG}:resv:REQUEST_ID (1 day)
+// and appends the warning events whose thresholds it crossed. A request a
+// cost cap refuses appends spend_cap_reached once per cap and period.
+std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &estimate,
+                                         const std::string &request_id, bool dry_run);
 
 struct ReserveOutcome {
     enum class Kind { allowed, blocked, error } kind = Kind::error;
-    // blocked: the first counter (index into counters) whose cap would be crossed.
-    std::size_t blocked_index = 0;
+    // blocked, or allowed in a dry run that a cap would have blocked: the first
+    // counter (index into the ledger's counters) that refused.
+    std::optional<std::size_t> refused_by;
+    // The paid plan's monthly cap that applied (when the ledger has ceilings).
+    std::optional<Nanos> ceiling_cap;
     // allowed: the cost cap with the least remaining after this reservation.
     std::optional<std::size_t> tightest_index;
+    Nanos tightest_cap = 0;
     Nanos tightest_remaining = 0;
     std::string error;
 };
 
 // The script's reply, already checked to be an array of integers by the caller.
-ReserveOutcome decode_reserve_reply(const std::vector<Counter> &counters,
-                                    const std::vector<long long> &reply);
+ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply);
+
+// The cap a refusing counter stands for, for the error body and $spend_cap_blocked_by.
+CapRef cap_ref(const Ledger &ledger, std::size_t counter_index);
 
 // Redis command argv (EVALSHA form) that settles a request exactly once
 // (marker sc:{ORG}:settled:REQUEST_ID, 1 day): if Redis recorded the
-// reservation (`estimate`, from reserve_command), replaces it by `cost` in
-// every spend counter; if not, adds `cost`, and when `count_unreserved` is set
-// (a fail-open request that reached the upstream) 1 to every request counter.
+// reservation, replaces `estimate` by `real` in every counter and the balance
+// (rates only while their minute's counter lives); if not, adds `real`, and
+// when `count_unreserved` is set (a fail-open request that reached the
+// upstream) 1 to every request counter. Appends the warning events a rise
+// crossed, and low_balance once when the real balance falls below
+// low_balance_usd. `ceiling_cap`: the paid plan's cap the reservation saw.
 // Reply: 1 settled now, 0 already settled.
-std::vector<std::string> settle_command(const std::string &org,
-                                        const std::vector<Counter> &counters,
-                                        Nanos estimate,
-                                        Nanos cost,
-                                        const std::string &request_id,
-                                        bool count_unreserved);
+std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate,
+                                        const Amounts &real, const std::string &request_id,
+                                        bool count_unreserved,
+                                        const std::optional<Nanos> &ceiling_cap);
+
+// Redis command argv (EVALSHA form) that appends one key_expired event
+// (id, expires_at) the first time an expired key is refused; empty if the key
+// has no expires_at.
+const std::string &key_expired_script();
+std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now);
 
 }  // namespace spendcap

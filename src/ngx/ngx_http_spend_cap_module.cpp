@@ -14,6 +14,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <hiredis/hiredis.h>
@@ -54,17 +55,20 @@ struct LocConf {
     ngx_flag_t enable;
     ngx_uint_t surface;
     ngx_http_complex_value_t *key;
+    ngx_http_complex_value_t *customer;
+    ngx_flag_t dry_run;
     ngx_msec_t timeout;
     ngx_uint_t fail_mode;
     ngx_uint_t stream_usage;
 };
 
-enum class Outcome { none, allow, block, fail_open, error };
+enum class Outcome { none, allow, block, dry_run_block, fail_open, error };
 
 const char *outcome_name(Outcome o) {
     switch (o) {
     case Outcome::allow: return "allow";
     case Outcome::block: return "block";
+    case Outcome::dry_run_block: return "dry_run_block";
     case Outcome::fail_open: return "fail_open";
     case Outcome::error: return "error";
     case Outcome::none: break;
@@ -82,25 +86,26 @@ struct RequestCtx {
     Surface surface = Surface::openai;
     std::shared_ptr<const Policy> policy;  // keeps the pointers below alive across reloads
     const Key *key = nullptr;
+    std::string customer;                  // "" = no customer scope
     std::string body;                      // the request body, copied as it arrives
     bool body_seen = false;                // our request body filter ran
     const ModelPrice *price = nullptr;
     Estimate estimate;
-    Periods periods;                       // taken once: the counters' days and months
-    std::vector<Counter> counters;
+    Amounts reserved;                      // the estimate as the counters take it
+    Ledger ledger;                         // every counter, taken at one moment
     std::string request_id;
     RedisOp *op = nullptr;                 // the pending reservation
     bool reserve_sent = false;
     std::optional<ErrorReply> error;       // answer to send when decided
     std::string blocked_by;                // "key:monthly"
-    std::optional<std::size_t> tightest;
-    Nanos tightest_remaining = 0;
+    ReserveOutcome decided;                // what Redis said
     // response side
     std::optional<UsageScanner> scanner;
     bool response_unreadable = false;
     // settlement
     bool settled = false;
     Nanos cost = 0;
+    Usage usage;                           // settled tokens (the estimate's when from the reservation)
     const char *settled_from = "";
 
     ~RequestCtx() {
@@ -243,6 +248,20 @@ std::string caller_secret(ngx_http_request_t *r, const LocConf *lcf) {
     return {};
 }
 
+// Appends key_expired to the org's events; Redis keeps it to once per key and
+// expiry, this worker to one command per key however often it knocks.
+void report_key_expired(RequestCtx *ctx) {
+    static std::unordered_set<std::string> reported;
+    const std::string &org = ctx->policy->org_of(*ctx->key).id;
+    if (!reported.insert(org + ":" + ctx->key->id + ":" + std::to_string(*ctx->key->expires_at)).second) {
+        return;
+    }
+    std::vector<std::string> command = key_expired_command(org, *ctx->key, ngx_time());
+    if (!command.empty()) {
+        redis_eval_reliably(std::move(command), &key_expired_script());
+    }
+}
+
 // Step 1: who is calling. Returns NGX_DECLINED to go on, else an answer.
 ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf) {
     std::string secret = caller_secret(r, lcf);
@@ -257,6 +276,7 @@ ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf) {
         return answer(r, ctx, ErrorCode::api_key_revoked, "");
     }
     if (ctx->key->expires_at && *ctx->key->expires_at <= ngx_time()) {
+        report_key_expired(ctx);
         return answer(r, ctx, ErrorCode::api_key_expired, "");
     }
     return NGX_DECLINED;
@@ -296,24 +316,37 @@ void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
                 values.push_back(reply->element[i]->integer);
             }
         }
-        ReserveOutcome decided;
         if (well_formed) {
-            decided = decode_reserve_reply(ctx->counters, values);
+            ctx->decided = decode_reserve_reply(ctx->ledger, values);
         }
+        const ReserveOutcome &decided = ctx->decided;
         if (!well_formed || decided.kind == ReserveOutcome::Kind::error) {
+            if (status == RedisStatus::reply) {
+                ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s",
+                              well_formed ? decided.error.c_str()
+                              : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                                 : "reserve reply is not an array of integers");
+            }
             on_redis_failure(ctx, status == RedisStatus::timeout       ? "timed out"
                                   : status == RedisStatus::unavailable ? "is unavailable"
                                                                        : "gave a bad reply");
-        } else if (decided.kind == ReserveOutcome::Kind::blocked) {
-            const Counter &c = ctx->counters[decided.blocked_index];
-            CapRef cap{c.scope, c.window, window_reset(ctx->periods, c.window)};
-            ctx->outcome = Outcome::block;
-            ctx->blocked_by = std::string(scope_name(c.scope)) + ":" + window_name(c.window);
-            ctx->error = render_error(ctx->surface, ErrorCode::spend_limit_exceeded, "", cap);
+        } else if (decided.refused_by) {
+            CapRef cap = cap_ref(ctx->ledger, *decided.refused_by);
+            ctx->blocked_by = blocked_by_label(cap);
+            ErrorReply refusal = render_error(ctx->surface, error_code_for(cap.limit), "", cap);
+            if (decided.kind == ReserveOutcome::Kind::blocked) {
+                ctx->outcome = Outcome::block;
+                ctx->error = std::move(refusal);
+            } else {
+                // Dry run: counted as allowed; say what would have happened.
+                ctx->outcome = Outcome::dry_run_block;
+                ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
+                              "spend_cap: dry run: request %s would have been blocked by %s (%d %s)",
+                              ctx->request_id.c_str(), ctx->blocked_by.c_str(), refusal.status,
+                              error_code_name(error_code_for(cap.limit)));
+            }
         } else {
             ctx->outcome = Outcome::allow;
-            ctx->tightest = decided.tightest_index;
-            ctx->tightest_remaining = decided.tightest_remaining;
         }
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
@@ -360,6 +393,22 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     auto *mcf = static_cast<MainConf *>(ngx_http_get_module_main_conf(r, ngx_http_spend_cap_module));
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
 
+    if (lcf->customer != nullptr) {
+        ngx_str_t v;
+        if (ngx_http_complex_value(r, lcf->customer, &v) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        ctx->customer = to_string(v);
+        // It names Redis keys and usually comes from the client: never let it
+        // reach into another key's layout.
+        if (!ctx->customer.empty() && !valid_id(ctx->customer)) {
+            ctx->customer.clear();
+            return answer(r, ctx, ErrorCode::invalid_request,
+                          "invalid customer id: 1 to 128 characters without ':', '{', '}', spaces "
+                          "or control characters");
+        }
+    }
+
     RequestParse parsed = parse_request_body(ctx->body);
     if (!parsed.ok) {
         return answer(r, ctx, ErrorCode::invalid_request, parsed.error);
@@ -375,8 +424,8 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
                                         static_cast<std::int64_t>(ctx->body.size()),
                                         parsed.info.max_output_tokens, parsed.info.choices);
-    ctx->periods = periods_at(ngx_time());
-    ctx->counters = counters_for(*ctx->policy, *ctx->key, ctx->periods);
+    ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.input_tokens + ctx->estimate.output_tokens};
+    ctx->ledger = ledger_for(*ctx->policy, *ctx->key, ctx->customer, periods_at(ngx_time()));
 
     ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
     if (id == nullptr || id->not_found) {
@@ -384,9 +433,8 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     }
     ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
 
-    const std::string &org = ctx->policy->org_of(*ctx->key).id;
-    std::vector<std::string> command = reserve_command(org, ctx->counters, ctx->estimate.cost,
-                                                       ctx->request_id);
+    std::vector<std::string> command = reserve_command(ctx->ledger, ctx->reserved, ctx->request_id,
+                                                       lcf->dry_run);
     if (command.empty()) {  // never reserve nothing: that would lift every cap
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -517,7 +565,8 @@ ngx_int_t request_body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
 }
 
 bool passed(const RequestCtx *ctx) {
-    return ctx->outcome == Outcome::allow || ctx->outcome == Outcome::fail_open;
+    return ctx->outcome == Outcome::allow || ctx->outcome == Outcome::dry_run_block
+           || ctx->outcome == Outcome::fail_open;
 }
 
 ngx_int_t header_filter(ngx_http_request_t *r) {
@@ -526,11 +575,11 @@ ngx_int_t header_filter(ngx_http_request_t *r) {
         return next_header_filter(r);
     }
     try {
-        if (ctx->tightest) {
-            const Counter &c = ctx->counters[*ctx->tightest];
-            std::int64_t reset = window_reset(ctx->periods, c.window);
-            if (add_header(r, "x-spend-limit-usd", format_usd(*c.cap)) != NGX_OK
-                || add_header(r, "x-spend-remaining-usd", format_usd(ctx->tightest_remaining)) != NGX_OK
+        if (ctx->decided.tightest_index) {
+            const Counter &c = ctx->ledger.counters[*ctx->decided.tightest_index];
+            std::int64_t reset = window_reset(ctx->ledger.periods, c.window);
+            if (add_header(r, "x-spend-limit-usd", format_usd(ctx->decided.tightest_cap)) != NGX_OK
+                || add_header(r, "x-spend-remaining-usd", format_usd(ctx->decided.tightest_remaining)) != NGX_OK
                 || (reset != 0 && add_header(r, "x-spend-reset", format_rfc3339(reset)) != NGX_OK)
                 || add_header(r, "x-spend-scope", std::string(scope_name(c.scope)) + ":"
                                                       + window_name(c.window)) != NGX_OK) {
@@ -595,7 +644,8 @@ void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
         ctx->scanner->finish();  // the response ended early
     }
     if (ctx->scanner && ctx->scanner->state() == UsageScanner::State::found && !ctx->response_unreadable) {
-        ctx->cost = usage_cost(*ctx->scanner->usage(), *ctx->price);
+        ctx->usage = *ctx->scanner->usage();
+        ctx->cost = usage_cost(ctx->usage, *ctx->price);
         ctx->settled_from = "usage";
         return;
     }
@@ -611,12 +661,16 @@ void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
         return;
     }
     ctx->cost = ctx->estimate.cost;
+    ctx->usage = Usage{};
+    ctx->usage.input = ctx->estimate.input_tokens;
+    ctx->usage.output = ctx->estimate.output_tokens;
     ctx->settled_from = "reservation";
     if (ctx->scanner && ctx->scanner->usage() && !ctx->response_unreadable) {
         // An incomplete stream: never settle below the usage it did report.
         Nanos reported = usage_cost(*ctx->scanner->usage(), *ctx->price);
         if (reported > ctx->cost) {
             ctx->cost = reported;
+            ctx->usage = *ctx->scanner->usage();
             ctx->settled_from = "usage";
         }
     }
@@ -651,9 +705,9 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         }
         // Also after a timeout: settling at 0 releases a reservation Redis
         // may still have made (commands on one connection run in order).
-        const std::string &org = ctx->policy->org_of(*ctx->key).id;
-        std::vector<std::string> settle = settle_command(org, ctx->counters, ctx->estimate.cost,
-                                                         ctx->cost, ctx->request_id, unreserved);
+        Amounts real{ctx->cost, ctx->usage.input_total() + ctx->usage.output};
+        std::vector<std::string> settle = settle_command(ctx->ledger, ctx->reserved, real, ctx->request_id,
+                                                         unreserved, ctx->decided.ceiling_cap);
         if (settle.empty()) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "spend_cap: request %s could not be settled", ctx->request_id.c_str());
@@ -669,7 +723,8 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
 // --- variables ---
 
 enum VariableField {
-    var_key_id, var_org, var_decision, var_blocked_by, var_reserved_usd, var_cost_usd, var_settled_from,
+    var_key_id, var_project, var_org, var_customer, var_decision, var_blocked_by, var_reserved_usd,
+    var_cost_usd, var_settled_from, var_input_tokens, var_output_tokens,
 };
 
 ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
@@ -679,12 +734,22 @@ ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uint
     if (found) {
         switch (data) {
         case var_key_id: found = ctx->key; if (found) value = ctx->key->id; break;
+        case var_project: found = ctx->key; if (found) value = ctx->key->project; break;
         case var_org: found = ctx->key; if (found) value = ctx->policy->org_of(*ctx->key).id; break;
+        case var_customer: found = !ctx->customer.empty(); value = ctx->customer; break;
         case var_decision: found = ctx->outcome != Outcome::none; value = outcome_name(ctx->outcome); break;
         case var_blocked_by: found = !ctx->blocked_by.empty(); value = ctx->blocked_by; break;
         case var_reserved_usd: found = ctx->reserve_sent; value = format_usd(ctx->estimate.cost); break;
         case var_cost_usd: found = ctx->settled && passed(ctx); value = format_usd(ctx->cost); break;
         case var_settled_from: found = ctx->settled && passed(ctx); value = ctx->settled_from; break;
+        case var_input_tokens:
+            found = ctx->settled && passed(ctx);
+            value = std::to_string(ctx->usage.input_total());
+            break;
+        case var_output_tokens:
+            found = ctx->settled && passed(ctx);
+            value = std::to_string(ctx->usage.output);
+            break;
         }
     }
     if (!found) {
@@ -710,12 +775,16 @@ struct VariableDef {
 
 const VariableDef variables[] = {
     {"spend_cap_key_id", var_key_id},
+    {"spend_cap_project", var_project},
     {"spend_cap_org", var_org},
+    {"spend_cap_customer", var_customer},
     {"spend_cap_decision", var_decision},
     {"spend_cap_blocked_by", var_blocked_by},
     {"spend_cap_reserved_usd", var_reserved_usd},
     {"spend_cap_cost_usd", var_cost_usd},
     {"spend_cap_settled_from", var_settled_from},
+    {"spend_cap_input_tokens", var_input_tokens},
+    {"spend_cap_output_tokens", var_output_tokens},
 };
 
 ngx_int_t add_variables(ngx_conf_t *cf) {
@@ -758,6 +827,8 @@ void *create_loc_conf(ngx_conf_t *cf) {
     conf->enable = NGX_CONF_UNSET;
     conf->surface = NGX_CONF_UNSET_UINT;
     conf->key = (ngx_http_complex_value_t *) NGX_CONF_UNSET_PTR;
+    conf->customer = (ngx_http_complex_value_t *) NGX_CONF_UNSET_PTR;
+    conf->dry_run = NGX_CONF_UNSET;
     conf->timeout = NGX_CONF_UNSET_MSEC;
     conf->fail_mode = NGX_CONF_UNSET_UINT;
     conf->stream_usage = NGX_CONF_UNSET_UINT;
@@ -770,6 +841,8 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) {
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_uint_value(conf->surface, prev->surface, surface_auto);
     ngx_conf_merge_ptr_value(conf->key, prev->key, nullptr);
+    ngx_conf_merge_ptr_value(conf->customer, prev->customer, nullptr);
+    ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 100);
     ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode, fail_closed);
     ngx_conf_merge_uint_value(conf->stream_usage, prev->stream_usage, stream_usage_inject);
@@ -889,6 +962,10 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, surface), surfaces},
     {ngx_string("spend_cap_key"), loc_contexts | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, key), nullptr},
+    {ngx_string("spend_cap_customer"), loc_contexts | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, customer), nullptr},
+    {ngx_string("spend_cap_dry_run"), loc_contexts | NGX_CONF_FLAG, ngx_conf_set_flag_slot,
+     NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, dry_run), nullptr},
     {ngx_string("spend_cap_timeout"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_msec_slot,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, timeout), nullptr},
     {ngx_string("spend_cap_fail_mode"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,

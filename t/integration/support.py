@@ -6,10 +6,12 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +32,8 @@ PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 NANOS_PER_USD = 1_000_000_000
 
 # Every $spend_cap_* variable of this release, as JSON in the access log.
-SPEND_CAP_VARS = ["key_id", "org", "decision", "blocked_by", "reserved_usd", "cost_usd", "settled_from"]
+SPEND_CAP_VARS = ["key_id", "project", "org", "customer", "decision", "blocked_by", "reserved_usd",
+                  "cost_usd", "settled_from", "input_tokens", "output_tokens"]
 
 
 # ---------------------------------------------------------------- utilities
@@ -115,17 +118,43 @@ class Periods:
         self.month_reset_dt = (first + _dt.timedelta(days=32)).replace(day=1)
         self.day_reset = rfc3339(self.day_reset_dt)
         self.month_reset = rfc3339(self.month_reset_dt)
+        # UTC minute of the rpm / tpm counters (SPEC section 6: ...:rpm:YYYY-MM-DDTHH:MM)
+        self.minute = now.strftime("%Y-%m-%dT%H:%M")
+        self.minute_reset_dt = now.replace(second=0, microsecond=0) + _dt.timedelta(minutes=1)
+        self.minute_reset = rfc3339(self.minute_reset_dt)
+
+    def seconds_to_minute_end(self):
+        return (self.minute_reset_dt - self.now).total_seconds()
 
     def suffix(self, window):
         return {"daily": "d:" + self.day, "monthly": "m:" + self.month, "lifetime": "life"}[window]
 
     def reset(self, window):
-        return {"daily": self.day_reset, "monthly": self.month_reset, "lifetime": None}[window]
+        return {"daily": self.day_reset, "monthly": self.month_reset, "lifetime": None,
+                "minute": self.minute_reset}[window]
+
+    def period(self, window):
+        """The period string of events (sc:{ORG}:events): "" for lifetime."""
+        return {"daily": self.day, "monthly": self.month, "lifetime": ""}[window]
+
+
+def fresh_minute(margin=5.0):
+    """Rate tests must not straddle a UTC minute: when fewer than `margin` seconds are
+    left in the current one, sleep into the next. Returns the Periods of now."""
+    p = Periods()
+    left = p.seconds_to_minute_end()
+    if left < margin:
+        time.sleep(left + 0.05)
+        p = Periods()
+    return p
 
 
 WINDOWS = ["daily", "monthly", "lifetime"]
+# Request and token counters have no lifetime window (only spend has).
+COUNT_WINDOWS = ["daily", "monthly"]
 SCOPES = ["key", "project", "org"]
-SCOPE_WORD = {"key": "api key", "project": "project", "org": "account"}
+ALL_SCOPES = ["key", "project", "org", "customer"]
+SCOPE_WORD = {"key": "api key", "project": "project", "org": "account", "customer": "customer"}
 
 
 def counter_key(org, kind, scope, ident, window, periods=None):
@@ -134,10 +163,44 @@ def counter_key(org, kind, scope, ident, window, periods=None):
 
 
 def all_counter_keys(chain, kind="spend", periods=None):
-    """chain: {"key": id, "project": id, "org": id}; returns the 9 counter keys."""
+    """chain: {"key": id, "project": id, "org": id[, "customer": id]}; returns the
+    counter keys of every scope of the chain: spend daily, monthly and lifetime (9, or
+    12 with a customer), requests and tokens daily and monthly only (6, or 8)."""
     periods = periods or Periods()
     org = chain["org"]
-    return [counter_key(org, kind, scope, chain[scope], w, periods) for scope in SCOPES for w in WINDOWS]
+    windows = WINDOWS if kind == "spend" else COUNT_WINDOWS
+    scopes = ALL_SCOPES if chain.get("customer") else SCOPES
+    return [counter_key(org, kind, scope, chain[scope], w, periods) for scope in scopes for w in windows]
+
+
+def rate_key(org, scope, ident, kind, periods=None):
+    """sc:{ORG}:rate:SCOPE:ID:rpm:YYYY-MM-DDTHH:MM (kind rpm or tpm)."""
+    periods = periods or Periods()
+    return "sc:{%s}:rate:%s:%s:%s:%s" % (org, scope, ident, kind, periods.minute)
+
+
+def balance_key(org):
+    return "sc:{%s}:balance" % org
+
+
+def held_key(org):
+    return "sc:{%s}:balance:held" % org
+
+
+def events_key(org):
+    return "sc:{%s}:events" % org
+
+
+def read_events(r, org, type_=None):
+    """The entries of sc:{ORG}:events (field dicts, oldest first), optionally of one type."""
+    out = [fields for _id, fields in r.xrange(events_key(org))]
+    if type_ is not None:
+        out = [e for e in out if e.get("type") == type_]
+    return out
+
+
+def int_or_zero(v):
+    return int(v) if v is not None else 0
 
 
 def read_counters(r, keys):
@@ -298,6 +361,11 @@ def estimate_nanos(model, body_len, max_tokens=None, policy=None):
     if out is None:
         out = pol["models"][model].get("max_output_tokens", pol.get("default_max_output_tokens", 4096))
     return cost_nanos((body_len, max_input_rate(model, pol)), (out, p["output"]))
+
+
+def estimate_tokens(body_len, max_tokens):
+    """The tokens a request reserves: input bounded by the body's bytes, output by max tokens."""
+    return int(body_len) + int(max_tokens)
 
 
 def openai_cost(model, prompt, completion, cached=0, policy=None):
@@ -684,3 +752,153 @@ def post(url, path, body, secret=None, headers=None, key_header="authorization",
     h.update(auth(secret, key_header))
     h.update(headers or {})
     return httpx.post(url + path, content=body, headers=h, timeout=timeout)
+
+
+# ---------------------------------------------------------------- Redis MONITOR
+
+class RedisMonitor:
+    """Records every command a Redis server executes (MONITOR on a raw socket, read by
+    a thread): `commands()` -> [(client, [arg, ...])], client "lua" for the commands a
+    script runs, "127.0.0.1:PORT" / "unix:..." for those a connection sends."""
+
+    _LINE = re.compile(r'^\+?\d+\.\d+ \[\d+ ([^\]]+)\] (.*)$')
+    _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=5)
+        self.sock.sendall(b"MONITOR\r\n")
+        self._buf = b""
+        self._lines = []
+        self._lock = threading.Lock()
+        self._stop = False
+        # the +OK of MONITOR: everything after it is a command
+        while b"\r\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("MONITOR connection closed")
+            self._buf += chunk
+        first, self._buf = self._buf.split(b"\r\n", 1)
+        assert first == b"+OK", first
+        self.sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            self._buf += chunk
+            *done, self._buf = self._buf.split(b"\r\n")
+            with self._lock:
+                self._lines.extend(line.decode("utf-8", "replace") for line in done)
+
+    @classmethod
+    def _unescape(cls, s):
+        return bytes(s, "utf-8").decode("unicode_escape", "replace")
+
+    def commands(self):
+        with self._lock:
+            lines = list(self._lines)
+        out = []
+        for line in lines:
+            m = self._LINE.match(line)
+            if not m:
+                continue
+            out.append((m.group(1), [self._unescape(a) for a in self._ARG.findall(m.group(2))]))
+        return out
+
+    def close(self):
+        self._stop = True
+        self._thread.join(2)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ------------------------------------------------- issue 4: limits, customers, errors
+
+# spend_cap_customer from a request header, as the tests send it.
+CUSTOMER_DIRECTIVE = "spend_cap_customer $http_x_customer_id;"
+
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                         429: "rate_limit_error", 503: "api_error"}
+
+
+def error_envelope(surface, status, code, message, **fields):
+    """The exact error body of the module (SPEC section 5), with extra fields
+    (scope, window, reset_at) after code."""
+    if surface == "openai":
+        err = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+        err.update(fields)
+        return {"error": err}
+    err = {"type": ANTHROPIC_ERROR_TYPES[status], "message": message, "code": code}
+    err.update(fields)
+    return {"type": "error", "error": err}
+
+
+def set_limits(policy, scope, limits_, ident=None):
+    """Adds `limits_` to a scope of `policy` (in place; returns it): scope "key" (ident a
+    key id, default k1), "project" (default acme-prod), "org" (default acme) or
+    "customer" (customers.default_limits, or the override of customer `ident`)."""
+    limits_ = dict(limits_)
+    if scope == "key":
+        ident = ident or "k1"
+        rec = next(k for k in policy["keys"] if k["id"] == ident)
+        rec.setdefault("limits", {}).update(limits_)
+    elif scope == "project":
+        policy["projects"][ident or "acme-prod"].setdefault("limits", {}).update(limits_)
+    elif scope == "org":
+        policy["orgs"][ident or "acme"].setdefault("limits", {}).update(limits_)
+    elif scope == "customer":
+        customers = policy.setdefault("customers", {})
+        if ident is None:
+            customers.setdefault("default_limits", {}).update(limits_)
+        else:
+            customers.setdefault("overrides", {}).setdefault(ident, {}).update(limits_)
+    else:
+        raise ValueError(scope)
+    return policy
+
+
+def wait_counters(r, keys, expected, timeout=4.0):
+    """Polls until Redis counters `keys` equal `expected` (one int for all, or a dict),
+    then asserts it, listing the differences."""
+    want = {k: expected for k in keys} if isinstance(expected, int) else dict(expected)
+    keys = list(want)
+    wait_until(lambda: read_counters(r, keys) == want, timeout=timeout)
+    got = read_counters(r, keys)
+    assert got == want, "counters differ:\n" + "\n".join(
+        "  %s: expected %s, got %s" % (k, want[k], got[k]) for k in keys if got[k] != want[k])
+
+
+def redis_int(r, key):
+    return int_or_zero(r.get(key))
+
+
+def wait_settled(r, count, org="acme", timeout=5.0):
+    """Waits until `count` requests of `org` are settled (markers) and none is still
+    reserved, so that a snapshot taken next is not raced by a settlement."""
+    def done():
+        settled = sum(1 for _ in r.scan_iter("sc:{%s}:settled:*" % org, count=1000))
+        return settled == count and not any(True for _ in r.scan_iter("sc:{%s}:resv:*" % org, count=1000))
+    assert wait_until(done, timeout=timeout), "expected %d settled requests of %s, got %d" % (
+        count, org, sum(1 for _ in r.scan_iter("sc:{%s}:settled:*" % org, count=1000)))
+
+
+def counter_state(r):
+    """snapshot() but for the spend_cap_reached event (sc:{ORG}:events) and its marker
+    (sc:{ORG}:reached:...) that a cost cap's refusal may append."""
+    return {k: v for k, v in snapshot(r).items() if not k.endswith(":events") and ":reached:" not in k}

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from support import (CAPS, CHAINS, SCOPE_WORD, SCOPES, SECRETS, WINDOWS, Periods, chat_body, counter_key,
-                     estimate_nanos, messages_body, post, snapshot, usd_nanos, wait_until, read_counters,
+                     estimate_nanos, messages_body, post, counter_state, usd_nanos, wait_until, read_counters,
                      all_counter_keys, openai_cost)
 
 K1 = CHAINS["k1"]
@@ -39,7 +39,7 @@ def assert_blocked(nginx, redis, fake, r, surface, scope, window, before, period
     assert e["blocked_by"] == "%s:%s" % (scope, window)
     assert e["key_id"] == "k1" and e["org"] == "acme"
     time.sleep(0.2)  # let any (wrong) asynchronous settlement land
-    assert snapshot(redis) == before, "a blocked request changed Redis"
+    assert counter_state(redis) == before, "a blocked request changed Redis"
 
 
 @pytest.mark.parametrize("surface", ["openai", "anthropic"])
@@ -51,7 +51,7 @@ def test_block_at_each_scope_and_window(nginx, redis, fake, surface, scope, wind
     cap = usd_nanos(CAPS[(scope, window)])
     # one nano-USD short of room for this request
     redis.set(counter_key("acme", "spend", scope, K1[scope], window), cap - estimate + 1)
-    before = snapshot(redis)
+    before = counter_state(redis)
     p = Periods()
     r = post(nginx.url, path, body, SECRETS["k1"])
     assert_blocked(nginx, redis, fake, r, surface, scope, window, before, p)
@@ -89,7 +89,7 @@ def test_first_failing_cap_in_check_order_is_reported(nginx, redis, fake, seeded
     path, body, model = SURFACES["openai"]
     for scope, window in seeded:
         redis.set(counter_key("acme", "spend", scope, K1[scope], window), usd_nanos(CAPS[(scope, window)]))
-    before = snapshot(redis)
+    before = counter_state(redis)
     p = Periods()
     r = post(nginx.url, path, body, SECRETS["k1"])
     assert_blocked(nginx, redis, fake, r, "openai", reported[0], reported[1], before, p)
@@ -123,7 +123,7 @@ def test_other_org_is_not_blocked_by_a_full_org(nginx, redis, fake):
 
 def test_beta_org_monthly_cap(nginx, redis, fake):
     redis.set(counter_key("beta", "spend", "org", "beta", "monthly"), usd_nanos("100"))
-    before = snapshot(redis)
+    before = counter_state(redis)
     r = post(nginx.url, "/v1/messages", messages_body(), SECRETS["kb"])
     assert r.status_code == 402
     body = r.json()
@@ -132,4 +132,4 @@ def test_beta_org_monthly_cap(nginx, redis, fake):
     assert (body["error"]["scope"], body["error"]["window"]) == ("org", "monthly")
     assert fake.requests() == []
     time.sleep(0.2)
-    assert snapshot(redis) == before
+    assert counter_state(redis) == before

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from support import (CHAINS, SECRETS, all_counter_keys, chat_body, counter_key, estimate_nanos, format_usd,
-                     openai_cost, post, read_counters, snapshot, usd_nanos, wait_until)
+                     openai_cost, post, read_counters, counter_state, usd_nanos, wait_until)
 
 K1 = CHAINS["k1"]
 
@@ -160,10 +160,10 @@ def test_model_field_anywhere_in_a_big_body(nginx, redis, fake):
 
 def test_blocked_request_body_is_not_forwarded_even_if_large(nginx, redis, fake):
     redis.set(counter_key("acme", "spend", "key", "k1", "daily"), usd_nanos("2"))
-    before = snapshot(redis)
+    before = counter_state(redis)
     body = chat_body(content="w" * 200000)
     r = post(nginx.url, "/v1/chat/completions", body, SECRETS["k1"])
     assert r.status_code == 402
     time.sleep(0.2)
     assert fake.requests() == []
-    assert snapshot(redis) == before
+    assert counter_state(redis) == before

@@ -52,7 +52,25 @@ def test_identity_errors(nginx, redis, fake, surface, path, body, who, code):
     secret = {"missing": None, "unknown": "sk-not-a-known-key"}.get(who) or SECRETS.get(who)
     r = post(nginx.url, path, body, secret)
     assert_error(r, 401, code, surface)
+    if who == "k_expired":
+        wait_until(lambda: redis.exists("sc:{acme}:events"))
+        redis.delete("sc:{acme}:events", "sc:{acme}:expired:k_expired:1577836800")
     assert_untouched(redis, fake)
+
+
+def test_expired_key_appends_one_key_expired_event(nginx_factory, redis, fake):
+    """SPEC section 7: key_expired, once per key and expiry, from every worker and node."""
+    nodes = [nginx_factory(), nginx_factory()]
+    for i in range(12):
+        r = post(nodes[i % 2].url, "/v1/chat/completions", chat_body(), SECRETS["k_expired"])
+        assert_error(r, 401, "api_key_expired", "openai")
+    wait_until(lambda: redis.exists("sc:{acme}:events"))
+    time.sleep(0.3)  # let any (wrong) second event land
+    events = redis.xrange("sc:{acme}:events")
+    assert [fields for _, fields in events] == [
+        {"type": "key_expired", "id": "k_expired", "expires_at": "2020-01-01T00:00:00Z"}]
+    assert 0 < redis.ttl("sc:{acme}:expired:k_expired:1577836800") <= 400 * 86400 + 60
+    assert fake.requests() == []
 
 
 def test_identity_checked_before_the_body(nginx, redis, fake):

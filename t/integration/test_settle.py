@@ -179,16 +179,19 @@ def test_counter_ttls(nginx, redis):
     now = time.time()
     day_end = p.day_reset_dt.timestamp()
     month_end = p.month_reset_dt.timestamp()
-    for kind in ("spend", "reqs"):
+    for kind in ("spend", "reqs", "tokens"):
         for scope in ("key", "project", "org"):
             ident = K1[scope]
             d = redis.ttl(counter_key("acme", kind, scope, ident, "daily", p))
             m = redis.ttl(counter_key("acme", kind, scope, ident, "monthly", p))
-            life = redis.ttl(counter_key("acme", kind, scope, ident, "lifetime", p))
             # daily: 35 days after the day (ends), monthly: 400 days after the month
             assert abs((now + d) - (day_end + 35 * 86400)) < 2 * 86400, (kind, scope, d)
             assert abs((now + m) - (month_end + 400 * 86400)) < 2 * 86400, (kind, scope, m)
-            assert life == -1, "lifetime counters never expire (%s %s ttl=%s)" % (kind, scope, life)
+            life_key = counter_key("acme", kind, scope, ident, "lifetime", p)
+            if kind == "spend":
+                assert redis.ttl(life_key) == -1, "lifetime counters never expire (%s %s)" % (kind, scope)
+            else:
+                assert not redis.exists(life_key), "requests and tokens have no lifetime counter"
 
 
 def test_counters_accumulate_and_orgs_are_separate(nginx, redis):

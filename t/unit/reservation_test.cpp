@@ -1,5 +1,7 @@
-// Redis keys, the argv of the reserve / settle scripts, and decoding replies.
-// (The scripts themselves run against a real Redis; see the README.)
+// The Redis side of a request in C++: the ledger of counters a key touches,
+// warning thresholds, the EVALSHA argv of the reserve / settle scripts, and
+// decoding the reserve reply. (The scripts themselves run in
+// lua_scripts_test.cpp, against an in-memory Redis.)
 #include "reservation.h"
 
 #include <gtest/gtest.h>
@@ -8,92 +10,359 @@
 #include <string>
 #include <vector>
 
+#include "envelope.h"
 #include "request.h"
 
-using namespace spendcap;
-
+namespace spendcap {
 namespace {
 
-constexpr std::int64_t kNow = 1795000000;  // 2026-11-18T11:06:40Z
+constexpr std::int64_t kNow = 1795000000;          // 2026-11-18T11:06:40Z
+constexpr std::int64_t kDayReset = 1795046400;     // 2026-11-19T00:00:00Z
+constexpr std::int64_t kMonthReset = 1796083200;   // 2026-12-01T00:00:00Z
 constexpr std::int64_t kDayExpire = 1798070400;    // 2026-11-19 + 35 days
 constexpr std::int64_t kMonthExpire = 1830643200;  // 2026-12-01 + 400 days
+constexpr std::int64_t kMinuteReset = 1795000020;  // 11:07:00
+constexpr std::int64_t kMinuteExpire = 1795000080; // 11:07:00 + 60 s
+constexpr Nanos kUsd = kNanosPerUsd;
+constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
 
-struct Fixture {
-    Policy policy;
-    Key key;
-    Periods periods = periods_at(kNow);
+constexpr const char *kHashA = "e0f45c82d6ca5ee6f54cc819900039a64d865a336bec00b8ff16a10e40033839";
 
-    Fixture() {
-        Org acme;
-        acme.id = "acme";
-        acme.limits.monthly_usd = 1000 * kNanosPerUsd;
-        policy.orgs["acme"] = acme;
-        Project prod;
-        prod.id = "acme-prod";
-        prod.org = "acme";
-        prod.limits.monthly_usd = 50 * kNanosPerUsd;
-        policy.projects["acme-prod"] = prod;
-        key.id = "key_prod_1";
-        key.project = "acme-prod";
-        key.limits.daily_usd = 2 * kNanosPerUsd;
-        key.limits.monthly_usd = 10 * kNanosPerUsd;
-        key.limits.lifetime_usd = 40 * kNanosPerUsd;
+const char *kPolicy = R"(models:
+  m: { input: 1, output: 2 }
+warn_at: [0.8, 0.5]
+customers:
+  default_limits: { monthly_usd: 1, rpm: 30 }
+  overrides:
+    cust_42: { monthly_usd: 5, daily_tokens: 7 }
+orgs:
+  acme:
+    limits: { monthly_usd: 1000, tpm: 900 }
+projects:
+  acme-prod:
+    org: acme
+    limits: { monthly_usd: 50, daily_requests: 100 }
+keys:
+  - id: key_prod_1
+    sha256: e0f45c82d6ca5ee6f54cc819900039a64d865a336bec00b8ff16a10e40033839
+    project: acme-prod
+    limits: { daily_usd: 2, monthly_usd: 10, lifetime_usd: 40, monthly_requests: 5000, daily_tokens: 100000, rpm: 60 }
+)";
+
+// Paid plan ceilings (SPEC section 2) and a prepaid org.
+const char *kPlanPolicy = R"(models:
+  m: { input: 1, output: 2 }
+warn_at: [0.5]
+plans:
+  paid:
+    limits: { rpm: 10 }
+    ceilings:
+      - { cleared_usd: 0, age_days: 0, monthly_usd: 100 }
+      - { cleared_usd: 100, age_days: 14, monthly_usd: 1000 }
+      - { cleared_usd: 5000, age_days: 90, monthly_usd: 25000 }
+orgs:
+  acme:
+    plan: paid
+    created_at: 2026-10-19T11:06:40Z
+    prepaid: true
+    low_balance_usd: 5
+  young:
+    plan: paid
+    created_at: 2026-11-04T11:06:41Z
+  fourteen:
+    plan: paid
+    created_at: 2026-11-04T11:06:40Z
+  own:
+    plan: paid
+    limits: { monthly_usd: 7 }
+projects:
+  p_acme: { org: acme }
+  p_young: { org: young }
+  p_fourteen: { org: fourteen }
+  p_own: { org: own }
+keys:
+  - { id: k_acme, sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, project: p_acme }
+  - { id: k_young, sha256: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb, project: p_young }
+  - { id: k_fourteen, sha256: cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc, project: p_fourteen }
+  - { id: k_own, sha256: dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd, project: p_own }
+)";
+
+Ledger ledger_of(const Policy &policy, const std::string &sha256, const std::string &customer = "",
+                 std::int64_t now = kNow) {
+    const Key *key = policy.find_key(sha256);
+    if (!key) throw std::runtime_error("no key " + sha256);
+    return ledger_for(policy, *key, customer, periods_at(now));
+}
+
+const char *kind_name(CounterKind k) {
+    switch (k) {
+    case CounterKind::spend: return "spend";
+    case CounterKind::requests: return "requests";
+    case CounterKind::tokens: return "tokens";
+    case CounterKind::rpm: return "rpm";
+    case CounterKind::tpm: return "tpm";
+    case CounterKind::balance: return "balance";
+    case CounterKind::held: return "held";
     }
-};
+    return "?";
+}
 
-Counter counter(CounterKind kind, Scope scope, Window window, std::string key,
-                std::optional<std::int64_t> cap, std::int64_t expire_at) {
+// One line per counter, for readable comparisons: "KIND SCOPE WINDOW KEY cap=.. exp=..".
+// Rates and the balance have no calendar window.
+std::string line(const Counter &c) {
+    const bool windowed = c.kind == CounterKind::spend || c.kind == CounterKind::requests ||
+                          c.kind == CounterKind::tokens;
+    return std::string(kind_name(c.kind)) + " " + scope_name(c.scope) + " " +
+           (windowed ? window_name(c.window) : "-") + " " + c.key +
+           " cap=" + (c.cap ? std::to_string(*c.cap) : "none") + " exp=" + std::to_string(c.expire_at);
+}
+
+std::vector<std::string> lines(const Ledger &l) {
+    std::vector<std::string> out;
+    for (const Counter &c : l.counters) out.push_back(line(c));
+    return out;
+}
+
+std::string expiry(std::int64_t at) { return std::to_string(at); }
+
+// The seven calendar counters of one scope, as lines.
+std::vector<std::string> scope_lines(const std::string &scope, const std::string &id,
+                                     std::optional<Nanos> spend_d, std::optional<Nanos> spend_m,
+                                     std::optional<Nanos> spend_life, std::optional<std::int64_t> reqs_d,
+                                     std::optional<std::int64_t> reqs_m, std::optional<std::int64_t> tokens_d,
+                                     std::optional<std::int64_t> tokens_m) {
+    const std::string p = "sc:{acme}:";
+    auto cap = [](const std::optional<std::int64_t> &c) { return c ? std::to_string(*c) : std::string("none"); };
+    const std::string d = ":d:2026-11-18", m = ":m:2026-11";
+    const std::string de = " exp=" + expiry(kDayExpire), me = " exp=" + expiry(kMonthExpire);
+    return {
+        "spend " + scope + " daily " + p + "spend:" + scope + ":" + id + d + " cap=" + cap(spend_d) + de,
+        "spend " + scope + " monthly " + p + "spend:" + scope + ":" + id + m + " cap=" + cap(spend_m) + me,
+        "spend " + scope + " lifetime " + p + "spend:" + scope + ":" + id + ":life cap=" + cap(spend_life) + " exp=0",
+        "requests " + scope + " daily " + p + "reqs:" + scope + ":" + id + d + " cap=" + cap(reqs_d) + de,
+        "requests " + scope + " monthly " + p + "reqs:" + scope + ":" + id + m + " cap=" + cap(reqs_m) + me,
+        "tokens " + scope + " daily " + p + "tokens:" + scope + ":" + id + d + " cap=" + cap(tokens_d) + de,
+        "tokens " + scope + " monthly " + p + "tokens:" + scope + ":" + id + m + " cap=" + cap(tokens_m) + me,
+    };
+}
+
+std::vector<std::string> concat(std::vector<std::vector<std::string>> parts) {
+    std::vector<std::string> out;
+    for (auto &part : parts) out.insert(out.end(), part.begin(), part.end());
+    return out;
+}
+
+const std::string kRateSuffix = ":2026-11-18T11:06 cap=";
+
+// ---------------------------------------------------------------------------
+// ledger_for
+
+TEST(Ledger, KeyProjectOrgThenRatesInCheckOrder) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA);
+    const std::vector<std::string> expected = concat({
+        scope_lines("key", "key_prod_1", 2 * kUsd, 10 * kUsd, 40 * kUsd, std::nullopt, 5000, 100000, std::nullopt),
+        scope_lines("project", "acme-prod", std::nullopt, 50 * kUsd, std::nullopt, 100, std::nullopt,
+                    std::nullopt, std::nullopt),
+        scope_lines("org", "acme", std::nullopt, 1000 * kUsd, std::nullopt, std::nullopt, std::nullopt,
+                    std::nullopt, std::nullopt),
+        {"rpm key - sc:{acme}:rate:key:key_prod_1:rpm" + kRateSuffix + "60 exp=" + expiry(kMinuteExpire),
+         "tpm org - sc:{acme}:rate:org:acme:tpm" + kRateSuffix + "900 exp=" + expiry(kMinuteExpire)},
+    });
+    EXPECT_EQ(lines(l), expected);
+    EXPECT_EQ(l.org, "acme");
+    EXPECT_FALSE(l.balance.has_value());
+    EXPECT_FALSE(l.held.has_value());
+    EXPECT_FALSE(l.low_balance.has_value());
+    EXPECT_FALSE(l.ceiling_counter.has_value());
+    EXPECT_TRUE(l.ceilings.empty());
+    ASSERT_EQ(l.warn_at.size(), 2u);  // ascending, as the policy keeps them
+    EXPECT_EQ(l.warn_at[0].label, "0.5");
+    EXPECT_EQ(l.warn_at[1].label, "0.8");
+    EXPECT_EQ(l.periods.now, kNow);
+    EXPECT_EQ(l.periods.day, "2026-11-18");
+    EXPECT_EQ(l.periods.minute, "2026-11-18T11:06");
+}
+
+TEST(Ledger, ACustomerScopeComesLastWithItsOverrideOverTheDefaults) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA, "cust_42");
+    ASSERT_EQ(l.counters.size(), 4u * 7 + 3);
+    const std::vector<std::string> all = lines(l);
+    const std::vector<std::string> customer(all.begin() + 21, all.begin() + 28);
+    // monthly_usd 5 and daily_tokens 7 from the override; rpm 30 kept from the defaults.
+    EXPECT_EQ(customer, scope_lines("customer", "cust_42", std::nullopt, 5 * kUsd, std::nullopt, std::nullopt,
+                                    std::nullopt, 7, std::nullopt));
+    EXPECT_EQ(std::vector<std::string>(all.begin() + 28, all.end()),
+              (std::vector<std::string>{
+                  "rpm key - sc:{acme}:rate:key:key_prod_1:rpm" + kRateSuffix + "60 exp=" + expiry(kMinuteExpire),
+                  "tpm org - sc:{acme}:rate:org:acme:tpm" + kRateSuffix + "900 exp=" + expiry(kMinuteExpire),
+                  "rpm customer - sc:{acme}:rate:customer:cust_42:rpm" + kRateSuffix + "30 exp=" +
+                      expiry(kMinuteExpire)}));
+    // The key, project and org counters are the same as without a customer.
+    const std::vector<std::string> without = lines(ledger_of(*policy, kHashA));
+    ASSERT_EQ(without.size(), 23u);
+    EXPECT_EQ(std::vector<std::string>(all.begin(), all.begin() + 21),
+              std::vector<std::string>(without.begin(), without.begin() + 21));
+}
+
+TEST(Ledger, ACustomerWithoutAnOverrideGetsTheDefaults) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA, "cust_7");
+    ASSERT_EQ(l.counters.size(), 31u);
+    const std::vector<std::string> all = lines(l);
+    EXPECT_EQ(std::vector<std::string>(all.begin() + 21, all.begin() + 28),
+              scope_lines("customer", "cust_7", std::nullopt, kUsd, std::nullopt, std::nullopt, std::nullopt,
+                          std::nullopt, std::nullopt));
+    EXPECT_EQ(l.counters.back().key, "sc:{acme}:rate:customer:cust_7:rpm:2026-11-18T11:06");
+    EXPECT_EQ(l.counters.back().cap, 30);
+}
+
+TEST(Ledger, NoCustomersSectionMeansAnUncappedCustomerScope) {
+    const auto policy = parse_policy(R"(models:
+  m: { input: 1, output: 2 }
+orgs:
+  acme:
+projects:
+  p: { org: acme }
+keys:
+  - { id: k, sha256: e0f45c82d6ca5ee6f54cc819900039a64d865a336bec00b8ff16a10e40033839, project: p }
+)",
+                                     "test.yaml");
+    EXPECT_EQ(ledger_of(*policy, kHashA).counters.size(), 21u);
+    const Ledger l = ledger_of(*policy, kHashA, "c1");
+    ASSERT_EQ(l.counters.size(), 28u);
+    for (const Counter &c : l.counters) EXPECT_FALSE(c.cap.has_value()) << c.key;
+    EXPECT_EQ(l.counters[21].key, "sc:{acme}:spend:customer:c1:d:2026-11-18");
+    EXPECT_TRUE(l.warn_at.empty());
+}
+
+TEST(Ledger, APrepaidOrgAddsItsBalanceBeforeTheRatesAndItsHeldCounterLast) {
+    const auto policy = parse_policy(kPlanPolicy, "plans.yaml");
+    const Ledger l = ledger_of(*policy, std::string(64, 'a'));
+    ASSERT_EQ(l.counters.size(), 24u);
+    EXPECT_EQ(l.balance, std::optional<std::size_t>(21));
+    EXPECT_EQ(l.held, std::optional<std::size_t>(23));
+    EXPECT_EQ(l.low_balance, 5 * kUsd);
+    const std::vector<std::string> all = lines(l);
+    EXPECT_EQ(std::vector<std::string>(all.begin() + 21, all.end()),
+              (std::vector<std::string>{
+                  "balance org - sc:{acme}:balance cap=none exp=0",
+                  "rpm org - sc:{acme}:rate:org:acme:rpm" + kRateSuffix + "10 exp=" + expiry(kMinuteExpire),
+                  "held org - sc:{acme}:balance:held cap=none exp=0"}));
+}
+
+TEST(Ledger, APaidPlansCeilingsAreFilteredByAccountAge) {
+    const auto policy = parse_policy(kPlanPolicy, "plans.yaml");
+    // acme: 30 days old, rows 1 and 2; its monthly counter is the one they cap.
+    const Ledger acme = ledger_of(*policy, std::string(64, 'a'));
+    ASSERT_EQ(acme.ceiling_counter, std::optional<std::size_t>(15));
+    EXPECT_EQ(acme.counters[15].key, "sc:{acme}:spend:org:acme:m:2026-11");
+    EXPECT_EQ(acme.counters[15].kind, CounterKind::spend);
+    EXPECT_FALSE(acme.counters[15].cap.has_value());
+    ASSERT_EQ(acme.ceilings.size(), 2u);
+    EXPECT_EQ(acme.ceilings[0].monthly_usd, 100 * kUsd);
+    EXPECT_EQ(acme.ceilings[1].cleared_usd, 100 * kUsd);
+    EXPECT_EQ(acme.ceilings[1].monthly_usd, 1000 * kUsd);
+    // One second short of 14 days: row 1 only; exactly 14 days: rows 1 and 2.
+    const Ledger young = ledger_of(*policy, std::string(64, 'b'));
+    ASSERT_EQ(young.ceiling_counter, std::optional<std::size_t>(15));
+    ASSERT_EQ(young.ceilings.size(), 1u);
+    EXPECT_EQ(young.ceilings[0].monthly_usd, 100 * kUsd);
+    EXPECT_FALSE(young.balance.has_value());
+    EXPECT_EQ(ledger_of(*policy, std::string(64, 'c')).ceilings.size(), 2u);
+    // 90 days later every row's age holds.
+    EXPECT_EQ(ledger_of(*policy, std::string(64, 'a'), "", kNow + 60 * 86400).ceilings.size(), 3u);
+}
+
+TEST(Ledger, AnOrgsOwnMonthlyCapReplacesTheCeilings) {
+    const auto policy = parse_policy(kPlanPolicy, "plans.yaml");
+    const Ledger own = ledger_of(*policy, std::string(64, 'd'));
+    EXPECT_FALSE(own.ceiling_counter.has_value());
+    EXPECT_TRUE(own.ceilings.empty());
+    EXPECT_EQ(own.counters[15].cap, 7 * kUsd);
+}
+
+TEST(Ledger, AFutureCreatedAtIsABrandNewAccount) {
+    const auto policy = parse_policy(kPlanPolicy, "plans.yaml");
+    // acme was created 30 days before kNow: 31 days earlier it "is" created tomorrow.
+    const Ledger l = ledger_of(*policy, std::string(64, 'a'), "", kNow - 31 * 86400);
+    ASSERT_EQ(l.ceiling_counter, std::optional<std::size_t>(15));
+    ASSERT_EQ(l.ceilings.size(), 1u);
+    EXPECT_EQ(l.ceilings[0].monthly_usd, 100 * kUsd);
+}
+
+// `age_days * 86400` would overflow int64.
+TEST(Ledger, AHugeAgeDaysNeverQualifies) {
+    const auto policy = parse_policy(R"(models:
+  m: { input: 1, output: 2 }
+plans:
+  paid:
+    ceilings:
+      - { cleared_usd: 0, age_days: 0, monthly_usd: 100 }
+      - { cleared_usd: 0, age_days: 106751991167301, monthly_usd: 100000 }
+orgs:
+  acme: { plan: paid, created_at: 2026-10-19T11:06:40Z }
+projects:
+  p: { org: acme }
+keys:
+  - { id: k, sha256: e0f45c82d6ca5ee6f54cc819900039a64d865a336bec00b8ff16a10e40033839, project: p }
+)",
+                                     "test.yaml");
+    EXPECT_EQ(ledger_of(*policy, kHashA).ceilings.size(), 1u);
+}
+
+// ---------------------------------------------------------------------------
+// warn_threshold
+
+WarnFraction fraction(const char *label, std::int64_t billionths) { return WarnFraction{label, billionths}; }
+
+TEST(WarnThreshold, IsTheCeilingOfCapTimesFraction) {
+    EXPECT_EQ(warn_threshold(10 * kUsd, fraction("0.5", 500'000'000)), 5 * kUsd);  // exact
+    EXPECT_EQ(warn_threshold(3, fraction("0.5", 500'000'000)), 2);                  // 1.5 -> 2
+    EXPECT_EQ(warn_threshold(2, fraction("0.5", 500'000'000)), 1);
+    EXPECT_EQ(warn_threshold(1, fraction("0.5", 500'000'000)), 1);  // 0.5 -> 1
+    EXPECT_EQ(warn_threshold(100, fraction("0.95", 950'000'000)), 95);
+    EXPECT_EQ(warn_threshold(101, fraction("0.95", 950'000'000)), 96);  // 95.95
+    EXPECT_EQ(warn_threshold(20, fraction("0.95", 950'000'000)), 19);   // exactly 19, not 19.000...1
+    EXPECT_EQ(warn_threshold(kUsd, fraction("0.000000001", 1)), 1);
+    EXPECT_EQ(warn_threshold(kUsd + 1, fraction("0.000000001", 1)), 2);
+    EXPECT_EQ(warn_threshold(1, fraction("0.000000001", 1)), 1);
+}
+
+TEST(WarnThreshold, EdgeCaps) {
+    EXPECT_EQ(warn_threshold(0, fraction("0.5", 500'000'000)), 0);
+    EXPECT_EQ(warn_threshold(0, fraction("1", kUsd)), 0);
+    EXPECT_EQ(warn_threshold(-5, fraction("0.5", 500'000'000)), 0);  // never below 0
+    EXPECT_EQ(warn_threshold(12345, fraction("1", kUsd)), 12345);   // fraction 1 is the cap
+    EXPECT_EQ(warn_threshold(kMax, fraction("1", kUsd)), kMax);
+    // INT64_MAX * 0.95 = 8762203435012037016.65: no overflow, rounded up.
+    EXPECT_EQ(warn_threshold(kMax, fraction("0.95", 950'000'000)), 8762203435012037017LL);
+    EXPECT_EQ(warn_threshold(kMax, fraction("0.000000001", 1)), 9223372037LL);
+    EXPECT_EQ(warn_threshold(kMax, fraction("0.999999999", 999'999'999)), 9223372027631403771LL);
+}
+
+// ---------------------------------------------------------------------------
+// reserve_command / settle_command: exact argv
+
+Counter counter(CounterKind kind, Scope scope, Window window, std::string key, std::optional<std::int64_t> cap,
+                std::int64_t expire_at) {
     return Counter{kind, scope, window, std::move(key), cap, expire_at};
 }
 
-}  // namespace
-
-TEST(Counters, KeysInCheckOrder) {
-    Fixture f;
-    const std::vector<Counter> counters = counters_for(f.policy, f.key, f.periods);
-    const std::vector<std::string> expected_keys = {
-        "sc:{acme}:spend:key:key_prod_1:d:2026-11-18",
-        "sc:{acme}:spend:key:key_prod_1:m:2026-11",
-        "sc:{acme}:spend:key:key_prod_1:life",
-        "sc:{acme}:reqs:key:key_prod_1:d:2026-11-18",
-        "sc:{acme}:reqs:key:key_prod_1:m:2026-11",
-        "sc:{acme}:reqs:key:key_prod_1:life",
-        "sc:{acme}:spend:project:acme-prod:d:2026-11-18",
-        "sc:{acme}:spend:project:acme-prod:m:2026-11",
-        "sc:{acme}:spend:project:acme-prod:life",
-        "sc:{acme}:reqs:project:acme-prod:d:2026-11-18",
-        "sc:{acme}:reqs:project:acme-prod:m:2026-11",
-        "sc:{acme}:reqs:project:acme-prod:life",
-        "sc:{acme}:spend:org:acme:d:2026-11-18",
-        "sc:{acme}:spend:org:acme:m:2026-11",
-        "sc:{acme}:spend:org:acme:life",
-        "sc:{acme}:reqs:org:acme:d:2026-11-18",
-        "sc:{acme}:reqs:org:acme:m:2026-11",
-        "sc:{acme}:reqs:org:acme:life",
+Ledger small_ledger() {
+    Ledger l;
+    l.org = "acme";
+    l.periods = periods_at(kNow);
+    l.warn_at = {fraction("0.5", 500'000'000)};
+    l.counters = {
+        counter(CounterKind::spend, Scope::key, Window::daily, "sc:{acme}:spend:key:k1:d:2026-11-18", 2 * kUsd,
+                kDayExpire),
+        counter(CounterKind::requests, Scope::key, Window::monthly, "sc:{acme}:reqs:key:k1:m:2026-11", 100,
+                kMonthExpire),
+        counter(CounterKind::spend, Scope::key, Window::lifetime, "sc:{acme}:spend:key:k1:life", std::nullopt, 0),
     };
-    ASSERT_EQ(counters.size(), expected_keys.size());
-    const Scope scopes[] = {Scope::key, Scope::project, Scope::org};
-    const Window windows[] = {Window::daily, Window::monthly, Window::lifetime};
-    const std::int64_t expiries[] = {kDayExpire, kMonthExpire, 0};
-    for (std::size_t i = 0; i < counters.size(); ++i) {
-        const Counter &c = counters[i];
-        EXPECT_EQ(c.key, expected_keys[i]);
-        EXPECT_EQ(c.scope, scopes[i / 6]) << i;
-        EXPECT_EQ(c.kind, (i % 6) < 3 ? CounterKind::spend : CounterKind::requests) << i;
-        EXPECT_EQ(c.window, windows[i % 3]) << i;
-        EXPECT_EQ(c.expire_at, expiries[i % 3]) << i;
-        if (c.kind == CounterKind::requests) EXPECT_FALSE(c.cap.has_value()) << i;
-    }
-    // Spend caps per scope and window; absent ones are not checked.
-    EXPECT_EQ(counters[0].cap, std::optional<std::int64_t>(2 * kNanosPerUsd));
-    EXPECT_EQ(counters[1].cap, std::optional<std::int64_t>(10 * kNanosPerUsd));
-    EXPECT_EQ(counters[2].cap, std::optional<std::int64_t>(40 * kNanosPerUsd));
-    EXPECT_FALSE(counters[6].cap.has_value());
-    EXPECT_EQ(counters[7].cap, std::optional<std::int64_t>(50 * kNanosPerUsd));
-    EXPECT_FALSE(counters[8].cap.has_value());
-    EXPECT_FALSE(counters[12].cap.has_value());
-    EXPECT_EQ(counters[13].cap, std::optional<std::int64_t>(1000 * kNanosPerUsd));
-    EXPECT_FALSE(counters[14].cap.has_value());
+    return l;
 }
 
 TEST(Scripts, NamedByTheirSha1) {
@@ -101,171 +370,390 @@ TEST(Scripts, NamedByTheirSha1) {
     EXPECT_EQ(settle_script_sha1(), sha1_hex(settle_script()));
     EXPECT_EQ(reserve_script_sha1().size(), 40u);
     EXPECT_NE(reserve_script_sha1(), settle_script_sha1());
-    // Amounts reach Redis as the strings given, never as Lua numbers.
-    EXPECT_NE(reserve_script().find("redis.call('INCRBY', KEYS[i], estimate)"), std::string::npos);
-    EXPECT_NE(settle_script().find("redis.call('INCRBY', KEYS[i], delta)"), std::string::npos);
 }
 
 TEST(ReserveCommand, ArgvShape) {
-    const std::vector<Counter> counters = {
-        counter(CounterKind::spend, Scope::key, Window::daily, "sc:{acme}:spend:key:k1:d:2026-11-18",
-                2'000'000'000, kDayExpire),
-        counter(CounterKind::spend, Scope::key, Window::lifetime, "sc:{acme}:spend:key:k1:life",
-                std::nullopt, 0),
-        counter(CounterKind::requests, Scope::key, Window::monthly, "sc:{acme}:reqs:key:k1:m:2026-11",
-                std::nullopt, kMonthExpire),
-    };
-    const std::vector<std::string> argv =
-        reserve_command("acme", counters, 123456789012345, "0123abcd");
-    const std::vector<std::string> expected = {
-        "EVALSHA", reserve_script_sha1(), "4",
-        "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:key:k1:life",
-        "sc:{acme}:reqs:key:k1:m:2026-11", "sc:{acme}:resv:0123abcd",
-        "3", "123456789012345",
-        "s", "-123454789012345", "1798070400",  // cap 2 USD minus the estimate
-        "s", "", "0",
-        "r", "", "1830643200",
-    };
-    EXPECT_EQ(argv, expected);
+    const Ledger l = small_ledger();
+    EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40}, "rid", false),
+              (std::vector<std::string>{
+                  "EVALSHA", reserve_script_sha1(), "5",
+                  "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
+                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:events",
+                  "3", "sc:{acme}:", "300000000", "0",
+                  // kind, delta, most before, expire_at, cap, warn spec (fraction=threshold=threshold-delta)
+                  "s", "300000000", "1700000000", "1798070400", "2000000000", "0.5=1000000000=700000000",
+                  "c", "1", "99", "1830643200", "", "",
+                  "s", "300000000", "", "0", "", "",
+                  "0"}));
 }
 
-TEST(ReserveCommand, FullCounterSet) {
-    Fixture f;
-    const auto counters = counters_for(f.policy, f.key, f.periods);
-    const auto argv = reserve_command("acme", counters, 5, "req-1");
-    ASSERT_EQ(argv.size(), 3 + 18 + 1 + 2 + 18 * 3);
-    EXPECT_EQ(argv[2], "19");
-    EXPECT_EQ(argv[3], "sc:{acme}:spend:key:key_prod_1:d:2026-11-18");
-    EXPECT_EQ(argv[21], "sc:{acme}:resv:req-1");
-    EXPECT_EQ(argv[22], "18");
-    EXPECT_EQ(argv[23], "5");
-    EXPECT_EQ(argv[24], "s");
-    EXPECT_EQ(argv[25], "1999999995");  // cap - estimate
-    EXPECT_EQ(argv[26], "1798070400");
-    EXPECT_EQ(argv[27 + 3 * 3], "r");  // the key's daily request counter
-    EXPECT_EQ(argv[27 + 3 * 3 + 1], "");
+TEST(ReserveCommand, DryRunAndAnEstimateAboveTheCap) {
+    const Ledger l = small_ledger();
+    const std::vector<std::string> argv = reserve_command(l, Amounts{3 * kUsd, 0}, "r", true);
+    ASSERT_EQ(argv.size(), 3u + 5 + 4 + 3 * 6 + 1);
+    EXPECT_EQ(argv[11], "1");  // dry run
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + 12, argv.begin() + 18),
+              (std::vector<std::string>{"S", "3000000000", "-1000000000", "1798070400", "2000000000",
+                                        "0.5=1000000000=-2000000000"}));
+    // The same estimate as the cap is an ordinary 's'.
+    EXPECT_EQ(reserve_command(l, Amounts{2 * kUsd, 0}, "r", false)[12], "s");
+}
+
+TEST(ReserveCommand, WithCeilingsAndABalance) {
+    Ledger l;
+    l.org = "o";
+    l.periods = periods_at(kNow);
+    l.warn_at = {fraction("0.5", 500'000'000)};
+    l.counters = {
+        counter(CounterKind::spend, Scope::org, Window::monthly, "sc:{o}:spend:org:o:m:2026-11", std::nullopt,
+                kMonthExpire),
+        counter(CounterKind::balance, Scope::org, Window::lifetime, "sc:{o}:balance", std::nullopt, 0),
+        counter(CounterKind::held, Scope::org, Window::lifetime, "sc:{o}:balance:held", std::nullopt, 0),
+    };
+    l.balance = 1;
+    l.held = 2;
+    l.ceiling_counter = 0;
+    l.ceilings = {CeilingRow{0, 0, 1000}, CeilingRow{50, 14, 3000}};
+    EXPECT_EQ(reserve_command(l, Amounts{400, 9}, "r1", true),
+              (std::vector<std::string>{
+                  "EVALSHA", reserve_script_sha1(), "6",
+                  "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:balance", "sc:{o}:balance:held",
+                  "sc:{o}:resv:r1", "sc:{o}:events", "sc:{o}:cleared",
+                  "3", "sc:{o}:", "400", "1",
+                  "s", "400", "", "1830643200", "", "",
+                  "b", "-400", "400", "0", "", "",  // the balance must hold at least the estimate
+                  "c", "400", "", "0", "", "",
+                  "2", "1", "-400",  // rows, the counter they decide (1-based), the check with no row
+                  "0", "600", "1000", "0.5=500=100", "s",
+                  "50", "2600", "3000", "0.5=1500=1100", "s"}));
+    const std::vector<std::string> big = reserve_command(l, Amounts{2000, 0}, "r1", false);
+    ASSERT_EQ(big.size(), 3u + 6 + 4 + 18 + 3 + 10);
+    EXPECT_EQ(std::vector<std::string>(big.end() - 10, big.end()),
+              (std::vector<std::string>{"0", "-1000", "1000", "0.5=500=-1500", "S",
+                                        "50", "1000", "3000", "0.5=1500=-500", "s"}));
+}
+
+TEST(ReserveCommand, AFullLedgerFromThePolicy) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA, "cust_42");
+    const std::vector<std::string> argv = reserve_command(l, Amounts{5, 11}, "req-1", false);
+    const std::size_t n = l.counters.size();
+    ASSERT_EQ(argv.size(), 3 + n + 2 + 4 + 6 * n + 1);
+    EXPECT_EQ(argv[2], std::to_string(n + 2));
+    for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(argv[3 + i], l.counters[i].key);
+    EXPECT_EQ(argv[3 + n], "sc:{acme}:resv:req-1");
+    EXPECT_EQ(argv[4 + n], "sc:{acme}:events");
+    EXPECT_EQ(argv[5 + n], std::to_string(n));
+    const std::size_t a = 9 + n;  // first counter's fields
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + a, argv.begin() + a + 6),
+              (std::vector<std::string>{"s", "5", "1999999995", "1798070400", "2000000000",
+                                        "0.5=1000000000=999999995;0.8=1600000000=1599999995"}));
+    // Counter 5: the key's daily tokens, capped at 100000.
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + a + 30, argv.begin() + a + 36),
+              (std::vector<std::string>{"c", "11", "99989", "1798070400", "", ""}));
+    // The last: the customer's rpm.
+    EXPECT_EQ(std::vector<std::string>(argv.end() - 7, argv.end()),
+              (std::vector<std::string>{"r", "1", "29", std::to_string(kMinuteExpire), "", "", "0"}));
 }
 
 TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
-    const std::vector<Counter> counters = {
-        counter(CounterKind::spend, Scope::org, Window::monthly, "k", -7, 0)};
-    const auto argv = reserve_command("o", counters, -100, "r");
-    ASSERT_EQ(argv.size(), 10u);
-    EXPECT_EQ(argv[6], "0");  // estimate
-    EXPECT_EQ(argv[8], "0");  // threshold: blocks anything above zero
+    Ledger l;
+    l.org = "o";
+    l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "k", -7, 0)};
+    const std::vector<std::string> argv = reserve_command(l, Amounts{-100, -3}, "r", false);
+    ASSERT_EQ(argv.size(), 3u + 3 + 4 + 6 + 1);
+    EXPECT_EQ(argv[8], "0");   // estimate
+    EXPECT_EQ(argv[11], "0");  // delta
+    EXPECT_EQ(argv[12], "0");  // a negative cap counts as 0
+}
+
+TEST(ReserveCommand, ExtremeCapsAndEstimates) {
+    Ledger l;
+    l.org = "o";
+    l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "k", kMax, 0)};
+    std::vector<std::string> argv = reserve_command(l, Amounts{kMax, 0}, "r", false);
+    EXPECT_EQ(argv[12], "0");
+    l.counters[0].cap = 0;
+    argv = reserve_command(l, Amounts{kMax, 0}, "r", false);
+    EXPECT_EQ(argv[12], "-9223372036854775807");
 }
 
 TEST(ReserveCommand, NoCountersIsAnError) {
-    EXPECT_TRUE(reserve_command("acme", {}, 5, "r").empty());
-    EXPECT_TRUE(settle_command("acme", {}, 5, 5, "r", true).empty());
+    Ledger l;
+    l.org = "acme";
+    EXPECT_TRUE(reserve_command(l, Amounts{5, 5}, "r", false).empty());
+    EXPECT_TRUE(settle_command(l, Amounts{5, 5}, Amounts{5, 5}, "r", true, std::nullopt).empty());
 }
 
 TEST(SettleCommand, ArgvShape) {
-    const std::vector<Counter> counters = {
-        counter(CounterKind::spend, Scope::project, Window::monthly,
-                "sc:{acme}:spend:project:p:m:2026-11", 50, kMonthExpire),
-        counter(CounterKind::requests, Scope::project, Window::lifetime,
-                "sc:{acme}:reqs:project:p:life", std::nullopt, 0),
-    };
-    EXPECT_EQ(settle_command("acme", counters, 1000, 987654321098765, "req-9", true),
+    const Ledger l = small_ledger();
+    EXPECT_EQ(settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", true, std::nullopt),
               (std::vector<std::string>{
-                  "EVALSHA", settle_script_sha1(), "4",
-                  "sc:{acme}:spend:project:p:m:2026-11", "sc:{acme}:reqs:project:p:life",
-                  "sc:{acme}:resv:req-9", "sc:{acme}:settled:req-9",
-                  "2", "987654321097765", "987654321098765", "1",
-                  "s", "1830643200",
-                  "r", "0"}));
-    // A release: the reservation comes off, nothing goes on.
-    const auto released = settle_command("acme", counters, 700, -3, "req-9", false);
-    ASSERT_EQ(released.size(), 15u);
-    EXPECT_EQ(released[8], "-700");
-    EXPECT_EQ(released[9], "0");
-    EXPECT_EQ(released[10], "0");
+                  "EVALSHA", settle_script_sha1(), "6",
+                  "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
+                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
+                  "sc:{acme}:events",
+                  "3", "sc:{acme}:",
+                  // kind, delta if reserved, delta if not, expire_at, cap, warn spec for each delta
+                  "s", "-200000000", "100000000", "1798070400", "2000000000", "", "0.5=1000000000=900000000",
+                  "c", "0", "1", "1830643200", "", "", "",
+                  "s", "-200000000", "100000000", "0", "", "", "",
+                  "", "0", "0"}));
+    // Not counting an unreserved request: its request counter does not move.
+    const std::vector<std::string> quiet =
+        settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", false, std::nullopt);
+    EXPECT_EQ(quiet[11 + 7 + 2], "0");
 }
 
-TEST(DecodeReserve, AllowedPicksTightestCostCap) {
-    Fixture f;
-    const auto counters = counters_for(f.policy, f.key, f.periods);
-    std::vector<long long> reply(19, 0);
-    reply[0] = 1;
-    reply[1 + 0] = 1'500'000'000;   // key daily: 0.5 USD left of 2
-    reply[1 + 1] = 9'800'000'000;   // key monthly: 0.2 USD left of 10  <- tightest
-    reply[1 + 2] = 39'000'000'000;  // key lifetime: 1 USD left
-    reply[1 + 3] = 999;             // request counters are not caps
-    reply[1 + 7] = 49'900'000'000;  // project monthly: 0.1 USD left of 50
-    reply[1 + 13] = 5;
-    ReserveOutcome o = decode_reserve_reply(counters, reply);
+TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
+    Ledger l;
+    l.org = "o";
+    l.periods = periods_at(kNow);
+    l.warn_at = {fraction("0.5", 500'000'000)};
+    l.counters = {
+        counter(CounterKind::spend, Scope::org, Window::monthly, "m", std::nullopt, kMonthExpire),
+        counter(CounterKind::tokens, Scope::org, Window::daily, "t", 1000, kDayExpire),
+        counter(CounterKind::balance, Scope::org, Window::lifetime, "b", std::nullopt, 0),
+        counter(CounterKind::rpm, Scope::org, Window::daily, "rpm", 5, kMinuteExpire),
+        counter(CounterKind::tpm, Scope::org, Window::daily, "tpm", 500, kMinuteExpire),
+        counter(CounterKind::held, Scope::org, Window::lifetime, "h", std::nullopt, 0),
+    };
+    l.balance = 2;
+    l.held = 5;
+    l.low_balance = 50;
+    l.ceiling_counter = 0;
+    l.ceilings = {CeilingRow{0, 0, 1000}};
+    const std::vector<std::string> argv = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", true, 3000);
+    const std::vector<std::string> expected = {
+        "EVALSHA", settle_script_sha1(), "9",
+        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:resv:r1", "sc:{o}:settled:r1", "sc:{o}:events",
+        "6", "sc:{o}:",
+        "s", "300", "700", "1830643200", "3000", "0.5=1500=1200", "0.5=1500=800",  // the ceiling the reservation saw
+        "c", "-4", "5", "1798070400", "", "", "",
+        "b", "-300", "-700", "0", "", "", "",  // estimate - real comes back; unreserved: the real cost
+        "r", "0", "0", "1795000080", "", "", "",       // rpm: final at reservation; unreserved: minute unknown
+        "r", "-4", "0", "1795000080", "", "", "",      // tpm settles to the real count
+        "c", "-400", "0", "0", "", "", "",             // the hold ends; unreserved: nothing was held
+        "50", "3", "6"};                               // low_balance, balance and held (1-based)
+    EXPECT_EQ(argv, expected);
+    // No ceiling cap known: no warnings against the ceiling counter.
+    const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", true, std::nullopt);
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 14, plain.begin() + 21),
+              (std::vector<std::string>{"s", "300", "700", "1830643200", "", "", ""}));
+    // Negative amounts count as 0.
+    const std::vector<std::string> neg = settle_command(l, Amounts{-1, -1}, Amounts{-5, -5}, "r1", false, 3000);
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 14, neg.begin() + 21),
+              (std::vector<std::string>{"s", "0", "0", "1830643200", "3000", "", ""}));
+}
+
+// ---------------------------------------------------------------------------
+// decode_reserve_reply
+
+// spend key daily (cap 100), requests, the ceiling counter, spend project monthly (cap 300).
+Ledger ceiling_ledger() {
+    Ledger l;
+    l.org = "o";
+    l.periods = periods_at(kNow);
+    l.counters = {
+        counter(CounterKind::spend, Scope::key, Window::daily, "a", 100, kDayExpire),
+        counter(CounterKind::requests, Scope::key, Window::daily, "b", 5, kDayExpire),
+        counter(CounterKind::spend, Scope::org, Window::monthly, "c", std::nullopt, kMonthExpire),
+        counter(CounterKind::spend, Scope::project, Window::monthly, "d", 300, kMonthExpire),
+    };
+    l.ceiling_counter = 2;
+    l.ceilings = {CeilingRow{0, 0, 1000}, CeilingRow{50, 0, 250}};
+    return l;
+}
+
+TEST(DecodeReserve, AllowedPicksTheTightestCostCapIncludingTheCeiling) {
+    const Ledger l = ceiling_ledger();
+    // Remaining: key 40, ceiling 250 - 200 = 50, project 40: ties go to the first in check order.
+    ReserveOutcome o = decode_reserve_reply(l, {1, 0, 0, 2, 60, 5, 200, 260});
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
-    ASSERT_TRUE(o.tightest_index.has_value());
-    EXPECT_EQ(*o.tightest_index, 7u);
-    EXPECT_EQ(o.tightest_remaining, 100'000'000);
-
-    reply[1 + 7] = 0;
-    o = decode_reserve_reply(counters, reply);
-    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed);
-    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(1));
-    EXPECT_EQ(o.tightest_remaining, 200'000'000);
-}
-
-TEST(DecodeReserve, TiesGoToTheFirstInCheckOrder) {
-    const std::vector<Counter> counters = {
-        counter(CounterKind::requests, Scope::key, Window::daily, "a", std::nullopt, 0),
-        counter(CounterKind::spend, Scope::key, Window::daily, "b", 100, 0),
-        counter(CounterKind::spend, Scope::org, Window::daily, "c", 300, 0),
-    };
-    ReserveOutcome o = decode_reserve_reply(counters, {1, 7, 60, 260});
-    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed);
-    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(1));
+    EXPECT_FALSE(o.refused_by.has_value());
+    EXPECT_EQ(o.ceiling_cap, std::optional<Nanos>(250));
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(0));
+    EXPECT_EQ(o.tightest_cap, 100);
     EXPECT_EQ(o.tightest_remaining, 40);
+    EXPECT_TRUE(o.error.empty());
+    // Row 1's ceiling of 1000 with 990 spent is the tightest.
+    o = decode_reserve_reply(l, {1, 0, 0, 1, 10, 1, 990, 100});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    EXPECT_EQ(o.ceiling_cap, std::optional<Nanos>(1000));
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(2));
+    EXPECT_EQ(o.tightest_cap, 1000);
+    EXPECT_EQ(o.tightest_remaining, 10);
+    // Request counters are never the tightest, however full.
+    o = decode_reserve_reply(l, {1, 0, 0, 1, 10, 5, 10, 10});
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(0));
+    EXPECT_EQ(o.tightest_remaining, 90);
 }
 
-TEST(DecodeReserve, NoCostCapMeansNoTightest) {
-    const std::vector<Counter> counters = {
-        counter(CounterKind::spend, Scope::key, Window::daily, "a", std::nullopt, 0),
-        counter(CounterKind::requests, Scope::key, Window::daily, "b", std::nullopt, 0),
-    };
-    ReserveOutcome o = decode_reserve_reply(counters, {1, 500, 3});
-    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed);
-    EXPECT_FALSE(o.tightest_index.has_value());
+TEST(DecodeReserve, NoRowIsACeilingOfZero) {
+    const Ledger l = ceiling_ledger();
+    const ReserveOutcome o = decode_reserve_reply(l, {1, 0, 0, 0, 10, 1, 5, 100});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    EXPECT_EQ(o.ceiling_cap, std::optional<Nanos>(0));
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(2));
+    EXPECT_EQ(o.tightest_cap, 0);
+    EXPECT_EQ(o.tightest_remaining, 0);  // past the cap: 0, never negative
+}
+
+TEST(DecodeReserve, ADryRunNamesTheCounterThatWouldHaveRefused) {
+    const Ledger l = ceiling_ledger();
+    const ReserveOutcome o = decode_reserve_reply(l, {1, 4, 310, 1, 10, 1, 20, 310});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    EXPECT_EQ(o.refused_by, std::optional<std::size_t>(3));
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(3));
     EXPECT_EQ(o.tightest_remaining, 0);
 }
 
 TEST(DecodeReserve, Blocked) {
-    Fixture f;
-    const auto counters = counters_for(f.policy, f.key, f.periods);
-    ReserveOutcome o = decode_reserve_reply(counters, {0, 14, 999'999'000'000});
+    const Ledger l = ceiling_ledger();
+    ReserveOutcome o = decode_reserve_reply(l, {0, 2, 5, 1});
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::blocked) << o.error;
-    EXPECT_EQ(o.blocked_index, 13u);
-    EXPECT_EQ(counters[o.blocked_index].scope, Scope::org);
-    EXPECT_EQ(counters[o.blocked_index].window, Window::monthly);
+    EXPECT_EQ(o.refused_by, std::optional<std::size_t>(1));
+    EXPECT_EQ(o.ceiling_cap, std::optional<Nanos>(1000));
+    EXPECT_FALSE(o.tightest_index.has_value());
+    o = decode_reserve_reply(l, {0, 3, 999, 2});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::blocked) << o.error;
+    EXPECT_EQ(o.refused_by, std::optional<std::size_t>(2));
+    EXPECT_EQ(o.ceiling_cap, std::optional<Nanos>(250));
+    o = decode_reserve_reply(small_ledger(), {0, 1, 0, 0});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::blocked) << o.error;
+    EXPECT_EQ(o.refused_by, std::optional<std::size_t>(0));
+    EXPECT_FALSE(o.ceiling_cap.has_value());  // no ceilings in this ledger
+}
 
-    o = decode_reserve_reply(counters, {0, 1, 0});
-    ASSERT_EQ(o.kind, ReserveOutcome::Kind::blocked);
-    EXPECT_EQ(o.blocked_index, 0u);
+TEST(DecodeReserve, NoCostCapMeansNoTightest) {
+    Ledger l;
+    l.org = "o";
+    l.counters = {counter(CounterKind::spend, Scope::key, Window::daily, "a", std::nullopt, 0),
+                  counter(CounterKind::requests, Scope::key, Window::daily, "b", 3, 0)};
+    const ReserveOutcome o = decode_reserve_reply(l, {1, 0, 0, 0, 500, 3});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    EXPECT_FALSE(o.tightest_index.has_value());
+    EXPECT_EQ(o.tightest_remaining, 0);
+}
+
+TEST(DecodeReserve, RemainingNeverOverflows) {
+    Ledger l;
+    l.org = "o";
+    l.counters = {counter(CounterKind::spend, Scope::key, Window::daily, "a", kMax, 0),
+                  counter(CounterKind::spend, Scope::key, Window::monthly, "b", 0, 0)};
+    // Remaining 2^63 + 4 and 2^63: computed without wrapping, reported saturated.
+    ReserveOutcome o = decode_reserve_reply(l, {1, 0, 0, 0, -5, std::numeric_limits<long long>::min()});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(1));
+    EXPECT_EQ(o.tightest_cap, 0);
+    EXPECT_EQ(o.tightest_remaining, kMax);
+    o = decode_reserve_reply(l, {1, 0, 0, 0, kMax, kMax});
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(1));
+    EXPECT_EQ(o.tightest_remaining, 0);
 }
 
 TEST(DecodeReserve, MalformedRepliesAreErrors) {
-    Fixture f;
-    const auto counters = counters_for(f.policy, f.key, f.periods);
+    const Ledger l = ceiling_ledger();  // 4 counters, 2 rows
     const std::vector<std::vector<long long>> bad = {
         {},
-        {0},
-        {0, 0, 5},
-        {0, 19, 5},
-        {0, -1, 5},
-        {0, 3},
         {1},
-        {1, 2, 3},
-        std::vector<long long>(20, 1),
-        {2, 1, 1},
-        {-1},
+        {1, 0, 0},
+        {2, 0, 0, 0},
+        {-1, 0, 0, 0},
+        {0, 0, 0, 0},     // refused without a counter
+        {0, 5, 0, 0},     // counter out of range
+        {0, -1, 0, 0},
+        {1, 0, 0, 3},     // row out of range
+        {1, 0, 0, -1},
+        {1, 0, 0, 0},     // allowed without the counters
+        {1, 0, 0, 0, 1, 2, 3},
+        {1, 0, 0, 0, 1, 2, 3, 4, 5},
     };
     for (const auto &reply : bad) {
-        ReserveOutcome o = decode_reserve_reply(counters, reply);
+        const ReserveOutcome o = decode_reserve_reply(l, reply);
         EXPECT_EQ(o.kind, ReserveOutcome::Kind::error) << "reply size " << reply.size();
         EXPECT_FALSE(o.error.empty());
     }
-    EXPECT_EQ(decode_reserve_reply(counters, {}).error, "reserve script replied with an empty array");
-    EXPECT_EQ(decode_reserve_reply(counters, {1, 2, 3}).error,
-              "reserve script replied 2 counters, expected 18");
+    EXPECT_EQ(decode_reserve_reply(l, {1, 0, 0}).error, "reserve script gave a malformed reply");
+    EXPECT_EQ(decode_reserve_reply(l, {0, 5, 0, 0}).error, "reserve script named counter 5 of 4");
+    EXPECT_EQ(decode_reserve_reply(l, {1, 0, 0, 3}).error, "reserve script chose ceiling row 3");
+    EXPECT_EQ(decode_reserve_reply(l, {0, 0, 0, 0}).error, "reserve script refused without naming a counter");
+    EXPECT_EQ(decode_reserve_reply(l, {1, 0, 0, 0, 1, 2, 3}).error,
+              "reserve script replied 3 counters, expected 4");
+    // Without ceilings any row is out of range.
+    EXPECT_EQ(decode_reserve_reply(small_ledger(), {1, 0, 0, 1, 1, 1, 1}).kind, ReserveOutcome::Kind::error);
 }
+
+// ---------------------------------------------------------------------------
+// cap_ref
+
+TEST(CapRef, EachCounterKind) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA, "cust_42");
+    struct Case {
+        std::size_t index;
+        const char *label;
+        Scope scope;
+        std::int64_t reset_at;
+        const char *message;
+    };
+    const std::vector<Case> cases = {
+        {0, "key:daily", Scope::key, kDayReset, "api key has reached its daily spend limit"},
+        {1, "key:monthly", Scope::key, kMonthReset, "api key has reached its monthly spend limit"},
+        {2, "key:lifetime", Scope::key, 0, "api key has reached its lifetime spend limit"},
+        {4, "key:monthly_requests", Scope::key, kMonthReset, "api key has reached its monthly request limit"},
+        {10, "project:daily_requests", Scope::project, kDayReset, "project has reached its daily request limit"},
+        {15, "org:monthly", Scope::org, kMonthReset, "account has reached its monthly spend limit"},
+        {26, "customer:daily_tokens", Scope::customer, kDayReset, "customer has reached its daily token limit"},
+        {27, "customer:monthly_tokens", Scope::customer, kMonthReset,
+         "customer has reached its monthly token limit"},
+        {28, "key:rpm", Scope::key, kMinuteReset, "api key has exceeded its requests per minute limit"},
+        {29, "org:tpm", Scope::org, kMinuteReset, "account has exceeded its tokens per minute limit"},
+        {30, "customer:rpm", Scope::customer, kMinuteReset, "customer has exceeded its requests per minute limit"},
+    };
+    for (const Case &c : cases) {
+        const CapRef cap = cap_ref(l, c.index);
+        EXPECT_EQ(blocked_by_label(cap), c.label) << c.index;
+        EXPECT_EQ(cap.scope, c.scope) << c.index;
+        EXPECT_EQ(cap.reset_at, c.reset_at) << c.index;
+        EXPECT_EQ(cap_message(cap), c.message) << c.index;
+        const bool rate = cap.limit == LimitKind::rpm || cap.limit == LimitKind::tpm;
+        EXPECT_EQ(cap.retry_after, rate ? 20 : 0) << c.index;
+    }
+    EXPECT_EQ(cap_ref(l, 0).limit, LimitKind::spend);
+    EXPECT_EQ(cap_ref(l, 4).limit, LimitKind::requests);
+    EXPECT_EQ(cap_ref(l, 4).window, Window::monthly);
+    EXPECT_EQ(cap_ref(l, 26).limit, LimitKind::tokens);
+    EXPECT_EQ(cap_ref(l, 28).limit, LimitKind::rpm);
+    EXPECT_EQ(cap_ref(l, 29).limit, LimitKind::tpm);
+}
+
+TEST(CapRef, TheBalance) {
+    const auto policy = parse_policy(kPlanPolicy, "plans.yaml");
+    const Ledger l = ledger_of(*policy, std::string(64, 'a'));
+    const CapRef cap = cap_ref(l, *l.balance);
+    EXPECT_EQ(cap.limit, LimitKind::balance);
+    EXPECT_EQ(cap.scope, Scope::org);
+    EXPECT_EQ(cap.reset_at, 0);
+    EXPECT_EQ(cap.retry_after, 0);
+    EXPECT_EQ(blocked_by_label(cap), "org:balance");
+    EXPECT_EQ(cap_message(cap), "insufficient credit balance");
+    EXPECT_EQ(blocked_by_label(cap_ref(l, *l.ceiling_counter)), "org:monthly");
+}
+
+TEST(CapRef, RetryAfterRunsFromOneToSixtySeconds) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    // The last second of a minute: one second to wait.
+    Ledger l = ledger_of(*policy, kHashA, "", kMinuteReset - 1);
+    EXPECT_EQ(cap_ref(l, 21).retry_after, 1);
+    EXPECT_EQ(cap_ref(l, 21).reset_at, kMinuteReset);
+    // The first second of the next: a whole minute, and a new minute's counter.
+    l = ledger_of(*policy, kHashA, "", kMinuteReset);
+    EXPECT_EQ(cap_ref(l, 21).retry_after, 60);
+    EXPECT_EQ(cap_ref(l, 21).reset_at, kMinuteReset + 60);
+    EXPECT_EQ(l.counters[21].key, "sc:{acme}:rate:key:key_prod_1:rpm:2026-11-18T11:07");
+    EXPECT_EQ(l.counters[21].expire_at, kMinuteReset + 120);
+}
+
+}  // namespace
+}  // namespace spendcap
