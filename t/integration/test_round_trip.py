@@ -1,0 +1,81 @@
+"""All checks in one round trip: with customers, a prepaid balance, rates, request and
+token caps, warn_at and a ceilings plan all configured, an allowed request costs
+Redis exactly two EVALSHA -- one reserve, one settle -- and nothing else."""
+
+import datetime as dt
+import time
+
+from support import (SECRETS, RedisMonitor, balance_key, chat_body, default_policy, fresh_minute,
+                     messages_body, post, rate_key, redis_int, rfc3339, set_limits, usd_nanos, utc_now, wait_settled,
+                     wait_until)
+
+N = 6
+
+
+def everything_policy():
+    pol = default_policy()
+    pol["warn_at"] = ["0.5", "0.8"]
+    pol["plans"] = {"paid": {"ceilings": [
+        {"cleared_usd": 0, "age_days": 0, "monthly_usd": 100},
+        {"cleared_usd": 100, "age_days": 14, "monthly_usd": 1000},
+    ]}}
+    created = rfc3339((utc_now() - dt.timedelta(days=30)).replace(microsecond=0))
+    pol["orgs"]["acme"] = {"plan": "paid", "created_at": created, "prepaid": True, "low_balance_usd": "1",
+                           "limits": {"daily_usd": "50", "daily_requests": 1000, "monthly_tokens": 10_000_000,
+                                      "rpm": 1000, "tpm": 10_000_000}}
+    set_limits(pol, "project", {"monthly_requests": 1000, "rpm": 500})
+    set_limits(pol, "key", {"daily_requests": 100, "daily_tokens": 1_000_000, "rpm": 100, "tpm": 1_000_000})
+    set_limits(pol, "customer", {"monthly_usd": "1", "rpm": 100, "tpm": 1_000_000, "daily_tokens": 1_000_000})
+    set_limits(pol, "customer", {"monthly_usd": "5"}, ident="cust_42")
+    return pol
+
+
+def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fake):
+    ng = nginx_factory(policy=everything_policy(), workers=1,
+                       location_extra="spend_cap_customer $http_x_customer_id;")
+    redis.set(balance_key("acme"), usd_nanos("10"))
+    redis.set("sc:{acme}:cleared", usd_nanos("150"))
+    p = fresh_minute(margin=10)
+
+    def call(i):
+        customer = {"x-customer-id": "cust_42" if i % 2 else "cust_%d" % i}
+        if i % 3 == 2:
+            return post(ng.url, "/v1/messages", messages_body(), SECRETS["k1"], key_header="x-api-key",
+                        headers=customer)
+        body = chat_body(stream=True) if i % 3 == 1 else chat_body()
+        return post(ng.url, "/v1/chat/completions", body, SECRETS["k1"], headers=customer)
+
+    # warm up: the worker's connection and both scripts are loaded
+    assert call(0).status_code == 200
+    wait_settled(redis, 1)
+    redis.config_resetstat()
+
+    with RedisMonitor(redis_server.port) as mon:
+        rids = []
+        for i in range(1, N + 1):
+            r = call(i)
+            assert r.status_code == 200, r.text
+            rids.append(r.headers["x-test-request-id"])
+
+        def nginx_commands():
+            return [args for client, args in mon.commands() if client != "lua"]
+        wait_until(lambda: len(nginx_commands()) >= 2 * N, timeout=5)
+        wait_settled(redis, N + 1)
+        time.sleep(0.2)  # MONITOR's last lines
+        sent = nginx_commands()
+    # our own client issued only the SCAN of wait_settled: everything else is NGINX's
+    sent = [args for args in sent if args[0].upper() != "SCAN"]
+    names = [args[0].upper() for args in sent]
+    assert names == ["EVALSHA"] * (2 * N), "expected %d EVALSHA, got %s" % (2 * N, names)
+    for rid in rids:
+        mine = [args for args in sent if any(rid in a for a in args)]
+        assert len(mine) == 2, "request %s: %d commands name it, expected 2 (reserve, settle)" % (rid, len(mine))
+
+    stats = redis.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 2 * N, stats.get("cmdstat_evalsha")
+    assert "cmdstat_eval" not in stats, stats.get("cmdstat_eval")
+
+    # and every feature did take part
+    assert redis_int(redis, balance_key("acme")) < usd_nanos("10")
+    assert redis.get(rate_key("acme", "customer", "cust_42", "rpm", p)) == str(N // 2)
+    assert redis.get(rate_key("acme", "org", "acme", "rpm", p)) == str(N + 1)
