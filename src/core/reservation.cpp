@@ -380,10 +380,11 @@ Ledger ledger_for(const Policy &policy, const Key &key, const std::string &custo
         for (Window w : {Window::daily, Window::monthly, Window::lifetime})
             add(CounterKind::spend, s, w, scope_key("spend", s) + window_suffix(periods, w),
                 s.limits.cost_cap(w), window_expire_at(periods, w));
-        if (s.scope == Scope::org && policy.dynamic_ceiling(org) != nullptr) {
+        const std::vector<CeilingRow> *ceiling = s.scope == Scope::org ? policy.dynamic_ceiling(org) : nullptr;
+        if (ceiling != nullptr) {
             ledger.ceiling_counter = counters.size() - 2;  // the monthly one
             const std::int64_t age = org.created_at ? periods.now - *org.created_at : 0;
-            ledger.ceilings = ceilings_by_age(*policy.dynamic_ceiling(org), age);
+            ledger.ceilings = ceilings_by_age(*ceiling, age);
         }
         for (Window w : {Window::daily, Window::monthly})
             add(CounterKind::requests, s, w, scope_key("reqs", s) + window_suffix(periods, w),
@@ -576,10 +577,9 @@ std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &est
         for (std::size_t i = 0; i < n; ++i) {
             const Counter &c = ledger.counters[i];
             const std::int64_t reserved = delta_of(c, estimate, 1);
-            // Replaces the reservation; a rate's count was final at reservation.
+            // Replaces the reservation (a request counts 1 either way).
             std::int64_t if_reserved = minus(delta_of(c, real, 1), reserved);
             std::int64_t if_unreserved = delta_of(c, real, count_unreserved ? 1 : 0);
-            if (c.kind == CounterKind::requests || c.kind == CounterKind::rpm) if_reserved = 0;
             if (c.kind == CounterKind::held) {
                 if_reserved = -reserved;  // the hold ends
                 if_unreserved = 0;        // nothing was held
