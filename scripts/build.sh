@@ -37,9 +37,10 @@ else
     flags=(--with-compat ${NGINX_CONFIGURE_FLAGS:-})
 fi
 
-# Reconfigure only when the flags or the addon script changed.
+# Reconfigure only when the flags, the addon script or the list of sources
+# (any file added or removed under src/) changed.
 stamp="$objs/.spend-cap-configured"
-want="$(printf '%s\n' "$src" "${flags[@]}" | sha256sum)$(sha256sum < "$repo/config")$(ls "$repo"/src/core/*.cpp | sha256sum)"
+want="$(printf '%s\n' "$src" "${flags[@]}" | sha256sum)$(sha256sum < "$repo/config")$(ls "$repo"/src/*/*.cpp "$repo"/src/*/*.h | sha256sum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     (cd "$src" && ./configure "${flags[@]}" --add-dynamic-module="$repo" --builddir="$objs") \
         > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }

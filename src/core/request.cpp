@@ -270,6 +270,27 @@ std::optional<std::string> with_stream_usage(std::string_view body) {
     }
 }
 
+std::int64_t Estimate::tokens() const {
+    std::int64_t out;
+    return __builtin_add_overflow(input_tokens, output_tokens, &out) ? std::numeric_limits<std::int64_t>::max()
+                                                                     : out;
+}
+
+std::string bounds_error(const RequestInfo &info, const ModelPrice &price) {
+    try {
+        const std::int64_t most = price.max_output_tokens ? *price.max_output_tokens : kMaxOutputTokens;
+        if (info.max_output_tokens && *info.max_output_tokens > most)
+            return "max tokens " + std::to_string(*info.max_output_tokens) + " exceed the model's limit of " +
+                   std::to_string(most) + " output tokens";
+        if (info.choices > kMaxChoices)
+            return "n " + std::to_string(info.choices) + " exceeds the limit of " + std::to_string(kMaxChoices) +
+                   " choices";
+        return {};
+    } catch (...) {
+        return "request exceeds the limits";
+    }
+}
+
 Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
                              std::int64_t body_bytes,
                              const std::optional<std::int64_t> &max_output_tokens,

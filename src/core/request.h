@@ -50,7 +50,20 @@ struct Estimate {
     std::int64_t input_tokens = 0;   // bounded by the body's byte length
     std::int64_t output_tokens = 0;  // (request max, else model max, else policy default) x choices
     Nanos cost = 0;                  // input at max_input_rate(), output at output rate
+
+    std::int64_t tokens() const;     // input + output, saturating
 };
+
+// The largest max-tokens a request may ask of a model without its own
+// max_output_tokens, and the most choices (OpenAI's own limit on `n`).
+constexpr std::int64_t kMaxOutputTokens = 1'000'000;
+constexpr std::int64_t kMaxChoices = 128;
+
+// Why a request asks for more than any provider would give ("" if it does
+// not): max tokens above the model's max_output_tokens (else above
+// kMaxOutputTokens), or more than kMaxChoices choices. Such a request is
+// refused with 400 before anything is counted, as the provider would.
+std::string bounds_error(const RequestInfo &info, const ModelPrice &price);
 
 Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
                              std::int64_t body_bytes,

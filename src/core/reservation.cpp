@@ -26,9 +26,13 @@ local function le(a, b)
   return a <= b
 end
 
+local function is_int(v)
+  return v == '0' or string.find(v, '^%-?[1-9]%d*$') ~= nil
+end
+
 local function int_at(key)
   local v = redis.call('GET', key) or '0'
-  if v ~= '0' and not string.find(v, '^%-?[1-9]%d*$') then
+  if not is_int(v) then
     error('spend-cap: ' .. key .. ' does not hold an integer')
   end
   return v
@@ -54,13 +58,52 @@ local function add(a, b)
   return string.format('%.0f', h) .. string.format('%09.0f', math.abs(l))
 end
 
-local function append_event(stream, fields)
-  redis.call('XADD', stream, 'MAXLEN', '~', '10000', '*', unpack(fields))
+-- A counter's value as a reply integer: a double near 2^63 would round
+-- past int64 (undefined in Redis's conversion), so it is clamped below.
+local function int_reply(v) return math.min(v, 9223372036854774784) end
+
+-- The negation of an integer string (the worker never sends INT64_MIN).
+local function neg(d)
+  if d == '0' then return d end
+  if string.byte(d, 1) == 45 then return string.sub(d, 2) end
+  return '-' .. d
 end
 
--- True the first time a marker is set; it expires with its counter.
+-- INCRBY keys[i] by deltas[i] for every i, all or nothing: an increment that
+-- Redis refuses (it would overflow int64, the key holds no integer, OOM)
+-- takes back those before it and its error is returned, so a script never
+-- stops half-way. `values[i]` gets each counter's new value (a Lua number).
+local function add_all(keys, deltas, expire_at, values)
+  local created = {}
+  for i = 1, #keys do
+    local v = redis.pcall('INCRBY', keys[i], deltas[i])
+    if type(v) == 'table' then
+      for j = i - 1, 1, -1 do
+        -- back to what it was; a counter back at 0 reads the same deleted,
+        -- and one this script created must not stay without its expiry
+        if redis.call('INCRBY', keys[j], neg(deltas[j])) == 0 then redis.call('DEL', keys[j]) end
+      end
+      return v
+    end
+    created[i] = v == tonumber(deltas[i])
+    values[i] = v
+  end
+  for i = 1, #keys do
+    if created[i] and expire_at[i] ~= '0' then redis.call('EXPIREAT', keys[i], expire_at[i]) end
+  end
+  return nil
+end
+
+-- Events never stop a script: a stream key of the wrong type loses the event.
+local function append_event(stream, fields)
+  redis.pcall('XADD', stream, 'MAXLEN', '~', '10000', '*', unpack(fields))
+end
+
+-- True the first time a marker is set; it expires with its counter. A
+-- marker Redis refuses (OOM) just loses its event.
 local function first_time(marker, expire_at)
-  if not redis.call('SET', marker, '1', 'NX') then return false end
+  local set = redis.pcall('SET', marker, '1', 'NX')
+  if not set or set.err then return false end
   if expire_at ~= '0' then redis.call('EXPIREAT', marker, expire_at) end
   return true
 end
@@ -91,36 +134,71 @@ local function warn_crossings(prefix, stream, key, spec, cap, expire_at, before)
     end
   end
 end
+
+-- Gives back a reservation whose request never settled: the record
+-- sc:{ORG}:resv:RID holds "DELTA KEY\n" lines (KEY without the prefix) that
+-- undo it. Deleting the record first makes it happen once; a counter that
+-- has expired since (a rate's minute) is not recreated.
+local function release(prefix, rid)
+  local record_key = prefix .. 'resv:' .. rid
+  local record = redis.call('GET', record_key)
+  redis.call('ZREM', prefix .. 'reservations', rid)
+  if not record then return 0 end
+  redis.call('DEL', record_key)
+  for delta, key in string.gmatch(record, '(%S+) ([^\n]+)\n') do
+    if redis.call('EXISTS', prefix .. key) == 1 then redis.pcall('INCRBY', prefix .. key, delta) end
+  end
+  return 1
+end
+
+-- Releases at most `most` reservations of the org whose deadline (Redis's
+-- clock, ms) has passed; returns how many, and the time.
+local function release_expired(prefix, most)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local due = redis.call('ZRANGEBYSCORE', prefix .. 'reservations', '-inf', now, 'LIMIT', 0, most)
+  local released = 0
+  for _, rid in ipairs(due) do released = released + release(prefix, rid) end
+  return released, now
+end
 )lua";
 
-// KEYS: N counters, the reservation record, the events stream, [sc:{ORG}:cleared].
-// ARGV: N, prefix, estimate (recorded), dry_run, then per counter: kind
-//   (s spend, S spend whose cap this request exceeds on its own, so that its
-//   refusal says nothing about the spend, c count, b balance), delta, check
-//   ("" none; s/c: the most the counter may hold before this request; b: the
-//   least), expire_at (0 never), cap and warn spec (spend counters);
-//   then R ceiling rows (0 = none), the counter they decide, the check when
-//   no row applies, and per row: cleared_min, check, cap, warn spec, kind.
-// Reply: {reserved (0/1), refusing counter (0 none), its value, ceiling row
-//   (0 none), after_1, ..., after_N (reserved only)}.
-// Only capped counters are read, and an expiry is set only on a new counter:
-// this script runs once per request, so every call in it is paid at full rate.
+// KEYS: N counters, the reservation record, the settlement marker, the
+//   reservations' deadlines (sorted set), the events stream, [sc:{ORG}:cleared].
+// ARGV: N, prefix, the release record, dry_run, ttl (ms), request id, then
+//   per counter: kind (s spend, S spend whose cap this request exceeds on its
+//   own, so that its refusal says nothing about the spend, c count, b
+//   balance), delta, check ("" none; s/c: the most the counter may hold
+//   before this request; b: the least), expire_at (0 never), cap and warn
+//   spec (spend counters); then R ceiling rows (0 = none), the counter they
+//   decide, the check when no row applies, and per row: cleared_min, check,
+//   cap, warn spec, kind.
+// Reply: {1 reserved / 0 refused, refusing counter (0 none), its value,
+//   ceiling row (0 none), after_1, ..., after_N (reserved only)}; {2}: this
+//   request is already settled (a late resend): nothing done; an error reply
+//   when Redis refused a write (nothing done either).
+// Expired reservations of the org are released first, so that they never
+// refuse a request. Only capped counters are read, and an expiry is set only
+// on a new counter: this script runs once per request.
 constexpr const char *kReserveBody = R"lua(
 local n = tonumber(ARGV[1])
-local prefix, estimate, dry_run = ARGV[2], ARGV[3], ARGV[4] == '1'
-local stream = KEYS[n + 2]
+local prefix, record, dry_run, ttl, rid = ARGV[2], ARGV[3], ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6]
+local stream = KEYS[n + 4]
+if redis.call('EXISTS', KEYS[n + 2]) == 1 then return {2} end
+local _, now = release_expired(prefix, 8)
+
 local kind, delta, check, expire_at, cap, warn = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local a = 4 + 6 * (i - 1)
+  local a = 6 + 6 * (i - 1)
   kind[i], delta[i], check[i] = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   expire_at[i], cap[i], warn[i] = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
 end
 
-local a = 5 + 6 * n
+local a = 7 + 6 * n
 local rows, row = tonumber(ARGV[a]), 0
 if ARGV[a + 1] then
   local i = tonumber(ARGV[a + 1])
-  local cleared = int_at(KEYS[n + 3])
+  local cleared = int_at(KEYS[n + 5])
   if string.byte(cleared, 1) == 45 then cleared = '0' end  -- a refund never removes the ceiling
   check[i] = ARGV[a + 2]
   for r = 1, rows do
@@ -145,71 +223,118 @@ for i = 1, n do
           append_event(stream, fields)
         end
       end
-      if not dry_run then return {0, i, tonumber(current), row} end
+      if not dry_run then return {0, i, int_reply(tonumber(current)), row} end
     end
     before[i] = current
   end
 end
 
-local reply = {1, refused, tonumber(refused_value), row}
+-- The record first: the settlement replaces exactly what it says, and a
+-- sweep gives it back at the deadline.
+-- (pcall: Redis 5/6 would hide an OOM refusal in a script error)
+local set = redis.pcall('SET', KEYS[n + 1], record, 'PX', ttl + 86400000)
+if set.err then return set end
+local zadd = redis.pcall('ZADD', KEYS[n + 3], now + ttl, rid)
+if type(zadd) == 'table' then
+  redis.call('DEL', KEYS[n + 1])
+  return zadd
+end
+local keys, deltas, expires, index = {}, {}, {}, {}
 for i = 1, n do
-  local v = redis.call('INCRBY', KEYS[i], delta[i])
-  if expire_at[i] ~= '0' and v == tonumber(delta[i]) then
-    redis.call('EXPIREAT', KEYS[i], expire_at[i])
+  if delta[i] ~= '0' then
+    keys[#keys + 1], deltas[#keys + 1], expires[#keys + 1] = KEYS[i], delta[i], expire_at[i]
+    index[#keys] = i
   end
+end
+local values = {}
+local err = add_all(keys, deltas, expires, values)
+if err then
+  redis.call('DEL', KEYS[n + 1])
+  redis.call('ZREM', KEYS[n + 3], rid)
+  return err
+end
+
+local reply = {1, refused, int_reply(tonumber(refused_value)), row}
+for i = 1, n do reply[i + 4] = before[i] and int_reply(tonumber(before[i])) or 0 end
+for m = 1, #keys do
+  local i = index[m]
+  reply[i + 4] = int_reply(values[m])
   if warn[i] ~= '' then
     warn_crossings(prefix, stream, KEYS[i], warn[i], cap[i], expire_at[i], before[i])
   end
-  reply[i + 4] = v
 end
-redis.call('SET', KEYS[n + 1], estimate, 'EX', 86400)
 return reply
 )lua";
 
-// KEYS: N counters, the reservation record, the settlement marker, the events stream.
-// ARGV: N, prefix, then per counter: kind (s, c, r rate, b), delta if the
-//   reservation was recorded, delta if not, expire_at, cap, warn spec for
-//   each of the two deltas; then low_balance ("" none), index of the
-//   balance counter, index of the held counter.
-// Reply: 1 settled now, 0 already settled.
+// KEYS: N counters, the reservation record, the settlement marker, the
+//   reservations' deadlines, the events stream.
+// ARGV: N, prefix, request id, then per counter: kind (s, c, r rate, b),
+//   delta if the reservation is still recorded, delta if not (never made,
+//   or given back at its deadline), expire_at, cap, warn spec for each of
+//   the two deltas; then low_balance ("" none), index of the balance
+//   counter, index of the held counter.
+// Reply: 1 settled now, 0 already settled, an error reply when Redis refused
+//   a write (nothing done: send it again).
 constexpr const char *kSettleBody = R"lua(
 local n = tonumber(ARGV[1])
-local prefix = ARGV[2]
-local stream = KEYS[n + 3]
-if not redis.call('SET', KEYS[n + 2], '1', 'EX', 86400, 'NX') then return 0 end
+local prefix, rid = ARGV[2], ARGV[3]
+local stream = KEYS[n + 4]
+if redis.call('EXISTS', KEYS[n + 2]) == 1 then return 0 end
 local column = 1
-if redis.call('GET', KEYS[n + 1]) then
-  redis.call('DEL', KEYS[n + 1])
-  column = 0
-end
+if redis.call('EXISTS', KEYS[n + 1]) == 1 then column = 0 end
+
+-- Everything is read before the first write.
+local keys, deltas, expires, caps, warns, befores = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local a = 2 + 7 * (i - 1)
+  local a = 3 + 7 * (i - 1)
   local kind, delta, expire_at = ARGV[a + 1], ARGV[a + 2 + column], ARGV[a + 4]
   local cap, warn = ARGV[a + 5], ARGV[a + 6 + column]
   -- A rate counter whose minute has gone is left alone, not recreated.
   if delta ~= '0' and (kind ~= 'r' or redis.call('EXISTS', KEYS[i]) == 1) then
-    local before
-    if warn ~= '' then before = int_at(KEYS[i]) end
-    local v = redis.call('INCRBY', KEYS[i], delta)
-    if expire_at ~= '0' and v == tonumber(delta) then redis.call('EXPIREAT', KEYS[i], expire_at) end
-    if warn ~= '' then warn_crossings(prefix, stream, KEYS[i], warn, cap, expire_at, before) end
+    local m = #keys + 1
+    keys[m], deltas[m], expires[m], caps[m], warns[m] = KEYS[i], delta, expire_at, cap, warn
+    if warn ~= '' then befores[m] = int_at(KEYS[i]) end
   end
 end
-local a = 3 + 7 * n
-local low = ARGV[a]
+local a = 4 + 7 * n
+local low, balance_key, held_key = ARGV[a], KEYS[tonumber(ARGV[a + 1])], KEYS[tonumber(ARGV[a + 2])]
+
+local values = {}
+local err = add_all(keys, deltas, expires, values)
+if err then return err end
+-- refused (OOM) only when nothing was added before it
+local set = redis.pcall('SET', KEYS[n + 2], '1', 'EX', 86400)
+if set.err then return set end
+if column == 0 then redis.call('DEL', KEYS[n + 1]) end
+redis.call('ZREM', KEYS[n + 3], rid)
+
+for m = 1, #keys do
+  if warns[m] ~= '' then
+    warn_crossings(prefix, stream, keys[m], warns[m], caps[m], expires[m], befores[m])
+  end
+end
 if low ~= '' then
   -- Settled spend alone lowers the real balance, so it crosses once per top-up.
-  local real = add(int_at(KEYS[tonumber(ARGV[a + 1])]), int_at(KEYS[tonumber(ARGV[a + 2])]))
-  local marker = prefix .. 'low_balance'
-  if not le(low, real) then
-    if redis.call('SET', marker, '1', 'NX') then
-      append_event(stream, {'type', 'low_balance', 'balance', real, 'threshold', low})
+  local b, h = redis.call('GET', balance_key) or '0', redis.call('GET', held_key) or '0'
+  if is_int(b) and is_int(h) then
+    local real = add(b, h)
+    local marker = prefix .. 'low_balance'
+    if not le(low, real) then
+      if redis.call('SET', marker, '1', 'NX') then
+        append_event(stream, {'type', 'low_balance', 'balance', real, 'threshold', low})
+      end
+    else
+      redis.call('DEL', marker)
     end
-  else
-    redis.call('DEL', marker)
   end
 end
 return 1
+)lua";
+
+// KEYS: the reservations' deadlines of one org. ARGV: prefix, most.
+// Reply: how many expired reservations were given back.
+constexpr const char *kSweepBody = R"lua(
+return (release_expired(ARGV[1], tonumber(ARGV[2])))
 )lua";
 
 // KEYS: the marker sc:{ORG}:expired:KEY_ID:EXPIRES_AT, the events stream.
@@ -254,17 +379,23 @@ const Script &key_expired() {
     return script;
 }
 
+const Script &sweep() {
+    static const Script script = load(kSweepBody);
+    return script;
+}
+
 
 std::string org_prefix(const std::string &org) { return "sc:{" + org + "}:"; }
 
 std::string to_arg(std::int64_t v) { return std::to_string(v); }
 
-// a - b for the script's strings, saturating rather than wrapping.
+// a - b for the script's strings, saturating rather than wrapping, and
+// never INT64_MIN, so that every delta can be negated.
 std::int64_t minus(std::int64_t a, std::int64_t b) {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
     std::int64_t out;
-    if (__builtin_sub_overflow(a, b, &out))
-        return b > 0 ? std::numeric_limits<std::int64_t>::min() : std::numeric_limits<std::int64_t>::max();
-    return out;
+    if (__builtin_sub_overflow(a, b, &out)) return b > 0 ? -most : most;
+    return std::max(out, -most);
 }
 
 const char *kind_arg(CounterKind kind) {
@@ -282,11 +413,11 @@ const char *kind_arg(CounterKind kind) {
 const char *spend_kind_arg(Nanos cap, Nanos estimate) { return estimate > cap ? "S" : "s"; }
 
 // What a counter adds for `amounts` of one request.
-std::int64_t delta_of(const Counter &c, const Amounts &amounts, std::int64_t requests) {
+std::int64_t delta_of(const Counter &c, const Amounts &amounts) {
     switch (c.kind) {
     case CounterKind::spend: return amounts.cost;
     case CounterKind::requests:
-    case CounterKind::rpm: return requests;
+    case CounterKind::rpm: return amounts.requests;
     case CounterKind::tokens:
     case CounterKind::tpm: return amounts.tokens;
     case CounterKind::balance: return -amounts.cost;
@@ -315,7 +446,24 @@ std::string warn_spec(const std::vector<WarnFraction> &warn_at, Nanos cap, std::
 }
 
 Amounts non_negative(const Amounts &a) {
-    return {std::max<Nanos>(a.cost, 0), std::max<std::int64_t>(a.tokens, 0)};
+    return {std::max<Nanos>(a.cost, 0), std::max<std::int64_t>(a.tokens, 0),
+            std::clamp<std::int64_t>(a.requests, 0, 1)};
+}
+
+// The lines "DELTA KEY\n" (KEY without the org's prefix) that give a
+// reservation back: the negated delta of every counter it changed.
+std::string release_record(const Ledger &ledger, const Amounts &estimate, std::size_t prefix_size) {
+    std::string record;
+    record.reserve(ledger.counters.size() * 64);
+    for (const Counter &c : ledger.counters) {
+        const std::int64_t delta = delta_of(c, estimate);
+        if (delta == 0) continue;
+        record += to_arg(minus(0, delta));
+        record += ' ';
+        record.append(c.key, prefix_size, std::string::npos);
+        record += '\n';
+    }
+    return record;
 }
 
 }  // namespace
@@ -325,6 +473,18 @@ const std::string &reserve_script_sha1() { return reserve().sha1; }
 const std::string &settle_script() { return settle().text; }
 const std::string &settle_script_sha1() { return settle().sha1; }
 const std::string &key_expired_script() { return key_expired().text; }
+const std::string &sweep_script() { return sweep().text; }
+
+std::vector<std::string> sweep_command(const std::string &org, std::int64_t most) {
+    try {
+        const std::string &sha1 = sweep().sha1;
+        if (sha1.empty()) return {};
+        const std::string prefix = org_prefix(org);
+        return {"EVALSHA", sha1, "1", prefix + "reservations", prefix, to_arg(std::max<std::int64_t>(most, 1))};
+    } catch (...) {
+        return {};
+    }
+}
 
 std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now) {
     try {
@@ -416,31 +576,37 @@ Ledger ledger_for(const Policy &policy, const Key &key, const std::string &custo
 }
 
 std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &estimate_in,
-                                         const std::string &request_id, bool dry_run) {
+                                         const std::string &request_id, bool dry_run,
+                                         std::int64_t ttl_ms) {
     try {
         const std::string &sha1 = reserve_script_sha1();
-        if (ledger.counters.empty() || sha1.empty()) return {};
-        const Amounts estimate = non_negative(estimate_in);
+        if (ledger.counters.empty() || sha1.empty() || request_id.empty()) return {};
+        Amounts estimate = non_negative(estimate_in);
+        estimate.requests = 1;
         const std::string prefix = org_prefix(ledger.org);
         const std::size_t n = ledger.counters.size();
         const bool with_ceilings = ledger.ceiling_counter.has_value();
 
         std::vector<std::string> argv;
-        argv.reserve(3 + n + 3 + 4 + 6 * n + 3 + 5 * ledger.ceilings.size());
+        argv.reserve(3 + n + 5 + 6 + 6 * n + 3 + 5 * ledger.ceilings.size());
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(to_arg(static_cast<std::int64_t>(n + (with_ceilings ? 3 : 2))));
+        argv.push_back(to_arg(static_cast<std::int64_t>(n + (with_ceilings ? 5 : 4))));
         for (const Counter &c : ledger.counters) argv.push_back(c.key);
         argv.push_back(prefix + "resv:" + request_id);
+        argv.push_back(prefix + "settled:" + request_id);
+        argv.push_back(prefix + "reservations");
         argv.push_back(prefix + "events");
         if (with_ceilings) argv.push_back(prefix + "cleared");
 
         argv.push_back(to_arg(static_cast<std::int64_t>(n)));
         argv.push_back(prefix);
-        argv.push_back(to_arg(estimate.cost));
+        argv.push_back(release_record(ledger, estimate, prefix.size()));
         argv.emplace_back(dry_run ? "1" : "0");
+        argv.push_back(to_arg(std::clamp<std::int64_t>(ttl_ms, 1, kMaxReservationTtlMs)));
+        argv.push_back(request_id);
         for (const Counter &c : ledger.counters) {
-            const std::int64_t delta = delta_of(c, estimate, 1);
+            const std::int64_t delta = delta_of(c, estimate);
             argv.emplace_back(c.kind == CounterKind::spend && c.cap ? spend_kind_arg(*c.cap, estimate.cost)
                                                                     : kind_arg(c.kind));
             argv.push_back(to_arg(delta));
@@ -475,6 +641,10 @@ ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long
     ReserveOutcome outcome;
     try {
         const std::size_t n = ledger.counters.size();
+        if (reply.size() == 1 && reply[0] == 2) {
+            outcome.error = "reserve script found the request already settled";
+            return outcome;
+        }
         if (reply.size() < 4 || (reply[0] != 0 && reply[0] != 1)) {
             outcome.error = "reserve script gave a malformed reply";
             return outcome;
@@ -554,32 +724,37 @@ CapRef cap_ref(const Ledger &ledger, std::size_t i) {
 
 std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate_in,
                                         const Amounts &real_in, const std::string &request_id,
-                                        bool count_unreserved, const std::optional<Nanos> &ceiling_cap) {
+                                        const std::optional<Nanos> &ceiling_cap) {
     try {
         const std::string &sha1 = settle_script_sha1();
-        if (ledger.counters.empty() || sha1.empty()) return {};
-        const Amounts estimate = non_negative(estimate_in), real = non_negative(real_in);
+        if (ledger.counters.empty() || sha1.empty() || request_id.empty()) return {};
+        Amounts estimate = non_negative(estimate_in);
+        estimate.requests = 1;
+        const Amounts real = non_negative(real_in);
         const std::string prefix = org_prefix(ledger.org);
         const std::size_t n = ledger.counters.size();
 
         std::vector<std::string> argv;
-        argv.reserve(3 + n + 3 + 2 + 7 * n + 3);
+        argv.reserve(3 + n + 4 + 3 + 7 * n + 3);
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(to_arg(static_cast<std::int64_t>(n + 3)));
+        argv.push_back(to_arg(static_cast<std::int64_t>(n + 4)));
         for (const Counter &c : ledger.counters) argv.push_back(c.key);
         argv.push_back(prefix + "resv:" + request_id);
         argv.push_back(prefix + "settled:" + request_id);
+        argv.push_back(prefix + "reservations");
         argv.push_back(prefix + "events");
 
         argv.push_back(to_arg(static_cast<std::int64_t>(n)));
         argv.push_back(prefix);
+        argv.push_back(request_id);
         for (std::size_t i = 0; i < n; ++i) {
             const Counter &c = ledger.counters[i];
-            const std::int64_t reserved = delta_of(c, estimate, 1);
-            // Replaces the reservation (a request counts 1 either way).
-            std::int64_t if_reserved = minus(delta_of(c, real, 1), reserved);
-            std::int64_t if_unreserved = delta_of(c, real, count_unreserved ? 1 : 0);
+            const std::int64_t reserved = delta_of(c, estimate);
+            // Replaces the reservation; without one (never made, or given
+            // back at its deadline) adds the real amounts.
+            std::int64_t if_reserved = minus(delta_of(c, real), reserved);
+            std::int64_t if_unreserved = delta_of(c, real);
             if (c.kind == CounterKind::held) {
                 if_reserved = -reserved;  // the hold ends
                 if_unreserved = 0;        // nothing was held
@@ -595,7 +770,8 @@ std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &est
             argv.push_back(cap ? warn_spec(ledger.warn_at, *cap, if_reserved) : "");
             argv.push_back(cap ? warn_spec(ledger.warn_at, *cap, if_unreserved) : "");
         }
-        const bool low = ledger.low_balance && ledger.balance && ledger.held;
+        // Only a cost lowers the real balance: a refused request never fires it.
+        const bool low = ledger.low_balance && ledger.balance && ledger.held && real.cost > 0;
         argv.push_back(low ? to_arg(*ledger.low_balance) : "");
         argv.push_back(low ? to_arg(static_cast<std::int64_t>(*ledger.balance + 1)) : "0");
         argv.push_back(low ? to_arg(static_cast<std::int64_t>(*ledger.held + 1)) : "0");

@@ -20,6 +20,13 @@ const std::string &reserve_script();
 const std::string &reserve_script_sha1();
 const std::string &settle_script();
 const std::string &settle_script_sha1();
+const std::string &sweep_script();
+
+// spend_cap_reservation_ttl's bounds: a reservation record outlives its
+// deadline by a day, and the settlement marker that stops a late resend
+// lasts a day too.
+constexpr std::int64_t kDefaultReservationTtlMs = 15 * 60 * 1000;
+constexpr std::int64_t kMaxReservationTtlMs = 12 * 3600 * 1000;
 
 enum class CounterKind {
     spend,     // nano-USD per window
@@ -42,10 +49,12 @@ struct Counter {
 };
 
 // What a request adds to its counters: reserved as the worst case, settled
-// to the real amounts.
+// to the real amounts. `requests` is 1 for a request that reached the
+// provider, 0 for one refused before it (it then counts nowhere).
 struct Amounts {
     Nanos cost = 0;
     std::int64_t tokens = 0;
+    std::int64_t requests = 1;
 };
 
 // Every Redis entry one request touches, in check order: scopes key ->
@@ -73,15 +82,20 @@ Ledger ledger_for(const Policy &policy, const Key &key, const std::string &custo
 // A counter crosses it when it goes from below it to at or above it.
 Nanos warn_threshold(Nanos cap, const WarnFraction &fraction);
 
-// Redis command argv (EVALSHA form). The script checks every capped counter
-// in order (`current + delta <= cap`; the balance: `balance >= estimate`;
-// a paid plan's monthly cap chosen from sc:{ORG}:cleared) and, only if all
-// pass (or in a dry run), adds the estimate to every counter, draws it from
-// the balance, records the reservation under sc:{ORG}:resv:REQUEST_ID (1 day)
-// and appends the warning events whose thresholds it crossed. A request a
-// cost cap refuses appends spend_cap_reached once per cap and period.
+// Redis command argv (EVALSHA form). The script first gives back the org's
+// reservations whose deadline has passed (at most 8), then checks every
+// capped counter in order (`current + delta <= cap`; the balance:
+// `balance >= estimate`; a paid plan's monthly cap chosen from
+// sc:{ORG}:cleared) and, only if all pass (or in a dry run), adds the
+// estimate to every counter (all or nothing), draws it from the balance,
+// records how to give it back under sc:{ORG}:resv:REQUEST_ID with a deadline
+// `ttl_ms` from now (Redis's clock) in sc:{ORG}:reservations, and appends
+// the warning events whose thresholds it crossed. A request a cost cap
+// refuses appends spend_cap_reached once per cap and period. A request
+// already settled (a resend arriving late) changes nothing.
 std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &estimate,
-                                         const std::string &request_id, bool dry_run);
+                                         const std::string &request_id, bool dry_run,
+                                         std::int64_t ttl_ms = kDefaultReservationTtlMs);
 
 struct ReserveOutcome {
     enum class Kind { allowed, blocked, error } kind = Kind::error;
@@ -104,18 +118,25 @@ ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long
 CapRef cap_ref(const Ledger &ledger, std::size_t counter_index);
 
 // Redis command argv (EVALSHA form) that settles a request exactly once
-// (marker sc:{ORG}:settled:REQUEST_ID, 1 day): if Redis recorded the
-// reservation, replaces `estimate` by `real` in every counter and the balance
-// (rates only while their minute's counter lives); if not, adds `real`, and
-// when `count_unreserved` is set (a fail-open request that reached the
-// upstream) 1 to every request counter. Appends the warning events a rise
-// crossed, and low_balance once when the real balance falls below
-// low_balance_usd. `ceiling_cap`: the paid plan's cap the reservation saw.
-// Reply: 1 settled now, 0 already settled.
+// (marker sc:{ORG}:settled:REQUEST_ID, 1 day): if its reservation is still
+// recorded, replaces `estimate` by `real` in every counter and the balance
+// (rates only while their minute's counter lives); if not (never made, or
+// given back at its deadline), adds `real`. `real.requests` is 1 for a
+// request that reached the provider, 0 for one refused before it, which
+// then ends counted nowhere. All or nothing: a write Redis refuses leaves
+// everything as it was (the reply is that error). Appends the warning
+// events a rise crossed, and low_balance once when the real balance falls
+// below low_balance_usd. `ceiling_cap`: the paid plan's cap the reservation
+// saw. Reply: 1 settled now, 0 already settled.
 std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate,
                                         const Amounts &real, const std::string &request_id,
-                                        bool count_unreserved,
                                         const std::optional<Nanos> &ceiling_cap);
+
+// Redis command argv (EVALSHA form) that gives back at most `most` of the
+// org's reservations whose deadline has passed (their workers died or their
+// settlements were lost); the reserve script does the same for the orgs it
+// serves. Reply: how many it gave back.
+std::vector<std::string> sweep_command(const std::string &org, std::int64_t most);
 
 // Redis command argv (EVALSHA form) that appends one key_expired event
 // (id, expires_at) the first time an expired key is refused; empty if the key

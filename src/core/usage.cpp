@@ -7,6 +7,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <initializer_list>
+#include <limits>
 #include <new>
 
 #include "json_stream.h"
@@ -96,6 +98,27 @@ std::optional<Usage> parse_usage_object(std::string_view json, Surface surface) 
     } catch (...) {
         return std::nullopt;
     }
+}
+
+namespace {
+std::int64_t saturating_sum(std::initializer_list<std::int64_t> parts) {
+    std::int64_t sum = 0;
+    for (std::int64_t v : parts) {
+        if (__builtin_add_overflow(sum, std::max<std::int64_t>(v, 0), &sum))
+            return std::numeric_limits<std::int64_t>::max();
+    }
+    return sum;
+}
+}  // namespace
+
+std::int64_t Usage::input_total() const { return saturating_sum({input, cached_input, cache_write, cache_read}); }
+
+std::int64_t Usage::total() const { return saturating_sum({input_total(), output}); }
+
+bool plausible(const Usage &u) {
+    for (std::int64_t v : {u.input, u.cached_input, u.cache_write, u.cache_read, u.output})
+        if (v < 0 || v > kMaxPlausibleTokens) return false;
+    return true;
 }
 
 Nanos usage_cost(const Usage &u, const ModelPrice &price) {

@@ -23,8 +23,17 @@ struct Usage {
     std::int64_t cache_read = 0;    // billed at `cache_read` (else `input`)
     std::int64_t output = 0;        // billed at `output`
 
-    std::int64_t input_total() const { return input + cached_input + cache_write + cache_read; }
+    std::int64_t input_total() const;  // every input kind, saturating
+    std::int64_t total() const;        // input_total() + output, saturating
 };
+
+// No request of any model has come near this many tokens of one kind (the
+// largest context windows hold a few million): a usage above it is an
+// upstream's bug or a forgery, and is not taken at face value.
+constexpr std::int64_t kMaxPlausibleTokens = 100'000'000;
+
+// Every count within [0, kMaxPlausibleTokens].
+bool plausible(const Usage &u);
 
 // Parses one `usage` JSON object (the object's own text) of the given surface:
 // OpenAI Chat Completions / Completions / Embeddings (prompt_tokens,

@@ -27,6 +27,7 @@
 #include "reservation.h"
 #include "usage.h"
 #include "ngx_http_spend_cap_redis.h"
+#include "ngx_http_spend_cap_sweep.h"
 
 extern ngx_module_t ngx_http_spend_cap_module;
 
@@ -49,6 +50,7 @@ struct MainConf {
     MainState *state;
     ngx_flag_t redis_set;
     ngx_int_t request_id_index;
+    ngx_msec_t reservation_ttl;
 };
 
 struct LocConf {
@@ -96,6 +98,7 @@ struct RequestCtx {
     std::string request_id;
     RedisOp *op = nullptr;                 // the pending reservation
     bool reserve_sent = false;
+    bool reserve_not_done = false;         // Redis answered it with an error: it changed nothing
     std::optional<ErrorReply> error;       // answer to send when decided
     std::string blocked_by;                // "key:monthly"
     ReserveOutcome decided;                // what Redis said
@@ -258,7 +261,7 @@ void report_key_expired(RequestCtx *ctx) {
     }
     std::vector<std::string> command = key_expired_command(org, *ctx->key, ngx_time());
     if (!command.empty()) {
-        redis_eval_reliably(std::move(command), &key_expired_script());
+        redis_eval_reliably(std::move(command), &key_expired_script(), "key_expired event of key " + ctx->key->id);
     }
 }
 
@@ -322,7 +325,11 @@ void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
         const ReserveOutcome &decided = ctx->decided;
         if (!well_formed || decided.kind == ReserveOutcome::Kind::error) {
             if (status == RedisStatus::reply) {
-                ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s",
+                // An error reply: the script changed nothing (it checks
+                // before it writes, and its writes are all or nothing).
+                ctx->reserve_not_done = reply->type == REDIS_REPLY_ERROR;
+                ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0,
+                              "spend_cap: reserving request %s: %s", ctx->request_id.c_str(),
                               well_formed ? decided.error.c_str()
                               : reply->type == REDIS_REPLY_ERROR ? reply->str
                                                                  : "reserve reply is not an array of integers");
@@ -418,13 +425,17 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
         return answer(r, ctx, ErrorCode::model_not_priced,
                       "model `" + parsed.info.model + "` is not priced");
     }
+    std::string too_much = bounds_error(parsed.info, *ctx->price);
+    if (!too_much.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_request, too_much);
+    }
     if (inject_stream_usage(r, ctx, parsed.info) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
                                         static_cast<std::int64_t>(ctx->body.size()),
                                         parsed.info.max_output_tokens, parsed.info.choices);
-    ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.input_tokens + ctx->estimate.output_tokens};
+    ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
     ctx->ledger = ledger_for(*ctx->policy, *ctx->key, ctx->customer, periods_at(ngx_time()));
 
     ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
@@ -434,7 +445,7 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
 
     std::vector<std::string> command = reserve_command(ctx->ledger, ctx->reserved, ctx->request_id,
-                                                       lcf->dry_run);
+                                                       lcf->dry_run, mcf->reservation_ttl);
     if (command.empty()) {  // never reserve nothing: that would lift every cap
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -557,7 +568,7 @@ ngx_int_t request_body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
                                      cl->buf->last - cl->buf->pos);
                 }
             }
-        } catch (const std::bad_alloc &) {
+        } catch (const std::exception &) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
@@ -643,6 +654,24 @@ void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
     if (ctx->scanner && ctx->scanner->state() == UsageScanner::State::reading) {
         ctx->scanner->finish();  // the response ended early
     }
+    const Usage *reported = ctx->scanner && ctx->scanner->usage() && !ctx->response_unreadable
+                                ? &*ctx->scanner->usage()
+                                : nullptr;
+    if (reported != nullptr && !plausible(*reported)) {
+        // Not taken at face value: one such figure would fill every counter
+        // of the org for good.
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "spend_cap: request %s: the upstream reports %L input and %L output tokens, "
+                      "beyond the plausible %L; settling at the reservation",
+                      ctx->request_id.c_str(), (long long) reported->input_total(), (long long) reported->output,
+                      (long long) kMaxPlausibleTokens);
+        ctx->cost = ctx->estimate.cost;
+        ctx->usage = Usage{};
+        ctx->usage.input = ctx->estimate.input_tokens;
+        ctx->usage.output = ctx->estimate.output_tokens;
+        ctx->settled_from = "reservation";
+        return;
+    }
     if (ctx->scanner && ctx->scanner->state() == UsageScanner::State::found && !ctx->response_unreadable) {
         ctx->usage = *ctx->scanner->usage();
         ctx->cost = usage_cost(ctx->usage, *ctx->price);
@@ -696,24 +725,29 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
             ctx->op = nullptr;
         }
         settle_cost(r, ctx);
-        bool unreserved = ctx->outcome == Outcome::fail_open;
-        if (!ctx->reserve_sent && !unreserved) {
+        const bool reached_provider = passed(ctx);
+        if (!ctx->reserve_sent && ctx->outcome != Outcome::fail_open) {
             return NGX_OK;  // nothing was counted
         }
-        if (ctx->outcome == Outcome::block) {
+        if (ctx->outcome == Outcome::block || (ctx->reserve_not_done && !reached_provider)) {
             return NGX_OK;  // the script added nothing
         }
-        // Also after a timeout: settling at 0 releases a reservation Redis
-        // may still have made (commands on one connection run in order).
-        Amounts real{ctx->cost, ctx->usage.input_total() + ctx->usage.output};
+        // Also after a timeout: a refused request settles at nothing, which
+        // gives back a reservation Redis may still have made (commands on one
+        // connection run in order; a late one finds the settlement and does
+        // nothing). Every counter then ends as if the request never came.
+        Amounts real{ctx->cost, ctx->usage.total(), reached_provider ? 1 : 0};
         std::vector<std::string> settle = settle_command(ctx->ledger, ctx->reserved, real, ctx->request_id,
-                                                         unreserved, ctx->decided.ceiling_cap);
+                                                         ctx->decided.ceiling_cap);
         if (settle.empty()) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "spend_cap: request %s could not be settled", ctx->request_id.c_str());
             return NGX_OK;
         }
-        redis_eval_reliably(std::move(settle), &settle_script());
+        std::string label = "settlement of request " + ctx->request_id + " (org " + ctx->ledger.org + ", key "
+                            + ctx->key->id + ", reserved " + format_usd(ctx->reserved.cost) + " USD, cost "
+                            + format_usd(ctx->cost) + " USD)";
+        redis_eval_reliably(std::move(settle), &settle_script(), std::move(label));
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: settlement failed: %s", e.what());
     }
@@ -727,7 +761,7 @@ enum VariableField {
     var_cost_usd, var_settled_from, var_input_tokens, var_output_tokens,
 };
 
-ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
+ngx_int_t get_variable_unsafe(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
     RequestCtx *ctx = get_ctx(r->main);
     std::string value;
     bool found = ctx != nullptr;
@@ -766,6 +800,15 @@ ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uint
     v->no_cacheable = 1;
     v->not_found = 0;
     return NGX_OK;
+}
+
+ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data) {
+    try {
+        return get_variable_unsafe(r, v, data);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: variable: %s", e.what());
+        return NGX_ERROR;
+    }
 }
 
 struct VariableDef {
@@ -811,12 +854,27 @@ void *create_main_conf(ngx_conf_t *cf) {
     if (cln == nullptr) {
         return nullptr;
     }
-    mcf->state = new (cln->data) MainState();
-    cln->handler = [](void *p) { static_cast<MainState *>(p)->~MainState(); };
-    mcf->state->redis.host = "127.0.0.1";
-    mcf->state->redis.display = "127.0.0.1:6379";
+    try {
+        mcf->state = new (cln->data) MainState();
+        cln->handler = [](void *p) { static_cast<MainState *>(p)->~MainState(); };
+        mcf->state->redis.host = "127.0.0.1";
+        mcf->state->redis.display = "127.0.0.1:6379";
+    } catch (const std::exception &) {
+        return nullptr;
+    }
     mcf->request_id_index = NGX_ERROR;
+    mcf->reservation_ttl = NGX_CONF_UNSET_MSEC;
     return mcf;
+}
+
+char *init_main_conf(ngx_conf_t *cf, void *conf) {
+    auto *mcf = static_cast<MainConf *>(conf);
+    ngx_conf_init_msec_value(mcf->reservation_ttl, kDefaultReservationTtlMs);
+    if (mcf->reservation_ttl < 1000 || mcf->reservation_ttl > (ngx_msec_t) kMaxReservationTtlMs) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"spend_cap_reservation_ttl\" must be between 1s and 12h");
+        return (char *) NGX_CONF_ERROR;
+    }
+    return NGX_CONF_OK;
 }
 
 void *create_loc_conf(ngx_conf_t *cf) {
@@ -881,7 +939,7 @@ char *set_policy(ngx_conf_t *cf, ngx_command_t *, void *conf) {
 
 // spend_cap_redis host:port|unix:/path [password=P] [db=N]; host names are
 // resolved here, at configuration time, never by a worker.
-char *set_redis(ngx_conf_t *cf, ngx_command_t *, void *conf) {
+char *set_redis_unsafe(ngx_conf_t *cf, void *conf) {
     auto *mcf = static_cast<MainConf *>(conf);
     if (mcf->redis_set) {
         return (char *) "is duplicate";
@@ -930,6 +988,15 @@ char *set_redis(ngx_conf_t *cf, ngx_command_t *, void *conf) {
     return NGX_CONF_OK;
 }
 
+char *set_redis(ngx_conf_t *cf, ngx_command_t *, void *conf) {
+    try {
+        return set_redis_unsafe(cf, conf);
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "spend_cap_redis: %s", e.what());
+        return (char *) NGX_CONF_ERROR;
+    }
+}
+
 ngx_conf_enum_t surfaces[] = {
     {ngx_string("auto"), surface_auto},
     {ngx_string("openai"), surface_openai},
@@ -956,6 +1023,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("spend_cap_policy"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_policy,
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("spend_cap_reservation_ttl"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_msec_slot,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, reservation_ttl), nullptr},
     {ngx_string("spend_cap"), loc_contexts | NGX_CONF_FLAG, ngx_conf_set_flag_slot,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, enable), nullptr},
     {ngx_string("spend_cap_surface"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
@@ -1013,8 +1082,14 @@ ngx_int_t init_process(ngx_cycle_t *cycle) {
     if (mcf == nullptr || !mcf->state->policy) {
         return NGX_OK;  // spend_cap is not configured in this http block
     }
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) {
+        return NGX_OK;  // the cache manager and loader never talk to Redis
+    }
     try {
         redis_start(mcf->state->redis, cycle->log);
+        if (ngx_worker == 0) {  // one sweeper per node is enough; the reserve script sweeps too
+            sweep_start(mcf->state->policy, cycle->log);
+        }
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "spend_cap: %s", e.what());
         return NGX_ERROR;
@@ -1023,6 +1098,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) {
 }
 
 void exit_process(ngx_cycle_t *) {
+    sweep_stop();
     redis_stop();
 }
 
@@ -1030,7 +1106,7 @@ ngx_http_module_t module_ctx = {
     add_variables,      // preconfiguration
     postconfiguration,  // postconfiguration
     create_main_conf,   // create main configuration
-    nullptr,            // init main configuration
+    init_main_conf,     // init main configuration
     nullptr,            // create server configuration
     nullptr,            // merge server configuration
     create_loc_conf,    // create location configuration

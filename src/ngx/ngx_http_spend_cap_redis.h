@@ -1,6 +1,7 @@
 // One Redis connection per worker, driven by hiredis's async API on NGINX's
 // event loop. Nothing here blocks: commands are queued, timeouts come from
-// NGINX timers, reconnects from a backoff timer.
+// NGINX timers, reconnects from a backoff timer, and a connection that stops
+// answering is noticed and replaced.
 #pragma once
 
 #include <string>
@@ -39,6 +40,7 @@ void redis_stop();
 
 // Sends an EVALSHA command; on NOSCRIPT it is sent again once as EVAL with
 // `script`. Returns nullptr, calling nothing, when there is no connection.
+// `done` may be nullptr (nobody waits for the answer).
 RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
                     ngx_msec_t timeout, RedisDone done, void *data);
 
@@ -46,8 +48,12 @@ RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
 // still completes, silently.
 void redis_detach(RedisOp *op);
 
-// Fire-and-forget for idempotent commands (settlement): kept in a bounded
-// per-worker backlog while Redis is unreachable and sent again on reconnect.
-void redis_eval_reliably(std::vector<std::string> argv, const std::string *script);
+// A write that must land (a settlement): idempotent, so it is sent again
+// until Redis accepts it, in the order submitted. It waits in a bounded
+// per-worker backlog while Redis is unreachable or answers an error that
+// clears by itself (LOADING, BUSY, OOM, READONLY, ...), retried with backoff;
+// a reply that can never succeed drops it with one error line naming
+// `label` (e.g. "settlement of request R (org O, ...)").
+void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, std::string label);
 
 }  // namespace spendcap_ngx

@@ -1,38 +1,67 @@
 // A small in-memory Redis and an embedded Lua 5.1 interpreter that runs the
-// module's real reserve / settle scripts the way Redis's EVALSHA does, for
-// t/unit/lua_scripts_test.cpp.
+// module's real reserve / settle / sweep scripts the way Redis's EVALSHA
+// does, for t/unit/lua_scripts_test.cpp.
 //
-// What is mimicked (Redis 5/6/7 scripting, Lua 5.1):
+// What is mimicked (Redis 7 scripting, Lua 5.1; where Redis 5/6 differ it
+// is said):
 //  - KEYS / ARGV built from the EVALSHA argv the module sends, the script
 //    chosen by its SHA-1 (NOSCRIPT otherwise);
 //  - libraries base, table, string, math; globals protected (creating or
 //    reading an undeclared global is an error, as in Redis);
-//  - redis.call arguments: strings as they are, numbers as "%.17g", anything
-//    else an error; replies: integer -> number, bulk -> string, nil bulk ->
-//    false, status -> {ok = 'OK'}, array -> table, error -> a Lua error that
-//    aborts the script (EVAL then answers an error);
+//  - redis.call / redis.pcall arguments: strings as they are, numbers as
+//    "%.17g" (Redis <= 7.0), anything else an error; replies: integer ->
+//    number, bulk -> string, nil bulk -> false, status -> {ok = 'OK'}, array
+//    -> table, error -> redis.call raises {err = 'CODE message'} (the script
+//    stops; Redis keeps what it wrote before), redis.pcall returns that
+//    table instead; redis.error_reply / redis.status_reply;
 //  - the script's return value: number -> integer (truncated), string ->
-//    bulk, table -> array (to the first nil) or {err=} / {ok=}, true -> 1,
-//    false / nil -> nil;
+//    bulk, table -> array (to the first nil) or {err=} -> that error reply
+//    as it is, {ok=} -> status, true -> 1, false / nil -> nil;
+//  - an error that stops the script answers as Redis 7 does: a raised
+//    {err=} keeps its code ("OOM command not allowed ... script: f_SHA, on
+//    @user_script:LINE."); any other error is "ERR user_script:LINE: message
+//    script: ..." (Redis 5/6 answer both as "ERR Error running script (call
+//    to f_SHA): ...", losing the code);
 //  - commands GET, SET (EX n, PX n, NX, XX), INCRBY, EXPIREAT, DEL, EXISTS,
-//    XADD (NOMKSTREAM, MAXLEN [=|~] N, *), with Redis's strict integer
-//    parsing, overflow and WRONGTYPE errors, and expiry on a clock the test
-//    sets (`now`, unix seconds).
+//    XADD (NOMKSTREAM, MAXLEN [=|~] N, *), TIME, ZADD (NX, XX, GT, LT, CH;
+//    scores parsed as Redis's string2d: strtod, "inf" / "-inf", no NaN, no
+//    spaces), ZREM (an emptied set is deleted), ZRANGEBYSCORE (min / max as
+//    Redis's zslParseRange: "(" exclusive, -inf / +inf; LIMIT offset count:
+//    a negative offset gives nothing, a negative count everything), ZSCORE,
+//    ZCARD; Redis's strict integer parsing ("ERR value is not an integer or
+//    out of range"), INCRBY's "ERR increment or decrement would overflow",
+//    WRONGTYPE across strings, streams and sorted sets;
+//  - a clock the test sets: `now` (unix seconds) plus `micros` within it,
+//    which TIME answers and stream ids use; expiries are kept in ms and a
+//    key lives while now <= its expiry (Redis's keyIsExpired), an EXPIREAT
+//    at or before now deletes it;
+//  - maxmemory reached (`oom = true`): a command flagged denyoom in Redis
+//    (here SET, INCRBY, XADD, ZADD) fails with "OOM command not allowed when
+//    used memory > 'maxmemory'." outside a script, and inside one only while
+//    the script has written nothing: any write command that ran (DEL,
+//    EXPIREAT and ZREM are writes without denyoom, and are never refused)
+//    makes every later write of that script allowed, as Redis's
+//    SCRIPT_WRITE_DIRTY does for scripts without flags.
 #pragma once
 
 #include <lua.hpp>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cinttypes>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace spendcap_test {
@@ -69,8 +98,17 @@ struct Reply {
         r.str = std::move(s);
         return r;
     }
+    static Reply array(std::vector<Reply> elements) {
+        Reply r;
+        r.type = Type::array;
+        r.elements = std::move(elements);
+        return r;
+    }
 
     bool is_error() const { return type == Type::error; }
+    bool operator==(const Reply &o) const {
+        return type == o.type && integer == o.integer && str == o.str && elements == o.elements;
+    }
     // An array of integers (what the reserve script answers), as the module's
     // glue checks it before decode_reserve_reply; nullopt otherwise.
     std::optional<std::vector<long long>> integers() const {
@@ -118,6 +156,28 @@ inline bool parse_redis_int(const std::string &s, long long &out) {
     return true;
 }
 
+// Redis's string2d (ZADD's scores): all of it strtod, no leading space, no
+// NaN, no overflow or underflow to 0; "inf", "+inf", "-inf" are scores.
+inline bool parse_redis_double(const std::string &s, double &out) {
+    if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
+    errno = 0;
+    char *end = nullptr;
+    const double d = std::strtod(s.c_str(), &end);
+    if (static_cast<std::size_t>(end - s.c_str()) != s.size()) return false;
+    if (errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL || std::fpclassify(d) == FP_ZERO)) return false;
+    if (std::isnan(d)) return false;
+    out = d;
+    return true;
+}
+
+// A score as Redis 7.0 replies it ("%.17g", inf / -inf).
+inline std::string format_score(double d) {
+    if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
+    char buffer[64];
+    std::snprintf(buffer, sizeof buffer, "%.17g", d);
+    return buffer;
+}
+
 class FakeRedis {
 public:
     struct StreamEntry {
@@ -125,21 +185,35 @@ public:
         std::vector<std::string> fields;  // field, value, field, value, ...
         bool operator==(const StreamEntry &o) const { return id == o.id && fields == o.fields; }
     };
+    enum class Type { string, stream, zset };
     struct Value {
-        bool is_stream = false;
+        Type type = Type::string;
         std::string str;
         std::vector<StreamEntry> stream;
-        std::int64_t expire_at = 0;  // unix seconds; 0 = no expiry
+        std::map<std::string, double> zset;  // member -> score
+        std::int64_t expire_at_ms = 0;       // unix ms; 0 = no expiry
         bool operator==(const Value &o) const {
-            return is_stream == o.is_stream && str == o.str && stream == o.stream && expire_at == o.expire_at;
+            return type == o.type && str == o.str && stream == o.stream && zset == o.zset &&
+                   expire_at_ms == o.expire_at_ms;
         }
     };
 
-    std::int64_t now = 0;  // unix seconds
+    std::int64_t now = 0;     // unix seconds
+    std::int64_t micros = 0;  // microseconds within `now`, [0, 999999]: TIME's second part
+    // maxmemory reached: see the header comment.
+    bool oom = false;
     // The last XADD's trimming, per stream: "MAXLEN ~ 10000".
     std::map<std::string, std::string> trims;
     // Every command run, as sent.
     std::vector<std::vector<std::string>> log;
+
+    static constexpr const char *kOomError = "OOM command not allowed when used memory > 'maxmemory'.";
+
+    std::int64_t now_ms() const { return now * 1000 + micros / 1000; }
+    void set_now_ms(std::int64_t ms) {
+        now = ms / 1000;
+        micros = (ms % 1000) * 1000;
+    }
 
     // The live entries (expired ones dropped), for comparing snapshots.
     const std::map<std::string, Value> &data() {
@@ -148,14 +222,20 @@ public:
     }
     std::optional<std::string> get(const std::string &key) {
         const Value *v = find(key);
-        if (!v || v->is_stream) return std::nullopt;
+        if (!v || v->type != Type::string) return std::nullopt;
         return v->str;
     }
     bool exists(const std::string &key) { return find(key) != nullptr; }
-    // EXPIREAT of a live key (0 = none); -1 when the key does not exist.
+    // A live key's expiry in unix seconds, as EXPIRETIME (0 = none, where
+    // EXPIRETIME says -1); -1 when the key does not exist.
     std::int64_t expire_at(const std::string &key) {
         const Value *v = find(key);
-        return v ? v->expire_at : -1;
+        return v ? v->expire_at_ms / 1000 : -1;
+    }
+    // The same in ms, as PEXPIRETIME.
+    std::int64_t pexpire_at(const std::string &key) {
+        const Value *v = find(key);
+        return v ? v->expire_at_ms : -1;
     }
     void set(const std::string &key, const std::string &value) {
         Value v;
@@ -164,32 +244,68 @@ public:
     }
     std::vector<StreamEntry> stream(const std::string &key) {
         const Value *v = find(key);
-        return v && v->is_stream ? v->stream : std::vector<StreamEntry>{};
+        return v && v->type == Type::stream ? v->stream : std::vector<StreamEntry>{};
     }
     std::vector<std::vector<std::string>> events(const std::string &key) {
         std::vector<std::vector<std::string>> out;
         for (const StreamEntry &e : stream(key)) out.push_back(e.fields);
         return out;
     }
+    // A sorted set's members and scores in Redis's order (score, then member).
+    std::vector<std::pair<std::string, double>> zset(const std::string &key) {
+        const Value *v = find(key);
+        if (!v || v->type != Type::zset) return {};
+        return ordered(*v);
+    }
+
+    // Set by LuaRunner around a script, for the OOM rule.
+    void begin_script() {
+        in_script_ = true;
+        script_wrote_ = false;
+    }
+    void end_script() { in_script_ = false; }
 
     Reply command(const std::vector<std::string> &args) {
         log.push_back(args);
         if (args.empty()) return Reply::error("ERR empty command");
         std::string name = args[0];
         for (char &c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        if (name == "GET") return cmd_get(args);
-        if (name == "SET") return cmd_set(args);
-        if (name == "INCRBY") return cmd_incrby(args);
-        if (name == "EXPIREAT") return cmd_expireat(args);
-        if (name == "DEL") return cmd_del_exists(args, true);
-        if (name == "EXISTS") return cmd_del_exists(args, false);
-        if (name == "XADD") return cmd_xadd(args);
+        struct Spec {
+            const char *name;
+            Reply (FakeRedis::*run)(const std::vector<std::string> &);
+            bool write;
+            bool denyoom;
+        };
+        static const Spec specs[] = {
+            {"GET", &FakeRedis::cmd_get, false, false},
+            {"SET", &FakeRedis::cmd_set, true, true},
+            {"INCRBY", &FakeRedis::cmd_incrby, true, true},
+            {"EXPIREAT", &FakeRedis::cmd_expireat, true, false},
+            {"DEL", &FakeRedis::cmd_del, true, false},
+            {"EXISTS", &FakeRedis::cmd_exists, false, false},
+            {"XADD", &FakeRedis::cmd_xadd, true, true},
+            {"TIME", &FakeRedis::cmd_time, false, false},
+            {"ZADD", &FakeRedis::cmd_zadd, true, true},
+            {"ZREM", &FakeRedis::cmd_zrem, true, false},
+            {"ZRANGEBYSCORE", &FakeRedis::cmd_zrangebyscore, false, false},
+            {"ZSCORE", &FakeRedis::cmd_zscore, false, false},
+            {"ZCARD", &FakeRedis::cmd_zcard, false, false},
+        };
+        for (const Spec &spec : specs) {
+            if (name != spec.name) continue;
+            // Redis's scriptVerifyOOM / processCommand: a command that may
+            // grow memory is refused, unless the script has written already.
+            if (oom && spec.denyoom && !(in_script_ && script_wrote_)) return Reply::error(kOomError);
+            if (spec.write && in_script_) script_wrote_ = true;
+            return (this->*spec.run)(args);
+        }
         return Reply::error("ERR unknown command '" + args[0] + "'");
     }
 
 private:
     std::map<std::string, Value> data_;
     long long last_stream_ms_ = 0, stream_seq_ = 0;
+    bool in_script_ = false, script_wrote_ = false;
 
     static Reply wrong_args(const std::string &cmd) {
         return Reply::error("ERR wrong number of arguments for '" + cmd + "' command");
@@ -199,8 +315,12 @@ private:
     }
     static Reply not_integer() { return Reply::error("ERR value is not an integer or out of range"); }
     static Reply syntax() { return Reply::error("ERR syntax error"); }
+    static std::string upper(std::string s) {
+        for (char &c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        return s;
+    }
 
-    bool expired(const Value &v) const { return v.expire_at != 0 && v.expire_at <= now; }
+    bool expired(const Value &v) const { return v.expire_at_ms != 0 && now_ms() > v.expire_at_ms; }
     void purge_all() {
         for (auto it = data_.begin(); it != data_.end();) it = expired(it->second) ? data_.erase(it) : std::next(it);
     }
@@ -213,22 +333,28 @@ private:
         }
         return &it->second;
     }
+    static std::vector<std::pair<std::string, double>> ordered(const Value &v) {
+        std::vector<std::pair<std::string, double>> out(v.zset.begin(), v.zset.end());
+        std::stable_sort(out.begin(), out.end(), [](const auto &a, const auto &b) {
+            return a.second < b.second;  // ties stay in member order (memcmp)
+        });
+        return out;
+    }
 
     Reply cmd_get(const std::vector<std::string> &a) {
         if (a.size() != 2) return wrong_args("get");
         const Value *v = find(a[1]);
         if (!v) return Reply::nil();
-        if (v->is_stream) return wrong_type();
+        if (v->type != Type::string) return wrong_type();
         return Reply::bulk(v->str);
     }
 
     Reply cmd_set(const std::vector<std::string> &a) {
         if (a.size() < 3) return wrong_args("set");
         bool nx = false, xx = false;
-        std::int64_t expire_at = 0;
+        std::int64_t expire_at_ms = 0;
         for (std::size_t i = 3; i < a.size(); ++i) {
-            std::string opt = a[i];
-            for (char &c : opt) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+            const std::string opt = upper(a[i]);
             if (opt == "NX") {
                 nx = true;
             } else if (opt == "XX") {
@@ -236,8 +362,11 @@ private:
             } else if ((opt == "EX" || opt == "PX") && i + 1 < a.size()) {
                 long long n = 0;
                 if (!parse_redis_int(a[++i], n)) return not_integer();
-                if (n <= 0) return Reply::error("ERR invalid expire time in 'set' command");
-                expire_at = now + (opt == "EX" ? n : (n + 999) / 1000);
+                long long ms = n;
+                if (n <= 0 || (opt == "EX" && __builtin_mul_overflow(n, 1000LL, &ms)) ||
+                    __builtin_add_overflow(ms, now_ms(), &ms))
+                    return Reply::error("ERR invalid expire time in 'set' command");
+                expire_at_ms = ms;
             } else {
                 return syntax();
             }
@@ -247,7 +376,7 @@ private:
         if ((nx && present) || (xx && !present)) return Reply::nil();
         Value v;
         v.str = a[2];
-        v.expire_at = expire_at;
+        v.expire_at_ms = expire_at_ms;
         data_[a[1]] = v;
         return Reply::status("OK");
     }
@@ -259,7 +388,7 @@ private:
         Value *v = find(a[1]);
         long long current = 0;
         if (v) {
-            if (v->is_stream) return wrong_type();
+            if (v->type != Type::string) return wrong_type();
             if (!parse_redis_int(v->str, current)) return not_integer();
         }
         long long result = 0;
@@ -272,19 +401,23 @@ private:
 
     Reply cmd_expireat(const std::vector<std::string> &a) {
         if (a.size() != 3) return wrong_args("expireat");
-        long long at = 0;
+        long long at = 0, ms = 0;
         if (!parse_redis_int(a[2], at)) return not_integer();
+        if (__builtin_mul_overflow(at, 1000LL, &ms))
+            return Reply::error("ERR invalid expire time in 'expireat' command");
         Value *v = find(a[1]);
         if (!v) return Reply::of_integer(0);
-        if (at <= now) {
-            data_.erase(a[1]);  // a time in the past deletes the key
+        if (ms <= now_ms()) {
+            data_.erase(a[1]);  // a time not in the future deletes the key
         } else {
-            v->expire_at = at;
+            v->expire_at_ms = ms;
         }
         return Reply::of_integer(1);
     }
 
-    Reply cmd_del_exists(const std::vector<std::string> &a, bool del) {
+    Reply cmd_del(const std::vector<std::string> &a) { return del_exists(a, true); }
+    Reply cmd_exists(const std::vector<std::string> &a) { return del_exists(a, false); }
+    Reply del_exists(const std::vector<std::string> &a, bool del) {
         if (a.size() < 2) return wrong_args(del ? "del" : "exists");
         long long n = 0;
         for (std::size_t i = 1; i < a.size(); ++i) {
@@ -296,6 +429,11 @@ private:
         return Reply::of_integer(n);
     }
 
+    Reply cmd_time(const std::vector<std::string> &a) {
+        if (a.size() != 1) return wrong_args("time");
+        return Reply::array({Reply::bulk(std::to_string(now)), Reply::bulk(std::to_string(micros))});
+    }
+
     Reply cmd_xadd(const std::vector<std::string> &a) {
         if (a.size() < 5) return wrong_args("xadd");
         std::size_t i = 2;
@@ -303,8 +441,7 @@ private:
         std::optional<long long> maxlen;
         std::string trim;
         for (;;) {
-            std::string opt = a[i];
-            for (char &c : opt) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+            const std::string opt = upper(a[i]);
             if (opt == "NOMKSTREAM") {
                 nomkstream = true;
                 ++i;
@@ -326,13 +463,13 @@ private:
         ++i;
         if (i >= a.size() || (a.size() - i) % 2 != 0) return wrong_args("xadd");
         Value *v = find(a[1]);
-        if (v && !v->is_stream) return wrong_type();
+        if (v && v->type != Type::stream) return wrong_type();
         if (!v) {
             if (nomkstream) return Reply::nil();
             v = &data_[a[1]];
-            v->is_stream = true;
+            v->type = Type::stream;
         }
-        const long long ms = static_cast<long long>(now) * 1000;
+        const long long ms = now_ms();
         if (ms > last_stream_ms_) {
             last_stream_ms_ = ms;
             stream_seq_ = 0;
@@ -350,7 +487,151 @@ private:
         }
         return Reply::bulk(entry.id);
     }
+
+    // ZADD key [NX|XX] [GT|LT] [CH] score member [score member ...]
+    Reply cmd_zadd(const std::vector<std::string> &a) {
+        if (a.size() < 4) return wrong_args("zadd");
+        bool nx = false, xx = false, gt = false, lt = false, ch = false;
+        std::size_t i = 2;
+        for (; i < a.size(); ++i) {
+            const std::string opt = upper(a[i]);
+            if (opt == "NX") nx = true;
+            else if (opt == "XX") xx = true;
+            else if (opt == "GT") gt = true;
+            else if (opt == "LT") lt = true;
+            else if (opt == "CH") ch = true;
+            else if (opt == "INCR") return Reply::error("ERR this fake ZADD does not take INCR");
+            else break;
+        }
+        const std::size_t elements = a.size() - i;
+        if (elements == 0 || elements % 2 != 0) return syntax();
+        if (nx && xx) return Reply::error("ERR XX and NX options at the same time are not compatible");
+        if ((gt && nx) || (lt && nx) || (gt && lt))
+            return Reply::error("ERR GT, LT, and/or NX options at the same time are not compatible");
+        std::vector<std::pair<double, std::string>> pairs;
+        for (std::size_t j = i; j < a.size(); j += 2) {
+            double score = 0;
+            if (!parse_redis_double(a[j], score)) return Reply::error("ERR value is not a valid float");
+            pairs.emplace_back(score, a[j + 1]);
+        }
+        Value *v = find(a[1]);
+        if (v && v->type != Type::zset) return wrong_type();
+        if (!v) {
+            if (xx) return Reply::of_integer(0);
+            v = &data_[a[1]];
+            v->type = Type::zset;
+        }
+        long long added = 0, changed = 0;
+        for (const auto &[score, member] : pairs) {
+            auto it = v->zset.find(member);
+            if (it == v->zset.end()) {
+                if (xx) continue;
+                v->zset[member] = score;
+                ++added;
+            } else {
+                if (nx || (gt && score <= it->second) || (lt && score >= it->second)) continue;
+                if (score != it->second) {
+                    it->second = score;
+                    ++changed;
+                }
+            }
+        }
+        if (v->zset.empty()) data_.erase(a[1]);  // XX / NX on a new key added nothing
+        return Reply::of_integer(added + (ch ? changed : 0));
+    }
+
+    Reply cmd_zrem(const std::vector<std::string> &a) {
+        if (a.size() < 3) return wrong_args("zrem");
+        Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(0);
+        if (v->type != Type::zset) return wrong_type();
+        long long removed = 0;
+        for (std::size_t i = 2; i < a.size(); ++i) removed += static_cast<long long>(v->zset.erase(a[i]));
+        if (v->zset.empty()) data_.erase(a[1]);
+        return Reply::of_integer(removed);
+    }
+
+    // zslParseRange: "(" makes the bound exclusive; strtod, so "-inf",
+    // "+inf", "inf" and even "" (0) parse; NaN does not.
+    static bool parse_bound(const std::string &s, double &value, bool &exclusive) {
+        exclusive = !s.empty() && s[0] == '(';
+        const char *start = s.c_str() + (exclusive ? 1 : 0);
+        char *end = nullptr;
+        value = std::strtod(start, &end);
+        return *end == '\0' && !std::isnan(value);
+    }
+
+    // ZRANGEBYSCORE key min max [WITHSCORES] [LIMIT offset count]
+    Reply cmd_zrangebyscore(const std::vector<std::string> &a) {
+        if (a.size() < 4) return wrong_args("zrangebyscore");
+        bool withscores = false;
+        long long offset = 0, count = -1;
+        for (std::size_t j = 4; j < a.size(); ++j) {
+            const std::string opt = upper(a[j]);
+            if (opt == "WITHSCORES") {
+                withscores = true;
+            } else if (opt == "LIMIT" && j + 2 < a.size()) {
+                if (!parse_redis_int(a[j + 1], offset) || !parse_redis_int(a[j + 2], count)) return not_integer();
+                j += 2;
+            } else {
+                return syntax();
+            }
+        }
+        double min = 0, max = 0;
+        bool minex = false, maxex = false;
+        if (!parse_bound(a[2], min, minex) || !parse_bound(a[3], max, maxex))
+            return Reply::error("ERR min or max is not a float");
+        Reply out = Reply::array({});
+        Value *v = find(a[1]);
+        if (!v) return out;
+        if (v->type != Type::zset) return wrong_type();
+        if (offset < 0) return out;  // Redis skips everything
+        for (const auto &[member, score] : ordered(*v)) {
+            if (minex ? score <= min : score < min) continue;
+            if (maxex ? score >= max : score > max) break;
+            if (offset > 0) {
+                --offset;
+                continue;
+            }
+            if (count == 0) break;
+            if (count > 0) --count;
+            out.elements.push_back(Reply::bulk(member));
+            if (withscores) out.elements.push_back(Reply::bulk(format_score(score)));
+        }
+        return out;
+    }
+
+    Reply cmd_zscore(const std::vector<std::string> &a) {
+        if (a.size() != 3) return wrong_args("zscore");
+        const Value *v = find(a[1]);
+        if (!v) return Reply::nil();
+        if (v->type != Type::zset) return wrong_type();
+        auto it = v->zset.find(a[2]);
+        return it == v->zset.end() ? Reply::nil() : Reply::bulk(format_score(it->second));
+    }
+
+    Reply cmd_zcard(const std::vector<std::string> &a) {
+        if (a.size() != 2) return wrong_args("zcard");
+        const Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(0);
+        if (v->type != Type::zset) return wrong_type();
+        return Reply::of_integer(static_cast<long long>(v->zset.size()));
+    }
 };
+
+// Readable snapshots in gtest's failure messages.
+inline void PrintTo(const FakeRedis::Value &v, std::ostream *os) {
+    switch (v.type) {
+    case FakeRedis::Type::string: *os << '"' << v.str << '"'; break;
+    case FakeRedis::Type::stream: *os << "stream of " << v.stream.size(); break;
+    case FakeRedis::Type::zset:
+        *os << "zset{";
+        for (const auto &[member, score] : v.zset) *os << member << "=" << format_score(score) << " ";
+        *os << "}";
+        break;
+    }
+    if (v.expire_at_ms) *os << " px@" << v.expire_at_ms;
+}
 
 // Runs scripts by SHA-1 against a FakeRedis, one fresh interpreter per call.
 class LuaRunner {
@@ -371,12 +652,13 @@ public:
             return Reply::error("ERR Number of keys can't be greater than number of args");
         std::vector<std::string> keys(argv.begin() + 3, argv.begin() + 3 + numkeys);
         std::vector<std::string> args(argv.begin() + 3 + numkeys, argv.end());
-        return run(script->second, keys, args);
+        return run(script->second, keys, args, "f_" + argv[1]);
     }
 
     // Runs `text` directly (helpers extracted from a script, checks on them).
+    // `funcname` is what error replies call the script (Redis: f_SHA1).
     Reply run(const std::string &text, const std::vector<std::string> &keys,
-              const std::vector<std::string> &args) {
+              const std::vector<std::string> &args, const std::string &funcname = "f_test") {
         lua_State *L = luaL_newstate();
         if (!L) return Reply::error("ERR out of memory");
         open_libs(L);
@@ -386,20 +668,30 @@ public:
         lua_setglobal(L, "ARGV");
         lua_newtable(L);
         lua_pushlightuserdata(L, &redis_);
-        lua_pushcclosure(L, &LuaRunner::redis_call, 1);
+        lua_pushcclosure(L, &LuaRunner::redis_generic<true>, 1);
         lua_setfield(L, -2, "call");
+        lua_pushlightuserdata(L, &redis_);
+        lua_pushcclosure(L, &LuaRunner::redis_generic<false>, 1);
+        lua_setfield(L, -2, "pcall");
+        lua_pushcfunction(L, &LuaRunner::error_reply);
+        lua_setfield(L, -2, "error_reply");
+        lua_pushcfunction(L, &LuaRunner::status_reply);
+        lua_setfield(L, -2, "status_reply");
         lua_setglobal(L, "redis");
         protect_globals(L);
 
+        lua_pushcfunction(L, &LuaRunner::error_handler);
+        const int handler = lua_gettop(L);
         Reply reply;
+        redis_.begin_script();
         if (luaL_loadbuffer(L, text.data(), text.size(), "@user_script") != 0) {
-            reply = Reply::error(std::string("ERR Error compiling script: ") + lua_tostring(L, -1));
-        } else if (lua_pcall(L, 0, 1, 0) != 0) {
-            const char *msg = lua_tostring(L, -1);
-            reply = Reply::error(std::string("ERR Error running script: ") + (msg ? msg : "(error object)"));
+            reply = Reply::error(std::string("ERR Error compiling script (new function): ") + lua_tostring(L, -1));
+        } else if (lua_pcall(L, 0, 1, handler) != 0) {
+            reply = error_of(L, funcname);
         } else {
             reply = to_reply(L, -1);
         }
+        redis_.end_script();
         lua_close(L);
         return reply;
     }
@@ -450,6 +742,12 @@ end
         }
     }
 
+    static void push_error_table(lua_State *L, const std::string &message) {
+        lua_newtable(L);
+        lua_pushlstring(L, message.data(), message.size());
+        lua_setfield(L, -2, "err");
+    }
+
     static void push_reply(lua_State *L, const Reply &r) {
         switch (r.type) {
         case Reply::Type::nil: lua_pushboolean(L, 0); break;
@@ -460,11 +758,7 @@ end
             lua_pushlstring(L, r.str.data(), r.str.size());
             lua_setfield(L, -2, "ok");
             break;
-        case Reply::Type::error:  // only inside arrays here; a top-level error raises
-            lua_newtable(L);
-            lua_pushlstring(L, r.str.data(), r.str.size());
-            lua_setfield(L, -2, "err");
-            break;
+        case Reply::Type::error: push_error_table(L, r.str); break;  // in arrays, and for pcall
         case Reply::Type::array:
             lua_createtable(L, static_cast<int>(r.elements.size()), 0);
             for (std::size_t i = 0; i < r.elements.size(); ++i) {
@@ -475,15 +769,17 @@ end
         }
     }
 
-    // redis.call: no C++ object with a destructor may be alive when
-    // lua_error longjmps, hence the inner scope.
-    static int redis_call(lua_State *L) {
+    // redis.call (Raise) / redis.pcall: no C++ object with a destructor may
+    // be alive when lua_error longjmps, hence the inner scope.
+    template <bool Raise>
+    static int redis_generic(lua_State *L) {
         bool failed = false;
         {
             FakeRedis &redis = *static_cast<FakeRedis *>(lua_touserdata(L, lua_upvalueindex(1)));
             const int argc = lua_gettop(L);
             std::vector<std::string> args;
             std::string error;
+            if (argc == 0) error = "ERR Please specify at least one argument for this redis lib call";
             for (int i = 1; i <= argc && error.empty(); ++i) {
                 if (lua_type(L, i) == LUA_TNUMBER) {
                     char buffer[64];
@@ -494,22 +790,104 @@ end
                     const char *s = lua_tolstring(L, i, &len);
                     args.emplace_back(s, len);
                 } else {
-                    error = "Lua redis() command arguments must be strings or integers";
+                    error = "ERR Lua redis lib command arguments must be strings or integers";
                 }
             }
-            if (argc == 0) error = "Please specify at least one argument for redis.call()";
             Reply reply;
             if (error.empty()) reply = redis.command(args);
             if (!error.empty() || reply.is_error()) {
-                const std::string &message = error.empty() ? reply.str : error;
-                lua_pushlstring(L, message.data(), message.size());
-                failed = true;
+                push_error_table(L, error.empty() ? reply.str : error);
+                failed = Raise;
             } else {
                 push_reply(L, reply);
             }
         }
         if (failed) return lua_error(L);
         return 1;
+    }
+
+    // redis.error_reply: "-CODE msg" or "CODE msg" as it is, a message
+    // without a code gets ERR.
+    static int error_reply(lua_State *L) {
+        if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING) {
+            push_error_table(L, "ERR wrong number or type of arguments");
+            return 1;
+        }
+        std::string s = lua_tostring(L, 1);
+        if (!s.empty() && s[0] == '-') s.erase(0, 1);
+        if (s.find(' ') == std::string::npos) s = "ERR " + s;
+        push_error_table(L, s);
+        return 1;
+    }
+
+    static int status_reply(lua_State *L) {
+        if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING) {
+            push_error_table(L, "ERR wrong number or type of arguments");
+            return 1;
+        }
+        lua_newtable(L);
+        lua_pushvalue(L, 1);
+        lua_setfield(L, -2, "ok");
+        return 1;
+    }
+
+    // Redis 7's error handler: every error becomes {err = 'CODE msg'} (a
+    // string error gets ERR), with the source and line of the script's
+    // frame that raised it (C functions and the globals guard skipped).
+    static int error_handler(lua_State *L) {
+        lua_Debug ar;
+        bool where = false;
+        for (int level = 1; lua_getstack(L, level, &ar); ++level) {
+            lua_getinfo(L, "Sl", &ar);
+            if (std::strcmp(ar.what, "C") != 0 && std::strcmp(ar.source, "=protect") != 0) {
+                where = true;
+                break;
+            }
+        }
+        if (!lua_istable(L, 1)) {
+            lua_newtable(L);
+            lua_pushstring(L, "ERR ");
+            if (lua_isstring(L, 1))
+                lua_pushvalue(L, 1);
+            else
+                lua_pushstring(L, lua_typename(L, lua_type(L, 1)));
+            lua_concat(L, 2);
+            lua_setfield(L, -2, "err");
+            lua_replace(L, 1);
+        }
+        if (where) {
+            lua_pushstring(L, ar.source);
+            lua_setfield(L, 1, "source");
+            lua_pushinteger(L, ar.currentline);
+            lua_setfield(L, 1, "line");
+        }
+        lua_settop(L, 1);
+        return 1;
+    }
+
+    // Error replies carry no line breaks.
+    static Reply one_line_error(std::string s) {
+        std::replace(s.begin(), s.end(), '\r', ' ');
+        std::replace(s.begin(), s.end(), '\n', ' ');
+        return Reply::error(std::move(s));
+    }
+
+    // The reply to a script stopped by an error (luaCallFunction).
+    static Reply error_of(lua_State *L, const std::string &funcname) {
+        const int index = lua_gettop(L);
+        if (!lua_istable(L, index)) {
+            const char *msg = lua_isstring(L, index) ? lua_tostring(L, index) : "execution failure";
+            return one_line_error("ERR Error running script " + funcname + ", " + std::string(msg).substr(0, 100));
+        }
+        lua_getfield(L, index, "err");
+        std::string message = lua_isstring(L, -1) ? lua_tostring(L, -1) : "ERR (error object)";
+        lua_getfield(L, index, "source");
+        lua_getfield(L, index, "line");
+        if (lua_isstring(L, -2) && lua_isstring(L, -1))
+            message += std::string(" script: ") + funcname + ", on " + lua_tostring(L, -2) + ":" +
+                       lua_tostring(L, -1) + ".";
+        lua_pop(L, 3);
+        return one_line_error(message);
     }
 
     static Reply to_reply(lua_State *L, int index) {
@@ -532,7 +910,7 @@ end
         case LUA_TTABLE: {
             lua_getfield(L, index, "err");
             if (lua_type(L, -1) == LUA_TSTRING) {
-                Reply r = Reply::error(lua_tostring(L, -1));
+                Reply r = one_line_error(lua_tostring(L, -1));
                 lua_pop(L, 1);
                 return r;
             }

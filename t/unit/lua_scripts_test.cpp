@@ -1,8 +1,10 @@
-// The real reserve and settle Lua scripts (reserve_script(), settle_script()),
-// run in an embedded Lua 5.1 against an in-memory Redis (fake_redis_lua.h),
-// with exactly the EVALSHA argv reserve_command / settle_command produce.
-// This is where the threshold crossing rule, spend_cap_reached, low_balance,
-// the check order, ceilings, dry runs and settlement are pinned down.
+// The real reserve, settle and sweep Lua scripts (reserve_script(),
+// settle_script(), sweep_script()), run in an embedded Lua 5.1 against an
+// in-memory Redis (fake_redis_lua.h), with exactly the EVALSHA argv
+// reserve_command / settle_command / sweep_command produce. This is where the
+// threshold crossing rule, spend_cap_reached, low_balance, the check order,
+// ceilings, dry runs, settlement, reservation deadlines, refused requests and
+// all-or-nothing writes (overflow, OOM) are pinned down.
 #include <gtest/gtest.h>
 
 #include <limits>
@@ -13,6 +15,7 @@
 #include "envelope.h"
 #include "fake_redis_lua.h"
 #include "policy.h"
+#include "redis_errors.h"
 #include "request.h"
 #include "reservation.h"
 
@@ -81,6 +84,7 @@ protected:
         redis.now = kNow;
         lua.add_script(reserve_script_sha1(), reserve_script());
         lua.add_script(settle_script_sha1(), settle_script());
+        lua.add_script(sha1_hex(sweep_script()), sweep_script());
     }
 
     void use(const std::string &yaml) { policy = parse_policy(yaml, "test.yaml"); }
@@ -92,16 +96,17 @@ protected:
     }
 
     Reply reserve(const Ledger &l, Nanos cost, std::int64_t tokens = 0, const std::string &rid = "req-1",
-                  bool dry_run = false) {
-        const std::vector<std::string> argv = reserve_command(l, Amounts{cost, tokens}, rid, dry_run);
+                  bool dry_run = false, std::int64_t ttl_ms = kDefaultReservationTtlMs) {
+        const std::vector<std::string> argv = reserve_command(l, Amounts{cost, tokens}, rid, dry_run, ttl_ms);
         EXPECT_FALSE(argv.empty());
         return lua.evalsha(argv);
     }
 
     // The reply as the module's glue hands it on (an array of integers).
     std::vector<long long> reserve_ints(const Ledger &l, Nanos cost, std::int64_t tokens = 0,
-                                        const std::string &rid = "req-1", bool dry_run = false) {
-        const Reply reply = reserve(l, cost, tokens, rid, dry_run);
+                                        const std::string &rid = "req-1", bool dry_run = false,
+                                        std::int64_t ttl_ms = kDefaultReservationTtlMs) {
+        const Reply reply = reserve(l, cost, tokens, rid, dry_run, ttl_ms);
         const auto ints = reply.integers();
         EXPECT_TRUE(ints.has_value()) << reply;
         return ints.value_or(std::vector<long long>{});
@@ -113,11 +118,42 @@ protected:
     }
 
     Reply settle(const Ledger &l, Amounts estimate, Amounts real, const std::string &rid = "req-1",
-                 bool count_unreserved = false, const std::optional<Nanos> &ceiling_cap = std::nullopt) {
-        const std::vector<std::string> argv =
-            settle_command(l, estimate, real, rid, count_unreserved, ceiling_cap);
+                 const std::optional<Nanos> &ceiling_cap = std::nullopt) {
+        const std::vector<std::string> argv = settle_command(l, estimate, real, rid, ceiling_cap);
         EXPECT_FALSE(argv.empty());
         return lua.evalsha(argv);
+    }
+
+    Reply sweep(std::int64_t most, const std::string &org = "acme") {
+        const std::vector<std::string> argv = sweep_command(org, most);
+        EXPECT_FALSE(argv.empty());
+        return lua.evalsha(argv);
+    }
+
+    // The org's reservation deadlines (sc:{acme}:reservations), by deadline.
+    std::vector<std::pair<std::string, double>> deadlines() { return redis.zset(P + "reservations"); }
+
+    // Every counter of the ledger set to a value of its own kind, with no
+    // expiry, so that "as before" can be compared exactly.
+    static std::string preset_value(const Counter &c) {
+        switch (c.kind) {
+        case CounterKind::spend: return "1000000000";
+        case CounterKind::requests: return "3";
+        case CounterKind::tokens: return "70";
+        case CounterKind::rpm: return "2";
+        case CounterKind::tpm: return "50";
+        case CounterKind::balance: return "50000000000";
+        case CounterKind::held: return "1000000000";
+        }
+        return "";
+    }
+    void preset(const Ledger &l) {
+        for (const Counter &c : l.counters) redis.set(c.key, preset_value(c));
+    }
+    // Each counter's value as `expected` says it should be.
+    template <typename F>
+    void expect_counters(const Ledger &l, F expected, const char *when) {
+        for (const Counter &c : l.counters) EXPECT_EQ(at(c.key), expected(c)) << c.key << " " << when;
     }
 
     std::vector<Event> events() { return redis.events(kEvents); }
@@ -134,6 +170,32 @@ protected:
 std::string label_of(const Ledger &l, const ReserveOutcome &o) {
     if (!o.refused_by) return "(none)";
     return blocked_by_label(cap_ref(l, *o.refused_by));
+}
+
+// What a reservation of `cost` and `tokens` adds to a counter.
+std::int64_t reserved_delta(const Counter &c, Nanos cost, std::int64_t tokens) {
+    switch (c.kind) {
+    case CounterKind::spend:
+    case CounterKind::held: return cost;
+    case CounterKind::requests:
+    case CounterKind::rpm: return 1;
+    case CounterKind::tokens:
+    case CounterKind::tpm: return tokens;
+    case CounterKind::balance: return -cost;
+    }
+    return 0;
+}
+
+// The release record a reservation stores: "-DELTA KEY\n" (KEY without
+// sc:{ORG}:) for every counter it changes, in ledger order.
+std::string record_of(const Ledger &l, Nanos cost, std::int64_t tokens) {
+    const std::string prefix = "sc:{" + l.org + "}:";
+    std::string record;
+    for (const Counter &c : l.counters) {
+        const std::int64_t d = reserved_delta(c, cost, tokens);
+        if (d != 0) record += std::to_string(-d) + " " + c.key.substr(prefix.size()) + "\n";
+    }
+    return record;
 }
 
 // ---------------------------------------------------------------------------
@@ -192,7 +254,10 @@ TEST(FakeRedisLua, NumbersAreSentAsRedisFormatsThem) {
     ASSERT_FALSE(r.is_error()) << r;
     EXPECT_EQ(redis.log.back(), (std::vector<std::string>{"SET", "k", "v", "EX", "86400", "NX"}));
     EXPECT_EQ(redis.expire_at("k"), 1000 + 86400);
-    redis.now = 1000 + 86400;
+    EXPECT_EQ(redis.pexpire_at("k"), (1000 + 86400) * 1000LL);
+    redis.now = 1000 + 86400;  // a key lives through its last millisecond
+    EXPECT_TRUE(redis.exists("k"));
+    redis.micros = 1000;
     EXPECT_FALSE(redis.exists("k"));
 }
 
@@ -208,6 +273,229 @@ TEST(FakeRedisLua, EvalshaSplitsKeysAndArgsAndKnowsScriptsBySha) {
     EXPECT_EQ(r.elements[3].str, "nil");
     EXPECT_EQ(r.elements[4].integer, 1);
     EXPECT_EQ(lua.evalsha({"EVALSHA", "other", "0"}).str.substr(0, 8), "NOSCRIPT");
+}
+
+TEST(FakeRedisLua, PcallReturnsTheErrorAndCallRaisesItWithItsCode) {
+    FakeRedis redis;
+    LuaRunner lua(redis);
+    redis.set("s", "abc");
+    // pcall: the error comes back as a table, the script goes on.
+    Reply r = lua.run(R"lua(
+local e = redis.pcall('INCRBY', 's', '1')
+local bad = redis.pcall('SET', 'x', {})
+redis.call('SET', 'after', '1')
+return {type(e), e['err'], bad['err']}
+)lua",
+                      {}, {});
+    ASSERT_EQ(r.type, Reply::Type::array) << r;
+    EXPECT_EQ(r.elements[0].str, "table");
+    EXPECT_EQ(r.elements[1].str, "ERR value is not an integer or out of range");
+    EXPECT_EQ(r.elements[2].str, "ERR Lua redis lib command arguments must be strings or integers");
+    EXPECT_EQ(redis.get("after"), "1");
+    // A returned error table is the reply, exactly.
+    r = lua.run("return redis.pcall('INCRBY', 's', '1')", {}, {});
+    ASSERT_TRUE(r.is_error());
+    EXPECT_EQ(r.str, "ERR value is not an integer or out of range");
+    r = lua.run("return redis.error_reply('MYCODE went wrong')", {}, {});
+    EXPECT_EQ(r.str, "MYCODE went wrong");
+    r = lua.run("return redis.error_reply('oops')", {}, {});
+    EXPECT_EQ(r.str, "ERR oops");
+    EXPECT_EQ(lua.run("return redis.status_reply('FINE')", {}, {}), Reply::status("FINE"));
+    // call: Redis 7 keeps the code and says where.
+    r = lua.run("redis.call('SET', 'y', '1')\nreturn redis.call('INCRBY', 's', '1')", {}, {}, "f_abc");
+    ASSERT_TRUE(r.is_error());
+    EXPECT_EQ(r.str, "ERR value is not an integer or out of range script: f_abc, on @user_script:2.");
+    EXPECT_EQ(redis.get("y"), "1");  // not rolled back
+    redis.command({"XADD", "st", "*", "f", "v"});
+    r = lua.run("return redis.call('GET', 'st')", {}, {}, "f_abc");
+    EXPECT_EQ(r.str, "WRONGTYPE Operation against a key holding the wrong kind of value script: f_abc, on "
+                     "@user_script:1.");
+    // A Lua error: ERR and the position.
+    r = lua.run("\nerror('spend-cap: boom')", {}, {}, "f_abc");
+    EXPECT_EQ(r.str, "ERR user_script:2: spend-cap: boom script: f_abc, on @user_script:2.");
+    r = lua.run("return nope", {}, {}, "f_abc");
+    EXPECT_EQ(r.str.rfind("ERR user_script:1: Script attempted to access nonexistent global variable 'nope'", 0),
+              0u)
+        << r.str;
+    EXPECT_NE(r.str.find("on @user_script:1."), std::string::npos) << r.str;
+}
+
+TEST(FakeRedisLua, IncrbyRefusesAsRedisDoes) {
+    FakeRedis redis;
+    redis.set("big", "9223372036854775000");
+    EXPECT_EQ(redis.command({"INCRBY", "big", "807"}).integer, 9223372036854775807LL);
+    EXPECT_EQ(redis.command({"INCRBY", "big", "1"}).str, "ERR increment or decrement would overflow");
+    redis.set("small", "-9223372036854775807");
+    EXPECT_EQ(redis.command({"INCRBY", "small", "-1"}).integer, std::numeric_limits<long long>::min());
+    EXPECT_EQ(redis.command({"INCRBY", "small", "-1"}).str, "ERR increment or decrement would overflow");
+    EXPECT_EQ(redis.get("small"), "-9223372036854775808");
+    for (const char *bad : {"abc", "", " 1", "1 ", "01", "+1", "1.0", "9223372036854775808"}) {
+        redis.set("v", bad);
+        EXPECT_EQ(redis.command({"INCRBY", "v", "1"}).str, "ERR value is not an integer or out of range") << bad;
+        EXPECT_EQ(redis.get("v"), bad);
+        EXPECT_EQ(redis.command({"INCRBY", "n", bad}).str, "ERR value is not an integer or out of range") << bad;
+    }
+    EXPECT_FALSE(redis.exists("n"));
+    redis.command({"ZADD", "z", "1", "m"});
+    EXPECT_EQ(redis.command({"INCRBY", "z", "1"}).str.substr(0, 9), "WRONGTYPE");
+}
+
+TEST(FakeRedisLua, TimeIsTheTestsClock) {
+    FakeRedis redis;
+    LuaRunner lua(redis);
+    redis.now = 1795000000;
+    redis.micros = 123456;
+    EXPECT_EQ(redis.now_ms(), 1795000000123LL);
+    const Reply r = lua.run("local t = redis.call('TIME') return {t[1], t[2], #t}", {}, {});
+    ASSERT_EQ(r.type, Reply::Type::array) << r;
+    EXPECT_EQ(r.elements[0].str, "1795000000");
+    EXPECT_EQ(r.elements[1].str, "123456");
+    EXPECT_EQ(r.elements[2].integer, 2);
+    redis.set_now_ms(1795000001999LL);
+    EXPECT_EQ(redis.now, 1795000001);
+    EXPECT_EQ(redis.micros, 999000);
+    // PX counts from the millisecond.
+    redis.command({"SET", "p", "v", "PX", "1"});
+    EXPECT_EQ(redis.pexpire_at("p"), 1795000002000LL);
+    redis.set_now_ms(1795000002000LL);
+    EXPECT_TRUE(redis.exists("p"));
+    redis.set_now_ms(1795000002001LL);
+    EXPECT_FALSE(redis.exists("p"));
+    // An EXPIREAT that is not in the future deletes at once.
+    redis.set("e", "1");
+    EXPECT_EQ(redis.command({"EXPIREAT", "e", "1795000002"}).integer, 1);
+    EXPECT_FALSE(redis.exists("e"));
+}
+
+TEST(FakeRedisLua, SortedSets) {
+    FakeRedis redis;
+    using Members = std::vector<std::pair<std::string, double>>;
+    auto range = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), {"ZRANGEBYSCORE", "z"});
+        const Reply r = redis.command(args);
+        std::vector<std::string> out;
+        if (r.is_error()) return std::vector<std::string>{"-" + r.str};
+        for (const Reply &e : r.elements) out.push_back(e.str);
+        return out;
+    };
+    using Strings = std::vector<std::string>;
+    EXPECT_EQ(range({"-inf", "+inf"}), Strings{});  // a missing key is empty
+    EXPECT_EQ(redis.command({"ZADD", "z", "3", "c", "1", "a", "2", "b"}).integer, 3);
+    EXPECT_EQ(redis.command({"ZADD", "z", "1", "b2"}).integer, 1);
+    EXPECT_EQ(redis.command({"ZADD", "z", "5", "a"}).integer, 0);  // an update is not an addition
+    EXPECT_EQ(redis.command({"ZADD", "z", "CH", "1", "a"}).integer, 1);
+    EXPECT_EQ(redis.zset("z"), (Members{{"a", 1}, {"b2", 1}, {"b", 2}, {"c", 3}}));  // ties by member
+    EXPECT_EQ(range({"-inf", "+inf"}), (Strings{"a", "b2", "b", "c"}));
+    EXPECT_EQ(range({"-inf", "inf"}), (Strings{"a", "b2", "b", "c"}));
+    EXPECT_EQ(range({"1", "2"}), (Strings{"a", "b2", "b"}));
+    EXPECT_EQ(range({"(1", "2"}), (Strings{"b"}));
+    EXPECT_EQ(range({"1", "(2"}), (Strings{"a", "b2"}));
+    EXPECT_EQ(range({"2.5", "1e9"}), (Strings{"c"}));
+    EXPECT_EQ(range({"3", "1"}), Strings{});
+    EXPECT_EQ(range({"-inf", "+inf", "LIMIT", "1", "2"}), (Strings{"b2", "b"}));
+    EXPECT_EQ(range({"-inf", "+inf", "LIMIT", "0", "-1"}), (Strings{"a", "b2", "b", "c"}));
+    EXPECT_EQ(range({"-inf", "+inf", "LIMIT", "0", "0"}), Strings{});
+    EXPECT_EQ(range({"-inf", "+inf", "LIMIT", "-1", "5"}), Strings{});
+    EXPECT_EQ(range({"-inf", "+inf", "LIMIT", "9", "5"}), Strings{});
+    EXPECT_EQ(range({"-inf", "2", "WITHSCORES", "LIMIT", "2", "1"}), (Strings{"b", "2"}));
+    EXPECT_EQ(range({"x", "2"}), (Strings{"-ERR min or max is not a float"}));
+    EXPECT_EQ(range({"1", "nan"}), (Strings{"-ERR min or max is not a float"}));
+    EXPECT_EQ(range({"1", "2", "LIMIT", "0", "x"}), (Strings{"-ERR value is not an integer or out of range"}));
+    EXPECT_EQ(range({"1", "2", "LIMIT", "0"}), (Strings{"-ERR syntax error"}));
+    // Scores as Redis parses them.
+    for (const char *bad : {"x", "", " 1", "1 ", "nan", "1e999", "1,5"})
+        EXPECT_EQ(redis.command({"ZADD", "z", bad, "m"}).str, "ERR value is not a valid float") << bad;
+    EXPECT_EQ(redis.command({"ZADD", "z", "1", "m", "x", "n"}).str, "ERR value is not a valid float");
+    EXPECT_FALSE(redis.command({"ZSCORE", "z", "m"}).is_error());
+    EXPECT_EQ(redis.command({"ZSCORE", "z", "m"}).type, Reply::Type::nil);  // nothing of a refused ZADD
+    EXPECT_EQ(redis.command({"ZADD", "z", "-inf", "lo", "+inf", "hi", "1795000900000", "t"}).integer, 3);
+    EXPECT_EQ(redis.command({"ZSCORE", "z", "t"}).str, "1795000900000");
+    EXPECT_EQ(redis.command({"ZSCORE", "z", "lo"}).str, "-inf");
+    EXPECT_EQ(range({"-inf", "-inf"}), (Strings{"lo"}));
+    EXPECT_EQ(redis.command({"ZADD", "z", "1"}).str, "ERR wrong number of arguments for 'zadd' command");
+    EXPECT_EQ(redis.command({"ZADD", "z", "CH", "1"}).str, "ERR syntax error");
+    EXPECT_EQ(redis.command({"ZADD", "z", "1", "a", "2"}).str, "ERR syntax error");
+    EXPECT_EQ(redis.command({"ZADD", "z", "NX", "XX", "1", "a"}).str.substr(0, 7), "ERR XX ");
+    EXPECT_EQ(redis.command({"ZADD", "z", "NX", "9", "a"}).integer, 0);
+    EXPECT_EQ(redis.command({"ZADD", "z", "XX", "9", "new"}).integer, 0);
+    EXPECT_EQ(redis.command({"ZADD", "z", "GT", "CH", "0", "a", "9", "b"}).integer, 1);
+    EXPECT_EQ(redis.command({"ZSCORE", "z", "a"}).str, "1");
+    EXPECT_EQ(redis.command({"ZSCORE", "z", "b"}).str, "9");
+    EXPECT_EQ(redis.command({"ZADD", "xx-only", "XX", "1", "a"}).integer, 0);
+    EXPECT_FALSE(redis.exists("xx-only"));
+    // ZREM; an emptied set is gone.
+    EXPECT_EQ(redis.command({"ZCARD", "z"}).integer, 7);
+    EXPECT_EQ(redis.command({"ZREM", "z", "a", "zz", "b"}).integer, 2);
+    EXPECT_EQ(redis.command({"ZREM", "missing", "a"}).integer, 0);
+    EXPECT_FALSE(redis.exists("missing"));
+    EXPECT_EQ(redis.command({"ZREM", "z", "b2", "c", "lo", "hi", "t"}).integer, 5);
+    EXPECT_FALSE(redis.exists("z"));
+    // WRONGTYPE both ways.
+    redis.set("s", "1");
+    EXPECT_EQ(redis.command({"ZADD", "s", "1", "m"}).str.substr(0, 9), "WRONGTYPE");
+    EXPECT_EQ(redis.command({"ZREM", "s", "m"}).str.substr(0, 9), "WRONGTYPE");
+    EXPECT_EQ(redis.command({"ZRANGEBYSCORE", "s", "-inf", "+inf"}).str.substr(0, 9), "WRONGTYPE");
+    redis.command({"ZADD", "z2", "1", "m"});
+    EXPECT_EQ(redis.command({"GET", "z2"}).str.substr(0, 9), "WRONGTYPE");
+    EXPECT_EQ(redis.command({"XADD", "z2", "*", "f", "v"}).str.substr(0, 9), "WRONGTYPE");
+    EXPECT_EQ(redis.command({"EXISTS", "z2"}).integer, 1);
+    EXPECT_EQ(redis.command({"SET", "z2", "x"}).str, "OK");  // SET replaces any type
+    EXPECT_EQ(redis.get("z2"), "x");
+}
+
+TEST(FakeRedisLua, SortedSetsFromLua) {
+    FakeRedis redis;
+    LuaRunner lua(redis);
+    // Numbers go as %.17g: a millisecond timestamp stays exact.
+    const Reply r = lua.run(R"lua(
+redis.call('ZADD', 'z', 1795000000000 + 900000, 'r1')
+redis.call('ZADD', 'z', 1795000000000 + 100, 'r2')
+return redis.call('ZRANGEBYSCORE', 'z', '-inf', 1795000000000 + 900000, 'LIMIT', 0, 1)
+)lua",
+                            {}, {});
+    ASSERT_EQ(r.type, Reply::Type::array) << r;
+    ASSERT_EQ(r.elements.size(), 1u);
+    EXPECT_EQ(r.elements[0].str, "r2");
+    EXPECT_EQ(redis.log[0], (std::vector<std::string>{"ZADD", "z", "1795000900000", "r1"}));
+    EXPECT_EQ(redis.log[2],
+              (std::vector<std::string>{"ZRANGEBYSCORE", "z", "-inf", "1795000900000", "LIMIT", "0", "1"}));
+}
+
+TEST(FakeRedisLua, OomRefusesTheFirstWriteOfAScriptOnly) {
+    FakeRedis redis;
+    LuaRunner lua(redis);
+    redis.set("a", "1");
+    redis.oom = true;
+    const std::string oom = "OOM command not allowed when used memory > 'maxmemory'.";
+    // Outside a script: every command that may grow memory, reads and
+    // shrinking writes go through.
+    EXPECT_EQ(redis.command({"SET", "b", "1"}).str, oom);
+    EXPECT_EQ(redis.command({"INCRBY", "a", "1"}).str, oom);
+    EXPECT_EQ(redis.command({"ZADD", "z", "1", "m"}).str, oom);
+    EXPECT_EQ(redis.command({"XADD", "s", "*", "f", "v"}).str, oom);
+    EXPECT_EQ(redis.command({"GET", "a"}).str, "1");
+    EXPECT_EQ(redis.command({"EXPIREAT", "a", "99999999999"}).integer, 1);
+    // A script's first write: refused (pcall sees it, call raises it with its code).
+    Reply r = lua.run("local e = redis.pcall('INCRBY', 'a', '1') return e", {}, {});
+    EXPECT_EQ(r.str, oom);
+    r = lua.run("redis.call('GET', 'a')\nredis.call('SET', 'b', '1')\nreturn 1", {}, {}, "f_x");
+    EXPECT_EQ(r.str, oom + " script: f_x, on @user_script:2.");
+    EXPECT_FALSE(redis.exists("b"));
+    EXPECT_EQ(redis.get("a"), "1");
+    // After a write (DEL, ZREM and EXPIREAT are writes Redis never refuses
+    // for memory), the script may go on writing.
+    r = lua.run("redis.call('DEL', 'nothing')\nredis.call('SET', 'b', '1')\nreturn redis.call('INCRBY', 'a', '1')",
+                {}, {});
+    EXPECT_EQ(r.integer, 2) << r;
+    EXPECT_EQ(redis.get("b"), "1");
+    // A refused first write does not count as one: the next is refused too.
+    r = lua.run("redis.pcall('SET', 'c', '1')\nreturn redis.pcall('SET', 'c', '2')", {}, {});
+    EXPECT_EQ(r.str, oom);
+    EXPECT_FALSE(redis.exists("c"));
+    // Each script starts clean.
+    EXPECT_EQ(lua.run("return redis.pcall('SET', 'c', '1')", {}, {}).str, oom);
+    redis.oom = false;
+    EXPECT_EQ(lua.run("return redis.call('SET', 'c', '1')", {}, {}), Reply::status("OK"));
 }
 
 // ---------------------------------------------------------------------------
@@ -264,9 +552,12 @@ TEST_F(LuaScripts, AnAllowedReservationWritesEveryCounterOnce) {
     }
     EXPECT_EQ(redis.expire_at(P + "rate:key:k1:rpm:2026-11-18T11:06"), kMinuteExpire);
     EXPECT_EQ(redis.expire_at(kKeyLife), 0);
-    // The reservation record: the estimate, for a day.
-    EXPECT_EQ(at(P + "resv:req-1"), "300");
-    EXPECT_EQ(redis.expire_at(P + "resv:req-1"), kNow + 86400);
+    // The reservation record: how to give every counter back, kept a day past
+    // its deadline, which is in the org's sorted set of deadlines.
+    EXPECT_EQ(at(P + "resv:req-1"), record_of(l, 300, 40));
+    EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), kNow * 1000 + kDefaultReservationTtlMs + 86'400'000);
+    EXPECT_EQ(deadlines(), (std::vector<std::pair<std::string, double>>{
+                               {"req-1", static_cast<double>(kNow * 1000 + kDefaultReservationTtlMs)}}));
     EXPECT_TRUE(events().empty());
 
     const ReserveOutcome o = decode_reserve_reply(l, reply);
@@ -456,7 +747,7 @@ TEST_F(LuaScripts, AnUnreservedSettlementCanCross) {
     use(policy_yaml("{ monthly_usd: 10 }"));
     const Ledger l = ledger();
     redis.set(kKeyMonthly, "4000000000");
-    EXPECT_EQ(settle(l, {9 * kUsd, 0}, {2 * kUsd, 0}, "req-x", true).integer, 1);
+    EXPECT_EQ(settle(l, {9 * kUsd, 0}, {2 * kUsd, 0}, "req-x").integer, 1);
     EXPECT_EQ(at(kKeyMonthly), "6000000000");
     EXPECT_EQ(events(), (std::vector<Event>{
                             warning("key", "k1", "monthly", "2026-11", "0.5", "6000000000", "10000000000")}));
@@ -834,7 +1125,7 @@ TEST_F(LuaScripts, ASettlementWarnsAgainstTheCeilingTheReservationSaw) {
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
     ASSERT_EQ(o.ceiling_cap, 100 * kUsd);
     EXPECT_TRUE(events().empty());
-    EXPECT_EQ(settle(l, {40 * kUsd, 0}, {55 * kUsd, 0}, "req-1", false, o.ceiling_cap).integer, 1);
+    EXPECT_EQ(settle(l, {40 * kUsd, 0}, {55 * kUsd, 0}, "req-1", o.ceiling_cap).integer, 1);
     EXPECT_EQ(events(), (std::vector<Event>{
                             warning("org", "acme", "monthly", "2026-11", "0.5", "55000000000", "100000000000")}));
 }
@@ -926,7 +1217,7 @@ TEST_F(LuaScripts, ADryRunCountsEverythingAndNamesTheCapThatWouldHaveRefused) {
     EXPECT_EQ(at(P + "rate:key:k1:rpm:2026-11-18T11:06"), "1");  // past rpm 0
     EXPECT_EQ(at(kBalance), "-1000000000");                      // past an empty balance
     EXPECT_EQ(at(kHeld), "1000000000");
-    EXPECT_EQ(at(P + "resv:req-1"), "1000000000");
+    EXPECT_EQ(at(P + "resv:req-1"), record_of(l, kUsd, 7));
     const ReserveOutcome o = decode_reserve_reply(l, reply);
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
     EXPECT_EQ(o.refused_by, std::optional<std::size_t>(1));
@@ -984,7 +1275,8 @@ TEST_F(LuaScripts, ASecondSettlementChangesNothing) {
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1").integer, 1);
     const auto before = redis.data();
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1").integer, 0);
-    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {9 * kUsd, 900}, "req-1", true).integer, 0);
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {9 * kUsd, 900}, "req-1").integer, 0);
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 0);
     EXPECT_EQ(redis.data(), before);
 }
 
@@ -993,7 +1285,7 @@ TEST_F(LuaScripts, AnUnreservedSettlementAddsTheRealAmounts) {
     const Ledger l = ledger();
     redis.set(kBalance, "50000000000");
     // Counted: a fail-open request that reached the upstream.
-    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1", true).integer, 1);
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1").integer, 1);
     for (const Counter &c : l.counters) {
         std::string expected;
         switch (c.kind) {
@@ -1010,13 +1302,15 @@ TEST_F(LuaScripts, AnUnreservedSettlementAddsTheRealAmounts) {
             EXPECT_EQ(redis.expire_at(c.key), c.expire_at) << c.key;
         }
     }
-    // Not counted: the request counters stay as they are.
-    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-2", false).integer, 1);
-    EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "1");
-    EXPECT_EQ(at(P + "reqs:org:acme:m:2026-11"), "1");
+    // A second one adds as much again: each counts exactly once.
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-2").integer, 1);
+    EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "2");
+    EXPECT_EQ(at(P + "reqs:org:acme:m:2026-11"), "2");
     EXPECT_EQ(at(kKeyDaily), "2000000000");
     EXPECT_EQ(at(P + "tokens:key:k1:m:2026-11"), "240");
     EXPECT_EQ(at(kBalance), "48000000000");
+    EXPECT_FALSE(redis.exists(kHeld));
+    EXPECT_FALSE(redis.exists(P + "reservations"));
 }
 
 TEST_F(LuaScripts, RateCountersAreNotRecreatedOnceTheirMinuteHasGone) {
@@ -1069,6 +1363,422 @@ TEST_F(LuaScripts, CapsNearTheInt64LimitCompareExactly) {
     use(policy_yaml("{ monthly_usd: 0.000000002 }", ""));
     EXPECT_EQ(reserve_ints(ledger(), 7, 0, "req-4")[0], 1);  // -5 + 7 = 2 <= 2
     EXPECT_EQ(reserve_ints(ledger(), 1, 0, "req-5")[0], 0);
+}
+
+
+// ---------------------------------------------------------------------------
+// Reservation deadlines: a reservation whose request never settles is given
+// back; a settlement after that counts the real amounts once.
+
+std::string plus(const std::string &value, long long delta) { return std::to_string(std::stoll(value) + delta); }
+
+using Deadlines = std::vector<std::pair<std::string, double>>;
+
+TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
+    use(policy_yaml("{ daily_usd: 10, rpm: 100, tpm: 100000 }", "", kPrepaid));
+    const Ledger l = ledger();
+    ASSERT_TRUE(l.balance && l.held);
+    const std::string rpm = P + "rate:key:k1:rpm:2026-11-18T11:06";
+    const std::string tpm = P + "rate:key:k1:tpm:2026-11-18T11:06";
+    preset(l);
+    const std::int64_t t0 = kNow * 1000;
+
+    // 8 of the key's 10 USD a day, for a second.
+    ASSERT_EQ(reserve_ints(l, 8 * kUsd, 300, "req-1", false, 1000)[0], 1);
+    expect_counters(l, [](const Counter &c) { return plus(preset_value(c), reserved_delta(c, 8 * kUsd, 300)); },
+                    "reserved");
+    EXPECT_EQ(deadlines(), (Deadlines{{"req-1", static_cast<double>(t0 + 1000)}}));
+    EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), t0 + 1000 + 86'400'000);
+    redis.command({"DEL", rpm});  // its minute went (or it was evicted)
+
+    // Not yet due: nothing given back.
+    redis.set_now_ms(t0 + 999);
+    EXPECT_EQ(sweep(8).integer, 0);
+    EXPECT_TRUE(redis.exists(P + "resv:req-1"));
+    EXPECT_EQ(at(kKeyDaily), "9000000000");
+
+    // Due: the next reserve of the org gives it back before its checks, so
+    // 8 more USD fit (1 + 8 + 8 would not).
+    redis.set_now_ms(t0 + 1000);
+    const std::vector<long long> second = reserve_ints(l, 8 * kUsd, 300, "req-2");
+    ASSERT_GE(second.size(), 4u);
+    EXPECT_EQ(second[0], 1);
+    auto after_second = [&](const Counter &c) {
+        if (c.key == rpm) return std::string("1");  // not recreated at -1 by the release
+        return plus(preset_value(c), reserved_delta(c, 8 * kUsd, 300));
+    };
+    expect_counters(l, after_second, "after the release");
+    EXPECT_EQ(at(kBalance), "42000000000");
+    EXPECT_EQ(at(kHeld), "9000000000");
+    EXPECT_EQ(at(tpm), "350");
+    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_EQ(deadlines(), (Deadlines{{"req-2", static_cast<double>(t0 + 1000 + kDefaultReservationTtlMs)}}));
+    EXPECT_TRUE(events().empty());
+
+    // Once: neither a sweep nor another reserve gives it back again.
+    const auto released = redis.data();
+    EXPECT_EQ(sweep(8).integer, 0);
+    EXPECT_EQ(redis.data(), released);
+    EXPECT_EQ(reserve_ints(l, 11 * kUsd, 0, "req-3"), (std::vector<long long>{0, 1, 9'000'000'000, 0}));
+    EXPECT_EQ(redis.data(), released);
+
+    // Its settlement comes late: no reservation any more, so the real
+    // amounts are added, once (rates and the hold are not).
+    EXPECT_EQ(settle(l, {8 * kUsd, 300}, {2 * kUsd, 100}, "req-1").integer, 1);
+    expect_counters(l,
+                    [&](const Counter &c) {
+                        switch (c.kind) {
+                        case CounterKind::spend: return plus(after_second(c), 2 * kUsd);
+                        case CounterKind::requests: return plus(after_second(c), 1);
+                        case CounterKind::tokens: return plus(after_second(c), 100);
+                        case CounterKind::balance: return plus(after_second(c), -2 * kUsd);
+                        default: return after_second(c);
+                        }
+                    },
+                    "after the late settlement");
+    EXPECT_EQ(settle(l, {8 * kUsd, 300}, {2 * kUsd, 100}, "req-1").integer, 0);
+
+    // And req-2 settles as usual: each request counted once at its real cost.
+    EXPECT_EQ(settle(l, {8 * kUsd, 300}, {kUsd, 50}, "req-2").integer, 1);
+    expect_counters(l,
+                    [&](const Counter &c) {
+                        if (c.key == rpm) return std::string("1");
+                        switch (c.kind) {
+                        case CounterKind::spend: return plus(preset_value(c), 3 * kUsd);
+                        case CounterKind::requests: return plus(preset_value(c), 2);
+                        case CounterKind::tokens: return plus(preset_value(c), 150);
+                        case CounterKind::tpm: return plus(preset_value(c), 50);  // req-1's minute is not known
+                        case CounterKind::balance: return plus(preset_value(c), -3 * kUsd);
+                        default: return preset_value(c);
+                        }
+                    },
+                    "at the end");
+    EXPECT_FALSE(redis.exists(P + "reservations"));
+}
+
+TEST_F(LuaScripts, TheSweepGivesBackAtMostMostAndOnlyWhatIsDue) {
+    use(policy_yaml("{ daily_usd: 100, daily_tokens: 1000 }", "", kPrepaid));
+    const Ledger l = ledger();
+    preset(l);
+    const auto before = redis.data();
+    const std::int64_t t0 = kNow * 1000;
+    ASSERT_EQ(reserve_ints(l, 1 * kUsd, 10, "req-a", false, 1000)[0], 1);
+    ASSERT_EQ(reserve_ints(l, 2 * kUsd, 20, "req-b", false, 2000)[0], 1);
+    ASSERT_EQ(reserve_ints(l, 4 * kUsd, 40, "req-c", false, 5000)[0], 1);
+    EXPECT_EQ(deadlines(), (Deadlines{{"req-a", static_cast<double>(t0 + 1000)},
+                                      {"req-b", static_cast<double>(t0 + 2000)},
+                                      {"req-c", static_cast<double>(t0 + 5000)}}));
+    const std::string tokens = P + "tokens:key:k1:d:2026-11-18";
+    EXPECT_EQ(at(kKeyDaily), "8000000000");
+    EXPECT_EQ(at(tokens), "140");
+
+    redis.set_now_ms(t0 + 2500);  // a and b are due, c is not
+    EXPECT_EQ(sweep(5, "other").integer, 0);  // another org's sweep touches nothing here
+    EXPECT_EQ(sweep(1).integer, 1);           // at most one: the earliest deadline
+    EXPECT_EQ(deadlines(), (Deadlines{{"req-b", static_cast<double>(t0 + 2000)},
+                                      {"req-c", static_cast<double>(t0 + 5000)}}));
+    EXPECT_FALSE(redis.exists(P + "resv:req-a"));
+    EXPECT_EQ(at(kKeyDaily), "7000000000");
+    EXPECT_EQ(at(tokens), "130");
+    EXPECT_EQ(at(kBalance), "44000000000");
+    EXPECT_EQ(at(kHeld), "7000000000");
+    EXPECT_EQ(sweep(5).integer, 1);
+    EXPECT_EQ(deadlines(), (Deadlines{{"req-c", static_cast<double>(t0 + 5000)}}));
+    EXPECT_EQ(at(kKeyDaily), "5000000000");
+    EXPECT_EQ(sweep(5).integer, 0);
+    EXPECT_TRUE(redis.exists(P + "resv:req-c"));
+
+    redis.set_now_ms(t0 + 4999);
+    EXPECT_EQ(sweep(5).integer, 0);
+    EXPECT_EQ(at(kKeyDaily), "5000000000");
+    redis.set_now_ms(t0 + 5000);  // the deadline itself is due
+    EXPECT_EQ(sweep(5).integer, 1);
+    EXPECT_EQ(redis.data(), before);  // every counter, balance and hold as before; no record, no set
+}
+
+TEST_F(LuaScripts, AReserveGivesBackAtMostEightAndTheSweepTheRest) {
+    use(policy_yaml("{ daily_usd: 100 }", ""));
+    const Ledger l = ledger();
+    for (int i = 0; i < 10; ++i)  // deadlines in this order, none due yet
+        ASSERT_EQ(reserve_ints(l, kUsd, 0, "old-" + std::to_string(i), false, 1 + i)[0], 1);
+    EXPECT_EQ(at(kKeyDaily), "10000000000");
+    redis.set_now_ms(kNow * 1000 + 100);
+    ASSERT_EQ(reserve_ints(l, kUsd, 0, "new")[0], 1);
+    EXPECT_EQ(at(kKeyDaily), "3000000000");  // 10 - 8 + 1
+    const Deadlines left = deadlines();
+    ASSERT_EQ(left.size(), 3u);
+    EXPECT_EQ(left[0].first, "old-8");
+    EXPECT_EQ(left[1].first, "old-9");
+    EXPECT_EQ(left[2].first, "new");
+    EXPECT_EQ(sweep(8).integer, 2);
+    EXPECT_EQ(at(kKeyDaily), "1000000000");
+    EXPECT_EQ(deadlines().size(), 1u);
+}
+
+TEST_F(LuaScripts, DeadlinesAreRedisTimeInMilliseconds) {
+    use(policy_yaml("{ daily_usd: 100 }", ""));
+    const Ledger l = ledger();
+    redis.micros = 500'000;  // TIME: kNow s 500000 us
+    ASSERT_EQ(reserve_ints(l, kUsd, 0, "req-1", false, 1000)[0], 1);
+    const std::int64_t deadline = kNow * 1000 + 500 + 1000;
+    EXPECT_EQ(deadlines(), (Deadlines{{"req-1", static_cast<double>(deadline)}}));
+    EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), deadline + 86'400'000);
+    redis.now = kNow + 1;
+    redis.micros = 499'999;  // 1 ms short
+    EXPECT_EQ(sweep(8).integer, 0);
+    redis.micros = 500'000;
+    EXPECT_EQ(sweep(8).integer, 1);
+    EXPECT_EQ(at(kKeyDaily), "0");
+    // A ttl of 0 means the least there is (1 ms), the most 12 hours.
+    ASSERT_EQ(reserve_ints(l, kUsd, 0, "req-2", false, 0)[0], 1);
+    ASSERT_EQ(reserve_ints(l, kUsd, 0, "req-3", false, std::numeric_limits<std::int64_t>::max())[0], 1);
+    EXPECT_EQ(deadlines(), (Deadlines{{"req-2", static_cast<double>(deadline + 1)},
+                                      {"req-3", static_cast<double>(deadline + kMaxReservationTtlMs)}}));
+}
+
+TEST_F(LuaScripts, ASettlementBeforeTheDeadlineEndsTheReservation) {
+    use(policy_yaml("{ daily_usd: 10, tpm: 1000 }", "", kPrepaid));
+    const Ledger l = ledger();
+    redis.set(kBalance, "50000000000");
+    ASSERT_EQ(reserve_ints(l, 3 * kUsd, 400, "req-1", false, 1000)[0], 1);
+    ASSERT_EQ(deadlines().size(), 1u);
+    redis.set_now_ms(kNow * 1000 + 999);
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1").integer, 1);
+    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(redis.exists(P + "reservations"));  // its deadline is gone with it
+    EXPECT_EQ(at(kKeyDaily), "1000000000");
+    EXPECT_EQ(at(kBalance), "49000000000");
+    EXPECT_EQ(at(kHeld), "0");
+    // Past the deadline nothing is given back: not by a sweep, nor by a reserve.
+    redis.set_now_ms(kNow * 1000 + 5000);
+    const auto settled = redis.data();
+    EXPECT_EQ(sweep(8).integer, 0);
+    EXPECT_EQ(redis.data(), settled);
+    ASSERT_EQ(reserve_ints(l, kUsd, 10, "req-2")[0], 1);
+    EXPECT_EQ(at(kKeyDaily), "2000000000");
+    EXPECT_EQ(at(kBalance), "48000000000");
+    EXPECT_EQ(at(kHeld), "1000000000");
+    EXPECT_EQ(at(P + "rate:key:k1:tpm:2026-11-18T11:06"), "130");
+}
+
+TEST_F(LuaScripts, ALateReserveAfterItsSettlementChangesNothing) {
+    use(policy_yaml("{ daily_usd: 10, rpm: 100 }", "warn_at: [0.5]\n", kPrepaid));
+    const Ledger l = ledger();
+    redis.set(kBalance, "50000000000");
+    // Another request's reservation is due: a late resend does not even give it back.
+    ASSERT_EQ(reserve_ints(l, kUsd, 0, "req-0", false, 1)[0], 1);
+    ASSERT_EQ(reserve_ints(l, 2 * kUsd, 5, "req-1")[0], 1);
+    EXPECT_EQ(settle(l, {2 * kUsd, 5}, {kUsd, 3}, "req-1").integer, 1);
+    redis.set_now_ms(kNow * 1000 + 10);
+    const auto before = redis.data();
+    for (const Nanos cost : {2 * kUsd, 6 * kUsd, 20 * kUsd}) {  // fits, crosses a warning, refused
+        const std::vector<long long> reply = reserve_ints(l, cost, 5, "req-1");
+        EXPECT_EQ(reply, (std::vector<long long>{2})) << cost;
+        EXPECT_EQ(redis.data(), before) << cost;
+        const ReserveOutcome o = decode_reserve_reply(l, reply);
+        EXPECT_EQ(o.kind, ReserveOutcome::Kind::error);
+        EXPECT_EQ(o.error, "reserve script found the request already settled");
+        EXPECT_FALSE(o.refused_by.has_value());
+    }
+    // A request refused before the provider settles without a reservation;
+    // its reserve, arriving after, is turned away the same way.
+    EXPECT_EQ(settle(l, {2 * kUsd, 5}, {0, 0, 0}, "req-9").integer, 1);
+    const auto marked = redis.data();
+    EXPECT_EQ(reserve_ints(l, 2 * kUsd, 5, "req-9"), (std::vector<long long>{2}));
+    EXPECT_EQ(redis.data(), marked);
+    EXPECT_FALSE(redis.exists(P + "resv:req-9"));
+}
+
+// ---------------------------------------------------------------------------
+// A request refused before the provider (real.requests = 0) counts nowhere.
+
+TEST_F(LuaScripts, ARefusedRequestGivesBackEverythingItReserved) {
+    use(policy_yaml("{ daily_usd: 10, daily_requests: 50, daily_tokens: 5000, rpm: 100, tpm: 100000 }", "",
+                    kPrepaid));
+    const Ledger l = ledger();
+    ASSERT_EQ(l.counters.size(), 25u);  // 21 scope counters, balance, rpm, tpm, held
+    preset(l);
+    const auto before = redis.data();
+    ASSERT_EQ(reserve_ints(l, 3 * kUsd, 400, "req-1")[0], 1);
+    EXPECT_EQ(at(kKeyDaily), "4000000000");
+    EXPECT_EQ(at(P + "rate:key:k1:rpm:2026-11-18T11:06"), "3");
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 1);
+    // Spend, requests, tokens, rpm, tpm, balance, held: exactly as before.
+    EXPECT_EQ(without(P + "settled:"), before);
+    EXPECT_TRUE(events().empty());
+    EXPECT_EQ(at(P + "settled:req-1"), "1");
+    EXPECT_EQ(redis.expire_at(P + "settled:req-1"), kNow + 86400);
+    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 0);
+
+    // Counters it created hold 0 afterwards (a missing counter is 0 too).
+    const Ledger fresh = ledger("c1");
+    ASSERT_EQ(reserve_ints(fresh, kUsd, 40, "req-2")[0], 1);
+    EXPECT_EQ(settle(fresh, {kUsd, 40}, {0, 0, 0}, "req-2").integer, 1);
+    for (const Counter &c : fresh.counters) {
+        if (c.scope != Scope::customer) EXPECT_EQ(at(c.key), preset_value(c)) << c.key;
+        else EXPECT_EQ(at(c.key), "0") << c.key;
+    }
+}
+
+TEST_F(LuaScripts, ARefusedRequestWithoutAReservationOnlyMarksItSettled) {
+    use(policy_yaml("{ daily_usd: 10, rpm: 100, tpm: 100000 }", "warn_at: [0.5]\n", kPrepaid));
+    const Ledger l = ledger();
+    // Nothing in Redis: nothing is created but the marker. (The balance is
+    // funded: an empty one is below low_balance_usd, and the settlement
+    // reports that whatever it settles; see the report.)
+    redis.set(kBalance, "50000000000");
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-0").integer, 1);
+    ASSERT_EQ(redis.data().size(), 2u);
+    EXPECT_TRUE(redis.exists(P + "settled:req-0"));
+    EXPECT_EQ(at(kBalance), "50000000000");
+    // Counters in use stay exactly as they are.
+    preset(l);
+    const auto before = without(P + "settled:");
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 1);
+    EXPECT_EQ(without(P + "settled:"), before);
+    EXPECT_TRUE(events().empty());
+    EXPECT_TRUE(redis.exists(P + "settled:req-1"));
+    EXPECT_FALSE(redis.exists(P + "reservations"));
+}
+
+// ---------------------------------------------------------------------------
+// All or nothing: a write Redis refuses leaves every key as it was.
+
+TEST_F(LuaScripts, AReserveThatCannotAddLeavesEverythingAsItWas) {
+    use(policy_yaml("{ daily_usd: 100 }", ""));
+    const Ledger l = ledger();
+    const std::string org_life = P + "spend:org:acme:life";  // uncapped, late in the order
+    ASSERT_EQ(l.counters[16].key, org_life);
+    redis.set(kKeyDaily, "5");
+    ASSERT_EQ(reserve_ints(l, kUsd, 3, "req-0")[0], 1);  // another request, reserved
+    redis.command({"DEL", kKeyMonthly});                 // and a counter req-1 creates
+    struct Case {
+        const char *what;
+        std::string error;
+    };
+    for (const Case &c : {Case{"overflow", "ERR increment or decrement would overflow"},
+                          Case{"abc", "ERR value is not an integer or out of range"},
+                          Case{"stream", "WRONGTYPE Operation against a key holding the wrong kind of value"}}) {
+        redis.command({"DEL", org_life});
+        if (std::string(c.what) == "overflow") redis.set(org_life, "9223372036854775000");
+        if (std::string(c.what) == "abc") redis.set(org_life, "abc");
+        if (std::string(c.what) == "stream") redis.command({"XADD", org_life, "*", "f", "v"});
+        const auto before = redis.data();
+        const Reply r = reserve(l, 1000, 7, "req-1");
+        ASSERT_TRUE(r.is_error()) << c.what << ": " << r;
+        EXPECT_EQ(r.str, c.error) << c.what;
+        EXPECT_EQ(redis.data(), before) << c.what;  // no counter, record, deadline or expiry left behind
+        EXPECT_FALSE(redis.exists(P + "resv:req-1")) << c.what;
+        EXPECT_EQ(deadlines().size(), 1u) << c.what;
+        EXPECT_EQ(at(kKeyDaily), "1000000005") << c.what;
+        EXPECT_FALSE(redis.exists(kKeyMonthly)) << c.what;  // created, then deleted
+    }
+    // Room again: the same reserve goes through.
+    redis.set(org_life, "9223372036854774000");
+    ASSERT_EQ(reserve_ints(l, 1000, 7, "req-1")[0], 1);
+    EXPECT_EQ(at(org_life), "9223372036854775000");
+    EXPECT_EQ(at(kKeyMonthly), "1000");
+    EXPECT_EQ(redis.expire_at(kKeyMonthly), kMonthExpire);
+}
+
+TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
+    use(policy_yaml("{ daily_usd: 100 }", "", kPrepaid));
+    const Ledger l = ledger();
+    const std::string org_life = P + "spend:org:acme:life";
+    redis.set(kBalance, "50000000000");
+    redis.set(org_life, "9223372036854775000");
+    ASSERT_EQ(reserve_ints(l, 200, 0, "req-1")[0], 1);
+    EXPECT_EQ(at(org_life), "9223372036854775200");
+    auto before = redis.data();
+    // +700 more would pass INT64_MAX.
+    Reply r = settle(l, {200, 0}, {900, 0}, "req-1");
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
+    EXPECT_EQ(redis.data(), before);  // still reserved, not marked settled
+    EXPECT_TRUE(redis.exists(P + "resv:req-1"));
+    EXPECT_EQ(deadlines().size(), 1u);
+    EXPECT_FALSE(redis.exists(P + "settled:req-1"));
+    EXPECT_EQ(settle(l, {200, 0}, {100, 0}, "req-1").integer, 1);
+    EXPECT_EQ(at(org_life), "9223372036854775100");
+    EXPECT_EQ(at(kBalance), "49999999900");
+    // Unreserved: the same.
+    before = redis.data();
+    r = settle(l, {500, 0}, {1000, 0}, "req-2");
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
+    EXPECT_EQ(redis.data(), before);
+    redis.set(org_life, "abc");
+    before = redis.data();
+    r = settle(l, {500, 0}, {5, 0}, "req-2");
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_EQ(r.str, "ERR value is not an integer or out of range");
+    EXPECT_EQ(redis.data(), before);
+}
+
+TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {
+    use(policy_yaml("{ daily_usd: 10, rpm: 100 }", "warn_at: [0.5]\n", kPrepaid));
+    const Ledger l = ledger();
+    redis.set(kBalance, "50000000000");
+    ASSERT_EQ(reserve_ints(l, 3 * kUsd, 0, "req-1")[0], 1);
+    redis.oom = true;
+    const std::string oom = "OOM command not allowed when used memory > 'maxmemory'.";
+    const auto before = redis.data();
+    // Reserve: refused at its first write (the record).
+    Reply r = reserve(l, kUsd, 0, "req-2");
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_EQ(r.str.rfind(oom, 0), 0u) << r.str;
+    EXPECT_EQ(classify_redis_error(r.str).kind, RedisErrorKind::transient);
+    EXPECT_EQ(redis.data(), before);
+    // A refusal that would report a reached cap: refused at that marker
+    // (or, were the marker's write allowed to fail, a plain refusal without
+    // the event); nothing written either way.
+    r = reserve(l, 8 * kUsd, 0, "req-3");
+    if (r.is_error()) {
+        EXPECT_EQ(r.str.rfind(oom, 0), 0u) << r.str;
+    } else {
+        EXPECT_EQ(r.integers(), (std::vector<long long>{0, 1, 3'000'000'000, 0})) << r;
+    }
+    EXPECT_EQ(redis.data(), before);
+    // Settle: refused at its first INCRBY, answered with Redis's own error.
+    const std::vector<std::string> argv = settle_command(l, {3 * kUsd, 0}, {kUsd, 0}, "req-1", std::nullopt);
+    r = lua.evalsha(argv);
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_EQ(r.str, oom);
+    EXPECT_EQ(classify_redis_error(r.str).kind, RedisErrorKind::transient);
+    EXPECT_EQ(redis.data(), before);
+    // A settlement with nothing to add is refused at its marker.
+    r = settle(l, {kUsd, 0}, {0, 0, 0}, "req-4");
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_EQ(r.str.rfind(oom, 0), 0u) << r.str;
+    EXPECT_EQ(redis.data(), before);
+    // Memory back: the same settlement lands, once.
+    redis.oom = false;
+    EXPECT_EQ(lua.evalsha(argv).integer, 1);
+    EXPECT_EQ(lua.evalsha(argv).integer, 0);
+    EXPECT_EQ(at(kKeyDaily), "1000000000");
+    EXPECT_EQ(at(kBalance), "49000000000");
+    EXPECT_EQ(at(kHeld), "0");
+    EXPECT_FALSE(redis.exists(P + "reservations"));
+}
+
+// Redis refuses only a script's first write; giving a reservation back
+// (ZREM, DEL: writes Redis never refuses for memory) comes first, so such a
+// reserve runs whole. Either way nothing is left half-done.
+TEST_F(LuaScripts, UnderOomAReserveThatGivesBackFirstRunsWhole) {
+    use(policy_yaml("{ daily_usd: 10 }", ""));
+    const Ledger l = ledger();
+    ASSERT_EQ(reserve_ints(l, 6 * kUsd, 0, "req-0", false, 1)[0], 1);
+    redis.set_now_ms(kNow * 1000 + 1);
+    redis.oom = true;
+    const std::vector<long long> reply = reserve_ints(l, 6 * kUsd, 0, "req-1");
+    ASSERT_GE(reply.size(), 4u);
+    EXPECT_EQ(reply[0], 1);
+    EXPECT_EQ(at(kKeyDaily), "6000000000");
+    EXPECT_FALSE(redis.exists(P + "resv:req-0"));
+    EXPECT_TRUE(redis.exists(P + "resv:req-1"));
+    EXPECT_EQ(deadlines().size(), 1u);
 }
 
 }  // namespace

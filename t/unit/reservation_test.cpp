@@ -370,33 +370,74 @@ TEST(Scripts, NamedByTheirSha1) {
     EXPECT_EQ(settle_script_sha1(), sha1_hex(settle_script()));
     EXPECT_EQ(reserve_script_sha1().size(), 40u);
     EXPECT_NE(reserve_script_sha1(), settle_script_sha1());
+    EXPECT_FALSE(sweep_script().empty());
+    EXPECT_NE(sha1_hex(sweep_script()), reserve_script_sha1());
+    EXPECT_NE(sha1_hex(sweep_script()), settle_script_sha1());
+}
+
+TEST(SweepCommand, ArgvShape) {
+    const std::string sha = sha1_hex(sweep_script());
+    EXPECT_EQ(sweep_command("acme", 8),
+              (std::vector<std::string>{"EVALSHA", sha, "1", "sc:{acme}:reservations", "sc:{acme}:", "8"}));
+    // At least one per run.
+    EXPECT_EQ(sweep_command("acme", 0).back(), "1");
+    EXPECT_EQ(sweep_command("acme", -5).back(), "1");
+    EXPECT_EQ(sweep_command("o", 1000).back(), "1000");
 }
 
 TEST(ReserveCommand, ArgvShape) {
     const Ledger l = small_ledger();
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40}, "rid", false),
               (std::vector<std::string>{
-                  "EVALSHA", reserve_script_sha1(), "5",
+                  "EVALSHA", reserve_script_sha1(), "7",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:events",
-                  "3", "sc:{acme}:", "300000000", "0",
+                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
+                  "sc:{acme}:reservations", "sc:{acme}:events",
+                  "3", "sc:{acme}:",
+                  // the release record: "DELTA KEY\n" undoing each counter it changes, without the prefix
+                  "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n-300000000 spend:key:k1:life\n",
+                  "0", "900000", "rid",  // dry run, ttl (ms), request id
                   // kind, delta, most before, expire_at, cap, warn spec (fraction=threshold=threshold-delta)
                   "s", "300000000", "1700000000", "1798070400", "2000000000", "0.5=1000000000=700000000",
                   "c", "1", "99", "1830643200", "", "",
                   "s", "300000000", "", "0", "", "",
                   "0"}));
+    // The estimate always counts one request, whatever it says.
+    EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40, 0}, "rid", false),
+              reserve_command(l, Amounts{300'000'000, 40}, "rid", false));
+    EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40, 5}, "rid", false),
+              reserve_command(l, Amounts{300'000'000, 40}, "rid", false));
+}
+
+TEST(ReserveCommand, TheTtlIsBounded) {
+    const Ledger l = small_ledger();
+    const std::size_t ttl = 3 + 7 + 4;  // ARGV[5]
+    EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 5000)[ttl], "5000");
+    EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 0)[ttl], "1");
+    EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, -7)[ttl], "1");
+    EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, kMax)[ttl], std::to_string(kMaxReservationTtlMs));
+    EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, kMaxReservationTtlMs)[ttl], "43200000");
+    EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false)[ttl], std::to_string(kDefaultReservationTtlMs));
+}
+
+TEST(ReserveCommand, AnEmptyRequestIdIsAnError) {
+    const Ledger l = small_ledger();
+    EXPECT_TRUE(reserve_command(l, Amounts{1, 1}, "", false).empty());
+    EXPECT_TRUE(settle_command(l, Amounts{1, 1}, Amounts{1, 1}, "", std::nullopt).empty());
 }
 
 TEST(ReserveCommand, DryRunAndAnEstimateAboveTheCap) {
     const Ledger l = small_ledger();
     const std::vector<std::string> argv = reserve_command(l, Amounts{3 * kUsd, 0}, "r", true);
-    ASSERT_EQ(argv.size(), 3u + 5 + 4 + 3 * 6 + 1);
-    EXPECT_EQ(argv[11], "1");  // dry run
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + 12, argv.begin() + 18),
+    ASSERT_EQ(argv.size(), 3u + 7 + 6 + 3 * 6 + 1);
+    EXPECT_EQ(argv[13], "1");  // dry run
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + 16, argv.begin() + 22),
               (std::vector<std::string>{"S", "3000000000", "-1000000000", "1798070400", "2000000000",
                                         "0.5=1000000000=-2000000000"}));
     // The same estimate as the cap is an ordinary 's'.
-    EXPECT_EQ(reserve_command(l, Amounts{2 * kUsd, 0}, "r", false)[12], "s");
+    const std::vector<std::string> plain = reserve_command(l, Amounts{2 * kUsd, 0}, "r", false);
+    EXPECT_EQ(plain[13], "0");
+    EXPECT_EQ(plain[16], "s");
 }
 
 TEST(ReserveCommand, WithCeilingsAndABalance) {
@@ -416,10 +457,13 @@ TEST(ReserveCommand, WithCeilingsAndABalance) {
     l.ceilings = {CeilingRow{0, 0, 1000}, CeilingRow{50, 14, 3000}};
     EXPECT_EQ(reserve_command(l, Amounts{400, 9}, "r1", true),
               (std::vector<std::string>{
-                  "EVALSHA", reserve_script_sha1(), "6",
+                  "EVALSHA", reserve_script_sha1(), "8",
                   "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:balance", "sc:{o}:balance:held",
-                  "sc:{o}:resv:r1", "sc:{o}:events", "sc:{o}:cleared",
-                  "3", "sc:{o}:", "400", "1",
+                  "sc:{o}:resv:r1", "sc:{o}:settled:r1", "sc:{o}:reservations", "sc:{o}:events",
+                  "sc:{o}:cleared",
+                  "3", "sc:{o}:",
+                  "-400 spend:org:o:m:2026-11\n400 balance\n-400 balance:held\n",  // the balance comes back
+                  "1", "900000", "r1",
                   "s", "400", "", "1830643200", "", "",
                   "b", "-400", "400", "0", "", "",  // the balance must hold at least the estimate
                   "c", "400", "", "0", "", "",
@@ -427,7 +471,7 @@ TEST(ReserveCommand, WithCeilingsAndABalance) {
                   "0", "600", "1000", "0.5=500=100", "s",
                   "50", "2600", "3000", "0.5=1500=1100", "s"}));
     const std::vector<std::string> big = reserve_command(l, Amounts{2000, 0}, "r1", false);
-    ASSERT_EQ(big.size(), 3u + 6 + 4 + 18 + 3 + 10);
+    ASSERT_EQ(big.size(), 3u + 8 + 6 + 18 + 3 + 10);
     EXPECT_EQ(std::vector<std::string>(big.end() - 10, big.end()),
               (std::vector<std::string>{"0", "-1000", "1000", "0.5=500=-1500", "S",
                                         "50", "1000", "3000", "0.5=1500=-500", "s"}));
@@ -438,13 +482,28 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
     const Ledger l = ledger_of(*policy, kHashA, "cust_42");
     const std::vector<std::string> argv = reserve_command(l, Amounts{5, 11}, "req-1", false);
     const std::size_t n = l.counters.size();
-    ASSERT_EQ(argv.size(), 3 + n + 2 + 4 + 6 * n + 1);
-    EXPECT_EQ(argv[2], std::to_string(n + 2));
+    ASSERT_EQ(argv.size(), 3 + n + 4 + 6 + 6 * n + 1);
+    EXPECT_EQ(argv[2], std::to_string(n + 4));
     for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(argv[3 + i], l.counters[i].key);
     EXPECT_EQ(argv[3 + n], "sc:{acme}:resv:req-1");
-    EXPECT_EQ(argv[4 + n], "sc:{acme}:events");
-    EXPECT_EQ(argv[5 + n], std::to_string(n));
-    const std::size_t a = 9 + n;  // first counter's fields
+    EXPECT_EQ(argv[4 + n], "sc:{acme}:settled:req-1");
+    EXPECT_EQ(argv[5 + n], "sc:{acme}:reservations");
+    EXPECT_EQ(argv[6 + n], "sc:{acme}:events");
+    EXPECT_EQ(argv[7 + n], std::to_string(n));
+    EXPECT_EQ(argv[8 + n], "sc:{acme}:");
+    // One line per counter (every one changes: spend 5, requests 1, tokens 11, rates).
+    std::string record;
+    for (const Counter &c : l.counters) {
+        const char *delta = c.kind == CounterKind::spend    ? "-5"
+                            : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? "-11"
+                                                                                            : "-1";
+        record += std::string(delta) + " " + c.key.substr(10) + "\n";
+    }
+    EXPECT_EQ(argv[9 + n], record);
+    EXPECT_EQ(argv[10 + n], "0");
+    EXPECT_EQ(argv[11 + n], "900000");
+    EXPECT_EQ(argv[12 + n], "req-1");
+    const std::size_t a = 13 + n;  // first counter's fields
     EXPECT_EQ(std::vector<std::string>(argv.begin() + a, argv.begin() + a + 6),
               (std::vector<std::string>{"s", "5", "1999999995", "1798070400", "2000000000",
                                         "0.5=1000000000=999999995;0.8=1600000000=1599999995"}));
@@ -459,50 +518,70 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
 TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
     Ledger l;
     l.org = "o";
-    l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "k", -7, 0)};
+    l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "sc:{o}:k", -7, 0)};
     const std::vector<std::string> argv = reserve_command(l, Amounts{-100, -3}, "r", false);
-    ASSERT_EQ(argv.size(), 3u + 3 + 4 + 6 + 1);
-    EXPECT_EQ(argv[8], "0");   // estimate
-    EXPECT_EQ(argv[11], "0");  // delta
-    EXPECT_EQ(argv[12], "0");  // a negative cap counts as 0
+    ASSERT_EQ(argv.size(), 3u + 5 + 6 + 6 + 1);
+    EXPECT_EQ(argv[10], "");   // the record: nothing to give back
+    EXPECT_EQ(argv[15], "0");  // delta
+    EXPECT_EQ(argv[16], "0");  // a negative cap counts as 0
 }
 
 TEST(ReserveCommand, ExtremeCapsAndEstimates) {
     Ledger l;
     l.org = "o";
-    l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "k", kMax, 0)};
+    l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "sc:{o}:k", kMax, 0)};
     std::vector<std::string> argv = reserve_command(l, Amounts{kMax, 0}, "r", false);
-    EXPECT_EQ(argv[12], "0");
+    EXPECT_EQ(argv[10], "-9223372036854775807 k\n");  // never INT64_MIN: it can be negated
+    EXPECT_EQ(argv[16], "0");
     l.counters[0].cap = 0;
     argv = reserve_command(l, Amounts{kMax, 0}, "r", false);
-    EXPECT_EQ(argv[12], "-9223372036854775807");
+    EXPECT_EQ(argv[16], "-9223372036854775807");
 }
 
 TEST(ReserveCommand, NoCountersIsAnError) {
     Ledger l;
     l.org = "acme";
     EXPECT_TRUE(reserve_command(l, Amounts{5, 5}, "r", false).empty());
-    EXPECT_TRUE(settle_command(l, Amounts{5, 5}, Amounts{5, 5}, "r", true, std::nullopt).empty());
+    EXPECT_TRUE(settle_command(l, Amounts{5, 5}, Amounts{5, 5}, "r", std::nullopt).empty());
 }
 
 TEST(SettleCommand, ArgvShape) {
     const Ledger l = small_ledger();
-    EXPECT_EQ(settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", true, std::nullopt),
+    EXPECT_EQ(settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt),
               (std::vector<std::string>{
-                  "EVALSHA", settle_script_sha1(), "6",
+                  "EVALSHA", settle_script_sha1(), "7",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
                   "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
-                  "sc:{acme}:events",
-                  "3", "sc:{acme}:",
+                  "sc:{acme}:reservations", "sc:{acme}:events",
+                  "3", "sc:{acme}:", "rid",
                   // kind, delta if reserved, delta if not, expire_at, cap, warn spec for each delta
                   "s", "-200000000", "100000000", "1798070400", "2000000000", "", "0.5=1000000000=900000000",
                   "c", "0", "1", "1830643200", "", "", "",
                   "s", "-200000000", "100000000", "0", "", "", "",
                   "", "0", "0"}));
-    // Not counting an unreserved request: its request counter does not move.
-    const std::vector<std::string> quiet =
-        settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", false, std::nullopt);
-    EXPECT_EQ(quiet[11 + 7 + 2], "0");
+    // A request refused before the provider (real.requests = 0): its
+    // reserved request is taken back, and without a reservation it adds none.
+    const std::vector<std::string> refused =
+        settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30, 0}, "rid", std::nullopt);
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 20, refused.begin() + 27),
+              (std::vector<std::string>{"c", "-1", "0", "1830643200", "", "", ""}));
+    // Nothing at all: every reserved delta comes back, nothing is added.
+    const std::vector<std::string> nothing =
+        settle_command(l, Amounts{300'000'000, 40}, Amounts{0, 0, 0}, "rid", std::nullopt);
+    EXPECT_EQ(std::vector<std::string>(nothing.begin() + 13, nothing.end()),
+              (std::vector<std::string>{
+                  "s", "-300000000", "0", "1798070400", "2000000000", "", "",
+                  "c", "-1", "0", "1830643200", "", "", "",
+                  "s", "-300000000", "0", "0", "", "", "",
+                  "", "0", "0"}));
+    // requests is 0 or 1: more counts as 1, less as 0.
+    EXPECT_EQ(settle_command(l, Amounts{1, 1}, Amounts{1, 1, 7}, "rid", std::nullopt),
+              settle_command(l, Amounts{1, 1}, Amounts{1, 1, 1}, "rid", std::nullopt));
+    EXPECT_EQ(settle_command(l, Amounts{1, 1}, Amounts{1, 1, -7}, "rid", std::nullopt),
+              settle_command(l, Amounts{1, 1}, Amounts{1, 1, 0}, "rid", std::nullopt));
+    // The estimate's requests are always 1 (the reserve counted one).
+    EXPECT_EQ(settle_command(l, Amounts{1, 1, 0}, Amounts{1, 1}, "rid", std::nullopt),
+              settle_command(l, Amounts{1, 1, 1}, Amounts{1, 1}, "rid", std::nullopt));
 }
 
 TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
@@ -523,11 +602,12 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     l.low_balance = 50;
     l.ceiling_counter = 0;
     l.ceilings = {CeilingRow{0, 0, 1000}};
-    const std::vector<std::string> argv = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", true, 3000);
+    const std::vector<std::string> argv = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", 3000);
     const std::vector<std::string> expected = {
-        "EVALSHA", settle_script_sha1(), "9",
-        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:resv:r1", "sc:{o}:settled:r1", "sc:{o}:events",
-        "6", "sc:{o}:",
+        "EVALSHA", settle_script_sha1(), "10",
+        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:resv:r1", "sc:{o}:settled:r1", "sc:{o}:reservations",
+        "sc:{o}:events",
+        "6", "sc:{o}:", "r1",
         "s", "300", "700", "1830643200", "3000", "0.5=1500=1200", "0.5=1500=800",  // the ceiling the reservation saw
         "c", "-4", "5", "1798070400", "", "", "",
         "b", "-300", "-700", "0", "", "", "",  // estimate - real comes back; unreserved: the real cost
@@ -537,13 +617,26 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         "50", "3", "6"};                               // low_balance, balance and held (1-based)
     EXPECT_EQ(argv, expected);
     // No ceiling cap known: no warnings against the ceiling counter.
-    const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", true, std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(plain.begin() + 14, plain.begin() + 21),
+    const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", std::nullopt);
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 16, plain.begin() + 23),
               (std::vector<std::string>{"s", "300", "700", "1830643200", "", "", ""}));
     // Negative amounts count as 0.
-    const std::vector<std::string> neg = settle_command(l, Amounts{-1, -1}, Amounts{-5, -5}, "r1", false, 3000);
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 14, neg.begin() + 21),
+    const std::vector<std::string> neg = settle_command(l, Amounts{-1, -1}, Amounts{-5, -5, -5}, "r1", 3000);
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 16, neg.begin() + 23),
               (std::vector<std::string>{"s", "0", "0", "1830643200", "3000", "", ""}));
+    // A refused request: the rpm it reserved comes back, the hold ends.
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 37, neg.begin() + 44),
+              (std::vector<std::string>{"r", "-1", "0", "1795000080", "", "", ""}));
+    const std::vector<std::string> refused = settle_command(l, Amounts{400, 9}, Amounts{0, 0, 0}, "r1", 3000);
+    const std::vector<std::string> refused_expected = {
+        "s", "-400", "0", "1830643200", "3000", "", "",
+        "c", "-9", "0", "1798070400", "", "", "",
+        "b", "400", "0", "0", "", "", "",
+        "r", "-1", "0", "1795000080", "", "", "",
+        "r", "-9", "0", "1795000080", "", "", "",
+        "c", "-400", "0", "0", "", "", "",
+        "", "0", "0"};
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 16, refused.end()), refused_expected);
 }
 
 // ---------------------------------------------------------------------------
@@ -661,6 +754,8 @@ TEST(DecodeReserve, MalformedRepliesAreErrors) {
         {2, 0, 0, 0},
         {-1, 0, 0, 0},
         {0, 0, 0, 0},     // refused without a counter
+        {2},              // already settled: a late resend did nothing
+        {3},
         {0, 5, 0, 0},     // counter out of range
         {0, -1, 0, 0},
         {1, 0, 0, 3},     // row out of range
@@ -678,6 +773,8 @@ TEST(DecodeReserve, MalformedRepliesAreErrors) {
     EXPECT_EQ(decode_reserve_reply(l, {0, 5, 0, 0}).error, "reserve script named counter 5 of 4");
     EXPECT_EQ(decode_reserve_reply(l, {1, 0, 0, 3}).error, "reserve script chose ceiling row 3");
     EXPECT_EQ(decode_reserve_reply(l, {0, 0, 0, 0}).error, "reserve script refused without naming a counter");
+    EXPECT_EQ(decode_reserve_reply(l, {2}).error, "reserve script found the request already settled");
+    EXPECT_FALSE(decode_reserve_reply(l, {2}).refused_by.has_value());
     EXPECT_EQ(decode_reserve_reply(l, {1, 0, 0, 0, 1, 2, 3}).error,
               "reserve script replied 3 counters, expected 4");
     // Without ceilings any row is out of range.

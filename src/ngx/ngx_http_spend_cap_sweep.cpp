@@ -1,0 +1,73 @@
+#include "ngx_http_spend_cap_sweep.h"
+
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "ngx_http_spend_cap_redis.h"
+#include "reservation.h"
+
+namespace spendcap_ngx {
+namespace {
+
+constexpr ngx_msec_t kSweepEvery = 1000;
+constexpr std::size_t kOrgsPerTick = 32;
+constexpr std::int64_t kReleasesPerOrg = 64;
+constexpr ngx_msec_t kSweepTimeout = 1000;
+
+struct Sweeper {
+    std::vector<std::string> orgs;
+    std::size_t next = 0;
+    ngx_event_t timer{};
+    ngx_log_t *log = nullptr;
+};
+
+Sweeper *sweeper;
+
+void on_tick(ngx_event_t *ev) {
+    try {
+        for (std::size_t i = 0; i < kOrgsPerTick && i < sweeper->orgs.size(); ++i) {
+            const std::string &org = sweeper->orgs[sweeper->next];
+            sweeper->next = (sweeper->next + 1) % sweeper->orgs.size();
+            std::vector<std::string> command = spendcap::sweep_command(org, kReleasesPerOrg);
+            // Not connected: the next tick tries again.
+            if (command.empty()
+                || redis_eval(std::move(command), &spendcap::sweep_script(), kSweepTimeout, nullptr, nullptr)
+                       == nullptr) {
+                break;
+            }
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, sweeper->log, 0, "spend_cap: sweeping reservations: %s", e.what());
+    }
+    ngx_add_timer(ev, kSweepEvery);
+}
+
+}  // namespace
+
+void sweep_start(std::shared_ptr<const spendcap::Policy> policy, ngx_log_t *log) {
+    sweeper = new Sweeper;
+    sweeper->log = log;
+    for (const auto &entry : policy->orgs) sweeper->orgs.push_back(entry.first);
+    if (sweeper->orgs.empty()) {
+        return;
+    }
+    sweeper->timer.handler = on_tick;
+    sweeper->timer.log = log;
+    sweeper->timer.data = sweeper;
+    sweeper->timer.cancelable = 1;
+    ngx_add_timer(&sweeper->timer, kSweepEvery);
+}
+
+void sweep_stop() {
+    if (sweeper == nullptr) {
+        return;
+    }
+    if (sweeper->timer.timer_set) {
+        ngx_del_timer(&sweeper->timer);
+    }
+    delete sweeper;
+    sweeper = nullptr;
+}
+
+}  // namespace spendcap_ngx
