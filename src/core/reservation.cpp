@@ -450,13 +450,24 @@ Amounts non_negative(const Amounts &a) {
             std::clamp<std::int64_t>(a.requests, 0, 1)};
 }
 
+// What a reservation adds to counter i: the estimate where a check reads the
+// counter (a cap, a plan's ceiling, the balance and its hold), nothing where
+// none does; those get the real figure once, at settlement.
+std::int64_t reserved_delta(const Ledger &ledger, std::size_t i, const Amounts &estimate) {
+    const Counter &c = ledger.counters[i];
+    const bool checked = c.cap || c.kind == CounterKind::balance || c.kind == CounterKind::held
+                         || ledger.ceiling_counter == i;
+    return checked ? delta_of(c, estimate) : 0;
+}
+
 // The lines "DELTA KEY\n" (KEY without the org's prefix) that give a
 // reservation back: the negated delta of every counter it changed.
 std::string release_record(const Ledger &ledger, const Amounts &estimate, std::size_t prefix_size) {
     std::string record;
     record.reserve(ledger.counters.size() * 64);
-    for (const Counter &c : ledger.counters) {
-        const std::int64_t delta = delta_of(c, estimate);
+    for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+        const Counter &c = ledger.counters[i];
+        const std::int64_t delta = reserved_delta(ledger, i, estimate);
         if (delta == 0) continue;
         record += to_arg(minus(0, delta));
         record += ' ';
@@ -605,8 +616,9 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
         argv.emplace_back(dry_run ? "1" : "0");
         argv.push_back(to_arg(std::clamp<std::int64_t>(ttl_ms, 1, kMaxReservationTtlMs)));
         argv.push_back(request_id);
-        for (const Counter &c : ledger.counters) {
-            const std::int64_t delta = delta_of(c, estimate);
+        for (std::size_t i = 0; i < n; ++i) {
+            const Counter &c = ledger.counters[i];
+            const std::int64_t delta = reserved_delta(ledger, i, estimate);
             argv.emplace_back(c.kind == CounterKind::spend && c.cap ? spend_kind_arg(*c.cap, estimate.cost)
                                                                     : kind_arg(c.kind));
             argv.push_back(to_arg(delta));
@@ -750,7 +762,7 @@ std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &est
         argv.push_back(request_id);
         for (std::size_t i = 0; i < n; ++i) {
             const Counter &c = ledger.counters[i];
-            const std::int64_t reserved = delta_of(c, estimate);
+            const std::int64_t reserved = reserved_delta(ledger, i, estimate);
             // Replaces the reservation; without one (never made, or given
             // back at its deadline) adds the real amounts.
             std::int64_t if_reserved = minus(delta_of(c, real), reserved);

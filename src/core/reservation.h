@@ -87,7 +87,8 @@ Nanos warn_threshold(Nanos cap, const WarnFraction &fraction);
 // capped counter in order (`current + delta <= cap`; the balance:
 // `balance >= estimate`; a paid plan's monthly cap chosen from
 // sc:{ORG}:cleared) and, only if all pass (or in a dry run), adds the
-// estimate to every counter (all or nothing), draws it from the balance,
+// estimate to every counter a check reads (all or nothing; the others get
+// the real figure at settlement, once), draws it from the balance,
 // records how to give it back under sc:{ORG}:resv:REQUEST_ID with a deadline
 // `ttl_ms` from now (Redis's clock) in sc:{ORG}:reservations, and appends
 // the warning events whose thresholds it crossed. A request a cost cap
@@ -119,7 +120,8 @@ CapRef cap_ref(const Ledger &ledger, std::size_t counter_index);
 
 // Redis command argv (EVALSHA form) that settles a request exactly once
 // (marker sc:{ORG}:settled:REQUEST_ID, 1 day): if its reservation is still
-// recorded, replaces `estimate` by `real` in every counter and the balance
+// recorded, replaces the reserved `estimate` by `real` in every counter
+// (adds `real` to those the reservation left alone) and the balance
 // (rates only while their minute's counter lives); if not (never made, or
 // given back at its deadline), adds `real`. `real.requests` is 1 for a
 // request that reached the provider, 0 for one refused before it, which

@@ -7,6 +7,7 @@
 // all-or-nothing writes (overflow, OOM) are pinned down.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 #include <map>
 #include <string>
@@ -156,6 +157,14 @@ protected:
         for (const Counter &c : l.counters) EXPECT_EQ(at(c.key), expected(c)) << c.key << " " << when;
     }
 
+    // How many times the commands logged from `from` on wrote `key` (INCRBY).
+    std::size_t incrbys(const std::string &key, std::size_t from = 0) {
+        std::size_t n = 0;
+        for (std::size_t i = from; i < redis.log.size(); ++i)
+            if (redis.log[i].size() >= 2 && redis.log[i][0] == "INCRBY" && redis.log[i][1] == key) ++n;
+        return n;
+    }
+
     std::vector<Event> events() { return redis.events(kEvents); }
     std::string at(const std::string &key) { return redis.get(key).value_or("(nil)"); }
     // Everything but the events stream and the markers under `marker_prefix`.
@@ -186,13 +195,28 @@ std::int64_t reserved_delta(const Counter &c, Nanos cost, std::int64_t tokens) {
     return 0;
 }
 
+// Whether a check reads counter `c` of `l`, so that a reservation adds its
+// estimate to it: a cap (rates always have one), the plan's ceiling counter,
+// the balance and its hold. Every other counter is left alone until the
+// settlement, which adds the real figure once.
+bool checked(const Ledger &l, const Counter &c) {
+    const std::size_t i = static_cast<std::size_t>(&c - l.counters.data());
+    return c.cap.has_value() || c.kind == CounterKind::balance || c.kind == CounterKind::held ||
+           l.ceiling_counter == std::optional<std::size_t>(i);
+}
+
+// What a reservation of `cost` and `tokens` adds to counter `c` of `l`.
+std::int64_t reserved_in(const Ledger &l, const Counter &c, Nanos cost, std::int64_t tokens) {
+    return checked(l, c) ? reserved_delta(c, cost, tokens) : 0;
+}
+
 // The release record a reservation stores: "-DELTA KEY\n" (KEY without
-// sc:{ORG}:) for every counter it changes, in ledger order.
+// sc:{ORG}:) for every checked counter it changes, in ledger order.
 std::string record_of(const Ledger &l, Nanos cost, std::int64_t tokens) {
     const std::string prefix = "sc:{" + l.org + "}:";
     std::string record;
     for (const Counter &c : l.counters) {
-        const std::int64_t d = reserved_delta(c, cost, tokens);
+        const std::int64_t d = reserved_in(l, c, cost, tokens);
         if (d != 0) record += std::to_string(-d) + " " + c.key.substr(prefix.size()) + "\n";
     }
     return record;
@@ -535,25 +559,41 @@ TEST(LuaLe, ComparesIntegerStringsExactlyAtAnySize) {
 // ---------------------------------------------------------------------------
 // Reservation: writes, expiries, the reply.
 
-TEST_F(LuaScripts, AnAllowedReservationWritesEveryCounterOnce) {
+TEST_F(LuaScripts, AnAllowedReservationWritesEveryCheckedCounterOnceAndNoOther) {
     use(policy_yaml("{ daily_usd: 2, monthly_usd: 10, daily_requests: 5, rpm: 7 }"));
     const Ledger l = ledger();
+    const std::string rpm = P + "rate:key:k1:rpm:2026-11-18T11:06";
+    const std::vector<std::string> capped = {kKeyDaily, kKeyMonthly, P + "reqs:key:k1:d:2026-11-18", rpm};
+    std::size_t n_checked = 0;
+    for (const Counter &c : l.counters) n_checked += checked(l, c) ? 1 : 0;
+    ASSERT_EQ(n_checked, capped.size());
     const std::vector<long long> reply = reserve_ints(l, 300, 40);
     ASSERT_EQ(reply.size(), l.counters.size() + 4);
     EXPECT_EQ(std::vector<long long>(reply.begin(), reply.begin() + 4), (std::vector<long long>{1, 0, 0, 0}));
     for (std::size_t i = 0; i < l.counters.size(); ++i) {
         const Counter &c = l.counters[i];
-        const long long expected = c.kind == CounterKind::spend    ? 300
-                                   : c.kind == CounterKind::tokens ? 40
-                                                                   : 1;
-        EXPECT_EQ(reply[i + 4], expected) << c.key;
-        EXPECT_EQ(at(c.key), std::to_string(expected)) << c.key;
-        EXPECT_EQ(redis.expire_at(c.key), c.expire_at) << c.key;
+        const bool is_capped = std::find(capped.begin(), capped.end(), c.key) != capped.end();
+        EXPECT_EQ(checked(l, c), is_capped) << c.key;
+        if (is_capped) {
+            // Checked: the estimate, written once, with its expiry.
+            const long long expected = c.kind == CounterKind::spend ? 300 : 1;
+            EXPECT_EQ(reply[i + 4], expected) << c.key;
+            EXPECT_EQ(at(c.key), std::to_string(expected)) << c.key;
+            EXPECT_EQ(redis.expire_at(c.key), c.expire_at) << c.key;
+            EXPECT_EQ(incrbys(c.key), 1u) << c.key;
+        } else {
+            // Not checked: not written at all (the reply says 0, it was not read).
+            EXPECT_EQ(reply[i + 4], 0) << c.key;
+            EXPECT_FALSE(redis.exists(c.key)) << c.key;
+            EXPECT_EQ(incrbys(c.key), 0u) << c.key;
+        }
     }
-    EXPECT_EQ(redis.expire_at(P + "rate:key:k1:rpm:2026-11-18T11:06"), kMinuteExpire);
-    EXPECT_EQ(redis.expire_at(kKeyLife), 0);
-    // The reservation record: how to give every counter back, kept a day past
-    // its deadline, which is in the org's sorted set of deadlines.
+    EXPECT_EQ(redis.expire_at(rpm), kMinuteExpire);
+    EXPECT_FALSE(redis.exists(kKeyLife));
+    // The reservation record: how to give every checked counter back, kept a
+    // day past its deadline, which is in the org's sorted set of deadlines.
+    EXPECT_EQ(at(P + "resv:req-1"), "-300 spend:key:k1:d:2026-11-18\n-300 spend:key:k1:m:2026-11\n"
+                                     "-1 reqs:key:k1:d:2026-11-18\n-1 rate:key:k1:rpm:2026-11-18T11:06\n");
     EXPECT_EQ(at(P + "resv:req-1"), record_of(l, 300, 40));
     EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), kNow * 1000 + kDefaultReservationTtlMs + 86'400'000);
     EXPECT_EQ(deadlines(), (std::vector<std::pair<std::string, double>>{
@@ -566,19 +606,44 @@ TEST_F(LuaScripts, AnAllowedReservationWritesEveryCounterOnce) {
     EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(0));  // daily: 2 USD - 300 nanos left
     EXPECT_EQ(o.tightest_remaining, 2 * kUsd - 300);
 
-    // A second request adds to them.
-    EXPECT_EQ(reserve_ints(l, 5, 1, "req-2")[4 + 1], 305);
+    // A second request adds to the checked ones, and still not to the others.
+    const std::size_t mark = redis.log.size();
+    const std::vector<long long> second = reserve_ints(l, 5, 1, "req-2");
+    ASSERT_EQ(second.size(), l.counters.size() + 4);
+    EXPECT_EQ(second[4 + 1], 305);
+    EXPECT_EQ(second[4 + 3], 2);  // the key's daily requests
+    for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark), checked(l, c) ? 1u : 0u) << c.key;
+    EXPECT_FALSE(redis.exists(kKeyLife));
+    EXPECT_FALSE(redis.exists(kOrgMonthly));
 }
 
 TEST_F(LuaScripts, AnExpiryIsSetOnlyOnANewCounter) {
-    use(policy_yaml("{ monthly_usd: 10 }"));
+    use(policy_yaml("{ daily_usd: 100, monthly_usd: 10 }"));
     const Ledger l = ledger();
+    const std::string reqs = P + "reqs:key:k1:m:2026-11";         // uncapped: written at settlement
+    const std::string tokens = P + "tokens:key:k1:d:2026-11-18";  // uncapped, and already there
     redis.set(kKeyMonthly, "7");
     redis.command({"EXPIREAT", kKeyMonthly, "1900000000"});
-    reserve_ints(l, 3);
+    redis.set(tokens, "5");
+    redis.command({"EXPIREAT", tokens, "1900000000"});
+    reserve_ints(l, 3, 2);
     EXPECT_EQ(at(kKeyMonthly), "10");
     EXPECT_EQ(redis.expire_at(kKeyMonthly), 1900000000);  // left alone
+    EXPECT_EQ(at(kKeyDaily), "3");
     EXPECT_EQ(redis.expire_at(kKeyDaily), kDayExpire);    // new: set
+    EXPECT_FALSE(redis.exists(reqs));                     // not checked: not created
+    EXPECT_EQ(at(tokens), "5");
+    // The settlement creates the unchecked ones with their expiry, and leaves
+    // an existing one's alone.
+    EXPECT_EQ(settle(l, {3, 2}, {2, 1}, "req-1").integer, 1);
+    EXPECT_EQ(at(reqs), "1");
+    EXPECT_EQ(redis.expire_at(reqs), kMonthExpire);
+    EXPECT_EQ(at(tokens), "6");
+    EXPECT_EQ(redis.expire_at(tokens), 1900000000);
+    EXPECT_EQ(at(kKeyDaily), "2");
+    EXPECT_EQ(redis.expire_at(kKeyDaily), kDayExpire);
+    EXPECT_EQ(at(kKeyMonthly), "9");
+    EXPECT_EQ(redis.expire_at(kKeyMonthly), 1900000000);
 }
 
 TEST_F(LuaScripts, ARefusalWritesNothingButTheReachedEvent) {
@@ -835,10 +900,19 @@ TEST_F(LuaScripts, RequestCapsCountRequests) {
     EXPECT_EQ(third, (std::vector<long long>{0, 4, 2, 0}));
     EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "2");
     EXPECT_FALSE(redis.exists(P + "resv:req-3"));
-    // Settling does not change a request count.
+    // An uncapped request counter is counted at settlement, not before.
+    const std::string org_reqs = P + "reqs:org:acme:m:2026-11";
+    EXPECT_FALSE(redis.exists(org_reqs));
+    // Settling does not change a reserved request count, and adds the
+    // request to the others once.
     EXPECT_EQ(settle(l, {1, 1}, {0, 0}, "req-1").integer, 1);
     EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "2");
-    EXPECT_EQ(at(P + "reqs:org:acme:m:2026-11"), "2");
+    EXPECT_EQ(at(org_reqs), "1");
+    EXPECT_EQ(settle(l, {1, 1}, {0, 0}, "req-2").integer, 1);
+    EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "2");
+    EXPECT_EQ(at(org_reqs), "2");
+    EXPECT_EQ(settle(l, {1, 1}, {0, 0}, "req-2").integer, 0);
+    EXPECT_EQ(at(org_reqs), "2");
 }
 
 TEST_F(LuaScripts, TokenCapsCountTokensAndSettleToTheRealCount) {
@@ -919,9 +993,10 @@ TEST_F(LuaScripts, CustomerCountersAndEvents) {
     use(policy_yaml("", "warn_at: [0.5]\ncustomers:\n  default_limits: { monthly_usd: 1 }\n"
                         "  overrides:\n    cust_42: { monthly_usd: 5 }\n"));
     const Ledger l = ledger("cust_42");
+    const std::string reqs = P + "reqs:customer:cust_42:d:2026-11-18";  // uncapped
     EXPECT_EQ(reserve_ints(l, 3 * kUsd, 0, "req-1")[0], 1);
     EXPECT_EQ(at(P + "spend:customer:cust_42:m:2026-11"), "3000000000");
-    EXPECT_EQ(at(P + "reqs:customer:cust_42:d:2026-11-18"), "1");
+    EXPECT_FALSE(redis.exists(reqs));  // counted at settlement
     EXPECT_EQ(reserve_ints(l, 3 * kUsd, 0, "req-2")[0], 0);
     EXPECT_EQ(events(), (std::vector<Event>{
                             warning("customer", "cust_42", "monthly", "2026-11", "0.5", "3000000000", "5000000000"),
@@ -929,7 +1004,15 @@ TEST_F(LuaScripts, CustomerCountersAndEvents) {
     // Without a customer nothing customer-scoped is touched.
     const Ledger none = ledger();
     EXPECT_EQ(reserve_ints(none, 3 * kUsd, 0, "req-3")[0], 1);
+    EXPECT_EQ(settle(none, {3 * kUsd, 0}, {2 * kUsd, 0}, "req-3").integer, 1);
     EXPECT_EQ(at(P + "spend:customer:cust_42:m:2026-11"), "3000000000");
+    EXPECT_FALSE(redis.exists(reqs));
+    // req-1's settlement counts its request for the customer, once.
+    EXPECT_EQ(settle(l, {3 * kUsd, 0}, {3 * kUsd, 0}, "req-1").integer, 1);
+    EXPECT_EQ(at(P + "spend:customer:cust_42:m:2026-11"), "3000000000");
+    EXPECT_EQ(at(P + "spend:customer:cust_42:d:2026-11-18"), "3000000000");
+    EXPECT_EQ(at(reqs), "1");
+    EXPECT_EQ(events().size(), 2u);
 }
 
 // ---------------------------------------------------------------------------
@@ -1203,21 +1286,35 @@ TEST_F(LuaScripts, AnExpiredKeyIsReportedOnce) {
 // ---------------------------------------------------------------------------
 // Dry run.
 
-TEST_F(LuaScripts, ADryRunCountsEverythingAndNamesTheCapThatWouldHaveRefused) {
-    use(policy_yaml("{ monthly_usd: 10, rpm: 0 }", "warn_at: [0.5]\n", "    prepaid: true\n"));
+TEST_F(LuaScripts, ADryRunReservesEveryCheckedCounterAndNamesTheCapThatWouldHaveRefused) {
+    use(policy_yaml("{ monthly_usd: 10, rpm: 0 }", "warn_at: [0.5]\n", "    prepaid: true\n",
+                    "{ monthly_tokens: 5 }"));
     const Ledger l = ledger();
+    const std::string project_tokens = P + "tokens:project:p:m:2026-11";  // capped below the estimate
+    const std::string org_daily = P + "spend:org:acme:d:2026-11-18";      // uncapped
+    const std::string org_tokens = P + "tokens:org:acme:m:2026-11";       // uncapped
+    ASSERT_EQ(l.counters[13].key, project_tokens);
     redis.set(kKeyMonthly, "9500000000");
     const std::vector<long long> reply = reserve_ints(l, kUsd, 7, "req-1", true);
     ASSERT_EQ(reply.size(), l.counters.size() + 4);
     EXPECT_EQ(std::vector<long long>(reply.begin(), reply.begin() + 4),
               (std::vector<long long>{1, 2, 9'500'000'000, 0}));
+    // Every checked counter is counted, past the caps that would refuse.
     EXPECT_EQ(at(kKeyMonthly), "10500000000");
-    EXPECT_EQ(at(P + "spend:org:acme:d:2026-11-18"), "1000000000");
-    EXPECT_EQ(at(P + "tokens:project:p:m:2026-11"), "7");
+    EXPECT_EQ(at(project_tokens), "7");                          // past monthly_tokens 5
+    EXPECT_EQ(reply[4 + 13], 7);
     EXPECT_EQ(at(P + "rate:key:k1:rpm:2026-11-18T11:06"), "1");  // past rpm 0
     EXPECT_EQ(at(kBalance), "-1000000000");                      // past an empty balance
     EXPECT_EQ(at(kHeld), "1000000000");
+    // The unchecked ones wait for the settlement.
+    EXPECT_FALSE(redis.exists(org_daily));
+    EXPECT_FALSE(redis.exists(org_tokens));
+    EXPECT_FALSE(redis.exists(kKeyLife));
+    EXPECT_EQ(reply[4 + 14], 0);  // the org's daily spend: neither read nor written
     EXPECT_EQ(at(P + "resv:req-1"), record_of(l, kUsd, 7));
+    EXPECT_EQ(at(P + "resv:req-1"), "-1000000000 spend:key:k1:m:2026-11\n-7 tokens:project:p:m:2026-11\n"
+                                     "1000000000 balance\n-1 rate:key:k1:rpm:2026-11-18T11:06\n"
+                                     "-1000000000 balance:held\n");
     const ReserveOutcome o = decode_reserve_reply(l, reply);
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
     EXPECT_EQ(o.refused_by, std::optional<std::size_t>(1));
@@ -1225,9 +1322,15 @@ TEST_F(LuaScripts, ADryRunCountsEverythingAndNamesTheCapThatWouldHaveRefused) {
     EXPECT_EQ(o.tightest_remaining, 0);
     // The cap would have refused: reached, as for a refusal.
     EXPECT_EQ(events(), (std::vector<Event>{reached("key", "k1", "monthly", "2026-11", "9500000000", "10000000000")}));
-    // And it settles as an allowed request.
+    // And it settles as an allowed request: the checked counters go from the
+    // estimate to the real amounts, the others get the real amounts.
     EXPECT_EQ(settle(l, {kUsd, 7}, {kUsd / 2, 3}, "req-1").integer, 1);
     EXPECT_EQ(at(kKeyMonthly), "10000000000");
+    EXPECT_EQ(at(project_tokens), "3");
+    EXPECT_EQ(at(org_daily), "500000000");
+    EXPECT_EQ(at(org_tokens), "3");
+    EXPECT_EQ(at(kKeyLife), "500000000");
+    EXPECT_EQ(at(P + "rate:key:k1:rpm:2026-11-18T11:06"), "1");
     EXPECT_EQ(at(kBalance), "-500000000");
     EXPECT_EQ(at(kHeld), "0");
 }
@@ -1385,8 +1488,12 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
 
     // 8 of the key's 10 USD a day, for a second.
     ASSERT_EQ(reserve_ints(l, 8 * kUsd, 300, "req-1", false, 1000)[0], 1);
-    expect_counters(l, [](const Counter &c) { return plus(preset_value(c), reserved_delta(c, 8 * kUsd, 300)); },
+    expect_counters(l, [&](const Counter &c) { return plus(preset_value(c), reserved_in(l, c, 8 * kUsd, 300)); },
                     "reserved");
+    EXPECT_EQ(at(kKeyMonthly), "1000000000");  // unchecked: as preset while in flight
+    EXPECT_EQ(at(P + "resv:req-1"), "-8000000000 spend:key:k1:d:2026-11-18\n8000000000 balance\n"
+                                     "-1 rate:key:k1:rpm:2026-11-18T11:06\n-300 rate:key:k1:tpm:2026-11-18T11:06\n"
+                                     "-8000000000 balance:held\n");
     EXPECT_EQ(deadlines(), (Deadlines{{"req-1", static_cast<double>(t0 + 1000)}}));
     EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), t0 + 1000 + 86'400'000);
     redis.command({"DEL", rpm});  // its minute went (or it was evicted)
@@ -1405,9 +1512,10 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
     EXPECT_EQ(second[0], 1);
     auto after_second = [&](const Counter &c) {
         if (c.key == rpm) return std::string("1");  // not recreated at -1 by the release
-        return plus(preset_value(c), reserved_delta(c, 8 * kUsd, 300));
+        return plus(preset_value(c), reserved_in(l, c, 8 * kUsd, 300));
     };
     expect_counters(l, after_second, "after the release");
+    EXPECT_EQ(at(kKeyMonthly), "1000000000");  // the release never touched it either
     EXPECT_EQ(at(kBalance), "42000000000");
     EXPECT_EQ(at(kHeld), "9000000000");
     EXPECT_EQ(at(tpm), "350");
@@ -1593,18 +1701,22 @@ TEST_F(LuaScripts, ALateReserveAfterItsSettlementChangesNothing) {
 // A request refused before the provider (real.requests = 0) counts nowhere.
 
 TEST_F(LuaScripts, ARefusedRequestGivesBackEverythingItReserved) {
-    use(policy_yaml("{ daily_usd: 10, daily_requests: 50, daily_tokens: 5000, rpm: 100, tpm: 100000 }", "",
-                    kPrepaid));
+    use(policy_yaml("{ daily_usd: 10, daily_requests: 50, daily_tokens: 5000, rpm: 100, tpm: 100000 }",
+                    "customers:\n  default_limits: { daily_usd: 10 }\n", kPrepaid));
     const Ledger l = ledger();
     ASSERT_EQ(l.counters.size(), 25u);  // 21 scope counters, balance, rpm, tpm, held
     preset(l);
     const auto before = redis.data();
+    const std::size_t mark = redis.log.size();
     ASSERT_EQ(reserve_ints(l, 3 * kUsd, 400, "req-1")[0], 1);
     EXPECT_EQ(at(kKeyDaily), "4000000000");
     EXPECT_EQ(at(P + "rate:key:k1:rpm:2026-11-18T11:06"), "3");
+    EXPECT_EQ(at(kKeyMonthly), "1000000000");  // unchecked: untouched
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 1);
     // Spend, requests, tokens, rpm, tpm, balance, held: exactly as before.
     EXPECT_EQ(without(P + "settled:"), before);
+    // The unchecked counters were not even written (by the reserve or the settlement).
+    for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark) > 0, checked(l, c)) << c.key;
     EXPECT_TRUE(events().empty());
     EXPECT_EQ(at(P + "settled:req-1"), "1");
     EXPECT_EQ(redis.expire_at(P + "settled:req-1"), kNow + 86400);
@@ -1612,13 +1724,17 @@ TEST_F(LuaScripts, ARefusedRequestGivesBackEverythingItReserved) {
     EXPECT_FALSE(redis.exists(P + "reservations"));
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 0);
 
-    // Counters it created hold 0 afterwards (a missing counter is 0 too).
+    // A checked counter it created holds 0 afterwards (a missing counter is
+    // 0 too); an unchecked one is never created.
     const Ledger fresh = ledger("c1");
+    const std::string customer_daily = P + "spend:customer:c1:d:2026-11-18";
     ASSERT_EQ(reserve_ints(fresh, kUsd, 40, "req-2")[0], 1);
+    EXPECT_EQ(at(customer_daily), "1000000000");
     EXPECT_EQ(settle(fresh, {kUsd, 40}, {0, 0, 0}, "req-2").integer, 1);
     for (const Counter &c : fresh.counters) {
         if (c.scope != Scope::customer) EXPECT_EQ(at(c.key), preset_value(c)) << c.key;
-        else EXPECT_EQ(at(c.key), "0") << c.key;
+        else if (c.key == customer_daily) EXPECT_EQ(at(c.key), "0") << c.key;
+        else EXPECT_FALSE(redis.exists(c.key)) << c.key;
     }
 }
 
@@ -1644,16 +1760,201 @@ TEST_F(LuaScripts, ARefusedRequestWithoutAReservationOnlyMarksItSettled) {
 }
 
 // ---------------------------------------------------------------------------
+// Counters no check reads (no cap, not the plan's ceiling, not the balance or
+// its hold) are left alone by the reservation and get the real amounts once,
+// at settlement.
+
+TEST_F(LuaScripts, UncheckedCountersAreUntouchedInFlightAndHoldTheRealAmountsAfterTheSettlement) {
+    use(policy_yaml("{ daily_usd: 10, monthly_requests: 100, daily_tokens: 5000, tpm: 100000 }", "",
+                    kPrepaid, "{ monthly_usd: 50 }"));
+    const Ledger l = ledger();
+    const std::string tpm = P + "rate:key:k1:tpm:2026-11-18T11:06";
+    std::size_t n_unchecked = 0;
+    for (const Counter &c : l.counters) n_unchecked += checked(l, c) ? 0 : 1;
+    ASSERT_EQ(n_unchecked, 21u - 4);  // all but the key's 3 caps and the project's monthly spend
+    preset(l);
+    const auto was = redis.data();
+    const Nanos est = 3 * kUsd, real = kUsd;
+    const std::int64_t est_tokens = 400, real_tokens = 120;
+
+    const std::vector<long long> reply = reserve_ints(l, est, est_tokens, "req-1");
+    ASSERT_EQ(reply.size(), l.counters.size() + 4);
+    ASSERT_EQ(reply[0], 1);
+    // In flight: the checked counters hold the estimate, the others only what
+    // was settled before (as preset), not even re-written.
+    expect_counters(l, [&](const Counter &c) { return plus(preset_value(c), reserved_in(l, c, est, est_tokens)); },
+                    "in flight");
+    for (std::size_t i = 0; i < l.counters.size(); ++i) {
+        const Counter &c = l.counters[i];
+        if (checked(l, c)) continue;
+        EXPECT_EQ(redis.data().at(c.key), was.at(c.key)) << c.key;
+        EXPECT_EQ(reply[i + 4], 0) << c.key;
+    }
+
+    // Settled: every spend, request and token counter holds exactly the real
+    // amounts on top of what it had; the checked ones went estimate -> real.
+    const std::size_t mark = redis.log.size();
+    EXPECT_EQ(settle(l, {est, est_tokens}, {real, real_tokens}, "req-1").integer, 1);
+    expect_counters(l,
+                    [&](const Counter &c) {
+                        switch (c.kind) {
+                        case CounterKind::spend: return plus(preset_value(c), real);
+                        case CounterKind::requests: return plus(preset_value(c), 1);
+                        case CounterKind::tokens:
+                        case CounterKind::tpm: return plus(preset_value(c), real_tokens);
+                        case CounterKind::balance: return plus(preset_value(c), -real);
+                        default: return preset_value(c);  // held; no rpm here
+                        }
+                    },
+                    "settled");
+    for (const Counter &c : l.counters)
+        if (!checked(l, c)) EXPECT_EQ(incrbys(c.key, mark), 1u) << c.key;  // once, by the settlement
+    EXPECT_EQ(at(tpm), plus(preset_value(l.counters[l.counters.size() - 2]), real_tokens));
+
+    // From nothing: an unchecked counter is absent in flight and then holds
+    // exactly the real amount; the customer scope has no caps at all.
+    const Ledger with_customer = ledger("c1");
+    ASSERT_EQ(reserve_ints(with_customer, est, est_tokens, "req-2")[0], 1);
+    for (const Counter &c : with_customer.counters)
+        if (c.scope == Scope::customer) EXPECT_FALSE(redis.exists(c.key)) << c.key << " in flight";
+    EXPECT_EQ(settle(with_customer, {est, est_tokens}, {real, real_tokens}, "req-2").integer, 1);
+    for (const Counter &c : with_customer.counters) {
+        if (c.scope != Scope::customer) continue;
+        const std::string expected = c.kind == CounterKind::spend      ? std::to_string(real)
+                                     : c.kind == CounterKind::requests ? "1"
+                                                                       : std::to_string(real_tokens);
+        EXPECT_EQ(at(c.key), expected) << c.key;
+        EXPECT_EQ(redis.expire_at(c.key), c.expire_at) << c.key;
+    }
+    EXPECT_EQ(at(P + "spend:customer:c1:m:2026-11"), "1000000000");
+    EXPECT_EQ(at(P + "reqs:customer:c1:d:2026-11-18"), "1");
+    EXPECT_EQ(at(P + "tokens:customer:c1:m:2026-11"), "120");
+    // A settlement resent changes nothing.
+    const auto settled = redis.data();
+    EXPECT_EQ(settle(with_customer, {est, est_tokens}, {real, real_tokens}, "req-2").integer, 0);
+    EXPECT_EQ(redis.data(), settled);
+}
+
+TEST_F(LuaScripts, ARefusedRequestAfterItsReserveNeverTouchesUncheckedCounters) {
+    use(policy_yaml("{ daily_usd: 10, daily_requests: 50, rpm: 100 }", "", kPrepaid, "{ monthly_tokens: 9000 }"));
+    const Ledger l = ledger("c1");
+    // Only the checked counters have values; every other is absent.
+    for (const Counter &c : l.counters)
+        if (checked(l, c)) redis.set(c.key, preset_value(c));
+    const auto before = redis.data();
+    const std::size_t mark = redis.log.size();
+    ASSERT_EQ(reserve_ints(l, 3 * kUsd, 400, "req-1")[0], 1);
+    EXPECT_EQ(at(kKeyDaily), "4000000000");
+    EXPECT_EQ(at(P + "tokens:project:p:m:2026-11"), "470");
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 1);
+    // The checked ones are back to before, the others were never created.
+    EXPECT_EQ(without(P + "settled:"), before);
+    for (const Counter &c : l.counters) {
+        if (checked(l, c)) {
+            EXPECT_EQ(at(c.key), preset_value(c)) << c.key;
+        } else {
+            EXPECT_FALSE(redis.exists(c.key)) << c.key;
+            EXPECT_EQ(incrbys(c.key, mark), 0u) << c.key;
+        }
+    }
+    EXPECT_TRUE(events().empty());
+}
+
+TEST_F(LuaScripts, AReservationReleasedAtItsDeadlineLeavesUncheckedCountersUntouchedAndTheLateSettlementCountsOnce) {
+    use(policy_yaml("{ daily_usd: 10, daily_tokens: 5000, rpm: 100, tpm: 100000 }", "", kPrepaid));
+    const Ledger l = ledger();
+    preset(l);
+    const auto before = redis.data();
+    const std::int64_t t0 = kNow * 1000;
+    ASSERT_EQ(reserve_ints(l, 4 * kUsd, 300, "req-1", false, 1000)[0], 1);
+    EXPECT_EQ(at(kKeyMonthly), "1000000000");  // unchecked: untouched in flight
+    EXPECT_EQ(at(kKeyDaily), "5000000000");
+
+    // At its deadline it is given back: the checked counters as before, the
+    // unchecked ones never written.
+    redis.set_now_ms(t0 + 1000);
+    const std::size_t mark = redis.log.size();
+    EXPECT_EQ(sweep(8).integer, 1);
+    EXPECT_EQ(redis.data(), before);
+    for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark), checked(l, c) ? 1u : 0u) << c.key;
+
+    // The settlement comes late: the real amounts go to every spend, request
+    // and token counter and the balance, once each (the rates' minute and the
+    // hold are not known to hold anything of it).
+    const std::size_t late = redis.log.size();
+    EXPECT_EQ(settle(l, {4 * kUsd, 300}, {kUsd, 100}, "req-1").integer, 1);
+    expect_counters(l,
+                    [&](const Counter &c) {
+                        switch (c.kind) {
+                        case CounterKind::spend: return plus(preset_value(c), kUsd);
+                        case CounterKind::requests: return plus(preset_value(c), 1);
+                        case CounterKind::tokens: return plus(preset_value(c), 100);
+                        case CounterKind::balance: return plus(preset_value(c), -kUsd);
+                        default: return preset_value(c);
+                        }
+                    },
+                    "after the late settlement");
+    for (const Counter &c : l.counters) {
+        const bool rate_or_hold = c.kind == CounterKind::rpm || c.kind == CounterKind::tpm ||
+                                  c.kind == CounterKind::held;
+        EXPECT_EQ(incrbys(c.key, late), rate_or_hold ? 0u : 1u) << c.key;
+    }
+    const auto settled = redis.data();
+    EXPECT_EQ(settle(l, {4 * kUsd, 300}, {kUsd, 100}, "req-1").integer, 0);
+    EXPECT_EQ(sweep(8).integer, 0);
+    EXPECT_EQ(redis.data(), settled);
+}
+
+TEST_F(LuaScripts, TheReleaseRecordListsExactlyTheCheckedCounters) {
+    // Only the key's monthly_usd: one line.
+    use(policy_yaml("{ monthly_usd: 10 }"));
+    ASSERT_EQ(reserve_ints(ledger(), 700, 30, "req-1")[0], 1);
+    EXPECT_EQ(at(P + "resv:req-1"), "-700 spend:key:k1:m:2026-11\n");
+    std::size_t present = 0;
+    for (const Counter &c : ledger().counters) present += redis.exists(c.key) ? 1 : 0;
+    EXPECT_EQ(present, 1u);
+    // Project and org lines only where they have caps.
+    use(policy_yaml("{ monthly_usd: 10 }", "", "    limits: { daily_requests: 10 }\n", "{ monthly_usd: 50 }"));
+    ASSERT_EQ(reserve_ints(ledger(), 700, 30, "req-2")[0], 1);
+    EXPECT_EQ(at(P + "resv:req-2"), "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:m:2026-11\n"
+                                     "-1 reqs:org:acme:d:2026-11-18\n");
+    // A paid plan's ceiling is read, so its counter is reserved too.
+    use(policy_yaml("{ monthly_usd: 10 }", kPaidPlan, paid_org("2026-10-19T11:06:40Z")));
+    ASSERT_EQ(reserve_ints(ledger(), 700, 30, "req-3")[0], 1);
+    EXPECT_EQ(at(P + "resv:req-3"), "-700 spend:key:k1:m:2026-11\n-700 spend:org:acme:m:2026-11\n");
+    // Given back, each reservation takes exactly what it added.
+    redis.set_now_ms(kNow * 1000 + kDefaultReservationTtlMs);
+    EXPECT_EQ(sweep(8).integer, 3);
+    EXPECT_EQ(at(kKeyMonthly), "0");
+    EXPECT_EQ(at(P + "spend:project:p:m:2026-11"), "0");
+    EXPECT_EQ(at(P + "reqs:org:acme:d:2026-11-18"), "0");
+    EXPECT_EQ(at(kOrgMonthly), "0");
+    EXPECT_FALSE(redis.exists(kKeyDaily));
+    EXPECT_FALSE(redis.exists(P + "tokens:key:k1:m:2026-11"));
+}
+
+// ---------------------------------------------------------------------------
 // All or nothing: a write Redis refuses leaves every key as it was.
 
 TEST_F(LuaScripts, AReserveThatCannotAddLeavesEverythingAsItWas) {
-    use(policy_yaml("{ daily_usd: 100 }", ""));
+    use(policy_yaml("{ daily_usd: 100, monthly_usd: 100 }", "", kPrepaid));
     const Ledger l = ledger();
-    const std::string org_life = P + "spend:org:acme:life";  // uncapped, late in the order
+    // The hold: checked (written by every reservation) but never read by a
+    // check, and the last counter added, after the key's and the balance.
+    ASSERT_EQ(l.held, std::optional<std::size_t>(l.counters.size() - 1));
+    ASSERT_EQ(l.counters.back().key, kHeld);
+    // An unchecked counter is not written by a reserve, so one that could not
+    // take any more does not stop it (its settlement would: see below).
+    const std::string org_life = P + "spend:org:acme:life";
+    ASSERT_FALSE(checked(l, l.counters[16]));
     ASSERT_EQ(l.counters[16].key, org_life);
+    redis.set(org_life, "9223372036854775807");
+    redis.set(kBalance, "50000000000");
     redis.set(kKeyDaily, "5");
-    ASSERT_EQ(reserve_ints(l, kUsd, 3, "req-0")[0], 1);  // another request, reserved
-    redis.command({"DEL", kKeyMonthly});                 // and a counter req-1 creates
+    const std::vector<long long> other = reserve_ints(l, kUsd, 3, "req-0");  // another request, reserved
+    ASSERT_GE(other.size(), 4u);
+    ASSERT_EQ(other[0], 1);
+    redis.command({"DEL", kKeyMonthly});  // and a counter req-1 creates
     struct Case {
         const char *what;
         std::string error;
@@ -1661,38 +1962,55 @@ TEST_F(LuaScripts, AReserveThatCannotAddLeavesEverythingAsItWas) {
     for (const Case &c : {Case{"overflow", "ERR increment or decrement would overflow"},
                           Case{"abc", "ERR value is not an integer or out of range"},
                           Case{"stream", "WRONGTYPE Operation against a key holding the wrong kind of value"}}) {
-        redis.command({"DEL", org_life});
-        if (std::string(c.what) == "overflow") redis.set(org_life, "9223372036854775000");
-        if (std::string(c.what) == "abc") redis.set(org_life, "abc");
-        if (std::string(c.what) == "stream") redis.command({"XADD", org_life, "*", "f", "v"});
+        redis.command({"DEL", kHeld});
+        if (std::string(c.what) == "overflow") redis.set(kHeld, "9223372036854775000");
+        if (std::string(c.what) == "abc") redis.set(kHeld, "abc");
+        if (std::string(c.what) == "stream") redis.command({"XADD", kHeld, "*", "f", "v"});
         const auto before = redis.data();
+        const std::size_t mark = redis.log.size();
         const Reply r = reserve(l, 1000, 7, "req-1");
         ASSERT_TRUE(r.is_error()) << c.what << ": " << r;
         EXPECT_EQ(r.str, c.error) << c.what;
+        // Every counter before the hold was added, then taken back.
+        for (const std::string &key : {kKeyDaily, kKeyMonthly, kBalance})
+            EXPECT_EQ(incrbys(key, mark), 2u) << c.what << " " << key;
         EXPECT_EQ(redis.data(), before) << c.what;  // no counter, record, deadline or expiry left behind
         EXPECT_FALSE(redis.exists(P + "resv:req-1")) << c.what;
         EXPECT_EQ(deadlines().size(), 1u) << c.what;
         EXPECT_EQ(at(kKeyDaily), "1000000005") << c.what;
+        EXPECT_EQ(at(kBalance), "49000000000") << c.what;
         EXPECT_FALSE(redis.exists(kKeyMonthly)) << c.what;  // created, then deleted
+        EXPECT_EQ(incrbys(org_life, mark), 0u) << c.what;
     }
     // Room again: the same reserve goes through.
-    redis.set(org_life, "9223372036854774000");
+    redis.set(kHeld, "9223372036854774000");
     ASSERT_EQ(reserve_ints(l, 1000, 7, "req-1")[0], 1);
-    EXPECT_EQ(at(org_life), "9223372036854775000");
+    EXPECT_EQ(at(kHeld), "9223372036854775000");
+    EXPECT_EQ(at(kKeyDaily), "1000001005");
+    EXPECT_EQ(at(kBalance), "48999999000");
     EXPECT_EQ(at(kKeyMonthly), "1000");
     EXPECT_EQ(redis.expire_at(kKeyMonthly), kMonthExpire);
+    EXPECT_EQ(at(org_life), "9223372036854775807");
 }
 
 TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
-    use(policy_yaml("{ daily_usd: 100 }", "", kPrepaid));
+    use(policy_yaml("{ daily_usd: 100 }", "", std::string(kPrepaid) + "    limits: { daily_usd: 1000 }\n"));
     const Ledger l = ledger();
-    const std::string org_life = P + "spend:org:acme:life";
+    const std::string org_life = P + "spend:org:acme:life";  // unchecked: written at settlement only
+    const std::string org_daily = P + "spend:org:acme:d:2026-11-18";  // capped, after the key's
+    ASSERT_EQ(l.counters[16].key, org_life);
+    ASSERT_EQ(l.counters[14].key, org_daily);
+    ASSERT_FALSE(checked(l, l.counters[16]));
+    ASSERT_TRUE(checked(l, l.counters[14]));
     redis.set(kBalance, "50000000000");
     redis.set(org_life, "9223372036854775000");
     ASSERT_EQ(reserve_ints(l, 200, 0, "req-1")[0], 1);
-    EXPECT_EQ(at(org_life), "9223372036854775200");
+    EXPECT_EQ(at(org_life), "9223372036854775000");  // untouched while in flight
+    EXPECT_EQ(at(kKeyDaily), "200");
+    EXPECT_EQ(at(org_daily), "200");
     auto before = redis.data();
-    // +700 more would pass INT64_MAX.
+    // Its real 900 would pass INT64_MAX: the key's and the org's daily
+    // counters, changed before it, are taken back.
     Reply r = settle(l, {200, 0}, {900, 0}, "req-1");
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
@@ -1701,7 +2019,9 @@ TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
     EXPECT_EQ(deadlines().size(), 1u);
     EXPECT_FALSE(redis.exists(P + "settled:req-1"));
     EXPECT_EQ(settle(l, {200, 0}, {100, 0}, "req-1").integer, 1);
-    EXPECT_EQ(at(org_life), "9223372036854775100");
+    EXPECT_EQ(at(org_life), "9223372036854775100");  // the real cost, once
+    EXPECT_EQ(at(kKeyDaily), "100");
+    EXPECT_EQ(at(org_daily), "100");
     EXPECT_EQ(at(kBalance), "49999999900");
     // Unreserved: the same.
     before = redis.data();
@@ -1715,6 +2035,17 @@ TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str, "ERR value is not an integer or out of range");
     EXPECT_EQ(redis.data(), before);
+    // A capped counter that cannot take the real cost (past its cap after
+    // requests let through while Redis was away): the same.
+    redis.set(org_life, "0");
+    redis.set(org_daily, "9223372036854775000");
+    before = redis.data();
+    r = settle(l, {500, 0}, {1000, 0}, "req-2");
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
+    EXPECT_EQ(redis.data(), before);
+    EXPECT_EQ(at(kKeyDaily), "100");
+    EXPECT_FALSE(redis.exists(P + "settled:req-2"));
 }
 
 TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 #include <string>
 #include <vector>
@@ -394,13 +395,14 @@ TEST(ReserveCommand, ArgvShape) {
                   "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
                   "sc:{acme}:reservations", "sc:{acme}:events",
                   "3", "sc:{acme}:",
-                  // the release record: "DELTA KEY\n" undoing each counter it changes, without the prefix
-                  "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n-300000000 spend:key:k1:life\n",
+                  // the release record: "DELTA KEY\n" undoing each checked counter it changes, without
+                  // the prefix (the uncapped lifetime spend is not reserved: nothing to undo)
+                  "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n",
                   "0", "900000", "rid",  // dry run, ttl (ms), request id
                   // kind, delta, most before, expire_at, cap, warn spec (fraction=threshold=threshold-delta)
                   "s", "300000000", "1700000000", "1798070400", "2000000000", "0.5=1000000000=700000000",
                   "c", "1", "99", "1830643200", "", "",
-                  "s", "300000000", "", "0", "", "",
+                  "s", "0", "", "0", "", "",  // no check reads it: left for the settlement
                   "0"}));
     // The estimate always counts one request, whatever it says.
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40, 0}, "rid", false),
@@ -491,15 +493,32 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
     EXPECT_EQ(argv[6 + n], "sc:{acme}:events");
     EXPECT_EQ(argv[7 + n], std::to_string(n));
     EXPECT_EQ(argv[8 + n], "sc:{acme}:");
-    // One line per counter (every one changes: spend 5, requests 1, tokens 11, rates).
-    std::string record;
-    for (const Counter &c : l.counters) {
-        const char *delta = c.kind == CounterKind::spend    ? "-5"
-                            : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? "-11"
-                                                                                            : "-1";
-        record += std::string(delta) + " " + c.key.substr(10) + "\n";
+    // One line per checked counter (a cap, rates included), in ledger order.
+    EXPECT_EQ(argv[9 + n], "-5 spend:key:key_prod_1:d:2026-11-18\n"
+                           "-5 spend:key:key_prod_1:m:2026-11\n"
+                           "-5 spend:key:key_prod_1:life\n"
+                           "-1 reqs:key:key_prod_1:m:2026-11\n"
+                           "-11 tokens:key:key_prod_1:d:2026-11-18\n"
+                           "-5 spend:project:acme-prod:m:2026-11\n"
+                           "-1 reqs:project:acme-prod:d:2026-11-18\n"
+                           "-5 spend:org:acme:m:2026-11\n"
+                           "-5 spend:customer:cust_42:m:2026-11\n"
+                           "-11 tokens:customer:cust_42:d:2026-11-18\n"
+                           "-1 rate:key:key_prod_1:rpm:2026-11-18T11:06\n"
+                           "-11 rate:org:acme:tpm:2026-11-18T11:06\n"
+                           "-1 rate:customer:cust_42:rpm:2026-11-18T11:06\n");
+    // Each counter's delta: the estimate where a cap reads it, 0 elsewhere.
+    const std::vector<std::size_t> capped = {0, 1, 2, 4, 5, 8, 10, 15, 22, 26, 28, 29, 30};
+    for (std::size_t i = 0; i < n; ++i) {
+        const Counter &c = l.counters[i];
+        const bool is_capped = std::find(capped.begin(), capped.end(), i) != capped.end();
+        EXPECT_EQ(c.cap.has_value(), is_capped) << c.key;
+        const char *estimate = c.kind == CounterKind::spend                                   ? "5"
+                               : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? "11"
+                                                                                             : "1";
+        EXPECT_EQ(argv[13 + n + 6 * i + 1], is_capped ? estimate : "0") << c.key;
+        if (!is_capped) EXPECT_EQ(argv[13 + n + 6 * i + 2], "") << c.key;  // and no check
     }
-    EXPECT_EQ(argv[9 + n], record);
     EXPECT_EQ(argv[10 + n], "0");
     EXPECT_EQ(argv[11 + n], "900000");
     EXPECT_EQ(argv[12 + n], "req-1");
@@ -513,6 +532,38 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
     // The last: the customer's rpm.
     EXPECT_EQ(std::vector<std::string>(argv.end() - 7, argv.end()),
               (std::vector<std::string>{"r", "1", "29", std::to_string(kMinuteExpire), "", "", "0"}));
+}
+
+// A policy: org acme (its limits `org`), project p (`project`), key k1 with
+// only a monthly_usd cap.
+std::string monthly_only_policy(const std::string &project, const std::string &org) {
+    std::string y = "models:\n  m: { input: 1, output: 2 }\norgs:\n  acme:\n";
+    if (!org.empty()) y += "    limits: " + org + "\n";
+    y += "projects:\n  p:\n    org: acme\n";
+    if (!project.empty()) y += "    limits: " + project + "\n";
+    y += std::string("keys:\n  - id: k1\n    sha256: ") + kHashA + "\n    project: p\n    limits: { monthly_usd: 10 }\n";
+    return y;
+}
+
+TEST(ReserveCommand, TheReleaseRecordHasALineForEachCheckedCounterOnly) {
+    const std::size_t n = 21;
+    auto record = [&](const std::string &project, const std::string &org) {
+        const auto policy = parse_policy(monthly_only_policy(project, org), "test.yaml");
+        const Ledger l = ledger_of(*policy, kHashA);
+        EXPECT_EQ(l.counters.size(), n);
+        const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
+        EXPECT_EQ(argv.size(), 3 + n + 4 + 6 + 6 * n + 1);
+        return argv.size() > 9 + n ? argv[9 + n] : std::string("(none)");
+    };
+    // The key's monthly spend alone.
+    EXPECT_EQ(record("", ""), "-700 spend:key:k1:m:2026-11\n");
+    // Project and org counters only where capped.
+    EXPECT_EQ(record("{ monthly_usd: 50 }", ""),
+              "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:m:2026-11\n");
+    EXPECT_EQ(record("", "{ daily_requests: 10, monthly_tokens: 99 }"),
+              "-700 spend:key:k1:m:2026-11\n-1 reqs:org:acme:d:2026-11-18\n-30 tokens:org:acme:m:2026-11\n");
+    EXPECT_EQ(record("{ lifetime_usd: 50 }", "{ daily_usd: 20 }"),
+              "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:life\n-700 spend:org:acme:d:2026-11-18\n");
 }
 
 TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
@@ -557,7 +608,8 @@ TEST(SettleCommand, ArgvShape) {
                   // kind, delta if reserved, delta if not, expire_at, cap, warn spec for each delta
                   "s", "-200000000", "100000000", "1798070400", "2000000000", "", "0.5=1000000000=900000000",
                   "c", "0", "1", "1830643200", "", "", "",
-                  "s", "-200000000", "100000000", "0", "", "", "",
+                  // uncapped: nothing was reserved, so the real cost either way
+                  "s", "100000000", "100000000", "0", "", "", "",
                   "", "0", "0"}));
     // A request refused before the provider (real.requests = 0): its
     // reserved request is taken back, and without a reservation it adds none.
@@ -565,14 +617,15 @@ TEST(SettleCommand, ArgvShape) {
         settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30, 0}, "rid", std::nullopt);
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 20, refused.begin() + 27),
               (std::vector<std::string>{"c", "-1", "0", "1830643200", "", "", ""}));
-    // Nothing at all: every reserved delta comes back, nothing is added.
+    // Nothing at all: every reserved delta comes back, nothing is added (the
+    // uncapped counter, never reserved, is not written at all).
     const std::vector<std::string> nothing =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{0, 0, 0}, "rid", std::nullopt);
     EXPECT_EQ(std::vector<std::string>(nothing.begin() + 13, nothing.end()),
               (std::vector<std::string>{
                   "s", "-300000000", "0", "1798070400", "2000000000", "", "",
                   "c", "-1", "0", "1830643200", "", "", "",
-                  "s", "-300000000", "0", "0", "", "", "",
+                  "s", "0", "0", "0", "", "", "",
                   "", "0", "0"}));
     // requests is 0 or 1: more counts as 1, less as 0.
     EXPECT_EQ(settle_command(l, Amounts{1, 1}, Amounts{1, 1, 7}, "rid", std::nullopt),
@@ -582,6 +635,36 @@ TEST(SettleCommand, ArgvShape) {
     // The estimate's requests are always 1 (the reserve counted one).
     EXPECT_EQ(settle_command(l, Amounts{1, 1, 0}, Amounts{1, 1}, "rid", std::nullopt),
               settle_command(l, Amounts{1, 1, 1}, Amounts{1, 1}, "rid", std::nullopt));
+}
+
+TEST(SettleCommand, AnUncheckedCounterGetsTheRealAmountsWhetherReservedOrNot) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA, "cust_42");
+    const std::size_t n = l.counters.size();
+    const std::vector<std::string> argv = settle_command(l, Amounts{50, 11}, Amounts{20, 4}, "req-1", std::nullopt);
+    ASSERT_EQ(argv.size(), 3 + n + 4 + 3 + 7 * n + 3);
+    for (std::size_t i = 0; i < n; ++i) {
+        const Counter &c = l.counters[i];
+        const std::size_t a = 3 + n + 4 + 3 + 7 * i;
+        const bool rate = c.kind == CounterKind::rpm || c.kind == CounterKind::tpm;
+        const std::int64_t estimate = c.kind == CounterKind::spend                             ? 50
+                                      : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? 11
+                                                                                                    : 1;
+        const std::int64_t real = c.kind == CounterKind::spend                             ? 20
+                                  : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? 4
+                                                                                                : 1;
+        const std::int64_t if_reserved = c.cap ? real - estimate : real;
+        EXPECT_EQ(argv[a + 1], std::to_string(if_reserved)) << c.key;
+        EXPECT_EQ(argv[a + 2], rate ? "0" : std::to_string(real)) << c.key;
+    }
+    // Refused before the provider: an unchecked counter gets nothing either way.
+    const std::vector<std::string> refused = settle_command(l, Amounts{50, 11}, Amounts{0, 0, 0}, "req-1", std::nullopt);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (l.counters[i].cap) continue;
+        const std::size_t a = 3 + n + 4 + 3 + 7 * i;
+        EXPECT_EQ(refused[a + 1], "0") << l.counters[i].key;
+        EXPECT_EQ(refused[a + 2], "0") << l.counters[i].key;
+    }
 }
 
 TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
