@@ -2,6 +2,7 @@
 // worst-case estimate, and the hashes keys and scripts are named by.
 #include "request.h"
 
+#include <cctype>
 #include <limits>
 
 #include <jansson.h>
@@ -315,6 +316,28 @@ Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
     estimate.cost = cost_of({{estimate.input_tokens, price.max_input_rate()},
                              {estimate.output_tokens, price.output}});
     return estimate;
+}
+
+std::string caller_key(const std::optional<std::string_view> &authorization,
+                       const std::optional<std::string_view> &x_api_key) {
+    try {
+        if (authorization && authorization->size() > 7) {
+            std::string_view v = *authorization;
+            const std::string_view scheme = v.substr(0, 7);
+            bool bearer = true;
+            for (std::size_t i = 0; i < 7; ++i)
+                bearer = bearer && std::tolower(static_cast<unsigned char>(scheme[i])) == "bearer "[i];
+            if (bearer) {
+                v.remove_prefix(7);
+                const std::size_t start = v.find_first_not_of(' ');
+                if (start != std::string_view::npos)
+                    return std::string(v.substr(start, v.find_last_not_of(' ') - start + 1));
+            }
+        }
+        return x_api_key ? std::string(*x_api_key) : std::string();
+    } catch (...) {
+        return {};
+    }
 }
 
 std::string sha256_hex(std::string_view data) {

@@ -70,6 +70,12 @@ Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
                              const std::optional<std::int64_t> &max_output_tokens,
                              std::int64_t choices = 1);
 
+// The caller's key when spend_cap_key is not set: the bearer token of
+// Authorization ("Bearer", any case, surrounding spaces trimmed), else
+// x-api-key (Anthropic clients); "" when neither gives one.
+std::string caller_key(const std::optional<std::string_view> &authorization,
+                       const std::optional<std::string_view> &x_api_key);
+
 // Lowercase hex SHA-256 of a secret (the form keys are stored in).
 std::string sha256_hex(std::string_view data);
 // Lowercase hex SHA-1 (Redis EVALSHA names scripts by it).

@@ -712,6 +712,19 @@ ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long
     }
 }
 
+std::optional<SpendHeaders> spend_headers(const Ledger &ledger, const ReserveOutcome &outcome) {
+    try {
+        if (!outcome.tightest_index || *outcome.tightest_index >= ledger.counters.size()) return std::nullopt;
+        const Counter &c = ledger.counters[*outcome.tightest_index];
+        const std::int64_t reset = window_reset(ledger.periods, c.window);
+        return SpendHeaders{format_usd(outcome.tightest_cap), format_usd(outcome.tightest_remaining),
+                            reset != 0 ? format_rfc3339(reset) : std::string(),
+                            std::string(scope_name(c.scope)) + ":" + window_name(c.window)};
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
 CapRef cap_ref(const Ledger &ledger, std::size_t i) {
     const Counter &c = ledger.counters.at(i);
     CapRef cap{c.scope, c.window, window_reset(ledger.periods, c.window)};

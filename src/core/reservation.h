@@ -115,6 +115,16 @@ struct ReserveOutcome {
 // The script's reply, already checked to be an array of integers by the caller.
 ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply);
 
+// The x-spend-* headers of an allowed request (SPEC section 5): the cost cap
+// with the least remaining after its reservation; none when no cost cap applies.
+struct SpendHeaders {
+    std::string limit_usd;      // x-spend-limit-usd
+    std::string remaining_usd;  // x-spend-remaining-usd
+    std::string reset;          // x-spend-reset (RFC 3339); "" for a lifetime cap
+    std::string scope;          // x-spend-scope, e.g. key:monthly
+};
+std::optional<SpendHeaders> spend_headers(const Ledger &ledger, const ReserveOutcome &outcome);
+
 // The cap a refusing counter stands for, for the error body and $spend_cap_blocked_by.
 CapRef cap_ref(const Ledger &ledger, std::size_t counter_index);
 

@@ -25,6 +25,7 @@
 #include "policy.h"
 #include "request.h"
 #include "reservation.h"
+#include "settlement.h"
 #include "usage.h"
 #include "ngx_http_spend_cap_redis.h"
 #include "ngx_http_spend_cap_sweep.h"
@@ -214,8 +215,33 @@ ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorCode code,
     return answer(r, ctx, render_error(ctx->surface, code, message));
 }
 
-// The caller's secret: spend_cap_key if configured, else the bearer token of
-// Authorization, else x-api-key.
+std::optional<std::string_view> view_of(const ngx_table_elt_t *h) {
+    if (h == nullptr) {
+        return std::nullopt;
+    }
+    return std::string_view(reinterpret_cast<const char *>(h->value.data), h->value.len);
+}
+
+const ngx_table_elt_t *find_header(ngx_http_request_t *r, const char *name, std::size_t len) {
+    ngx_list_part_t *part = &r->headers_in.headers.part;
+    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+    for (ngx_uint_t i = 0;; i++) {
+        if (i >= part->nelts) {
+            if (part->next == nullptr) {
+                return nullptr;
+            }
+            part = part->next;
+            h = static_cast<ngx_table_elt_t *>(part->elts);
+            i = 0;
+        }
+        if (h[i].key.len == len && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
+            return &h[i];
+        }
+    }
+}
+
+// The caller's secret: spend_cap_key if configured, else (the core decides)
+// Authorization's bearer token or x-api-key.
 std::string caller_secret(ngx_http_request_t *r, const LocConf *lcf) {
     if (lcf->key != nullptr) {
         ngx_str_t v;
@@ -224,31 +250,7 @@ std::string caller_secret(ngx_http_request_t *r, const LocConf *lcf) {
         }
         return to_string(v);
     }
-    if (r->headers_in.authorization != nullptr) {
-        std::string v = to_string(r->headers_in.authorization->value);
-        if (v.size() > 7 && ngx_strncasecmp((u_char *) v.data(), (u_char *) "Bearer ", 7) == 0) {
-            std::size_t start = v.find_first_not_of(' ', 7);
-            if (start != std::string::npos) {
-                return v.substr(start, v.find_last_not_of(' ') - start + 1);
-            }
-        }
-    }
-    ngx_list_part_t *part = &r->headers_in.headers.part;
-    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-    for (ngx_uint_t i = 0;; i++) {
-        if (i >= part->nelts) {
-            if (part->next == nullptr) {
-                break;
-            }
-            part = part->next;
-            h = static_cast<ngx_table_elt_t *>(part->elts);
-            i = 0;
-        }
-        if (h[i].key.len == 9 && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9) == 0) {
-            return to_string(h[i].value);
-        }
-    }
-    return {};
+    return caller_key(view_of(r->headers_in.authorization), view_of(find_header(r, "x-api-key", 9)));
 }
 
 // Appends key_expired to the org's events; Redis keeps it to once per key and
@@ -586,14 +588,11 @@ ngx_int_t header_filter(ngx_http_request_t *r) {
         return next_header_filter(r);
     }
     try {
-        if (ctx->decided.tightest_index) {
-            const Counter &c = ctx->ledger.counters[*ctx->decided.tightest_index];
-            std::int64_t reset = window_reset(ctx->ledger.periods, c.window);
-            if (add_header(r, "x-spend-limit-usd", format_usd(ctx->decided.tightest_cap)) != NGX_OK
-                || add_header(r, "x-spend-remaining-usd", format_usd(ctx->decided.tightest_remaining)) != NGX_OK
-                || (reset != 0 && add_header(r, "x-spend-reset", format_rfc3339(reset)) != NGX_OK)
-                || add_header(r, "x-spend-scope", std::string(scope_name(c.scope)) + ":"
-                                                      + window_name(c.window)) != NGX_OK) {
+        if (std::optional<SpendHeaders> h = spend_headers(ctx->ledger, ctx->decided)) {
+            if (add_header(r, "x-spend-limit-usd", h->limit_usd) != NGX_OK
+                || add_header(r, "x-spend-remaining-usd", h->remaining_usd) != NGX_OK
+                || (!h->reset.empty() && add_header(r, "x-spend-reset", h->reset) != NGX_OK)
+                || add_header(r, "x-spend-scope", h->scope) != NGX_OK) {
                 return NGX_ERROR;
             }
         }
@@ -650,68 +649,29 @@ void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
     if (!passed(ctx)) {
         return;  // refused here: nothing reached the provider
     }
-
     if (ctx->scanner && ctx->scanner->state() == UsageScanner::State::reading) {
         ctx->scanner->finish();  // the response ended early
     }
-    const Usage *reported = ctx->scanner && ctx->scanner->usage() && !ctx->response_unreadable
-                                ? &*ctx->scanner->usage()
-                                : nullptr;
-    if (reported != nullptr && !plausible(*reported)) {
-        // Not taken at face value: one such figure would fill every counter
-        // of the org for good.
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "spend_cap: request %s: the upstream reports %L input and %L output tokens, "
-                      "beyond the plausible %L; settling at the reservation",
-                      ctx->request_id.c_str(), (long long) reported->input_total(), (long long) reported->output,
-                      (long long) kMaxPlausibleTokens);
-        ctx->cost = ctx->estimate.cost;
-        ctx->usage = Usage{};
-        ctx->usage.input = ctx->estimate.input_tokens;
-        ctx->usage.output = ctx->estimate.output_tokens;
-        ctx->settled_from = "reservation";
-        return;
+    ResponseSeen seen;
+    seen.read = ctx->scanner.has_value();
+    seen.unreadable = ctx->response_unreadable;
+    if (ctx->scanner) {
+        seen.state = ctx->scanner->state();
+        seen.usage = ctx->scanner->usage();
+        seen.error = ctx->scanner->error();
     }
-    if (ctx->scanner && ctx->scanner->state() == UsageScanner::State::found && !ctx->response_unreadable) {
-        ctx->usage = *ctx->scanner->usage();
-        ctx->cost = usage_cost(ctx->usage, *ctx->price);
-        ctx->settled_from = "usage";
-        return;
-    }
-
-    // No usage: did the provider answer, and with what?
     ngx_http_upstream_t *u = r->upstream;
-    ngx_uint_t status = (u != nullptr) ? u->headers_in.status_n : r->headers_out.status;
-    bool provider_ran = (status >= 200 && status < 300)
-                        || (status == 0 && u != nullptr && u->request_sent);
-    if (!provider_ran) {
-        ctx->cost = 0;  // an error answer without usage costs nothing
-        ctx->settled_from = "usage";
-        return;
+    seen.status = (u != nullptr) ? u->headers_in.status_n : r->headers_out.status;
+    seen.request_sent = u != nullptr && u->request_sent;
+
+    Settlement settled = settle_at(seen, ctx->estimate, *ctx->price);
+    ctx->cost = settled.cost;
+    ctx->usage = settled.usage;
+    ctx->settled_from = settled.from;
+    if (!settled.warning.empty()) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0, "spend_cap: settling request %s at its reservation: %s",
+                      ctx->request_id.c_str(), settled.warning.c_str());
     }
-    ctx->cost = ctx->estimate.cost;
-    ctx->usage = Usage{};
-    ctx->usage.input = ctx->estimate.input_tokens;
-    ctx->usage.output = ctx->estimate.output_tokens;
-    ctx->settled_from = "reservation";
-    if (ctx->scanner && ctx->scanner->usage() && !ctx->response_unreadable) {
-        // An incomplete stream: never settle below the usage it did report.
-        Nanos reported = usage_cost(*ctx->scanner->usage(), *ctx->price);
-        if (reported > ctx->cost) {
-            ctx->cost = reported;
-            ctx->usage = *ctx->scanner->usage();
-            ctx->settled_from = "usage";
-        }
-    }
-    const char *why = ctx->response_unreadable ? "the response's encoding is not readable or not in memory"
-                      : status == 0            ? "the provider did not answer (aborted or timed out)"
-                      : !ctx->scanner          ? "the response was not read"
-                      : ctx->scanner->state() == UsageScanner::State::no_usage
-                          ? "the response has no usage"
-                          : ctx->scanner->error().c_str();
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "spend_cap: settling request %s at its reservation: %s",
-                  ctx->request_id.c_str(), why);
 }
 
 ngx_int_t log_handler(ngx_http_request_t *r) {
