@@ -2,46 +2,102 @@
 # What spend-cap costs per request: the same proxy with and without `spend_cap on`,
 # measured with wrk against a fast fake upstream. Reports; asserts no timings.
 #
-#   scripts/bench.sh                 DURATION=10 (seconds per side), WORKERS=1
+#   scripts/bench.sh                 DURATION=10 (seconds per side), WORKERS=1, KEYS=1
+#   KEYS=10000 scripts/bench.sh      every request uses one of 10,000 keys, at random
+#   SMOKE=1 scripts/bench.sh         CI: 3 s per side, and the counters must be exact
 #
 # Starts, on free 127.0.0.1 ports, in a temp dir that it removes at exit:
 #   - its own redis-server;
 #   - a fake upstream: an NGINX server block answering every request with a fixed
 #     OpenAI chat completion (with usage), so the upstream is not the bottleneck;
 #   - "plain":  NGINX, proxy_pass to the fake upstream (keepalive 64);
-#   - "module": the same plus load_module, spend_cap on, and a policy with generous caps.
+#   - "module": the same plus load_module (of a private copy of
+#     build/ngx_http_spend_cap_module.so, made at start: a rebuild in place cannot
+#     touch the running workers), spend_cap on, and a policy with generous caps.
 # Both fronts run WORKERS worker processes; wrk -t2 -c64 -d${DURATION}s POSTs
-# /v1/chat/completions (gpt-4o-mini) with an Authorization header to each in turn.
+# /v1/chat/completions (gpt-4o-mini) with an Authorization header to each in turn,
+# after a WARMUP-second (default 2) warm-up.
 # Two cases (CASES="json stream" by default), each plain vs module:
 #   json:   a plain JSON chat completion (usage at the end of the body);
 #   stream: "stream": true (no stream_options: the module injects include_usage) to
 #           /v1/sse/chat/completions, answered with a real-shaped SSE stream of ~200
 #           chat.completion.chunk events, a final usage chunk and data: [DONE]
 #           (text/event-stream, ~50 KB), which the module scans as it passes.
-# Needs build/ngx_http_spend_cap_module.so (runs scripts/build.sh if it is missing).
+# Keys (KEYS=N, ORGS=M): each case has its own set of N keys, secrets sk-bench-<i>
+# (json) and sk-bench-sse-<i> (stream), i = 0..N-1; key i belongs to org bench<i mod M>
+# (each org one project, bench<j>-prod), with generous caps at key, project and org
+# level. KEYS=1 (default): one key per case, key_bench / key_bench_sse in org bench.
+# ORGS defaults to one org per 100 keys, at most 100. With KEYS > 1 every request picks
+# one of its case's keys at random (uniformly; requests preformatted per key with
+# wrk.format in init(), picked in request()).
+#
+# Per side and case it prints requests/s, p50/p90/p99 latency, worker RSS before and
+# after, and, over wrk's measured run (the warm-up's settlements landed before it):
+#   worker µs/req   utime+stime of the front's worker processes (/proc/PID/stat) / requests
+#   redis µs/req    INFO cpu used_cpu_sys+used_cpu_user / requests
+#   redis cmds/req  INFO commandstats calls (commands run inside scripts count too; the
+#                   harness's own INFO does not) / requests, the 5 biggest by name, and
+#                   EVALSHA's usec / requests
+# then the module/plain ratio of requests/s and the module − plain worker µs/req, and
+# at the end a markdown table of it all.
+#
+# SMOKE=1 (scripts/test.sh runs it): defaults DURATION=3 WARMUP=1 KEYS=100 ORGS=4, both
+# cases, both sides; the module front also writes an access log (key id and
+# $spend_cap_cost_usd), so its figures are not comparable to a normal run. After the
+# runs and once every settlement has landed (no sc:{*}:resv:* key left), it checks, with
+# integer nano-USD: the logged costs sum to the keys' lifetime spend counters (and to
+# the projects' and the orgs'), per key and in total; the log lines with a cost number
+# the keys' daily request counters; each request settled from usage cost exactly what
+# the fake upstream's usage says. Any difference fails the run.
+#
+# Exits non-zero if any answer was not 2xx, an error log has alert/crit/emerg lines,
+# or (SMOKE) a counter is not exact. Never on a timing.
+# Needs wrk, redis-server, redis-cli, curl, nginx, /usr/bin/python3 (PYTHON=...), and
+# build/ngx_http_spend_cap_module.so (runs scripts/build.sh if it is missing).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-module="$root/build/ngx_http_spend_cap_module.so"
+module_built="$root/build/ngx_http_spend_cap_module.so"
 nginx_bin=${NGINX:-/usr/sbin/nginx}
-duration=${DURATION:-10}
+python=${PYTHON:-/usr/bin/python3}
+smoke=${SMOKE:-0}
+[ "$smoke" = 0 ] && smoke=""
+if [ -n "$smoke" ]; then
+    duration=${DURATION:-3}
+    warmup=${WARMUP:-1}
+    nkeys=${KEYS:-100}
+    norgs=${ORGS:-4}
+else
+    duration=${DURATION:-10}
+    warmup=${WARMUP:-2}
+    nkeys=${KEYS:-1}
+    norgs=${ORGS:-}
+fi
 workers=${WORKERS:-1}
 threads=2
 conns=64
-warmup=2
 read -r -a sides <<< "${SIDES:-plain module}"   # SIDES=plain: check the harness alone
 read -r -a cases <<< "${CASES:-json stream}"
 
 say() { printf 'bench.sh: %s\n' "$*"; }
 die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
 
-for tool in wrk redis-server redis-cli curl "$nginx_bin"; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk redis-server curl nginx)"
+[[ "$nkeys" =~ ^[1-9][0-9]*$ ]] || die "KEYS=$nkeys: a positive number"
+if [ -z "$norgs" ]; then
+    norgs=$(( (nkeys + 99) / 100 ))
+    [ "$norgs" -le 100 ] || norgs=100
+fi
+[[ "$norgs" =~ ^[1-9][0-9]*$ ]] && [ "$norgs" -le "$nkeys" ] || die "ORGS=$norgs: a number from 1 to KEYS"
+[ "$nkeys" = 1 ] && norgs=1
+
+for tool in wrk redis-server redis-cli curl "$nginx_bin" "$python"; do
+    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk redis-server curl nginx python3)"
 done
 has_module=0
 [[ " ${sides[*]} " == *" module "* ]] && has_module=1
-if [ "$has_module" = 1 ] && [ ! -f "$module" ]; then
-    say "$module is missing: running scripts/build.sh"
+[ -z "$smoke" ] || [ "$has_module" = 1 ] || die "SMOKE=1 checks the module's counters: SIDES must include module"
+if [ "$has_module" = 1 ] && [ ! -f "$module_built" ]; then
+    say "$module_built is missing: running scripts/build.sh"
     "$root/scripts/build.sh"
 fi
 
@@ -61,6 +117,15 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+started=$SECONDS
+
+# The module NGINX loads: a private copy (build.sh replaces the file by rename, so the
+# copy is always one whole build).
+module="$dir/ngx_http_spend_cap_module.so"
+if [ "$has_module" = 1 ]; then
+    cp "$module_built" "$module"
+    say "module: $(stat -c '%y' "$module_built" | cut -d. -f1) build, copied to $module"
+fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 used_ports=" "
@@ -82,6 +147,275 @@ pick_ports() {
 }
 pick_ports
 
+# --- The helper: policy, Redis figures, the smoke check (integers for money) -------
+cat > "$dir/bench.py" <<'PY'
+import hashlib, socket, sys, time
+
+class Redis:
+    """Just enough RESP for the harness, with exact integers."""
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", int(port)))
+        self.file = self.sock.makefile("rb")
+
+    def pipe(self, commands):
+        out = bytearray()
+        for c in commands:
+            out += b"*%d\r\n" % len(c)
+            for a in c:
+                a = str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+        self.sock.sendall(bytes(out))
+        return [self.read() for _ in commands]
+
+    def cmd(self, *args):
+        return self.pipe([args])[0]
+
+    def read(self):
+        line = self.file.readline()
+        if not line:
+            raise EOFError("redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self.file.read(n + 2)[:-2].decode()
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise RuntimeError("bad reply %r" % line)
+
+    def scan(self, pattern):
+        cursor = "0"
+        while True:
+            cursor, keys = self.cmd("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            yield from keys
+            if cursor == "0":
+                return
+
+    def get_many(self, keys):
+        values = []
+        for i in range(0, len(keys), 1000):
+            values += self.pipe([("GET", k) for k in keys[i:i + 1000]])
+        return [int(v) if v is not None else 0 for v in values]
+
+
+def key_set(case, n, orgs):
+    """(secret, key id, org) of each key of a case."""
+    out = []
+    for i in range(n):
+        secret = ("sk-bench-sse-%d" if case == "stream" else "sk-bench-%d") % i
+        if n == 1:
+            out.append((secret, "key_bench_sse" if case == "stream" else "key_bench", "bench"))
+        else:
+            out.append((secret, ("key_bench_sse_%d" if case == "stream" else "key_bench_%d") % i,
+                        "bench%d" % (i % orgs)))
+    return out
+
+
+def policy(n, orgs, out_dir):
+    org_names = ["bench"] if n == 1 else ["bench%d" % j for j in range(orgs)]
+    lines = ["models:",
+             "  gpt-4o-mini: { input: 0.15, output: 0.60, cached_input: 0.075, max_output_tokens: 16384 }",
+             "unknown_model: reject",
+             "default_max_output_tokens: 4096",
+             "orgs:"]
+    lines += ["  %s: { limits: { daily_usd: 1000000 } }" % o for o in org_names]
+    lines.append("projects:")
+    lines += ["  %s-prod: { org: %s, limits: { monthly_usd: 1000000 } }" % (o, o) for o in org_names]
+    lines.append("keys:")
+    for case in ("json", "stream"):
+        with open("%s/keys.%s" % (out_dir, case), "w") as f:
+            for secret, kid, org in key_set(case, n, orgs):
+                sha = hashlib.sha256(secret.encode()).hexdigest()
+                lines.append("  - { id: %s, sha256: %s, project: %s-prod, limits: { daily_usd: 1000000, "
+                             "monthly_usd: 1000000, lifetime_usd: 1000000 } }" % (kid, sha, org))
+                f.write("%s %s\n" % (org, kid))
+    with open("%s/policy.yaml" % out_dir, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def counted(port, key_list, day):
+    """Requests and spend the keys of key_list counted on day."""
+    pairs = [line.split() for line in open(key_list)]
+    r = Redis(port)
+    reqs = r.get_many(["sc:{%s}:reqs:key:%s:d:%s" % (o, k, day) for o, k in pairs])
+    spend = r.get_many(["sc:{%s}:spend:key:%s:d:%s" % (o, k, day) for o, k in pairs])
+    print(sum(reqs), sum(spend))
+
+
+def quiet(port, timeout):
+    """Waits until no reservation record is left; prints how many are left and after how long."""
+    r = Redis(port)
+    t0 = time.monotonic()
+    while True:
+        left = sum(1 for _ in r.scan("sc:{*}:resv:*"))
+        waited = time.monotonic() - t0
+        if left == 0 or waited >= float(timeout):
+            print(left, "%.1f" % waited)
+            return 0 if left == 0 else 1
+        time.sleep(0.1)
+
+
+def fixed(text, digits):
+    """'12.0345' -> 12034500 for digits=6: exact, no floats."""
+    text = text.strip()
+    negative = text.startswith("-")
+    whole, _, frac = text.lstrip("+-").partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > digits:
+        raise ValueError("not a decimal with at most %d digits: %r" % (digits, text))
+    value = int(whole) * 10 ** digits + int((frac + "0" * digits)[:digits])
+    return -value if negative else value
+
+
+def info(path):
+    fields, calls, usec = {}, {}, {}
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("cmdstat_"):
+            name, _, stats = line[len("cmdstat_"):].partition(":")
+            kv = dict(s.split("=", 1) for s in stats.split(","))
+            calls[name] = int(kv["calls"])
+            usec[name] = int(kv["usec"])
+        elif ":" in line:
+            k, _, v = line.partition(":")
+            fields[k] = v
+    cpu_us = fixed(fields["used_cpu_sys"], 6) + fixed(fields["used_cpu_user"], 6)
+    return cpu_us, calls, usec
+
+
+def redis_delta(before, after, requests):
+    """Redis's CPU and commands between two INFO cpu commandstats snapshots, per request.
+    The harness's own INFO calls are left out."""
+    requests = int(requests)
+    cpu0, calls0, usec0 = info(before)
+    cpu1, calls1, usec1 = info(after)
+    delta = {n: c - calls0.get(n, 0) for n, c in calls1.items() if n != "info"}
+    delta = {n: c for n, c in delta.items() if c > 0}
+    per = lambda x: x / requests if requests > 0 else 0.0
+    top = sorted(delta.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    evalsha_usec = usec1.get("evalsha", 0) - usec0.get("evalsha", 0)
+    print("cpu_s=%.2f redis_us_req=%.1f cmds_req=%.2f evalsha_us_req=%.1f top=%s" % (
+        (cpu1 - cpu0) / 1e6, per(cpu1 - cpu0), per(sum(delta.values())), per(evalsha_usec),
+        ",".join("%s:%.2f" % (n, per(c)) for n, c in top) or "-"))
+
+
+def check(port, log, json_cost, sse_cost):
+    """SMOKE: the access log's costs against the counters, exactly."""
+    expected = {"json": int(json_cost), "stream": int(sse_cost)}
+    failures = []
+    lines = with_cost = 0
+    cost = {}            # key id -> nano-USD logged
+    n_cost = {}          # key id -> log lines with a cost
+    by_case = {"json": [0, 0], "stream": [0, 0]}          # lines with a cost, nano-USD
+    settled = {}         # settled_from -> count
+    statuses = {}
+    wrong_usage = 0
+    for line in open(log):
+        parts = line.split()
+        if len(parts) != 5:
+            failures.append("an access log line is not 5 fields: %r" % line)
+            continue
+        kid, usd, source, status, uri = parts
+        lines += 1
+        statuses[status] = statuses.get(status, 0) + 1
+        if not (status.startswith("2") or status == "499"):
+            failures.append("a request answered %s: %r" % (status, line.strip()))
+        if usd == "-":
+            continue
+        nanos = fixed(usd, 9)
+        case = "stream" if uri.startswith("/v1/sse/") else "json"
+        with_cost += 1
+        cost[kid] = cost.get(kid, 0) + nanos
+        n_cost[kid] = n_cost.get(kid, 0) + 1
+        by_case[case][0] += 1
+        by_case[case][1] += nanos
+        settled[source] = settled.get(source, 0) + 1
+        if source == "usage" and nanos != expected[case]:
+            wrong_usage += 1
+    logged_total = sum(cost.values())
+
+    r = Redis(port)
+    left = sum(1 for _ in r.scan("sc:{*}:resv:*"))
+
+    def counters(pattern, scope, tail):
+        keys = list(r.scan(pattern))
+        values = r.get_many(keys)
+        per_id = {}
+        for k, v in zip(keys, values):
+            ident = k.split(":%s:" % scope, 1)[1]
+            ident = ident[:ident.index(tail)] if tail in ident else ident
+            per_id[ident] = per_id.get(ident, 0) + v
+        return per_id
+
+    life = counters("sc:{*}:spend:key:*:life", "spend:key", ":life")
+    reqs = counters("sc:{*}:reqs:key:*:d:*", "reqs:key", ":d:")       # every day: a run over midnight too
+    project_life = sum(counters("sc:{*}:spend:project:*:life", "spend:project", ":life").values())
+    org_life = sum(counters("sc:{*}:spend:org:*:life", "spend:org", ":life").values())
+    life_total, reqs_total = sum(life.values()), sum(reqs.values())
+    ids = set(cost) | set(life) | set(reqs)
+    key_cost_diff = sorted(k for k in ids if cost.get(k, 0) != life.get(k, 0))
+    key_reqs_diff = sorted(k for k in ids if n_cost.get(k, 0) != reqs.get(k, 0))
+
+    print("smoke check (module front; every request of the run, sanity and warm-up included):")
+    print("  access log: %d lines (status %s), %d with a cost: json %d = %d nano-USD, stream %d = %d nano-USD;"
+          % (lines, ", ".join("%s: %d" % kv for kv in sorted(statuses.items())), with_cost,
+             by_case["json"][0], by_case["json"][1], by_case["stream"][0], by_case["stream"][1]))
+    print("              settled from %s"
+          % (", ".join("%s: %d" % kv for kv in sorted(settled.items())) or "-"))
+    print("  logged costs         %15d nano-USD" % logged_total)
+    print("  keys' lifetime spend %15d nano-USD (%d keys); projects' %d, orgs' %d"
+          % (life_total, len(life), project_life, org_life))
+    print("  lines with a cost    %15d" % with_cost)
+    print("  keys' daily requests %15d" % reqs_total)
+    print("  reservation records left: %d; keys whose spend differs: %d, whose requests differ: %d;"
+          " usage-settled requests not costing %d (json) / %d (stream) nano-USD: %d"
+          % (left, len(key_cost_diff), len(key_reqs_diff), expected["json"], expected["stream"], wrong_usage))
+    if left:
+        failures.append("%d reservations never settled" % left)
+    if logged_total != life_total:
+        failures.append("logged costs %d != lifetime spend counters %d (difference %d)"
+                        % (logged_total, life_total, life_total - logged_total))
+    if project_life != life_total or org_life != life_total:
+        failures.append("the projects' (%d) or the orgs' (%d) lifetime spend is not the keys' (%d)"
+                        % (project_life, org_life, life_total))
+    if with_cost != reqs_total:
+        failures.append("%d log lines with a cost != %d counted requests" % (with_cost, reqs_total))
+    if key_cost_diff:
+        failures.append("spend differs for keys %s" % ", ".join(key_cost_diff[:5]))
+    if key_reqs_diff:
+        failures.append("requests differ for keys %s" % ", ".join(key_reqs_diff[:5]))
+    if wrong_usage:
+        failures.append("%d requests settled from usage at another cost than their usage's" % wrong_usage)
+    if with_cost == 0:
+        failures.append("no request was logged with a cost")
+    for f in failures[:20]:
+        print("  FAIL: " + f)
+    print("  smoke check: " + ("FAILED" if failures else "exact"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    what, args = sys.argv[1], sys.argv[2:]
+    if what == "policy":
+        policy(int(args[0]), int(args[1]), args[2])
+    elif what == "counted":
+        counted(*args)
+    elif what == "quiet":
+        sys.exit(quiet(*args))
+    elif what == "redis":
+        redis_delta(*args)
+    elif what == "check":
+        sys.exit(check(*args))
+    else:
+        sys.exit("bench.py: unknown command " + what)
+PY
+helper() { "$python" "$dir/bench.py" "$@"; }
+
 # --- Redis -----------------------------------------------------------------------
 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
     --daemonize no --logfile "$dir/redis.log" &
@@ -92,31 +426,14 @@ for _ in $(seq 1 50); do
 done
 redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || die "redis-server did not start"
 
-# --- Policy: one key with generous caps ------------------------------------------
-bench_secret="sk-bench-$$"
-bench_sha=$(printf %s "$bench_secret" | sha256sum | cut -d' ' -f1)
-# the streaming case counts under its own key
-sse_secret="sk-bench-sse-$$"
-sse_sha=$(printf %s "$sse_secret" | sha256sum | cut -d' ' -f1)
-cat > "$dir/policy.yaml" <<EOF
-models:
-  gpt-4o-mini: { input: 0.15, output: 0.60, cached_input: 0.075, max_output_tokens: 16384 }
-unknown_model: reject
-default_max_output_tokens: 4096
-orgs:
-  bench: { limits: { daily_usd: 1000000 } }
-projects:
-  bench-prod: { org: bench, limits: { monthly_usd: 1000000 } }
-keys:
-  - id: key_bench
-    sha256: $bench_sha
-    project: bench-prod
-    limits: { daily_usd: 1000000, monthly_usd: 1000000, lifetime_usd: 1000000 }
-  - id: key_bench_sse
-    sha256: $sse_sha
-    project: bench-prod
-    limits: { daily_usd: 1000000, monthly_usd: 1000000, lifetime_usd: 1000000 }
-EOF
+# --- Policy: KEYS keys per case, over ORGS orgs, generous caps -------------------
+helper policy "$nkeys" "$norgs" "$dir"
+if [ "$nkeys" = 1 ]; then
+    keys_what="one key per case (key_bench, key_bench_sse; org bench)"
+else
+    keys_what="KEYS=$nkeys per case over ORGS=$norgs orgs, a random key per request (json: sk-bench-<i>, stream: sk-bench-sse-<i>)"
+fi
+say "policy: $keys_what, $(wc -c < "$dir/policy.yaml") bytes"
 
 # --- NGINX configs ---------------------------------------------------------------
 # A real-shaped OpenAI chat completion: 12 prompt + 9 completion tokens.
@@ -196,8 +513,14 @@ front() { # $1 = prefix, $2 = port, $3 = with module (0/1)
         echo "    spend_cap_redis 127.0.0.1:$redis_port;"
         echo "    spend_cap_policy $dir/policy.yaml;"
     fi
+    if [ "$3" = 1 ] && [ -n "$smoke" ]; then
+        # SMOKE: what each request settled at, unbuffered, for the exactness check
+        echo "    log_format smoke '\$spend_cap_key_id \$spend_cap_cost_usd \$spend_cap_settled_from \$status \$uri';"
+        echo "    access_log $1/access.log smoke;"
+    else
+        echo "    access_log off;"
+    fi
     cat <<EOF
-    access_log off;
     upstream fake {
         server 127.0.0.1:$up_port;
         keepalive 64;
@@ -224,7 +547,7 @@ start_nginx() { # $1 = name, $2 = port
     "$nginx_bin" -p "$p" -c "$p/nginx.conf" -e "$p/error.log" -t -q \
         || die "nginx -t failed for the $1 server ($p/nginx.conf)"
     "$nginx_bin" -p "$p" -c "$p/nginx.conf" -e "$p/error.log"
-    for _ in $(seq 1 50); do
+    for _ in $(seq 1 100); do
         port_open "$2" && return 0
         sleep 0.1
     done
@@ -242,40 +565,89 @@ worker_rss() {
     master=$(cat "$dir/$1/nginx.pid")
     ps -o rss= --ppid "$master" | awk '{s += $1; n++} END {printf "%d KiB (%d workers)", s, n}'
 }
-# CPU seconds used so far by the workers of server $1 / by process $1.
-worker_cpu() { ps -o times= --ppid "$(cat "$dir/$1/nginx.pid")" | awk '{s += $1} END {print s + 0}'; }
-proc_cpu() { ps -o times= -p "$1" | awk '{print $1 + 0}'; }
+clk_tck=$(getconf CLK_TCK)
+# CPU used so far by the workers of server $1, in clock ticks: utime + stime of
+# /proc/PID/stat (fields 14 and 15; counted after the ")" that ends the command name).
+worker_ticks() {
+    local p files=()
+    for p in $(ps -o pid= --ppid "$(cat "$dir/$1/nginx.pid")"); do
+        [ -r "/proc/$p/stat" ] && files+=("/proc/$p/stat")
+    done
+    [ ${#files[@]} -gt 0 ] || { echo 0; return; }
+    cat "${files[@]}" 2>/dev/null | awk '{sub(/^.*\) /, ""); s += $12 + $13} END {print s + 0}'
+}
+# Redis's CPU and command counters, to file $1.
+redis_snapshot() { { redis-cli -p "$redis_port" info cpu; redis-cli -p "$redis_port" info commandstats; } > "$1"; }
+# Waits (at most $1 s) until every reservation is settled: no sc:{*}:resv:* key left.
+settled() {
+    local out
+    out=$(helper quiet "$redis_port" "$1") && return 0
+    say "after ${out#* } s, ${out%% *} reservation records are still there"
+    return 1
+}
 
 # --- Sanity: one request through each front --------------------------------------
 body='{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+sse_body='{"model":"gpt-4o-mini","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"Count to two hundred."}]}'
 for side in "${sides[@]}"; do
     port_var="${side}_port"
     code=$(curl -s -o "$dir/$side.sanity" -w '%{http_code}' --max-time 5 \
         "http://127.0.0.1:${!port_var}/v1/chat/completions" \
-        -H "Authorization: Bearer $bench_secret" -H 'Content-Type: application/json' -d "$body" || true)
+        -H "Authorization: Bearer sk-bench-0" -H 'Content-Type: application/json' -d "$body" || true)
     [ "$code" = 200 ] || die "$side: a single request answered $code, not 200: $(cat "$dir/$side.sanity" 2>/dev/null); $(tail -5 "$dir/$side/error.log")"
 done
-
-sse_body='{"model":"gpt-4o-mini","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"Count to two hundred."}]}'
 if [[ " ${cases[*]} " == *" stream "* ]]; then
     for side in "${sides[@]}"; do
         port_var="${side}_port"
         code=$(curl -s -o "$dir/$side.sse.sanity" -w '%{http_code}' --max-time 5 \
             "http://127.0.0.1:${!port_var}/v1/sse/chat/completions" \
-            -H "Authorization: Bearer $sse_secret" -H 'Content-Type: application/json' -d "$sse_body" || true)
+            -H "Authorization: Bearer sk-bench-sse-0" -H 'Content-Type: application/json' -d "$sse_body" || true)
         [ "$code" = 200 ] && tail -c 14 "$dir/$side.sse.sanity" | grep -q 'data: \[DONE\]' \
             || die "$side: a single streaming request answered $code, not a 200 stream ending in [DONE]: $(head -c 300 "$dir/$side.sse.sanity" 2>/dev/null); $(tail -5 "$dir/$side/error.log")"
     done
 fi
 
 # --- wrk -----------------------------------------------------------------------
-write_lua() { # $1 = file, $2 = path, $3 = secret, $4 = body
-    cat > "$1" <<EOF
+write_lua() { # $1 = file, $2 = path, $3 = secret prefix, $4 = body
+    if [ "$nkeys" = 1 ]; then
+        cat > "$1" <<EOF
 wrk.method = "POST"
 wrk.path = "$2"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $3"
+wrk.headers["Authorization"] = "Bearer ${3}0"
 wrk.body = '$4'
+EOF
+    else
+        cat > "$1" <<EOF
+wrk.method = "POST"
+wrk.path = "$2"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '$4'
+
+-- KEYS=$nkeys: each request carries one of the secrets ${3}0 .. ${3}$((nkeys - 1)),
+-- picked at random; the requests are formatted once per key, here, not per request.
+local nkeys = $nkeys
+local by_key = {}
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function init(args)
+  math.randomseed(7919 * (1 + (tid or 0)))
+  for i = 0, nkeys - 1 do
+    by_key[i + 1] = wrk.format(nil, nil, {
+      ["Content-Type"] = "application/json",
+      ["Authorization"] = "Bearer ${3}" .. i,
+    }, nil)
+  end
+end
+function request()
+  return by_key[math.random(nkeys)]
+end
+EOF
+    fi
+    cat >> "$1" <<'EOF'
 
 done = function(summary, latency, requests)
   io.write(string.format(
@@ -287,14 +659,14 @@ done = function(summary, latency, requests)
 end
 EOF
 }
-write_lua "$dir/post.lua" /v1/chat/completions "$bench_secret" "$body"
-write_lua "$dir/sse.lua" /v1/sse/chat/completions "$sse_secret" "$sse_body"
+write_lua "$dir/post.lua" /v1/chat/completions sk-bench- "$body"
+write_lua "$dir/sse.lua" /v1/sse/chat/completions sk-bench-sse- "$sse_body"
 
 # Keys: "$side" for the json case (as before), "$side:stream" for the streaming one.
-declare -A rss_before rss_after result cpu_front cpu_up cpu_redis
+declare -A rss_before rss_after result ticks_front ticks_up redis_fig
 
 run_case() { # $1 = case (json|stream)
-    local c=$1 lua suffix side port_var url f0 u0 r0
+    local c=$1 lua suffix side port_var url f0 u0
     if [ "$c" = json ]; then lua="$dir/post.lua"; suffix=""; else lua="$dir/sse.lua"; suffix=":$c"; fi
     for side in "${sides[@]}"; do
         rss_before[$side$suffix]=$(worker_rss "$side")
@@ -309,29 +681,41 @@ run_case() { # $1 = case (json|stream)
         port_var="${side}_port"
         url="http://127.0.0.1:${!port_var}"
         wrk -t"$threads" -c"$conns" -d"${warmup}s" -s "$lua" "$url" > /dev/null
+        # the warm-up's settlements land before the measured run starts
+        if [ "$side" = module ]; then settled 10 || true; else sleep 0.2; fi
         echo
         echo "=== $side${suffix:+ ($c)}: $url"
-        f0=$(worker_cpu "$side"); u0=$(worker_cpu upstream); r0=$(proc_cpu "$redis_pid")
+        f0=$(worker_ticks "$side"); u0=$(worker_ticks upstream)
+        redis_snapshot "$dir/redis.$side$suffix.before"
         wrk -t"$threads" -c"$conns" -d"${duration}s" --latency -s "$lua" "$url" | tee "$dir/$side$suffix.wrk"
-        cpu_front[$side$suffix]=$(( $(worker_cpu "$side") - f0 ))
-        cpu_up[$side$suffix]=$(( $(worker_cpu upstream) - u0 ))
-        cpu_redis[$side$suffix]=$(( $(proc_cpu "$redis_pid") - r0 ))
+        ticks_front[$side$suffix]=$(( $(worker_ticks "$side") - f0 ))
+        ticks_up[$side$suffix]=$(( $(worker_ticks upstream) - u0 ))
+        redis_snapshot "$dir/redis.$side$suffix.after"
         result[$side$suffix]=$(grep '^RESULT ' "$dir/$side$suffix.wrk" | tail -1)
         rss_after[$side$suffix]=$(worker_rss "$side")
     done
 }
 
-field() { # $1 = RESULT line, $2 = name
+field() { # $1 = "k=v k=v" line, $2 = name
     tr ' ' '\n' <<< "$1" | awk -F= -v k="$2" '$1 == k {print $2}'
 }
+# $1 ticks of CPU over $2 requests, in µs a request
+us_per_req() { awk -v t="$1" -v n="$2" -v hz="$clk_tck" 'BEGIN {printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0)}'; }
+ms() { awk -v x="$1" 'BEGIN {printf "%.2f", x / 1000}'; }
 
 bad=0
+table_rows=()
+table_deltas=()
 summary() { # $1 = case
-    local c=$1 suffix="" side r errs non2xx
+    local c=$1 suffix="" side r errs non2xx req rf
     [ "$c" = json ] || suffix=":$c"
+    for side in "${sides[@]}"; do
+        redis_fig[$side$suffix]=$(helper redis "$dir/redis.$side$suffix.before" "$dir/redis.$side$suffix.after" \
+            "$(field "${result[$side$suffix]}" requests)")
+    done
     echo
     if [ "$c" = json ]; then
-        echo "=== summary (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs)"
+        echo "=== summary (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs; $keys_what)"
     else
         echo "=== summary, streaming: $((sse_events + 4))-event SSE answers (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs)"
     fi
@@ -342,32 +726,58 @@ summary() { # $1 = case
         non2xx=$(field "$r" non2xx)
         [ "$non2xx" = 0 ] || bad=1
         printf '%-7s %12s %10.2f %10.2f %10.2f %8s %8s   %-24s %-24s %s\n' "$side" "$(field "$r" rps)" \
-            "$(awk -v x="$(field "$r" p50_us)" 'BEGIN {print x / 1000}')" \
-            "$(awk -v x="$(field "$r" p90_us)" 'BEGIN {print x / 1000}')" \
-            "$(awk -v x="$(field "$r" p99_us)" 'BEGIN {print x / 1000}')" \
+            "$(ms "$(field "$r" p50_us)")" "$(ms "$(field "$r" p90_us)")" "$(ms "$(field "$r" p99_us)")" \
             "$non2xx" "$errs" "${rss_before[$side$suffix]}" "${rss_after[$side$suffix]}" \
-            "${cpu_front[$side$suffix]}/${cpu_up[$side$suffix]}/${cpu_redis[$side$suffix]}"
+            "$(awk -v f="${ticks_front[$side$suffix]}" -v u="${ticks_up[$side$suffix]}" -v hz="$clk_tck" \
+                'BEGIN {printf "%.2f/%.2f", f / hz, u / hz}')/$(field "${redis_fig[$side$suffix]}" cpu_s)"
     done
-    if [ "$has_module" = 1 ] && [[ " ${sides[*]} " == *" plain "* ]]; then
-        awk -v m="$(field "${result[module$suffix]}" rps)" -v p="$(field "${result[plain$suffix]}" rps)" -v l="${suffix:+ ($c)}" \
-            'BEGIN {printf "module/plain requests/s%s: %.3f\n", l, (p > 0 ? m / p : 0)}'
-    fi
-
-    # What the module counted for the case's key today, against the fake upstream's usage.
+    echo "per request (over wrk's measured run):"
+    printf '%-7s %10s %14s %14s %12s %16s   %s\n' side requests 'worker µs/req' 'upstream µs' 'redis µs/req' 'redis cmds/req' 'EVALSHA µs/req; biggest commands, calls/req'
+    for side in "${sides[@]}"; do
+        r=${result[$side$suffix]} rf=${redis_fig[$side$suffix]}
+        req=$(field "$r" requests)
+        printf '%-7s %10s %14s %14s %12s %16s   %s; %s\n' "$side" "$req" \
+            "$(us_per_req "${ticks_front[$side$suffix]}" "$req")" "$(us_per_req "${ticks_up[$side$suffix]}" "$req")" \
+            "$(field "$rf" redis_us_req)" "$(field "$rf" cmds_req)" "$(field "$rf" evalsha_us_req)" "$(field "$rf" top | tr ',' ' ')"
+    done
     if [ "$has_module" = 1 ]; then
-        local key=key_bench per=$per_request_nanousd what="12 prompt + 9 completion tokens = 7200 nano-USD a request"
+        echo "redis commands per request (module${suffix:+, $c}): $(field "${redis_fig[module$suffix]}" cmds_req)" \
+             "($(field "${redis_fig[module$suffix]}" top | sed 's/:/ /g; s/,/, /g'); EVALSHA $(field "${redis_fig[module$suffix]}" evalsha_us_req) µs a request)"
+    fi
+    local ratio="" delta=""
+    if [ "$has_module" = 1 ] && [[ " ${sides[*]} " == *" plain "* ]]; then
+        ratio=$(awk -v m="$(field "${result[module$suffix]}" rps)" -v p="$(field "${result[plain$suffix]}" rps)" \
+            'BEGIN {printf "%.3f", (p > 0 ? m / p : 0)}')
+        delta=$(awk -v m="$(us_per_req "${ticks_front[module$suffix]}" "$(field "${result[module$suffix]}" requests)")" \
+                    -v p="$(us_per_req "${ticks_front[plain$suffix]}" "$(field "${result[plain$suffix]}" requests)")" \
+            'BEGIN {printf "%+.1f", m - p}')
+        echo "module/plain requests/s${suffix:+ ($c)}: $ratio; worker CPU module − plain: $delta µs a request"
+        table_deltas+=("$c $delta")
+    fi
+    for side in "${sides[@]}"; do
+        r=${result[$side$suffix]} rf=${redis_fig[$side$suffix]}
+        req=$(field "$r" requests)
+        local cell="—"
+        [ "$side" = module ] && [ -n "$ratio" ] && cell=$ratio
+        table_rows+=("$(printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s |' "$c" "$side" "$(field "$r" rps)" \
+            "$(ms "$(field "$r" p50_us)")" "$(ms "$(field "$r" p99_us)")" \
+            "$(us_per_req "${ticks_front[$side$suffix]}" "$req")" "$(field "$rf" redis_us_req)" \
+            "$(field "$rf" cmds_req)" "$cell")")
+    done
+
+    # What the module counted for the case's keys today, against the fake upstream's usage.
+    if [ "$has_module" = 1 ]; then
+        local per=$per_request_nanousd what="12 prompt + 9 completion tokens = 7200 nano-USD a request"
+        local list="$dir/keys.json" counted spent
         if [ "$c" != json ]; then
-            key=key_bench_sse per=$sse_per_request_nanousd
+            per=$sse_per_request_nanousd list="$dir/keys.stream"
             what="12 prompt + $sse_events completion tokens in the final chunk = $sse_per_request_nanousd nano-USD a request"
         fi
-        sleep 0.5
-        local today spent counted
-        today=$(date -u +%F)
-        spent=$(redis-cli -p "$redis_port" get "sc:{bench}:spend:key:$key:d:$today" 2>/dev/null || true)
-        counted=$(redis-cli -p "$redis_port" get "sc:{bench}:reqs:key:$key:d:$today" 2>/dev/null || true)
+        settled 10 || true
+        read -r counted spent <<< "$(helper counted "$redis_port" "$list" "$(date -u +%F)")"
         [ "$c" = json ] || echo "($what; the requests wrk leaves in flight when it stops are client aborts, settled at their reservation)"
-        echo "redis: requests counted ${counted:-<none>} (wrk's measured run: $(field "${result[module$suffix]}" requests), plus warm-up and one sanity request);" \
-             "spend ${spent:-<none>} nano-USD = $(awk -v s="${spent:-0}" -v n="${counted:-0}" 'BEGIN {printf "%.1f", (n > 0 ? s / n : 0)}')" \
+        echo "redis: requests counted $counted over $nkeys key(s) (wrk's measured run: $(field "${result[module$suffix]}" requests), plus warm-up and one sanity request);" \
+             "spend $spent nano-USD = $(awk -v s="$spent" -v n="$counted" 'BEGIN {printf "%.1f", (n > 0 ? s / n : 0)}')" \
              "a request (usage says $per)"
         [ "$c" = json ] && echo "redis: $(redis-cli -p "$redis_port" dbsize) keys, $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human:' | cut -d: -f2 | tr -d '\r') used"
     fi
@@ -380,12 +790,35 @@ done
 for c in "${cases[@]}"; do
     summary "$c"
 done
+
+echo
+echo "=== table (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs; KEYS=$nkeys${smoke:+, SMOKE: the module front writes an access log})"
+echo
+echo "| case | side | req/s | p50 ms | p99 ms | worker µs/req | redis µs/req | redis cmds/req | module/plain req/s |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+printf '%s\n' "${table_rows[@]}"
+if [ ${#table_deltas[@]} -gt 0 ]; then
+    echo
+    echo "worker CPU, module − plain: $(printf '%s µs/req, ' "${table_deltas[@]}" | sed 's/, $//')"
+fi
+
+smoke_failed=0
+if [ -n "$smoke" ]; then
+    echo
+    settled 15 || true
+    helper check "$redis_port" "$dir/module/access.log" "$per_request_nanousd" "$sse_per_request_nanousd" || smoke_failed=1
+fi
 if grep -q '\[alert\]\|\[emerg\]\|\[crit\]' "$dir"/*/error.log; then
     echo "error logs have alert/crit/emerg lines:"
     grep -h '\[alert\]\|\[emerg\]\|\[crit\]' "$dir"/*/error.log | head -20
     bad=1
 fi
+[ -z "$smoke" ] || say "SMOKE took $((SECONDS - started)) s"
 if [ "$bad" = 1 ]; then
     say "WARNING: non-2xx answers or critical log lines: the comparison above is not like for like"
+    exit 1
+fi
+if [ "$smoke_failed" = 1 ]; then
+    say "SMOKE: the counters are not exact (see the check above)"
     exit 1
 fi

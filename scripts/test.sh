@@ -5,7 +5,8 @@
 #   3. builds and runs the core's GoogleTest unit tests (cmake + ctest, build/core),
 #      then fuzzes the core for FUZZ_SECONDS per fuzzer (t/fuzz/run.sh, clang-14, build/fuzz)
 #   4. installs the SDK test dependencies (npm ci in t/sdk) when needed
-#   5. runs the integration tests (pytest t/integration)
+#   5. a 3-second smoke of scripts/bench.sh (SMOKE=1: every answer 2xx, counters exact; no timings)
+#   6. runs the integration tests (pytest t/integration)
 # Extra arguments are passed to pytest, e.g. scripts/test.sh -k block -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ ROOT=$(pwd)
 
 PACKAGES=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev redis-server libgtest-dev
           libssl-dev zlib1g-dev libpcre2-dev cmake pkg-config python3-pytest python3-redis python3-httpx
-          wrk nodejs npm clang-14 libclang-rt-14-dev libfuzzer-14-dev liblua5.1-0-dev)
+          wrk curl nodejs npm clang-14 libclang-rt-14-dev libfuzzer-14-dev liblua5.1-0-dev)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -61,6 +62,9 @@ if [[ ! -d t/sdk/node_modules ]] || [[ t/sdk/package-lock.json -nt t/sdk/node_mo
 else
     echo "t/sdk/node_modules up to date"
 fi
+
+step "bench smoke (3 s)"
+SMOKE=1 ./scripts/bench.sh
 
 step "integration tests"
 export SPEND_CAP_MODULE="${SPEND_CAP_MODULE:-$ROOT/build/ngx_http_spend_cap_module.so}"
