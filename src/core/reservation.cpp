@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "request.h"
 
@@ -266,51 +269,101 @@ end
 return reply
 )lua";
 
-// KEYS: N counters, the reservation record, the settlement marker, the
-//   reservations' deadlines, the events stream.
-// ARGV: N, prefix, request id, then per counter: kind (s, c, r rate, b),
-//   delta if the reservation is still recorded, delta if not (never made,
-//   or given back at its deadline), expire_at, cap, warn spec for each of
-//   the two deltas; then low_balance ("" none), index of the balance
-//   counter, index of the held counter.
-// Reply: 1 settled now, 0 already settled, an error reply when Redis refused
-//   a write (nothing done: send it again).
+// Settles a batch of requests of one org in one call: their deltas are
+// summed per counter by the worker, so each counter is written once per
+// batch, whatever its size.
+// KEYS: C counters, the events stream, the reservations' deadlines, then
+//   per request: its reservation record and its settlement marker.
+// ARGV: C, M requests, prefix, then per counter: kind (r rate, c other),
+//   the batch's delta if every reservation is still recorded, expire_at, cap
+//   and warn thresholds ("FRACTION=THRESHOLD;..."; "" none); then
+//   low_balance ("" none), index of the balance counter, index of the held
+//   counter; then per request: its id, K, and K pairs (counter index, what
+//   to add on top when its reservation is no longer recorded: never made,
+//   or given back at its deadline).
+// Reply: 1 settled now, 0 already settled (a batch lands whole, so a resend
+//   finds every marker), an error reply when Redis refused a write (nothing
+//   done: send it again).
 constexpr const char *kSettleBody = R"lua(
-local n = tonumber(ARGV[1])
-local prefix, rid = ARGV[2], ARGV[3]
-local stream = KEYS[n + 4]
-if redis.call('EXISTS', KEYS[n + 2]) == 1 then return 0 end
-local column = 1
-if redis.call('EXISTS', KEYS[n + 1]) == 1 then column = 0 end
+local c, m, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local stream, deadlines = KEYS[c + 1], KEYS[c + 2]
+local settled = 0
+for j = 1, m do settled = settled + redis.call('EXISTS', KEYS[c + 2 + 2 * j]) end
+if settled == m then return 0 end
+if settled > 0 then return redis.error_reply('ERR spend-cap: a settlement batch found partly settled') end
 
 -- Everything is read before the first write.
-local keys, deltas, expires, caps, warns, befores = {}, {}, {}, {}, {}, {}
-for i = 1, n do
-  local a = 3 + 7 * (i - 1)
-  local kind, delta, expire_at = ARGV[a + 1], ARGV[a + 2 + column], ARGV[a + 4]
-  local cap, warn = ARGV[a + 5], ARGV[a + 6 + column]
+local kind, live = {}, {}
+for i = 1, c do
+  kind[i] = ARGV[4 + 5 * (i - 1)]
   -- A rate counter whose minute has gone is left alone, not recreated.
-  if delta ~= '0' and (kind ~= 'r' or redis.call('EXISTS', KEYS[i]) == 1) then
-    local m = #keys + 1
-    keys[m], deltas[m], expires[m], caps[m], warns[m] = KEYS[i], delta, expire_at, cap, warn
-    if warn ~= '' then befores[m] = int_at(KEYS[i]) end
+  live[i] = kind[i] ~= 'r' or redis.call('EXISTS', KEYS[i]) == 1
+end
+-- What each counter gets: the batch's delta, plus the corrections of the
+-- requests no longer reserved (summed exactly, so each is written once).
+local planned, order = {}, {}
+local function plan(i, delta)
+  if delta == '0' or not live[i] then return end
+  if planned[i] then
+    planned[i] = add(planned[i], delta)
+  else
+    planned[i] = delta
+    order[#order + 1] = i
   end
 end
-local a = 4 + 7 * n
+local warned, befores = {}, {}
+for i = 1, c do
+  plan(i, ARGV[5 + 5 * (i - 1)])
+  if ARGV[8 + 5 * (i - 1)] ~= '' and live[i] then
+    warned[#warned + 1] = i
+    befores[i] = int_at(KEYS[i])
+  end
+end
+local a = 4 + 5 * c
 local low, balance_key, held_key = ARGV[a], KEYS[tonumber(ARGV[a + 1])], KEYS[tonumber(ARGV[a + 2])]
+local p = a + 3
+local records, rids = {}, {}
+for j = 1, m do
+  local record = KEYS[c + 1 + 2 * j]
+  local corrections = tonumber(ARGV[p + 1])
+  rids[j] = ARGV[p]
+  if redis.call('EXISTS', record) == 1 then
+    records[#records + 1] = record
+  else
+    for k = 1, corrections do plan(tonumber(ARGV[p + 2 * k]), ARGV[p + 2 * k + 1]) end
+  end
+  p = p + 2 + 2 * corrections
+end
 
-local values = {}
-local err = add_all(keys, deltas, expires, values)
+local keys, deltas, expires = {}, {}, {}
+for _, i in ipairs(order) do
+  if planned[i] ~= '0' then
+    local n = #keys + 1
+    keys[n], deltas[n], expires[n] = KEYS[i], planned[i], ARGV[6 + 5 * (i - 1)]
+  end
+end
+local err = add_all(keys, deltas, expires, {})
 if err then return err end
 -- refused (OOM) only when nothing was added before it
-local set = redis.pcall('SET', KEYS[n + 2], '1', 'EX', 86400)
+local set = redis.pcall('SET', KEYS[c + 4], '1', 'EX', 86400)
 if set.err then return set end
-if column == 0 then redis.call('DEL', KEYS[n + 1]) end
-redis.call('ZREM', KEYS[n + 3], rid)
+for j = 2, m do redis.call('SET', KEYS[c + 2 + 2 * j], '1', 'EX', 86400) end
+if #records > 0 then redis.call('DEL', unpack(records)) end
+redis.call('ZREM', deadlines, unpack(rids))
 
-for m = 1, #keys do
-  if warns[m] ~= '' then
-    warn_crossings(prefix, stream, keys[m], warns[m], caps[m], expires[m], befores[m])
+-- A cap's fraction is crossed when the batch took its counter from below
+-- the threshold to at or above it.
+for _, i in ipairs(warned) do
+  local after = redis.call('GET', KEYS[i]) or '0'
+  local before, cap, expire_at = befores[i], ARGV[7 + 5 * (i - 1)], ARGV[6 + 5 * (i - 1)]
+  for fraction, threshold in string.gmatch(ARGV[8 + 5 * (i - 1)], '([^;=]+)=([^;=]+)') do
+    if not le(threshold, before) and le(threshold, after) then
+      local rest, fields = describe(prefix, KEYS[i], 'spend_cap_warning_threshold_reached',
+        {'fraction', fraction, 'spent', after, 'cap', cap})
+      if first_time(prefix .. 'warned:' .. rest .. ':' .. cap .. ':' .. fraction, expire_at) then
+        append_event(stream, fields)
+      end
+    end
   end
 end
 if low ~= '' then
@@ -747,59 +800,145 @@ CapRef cap_ref(const Ledger &ledger, std::size_t i) {
     return cap;
 }
 
-std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate_in,
-                                        const Amounts &real_in, const std::string &request_id,
+std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate,
+                                        const Amounts &real, const std::string &request_id,
                                         const std::optional<Nanos> &ceiling_cap) {
     try {
-        const std::string &sha1 = settle_script_sha1();
-        if (ledger.counters.empty() || sha1.empty() || request_id.empty()) return {};
-        Amounts estimate = non_negative(estimate_in);
-        estimate.requests = 1;
-        const Amounts real = non_negative(real_in);
-        const std::string prefix = org_prefix(ledger.org);
-        const std::size_t n = ledger.counters.size();
+        std::vector<SettleItem> one;
+        one.push_back(SettleItem{ledger, estimate, real, request_id, ceiling_cap});
+        return settle_batch_command(one);
+    } catch (...) {
+        return {};
+    }
+}
 
+namespace {
+
+std::int64_t plus(std::int64_t a, std::int64_t b) {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    std::int64_t out;
+    if (__builtin_add_overflow(a, b, &out)) return b > 0 ? most : -most;
+    return std::max(out, -most);
+}
+
+// "FRACTION=THRESHOLD;..." of a cost cap; empty without fractions.
+std::string warn_thresholds(const std::vector<WarnFraction> &warn_at, Nanos cap) {
+    std::string spec;
+    for (const WarnFraction &f : warn_at) {
+        if (!spec.empty()) spec += ';';
+        spec += f.label + "=" + to_arg(warn_threshold(cap, f));
+    }
+    return spec;
+}
+
+}  // namespace
+
+std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items) {
+    try {
+        const std::string &sha1 = settle_script_sha1();
+        if (items.empty() || sha1.empty()) return {};
+        const std::string &org = items.front().ledger.org;
+        const std::string prefix = org_prefix(org);
+        // A request settles once: an id already in the batch is what its
+        // second settlement would be, nothing (its reservation and marker are
+        // one; counted twice, the reservation would be given back twice).
+        std::vector<const SettleItem *> batch;
+        batch.reserve(items.size());
+        std::unordered_set<std::string_view> ids;
+        for (const SettleItem &item : items)
+            if (ids.insert(item.request_id).second) batch.push_back(&item);
+
+        struct Total {
+            const Counter *counter;
+            std::int64_t delta = 0;
+            std::optional<Nanos> cap;  // for warnings
+            const std::vector<WarnFraction> *warn_at;
+        };
+        std::vector<Total> totals;
+        std::unordered_map<std::string_view, std::size_t> index;
+        struct Correction {
+            std::size_t counter;
+            std::int64_t delta;
+        };
+        std::vector<std::vector<Correction>> corrections(batch.size());
+        std::optional<std::size_t> balance, held;
+        std::optional<Nanos> low_balance;
+
+        for (std::size_t j = 0; j < batch.size(); ++j) {
+            const SettleItem &item = *batch[j];
+            const Ledger &ledger = item.ledger;
+            if (ledger.org != org || ledger.counters.empty() || item.request_id.empty()) return {};
+            Amounts estimate = non_negative(item.estimate);
+            estimate.requests = 1;
+            const Amounts real = non_negative(item.real);
+            for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+                const Counter &c = ledger.counters[i];
+                const std::int64_t reserved = reserved_delta(ledger, i, estimate);
+                // Replaces the reservation; without one (never made, or given
+                // back at its deadline) adds the real amounts.
+                std::int64_t if_reserved = minus(delta_of(c, real), reserved);
+                std::int64_t if_unreserved = delta_of(c, real);
+                if (c.kind == CounterKind::held) {
+                    if_reserved = -reserved;  // the hold ends
+                    if_unreserved = 0;        // nothing was held
+                }
+                if (c.kind == CounterKind::rpm || c.kind == CounterKind::tpm) if_unreserved = 0;  // minute gone
+                auto [at, added] = index.emplace(c.key, totals.size());
+                if (added) {
+                    std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
+                    if (ledger.ceiling_counter == i) cap = item.ceiling_cap;
+                    totals.push_back(Total{&c, 0, cap, &ledger.warn_at});
+                }
+                Total &total = totals[at->second];
+                // The plan's ceiling: the first request that knows the cap
+                // it was held to (a fail-open one never learnt it).
+                if (!total.cap && ledger.ceiling_counter == i && item.ceiling_cap) total.cap = item.ceiling_cap;
+                total.delta = plus(total.delta, if_reserved);
+                if (if_unreserved != if_reserved)
+                    corrections[j].push_back(Correction{at->second, minus(if_unreserved, if_reserved)});
+                if (ledger.balance == i) balance = at->second;
+                if (ledger.held == i) held = at->second;
+            }
+            if (ledger.low_balance && real.cost > 0) low_balance = ledger.low_balance;
+        }
+
+        const std::size_t c = totals.size(), m = batch.size();
         std::vector<std::string> argv;
-        argv.reserve(3 + n + 4 + 3 + 7 * n + 3);
+        argv.reserve(3 + c + 2 + 2 * m + 3 + 5 * c + 3 + 16 * m);
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(to_arg(static_cast<std::int64_t>(n + 4)));
-        for (const Counter &c : ledger.counters) argv.push_back(c.key);
-        argv.push_back(prefix + "resv:" + request_id);
-        argv.push_back(prefix + "settled:" + request_id);
-        argv.push_back(prefix + "reservations");
+        argv.push_back(to_arg(static_cast<std::int64_t>(c + 2 + 2 * m)));
+        for (const Total &t : totals) argv.push_back(t.counter->key);
         argv.push_back(prefix + "events");
-
-        argv.push_back(to_arg(static_cast<std::int64_t>(n)));
-        argv.push_back(prefix);
-        argv.push_back(request_id);
-        for (std::size_t i = 0; i < n; ++i) {
-            const Counter &c = ledger.counters[i];
-            const std::int64_t reserved = reserved_delta(ledger, i, estimate);
-            // Replaces the reservation; without one (never made, or given
-            // back at its deadline) adds the real amounts.
-            std::int64_t if_reserved = minus(delta_of(c, real), reserved);
-            std::int64_t if_unreserved = delta_of(c, real);
-            if (c.kind == CounterKind::held) {
-                if_reserved = -reserved;  // the hold ends
-                if_unreserved = 0;        // nothing was held
-            }
-            if (c.kind == CounterKind::rpm || c.kind == CounterKind::tpm) if_unreserved = 0;  // minute gone
-            argv.emplace_back(kind_arg(c.kind));
-            argv.push_back(to_arg(if_reserved));
-            argv.push_back(to_arg(if_unreserved));
-            argv.push_back(to_arg(std::max<std::int64_t>(c.expire_at, 0)));
-            std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
-            if (ledger.ceiling_counter == i) cap = ceiling_cap;
-            argv.push_back(cap ? to_arg(*cap) : "");
-            argv.push_back(cap ? warn_spec(ledger.warn_at, *cap, if_reserved) : "");
-            argv.push_back(cap ? warn_spec(ledger.warn_at, *cap, if_unreserved) : "");
+        argv.push_back(prefix + "reservations");
+        for (const SettleItem *item : batch) {
+            argv.push_back(prefix + "resv:" + item->request_id);
+            argv.push_back(prefix + "settled:" + item->request_id);
         }
-        // Only a cost lowers the real balance: a refused request never fires it.
-        const bool low = ledger.low_balance && ledger.balance && ledger.held && real.cost > 0;
-        argv.push_back(low ? to_arg(*ledger.low_balance) : "");
-        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*ledger.balance + 1)) : "0");
-        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*ledger.held + 1)) : "0");
+
+        argv.push_back(to_arg(static_cast<std::int64_t>(c)));
+        argv.push_back(to_arg(static_cast<std::int64_t>(m)));
+        argv.push_back(prefix);
+        for (const Total &t : totals) {
+            const CounterKind kind = t.counter->kind;
+            argv.emplace_back(kind == CounterKind::rpm || kind == CounterKind::tpm ? "r" : "c");
+            argv.push_back(to_arg(t.delta));
+            argv.push_back(to_arg(std::max<std::int64_t>(t.counter->expire_at, 0)));
+            argv.push_back(t.cap ? to_arg(*t.cap) : "");
+            argv.push_back(t.cap ? warn_thresholds(*t.warn_at, *t.cap) : "");
+        }
+        const bool low = low_balance && balance && held;
+        argv.push_back(low ? to_arg(*low_balance) : "");
+        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*balance + 1)) : "0");
+        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*held + 1)) : "0");
+        for (std::size_t j = 0; j < m; ++j) {
+            argv.push_back(batch[j]->request_id);
+            argv.push_back(to_arg(static_cast<std::int64_t>(corrections[j].size())));
+            for (const Correction &k : corrections[j]) {
+                argv.push_back(to_arg(static_cast<std::int64_t>(k.counter + 1)));
+                argv.push_back(to_arg(k.delta));
+            }
+        }
         return argv;
     } catch (...) {
         return {};

@@ -144,6 +144,20 @@ std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &est
                                         const Amounts &real, const std::string &request_id,
                                         const std::optional<Nanos> &ceiling_cap);
 
+// One request's settlement, for a batch.
+struct SettleItem {
+    Ledger ledger;
+    Amounts estimate;
+    Amounts real;
+    std::string request_id;
+    std::optional<Nanos> ceiling_cap;
+};
+
+// The settlements of several requests of one org (settle_command's rules
+// for each) in one script call: every counter written once, with the batch's
+// sum; all or nothing. Empty if the items are not all of one org.
+std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items);
+
 // Redis command argv (EVALSHA form) that gives back at most `most` of the
 // org's reservations whose deadline has passed (their workers died or their
 // settlements were lost); the reserve script does the same for the orgs it

@@ -28,6 +28,7 @@
 #include "settlement.h"
 #include "usage.h"
 #include "ngx_http_spend_cap_redis.h"
+#include "ngx_http_spend_cap_settle.h"
 #include "ngx_http_spend_cap_sweep.h"
 
 extern ngx_module_t ngx_http_spend_cap_module;
@@ -697,17 +698,13 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         // connection run in order; a late one finds the settlement and does
         // nothing). Every counter then ends as if the request never came.
         Amounts real{ctx->cost, ctx->usage.total(), reached_provider ? 1 : 0};
-        std::vector<std::string> settle = settle_command(ctx->ledger, ctx->reserved, real, ctx->request_id,
-                                                         ctx->decided.ceiling_cap);
-        if (settle.empty()) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "spend_cap: request %s could not be settled", ctx->request_id.c_str());
-            return NGX_OK;
-        }
         std::string label = "settlement of request " + ctx->request_id + " (org " + ctx->ledger.org + ", key "
                             + ctx->key->id + ", reserved " + format_usd(ctx->reserved.cost) + " USD, cost "
                             + format_usd(ctx->cost) + " USD)";
-        redis_eval_reliably(std::move(settle), &settle_script(), std::move(label));
+        // The ledger is not needed after this: it moves into the batch.
+        settle_later(SettleItem{std::move(ctx->ledger), ctx->reserved, real, ctx->request_id,
+                                ctx->decided.ceiling_cap},
+                     std::move(label));
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: settlement failed: %s", e.what());
     }
@@ -1059,6 +1056,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) {
 
 void exit_process(ngx_cycle_t *) {
     sweep_stop();
+    settle_flush_all();
     redis_stop();
 }
 

@@ -19,207 +19,18 @@
 #include "redis_errors.h"
 #include "request.h"
 #include "reservation.h"
+#include "script_test_support.h"
 
 namespace spendcap {
 namespace {
 
-using spendcap_test::FakeRedis;
-using spendcap_test::LuaRunner;
-using spendcap_test::Reply;
-using Event = std::vector<std::string>;
+using namespace spendcap::test;
 
-constexpr std::int64_t kNow = 1795000000;          // 2026-11-18T11:06:40Z
-constexpr std::int64_t kDayExpire = 1798070400;    // 2026-11-19 + 35 days
-constexpr std::int64_t kNextDayExpire = kDayExpire + 86400;
-constexpr std::int64_t kMonthExpire = 1830643200;  // 2026-12-01 + 400 days
-constexpr std::int64_t kMinuteExpire = 1795000080; // 11:07:00 + 60 s
-constexpr Nanos kUsd = kNanosPerUsd;
-constexpr const char *kHash = "e0f45c82d6ca5ee6f54cc819900039a64d865a336bec00b8ff16a10e40033839";
-
-const std::string P = "sc:{acme}:";
-const std::string kKeyDaily = P + "spend:key:k1:d:2026-11-18";
-const std::string kKeyMonthly = P + "spend:key:k1:m:2026-11";
-const std::string kKeyLife = P + "spend:key:k1:life";
-const std::string kOrgMonthly = P + "spend:org:acme:m:2026-11";
-const std::string kEvents = P + "events";
-const std::string kBalance = P + "balance";
-const std::string kHeld = P + "balance:held";
-const std::string kCleared = P + "cleared";
-
-// A policy: org acme, project p, key k1. `top` holds top-level sections
-// (warn_at, plans, customers); `org_fields` lines under acme (4 spaces).
-std::string policy_yaml(const std::string &key_limits, const std::string &top = "warn_at: [0.5]\n",
-                        const std::string &org_fields = "", const std::string &project_limits = "") {
-    std::string y = "models:\n  m: { input: 1, output: 2 }\n" + top + "orgs:\n  acme:\n" + org_fields +
-                    "projects:\n  p:\n    org: acme\n";
-    if (!project_limits.empty()) y += "    limits: " + project_limits + "\n";
-    y += std::string("keys:\n  - id: k1\n    sha256: ") + kHash + "\n    project: p\n";
-    if (!key_limits.empty()) y += "    limits: " + key_limits + "\n";
-    return y;
-}
-
-Event warning(const std::string &scope, const std::string &id, const std::string &window,
-              const std::string &period, const std::string &fraction, const std::string &spent,
-              const std::string &cap) {
-    return {"type", "spend_cap_warning_threshold_reached", "scope", scope, "id", id, "window", window,
-            "period", period, "fraction", fraction, "spent", spent, "cap", cap};
-}
-
-Event reached(const std::string &scope, const std::string &id, const std::string &window,
-              const std::string &period, const std::string &spent, const std::string &cap) {
-    return {"type", "spend_cap_reached", "scope", scope, "id", id, "window", window,
-            "period", period, "spent", spent, "cap", cap};
-}
-
-Event low_balance(const std::string &balance, const std::string &threshold) {
-    return {"type", "low_balance", "balance", balance, "threshold", threshold};
-}
-
-class LuaScripts : public ::testing::Test {
-protected:
-    FakeRedis redis;
-    LuaRunner lua{redis};
-    std::shared_ptr<const Policy> policy;
-
-    LuaScripts() {
-        redis.now = kNow;
-        lua.add_script(reserve_script_sha1(), reserve_script());
-        lua.add_script(settle_script_sha1(), settle_script());
-        lua.add_script(sha1_hex(sweep_script()), sweep_script());
-    }
-
-    void use(const std::string &yaml) { policy = parse_policy(yaml, "test.yaml"); }
-
-    Ledger ledger(const std::string &customer = "", std::int64_t now = kNow) {
-        const Key *key = policy->find_key(kHash);
-        EXPECT_NE(key, nullptr);
-        return ledger_for(*policy, *key, customer, periods_at(now));
-    }
-
-    Reply reserve(const Ledger &l, Nanos cost, std::int64_t tokens = 0, const std::string &rid = "req-1",
-                  bool dry_run = false, std::int64_t ttl_ms = kDefaultReservationTtlMs) {
-        const std::vector<std::string> argv = reserve_command(l, Amounts{cost, tokens}, rid, dry_run, ttl_ms);
-        EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
-    }
-
-    // The reply as the module's glue hands it on (an array of integers).
-    std::vector<long long> reserve_ints(const Ledger &l, Nanos cost, std::int64_t tokens = 0,
-                                        const std::string &rid = "req-1", bool dry_run = false,
-                                        std::int64_t ttl_ms = kDefaultReservationTtlMs) {
-        const Reply reply = reserve(l, cost, tokens, rid, dry_run, ttl_ms);
-        const auto ints = reply.integers();
-        EXPECT_TRUE(ints.has_value()) << reply;
-        return ints.value_or(std::vector<long long>{});
-    }
-
-    ReserveOutcome reserved(const Ledger &l, Nanos cost, std::int64_t tokens = 0,
-                            const std::string &rid = "req-1", bool dry_run = false) {
-        return decode_reserve_reply(l, reserve_ints(l, cost, tokens, rid, dry_run));
-    }
-
-    Reply settle(const Ledger &l, Amounts estimate, Amounts real, const std::string &rid = "req-1",
-                 const std::optional<Nanos> &ceiling_cap = std::nullopt) {
-        const std::vector<std::string> argv = settle_command(l, estimate, real, rid, ceiling_cap);
-        EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
-    }
-
-    Reply sweep(std::int64_t most, const std::string &org = "acme") {
-        const std::vector<std::string> argv = sweep_command(org, most);
-        EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
-    }
-
-    // The org's reservation deadlines (sc:{acme}:reservations), by deadline.
-    std::vector<std::pair<std::string, double>> deadlines() { return redis.zset(P + "reservations"); }
-
-    // Every counter of the ledger set to a value of its own kind, with no
-    // expiry, so that "as before" can be compared exactly.
-    static std::string preset_value(const Counter &c) {
-        switch (c.kind) {
-        case CounterKind::spend: return "1000000000";
-        case CounterKind::requests: return "3";
-        case CounterKind::tokens: return "70";
-        case CounterKind::rpm: return "2";
-        case CounterKind::tpm: return "50";
-        case CounterKind::balance: return "50000000000";
-        case CounterKind::held: return "1000000000";
-        }
-        return "";
-    }
-    void preset(const Ledger &l) {
-        for (const Counter &c : l.counters) redis.set(c.key, preset_value(c));
-    }
-    // Each counter's value as `expected` says it should be.
-    template <typename F>
-    void expect_counters(const Ledger &l, F expected, const char *when) {
-        for (const Counter &c : l.counters) EXPECT_EQ(at(c.key), expected(c)) << c.key << " " << when;
-    }
-
-    // How many times the commands logged from `from` on wrote `key` (INCRBY).
-    std::size_t incrbys(const std::string &key, std::size_t from = 0) {
-        std::size_t n = 0;
-        for (std::size_t i = from; i < redis.log.size(); ++i)
-            if (redis.log[i].size() >= 2 && redis.log[i][0] == "INCRBY" && redis.log[i][1] == key) ++n;
-        return n;
-    }
-
-    std::vector<Event> events() { return redis.events(kEvents); }
-    std::string at(const std::string &key) { return redis.get(key).value_or("(nil)"); }
-    // Everything but the events stream and the markers under `marker_prefix`.
-    std::map<std::string, FakeRedis::Value> without(const std::string &marker_prefix) {
-        std::map<std::string, FakeRedis::Value> out;
-        for (const auto &[k, v] : redis.data())
-            if (k != kEvents && k.compare(0, marker_prefix.size(), marker_prefix) != 0) out[k] = v;
-        return out;
-    }
-};
+class LuaScripts : public ScriptTest {};
 
 std::string label_of(const Ledger &l, const ReserveOutcome &o) {
     if (!o.refused_by) return "(none)";
     return blocked_by_label(cap_ref(l, *o.refused_by));
-}
-
-// What a reservation of `cost` and `tokens` adds to a counter.
-std::int64_t reserved_delta(const Counter &c, Nanos cost, std::int64_t tokens) {
-    switch (c.kind) {
-    case CounterKind::spend:
-    case CounterKind::held: return cost;
-    case CounterKind::requests:
-    case CounterKind::rpm: return 1;
-    case CounterKind::tokens:
-    case CounterKind::tpm: return tokens;
-    case CounterKind::balance: return -cost;
-    }
-    return 0;
-}
-
-// Whether a check reads counter `c` of `l`, so that a reservation adds its
-// estimate to it: a cap (rates always have one), the plan's ceiling counter,
-// the balance and its hold. Every other counter is left alone until the
-// settlement, which adds the real figure once.
-bool checked(const Ledger &l, const Counter &c) {
-    const std::size_t i = static_cast<std::size_t>(&c - l.counters.data());
-    return c.cap.has_value() || c.kind == CounterKind::balance || c.kind == CounterKind::held ||
-           l.ceiling_counter == std::optional<std::size_t>(i);
-}
-
-// What a reservation of `cost` and `tokens` adds to counter `c` of `l`.
-std::int64_t reserved_in(const Ledger &l, const Counter &c, Nanos cost, std::int64_t tokens) {
-    return checked(l, c) ? reserved_delta(c, cost, tokens) : 0;
-}
-
-// The release record a reservation stores: "-DELTA KEY\n" (KEY without
-// sc:{ORG}:) for every checked counter it changes, in ledger order.
-std::string record_of(const Ledger &l, Nanos cost, std::int64_t tokens) {
-    const std::string prefix = "sc:{" + l.org + "}:";
-    std::string record;
-    for (const Counter &c : l.counters) {
-        const std::int64_t d = reserved_in(l, c, cost, tokens);
-        if (d != 0) record += std::to_string(-d) + " " + c.key.substr(prefix.size()) + "\n";
-    }
-    return record;
 }
 
 // ---------------------------------------------------------------------------
@@ -1016,9 +827,7 @@ TEST_F(LuaScripts, CustomerCountersAndEvents) {
 }
 
 // ---------------------------------------------------------------------------
-// Prepaid balance and low_balance.
-
-const char *kPrepaid = "    prepaid: true\n    low_balance_usd: 5\n";
+// Prepaid balance and low_balance (kPrepaid: script_test_support.h).
 
 TEST_F(LuaScripts, TheBalanceIsDrawnAndSettledToTheRealCost) {
     use(policy_yaml("", "", kPrepaid));
@@ -1111,20 +920,7 @@ TEST_F(LuaScripts, LowBalanceIsExactPastTwoToThe53) {
 }
 
 // ---------------------------------------------------------------------------
-// A paid plan's ceilings.
-
-const char *kPaidPlan =
-    "warn_at: [0.5]\n"
-    "plans:\n"
-    "  paid:\n"
-    "    ceilings:\n"
-    "      - { cleared_usd: 0, age_days: 0, monthly_usd: 100 }\n"
-    "      - { cleared_usd: 100, age_days: 14, monthly_usd: 1000 }\n"
-    "      - { cleared_usd: 5000, age_days: 90, monthly_usd: 25000 }\n";
-
-std::string paid_org(const std::string &created_at) {
-    return "    plan: paid\n    created_at: " + created_at + "\n";
-}
+// A paid plan's ceilings (kPaidPlan, paid_org: script_test_support.h).
 
 TEST_F(LuaScripts, TheLastQualifyingRowDecidesTheCeiling) {
     use(policy_yaml("", kPaidPlan, paid_org("2026-10-19T11:06:40Z")));  // 30 days old
@@ -1472,10 +1268,6 @@ TEST_F(LuaScripts, CapsNearTheInt64LimitCompareExactly) {
 // ---------------------------------------------------------------------------
 // Reservation deadlines: a reservation whose request never settles is given
 // back; a settlement after that counts the real amounts once.
-
-std::string plus(const std::string &value, long long delta) { return std::to_string(std::stoll(value) + delta); }
-
-using Deadlines = std::vector<std::pair<std::string, double>>;
 
 TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
     use(policy_yaml("{ daily_usd: 10, rpm: 100, tpm: 100000 }", "", kPrepaid));

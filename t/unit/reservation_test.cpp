@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -596,37 +597,102 @@ TEST(ReserveCommand, NoCountersIsAnError) {
     EXPECT_TRUE(settle_command(l, Amounts{5, 5}, Amounts{5, 5}, "r", std::nullopt).empty());
 }
 
+// A settle argv taken apart (see the comment above kSettleBody): KEYS are C
+// counters, the events stream, the deadlines, then each request's record and
+// marker; ARGV is C, M, prefix, 5 fields per counter, low_balance and the
+// balance / held indexes, then each request's id, K and K (counter, correction).
+struct SettleArgs {
+    std::size_t counters = 0, requests = 0;
+    std::string prefix;
+    std::vector<std::string> keys;
+    std::vector<std::vector<std::string>> fields;  // per counter: kind, delta, expire_at, cap, warn
+    std::vector<std::string> low;                  // low_balance, balance index, held index
+    std::vector<std::string> ids;
+    std::vector<std::map<std::size_t, std::int64_t>> corrections;  // per request: counter (0-based) -> delta
+    bool ok = false;  // every part where it should be, nothing left over
+};
+
+SettleArgs parse_settle(const std::vector<std::string> &argv) {
+    SettleArgs a;
+    if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != settle_script_sha1()) return a;
+    const std::size_t numkeys = std::stoul(argv[2]);
+    std::size_t p = 3 + numkeys;
+    if (p + 3 > argv.size()) return a;
+    a.keys.assign(argv.begin() + 3, argv.begin() + static_cast<std::ptrdiff_t>(p));
+    a.counters = std::stoul(argv[p]);
+    a.requests = std::stoul(argv[p + 1]);
+    a.prefix = argv[p + 2];
+    if (numkeys != a.counters + 2 + 2 * a.requests) return a;
+    p += 3;
+    if (p + 5 * a.counters + 3 > argv.size()) return a;
+    for (std::size_t i = 0; i < a.counters; ++i, p += 5)
+        a.fields.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
+                              argv.begin() + static_cast<std::ptrdiff_t>(p + 5));
+    a.low.assign(argv.begin() + static_cast<std::ptrdiff_t>(p), argv.begin() + static_cast<std::ptrdiff_t>(p + 3));
+    p += 3;
+    for (std::size_t j = 0; j < a.requests; ++j) {
+        if (p + 2 > argv.size()) return a;
+        a.ids.push_back(argv[p]);
+        const std::size_t k = std::stoul(argv[p + 1]);
+        p += 2;
+        if (p + 2 * k > argv.size()) return a;
+        std::map<std::size_t, std::int64_t> c;
+        for (std::size_t n = 0; n < k; ++n, p += 2) {
+            const std::size_t index = std::stoul(argv[p]);
+            if (index < 1 || index > a.counters || c.count(index - 1)) return a;  // 1-based, each once
+            c[index - 1] = std::stoll(argv[p + 1]);
+        }
+        a.corrections.push_back(c);
+    }
+    a.ok = p == argv.size();
+    return a;
+}
+
+// What counter i gets from request j when its reservation is no longer
+// recorded: the delta if reserved plus the request's correction.
+std::int64_t if_unreserved(const SettleArgs &a, std::size_t i, std::size_t j = 0) {
+    const auto it = a.corrections.at(j).find(i);
+    return std::stoll(a.fields.at(i).at(1)) + (it == a.corrections.at(j).end() ? 0 : it->second);
+}
+
 TEST(SettleCommand, ArgvShape) {
     const Ledger l = small_ledger();
     EXPECT_EQ(settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt),
               (std::vector<std::string>{
                   "EVALSHA", settle_script_sha1(), "7",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
-                  "sc:{acme}:reservations", "sc:{acme}:events",
-                  "3", "sc:{acme}:", "rid",
-                  // kind, delta if reserved, delta if not, expire_at, cap, warn spec for each delta
-                  "s", "-200000000", "100000000", "1798070400", "2000000000", "", "0.5=1000000000=900000000",
-                  "c", "0", "1", "1830643200", "", "", "",
+                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:events", "sc:{acme}:reservations",
+                  "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
+                  "3", "1", "sc:{acme}:",
+                  // kind, delta if reserved, expire_at, cap, warn thresholds (fraction=threshold)
+                  "c", "-200000000", "1798070400", "2000000000", "0.5=1000000000",
+                  "c", "0", "1830643200", "", "",
                   // uncapped: nothing was reserved, so the real cost either way
-                  "s", "100000000", "100000000", "0", "", "", "",
-                  "", "0", "0"}));
+                  "c", "100000000", "0", "", "",
+                  "", "0", "0",
+                  // the request, and what it adds on top when not reserved:
+                  // the spend -200000000 + 300000000 = the real 100000000, the
+                  // request 0 + 1; the uncapped counter needs no correction
+                  "rid", "2", "1", "300000000", "2", "1"}));
     // A request refused before the provider (real.requests = 0): its
     // reserved request is taken back, and without a reservation it adds none.
     const std::vector<std::string> refused =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30, 0}, "rid", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 20, refused.begin() + 27),
-              (std::vector<std::string>{"c", "-1", "0", "1830643200", "", "", ""}));
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 18, refused.begin() + 23),
+              (std::vector<std::string>{"c", "-1", "1830643200", "", ""}));
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 31, refused.end()),
+              (std::vector<std::string>{"rid", "2", "1", "300000000", "2", "1"}));  // -1 + 1 = 0
     // Nothing at all: every reserved delta comes back, nothing is added (the
     // uncapped counter, never reserved, is not written at all).
     const std::vector<std::string> nothing =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{0, 0, 0}, "rid", std::nullopt);
     EXPECT_EQ(std::vector<std::string>(nothing.begin() + 13, nothing.end()),
               (std::vector<std::string>{
-                  "s", "-300000000", "0", "1798070400", "2000000000", "", "",
-                  "c", "-1", "0", "1830643200", "", "", "",
-                  "s", "0", "0", "0", "", "", "",
-                  "", "0", "0"}));
+                  "c", "-300000000", "1798070400", "2000000000", "0.5=1000000000",
+                  "c", "-1", "1830643200", "", "",
+                  "c", "0", "0", "", "",
+                  "", "0", "0",
+                  "rid", "2", "1", "300000000", "2", "1"}));  // unreserved: 0 everywhere
     // requests is 0 or 1: more counts as 1, less as 0.
     EXPECT_EQ(settle_command(l, Amounts{1, 1}, Amounts{1, 1, 7}, "rid", std::nullopt),
               settle_command(l, Amounts{1, 1}, Amounts{1, 1, 1}, "rid", std::nullopt));
@@ -635,17 +701,25 @@ TEST(SettleCommand, ArgvShape) {
     // The estimate's requests are always 1 (the reserve counted one).
     EXPECT_EQ(settle_command(l, Amounts{1, 1, 0}, Amounts{1, 1}, "rid", std::nullopt),
               settle_command(l, Amounts{1, 1, 1}, Amounts{1, 1}, "rid", std::nullopt));
+    // A batch of one.
+    EXPECT_EQ(settle_batch_command({SettleItem{l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid",
+                                               std::nullopt}}),
+              settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt));
 }
 
 TEST(SettleCommand, AnUncheckedCounterGetsTheRealAmountsWhetherReservedOrNot) {
     const auto policy = parse_policy(kPolicy, "test.yaml");
     const Ledger l = ledger_of(*policy, kHashA, "cust_42");
     const std::size_t n = l.counters.size();
-    const std::vector<std::string> argv = settle_command(l, Amounts{50, 11}, Amounts{20, 4}, "req-1", std::nullopt);
-    ASSERT_EQ(argv.size(), 3 + n + 4 + 3 + 7 * n + 3);
+    const SettleArgs argv =
+        parse_settle(settle_command(l, Amounts{50, 11}, Amounts{20, 4}, "req-1", std::nullopt));
+    ASSERT_TRUE(argv.ok);
+    ASSERT_EQ(argv.counters, n);
+    ASSERT_EQ(argv.requests, 1u);
+    EXPECT_EQ(argv.ids, (std::vector<std::string>{"req-1"}));
     for (std::size_t i = 0; i < n; ++i) {
         const Counter &c = l.counters[i];
-        const std::size_t a = 3 + n + 4 + 3 + 7 * i;
+        EXPECT_EQ(argv.keys[i], c.key);
         const bool rate = c.kind == CounterKind::rpm || c.kind == CounterKind::tpm;
         const std::int64_t estimate = c.kind == CounterKind::spend                             ? 50
                                       : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? 11
@@ -654,16 +728,25 @@ TEST(SettleCommand, AnUncheckedCounterGetsTheRealAmountsWhetherReservedOrNot) {
                                   : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? 4
                                                                                                 : 1;
         const std::int64_t if_reserved = c.cap ? real - estimate : real;
-        EXPECT_EQ(argv[a + 1], std::to_string(if_reserved)) << c.key;
-        EXPECT_EQ(argv[a + 2], rate ? "0" : std::to_string(real)) << c.key;
+        EXPECT_EQ(argv.fields[i][0], rate ? "r" : "c") << c.key;
+        EXPECT_EQ(argv.fields[i][1], std::to_string(if_reserved)) << c.key;
+        EXPECT_EQ(if_unreserved(argv, i), rate ? 0 : real) << c.key;
+        // A correction only where the two differ.
+        EXPECT_EQ(argv.corrections[0].count(i), (rate ? 0 : real) != if_reserved ? 1u : 0u) << c.key;
     }
     // Refused before the provider: an unchecked counter gets nothing either way.
-    const std::vector<std::string> refused = settle_command(l, Amounts{50, 11}, Amounts{0, 0, 0}, "req-1", std::nullopt);
+    const SettleArgs refused =
+        parse_settle(settle_command(l, Amounts{50, 11}, Amounts{0, 0, 0}, "req-1", std::nullopt));
+    ASSERT_TRUE(refused.ok);
+    ASSERT_EQ(refused.counters, n);
     for (std::size_t i = 0; i < n; ++i) {
-        if (l.counters[i].cap) continue;
-        const std::size_t a = 3 + n + 4 + 3 + 7 * i;
-        EXPECT_EQ(refused[a + 1], "0") << l.counters[i].key;
-        EXPECT_EQ(refused[a + 2], "0") << l.counters[i].key;
+        if (l.counters[i].cap) {
+            EXPECT_EQ(if_unreserved(refused, i), 0) << l.counters[i].key;  // nothing to give back either
+            continue;
+        }
+        EXPECT_EQ(refused.fields[i][1], "0") << l.counters[i].key;
+        EXPECT_EQ(if_unreserved(refused, i), 0) << l.counters[i].key;
+        EXPECT_EQ(refused.corrections[0].count(i), 0u) << l.counters[i].key;
     }
 }
 
@@ -688,38 +771,123 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     const std::vector<std::string> argv = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", 3000);
     const std::vector<std::string> expected = {
         "EVALSHA", settle_script_sha1(), "10",
-        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:resv:r1", "sc:{o}:settled:r1", "sc:{o}:reservations",
-        "sc:{o}:events",
-        "6", "sc:{o}:", "r1",
-        "s", "300", "700", "1830643200", "3000", "0.5=1500=1200", "0.5=1500=800",  // the ceiling the reservation saw
-        "c", "-4", "5", "1798070400", "", "", "",
-        "b", "-300", "-700", "0", "", "", "",  // estimate - real comes back; unreserved: the real cost
-        "r", "0", "0", "1795000080", "", "", "",       // rpm: final at reservation; unreserved: minute unknown
-        "r", "-4", "0", "1795000080", "", "", "",      // tpm settles to the real count
-        "c", "-400", "0", "0", "", "", "",             // the hold ends; unreserved: nothing was held
-        "50", "3", "6"};                               // low_balance, balance and held (1-based)
+        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:events", "sc:{o}:reservations", "sc:{o}:resv:r1",
+        "sc:{o}:settled:r1",
+        "6", "1", "sc:{o}:",
+        "c", "300", "1830643200", "3000", "0.5=1500",  // the ceiling the reservation saw
+        "c", "-4", "1798070400", "", "",
+        "c", "-300", "0", "", "",           // estimate - real comes back
+        "r", "0", "1795000080", "", "",     // rpm: final at reservation
+        "r", "-4", "1795000080", "", "",    // tpm settles to the real count
+        "c", "-400", "0", "", "",           // the hold ends
+        "50", "3", "6",                     // low_balance, balance and held (1-based)
+        // unreserved: m 300 + 400 = the real 700, t -4 + 9 = 5, b -300 - 400 =
+        // the real -700, rpm 0 (no correction: minute unknown), tpm -4 + 4 = 0
+        // (minute unknown), h -400 + 400 = 0 (nothing was held)
+        "r1", "5", "1", "400", "2", "9", "3", "-400", "5", "4", "6", "400"};
     EXPECT_EQ(argv, expected);
     // No ceiling cap known: no warnings against the ceiling counter.
     const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(plain.begin() + 16, plain.begin() + 23),
-              (std::vector<std::string>{"s", "300", "700", "1830643200", "", "", ""}));
-    // Negative amounts count as 0.
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 16, plain.begin() + 21),
+              (std::vector<std::string>{"c", "300", "1830643200", "", ""}));
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 21, plain.end()),
+              std::vector<std::string>(argv.begin() + 21, argv.end()));
+    // Negative amounts count as 0 (the thresholds are sent whatever the delta:
+    // the script compares the counter before and after the batch).
     const std::vector<std::string> neg = settle_command(l, Amounts{-1, -1}, Amounts{-5, -5, -5}, "r1", 3000);
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 16, neg.begin() + 23),
-              (std::vector<std::string>{"s", "0", "0", "1830643200", "3000", "", ""}));
-    // A refused request: the rpm it reserved comes back, the hold ends.
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 37, neg.begin() + 44),
-              (std::vector<std::string>{"r", "-1", "0", "1795000080", "", "", ""}));
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 16, neg.begin() + 21),
+              (std::vector<std::string>{"c", "0", "1830643200", "3000", "0.5=1500"}));
+    // A refused request: the rpm it reserved comes back (it held nothing);
+    // unreserved, the rpm gets nothing: -1 + 1.
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 31, neg.begin() + 36),
+              (std::vector<std::string>{"r", "-1", "1795000080", "", ""}));
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 46, neg.end()),
+              (std::vector<std::string>{"", "0", "0", "r1", "1", "4", "1"}));
     const std::vector<std::string> refused = settle_command(l, Amounts{400, 9}, Amounts{0, 0, 0}, "r1", 3000);
     const std::vector<std::string> refused_expected = {
-        "s", "-400", "0", "1830643200", "3000", "", "",
-        "c", "-9", "0", "1798070400", "", "", "",
-        "b", "400", "0", "0", "", "", "",
-        "r", "-1", "0", "1795000080", "", "", "",
-        "r", "-9", "0", "1795000080", "", "", "",
-        "c", "-400", "0", "0", "", "", "",
-        "", "0", "0"};
+        "c", "-400", "1830643200", "3000", "0.5=1500",
+        "c", "-9", "1798070400", "", "",
+        "c", "400", "0", "", "",
+        "r", "-1", "1795000080", "", "",
+        "r", "-9", "1795000080", "", "",
+        "c", "-400", "0", "", "",
+        "", "0", "0",  // no cost: no low_balance check
+        // unreserved: 0 everywhere
+        "r1", "6", "1", "400", "2", "9", "3", "-400", "4", "1", "5", "9", "6", "400"};
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 16, refused.end()), refused_expected);
+    // Taken apart, each counter's two cases as before the batch layout.
+    const SettleArgs a = parse_settle(argv);
+    ASSERT_TRUE(a.ok);
+    const std::vector<std::int64_t> reserved_case = {300, -4, -300, 0, -4, -400};
+    const std::vector<std::int64_t> unreserved_case = {700, 5, -700, 0, 0, 0};
+    for (std::size_t i = 0; i < 6; ++i) {
+        EXPECT_EQ(std::stoll(a.fields[i][1]), reserved_case[i]) << l.counters[i].key;
+        EXPECT_EQ(if_unreserved(a, i), unreserved_case[i]) << l.counters[i].key;
+    }
+}
+
+TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequestItsCorrections) {
+    // Two keys of one project: their daily spend, and the project's monthly spend they share.
+    auto ledger_of_key = [](const std::string &key) {
+        Ledger l;
+        l.org = "acme";
+        l.periods = periods_at(kNow);
+        l.warn_at = {fraction("0.5", 500'000'000)};
+        l.counters = {
+            counter(CounterKind::spend, Scope::key, Window::daily, "sc:{acme}:spend:key:" + key + ":d:2026-11-18",
+                    2 * kUsd, kDayExpire),
+            counter(CounterKind::spend, Scope::project, Window::monthly, "sc:{acme}:spend:project:p:m:2026-11",
+                    50 * kUsd, kMonthExpire),
+        };
+        return l;
+    };
+    const Ledger k1 = ledger_of_key("k1"), k2 = ledger_of_key("k2");
+    const std::vector<std::string> argv = settle_batch_command(
+        {SettleItem{k1, Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt},
+         SettleItem{k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt},
+         SettleItem{k1, Amounts{50, 1}, Amounts{50, 1}, "r3", std::nullopt}});
+    EXPECT_EQ(argv, (std::vector<std::string>{
+                        "EVALSHA", settle_script_sha1(), "11",
+                        // the three counters, each once, in the order first met
+                        "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
+                        "sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:events", "sc:{acme}:reservations",
+                        "sc:{acme}:resv:r1", "sc:{acme}:settled:r1", "sc:{acme}:resv:r2", "sc:{acme}:settled:r2",
+                        "sc:{acme}:resv:r3", "sc:{acme}:settled:r3",
+                        "3", "3", "sc:{acme}:",
+                        // k1: (100 - 300) + (50 - 50); the project: -200 + 300 + 0; k2: 300
+                        "c", "-200", "1798070400", "2000000000", "0.5=1000000000",
+                        "c", "100", "1830643200", "50000000000", "0.5=25000000000",
+                        "c", "300", "1798070400", "2000000000", "0.5=1000000000",
+                        "", "0", "0",
+                        // unreserved, each request adds its real cost instead:
+                        // r1 +300 on k1 and the project, r2 +200 on both of its
+                        // (in its ledger's order), r3 +50 on both of its
+                        "r1", "2", "1", "300", "2", "300",
+                        "r2", "2", "3", "200", "2", "200",
+                        "r3", "2", "1", "50", "2", "50"}));
+    // The balance and held indexes are those of the batch's counters.
+    Ledger prepaid = ledger_of_key("k1");
+    prepaid.counters.push_back(counter(CounterKind::balance, Scope::org, Window::lifetime, "sc:{acme}:balance",
+                                       std::nullopt, 0));
+    prepaid.counters.push_back(counter(CounterKind::held, Scope::org, Window::lifetime, "sc:{acme}:balance:held",
+                                       std::nullopt, 0));
+    prepaid.balance = 2;
+    prepaid.held = 3;
+    prepaid.low_balance = 5 * kUsd;
+    const std::vector<std::string> low = settle_batch_command(
+        {SettleItem{k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt},
+         SettleItem{prepaid, Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt}});
+    // 5 counters, 2 requests: r2 with 2 corrections, r1 with 4 (k1, the
+    // project, the balance -300, the hold +300).
+    ASSERT_EQ(low.size(), 3u + (5 + 2 + 4) + 3 + 5 * 5 + 3 + (2 + 4) + (2 + 8));
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 3, low.begin() + 8),
+              (std::vector<std::string>{"sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
+                                        "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:balance",
+                                        "sc:{acme}:balance:held"}));
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 42, low.begin() + 45),
+              (std::vector<std::string>{"5000000000", "4", "5"}));  // low_balance, balance and held (1-based)
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 51, low.end()),
+              (std::vector<std::string>{"r1", "4", "3", "300", "2", "300", "4", "-300", "5", "300"}));
 }
 
 // ---------------------------------------------------------------------------
