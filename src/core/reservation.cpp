@@ -513,6 +513,20 @@ std::int64_t reserved_delta(const Ledger &ledger, std::size_t i, const Amounts &
     return checked ? delta_of(c, estimate) : 0;
 }
 
+// The counters a reserve sends, in check order: those a check reads or it
+// adds to; the others are left to the settlement, so the script neither
+// reads nor writes them and gets no arguments for them.
+std::vector<std::size_t> reserved_counters(const Ledger &ledger) {
+    std::vector<std::size_t> out;
+    out.reserve(ledger.counters.size());
+    for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+        const Counter &c = ledger.counters[i];
+        if (c.cap || c.kind == CounterKind::balance || c.kind == CounterKind::held || ledger.ceiling_counter == i)
+            out.push_back(i);
+    }
+    return out;
+}
+
 // The lines "DELTA KEY\n" (KEY without the org's prefix) that give a
 // reservation back: the negated delta of every counter it changed.
 std::string release_record(const Ledger &ledger, const Amounts &estimate, std::size_t prefix_size) {
@@ -648,7 +662,8 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
         Amounts estimate = non_negative(estimate_in);
         estimate.requests = 1;
         const std::string prefix = org_prefix(ledger.org);
-        const std::size_t n = ledger.counters.size();
+        const std::vector<std::size_t> sent = reserved_counters(ledger);
+        const std::size_t n = sent.size();
         const bool with_ceilings = ledger.ceiling_counter.has_value();
 
         std::vector<std::string> argv;
@@ -656,7 +671,7 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
         argv.push_back(to_arg(static_cast<std::int64_t>(n + (with_ceilings ? 5 : 4))));
-        for (const Counter &c : ledger.counters) argv.push_back(c.key);
+        for (std::size_t i : sent) argv.push_back(ledger.counters[i].key);
         argv.push_back(prefix + "resv:" + request_id);
         argv.push_back(prefix + "settled:" + request_id);
         argv.push_back(prefix + "reservations");
@@ -669,7 +684,7 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
         argv.emplace_back(dry_run ? "1" : "0");
         argv.push_back(to_arg(std::clamp<std::int64_t>(ttl_ms, 1, kMaxReservationTtlMs)));
         argv.push_back(request_id);
-        for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t i : sent) {
             const Counter &c = ledger.counters[i];
             const std::int64_t delta = reserved_delta(ledger, i, estimate);
             argv.emplace_back(c.kind == CounterKind::spend && c.cap ? spend_kind_arg(*c.cap, estimate.cost)
@@ -686,7 +701,8 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
         }
         argv.push_back(to_arg(static_cast<std::int64_t>(with_ceilings ? ledger.ceilings.size() : 0)));
         if (with_ceilings) {
-            argv.push_back(to_arg(static_cast<std::int64_t>(*ledger.ceiling_counter + 1)));
+            const auto at = std::find(sent.begin(), sent.end(), *ledger.ceiling_counter);
+            argv.push_back(to_arg(static_cast<std::int64_t>(at - sent.begin() + 1)));
             argv.push_back(max_before(0, estimate.cost));  // no row applies: a cap of 0
             for (const CeilingRow &row : ledger.ceilings) {
                 argv.push_back(to_arg(row.cleared_usd));
@@ -705,7 +721,9 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
 ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply) {
     ReserveOutcome outcome;
     try {
-        const std::size_t n = ledger.counters.size();
+        // The reply names counters by their place among those the reserve sent.
+        const std::vector<std::size_t> sent = reserved_counters(ledger);
+        const std::size_t n = sent.size();
         if (reply.size() == 1 && reply[0] == 2) {
             outcome.error = "reserve script found the request already settled";
             return outcome;
@@ -723,7 +741,7 @@ ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long
             outcome.error = "reserve script chose ceiling row " + std::to_string(reply[3]);
             return outcome;
         }
-        if (reply[1] > 0) outcome.refused_by = static_cast<std::size_t>(reply[1] - 1);
+        if (reply[1] > 0) outcome.refused_by = sent[static_cast<std::size_t>(reply[1] - 1)];
         if (ledger.ceiling_counter)
             outcome.ceiling_cap = reply[3] > 0 ? ledger.ceilings[reply[3] - 1].monthly_usd : 0;
         if (reply[0] == 0) {
@@ -741,13 +759,14 @@ ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long
         }
         outcome.kind = ReserveOutcome::Kind::allowed;
         __int128 least = 0;
-        for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t i = sent[k];
             const Counter &c = ledger.counters[i];
             if (c.kind != CounterKind::spend) continue;
             std::optional<Nanos> cap = c.cap;
             if (ledger.ceiling_counter == i) cap = outcome.ceiling_cap;
             if (!cap) continue;
-            const __int128 remaining = static_cast<__int128>(*cap) - reply[i + 4];
+            const __int128 remaining = static_cast<__int128>(*cap) - reply[k + 4];
             if (!outcome.tightest_index || remaining < least) {  // ties: first in check order
                 outcome.tightest_index = i;
                 outcome.tightest_cap = *cap;

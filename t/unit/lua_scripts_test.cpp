@@ -379,7 +379,9 @@ TEST_F(LuaScripts, AnAllowedReservationWritesEveryCheckedCounterOnceAndNoOther) 
     for (const Counter &c : l.counters) n_checked += checked(l, c) ? 1 : 0;
     ASSERT_EQ(n_checked, capped.size());
     const std::vector<long long> reply = reserve_ints(l, 300, 40);
-    ASSERT_EQ(reply.size(), l.counters.size() + 4);
+    // One "after" per counter sent, and only the checked ones are sent.
+    ASSERT_EQ(sent_counters(l).size(), capped.size());
+    ASSERT_EQ(reply.size(), capped.size() + 4);
     EXPECT_EQ(std::vector<long long>(reply.begin(), reply.begin() + 4), (std::vector<long long>{1, 0, 0, 0}));
     for (std::size_t i = 0; i < l.counters.size(); ++i) {
         const Counter &c = l.counters[i];
@@ -388,13 +390,13 @@ TEST_F(LuaScripts, AnAllowedReservationWritesEveryCheckedCounterOnceAndNoOther) 
         if (is_capped) {
             // Checked: the estimate, written once, with its expiry.
             const long long expected = c.kind == CounterKind::spend ? 300 : 1;
-            EXPECT_EQ(reply[i + 4], expected) << c.key;
+            EXPECT_EQ(after_of(l, reply, i), expected) << c.key;
             EXPECT_EQ(at(c.key), std::to_string(expected)) << c.key;
             EXPECT_EQ(redis.expire_at(c.key), c.expire_at) << c.key;
             EXPECT_EQ(incrbys(c.key), 1u) << c.key;
         } else {
-            // Not checked: not written at all (the reply says 0, it was not read).
-            EXPECT_EQ(reply[i + 4], 0) << c.key;
+            // Not checked: not sent, so not in the reply, and not written at all.
+            EXPECT_EQ(sent_position(l, i), 0) << c.key;
             EXPECT_FALSE(redis.exists(c.key)) << c.key;
             EXPECT_EQ(incrbys(c.key), 0u) << c.key;
         }
@@ -420,9 +422,11 @@ TEST_F(LuaScripts, AnAllowedReservationWritesEveryCheckedCounterOnceAndNoOther) 
     // A second request adds to the checked ones, and still not to the others.
     const std::size_t mark = redis.log.size();
     const std::vector<long long> second = reserve_ints(l, 5, 1, "req-2");
-    ASSERT_EQ(second.size(), l.counters.size() + 4);
-    EXPECT_EQ(second[4 + 1], 305);
-    EXPECT_EQ(second[4 + 3], 2);  // the key's daily requests
+    ASSERT_EQ(second.size(), capped.size() + 4);
+    ASSERT_EQ(l.counters[1].key, kKeyMonthly);
+    EXPECT_EQ(after_of(l, second, 1), 305);
+    ASSERT_EQ(l.counters[3].key, P + "reqs:key:k1:d:2026-11-18");
+    EXPECT_EQ(after_of(l, second, 3), 2);  // the key's daily requests
     for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark), checked(l, c) ? 1u : 0u) << c.key;
     EXPECT_FALSE(redis.exists(kKeyLife));
     EXPECT_FALSE(redis.exists(kOrgMonthly));
@@ -680,7 +684,10 @@ TEST_F(LuaScripts, ARequestLargerThanTheWholeCapDoesNotReachIt) {
     const Ledger l = ledger();
     redis.set(kKeyMonthly, "5000000000");
     const auto before = redis.data();
-    EXPECT_EQ(reserve_ints(l, 11 * kUsd, 0, "req-1"), (std::vector<long long>{0, 2, 5'000'000'000, 0}));
+    ASSERT_EQ(l.counters[1].key, kKeyMonthly);
+    const std::vector<long long> reply = reserve_ints(l, 11 * kUsd, 0, "req-1");
+    EXPECT_EQ(reply, (std::vector<long long>{0, sent_position(l, 1), 5'000'000'000, 0}));
+    EXPECT_EQ(label_of(l, decode_reserve_reply(l, reply)), "key:monthly");
     EXPECT_TRUE(events().empty());
     EXPECT_EQ(redis.data(), before);  // not even a marker
     // An ordinary refusal afterwards still reports it.
@@ -693,7 +700,8 @@ TEST_F(LuaScripts, OtherCapsDoNotReportAReachedSpendCap) {
     const Ledger l = ledger();
     const auto before = redis.data();
     const std::vector<long long> reply = reserve_ints(l, kUsd, 5);
-    EXPECT_EQ(reply, (std::vector<long long>{0, 4, 0, 0}));
+    ASSERT_EQ(l.counters[3].key, P + "reqs:key:k1:d:2026-11-18");
+    EXPECT_EQ(reply, (std::vector<long long>{0, sent_position(l, 3), 0, 0}));
     EXPECT_TRUE(events().empty());
     EXPECT_EQ(redis.data(), before);
     EXPECT_EQ(label_of(l, decode_reserve_reply(l, reply)), "key:daily_requests");
@@ -708,7 +716,9 @@ TEST_F(LuaScripts, RequestCapsCountRequests) {
     EXPECT_EQ(reserve_ints(l, 1, 1, "req-1")[0], 1);
     EXPECT_EQ(reserve_ints(l, 1, 1, "req-2")[0], 1);
     const std::vector<long long> third = reserve_ints(l, 1, 1, "req-3");
-    EXPECT_EQ(third, (std::vector<long long>{0, 4, 2, 0}));
+    ASSERT_EQ(l.counters[3].key, P + "reqs:key:k1:d:2026-11-18");
+    EXPECT_EQ(third, (std::vector<long long>{0, sent_position(l, 3), 2, 0}));
+    EXPECT_EQ(label_of(l, decode_reserve_reply(l, third)), "key:daily_requests");
     EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "2");
     EXPECT_FALSE(redis.exists(P + "resv:req-3"));
     // An uncapped request counter is counted at settlement, not before.
@@ -733,7 +743,8 @@ TEST_F(LuaScripts, TokenCapsCountTokensAndSettleToTheRealCount) {
     EXPECT_EQ(reserve_ints(l, 1, 600, "req-1")[0], 1);
     EXPECT_EQ(at(tokens), "600");
     const std::vector<long long> refused = reserve_ints(l, 1, 600, "req-2");
-    EXPECT_EQ(refused, (std::vector<long long>{0, 14, 600, 0}));
+    ASSERT_EQ(l.counters[13].key, tokens);
+    EXPECT_EQ(refused, (std::vector<long long>{0, sent_position(l, 13), 600, 0}));
     EXPECT_EQ(label_of(l, decode_reserve_reply(l, refused)), "project:monthly_tokens");
     EXPECT_EQ(settle(l, {1, 600}, {1, 250}, "req-1").integer, 1);
     EXPECT_EQ(at(tokens), "250");
@@ -753,7 +764,8 @@ TEST_F(LuaScripts, TheFirstFailureInCheckOrderWins) {
         const std::vector<long long> reply = reserve_ints(l, kUsd, 10);
         ASSERT_GE(reply.size(), 4u);
         EXPECT_EQ(reply[0], 0) << label;
-        EXPECT_EQ(reply[1], static_cast<long long>(index + 1)) << label;
+        EXPECT_EQ(reply[1], sent_position(l, index)) << label;  // its place among the counters sent
+        EXPECT_EQ(decode_reserve_reply(l, reply).refused_by, std::optional<std::size_t>(index)) << label;
         EXPECT_EQ(label_of(l, decode_reserve_reply(l, reply)), label);
         if (index == 28) {
             redis.set(kBalance, "1000000000");  // fund it rather than uncap it
@@ -834,7 +846,8 @@ TEST_F(LuaScripts, TheBalanceIsDrawnAndSettledToTheRealCost) {
     const Ledger l = ledger();
     // Nothing funded: refused.
     std::vector<long long> reply = reserve_ints(l, 4 * kUsd, 0, "req-0");
-    EXPECT_EQ(reply, (std::vector<long long>{0, 22, 0, 0}));  // the balance follows the 21 scope counters
+    ASSERT_EQ(l.counters[21].key, kBalance);  // the balance follows the 21 scope counters
+    EXPECT_EQ(reply, (std::vector<long long>{0, sent_position(l, 21), 0, 0}));
     EXPECT_EQ(label_of(l, decode_reserve_reply(l, reply)), "org:balance");
     EXPECT_FALSE(redis.exists(kBalance));
     EXPECT_FALSE(redis.exists(kHeld));
@@ -851,7 +864,8 @@ TEST_F(LuaScripts, TheBalanceIsDrawnAndSettledToTheRealCost) {
     EXPECT_EQ(at(kHeld), "0");
     // 3 USD left, 4 USD asked: refused, nothing drawn.
     reply = reserve_ints(l, 4 * kUsd, 0, "req-2");
-    EXPECT_EQ(reply, (std::vector<long long>{0, 22, 3'000'000'000, 0}));
+    EXPECT_EQ(reply, (std::vector<long long>{0, sent_position(l, 21), 3'000'000'000, 0}));
+    EXPECT_EQ(label_of(l, decode_reserve_reply(l, reply)), "org:balance");
     EXPECT_EQ(at(kBalance), "3000000000");
     EXPECT_EQ(at(kHeld), "0");
 }
@@ -927,6 +941,7 @@ TEST_F(LuaScripts, TheLastQualifyingRowDecidesTheCeiling) {
     const Ledger l = ledger();
     ASSERT_EQ(l.ceiling_counter, std::optional<std::size_t>(15));
     ASSERT_EQ(l.ceilings.size(), 2u);  // the 90-day row is not sent
+    ASSERT_GT(sent_position(l, 15), 0);  // the uncapped ceiling counter is sent all the same
     const std::vector<std::pair<const char *, long long>> cases = {
         {nullptr, 1},  // missing cleared = 0
         {"99999999999", 1},
@@ -937,7 +952,7 @@ TEST_F(LuaScripts, TheLastQualifyingRowDecidesTheCeiling) {
     for (const auto &[cleared, row] : cases) {
         if (cleared) redis.set(kCleared, cleared);
         const std::vector<long long> reply = reserve_ints(l, kUsd, 0, "req-" + std::to_string(++n));
-        ASSERT_EQ(reply.size(), l.counters.size() + 4) << (cleared ? cleared : "missing");
+        ASSERT_EQ(reply.size(), sent_counters(l).size() + 4) << (cleared ? cleared : "missing");
         EXPECT_EQ(reply[3], row) << (cleared ? cleared : "missing");
         const ReserveOutcome o = decode_reserve_reply(l, reply);
         ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
@@ -965,7 +980,8 @@ TEST_F(LuaScripts, ALaterRowMayLowerTheCeiling) {
     redis.set(kCleared, "100000000000");
     redis.set(kOrgMonthly, "199500000000");
     const std::vector<long long> reply = reserve_ints(l, kUsd);
-    EXPECT_EQ(reply, (std::vector<long long>{0, 16, 199'500'000'000, 3}));
+    ASSERT_EQ(l.counters[15].key, kOrgMonthly);
+    EXPECT_EQ(reply, (std::vector<long long>{0, sent_position(l, 15), 199'500'000'000, 3}));
     const ReserveOutcome o = decode_reserve_reply(l, reply);
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::blocked) << o.error;
     EXPECT_EQ(o.refused_by, std::optional<std::size_t>(15));
@@ -983,7 +999,10 @@ TEST_F(LuaScripts, TheCeilingRefusesAtItsCapAndWarnsBelowIt) {
     EXPECT_EQ(events(), (std::vector<Event>{
                             warning("org", "acme", "monthly", "2026-11", "0.5", "60000000000", "100000000000")}));
     // 50 more would pass 100: refused, reached at 100.
-    EXPECT_EQ(reserve_ints(l, 50 * kUsd, 0, "req-2"), (std::vector<long long>{0, 16, 60'000'000'000, 1}));
+    ASSERT_EQ(l.counters[15].key, kOrgMonthly);
+    const std::vector<long long> refused = reserve_ints(l, 50 * kUsd, 0, "req-2");
+    EXPECT_EQ(refused, (std::vector<long long>{0, sent_position(l, 15), 60'000'000'000, 1}));
+    EXPECT_EQ(label_of(l, decode_reserve_reply(l, refused)), "org:monthly");
     EXPECT_EQ(events().size(), 2u);
     EXPECT_EQ(events()[1], reached("org", "acme", "monthly", "2026-11", "60000000000", "100000000000"));
     // Cleared spend lifts it to row 2's 1000: allowed, and half of 1000 is a new warning.
@@ -1023,7 +1042,10 @@ TEST_F(LuaScripts, AFutureCreatedAtIsABrandNewAccount) {
     ASSERT_EQ(l.ceilings.size(), 1u);
     redis.set(kCleared, "10000000000000");
     redis.set(kOrgMonthly, "99500000000");
-    EXPECT_EQ(reserve_ints(l, kUsd), (std::vector<long long>{0, 16, 99'500'000'000, 1}));
+    ASSERT_EQ(l.counters[15].key, kOrgMonthly);
+    const std::vector<long long> refused = reserve_ints(l, kUsd);
+    EXPECT_EQ(refused, (std::vector<long long>{0, sent_position(l, 15), 99'500'000'000, 1}));
+    EXPECT_EQ(label_of(l, decode_reserve_reply(l, refused)), "org:monthly");
     EXPECT_EQ(reserve_ints(l, kUsd / 2, 0, "req-2")[0], 1);  // exactly up to row 1's 100
 }
 
@@ -1091,14 +1113,16 @@ TEST_F(LuaScripts, ADryRunReservesEveryCheckedCounterAndNamesTheCapThatWouldHave
     const std::string org_tokens = P + "tokens:org:acme:m:2026-11";       // uncapped
     ASSERT_EQ(l.counters[13].key, project_tokens);
     redis.set(kKeyMonthly, "9500000000");
+    ASSERT_EQ(l.counters[1].key, kKeyMonthly);
+    ASSERT_EQ(l.counters[14].key, org_daily);
     const std::vector<long long> reply = reserve_ints(l, kUsd, 7, "req-1", true);
-    ASSERT_EQ(reply.size(), l.counters.size() + 4);
+    ASSERT_EQ(reply.size(), sent_counters(l).size() + 4);
     EXPECT_EQ(std::vector<long long>(reply.begin(), reply.begin() + 4),
-              (std::vector<long long>{1, 2, 9'500'000'000, 0}));
+              (std::vector<long long>{1, sent_position(l, 1), 9'500'000'000, 0}));
     // Every checked counter is counted, past the caps that would refuse.
     EXPECT_EQ(at(kKeyMonthly), "10500000000");
     EXPECT_EQ(at(project_tokens), "7");                          // past monthly_tokens 5
-    EXPECT_EQ(reply[4 + 13], 7);
+    EXPECT_EQ(after_of(l, reply, 13), 7);
     EXPECT_EQ(at(P + "rate:key:k1:rpm:2026-11-18T11:06"), "1");  // past rpm 0
     EXPECT_EQ(at(kBalance), "-1000000000");                      // past an empty balance
     EXPECT_EQ(at(kHeld), "1000000000");
@@ -1106,7 +1130,7 @@ TEST_F(LuaScripts, ADryRunReservesEveryCheckedCounterAndNamesTheCapThatWouldHave
     EXPECT_FALSE(redis.exists(org_daily));
     EXPECT_FALSE(redis.exists(org_tokens));
     EXPECT_FALSE(redis.exists(kKeyLife));
-    EXPECT_EQ(reply[4 + 14], 0);  // the org's daily spend: neither read nor written
+    EXPECT_EQ(sent_position(l, 14), 0);  // the org's daily spend: not even sent, so neither read nor written
     EXPECT_EQ(at(P + "resv:req-1"), record_of(l, kUsd, 7));
     EXPECT_EQ(at(P + "resv:req-1"), "-1000000000 spend:key:k1:m:2026-11\n-7 tokens:project:p:m:2026-11\n"
                                      "1000000000 balance\n-1 rate:key:k1:rpm:2026-11-18T11:06\n"
@@ -1570,7 +1594,7 @@ TEST_F(LuaScripts, UncheckedCountersAreUntouchedInFlightAndHoldTheRealAmountsAft
     const std::int64_t est_tokens = 400, real_tokens = 120;
 
     const std::vector<long long> reply = reserve_ints(l, est, est_tokens, "req-1");
-    ASSERT_EQ(reply.size(), l.counters.size() + 4);
+    ASSERT_EQ(reply.size(), l.counters.size() - n_unchecked + 4);  // an "after" per checked counter only
     ASSERT_EQ(reply[0], 1);
     // In flight: the checked counters hold the estimate, the others only what
     // was settled before (as preset), not even re-written.
@@ -1580,7 +1604,7 @@ TEST_F(LuaScripts, UncheckedCountersAreUntouchedInFlightAndHoldTheRealAmountsAft
         const Counter &c = l.counters[i];
         if (checked(l, c)) continue;
         EXPECT_EQ(redis.data().at(c.key), was.at(c.key)) << c.key;
-        EXPECT_EQ(reply[i + 4], 0) << c.key;
+        EXPECT_EQ(sent_position(l, i), 0) << c.key;  // not sent
     }
 
     // Settled: every spend, request and token counter holds exactly the real

@@ -391,11 +391,12 @@ TEST(ReserveCommand, ArgvShape) {
     const Ledger l = small_ledger();
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40}, "rid", false),
               (std::vector<std::string>{
-                  "EVALSHA", reserve_script_sha1(), "7",
+                  // only the checked counters: the uncapped lifetime spend gets no KEYS entry
+                  "EVALSHA", reserve_script_sha1(), "6",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
+                  "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
                   "sc:{acme}:reservations", "sc:{acme}:events",
-                  "3", "sc:{acme}:",
+                  "2", "sc:{acme}:",
                   // the release record: "DELTA KEY\n" undoing each checked counter it changes, without
                   // the prefix (the uncapped lifetime spend is not reserved: nothing to undo)
                   "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n",
@@ -403,7 +404,7 @@ TEST(ReserveCommand, ArgvShape) {
                   // kind, delta, most before, expire_at, cap, warn spec (fraction=threshold=threshold-delta)
                   "s", "300000000", "1700000000", "1798070400", "2000000000", "0.5=1000000000=700000000",
                   "c", "1", "99", "1830643200", "", "",
-                  "s", "0", "", "0", "", "",  // no check reads it: left for the settlement
+                  // and no ARGV: no check reads it, it is left for the settlement
                   "0"}));
     // The estimate always counts one request, whatever it says.
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40, 0}, "rid", false),
@@ -414,7 +415,7 @@ TEST(ReserveCommand, ArgvShape) {
 
 TEST(ReserveCommand, TheTtlIsBounded) {
     const Ledger l = small_ledger();
-    const std::size_t ttl = 3 + 7 + 4;  // ARGV[5]
+    const std::size_t ttl = 3 + 6 + 4;  // ARGV[5], after 2 sent counters and 4 fixed keys
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 5000)[ttl], "5000");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 0)[ttl], "1");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, -7)[ttl], "1");
@@ -432,15 +433,15 @@ TEST(ReserveCommand, AnEmptyRequestIdIsAnError) {
 TEST(ReserveCommand, DryRunAndAnEstimateAboveTheCap) {
     const Ledger l = small_ledger();
     const std::vector<std::string> argv = reserve_command(l, Amounts{3 * kUsd, 0}, "r", true);
-    ASSERT_EQ(argv.size(), 3u + 7 + 6 + 3 * 6 + 1);
-    EXPECT_EQ(argv[13], "1");  // dry run
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + 16, argv.begin() + 22),
+    ASSERT_EQ(argv.size(), 3u + 6 + 6 + 2 * 6 + 1);  // 2 checked counters sent, the lifetime spend not
+    EXPECT_EQ(argv[12], "1");  // dry run
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + 15, argv.begin() + 21),
               (std::vector<std::string>{"S", "3000000000", "-1000000000", "1798070400", "2000000000",
                                         "0.5=1000000000=-2000000000"}));
     // The same estimate as the cap is an ordinary 's'.
     const std::vector<std::string> plain = reserve_command(l, Amounts{2 * kUsd, 0}, "r", false);
-    EXPECT_EQ(plain[13], "0");
-    EXPECT_EQ(plain[16], "s");
+    EXPECT_EQ(plain[12], "0");
+    EXPECT_EQ(plain[15], "s");
 }
 
 TEST(ReserveCommand, WithCeilingsAndABalance) {
@@ -484,10 +485,19 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
     const auto policy = parse_policy(kPolicy, "test.yaml");
     const Ledger l = ledger_of(*policy, kHashA, "cust_42");
     const std::vector<std::string> argv = reserve_command(l, Amounts{5, 11}, "req-1", false);
-    const std::size_t n = l.counters.size();
+    // Only the capped counters are sent (no balance, hold or ceiling here), in ledger order.
+    const std::vector<std::size_t> capped = {0, 1, 2, 4, 5, 8, 10, 15, 22, 26, 28, 29, 30};
+    for (std::size_t i = 0; i < l.counters.size(); ++i)
+        EXPECT_EQ(l.counters[i].cap.has_value(), std::find(capped.begin(), capped.end(), i) != capped.end())
+            << l.counters[i].key;
+    const std::size_t n = capped.size();
     ASSERT_EQ(argv.size(), 3 + n + 4 + 6 + 6 * n + 1);
     EXPECT_EQ(argv[2], std::to_string(n + 4));
-    for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(argv[3 + i], l.counters[i].key);
+    for (std::size_t k = 0; k < n; ++k) EXPECT_EQ(argv[3 + k], l.counters[capped[k]].key);
+    // An uncapped counter appears nowhere in the argv.
+    for (std::size_t i = 0; i < l.counters.size(); ++i)
+        if (!l.counters[i].cap)
+            EXPECT_EQ(std::find(argv.begin(), argv.end(), l.counters[i].key), argv.end()) << l.counters[i].key;
     EXPECT_EQ(argv[3 + n], "sc:{acme}:resv:req-1");
     EXPECT_EQ(argv[4 + n], "sc:{acme}:settled:req-1");
     EXPECT_EQ(argv[5 + n], "sc:{acme}:reservations");
@@ -508,17 +518,14 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
                            "-1 rate:key:key_prod_1:rpm:2026-11-18T11:06\n"
                            "-11 rate:org:acme:tpm:2026-11-18T11:06\n"
                            "-1 rate:customer:cust_42:rpm:2026-11-18T11:06\n");
-    // Each counter's delta: the estimate where a cap reads it, 0 elsewhere.
-    const std::vector<std::size_t> capped = {0, 1, 2, 4, 5, 8, 10, 15, 22, 26, 28, 29, 30};
-    for (std::size_t i = 0; i < n; ++i) {
-        const Counter &c = l.counters[i];
-        const bool is_capped = std::find(capped.begin(), capped.end(), i) != capped.end();
-        EXPECT_EQ(c.cap.has_value(), is_capped) << c.key;
+    // Each sent counter's delta: the estimate, and a check (its cap).
+    for (std::size_t k = 0; k < n; ++k) {
+        const Counter &c = l.counters[capped[k]];
         const char *estimate = c.kind == CounterKind::spend                                   ? "5"
                                : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? "11"
                                                                                              : "1";
-        EXPECT_EQ(argv[13 + n + 6 * i + 1], is_capped ? estimate : "0") << c.key;
-        if (!is_capped) EXPECT_EQ(argv[13 + n + 6 * i + 2], "") << c.key;  // and no check
+        EXPECT_EQ(argv[13 + n + 6 * k + 1], estimate) << c.key;
+        EXPECT_NE(argv[13 + n + 6 * k + 2], "") << c.key;  // checked: the most it may hold before
     }
     EXPECT_EQ(argv[10 + n], "0");
     EXPECT_EQ(argv[11 + n], "900000");
@@ -527,8 +534,9 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
     EXPECT_EQ(std::vector<std::string>(argv.begin() + a, argv.begin() + a + 6),
               (std::vector<std::string>{"s", "5", "1999999995", "1798070400", "2000000000",
                                         "0.5=1000000000=999999995;0.8=1600000000=1599999995"}));
-    // Counter 5: the key's daily tokens, capped at 100000.
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + a + 30, argv.begin() + a + 36),
+    // Counter 5, the 5th sent: the key's daily tokens, capped at 100000.
+    ASSERT_EQ(l.counters[capped[4]].key, "sc:{acme}:tokens:key:key_prod_1:d:2026-11-18");
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + a + 24, argv.begin() + a + 30),
               (std::vector<std::string>{"c", "11", "99989", "1798070400", "", ""}));
     // The last: the customer's rpm.
     EXPECT_EQ(std::vector<std::string>(argv.end() - 7, argv.end()),
@@ -547,24 +555,76 @@ std::string monthly_only_policy(const std::string &project, const std::string &o
 }
 
 TEST(ReserveCommand, TheReleaseRecordHasALineForEachCheckedCounterOnly) {
-    const std::size_t n = 21;
-    auto record = [&](const std::string &project, const std::string &org) {
+    // `m`: how many counters are checked, hence sent (of the ledger's 21).
+    auto record = [&](const std::string &project, const std::string &org, std::size_t m) {
         const auto policy = parse_policy(monthly_only_policy(project, org), "test.yaml");
         const Ledger l = ledger_of(*policy, kHashA);
-        EXPECT_EQ(l.counters.size(), n);
+        EXPECT_EQ(l.counters.size(), 21u);
         const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
-        EXPECT_EQ(argv.size(), 3 + n + 4 + 6 + 6 * n + 1);
-        return argv.size() > 9 + n ? argv[9 + n] : std::string("(none)");
+        EXPECT_EQ(argv.size(), 3 + m + 4 + 6 + 6 * m + 1);
+        EXPECT_EQ(argv.size() > 2 ? argv[2] : "", std::to_string(m + 4));
+        return argv.size() > 9 + m ? argv[9 + m] : std::string("(none)");
     };
     // The key's monthly spend alone.
-    EXPECT_EQ(record("", ""), "-700 spend:key:k1:m:2026-11\n");
+    EXPECT_EQ(record("", "", 1), "-700 spend:key:k1:m:2026-11\n");
     // Project and org counters only where capped.
-    EXPECT_EQ(record("{ monthly_usd: 50 }", ""),
+    EXPECT_EQ(record("{ monthly_usd: 50 }", "", 2),
               "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:m:2026-11\n");
-    EXPECT_EQ(record("", "{ daily_requests: 10, monthly_tokens: 99 }"),
+    EXPECT_EQ(record("", "{ daily_requests: 10, monthly_tokens: 99 }", 3),
               "-700 spend:key:k1:m:2026-11\n-1 reqs:org:acme:d:2026-11-18\n-30 tokens:org:acme:m:2026-11\n");
-    EXPECT_EQ(record("{ lifetime_usd: 50 }", "{ daily_usd: 20 }"),
+    EXPECT_EQ(record("{ lifetime_usd: 50 }", "{ daily_usd: 20 }", 3),
               "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:life\n-700 spend:org:acme:d:2026-11-18\n");
+}
+
+TEST(ReserveCommand, AnUncappedCounterGetsNoKeysAndNoArgv) {
+    const auto policy = parse_policy(monthly_only_policy("", ""), "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA);
+    ASSERT_EQ(l.counters.size(), 21u);
+    std::size_t monthly = l.counters.size();
+    for (std::size_t i = 0; i < l.counters.size(); ++i) {
+        if (l.counters[i].key == "sc:{acme}:spend:key:k1:m:2026-11") monthly = i;
+        else EXPECT_FALSE(l.counters[i].cap.has_value()) << l.counters[i].key;
+    }
+    ASSERT_EQ(monthly, 1u);  // not first in the ledger: its ledger index differs from its place sent
+    ASSERT_FALSE(l.ceiling_counter.has_value());
+    ASSERT_FALSE(l.balance.has_value());
+    const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
+    // numkeys: the one capped counter + resv, settled, reservations, events.
+    ASSERT_EQ(argv.size(), 3u + (1 + 4) + 6 + 6 * 1 + 1);
+    EXPECT_EQ(argv[2], "5");
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + 3, argv.begin() + 8),
+              (std::vector<std::string>{"sc:{acme}:spend:key:k1:m:2026-11", "sc:{acme}:resv:r", "sc:{acme}:settled:r",
+                                        "sc:{acme}:reservations", "sc:{acme}:events"}));
+    EXPECT_EQ(argv[8], "1");  // ARGV[1]: one counter
+    EXPECT_EQ(argv[10], "-700 spend:key:k1:m:2026-11\n");
+    EXPECT_EQ(argv[14], "s");    // the only counter's fields ...
+    EXPECT_EQ(argv[15], "700");
+    EXPECT_EQ(argv[18], "10000000000");
+    EXPECT_EQ(argv.back(), "0");  // ... then no ceiling rows
+    for (std::size_t i = 0; i < l.counters.size(); ++i)
+        if (i != monthly)
+            EXPECT_EQ(std::find(argv.begin(), argv.end(), l.counters[i].key), argv.end()) << l.counters[i].key;
+
+    // The reply numbers that counter 1 and has one "after": decoded, it is ledger counter 1.
+    ReserveOutcome o = decode_reserve_reply(l, {0, 1, 9'500'000'000, 0});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::blocked) << o.error;
+    EXPECT_EQ(o.refused_by, std::optional<std::size_t>(monthly));
+    EXPECT_EQ(blocked_by_label(cap_ref(l, *o.refused_by)), "key:monthly");
+    o = decode_reserve_reply(l, {1, 0, 0, 0, 9'000'000'000});
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    EXPECT_FALSE(o.refused_by.has_value());
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(monthly));
+    EXPECT_EQ(o.tightest_cap, 10 * kUsd);
+    EXPECT_EQ(o.tightest_remaining, kUsd);
+    o = decode_reserve_reply(l, {1, 1, 9'000'000'000, 0, 10'500'000'000});  // a dry run past the cap
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    EXPECT_EQ(o.refused_by, std::optional<std::size_t>(monthly));
+    EXPECT_EQ(o.tightest_index, std::optional<std::size_t>(monthly));
+    // An "after" per ledger counter, or a counter number past the one sent, is malformed.
+    std::vector<long long> per_ledger_counter = {1, 0, 0, 0};
+    per_ledger_counter.resize(4 + l.counters.size(), 0);
+    EXPECT_EQ(decode_reserve_reply(l, per_ledger_counter).kind, ReserveOutcome::Kind::error);
+    EXPECT_EQ(decode_reserve_reply(l, {0, 2, 0, 0}).kind, ReserveOutcome::Kind::error);
 }
 
 TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
@@ -974,10 +1034,13 @@ TEST(DecodeReserve, NoCostCapMeansNoTightest) {
     l.org = "o";
     l.counters = {counter(CounterKind::spend, Scope::key, Window::daily, "a", std::nullopt, 0),
                   counter(CounterKind::requests, Scope::key, Window::daily, "b", 3, 0)};
-    const ReserveOutcome o = decode_reserve_reply(l, {1, 0, 0, 0, 500, 3});
+    // Only "b" is sent (the uncapped spend is not): one "after".
+    const ReserveOutcome o = decode_reserve_reply(l, {1, 0, 0, 0, 3});
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
     EXPECT_FALSE(o.tightest_index.has_value());
     EXPECT_EQ(o.tightest_remaining, 0);
+    EXPECT_EQ(decode_reserve_reply(l, {0, 1, 3, 0}).refused_by, std::optional<std::size_t>(1));
+    EXPECT_EQ(decode_reserve_reply(l, {1, 0, 0, 0, 500, 3}).kind, ReserveOutcome::Kind::error);
 }
 
 TEST(DecodeReserve, RemainingNeverOverflows) {
@@ -1029,7 +1092,8 @@ TEST(DecodeReserve, MalformedRepliesAreErrors) {
     EXPECT_EQ(decode_reserve_reply(l, {1, 0, 0, 0, 1, 2, 3}).error,
               "reserve script replied 3 counters, expected 4");
     // Without ceilings any row is out of range.
-    EXPECT_EQ(decode_reserve_reply(small_ledger(), {1, 0, 0, 1, 1, 1, 1}).kind, ReserveOutcome::Kind::error);
+    ASSERT_EQ(decode_reserve_reply(small_ledger(), {1, 0, 0, 0, 1, 1}).kind, ReserveOutcome::Kind::allowed);
+    EXPECT_EQ(decode_reserve_reply(small_ledger(), {1, 0, 0, 1, 1, 1}).kind, ReserveOutcome::Kind::error);
 }
 
 // ---------------------------------------------------------------------------

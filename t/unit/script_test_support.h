@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -212,6 +214,33 @@ inline bool checked(const Ledger &l, const Counter &c) {
     const std::size_t i = static_cast<std::size_t>(&c - l.counters.data());
     return c.cap.has_value() || c.kind == CounterKind::balance || c.kind == CounterKind::held ||
            l.ceiling_counter == std::optional<std::size_t>(i);
+}
+
+// The ledger indices of the counters a reserve sends (KEYS and ARGV), in
+// ledger order: exactly the checked ones. The reserve reply names a counter by
+// its 1-based place in this list, and has one "after" per entry.
+inline std::vector<std::size_t> sent_counters(const Ledger &l) {
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < l.counters.size(); ++i)
+        if (checked(l, l.counters[i])) out.push_back(i);
+    return out;
+}
+
+// The 1-based place of ledger counter `index` among those sent (0 if not sent),
+// i.e. how the reserve reply numbers it.
+inline long long sent_position(const Ledger &l, std::size_t index) {
+    const std::vector<std::size_t> sent = sent_counters(l);
+    const auto at = std::find(sent.begin(), sent.end(), index);
+    return at == sent.end() ? 0 : static_cast<long long>(at - sent.begin() + 1);
+}
+
+// The reply's "after" of ledger counter `index` (which must have been sent).
+inline long long after_of(const Ledger &l, const std::vector<long long> &reply, std::size_t index) {
+    const long long k = sent_position(l, index);
+    EXPECT_GT(k, 0) << l.counters[index].key << " was not sent";
+    const std::size_t at = static_cast<std::size_t>(k + 3);
+    EXPECT_LT(at, reply.size());
+    return k > 0 && at < reply.size() ? reply[at] : -1;
 }
 
 // What a reservation of `cost` and `tokens` adds to counter `c` of `l`.
