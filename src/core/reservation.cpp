@@ -503,27 +503,26 @@ Amounts non_negative(const Amounts &a) {
             std::clamp<std::int64_t>(a.requests, 0, 1)};
 }
 
-// What a reservation adds to counter i: the estimate where a check reads the
-// counter (a cap, a plan's ceiling, the balance and its hold), nothing where
-// none does; those get the real figure once, at settlement.
-std::int64_t reserved_delta(const Ledger &ledger, std::size_t i, const Amounts &estimate) {
+// Whether a reservation holds counter i: a check reads it (a cap, a plan's
+// ceiling, the balance) or it is the balance's hold. The others are left to
+// the settlement, which gives them the real figure once.
+bool reserved_here(const Ledger &ledger, std::size_t i) {
     const Counter &c = ledger.counters[i];
-    const bool checked = c.cap || c.kind == CounterKind::balance || c.kind == CounterKind::held
-                         || ledger.ceiling_counter == i;
-    return checked ? delta_of(c, estimate) : 0;
+    return c.cap || c.kind == CounterKind::balance || c.kind == CounterKind::held || ledger.ceiling_counter == i;
 }
 
-// The counters a reserve sends, in check order: those a check reads or it
-// adds to; the others are left to the settlement, so the script neither
-// reads nor writes them and gets no arguments for them.
+// What a reservation adds to counter i: the estimate, or nothing.
+std::int64_t reserved_delta(const Ledger &ledger, std::size_t i, const Amounts &estimate) {
+    return reserved_here(ledger, i) ? delta_of(ledger.counters[i], estimate) : 0;
+}
+
+// The counters a reserve sends, in check order, so that the script neither
+// reads nor writes the others and gets no arguments for them.
 std::vector<std::size_t> reserved_counters(const Ledger &ledger) {
     std::vector<std::size_t> out;
     out.reserve(ledger.counters.size());
-    for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
-        const Counter &c = ledger.counters[i];
-        if (c.cap || c.kind == CounterKind::balance || c.kind == CounterKind::held || ledger.ceiling_counter == i)
-            out.push_back(i);
-    }
+    for (std::size_t i = 0; i < ledger.counters.size(); ++i)
+        if (reserved_here(ledger, i)) out.push_back(i);
     return out;
 }
 
