@@ -39,6 +39,18 @@ void JsonTokenizer::reset() {
 
 namespace {
 
+// The bytes that end a run of plain string content: '"', '\\' and controls.
+struct StringStops {
+    bool stop[256] = {};
+    constexpr StringStops() {
+        for (int b = 0; b < 0x20; ++b) stop[b] = true;
+        stop[static_cast<unsigned char>('"')] = true;
+        stop[static_cast<unsigned char>('\\')] = true;
+    }
+    bool operator[](unsigned char b) const { return stop[b]; }
+};
+constexpr StringStops kStringStop;
+
 // Heap bytes behind a std::string: none while it fits its inline buffer.
 std::size_t string_heap_bytes(const std::string &s) {
     const char *data = s.data();
@@ -109,7 +121,7 @@ JsonTokenizer::Token JsonTokenizer::start_value(char c) {
         state_ = State::string;
         in_key_ = false;
         text_.clear();
-        text_truncated_ = false;
+        text_truncated_ = depth_ > text_depth_;
         return Token::need_more;
     case '-':
         state_ = State::number;
@@ -150,11 +162,8 @@ JsonTokenizer::Token JsonTokenizer::next(std::string_view chunk, std::size_t &po
         case State::string: {
             // Fast path: run over plain string bytes (most of a large body).
             std::size_t end = pos;
-            while (end < size) {
-                const unsigned char b = static_cast<unsigned char>(data[end]);
-                if (b == '"' || b == '\\' || b < 0x20) break;
-                ++end;
-            }
+            const auto *bytes = reinterpret_cast<const unsigned char *>(data);
+            while (end < size && !kStringStop[bytes[end]]) ++end;
             if (!text_truncated_) {
                 const std::size_t room = kMaxText - text_.size();
                 const std::size_t run = end - pos;
@@ -312,7 +321,7 @@ JsonTokenizer::Token JsonTokenizer::next(std::string_view chunk, std::size_t &po
                     state_ = State::string;
                     in_key_ = true;
                     text_.clear();
-                    text_truncated_ = false;
+                    text_truncated_ = depth_ > text_depth_;
                 } else if (c == '}' && state_ == State::object_first) {
                     consume();
                     --depth_;

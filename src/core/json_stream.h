@@ -61,6 +61,11 @@ public:
     // enough to compare with ASCII names.
     std::string_view text() const { return text_; }
     bool text_truncated() const { return text_truncated_; }
+    // Keeps the text only of keys and strings at most `depth` containers
+    // deep (1: the root object's own keys and values); deeper ones read as
+    // empty and truncated. Copying what nobody reads is most of the cost of
+    // a document of many small strings. Default: every depth. Kept by reset().
+    void keep_text_to_depth(std::size_t depth) { text_depth_ = depth; }
     // Bytes consumed since the last reset().
     std::uint64_t offset() const { return offset_; }
     const std::string &error() const { return error_; }
@@ -106,6 +111,7 @@ private:
     bool in_key_ = false;
     bool started_ = false;
     bool text_truncated_ = false;
+    std::size_t text_depth_ = static_cast<std::size_t>(-1);
     std::uint8_t unicode_digits_ = 0;
     unsigned unicode_value_ = 0;
     const char *literal_ = nullptr;  // "true", "false" or "null"

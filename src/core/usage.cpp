@@ -3,6 +3,10 @@
 // identity or gzip / deflate) as it streams by.
 #include "usage.h"
 
+#include "json_event.h"
+
+#include <cstring>
+
 #include <jansson.h>
 #include <zlib.h>
 
@@ -233,7 +237,9 @@ bool is_zlib_header(unsigned char cmf, unsigned char flg) {
 }  // namespace
 
 struct UsageScanner::Impl {
-    Impl(Surface s, BodyFormat f, ContentEncoding e) : surface(s), format(f), encoding(e) {}
+    Impl(Surface s, BodyFormat f, ContentEncoding e) : surface(s), format(f), encoding(e) {
+        tokenizer.keep_text_to_depth(2);  // on_token reads keys at depths 1 and 2 only
+    }
     ~Impl() {
         if (z_started) inflateEnd(&z);
     }
@@ -275,6 +281,7 @@ struct UsageScanner::Impl {
     void field_value(const char *data, std::size_t size);
     void end_line(char c);
     void feed_event_data(const char *data, std::size_t size);
+    bool read_whole_event(const char *p, std::size_t n, std::size_t i, std::size_t end);
     // sse: what is wrong with the current event; judged when it is
     // dispatched (an event cut off by the end of the stream never counts).
     enum class EventFailure : std::uint8_t {
@@ -342,6 +349,9 @@ struct UsageScanner::Impl {
     std::optional<Usage> event_usage;  // the event's usage objects, merged when it is dispatched
     EventType event_type = EventType::none;
     bool stream_complete = false;     // the final event was seen
+    bool value_fresh = false;         // no byte of the current line's value was read yet
+    bool fast_document = false;       // the event's data was read whole by scan_event_json
+    bool fast_events = true;          // try scan_event_json (tests turn it off to compare)
 
     // --- the inflater
     z_stream z{};
@@ -755,13 +765,19 @@ void UsageScanner::Impl::feed_sse(std::string_view chunk) {
             continue;
         case Line::value_start:
             line = Line::value;
+            value_fresh = true;
             if (c == ' ') ++i;  // one optional space after the colon
             continue;
         case Line::value:
         case Line::comment: {
-            std::size_t end = i;
-            while (end < n && p[end] != '\r' && p[end] != '\n') ++end;
-            if (line == Line::value && end > i) field_value(p + i, end - i);
+            // The line's end: memchr runs over a whole event's data at once.
+            const char *lf = static_cast<const char *>(std::memchr(p + i, '\n', n - i));
+            const std::size_t lf_at = lf != nullptr ? static_cast<std::size_t>(lf - p) : n;
+            const char *cr = static_cast<const char *>(std::memchr(p + i, '\r', lf_at - i));
+            const std::size_t end = cr != nullptr ? static_cast<std::size_t>(cr - p) : lf_at;
+            if (line == Line::value && end > i && !(value_fresh && read_whole_event(p, n, i, end)))
+                field_value(p + i, end - i);
+            value_fresh = false;
             if (end == n) {
                 i = n;
                 continue;
@@ -806,6 +822,40 @@ void UsageScanner::Impl::field_value(const char *data, std::size_t size) {
                 event_name_long = true;
         }
     }
+}
+
+// The event's only data line, [i, end) in this chunk, read in one pass when
+// it is the whole event (a blank line follows in the chunk) and plain; false:
+// read it byte by byte instead, which also says what is wrong with it.
+bool UsageScanner::Impl::read_whole_event(const char *p, std::size_t n, std::size_t i, std::size_t end) {
+    if (!fast_events || field != Field::data || data_lines != 1 || tokenizer.started()
+        || event_failure != EventFailure::none || end >= n)
+        return false;
+    std::size_t next = end + 1;  // past the line's end
+    if (p[end] == '\r' && next < n && p[next] == '\n') ++next;
+    if (next >= n || (p[next] != '\n' && p[next] != '\r')) return false;
+    const EventJson scan = scan_event_json(std::string_view(p + i, end - i), kMaxCapture);
+    if (!scan.handled) return false;
+    std::optional<Usage> merged;
+    for (std::size_t k = 0; k < scan.usages; ++k) {
+        const std::optional<Usage> parsed = parse_usage_object(scan.usage[k], surface);
+        if (!parsed) return false;
+        if (!merged) merged = Usage{};
+        merge_max(*merged, *parsed);
+    }
+    if (merged) {
+        if (!event_usage) event_usage = Usage{};
+        merge_max(*event_usage, *merged);
+    }
+    if (scan.type == EventJson::Type::string)
+        event_type = scan.type_text.size() <= JsonTokenizer::kMaxText ? classify_event_type(scan.type_text)
+                                                                       : EventType::other;
+    else if (scan.type == EventJson::Type::other)
+        event_type = EventType::other;
+    root_is_object = true;
+    fast_document = true;
+    done_possible = false;  // it is an object, not [DONE]
+    return true;
 }
 
 bool UsageScanner::Impl::event_named_error() const {
@@ -872,11 +922,11 @@ void UsageScanner::Impl::dispatch_event() {
         set_malformed(event_failure_message());
         return;
     }
-    if (!tokenizer.started()) {  // data lines of whitespace only: nothing to read
+    if (!fast_document && !tokenizer.started()) {  // data lines of whitespace only: nothing to read
         reset_event();
         return;
     }
-    if (tokenizer.finish() == Token::error) {
+    if (!fast_document && tokenizer.finish() == Token::error) {
         set_malformed("stream event data ended inside its JSON document");
         return;
     }
@@ -897,6 +947,7 @@ void UsageScanner::Impl::dispatch_event() {
 }
 
 void UsageScanner::Impl::reset_event() {
+    fast_document = false;
     tokenizer.reset();
     reset_document();
     data_lines = 0;
@@ -968,5 +1019,9 @@ const std::string &UsageScanner::error() const {
 }
 
 std::size_t UsageScanner::memory_held() const { return impl_ ? impl_->memory_held() : 0; }
+
+void UsageScanner::read_whole_events(bool on) {
+    if (impl_) impl_->fast_events = on;
+}
 
 }  // namespace spendcap

@@ -116,6 +116,10 @@ public:
     // 8.7 KiB and 47.7 KiB). feed() also uses a 16 KiB stack buffer while
     // inflating, released when it returns.
     std::size_t memory_held() const;
+    // An SSE event whose data is one line, all in one chunk, is read in one
+    // pass (json_event.h) unless this is off: for tests that compare it
+    // with the byte-by-byte reader.
+    void read_whole_events(bool on);
     static constexpr std::size_t kMaxMemoryIdentity = 10 * 1024;
     static constexpr std::size_t kMaxMemory = 52 * 1024;
 

@@ -3,7 +3,8 @@
 // chunking, the rest is the body.
 //
 // Invariants checked (a violation aborts, which libFuzzer reports as a crash):
-// - the same result (state, usage, error) fed whole and fed in chunks;
+// - the same result (state, usage, error) fed whole and fed in chunks, and
+//   with SSE events read whole (json_event.h) or byte by byte;
 // - a body compressed here (gzip, zlib or raw deflate) reads exactly like the
 //   plain body;
 // - usage counts are never negative; json: usage iff found; sse: found has a
@@ -108,8 +109,9 @@ void check_result(const Result &r, BodyFormat format) {
 
 // Feeds `body` in chunks whose sizes come from `seed` (0: whole).
 Result run(std::string_view body, Surface surface, BodyFormat format, ContentEncoding encoding,
-           std::uint8_t seed) {
+           std::uint8_t seed, bool whole_events = true) {
     UsageScanner scanner(surface, format, encoding);
+    scanner.read_whole_events(whole_events);
     const std::size_t bound = encoding == ContentEncoding::identity ? UsageScanner::kMaxMemoryIdentity
                                                                     : UsageScanner::kMaxMemory;
     std::uint32_t state = 0x9e3779b9u ^ seed;
@@ -344,6 +346,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     if (!same(whole, chunked)) {
         std::fprintf(stderr, "whole: %d %s\nchunked: %d %s\n", int(whole.state), whole.error.c_str(),
                      int(chunked.state), chunked.error.c_str());
+        std::abort();
+    }
+    // Events read whole in one pass (json_event.h) read as byte by byte.
+    const Result bytewise = run(body, surface, format, encoding, 0, false);
+    if (!same(whole, bytewise)) {
+        std::fprintf(stderr, "whole events: %d %s\nbyte by byte: %d %s\n", int(whole.state), whole.error.c_str(),
+                     int(bytewise.state), bytewise.error.c_str());
         std::abort();
     }
     if (mode != Mode::gzip_as_is && mode != Mode::deflate_as_is) check_reference(whole, rest, surface, format);
