@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh                 DURATION=10 (seconds per side), WORKERS=1, KEYS=1
 #   KEYS=10000 scripts/bench.sh      every request uses one of 10,000 keys, at random
+#   CONNS=1 scripts/bench.sh         one connection (latency without concurrency; default 64)
 #   SMOKE=1 scripts/bench.sh         CI: 3 s per side, and the counters must be exact
 #
 # Starts, on free 127.0.0.1 ports, in a temp dir that it removes at exit:
@@ -14,7 +15,7 @@
 #   - "module": the same plus load_module (of a private copy of
 #     build/ngx_http_spend_cap_module.so, made at start: a rebuild in place cannot
 #     touch the running workers), spend_cap on, and a policy with generous caps.
-# Both fronts run WORKERS worker processes; wrk -t2 -c64 -d${DURATION}s POSTs
+# Both fronts run WORKERS worker processes; wrk -t2 -c${CONNS:-64} -d${DURATION}s (one thread for CONNS=1) POSTs
 # /v1/chat/completions (gpt-4o-mini) with an Authorization header to each in turn,
 # after a WARMUP-second (default 2) warm-up.
 # Two cases (CASES="json stream" by default), each plain vs module:
@@ -74,8 +75,8 @@ else
     norgs=${ORGS:-}
 fi
 workers=${WORKERS:-1}
-threads=2
-conns=64
+conns=${CONNS:-64}
+threads=$(( conns < 2 ? 1 : 2 ))
 read -r -a sides <<< "${SIDES:-plain module}"   # SIDES=plain: check the harness alone
 read -r -a cases <<< "${CASES:-json stream}"
 

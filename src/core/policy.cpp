@@ -2,6 +2,8 @@
 // the file and line: a typo in a cap must fail the load, never loosen a cap.
 #include "policy.h"
 
+#include <atomic>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -700,6 +702,8 @@ std::shared_ptr<const Policy> parse_policy(const std::string &yaml_text, const s
     }
     auto policy = std::make_shared<Policy>();
     policy->file = file_name;
+    static std::atomic<std::uint64_t> generations{0};
+    policy->generation = ++generations;
     try {
         PolicyParser(file_name, *policy).parse_document(root);
     } catch (const PolicyError &) {

@@ -112,6 +112,7 @@ struct Key {
 
 struct Policy {
     std::string file;
+    std::uint64_t generation = 0;  // unique per parsed policy in this process (caches tell them apart)
     std::map<std::string, ModelPrice> models;
     std::string unknown_model = "reject";  // "reject" or a listed model's name
     std::int64_t default_max_output_tokens = 4096;

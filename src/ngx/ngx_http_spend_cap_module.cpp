@@ -20,6 +20,7 @@
 #include <hiredis/hiredis.h>
 
 #include "envelope.h"
+#include "ledger.h"
 #include "money.h"
 #include "periods.h"
 #include "policy.h"
@@ -28,6 +29,7 @@
 #include "settlement.h"
 #include "usage.h"
 #include "ngx_http_spend_cap_redis.h"
+#include "ngx_http_spend_cap_reserve.h"
 #include "ngx_http_spend_cap_settle.h"
 #include "ngx_http_spend_cap_sweep.h"
 
@@ -96,10 +98,11 @@ struct RequestCtx {
     const ModelPrice *price = nullptr;
     Estimate estimate;
     Amounts reserved;                      // the estimate as the counters take it
-    Ledger ledger;                         // every counter, taken at one moment
+    std::shared_ptr<const Ledger> ledger;  // every counter, taken at one moment (shared, cached)
     std::string request_id;
-    RedisOp *op = nullptr;                 // the pending reservation
+    ReserveTicket ticket;                  // its reservation's place in a batch
     bool reserve_sent = false;
+    bool reserve_answered = false;         // Redis reserved it (allowed, or a dry run)
     bool reserve_not_done = false;         // Redis answered it with an error: it changed nothing
     std::optional<ErrorReply> error;       // answer to send when decided
     std::string blocked_by;                // "key:monthly"
@@ -114,11 +117,12 @@ struct RequestCtx {
     const char *settled_from = "";
 
     ~RequestCtx() {
-        if (op != nullptr) {
-            redis_detach(op);  // a late reply must not touch this freed request
-        }
+        reserve_cancel(ticket);  // a late reply must not touch this freed request
     }
 };
+
+// This worker's ledgers: a key's counters are named once per minute.
+LedgerCache ledgers;
 
 ngx_http_output_header_filter_pt next_header_filter;
 ngx_http_output_body_filter_pt next_body_filter;
@@ -264,7 +268,8 @@ void report_key_expired(RequestCtx *ctx) {
     }
     std::vector<std::string> command = key_expired_command(org, *ctx->key, ngx_time());
     if (!command.empty()) {
-        redis_eval_reliably(std::move(command), &key_expired_script(), "key_expired event of key " + ctx->key->id);
+        std::string what = "key_expired event of key " + ctx->key->id;
+        redis_eval_reliably(std::move(command), &key_expired_script(), [what] { return what; });
     }
 }
 
@@ -309,39 +314,29 @@ void on_redis_failure(RequestCtx *ctx, const char *why) {
     ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
 }
 
-void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
+void on_reserve_reply(void *data, RedisStatus status, const std::vector<long long> *ints, const char *error,
+                      bool not_done) {
     auto *ctx = static_cast<RequestCtx *>(data);
-    ctx->op = nullptr;
     ctx->stage = Stage::decided;
     try {
-        std::vector<long long> values;
-        bool well_formed = status == RedisStatus::reply && reply->type == REDIS_REPLY_ARRAY;
-        for (std::size_t i = 0; well_formed && i < reply->elements; i++) {
-            well_formed = reply->element[i]->type == REDIS_REPLY_INTEGER;
-            if (well_formed) {
-                values.push_back(reply->element[i]->integer);
-            }
-        }
-        if (well_formed) {
-            ctx->decided = decode_reserve_reply(ctx->ledger, values);
+        const Ledger &ledger = *ctx->ledger;
+        if (ints != nullptr) {
+            ctx->decided = decode_reserve_reply(ledger, *ints);
         }
         const ReserveOutcome &decided = ctx->decided;
-        if (!well_formed || decided.kind == ReserveOutcome::Kind::error) {
+        if (ints == nullptr || decided.kind == ReserveOutcome::Kind::error) {
             if (status == RedisStatus::reply) {
                 // An error reply: the script changed nothing (it checks
                 // before it writes, and its writes are all or nothing).
-                ctx->reserve_not_done = reply->type == REDIS_REPLY_ERROR;
-                ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0,
-                              "spend_cap: reserving request %s: %s", ctx->request_id.c_str(),
-                              well_formed ? decided.error.c_str()
-                              : reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                                 : "reserve reply is not an array of integers");
+                ctx->reserve_not_done = not_done;
+                ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: reserving request %s: %s",
+                              ctx->request_id.c_str(), ints != nullptr ? decided.error.c_str() : error);
             }
             on_redis_failure(ctx, status == RedisStatus::timeout       ? "timed out"
                                   : status == RedisStatus::unavailable ? "is unavailable"
                                                                        : "gave a bad reply");
         } else if (decided.refused_by) {
-            CapRef cap = cap_ref(ctx->ledger, *decided.refused_by);
+            CapRef cap = cap_ref(ledger, *decided.refused_by, ngx_time());
             ctx->blocked_by = blocked_by_label(cap);
             ErrorReply refusal = render_error(ctx->surface, error_code_for(cap.limit), "", cap);
             if (decided.kind == ReserveOutcome::Kind::blocked) {
@@ -349,6 +344,7 @@ void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
                 ctx->error = std::move(refusal);
             } else {
                 // Dry run: counted as allowed; say what would have happened.
+                ctx->reserve_answered = true;
                 ctx->outcome = Outcome::dry_run_block;
                 ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
                               "spend_cap: dry run: request %s would have been blocked by %s (%d %s)",
@@ -356,6 +352,7 @@ void on_reserve_reply(void *data, RedisStatus status, const redisReply *reply) {
                               error_code_name(error_code_for(cap.limit)));
             }
         } else {
+            ctx->reserve_answered = true;
             ctx->outcome = Outcome::allow;
         }
     } catch (const std::exception &e) {
@@ -439,7 +436,7 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
                                         static_cast<std::int64_t>(ctx->body.size()),
                                         parsed.info.max_output_tokens, parsed.info.choices);
     ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
-    ctx->ledger = ledger_for(*ctx->policy, *ctx->key, ctx->customer, periods_at(ngx_time()));
+    ctx->ledger = ledgers.get(*ctx->policy, *ctx->key, ctx->customer, ngx_time());
 
     ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
     if (id == nullptr || id->not_found) {
@@ -447,22 +444,21 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     }
     ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
 
-    std::vector<std::string> command = reserve_command(ctx->ledger, ctx->reserved, ctx->request_id,
-                                                       lcf->dry_run, mcf->reservation_ttl);
-    if (command.empty()) {  // never reserve nothing: that would lift every cap
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    ctx->op = redis_eval(std::move(command), &reserve_script(), lcf->timeout, on_reserve_reply, ctx);
-    if (ctx->op == nullptr) {
-        on_redis_failure(ctx, "is not connected");
-        ctx->stage = Stage::decided;
-        return NGX_OK;
-    }
-    ctx->reserve_sent = true;
+    // Waiting first: the answer may come before reserve_later returns (a
+    // batch that fills up and cannot be sent).
     ctx->stage = Stage::waiting_redis;
     // Notice a client that goes away while we wait (as limit_req does).
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_request_empty_handler;
+    if (!reserve_later(ctx->ticket, ReserveItem{ctx->ledger, ctx->reserved, ctx->request_id, lcf->dry_run != 0},
+                       lcf->timeout, mcf->reservation_ttl, on_reserve_reply, ctx)) {
+        r->read_event_handler = ngx_http_block_reading;
+        r->write_event_handler = ngx_http_core_run_phases;
+        on_redis_failure(ctx, "is not connected");
+        ctx->stage = Stage::decided;
+        return NGX_OK;
+    }
+    ctx->reserve_sent = true;  // queued; known to have left only at the log phase
     return NGX_AGAIN;
 }
 
@@ -589,7 +585,11 @@ ngx_int_t header_filter(ngx_http_request_t *r) {
         return next_header_filter(r);
     }
     try {
-        if (std::optional<SpendHeaders> h = spend_headers(ctx->ledger, ctx->decided)) {
+        std::optional<SpendHeaders> h;
+        if (ctx->ledger != nullptr) {
+            h = spend_headers(*ctx->ledger, ctx->decided);
+        }
+        if (h) {
             if (add_header(r, "x-spend-limit-usd", h->limit_usd) != NGX_OK
                 || add_header(r, "x-spend-remaining-usd", h->remaining_usd) != NGX_OK
                 || (!h->reset.empty() && add_header(r, "x-spend-reset", h->reset) != NGX_OK)
@@ -681,9 +681,9 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         return NGX_OK;
     }
     try {
-        if (ctx->op != nullptr) {  // the client left while Redis was deciding
-            redis_detach(ctx->op);
-            ctx->op = nullptr;
+        if (ctx->reserve_sent) {
+            reserve_cancel(ctx->ticket);  // the client left while Redis was deciding
+            ctx->reserve_sent = ctx->ticket.sent;  // its batch had not left: never reserved
         }
         settle_cost(r, ctx);
         const bool reached_provider = passed(ctx);
@@ -698,13 +698,13 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         // connection run in order; a late one finds the settlement and does
         // nothing). Every counter then ends as if the request never came.
         Amounts real{ctx->cost, ctx->usage.total(), reached_provider ? 1 : 0};
-        std::string label = "settlement of request " + ctx->request_id + " (org " + ctx->ledger.org + ", key "
-                            + ctx->key->id + ", reserved " + format_usd(ctx->reserved.cost) + " USD, cost "
-                            + format_usd(ctx->cost) + " USD)";
-        // The ledger is not needed after this: it moves into the batch.
-        settle_later(SettleItem{std::move(ctx->ledger), ctx->reserved, real, ctx->request_id,
-                                ctx->decided.ceiling_cap},
-                     std::move(label));
+        if (ctx->ledger == nullptr) {
+            return NGX_OK;  // failed before a ledger was taken: nothing was counted
+        }
+        // A reserve that Redis refused with an error made nothing: no batch to look in.
+        std::string batch_id = ctx->reserve_sent && !ctx->reserve_not_done ? ctx->ticket.batch_id : std::string();
+        settle_later(SettleItem{ctx->ledger, ctx->reserved, real, ctx->request_id, ctx->decided.ceiling_cap,
+                                std::move(batch_id), ctx->reserve_answered});
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: settlement failed: %s", e.what());
     }
@@ -1056,6 +1056,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) {
 
 void exit_process(ngx_cycle_t *) {
     sweep_stop();
+    reserve_flush_all();
     settle_flush_all();
     redis_stop();
 }

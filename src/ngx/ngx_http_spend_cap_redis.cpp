@@ -40,12 +40,14 @@ constexpr std::size_t kMaxBacklogBytes = 32 << 20;
 constexpr std::size_t kMaxInflight = 2000;
 constexpr std::size_t kMaxInflightBytes = 8 << 20;
 constexpr unsigned kLogLinesPerSecond = 10;
+// What a backlog entry's description is counted as, besides its command.
+constexpr std::size_t kDescribeBytes = 256;
 
 struct Pending {
     std::uint64_t seq = 0;        // submission order
     std::string command;          // RESP-encoded
     const std::string *script = nullptr;
-    std::string label;            // what it is, for log lines
+    RedisDescribe describe;       // what it is, for log lines
 };
 
 // At most kLogLinesPerSecond lines a second of one kind; the rest is counted
@@ -196,16 +198,24 @@ std::string to_resp(const std::vector<std::string> &argv) {
     return out;
 }
 
+std::string describe(const Pending &p) {
+    try {
+        return p.describe ? p.describe() : std::string("a write");
+    } catch (...) {
+        return "a write";
+    }
+}
+
 void log_lost(const Pending &p, const char *why) {
     if (log_allowed(client->drop_log)) {
-        ngx_log_error(NGX_LOG_ERR, client->log, 0, "spend_cap: %s lost: %s", p.label.c_str(), why);
+        ngx_log_error(NGX_LOG_ERR, client->log, 0, "spend_cap: %s lost: %s", describe(p).c_str(), why);
     }
 }
 
 // Back into the backlog, in submission order; the oldest entries give way
 // when it is full.
 void backlog_insert(Pending p) {
-    const std::size_t size = p.command.size() + p.label.size();
+    const std::size_t size = p.command.size() + kDescribeBytes;
     while (!client->backlog.empty()
            && (client->backlog.size() >= kMaxBacklog || client->backlog_bytes + size > kMaxBacklogBytes)) {
         Pending &oldest = client->backlog.front();
@@ -213,7 +223,7 @@ void backlog_insert(Pending p) {
             log_lost(p, "the backlog of writes waiting for redis is full");
             return;
         }
-        client->backlog_bytes -= oldest.command.size() + oldest.label.size();
+        client->backlog_bytes -= oldest.command.size() + kDescribeBytes;
         log_lost(oldest, "the backlog of writes waiting for redis is full");
         client->backlog.pop_front();
     }
@@ -434,7 +444,7 @@ void flush_backlog() {
     while (!client->backlog.empty() && can_send_reliably()) {
         Pending work = std::move(client->backlog.front());
         client->backlog.pop_front();
-        client->backlog_bytes -= work.command.size() + work.label.size();
+        client->backlog_bytes -= work.command.size() + kDescribeBytes;
         send_reliably(std::move(work));
     }
 }
@@ -740,7 +750,11 @@ void redis_detach(RedisOp *op) {
     op->data = nullptr;
 }
 
-void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, std::string label) {
+bool redis_ready() {
+    return client != nullptr && client->ac != nullptr;
+}
+
+void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, RedisDescribe describe) {
     if (client == nullptr) {
         return;
     }
@@ -748,7 +762,7 @@ void redis_eval_reliably(std::vector<std::string> argv, const std::string *scrip
     work.seq = client->next_seq++;
     work.command = to_resp(argv);
     work.script = script;
-    work.label = std::move(label);
+    work.describe = std::move(describe);
     if (client->backlog.empty() && can_send_reliably()) {
         send_reliably(std::move(work));
     } else {

@@ -4,6 +4,7 @@
 // answering is noticed and replaced.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,12 +49,19 @@ RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
 // still completes, silently.
 void redis_detach(RedisOp *op);
 
+// Whether a command would be taken now (a connection is up or being made).
+bool redis_ready();
+
+// What a write that must land is, for log lines (e.g. "settlement of
+// request R (org O, ...)"); called only when a line is written.
+using RedisDescribe = std::function<std::string()>;
+
 // A write that must land (a settlement): idempotent, so it is sent again
 // until Redis accepts it, in the order submitted. It waits in a bounded
 // per-worker backlog while Redis is unreachable or answers an error that
 // clears by itself (LOADING, BUSY, OOM, READONLY, ...), retried with backoff;
-// a reply that can never succeed drops it with one error line naming
-// `label` (e.g. "settlement of request R (org O, ...)").
-void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, std::string label);
+// a reply that can never succeed drops it with one error line naming what
+// `describe` says.
+void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, RedisDescribe describe);
 
 }  // namespace spendcap_ngx

@@ -2,6 +2,7 @@
 
 #include <exception>
 #include <map>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -15,7 +16,6 @@ constexpr std::size_t kMaxBatch = 64;
 
 struct Batch {
     std::vector<spendcap::SettleItem> items;
-    std::string labels;
 };
 
 struct Pending {
@@ -25,14 +25,30 @@ struct Pending {
 
 Pending *pending;
 
+// "settlement of request R (org O, key K, reserved X USD, cost Y USD); ..."
+// Only a log line needs it, so it is written only then.
+std::string describe(const std::vector<spendcap::SettleItem> &items) {
+    std::string out;
+    for (const spendcap::SettleItem &item : items) {
+        if (!out.empty()) {
+            out += "; ";
+        }
+        out += "settlement of request " + item.request_id + " (org " + item.ledger->org + ", key "
+               + item.ledger->key_id + ", reserved " + spendcap::format_usd(item.estimate.cost) + " USD, cost "
+               + spendcap::format_usd(item.real.cost) + " USD)";
+    }
+    return out;
+}
+
 void send(Batch &batch) {
     std::vector<std::string> command = spendcap::settle_batch_command(batch.items);
     if (command.empty()) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: %s could not be settled",
-                      batch.labels.c_str());
+                      describe(batch.items).c_str());
         return;
     }
-    redis_eval_reliably(std::move(command), &spendcap::settle_script(), std::move(batch.labels));
+    auto items = std::make_shared<const std::vector<spendcap::SettleItem>>(std::move(batch.items));
+    redis_eval_reliably(std::move(command), &spendcap::settle_script(), [items] { return describe(*items); });
 }
 
 void flush_all() {
@@ -53,10 +69,11 @@ void on_flush(ngx_event_t *) {
 
 }  // namespace
 
-void settle_later(spendcap::SettleItem item, std::string label) {
+void settle_later(spendcap::SettleItem item) {
     // One bad item must not take a whole batch with it.
-    if (item.ledger.counters.empty() || item.request_id.empty()) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: %s could not be settled", label.c_str());
+    if (item.ledger == nullptr || item.ledger->counters.empty() || item.request_id.empty()) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: a settlement of request %s could not be made",
+                      item.request_id.c_str());
         return;
     }
     if (pending == nullptr) {
@@ -65,15 +82,11 @@ void settle_later(spendcap::SettleItem item, std::string label) {
         pending->flush.log = ngx_cycle->log;
         pending->flush.data = pending;
     }
-    Batch &batch = pending->by_org[item.ledger.org];
-    if (!batch.labels.empty()) {
-        batch.labels += "; ";
-    }
-    batch.labels += label;
+    Batch &batch = pending->by_org[item.ledger->org];
     batch.items.push_back(std::move(item));
     if (batch.items.size() >= kMaxBatch) {
         Batch full = std::move(batch);
-        pending->by_org.erase(full.items.front().ledger.org);
+        pending->by_org.erase(full.items.front().ledger->org);
         send(full);
         return;
     }

@@ -11,8 +11,8 @@
 
 namespace spendcap_ngx {
 
-// `label` names the request in log lines (its id, org, key and amounts).
-void settle_later(spendcap::SettleItem item, std::string label);
+// Log lines name each request of a batch by its id, org, key and amounts.
+void settle_later(spendcap::SettleItem item);
 
 // Hands every pending batch to the Redis client (exit_process, before the
 // client stops, so that nothing is left behind unlogged).

@@ -11,7 +11,7 @@ import time
 import httpx
 
 from support import (CHAINS, all_counter_keys, cost_nanos, default_policy, estimate_nanos, openai_cost,
-                     price_of, read_counters, wait_until)
+                     price_of, read_counters, wait_request_settled, wait_until)  # noqa: F401 (re-exported)
 
 K1 = CHAINS["k1"]
 
@@ -138,11 +138,6 @@ def counters_equal(redis, expected, chain=K1, kind="spend", timeout=4.0):
     got = read_counters(redis, keys)
     assert got == want, "counters differ:\n" + "\n".join(
         "  %s: expected %s, got %s" % (k, want[k], got[k]) for k in keys if got[k] != want[k])
-
-
-def settled_marker(redis, rid, org="acme", timeout=4.0):
-    key = "sc:{%s}:settled:%s" % (org, rid)
-    assert wait_until(lambda: redis.exists(key), timeout=timeout), "request %s was never settled (%s)" % (rid, key)
 
 
 def reservation_warnings(nginx):

@@ -828,6 +828,100 @@ class RedisMonitor:
         self.close()
 
 
+def evalsha_keys(args):
+    """KEYS of an EVALSHA argv ["EVALSHA", sha, numkeys, key..., arg...]."""
+    return args[3:3 + int(args[2])]
+
+
+def evalsha_argv(args):
+    return args[3 + int(args[2]):]
+
+
+def is_reserve(args):
+    """A reserve script call: KEYS counters..., sc:{ORG}:resv:BATCH, sc:{ORG}:deadlines,
+    sc:{ORG}:events [, sc:{ORG}:cleared]."""
+    if not args or args[0].upper() != "EVALSHA":
+        return False
+    keys = evalsha_keys(args)
+    tail = keys[-4:] if keys and keys[-1].endswith(":cleared") else keys[-3:] + [None]
+    return (len(tail) == 4 and ":resv:" in tail[0] and tail[1].endswith(":deadlines")
+            and tail[2].endswith(":events"))
+
+
+def is_settle(args):
+    """A settle script call: KEYS counters..., sc:{ORG}:events, sc:{ORG}:deadlines,
+    sc:{ORG}:settlements."""
+    if not args or args[0].upper() != "EVALSHA":
+        return False
+    keys = evalsha_keys(args)
+    return (len(keys) >= 3 and keys[-3].endswith(":events") and keys[-2].endswith(":deadlines")
+            and keys[-1].endswith(":settlements"))
+
+
+def is_sweep(args):
+    """The sweeper's script call: KEYS sc:{ORG}:deadlines, sc:{ORG}:reservations."""
+    if not args or args[0].upper() != "EVALSHA":
+        return False
+    keys = evalsha_keys(args)
+    return len(keys) == 2 and keys[0].endswith(":deadlines") and keys[1].endswith(":reservations")
+
+
+def reserve_requests(args):
+    """(batch id, [request id, ...]) of a reserve call (ARGV as lua_scripts.cpp lays it
+    out: C, M, H, prefix, ttl, batch; 5 per counter; R, decided, 3 per row; per chain K
+    and K indices; per request id, dry_run, chain, cost, tokens, record)."""
+    argv = evalsha_argv(args)
+    c, m, h = int(argv[0]), int(argv[1]), int(argv[2])
+    batch = argv[5]
+    p = 6 + 5 * c
+    rows = int(argv[p])
+    p += 2 + 3 * rows
+    for _ in range(h):
+        p += 1 + int(argv[p])
+    rids = [argv[p + 6 * j] for j in range(m)]
+    assert p + 6 * m == len(argv), "reserve argv of unexpected length: %r" % args
+    return batch, rids
+
+
+def settle_requests(args):
+    """[(request id, batch id, answered), ...] of a settle call (ARGV: C, M, prefix; 5 per
+    counter; low_balance, balance index, held index; per request id, batch, answered, K
+    and K pairs)."""
+    argv = evalsha_argv(args)
+    c, m = int(argv[0]), int(argv[1])
+    p = 3 + 5 * c + 3
+    out = []
+    for _ in range(m):
+        out.append((argv[p], argv[p + 1], argv[p + 2] == "1"))
+        p += 4 + 2 * int(argv[p + 3])
+    assert p == len(argv), "settle argv of unexpected length: %r" % args
+    return out
+
+
+def parse_resp_commands(data):
+    """The complete RESP commands (arrays of bulk strings) at the start of `data`
+    (bytes a client sent), as lists of str; a truncated tail is left out."""
+    out, i = [], 0
+    while i < len(data) and data[i:i + 1] == b"*":
+        try:
+            end = data.index(b"\r\n", i)
+            n, i2, cmd = int(data[i + 1:end]), end + 2, []
+            for _ in range(n):
+                assert data[i2:i2 + 1] == b"$"
+                end = data.index(b"\r\n", i2)
+                size = int(data[i2 + 1:end])
+                start = end + 2
+                if start + size + 2 > len(data):
+                    return out
+                cmd.append(data[start:start + size].decode("utf-8", "replace"))
+                i2 = start + size + 2
+        except ValueError:
+            return out
+        out.append(cmd)
+        i = i2
+    return out
+
+
 # ------------------------------------------------- issue 4: limits, customers, errors
 
 # spend_cap_customer from a request header, as the tests send it.
@@ -888,14 +982,54 @@ def redis_int(r, key):
     return int_or_zero(r.get(key))
 
 
+def settled_count(r, org="acme"):
+    """How many requests of `org` were settled (sc:{ORG}:settlements, counted by the
+    settle script: a resend adds nothing)."""
+    return int(r.get("sc:{%s}:settlements" % org) or 0)
+
+
+def resv_records(r, org="acme"):
+    """The reservation records of `org` (sc:{ORG}:resv:BATCH_ID) still in Redis."""
+    return list(r.scan_iter("sc:{%s}:resv:*" % org, count=1000))
+
+
+def request_settled(r, rid, org="acme"):
+    """Request `rid` is settled: its marker sc:{ORG}:settled:RID exists (a request whose
+    reserve was not answered) or no batch record still holds it (field RID)."""
+    if r.exists("sc:{%s}:settled:%s" % (org, rid)):
+        return True
+    for key in resv_records(r, org):
+        if r.type(key) == "hash" and r.hexists(key, rid):
+            return False
+    return True
+
+
+def wait_request_settled(r, rid, settlements=1, org="acme", answered=True, timeout=4.0):
+    """Waits until request `rid` is settled and the org's settlement counter reads
+    `settlements` (a test that sent one request: 1). A request whose reserve was
+    answered leaves no sc:{ORG}:settled:RID marker (its record going is the proof);
+    one whose reserve was not answered (timed out, never sent) leaves one for a day."""
+    assert wait_until(lambda: settled_count(r, org) == settlements and request_settled(r, rid, org),
+                      timeout=timeout), \
+        "request %s of %s not settled: settlements %d (expected %d), records holding it: %s" % (
+            rid, org, settled_count(r, org), settlements,
+            [k for k in resv_records(r, org) if r.type(k) == "hash" and r.hexists(k, rid)])
+    marker = "sc:{%s}:settled:%s" % (org, rid)
+    if answered:
+        assert not r.exists(marker), "request %s was answered: no settlement marker expected, found %s" % (
+            rid, marker)
+    else:
+        ttl = r.ttl(marker)
+        assert 0 < ttl <= 86400, "settlement marker %s should expire within 1 day, ttl=%s" % (marker, ttl)
+
+
 def wait_settled(r, count, org="acme", timeout=5.0):
-    """Waits until `count` requests of `org` are settled (markers) and none is still
-    reserved, so that a snapshot taken next is not raced by a settlement."""
+    """Waits until `count` requests of `org` are settled (sc:{ORG}:settlements) and none
+    is still reserved, so that a snapshot taken next is not raced by a settlement."""
     def done():
-        settled = sum(1 for _ in r.scan_iter("sc:{%s}:settled:*" % org, count=1000))
-        return settled == count and not any(True for _ in r.scan_iter("sc:{%s}:resv:*" % org, count=1000))
-    assert wait_until(done, timeout=timeout), "expected %d settled requests of %s, got %d" % (
-        count, org, sum(1 for _ in r.scan_iter("sc:{%s}:settled:*" % org, count=1000)))
+        return settled_count(r, org) == count and not resv_records(r, org)
+    assert wait_until(done, timeout=timeout), "expected %d settled requests of %s, got %d (records left: %s)" % (
+        count, org, settled_count(r, org), resv_records(r, org))
 
 
 def counter_state(r):

@@ -5,6 +5,8 @@ delay every byte by a fixed time (each direction) or black-hole the traffic
     proxy = TcpProxy(redis_port).start()
     proxy.delay = 0.2       # 200 ms each way
     proxy.blackhole = True  # nothing passes, nothing is closed
+    proxy.swallowed         # {connection number: bytes the client sent into the black hole}
+    proxy.heal()            # closes every connection and ends the black hole, at once
     proxy.stop()
 """
 
@@ -20,6 +22,7 @@ class TcpProxy:
         self.blackhole = False
         self.port = None
         self.connections = 0  # accepted so far
+        self.swallowed = {}   # connection number (1, 2, ...) -> bytearray the client sent into the black hole
         self._loop = None
         self._server = None
         self._thread = None
@@ -63,21 +66,32 @@ class TcpProxy:
                 w.close()
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
 
+    def heal(self):
+        """Closes every proxied connection and ends the black hole in one step of the
+        proxy's loop: nothing sent after the black hole began can reach the target on a
+        connection whose earlier bytes were dropped (as TCP would never do)."""
+        async def heal():
+            for w in list(self._writers):
+                w.close()
+            self.blackhole = False
+        asyncio.run_coroutine_threadsafe(heal(), self._loop).result(5)
+
     async def _accept(self, reader, writer):
         self.connections += 1
+        sink = self.swallowed.setdefault(self.connections, bytearray())
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
+        await asyncio.gather(self._pump(reader, up_writer, sink), self._pump(up_reader, writer),
                              return_exceptions=True)
         for w in (writer, up_writer):
             self._writers.discard(w)
             w.close()
 
-    async def _pump(self, reader, writer):
+    async def _pump(self, reader, writer, sink=None):
         # Chunks are stamped when read and written `delay` later, in order,
         # so the delay does not add up over a burst.
         queue = asyncio.Queue()
@@ -100,6 +114,8 @@ class TcpProxy:
                 if not data:
                     break
                 if self.blackhole:
+                    if sink is not None:
+                        sink.extend(data)
                     continue
                 queue.put_nowait((time.monotonic(), data))
         finally:

@@ -7,7 +7,7 @@ import itertools
 import httpx
 
 from support import (CHAINS, SECRETS, all_counter_keys, body_of_length, counter_key, estimate_nanos,
-                     openai_cost, read_counters, usd_nanos, wait_until)
+                     openai_cost, read_counters, resv_records, settled_count, usd_nanos, wait_until)
 
 N = 300
 BODY_LEN = 400
@@ -63,7 +63,13 @@ def check_settled(redis, fake, allowed, seed, cost):
     reqs = read_counters(redis, all_counter_keys(K1, "reqs"))
     assert set(reqs.values()) == {allowed}, reqs
     assert len(fake.requests()) == allowed
-    assert list(redis.scan_iter("sc:{acme}:settled:*")).__len__() == allowed
+    # each allowed request settled exactly once (the refused ones reserved nothing), and
+    # their reserves were answered: no per-request marker
+    assert wait_until(lambda: settled_count(redis) == allowed and not resv_records(redis), timeout=8), \
+        (settled_count(redis), resv_records(redis))
+    assert settled_count(redis) == allowed
+    assert list(redis.scan_iter("sc:{acme}:settled:*", count=1000)) == []
+    assert redis.zcard("sc:{acme}:deadlines") == 0
 
 
 def test_300_concurrent_exact_cost_stops_at_the_cap(nginx, redis, fake):
@@ -118,6 +124,10 @@ def test_300_concurrent_allowed_all_settle_exactly_once(nginx, redis, fake):
     wait_until(lambda: read_counters(redis, keys) == {k: N * cost for k in keys}, timeout=8)
     assert read_counters(redis, keys) == {k: N * cost for k in keys}
     assert set(read_counters(redis, all_counter_keys(chain, "reqs")).values()) == {N}
-    assert len(list(redis.scan_iter("sc:{acme}:settled:*", count=1000))) == N
+    assert wait_until(lambda: settled_count(redis) == N and not resv_records(redis), timeout=8), \
+        (settled_count(redis), resv_records(redis))
+    assert settled_count(redis) == N
     assert list(redis.scan_iter("sc:{acme}:resv:*", count=1000)) == []
+    assert redis.zcard("sc:{acme}:deadlines") == 0
+    assert list(redis.scan_iter("sc:{acme}:settled:*", count=1000)) == []
     assert len(fake.requests()) == N

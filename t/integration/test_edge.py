@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from support import (CHAINS, SECRETS, all_counter_keys, chat_body, counter_key, estimate_nanos, format_usd,
-                     openai_cost, post, read_counters, counter_state, usd_nanos, wait_until)
+                     openai_cost, post, read_counters, counter_state, resv_records, settled_count, usd_nanos,
+                     wait_until)
 
 K1 = CHAINS["k1"]
 
@@ -75,7 +76,8 @@ def test_client_abort_while_upstream_works_is_not_free(nginx, redis, fake):
     """The client gives up while the provider is still answering. The provider got the
     request and may bill it, so the request must stay counted (settled at its
     reservation), never released to 0 -- else aborting would bypass every cap.
-    In any case it is settled once (marker written), not left as a bare reservation."""
+    In any case it is settled once (counted in sc:{ORG}:settlements, its record gone), not
+    left as a bare reservation."""
     body = chat_body(max_tokens=100)
     estimate = estimate_nanos("gpt-4o-mini", len(body), 100)
     with pytest.raises(httpx.TimeoutException):
@@ -84,7 +86,8 @@ def test_client_abort_while_upstream_works_is_not_free(nginx, redis, fake):
     assert wait_until(lambda: len(fake.requests()) == 1, timeout=2)
     entry = wait_until(lambda: next((e for e in nginx.log_entries() if e["status"] == "499"), None), timeout=3)
     assert entry, "no 499 in the access log: %s" % nginx.log_entries()
-    assert wait_until(lambda: list(redis.scan_iter("sc:{acme}:settled:*")), timeout=2), "never settled"
+    assert wait_until(lambda: settled_count(redis) == 1 and not resv_records(redis), timeout=2), \
+        "never settled: settlements %d, records %s" % (settled_count(redis), resv_records(redis))
     wait_counters(redis, all_counter_keys(K1, "reqs"), 1)
     wait_counters(redis, all_counter_keys(K1, "spend"), estimate)
     assert entry["settled_from"] == "reservation"

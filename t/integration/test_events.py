@@ -11,7 +11,7 @@ import pytest
 
 from support import (SECRETS, Periods, RedisMonitor, body_of_length, chat_body, counter_key,
                      default_policy, estimate_nanos, events_key, openai_cost, post, read_events, set_limits,
-                     usd_nanos, wait_until)
+                     settled_count, usd_nanos, wait_settled, wait_until)
 
 WARN = "spend_cap_warning_threshold_reached"
 REACHED = "spend_cap_reached"
@@ -56,9 +56,8 @@ def burst(urls):
 
 
 def wait_all_settled(redis, n, timeout=10):
-    assert wait_until(lambda: len(list(redis.scan_iter("sc:{acme}:settled:*", count=1000))) == n,
-                      timeout=timeout), "not all %d requests settled" % n
-    assert wait_until(lambda: list(redis.scan_iter("sc:{acme}:resv:*", count=1000)) == [], timeout=timeout)
+    """n requests settled (sc:{acme}:settlements) and no reservation record left."""
+    wait_settled(redis, n, timeout=timeout)
 
 
 def test_warning_once_when_two_instances_race_across_it(nginx_factory, redis, fake):
@@ -198,6 +197,6 @@ def test_request_token_and_rate_refusals_are_no_cost_cap_events(nginx_factory, r
 def test_no_events_below_the_fractions(nginx, redis, fake):
     for _ in range(3):
         assert post(nginx.url, "/v1/chat/completions", chat_body(), SECRETS["k1"]).status_code == 200
-    assert wait_until(lambda: len(list(redis.scan_iter("sc:{acme}:settled:*"))) == 3)
+    assert wait_until(lambda: settled_count(redis) == 3)
     assert not redis.exists(EVENTS)
     assert list(redis.scan_iter("sc:{acme}:warned:*")) == []

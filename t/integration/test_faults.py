@@ -11,8 +11,9 @@ import threading
 import pytest
 
 from support import (CHAINS, SECRETS, all_counter_keys, chat_body, counter_key, estimate_nanos, free_port,
-                     estimate_tokens, openai_cost, post, read_counters, redis_int, set_limits,
-                     default_policy, wait_until)
+                     estimate_tokens, openai_cost, parse_resp_commands, post, read_counters, redis_int,
+                     request_settled, reserve_requests, resv_records, set_limits, settled_count, snapshot,
+                     default_policy, is_reserve, wait_until)
 from tcp_proxy import TcpProxy
 
 K1 = CHAINS["k1"]
@@ -29,9 +30,9 @@ def count_keys():
 
 
 def leftovers(r, org="acme"):
-    """Reservation records and deadlines still in Redis."""
-    return sorted(r.scan_iter("sc:{%s}:resv:*" % org)) + (
-        ["sc:{%s}:reservations" % org] if r.zcard("sc:{%s}:reservations" % org) else [])
+    """Reservation records and deadlines (of batches, and legacy ones) still in Redis."""
+    return sorted(r.scan_iter("sc:{%s}:resv:*" % org)) + [
+        z for z in ("sc:{%s}:deadlines" % org, "sc:{%s}:reservations" % org) if r.zcard(z)]
 
 
 def assert_exact(r, n, cost=COST, tokens=TOKENS, timeout=15.0):
@@ -113,13 +114,20 @@ def test_oom_while_settlements_are_in_flight(nginx_factory, redis_factory, fake)
     assert redis_int(rc, spend_keys()[0]) > n * COST, "the reservations are made"
     rc.config_set("maxmemory-policy", "noeviction")
     rc.config_set("maxmemory", "1")
+    # (on a busy machine the first of the burst may end before the last reached the
+    # provider: what settled before Redis refused writes is counted from here)
+    at_oom = settled_count(rc)
+    assert warm <= at_oom < warm + n, at_oom
     try:
         join_all_ok(threads, results)
         wait_log(ng, "OOM command not allowed")  # the settlements were refused
-        assert len(rc.keys("sc:{acme}:settled:*")) == warm, "nothing lands while Redis refuses writes"
+        assert settled_count(rc) == at_oom, "nothing lands while Redis refuses writes"
+        held = sum(rc.hlen(k) for k in resv_records(rc))
+        assert held == warm + n - at_oom, "the reservations not settled are all still held: %d" % held
     finally:
         rc.config_set("maxmemory", "0")
     assert_exact(rc, warm + n)
+    assert settled_count(rc) == warm + n, "each settled exactly once"
 
 
 def test_settlements_survive_a_restart_that_loads_a_dataset(nginx_factory, redis_factory, fake):
@@ -141,6 +149,7 @@ def test_settlements_survive_a_restart_that_loads_a_dataset(nginx_factory, redis
     wait_log(ng, "LOADING")
     rc = srv.client()
     assert_exact(rc, warm + n)
+    assert settled_count(rc) == warm + n, "each settled exactly once"
 
 
 def test_settlements_wait_out_a_failover_to_a_replica(nginx_factory, redis_factory, fake):
@@ -157,10 +166,11 @@ def test_settlements_wait_out_a_failover_to_a_replica(nginx_factory, redis_facto
     try:
         join_all_ok(threads, results)
         wait_log(ng, "READONLY")
-        assert len(rc.keys("sc:{acme}:settled:*")) == warm
+        assert settled_count(rc) == warm
     finally:
         rc.execute_command("REPLICAOF", "NO", "ONE")
     assert_exact(rc, warm + n)
+    assert settled_count(rc) == warm + n, "each settled exactly once"
 
 
 def test_permanent_error_drops_loudly_and_changes_nothing(nginx_factory, redis_factory, fake):
@@ -181,7 +191,10 @@ def test_permanent_error_drops_loudly_and_changes_nothing(nginx_factory, redis_f
     # all or nothing: the other counters still hold the reservation, untouched
     del before[org_life]
     assert read_counters(rc, list(before)) == before
-    assert not rc.keys("sc:{acme}:settled:*")
+    # nothing counted as settled, the reservation still recorded (the sweep gives it back)
+    assert settled_count(rc) == 0
+    assert not request_settled(rc, rid), "the record of %s should still hold it: %s" % (rid, resv_records(rc))
+    assert rc.zscore("sc:{acme}:deadlines", rid) is not None
 
 
 # ---------------------------------------------------------- slow / dead Redis
@@ -205,8 +218,12 @@ def test_requests_refused_by_a_slow_redis_count_nowhere(nginx_factory, redis_fac
             r = post(ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
             assert r.status_code == 503, r.text
         assert len(fake.requests()) == 1
-        # the 12 late reservations ran, then their releases: 13 settled in all
-        assert wait_until(lambda: len(rc.keys("sc:{acme}:settled:*")) == 13, timeout=10)
+        # the 12 late reservations ran, then their releases: 13 settled in all; the 12
+        # whose reserve was not answered in time each leave a settled marker (a day)
+        assert wait_until(lambda: settled_count(rc) == 13, timeout=10), settled_count(rc)
+        markers = rc.keys("sc:{acme}:settled:*")
+        assert len(markers) == 12, markers
+        assert all(0 < rc.ttl(k) <= 86400 for k in markers), {k: rc.ttl(k) for k in markers}
         proxy.delay = 0
         assert_exact(rc, 1)
         rates = rc.keys("sc:{acme}:rate:*")
@@ -281,14 +298,24 @@ def test_reservations_of_killed_workers_are_given_back(nginx, redis, fake):
     warm, threads, results = burst_in_flight(nginx, redis, fake, n, 4000)
     held = read_counters(redis, spend_keys())
     assert all(v > warm * COST for v in held.values()), held
-    assert redis.zcard("sc:{acme}:reservations") == n
+    # n requests held, in batches (those ready in the same event loop iteration share
+    # one): one deadline per batch record, the batch's id its first request's id
+    records = resv_records(redis)
+    assert sum(redis.hlen(k) for k in records) == n, {k: redis.hlen(k) for k in records}
+    assert sorted(redis.zrange("sc:{acme}:deadlines", 0, -1)) == sorted(k.rsplit(":", 1)[1] for k in records)
+    assert all(k.rsplit(":", 1)[1] in redis.hkeys(k) for k in records)
     for pid in worker_pids(nginx):
         os.kill(pid, signal.SIGKILL)
     for t in threads:
         t.join(30)
     assert not any(getattr(r, "status_code", None) == 200 for r in results)
-    # given back at the deadline (by the respawned worker's sweeper), once
+    # given back at the deadline (by the respawned worker's sweeper), once; each request
+    # given back leaves its released marker (a day) for a settlement that never comes
     assert_exact(redis, warm, timeout=10)
+    released = redis.keys("sc:{acme}:released:*")
+    assert len(released) == n, released
+    assert all(0 < redis.ttl(k) <= 86400 for k in released)
+    assert settled_count(redis) == warm
     # the caps work as before
     r = post(nginx.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
     assert r.status_code == 200, r.text
@@ -304,35 +331,76 @@ def test_request_outliving_its_deadline_counts_once_at_its_real_cost(nginx, redi
     assert wait_until(lambda: set(read_counters(redis, spend_keys()).values()) == {0}, timeout=3.2,
                       interval=0.05), read_counters(redis, spend_keys())
     assert threads[0].is_alive()
+    released = redis.keys("sc:{acme}:released:*")
+    assert len(released) == 1 and not leftovers(redis), (released, leftovers(redis))
     threads[0].join(10)
     assert results[0].status_code == 200
+    rid = results[0].headers["x-test-request-id"]
+    assert released == ["sc:{acme}:released:%s" % rid]
     assert_exact(redis, 1)
-    e = nginx.log_entry(results[0].headers["x-test-request-id"])
+    # its late settlement added the real cost and took the marker away
+    assert settled_count(redis) == 1
+    assert not redis.exists("sc:{acme}:released:%s" % rid)
+    assert not redis.exists("sc:{acme}:settled:%s" % rid)
+    e = nginx.log_entry(rid)
     assert e["settled_from"] == "usage" and e["cost_usd"]
 
 
-def test_late_reservation_after_its_settlement_does_nothing(nginx, redis, fake):
-    """A reserve command that reaches Redis after the request's settlement (a
-    resend) must not count."""
-    r = post(nginx.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
-    assert r.status_code == 200
-    assert_exact(redis, 1)
-    rid = r.headers["x-test-request-id"]
-    assert redis.exists("sc:{acme}:settled:%s" % rid)
-    # replay the reserve the module sent, captured with MONITOR on the next request
-    from support import RedisMonitor
-    with RedisMonitor(redis.connection_pool.connection_kwargs["port"]) as mon:
-        r2 = post(nginx.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
-        assert r2.status_code == 200
-        assert_exact(redis, 2)
-        rid2 = r2.headers["x-test-request-id"]
-        reserve = next(args for client, args in mon.commands()
-                       if args and args[0].upper() == "EVALSHA" and any(a.endswith("resv:" + rid2) for a in args)
-                       and "reservations" in " ".join(args) and client != "lua")
-    before = read_counters(redis, spend_keys() + count_keys())
-    assert redis.execute_command(*reserve) == [2]
-    assert read_counters(redis, spend_keys() + count_keys()) == before
-    assert not leftovers(redis)
+def without_rates(snap):
+    """A snapshot() without the rate counters, which expire at their minute's end."""
+    return {k: v for k, v in snap.items() if ":rate:" not in k}
+
+
+def test_late_reserve_after_an_unanswered_settlement_does_nothing(nginx_factory, redis_factory, fake):
+    """A reserve that Redis did not answer in time (here: the connection black-holed it,
+    so it never landed; the request was refused 503) is settled as unanswered: its
+    settlement leaves sc:{acme}:settled:RID and the tombstone sc:{acme}:gone:BATCH,
+    so that the same reserve arriving after it (replayed here, byte for byte as the
+    module sent it) replies {2} and changes nothing. Without the tombstone the very
+    same command would reserve."""
+    srv = redis_factory()
+    rc = srv.client()
+    proxy = TcpProxy(srv.port).start()
+    ng = nginx_factory(redis_addr="127.0.0.1:%d" % proxy.port, workers=1, location_extra="spend_cap_timeout 100ms;")
+    fake.reset()
+    try:
+        assert post(ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"]).status_code == 200
+        assert_exact(rc, 1)
+        assert settled_count(rc) == 1
+        proxy.blackhole = True
+        r = post(ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
+        assert r.status_code == 503, r.text
+        rid = r.headers["x-test-request-id"]
+        proxy.heal()  # the module reconnects; its settlement goes again and lands
+        gone, marker = "sc:{acme}:gone:%s" % rid, "sc:{acme}:settled:%s" % rid
+        assert wait_until(lambda: settled_count(rc) == 2, timeout=10), settled_count(rc)
+        assert 0 < rc.ttl(marker) <= 86400, "marker %s: ttl %s" % (marker, rc.ttl(marker))
+        assert 0 < rc.ttl(gone) <= 86400, "tombstone %s: ttl %s" % (gone, rc.ttl(gone))
+        assert_exact(rc, 1)  # the refused request counts nowhere
+        assert len(fake.requests()) == 1
+        # the reserve the black hole swallowed: one request, its batch its own id
+        sent = [cmd for data in proxy.swallowed.values() for cmd in parse_resp_commands(bytes(data))]
+        reserves = [cmd for cmd in sent if is_reserve(cmd) and reserve_requests(cmd)[0] == rid]
+        assert len(reserves) == 1, [cmd[:3] for cmd in sent]
+        reserve = reserves[0]
+        assert reserve_requests(reserve) == (rid, [rid])
+        assert "sc:{acme}:resv:%s" % rid in reserve
+    finally:
+        proxy.stop()
+
+    before = snapshot(rc)
+    assert rc.execute_command(*reserve) == [2]
+    after = snapshot(rc)
+    assert without_rates(after) == without_rates(before), "a late reserve changed Redis"
+    assert all(before.get(k) == v for k, v in after.items() if ":rate:" in k)
+    assert not leftovers(rc)
+
+    # the tombstone is what stops it: the same command reserves once it is gone
+    rc.delete(gone)
+    reply = rc.execute_command(*reserve)
+    assert reply[0][0] == 1, reply
+    assert rc.hkeys("sc:{acme}:resv:%s" % rid) == [rid]
+    assert all(v > COST for v in read_counters(rc, spend_keys()).values())
 
 
 # --------------------------------------------------------------- absurd numbers

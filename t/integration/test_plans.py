@@ -12,7 +12,8 @@ import time
 import pytest
 
 from support import (SECRETS, Periods, chat_body, counter_key, default_policy, error_envelope, estimate_nanos,
-                     counter_state, format_usd, post, read_events, rfc3339, usd_nanos, utc_now, wait_until)
+                     counter_state, format_usd, post, read_events, rfc3339, usd_nanos, utc_now,
+                     wait_request_settled)
 
 CLEARED = "sc:{acme}:cleared"
 MONTHLY = counter_key("acme", "spend", "org", "acme", "monthly")
@@ -56,10 +57,10 @@ def assert_limit(r, usd, spent=None):
         assert r.headers["x-spend-remaining-usd"] == format_usd(usd_nanos(usd) - spent - EST)
 
 
-def settled(redis, r):
-    """Waits for the settlement of response r (so that a counter set afterwards stays)."""
-    key = "sc:{acme}:settled:" + r.headers["x-test-request-id"]
-    assert wait_until(lambda: redis.exists(key)), "never settled: " + key
+def settled(redis, r, settlements=1):
+    """Waits for the settlement of response r, the test's `settlements`-th (so that a
+    counter set afterwards stays)."""
+    wait_request_settled(redis, r.headers["x-test-request-id"], settlements=settlements)
 
 
 def assert_org_monthly_refused(ng, redis, fake, r, before, cap_usd, upstream_calls=0):

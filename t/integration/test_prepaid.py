@@ -12,7 +12,7 @@ import pytest
 
 from support import (SECRETS, Periods, anthropic_cost, balance_key, chat_body, counter_key,
                      default_policy, error_envelope, estimate_nanos, held_key, messages_body, openai_cost, post,
-                     read_events, redis_int, set_limits, snapshot, usd_nanos, wait_until)
+                     read_events, redis_int, set_limits, snapshot, usd_nanos, wait_request_settled, wait_until)
 
 ORG = "acme"
 BAL = balance_key(ORG)
@@ -150,7 +150,7 @@ def test_non_prepaid_org_has_no_balance(nginx_factory, redis, fake):
     ng = nginx_factory(policy=prepaid_policy())
     r = post(ng.url, "/v1/chat/completions", chat_body(), SECRETS["kb"])
     assert r.status_code == 200, r.text
-    assert wait_until(lambda: redis.exists("sc:{beta}:settled:" + r.headers["x-test-request-id"]))
+    wait_request_settled(redis, r.headers["x-test-request-id"], org="beta")
     assert sorted(redis.scan_iter("sc:*:balance*")) == []
 
 

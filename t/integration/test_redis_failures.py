@@ -5,7 +5,7 @@ import time
 import pytest
 
 from support import (CHAINS, SECRETS, all_counter_keys, chat_body, free_port, messages_body, openai_cost, post,
-                     read_counters, wait_until)
+                     read_counters, wait_request_settled, wait_until)
 
 K1 = CHAINS["k1"]
 COST = openai_cost("gpt-4o-mini", 10, 20)
@@ -141,6 +141,8 @@ def test_slow_redis_times_out_and_late_reservation_is_released(nginx_factory, re
     wait_spend(rc, 4 * COST, timeout=3)
     for k in rc.scan_iter("sc:{acme}:resv:*"):
         assert rc.ttl(k) > 0, "reservation record %s never expires" % k
+    # settled once, as a request whose reserve was not answered: its marker (a day)
+    wait_request_settled(rc, r.headers["x-test-request-id"], settlements=5, answered=False)
 
     # and Redis is used normally again
     r = post(ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
@@ -169,8 +171,10 @@ def test_slow_redis_fail_open_lets_requests_through(nginx_factory, redis_factory
     assert ng.log_entry(r.headers["x-test-request-id"])["decision"] == "fail_open"
     assert len(fake.requests()) == 2
     # "open lets the request through and settles it later": once Redis answers again,
-    # the fail-open request is counted at its real cost
+    # the fail-open request is counted at its real cost, once; its reserve was never
+    # answered, so its settlement leaves the marker sc:{acme}:settled:RID for a day
     wait_spend(rc, 2 * COST, timeout=5)
+    wait_request_settled(rc, r.headers["x-test-request-id"], settlements=2, answered=False)
 
 
 # ---------------------------------------------------------------- spend_cap_redis options

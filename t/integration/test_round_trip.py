@@ -1,14 +1,15 @@
 """All checks in one round trip: with customers, a prepaid balance, rates, request and
 token caps, warn_at and a ceilings plan all configured, an allowed request costs
-Redis exactly two EVALSHA -- one reserve, one settle -- and nothing else; and the
-settlements that end together share one script call."""
+Redis one reserve and one settle EVALSHA (each may carry other requests of the same
+org, ready in the same event loop iteration) and nothing else; and the settlements
+that end together share one script call."""
 
 import datetime as dt
 import time
 
-from support import (SECRETS, RedisMonitor, balance_key, chat_body, default_policy, fresh_minute,
-                     messages_body, post, rate_key, redis_int, rfc3339, set_limits, usd_nanos, utc_now, wait_settled,
-                     wait_until)
+from support import (SECRETS, RedisMonitor, balance_key, chat_body, default_policy, evalsha_keys, fresh_minute,
+                     is_reserve, is_settle, is_sweep, messages_body, post, rate_key, redis_int, reserve_requests,
+                     rfc3339, set_limits, settle_requests, usd_nanos, utc_now, wait_settled, wait_until)
 
 N = 6
 
@@ -64,26 +65,42 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
         wait_settled(redis, N + 1)
         time.sleep(0.2)  # MONITOR's last lines
         sent = nginx_commands()
-    # our own client issued only the SCAN of wait_settled: everything else is NGINX's,
-    # and apart from the per-request commands, worker 0 sweeps each org's expired
-    # reservations once a second (EVALSHA of one key, sc:{ORG}:reservations)
-    sent = [args for args in sent if args[0].upper() != "SCAN"]
-    sweeps = [args for args in sent if args[0].upper() == "EVALSHA" and args[2] == "1"
-              and args[3].endswith(":reservations")]
+    # our own client issued only the SCAN and GET sc:{acme}:settlements of wait_settled:
+    # everything else is NGINX's, and apart from the per-request commands, worker 0
+    # sweeps each org's expired reservations once a second (EVALSHA of two keys,
+    # sc:{ORG}:deadlines and the legacy sc:{ORG}:reservations)
+    sent = [args for args in sent if args[0].upper() != "SCAN"
+            and args != ["GET", "sc:{acme}:settlements"]]
+    sweeps = [args for args in sent if is_sweep(args)]
     # (the sweeper's first call after a start meets NOSCRIPT and loads its script)
     sweeps += [args for args in sent if args[0].upper() == "SCRIPT" and len(args) > 2
                and "release_expired(ARGV[1]" in args[2]]
     sent = [args for args in sent if args not in sweeps]
     names = [args[0].upper() for args in sent]
-    assert names == ["EVALSHA"] * (2 * N), "expected %d EVALSHA, got %s" % (2 * N, names)
-    for rid in rids:
-        mine = [args for args in sent if any(rid in a for a in args)]
-        assert len(mine) == 2, "request %s: %d commands name it, expected 2 (reserve, settle)" % (rid, len(mine))
+    reserves = [args for args in sent if is_reserve(args)]
+    settles = [args for args in sent if is_settle(args)]
+    assert names == ["EVALSHA"] * len(sent) and len(reserves) + len(settles) == len(sent), \
+        "expected reserve and settle EVALSHA only, got %s" % [args[:3] for args in sent]
+    # exactly one reserve round trip per request, before it is forwarded: every request
+    # is in exactly one reserve call, and those calls carry nothing else
+    reserved = [rid for args in reserves for rid in reserve_requests(args)[1]]
+    assert sorted(reserved) == sorted(rids), "requests in the reserve calls: %s, sent: %s" % (reserved, rids)
+    for args in reserves:
+        batch, members = reserve_requests(args)
+        assert batch == members[0], (batch, members)
+        assert "sc:{acme}:resv:" + batch in evalsha_keys(args)
+    # and exactly one settlement each, as answered requests of the batch that reserved them
+    batch_of = {rid: reserve_requests(args)[0] for args in reserves for rid in reserve_requests(args)[1]}
+    settled = [item for args in settles for item in settle_requests(args)]
+    assert sorted(item[0] for item in settled) == sorted(rids), settled
+    assert all(answered and batch == batch_of[rid] for rid, batch, answered in settled), settled
+    assert len(reserves) <= N and len(settles) <= N
 
     stats = redis.info("commandstats")
     # (a sweep may also run between the stats reset and MONITOR, or after it)
     evalsha_sweeps = sum(1 for args in sweeps if args[0].upper() == "EVALSHA")
-    assert 2 * N + evalsha_sweeps <= stats["cmdstat_evalsha"]["calls"] <= 2 * N + evalsha_sweeps + 4, \
+    calls = len(reserves) + len(settles)
+    assert calls + evalsha_sweeps <= stats["cmdstat_evalsha"]["calls"] <= calls + evalsha_sweeps + 4, \
         stats.get("cmdstat_evalsha")
     assert "cmdstat_eval" not in stats, stats.get("cmdstat_eval")
 
@@ -124,13 +141,15 @@ def test_settlements_ending_together_share_one_script_call(nginx_factory, redis,
         assert [r.status_code for r in results] == [200] * n
         wait_settled(redis, n + 1)
         time.sleep(0.2)  # MONITOR's last lines
-        # a settle call's keys end with its requests' settlement markers (a reserve's
-        # with the events stream or cleared)
-        keys_of = [args[3:3 + int(args[2])] for client, args in mon.commands()
-                   if client != "lua" and args[0].upper() == "EVALSHA"]
-        settles = [keys for keys in keys_of if keys and ":settled:" in keys[-1]]
-    covered = sorted(sum(1 for k in keys if ":settled:" in k) for keys in settles)
+        # a settle call's keys end with the events stream, the deadlines and the
+        # settlement count; its arguments name the requests it settles
+        settles = [args for client, args in mon.commands() if client != "lua" and is_settle(args)]
+    covered = sorted(len(settle_requests(args)) for args in settles)
     assert sum(covered) == n and len(covered) < 10, "settle calls and the requests each covered: %s" % covered
+    rids = sorted(r.headers["x-test-request-id"] for r in results)
+    assert sorted(item[0] for args in settles for item in settle_requests(args)) == rids
+    # each counted once: the settlement count is the requests', not the calls'
+    assert int(redis.get("sc:{acme}:settlements")) == n + 1
     cost = openai_cost("gpt-4o-mini", 10, 20)
     keys = all_counter_keys(CHAINS["k1"], "spend")
     assert read_counters(redis, keys) == {k: (n + 1) * cost for k in keys}

@@ -10,7 +10,7 @@ import pytest
 
 from support import (CAPS, CHAINS, SECRETS, Periods, all_counter_keys, anthropic_cost, body_of_length,
                      chat_body, counter_key, estimate_nanos, format_usd, messages_body, openai_cost, post,
-                     read_counters, usd_nanos, wait_until)
+                     read_counters, resv_records, settled_count, usd_nanos, wait_request_settled, wait_until)
 
 K1 = CHAINS["k1"]
 
@@ -25,14 +25,16 @@ def wait_counters(r, keys, expected, timeout=3.0):
         "  %s: expected %s, got %s" % (k, want[k], got[k]) for k in keys if got[k] != want[k])
 
 
-def assert_settled_marker(r, org, rid):
-    key = "sc:{%s}:settled:%s" % (org, rid)
-    assert wait_until(lambda: r.exists(key), timeout=2), "no settlement marker %s" % key
-    ttl = r.ttl(key)
-    assert 0 < ttl <= 86400, "settlement marker %s should expire within 1 day, ttl=%s" % (key, ttl)
+def assert_settled_once(r, org, rid):
+    """The request (the test's only one) is settled once: the org's settlement counter
+    counted it, no batch record holds it any more (nor any deadline), and, its reserve
+    having been answered, no sc:{ORG}:settled:RID marker was written for it."""
+    wait_request_settled(r, rid, settlements=1, org=org, timeout=2)
     # the reservation record is held until settlement only
-    resv = "sc:{%s}:resv:%s" % (org, rid)
-    assert wait_until(lambda: not r.exists(resv), timeout=1), "%s left after settlement" % resv
+    assert wait_until(lambda: not resv_records(r, org), timeout=1), "%s left after settlement" % resv_records(r, org)
+    assert r.zcard("sc:{%s}:deadlines" % org) == 0, r.zrange("sc:{%s}:deadlines" % org, 0, -1, withscores=True)
+    assert not r.exists("sc:{%s}:settled:%s" % (org, rid))
+    assert settled_count(r, org) == 1
 
 
 def empty(v):
@@ -60,7 +62,7 @@ def test_openai_settles_exact_cost_everywhere(nginx, redis, fake):
     wait_counters(redis, all_counter_keys(K1, "spend"), cost)
     wait_counters(redis, all_counter_keys(K1, "reqs"), 1)
     rid = r.headers["x-test-request-id"]
-    assert_settled_marker(redis, "acme", rid)
+    assert_settled_once(redis, "acme", rid)
 
     e = nginx.log_entry(rid)
     assert e["key_id"] == "k1"
@@ -90,7 +92,7 @@ def test_anthropic_settles_exact_cost_with_cache_tokens(nginx, redis, fake):
     wait_counters(redis, all_counter_keys(K1, "spend"), cost)
     wait_counters(redis, all_counter_keys(K1, "reqs"), 1)
     rid = r.headers["x-test-request-id"]
-    assert_settled_marker(redis, "acme", rid)
+    assert_settled_once(redis, "acme", rid)
     e = nginx.log_entry(rid)
     assert (e["key_id"], e["org"], e["decision"], e["settled_from"]) == ("k1", "acme", "allow", "usage")
     assert e["reserved_usd"] == format_usd(estimate)
@@ -168,13 +170,25 @@ def test_reservation_held_while_in_flight(nginx, redis):
         assert set(counts.values()) == {0}, "no cap reads them: counted only at settlement %s" % counts
         resv = list(redis.scan_iter("sc:{acme}:resv:*"))
         assert len(resv) == 1, "expected one reservation record, got %s" % resv
+        # a batch's record: a hash, one field per request of the batch (here one)
+        assert redis.type(resv[0]) == "hash", redis.type(resv[0])
+        fields = redis.hkeys(resv[0])
         # it outlives its deadline (spend_cap_reservation_ttl, 15m) by a day, for the sweep
         assert 86400 < redis.ttl(resv[0]) <= 86400 + 900
-        assert redis.zscore("sc:{acme}:reservations", result_rid(resv[0])) is not None
+        # its deadline: Redis's time + 15m, member the batch id
+        deadline = redis.zscore("sc:{acme}:deadlines", result_rid(resv[0]))
+        assert deadline is not None, redis.zrange("sc:{acme}:deadlines", 0, -1, withscores=True)
+        sec, usec = redis.time()
+        assert 0 < deadline - (sec * 1000 + usec // 1000) <= 900_000, deadline
+        assert settled_count(redis) == 0
     finally:
         t.join(10)
     assert result["r"].status_code == 200
-    assert resv[0] == "sc:{acme}:resv:" + result["r"].headers["x-test-request-id"]
+    rid = result["r"].headers["x-test-request-id"]
+    # one request alone in its batch: the batch id is its own request id
+    assert resv[0] == "sc:{acme}:resv:" + rid
+    assert fields == [rid], fields
+    assert_settled_once(redis, "acme", rid)
     wait_counters(redis, keys, cost)
     wait_counters(redis, all_counter_keys(K1, "reqs"), 1)
     wait_counters(redis, all_counter_keys(K1, "tokens"), 30)
@@ -257,7 +271,7 @@ def test_upstream_error_releases_the_reservation(nginx, redis, fake, path, body)
     assert "usage" not in r.text  # the provider's own error passes through
     assert len(fake.requests()) == 1
     rid = r.headers["x-test-request-id"]
-    assert_settled_marker(redis, "acme", rid)
+    assert_settled_once(redis, "acme", rid)
     wait_counters(redis, all_counter_keys(K1, "spend"), 0)
     wait_counters(redis, all_counter_keys(K1, "reqs"), 1)
     e = nginx.log_entry(rid)
@@ -274,7 +288,7 @@ def test_2xx_without_usage_settles_at_the_reservation(nginx, redis, path, body, 
     r = post(nginx.url, path, body, SECRETS["k1"], headers={"x-fake-usage": "none"})
     assert r.status_code == 200 and "usage" not in r.json()
     rid = r.headers["x-test-request-id"]
-    assert_settled_marker(redis, "acme", rid)
+    assert_settled_once(redis, "acme", rid)
     wait_counters(redis, all_counter_keys(K1, "spend"), estimate)
     e = nginx.log_entry(rid)
     assert e["settled_from"] == "reservation"
@@ -395,7 +409,7 @@ def test_unreachable_upstream_releases_the_reservation(nginx, redis, fake):
     r = post(nginx.url, "/dead/v1/chat/completions", chat_body(), SECRETS["k1"])
     assert r.status_code == 502
     rid = r.headers["x-test-request-id"]
-    assert_settled_marker(redis, "acme", rid)
+    assert_settled_once(redis, "acme", rid)
     wait_counters(redis, all_counter_keys(K1, "spend"), 0)
     wait_counters(redis, all_counter_keys(K1, "reqs"), 1)
     assert nginx.log_entry(rid)["cost_usd"] == "0.00"
@@ -418,7 +432,7 @@ def test_gzip_and_sse_answers_are_never_free(nginx, redis, path, body, model, he
     estimate = estimate_nanos(model, len(body), 100)
     cost = openai_cost(model, 40, 60) if model == "gpt-4o-mini" else anthropic_cost(model, 40, 60)
     rid = r.headers["x-test-request-id"]
-    assert_settled_marker(redis, "acme", rid)
+    assert_settled_once(redis, "acme", rid)
     e = nginx.log_entry(rid)
     assert e["settled_from"] in ("usage", "reservation"), e
     expected = cost if e["settled_from"] == "usage" else estimate

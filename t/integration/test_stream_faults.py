@@ -13,7 +13,7 @@ import pytest
 
 from stream_support import (assert_one_reservation_warning, completions_body, counters_equal, parse_sse,
                             raw_post, raw_socket_request, reservation_warnings, reset_peak_rss, responses_body,
-                            settled_marker, status_kib, worker_pids)
+                            status_kib, wait_request_settled, worker_pids)
 from support import (SECRETS, anthropic_cost, chat_body, estimate_nanos, format_usd, messages_body, openai_cost,
                      wait_until)
 
@@ -45,7 +45,7 @@ def estimate(name, max_tokens=100):
 
 def check_reservation(nginx, redis, r, name, expected=None, warn=True):
     expected = estimate(name) if expected is None else expected
-    settled_marker(redis, r.rid)
+    wait_request_settled(redis, r.rid)
     counters_equal(redis, expected)
     counters_equal(redis, 1, kind="reqs")
     e = nginx.log_entry(r.rid)
@@ -136,7 +136,7 @@ def test_malformed_usage_settles_at_the_reservation(nginx, redis, fake, case, pa
     r = raw_post(nginx.url, path, body, SECRETS["k1"], headers=dict(TOKENS, **{"x-fake-usage": "malformed"}))
     assert r.status_code == 200 and b'"ten"' in r.raw
     expected = estimate_nanos(model, len(body), 100)
-    settled_marker(redis, r.rid)
+    wait_request_settled(redis, r.rid)
     counters_equal(redis, expected)
     e = nginx.log_entry(r.rid)
     assert (e["settled_from"], e["cost_usd"]) == ("reservation", format_usd(expected)), e
@@ -157,7 +157,7 @@ def test_upstream_error_status_on_a_streaming_request_costs_nothing(nginx, redis
     path, body, model = STREAMS[name]
     r = raw_post(nginx.url, path, body, SECRETS["k1"], headers=dict(TOKENS, **{"x-fake-status": str(status)}))
     assert r.status_code == status
-    settled_marker(redis, r.rid)
+    wait_request_settled(redis, r.rid)
     counters_equal(redis, 0)
     counters_equal(redis, 1, kind="reqs")
     assert nginx.log_entry(r.rid)["cost_usd"] == "0.00"
@@ -195,7 +195,7 @@ def test_client_disconnects_mid_stream(nginx_factory, redis, fake, name, bufferi
     s.close()
 
     expected = estimate_nanos(model, len(body), 100)
-    settled_marker(redis, rid, timeout=8)
+    wait_request_settled(redis, rid, timeout=8)
     counters_equal(redis, expected)
     e = ng.log_entry(rid, timeout=5)
     assert (e["settled_from"], e["cost_usd"]) == ("reservation", format_usd(expected)), e

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from stream_support import (assert_include_usage_injected, completions_body, counters_equal, embeddings_body,
-                            raw_post, responses_body, settled_marker, sse_json)
+                            raw_post, responses_body, sse_json, wait_request_settled)
 from support import SECRETS, chat_body, estimate_nanos, format_usd, messages_body, openai_cost
 
 TOKENS = {"x-fake-input-tokens": "321", "x-fake-output-tokens": "123"}
@@ -92,7 +92,7 @@ def test_body_passes_unchanged(nginx, redis, fake, case):
     up = fake.requests()[0]
     assert up["body"].encode() == body, "the upstream got %r instead of %r" % (up["body"], body)
     assert up["headers"].get("content-length") == str(len(body))
-    settled_marker(redis, r.rid)
+    wait_request_settled(redis, r.rid)
     e = nginx.log_entry(r.rid)
     assert e["settled_from"] == "usage", e
 
@@ -109,7 +109,7 @@ def test_stream_usage_off(nginx, redis, fake, path, body):
     assert up["body"].encode() == body, "stream_usage off, yet the body changed: %r" % up["body"]
     assert "usage" not in r.text
     estimate = estimate_nanos("gpt-4o-mini", len(body), 100)
-    settled_marker(redis, r.rid)
+    wait_request_settled(redis, r.rid)
     counters_equal(redis, estimate)
     e = nginx.log_entry(r.rid)
     assert (e["settled_from"], e["cost_usd"]) == ("reservation", format_usd(estimate)), e

@@ -10,7 +10,8 @@ import pytest
 
 from stream_support import (K1, assert_include_usage_injected, completions_body, compact, counters_equal,
                             embeddings_body, embeddings_cost, embeddings_estimate, parse_sse, policy_with_embeddings,
-                            raw_post, reservation_warnings, responses_body, responses_cost, settled_marker, sse_json)
+                            raw_post, reservation_warnings, responses_body, responses_cost, sse_json,
+                            wait_request_settled)
 from support import (CAPS, SECRETS, Periods, anthropic_cost, chat_body, estimate_nanos, format_usd, messages_body,
                      openai_cost, usd_nanos)
 
@@ -87,7 +88,7 @@ def check_exact(nginx, redis, fake, name, headers=None, r=None, gzip=False):
 
     counters_equal(redis, cost)
     counters_equal(redis, 1, kind="reqs")
-    settled_marker(redis, r.rid)
+    wait_request_settled(redis, r.rid)
     e = nginx.log_entry(r.rid)
     assert e["settled_from"] == "usage", e
     assert e["cost_usd"] == format_usd(cost), e

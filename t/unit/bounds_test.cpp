@@ -122,11 +122,18 @@ TEST(EstimateWorstCase, Int64MaxTokensDoNotWrap) {
     const std::vector<std::string> argv =
         reserve_command(l, Amounts{many.cost, many.tokens(), 1}, "r", false);
     ASSERT_FALSE(argv.empty());
-    const std::size_t first = 3 + 2 + 4 + 6;
-    EXPECT_EQ(argv[first + 1], "9223372036854775807");  // tokens delta
-    EXPECT_EQ(argv[first + 2], "-9223372036854774807");  // at most 1000 - INT64_MAX before: always refused
-    EXPECT_EQ(argv[first + 7], "9223372036854775807");  // spend delta
-    EXPECT_EQ(argv[9 + 2], "-9223372036854775807 tokens:key:k:d:x\n-9223372036854775807 spend:key:k:d:x\n");
+    // KEYS: 2 counters and 3 more; ARGV: C, M, H, prefix, ttl, batch id, then
+    // per counter kind, amount, cap, expire_at, warn thresholds.
+    ASSERT_EQ(argv.size(), 3u + (2 + 3) + 6 + 5 * 2 + 2 + 3 + 6);
+    const std::size_t first = 3 + (2 + 3) + 6;
+    // The caps go as they are: the script compares `current + delta <= cap` exactly.
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + first, argv.begin() + first + 10),
+              (std::vector<std::string>{"c", "t", "1000", "0", "", "s", "$", "1000", "0", ""}));
+    // The request: its estimate whole, and a release record that undoes it.
+    EXPECT_EQ(std::vector<std::string>(argv.end() - 6, argv.end()),
+              (std::vector<std::string>{"r", "0", "1", "9223372036854775807", "9223372036854775807",
+                                        "-9223372036854775807 tokens:key:k:d:x\n"
+                                        "-9223372036854775807 spend:key:k:d:x\n"}));
 }
 
 // ---------------------------------------------------------------------------

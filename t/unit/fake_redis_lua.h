@@ -28,18 +28,28 @@
 //    spaces), ZREM (an emptied set is deleted), ZRANGEBYSCORE (min / max as
 //    Redis's zslParseRange: "(" exclusive, -inf / +inf; LIMIT offset count:
 //    a negative offset gives nothing, a negative count everything), ZSCORE,
-//    ZCARD; Redis's strict integer parsing ("ERR value is not an integer or
-//    out of range"), INCRBY's "ERR increment or decrement would overflow",
-//    WRONGTYPE across strings, streams and sorted sets;
+//    ZCARD; HSET (the number of fields new; an odd argument count is "ERR
+//    wrong number of arguments for 'hset' command"), HMGET (nil per missing
+//    field, all nil for a missing key), HDEL (an emptied hash is deleted),
+//    HGETALL (field, value, ... in field order, memcmp: one order Redis may
+//    give; a small real hash answers in insertion order), HEXISTS, HLEN;
+//    PEXPIRE (NX, XX, GT, LT as Redis 7.0; now + ms, a result at or before
+//    now deletes the key and answers 1), PTTL (-2 missing, -1 no expiry),
+//    TYPE (status none / string / hash / zset / stream); Redis's strict
+//    integer parsing ("ERR value is not an integer or out of range"),
+//    INCRBY's "ERR increment or decrement would overflow", WRONGTYPE across
+//    strings, hashes, streams and sorted sets (an expiry is the whole key's,
+//    and writing a hash's fields keeps it, as in Redis);
 //  - a clock the test sets: `now` (unix seconds) plus `micros` within it,
 //    which TIME answers and stream ids use; expiries are kept in ms and a
 //    key lives while now <= its expiry (Redis's keyIsExpired), an EXPIREAT
 //    at or before now deletes it;
 //  - maxmemory reached (`oom = true`): a command flagged denyoom in Redis
-//    (here SET, INCRBY, XADD, ZADD) fails with "OOM command not allowed when
+//    (here SET, INCRBY, XADD, ZADD, HSET) fails with "OOM command not allowed when
 //    used memory > 'maxmemory'." outside a script, and inside one only while
 //    the script has written nothing: any write command that ran (DEL,
-//    EXPIREAT and ZREM are writes without denyoom, and are never refused)
+//    EXPIREAT, PEXPIRE, ZREM and HDEL are writes without denyoom, and are
+//    never refused)
 //    makes every later write of that script allowed, as Redis's
 //    SCRIPT_WRITE_DIRTY does for scripts without flags.
 #pragma once
@@ -185,15 +195,16 @@ public:
         std::vector<std::string> fields;  // field, value, field, value, ...
         bool operator==(const StreamEntry &o) const { return id == o.id && fields == o.fields; }
     };
-    enum class Type { string, stream, zset };
+    enum class Type { string, stream, zset, hash };
     struct Value {
         Type type = Type::string;
         std::string str;
         std::vector<StreamEntry> stream;
-        std::map<std::string, double> zset;  // member -> score
-        std::int64_t expire_at_ms = 0;       // unix ms; 0 = no expiry
+        std::map<std::string, double> zset;       // member -> score
+        std::map<std::string, std::string> hash;  // field -> value
+        std::int64_t expire_at_ms = 0;            // unix ms; 0 = no expiry
         bool operator==(const Value &o) const {
-            return type == o.type && str == o.str && stream == o.stream && zset == o.zset &&
+            return type == o.type && str == o.str && stream == o.stream && zset == o.zset && hash == o.hash &&
                    expire_at_ms == o.expire_at_ms;
         }
     };
@@ -257,6 +268,23 @@ public:
         if (!v || v->type != Type::zset) return {};
         return ordered(*v);
     }
+    // A hash's fields and values; empty when the key is missing or not a hash.
+    std::map<std::string, std::string> hash(const std::string &key) {
+        const Value *v = find(key);
+        return v && v->type == Type::hash ? v->hash : std::map<std::string, std::string>{};
+    }
+    // Sets one field, as HSET does on a hash (its expiry kept); a missing key
+    // or one of another type becomes a new hash without expiry (as set()
+    // replaces whatever was there).
+    void hset(const std::string &key, const std::string &field, const std::string &value) {
+        Value *v = find(key);
+        if (!v || v->type != Type::hash) {
+            v = &data_[key];
+            *v = Value{};
+            v->type = Type::hash;
+        }
+        v->hash[field] = value;
+    }
 
     // Set by LuaRunner around a script, for the OOM rule.
     void begin_script() {
@@ -290,6 +318,15 @@ public:
             {"ZRANGEBYSCORE", &FakeRedis::cmd_zrangebyscore, false, false},
             {"ZSCORE", &FakeRedis::cmd_zscore, false, false},
             {"ZCARD", &FakeRedis::cmd_zcard, false, false},
+            {"HSET", &FakeRedis::cmd_hset, true, true},
+            {"HMGET", &FakeRedis::cmd_hmget, false, false},
+            {"HDEL", &FakeRedis::cmd_hdel, true, false},
+            {"HGETALL", &FakeRedis::cmd_hgetall, false, false},
+            {"HEXISTS", &FakeRedis::cmd_hexists, false, false},
+            {"HLEN", &FakeRedis::cmd_hlen, false, false},
+            {"PEXPIRE", &FakeRedis::cmd_pexpire, true, false},
+            {"PTTL", &FakeRedis::cmd_pttl, false, false},
+            {"TYPE", &FakeRedis::cmd_type, false, false},
         };
         for (const Spec &spec : specs) {
             if (name != spec.name) continue;
@@ -413,6 +450,63 @@ private:
             v->expire_at_ms = ms;
         }
         return Reply::of_integer(1);
+    }
+
+    // PEXPIRE key ms [NX|XX|GT|LT] (Redis 7.0's expireGenericCommand and
+    // parseExtendedExpireArgumentsOrReply: options first, then the number,
+    // then the key).
+    Reply cmd_pexpire(const std::vector<std::string> &a) {
+        if (a.size() < 3) return wrong_args("pexpire");
+        bool nx = false, xx = false, gt = false, lt = false;
+        for (std::size_t i = 3; i < a.size(); ++i) {
+            const std::string opt = upper(a[i]);
+            if (opt == "NX") nx = true;
+            else if (opt == "XX") xx = true;
+            else if (opt == "GT") gt = true;
+            else if (opt == "LT") lt = true;
+            else return Reply::error("ERR Unsupported option " + a[i]);
+        }
+        if (nx && (xx || gt || lt))
+            return Reply::error("ERR NX and XX, GT or LT options at the same time are not compatible");
+        if (gt && lt) return Reply::error("ERR GT and LT options at the same time are not compatible");
+        long long ms = 0;
+        if (!parse_redis_int(a[2], ms)) return not_integer();
+        if (ms > LLONG_MAX - now_ms()) return Reply::error("ERR invalid expire time in 'pexpire' command");
+        const long long at = ms + now_ms();
+        Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(0);
+        const long long current = v->expire_at_ms ? v->expire_at_ms : -1;  // -1: none, as getExpire
+        if (nx && current != -1) return Reply::of_integer(0);
+        if (xx && current == -1) return Reply::of_integer(0);
+        if (gt && (current == -1 || at <= current)) return Reply::of_integer(0);  // none counts as infinite
+        if (lt && current != -1 && at >= current) return Reply::of_integer(0);
+        if (at <= now_ms()) {
+            data_.erase(a[1]);  // checkAlreadyExpired: the key goes, and the reply is 1
+        } else {
+            v->expire_at_ms = at;
+        }
+        return Reply::of_integer(1);
+    }
+
+    Reply cmd_pttl(const std::vector<std::string> &a) {
+        if (a.size() != 2) return wrong_args("pttl");
+        const Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(-2);
+        if (!v->expire_at_ms) return Reply::of_integer(-1);
+        return Reply::of_integer(std::max<long long>(0, v->expire_at_ms - now_ms()));
+    }
+
+    Reply cmd_type(const std::vector<std::string> &a) {
+        if (a.size() != 2) return wrong_args("type");
+        const Value *v = find(a[1]);
+        if (!v) return Reply::status("none");
+        switch (v->type) {
+        case Type::string: return Reply::status("string");
+        case Type::stream: return Reply::status("stream");
+        case Type::zset: return Reply::status("zset");
+        case Type::hash: return Reply::status("hash");
+        }
+        return Reply::status("none");
     }
 
     Reply cmd_del(const std::vector<std::string> &a) { return del_exists(a, true); }
@@ -617,6 +711,81 @@ private:
         if (v->type != Type::zset) return wrong_type();
         return Reply::of_integer(static_cast<long long>(v->zset.size()));
     }
+
+    // HSET key field value [field value ...]: the fields that were new.
+    Reply cmd_hset(const std::vector<std::string> &a) {
+        if (a.size() < 4 || a.size() % 2 != 0) return wrong_args("hset");
+        Value *v = find(a[1]);
+        if (v && v->type != Type::hash) return wrong_type();
+        if (!v) {
+            v = &data_[a[1]];
+            v->type = Type::hash;
+        }
+        long long added = 0;
+        for (std::size_t i = 2; i + 1 < a.size(); i += 2) {
+            // A field given twice counts once: the second write updates it.
+            if (v->hash.insert_or_assign(a[i], a[i + 1]).second) ++added;
+        }
+        return Reply::of_integer(added);  // the key's expiry stays
+    }
+
+    Reply cmd_hmget(const std::vector<std::string> &a) {
+        if (a.size() < 3) return wrong_args("hmget");
+        const Value *v = find(a[1]);
+        if (v && v->type != Type::hash) return wrong_type();
+        Reply out = Reply::array({});
+        for (std::size_t i = 2; i < a.size(); ++i) {
+            if (!v) {
+                out.elements.push_back(Reply::nil());
+                continue;
+            }
+            auto it = v->hash.find(a[i]);
+            out.elements.push_back(it == v->hash.end() ? Reply::nil() : Reply::bulk(it->second));
+        }
+        return out;
+    }
+
+    Reply cmd_hdel(const std::vector<std::string> &a) {
+        if (a.size() < 3) return wrong_args("hdel");
+        Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(0);
+        if (v->type != Type::hash) return wrong_type();
+        long long removed = 0;
+        for (std::size_t i = 2; i < a.size(); ++i) removed += static_cast<long long>(v->hash.erase(a[i]));
+        if (v->hash.empty()) data_.erase(a[1]);
+        return Reply::of_integer(removed);
+    }
+
+    // Field order (memcmp), not Redis's insertion order of a small hash: a
+    // test should not rely on HGETALL's order.
+    Reply cmd_hgetall(const std::vector<std::string> &a) {
+        if (a.size() != 2) return wrong_args("hgetall");
+        const Value *v = find(a[1]);
+        Reply out = Reply::array({});
+        if (!v) return out;
+        if (v->type != Type::hash) return wrong_type();
+        for (const auto &[field, value] : v->hash) {
+            out.elements.push_back(Reply::bulk(field));
+            out.elements.push_back(Reply::bulk(value));
+        }
+        return out;
+    }
+
+    Reply cmd_hexists(const std::vector<std::string> &a) {
+        if (a.size() != 3) return wrong_args("hexists");
+        const Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(0);
+        if (v->type != Type::hash) return wrong_type();
+        return Reply::of_integer(v->hash.count(a[2]) ? 1 : 0);
+    }
+
+    Reply cmd_hlen(const std::vector<std::string> &a) {
+        if (a.size() != 2) return wrong_args("hlen");
+        const Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(0);
+        if (v->type != Type::hash) return wrong_type();
+        return Reply::of_integer(static_cast<long long>(v->hash.size()));
+    }
 };
 
 // Readable snapshots in gtest's failure messages.
@@ -627,6 +796,11 @@ inline void PrintTo(const FakeRedis::Value &v, std::ostream *os) {
     case FakeRedis::Type::zset:
         *os << "zset{";
         for (const auto &[member, score] : v.zset) *os << member << "=" << format_score(score) << " ";
+        *os << "}";
+        break;
+    case FakeRedis::Type::hash:
+        *os << "hash{";
+        for (const auto &[field, value] : v.hash) *os << field << "=\"" << value << "\" ";
         *os << "}";
         break;
     }

@@ -4,7 +4,12 @@
 // reserve_command / settle_command / sweep_command produce. This is where the
 // threshold crossing rule, spend_cap_reached, low_balance, the check order,
 // ceilings, dry runs, settlement, reservation deadlines, refused requests and
-// all-or-nothing writes (overflow, OOM) are pinned down.
+// all-or-nothing writes (overflow, OOM) are pinned down, one request at a
+// time: reserve_command is a batch of one whose batch id is the request id
+// (its record the hash sc:{ORG}:resv:RID with the one field RID, its deadline
+// the member RID of sc:{ORG}:deadlines, its reply part element 0 of the
+// reply). Batches of several requests: reserve_batch_test.cpp and
+// settle_batch_test.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -403,11 +408,15 @@ TEST_F(LuaScripts, AnAllowedReservationWritesEveryCheckedCounterOnceAndNoOther) 
     }
     EXPECT_EQ(redis.expire_at(rpm), kMinuteExpire);
     EXPECT_FALSE(redis.exists(kKeyLife));
-    // The reservation record: how to give every checked counter back, kept a
-    // day past its deadline, which is in the org's sorted set of deadlines.
-    EXPECT_EQ(at(P + "resv:req-1"), "-300 spend:key:k1:d:2026-11-18\n-300 spend:key:k1:m:2026-11\n"
-                                     "-1 reqs:key:k1:d:2026-11-18\n-1 rate:key:k1:rpm:2026-11-18T11:06\n");
-    EXPECT_EQ(at(P + "resv:req-1"), record_of(l, 300, 40));
+    // The reservation record: the hash of its batch (a batch of one: the
+    // request's own id), the request's field saying how to give every
+    // checked counter back, kept a day past its deadline, which is in the
+    // org's sorted set of deadlines.
+    EXPECT_EQ(redis.command({"TYPE", P + "resv:req-1"}), Reply::status("hash"));
+    EXPECT_EQ(record("req-1"), (std::map<std::string, std::string>{
+                                   {"req-1", "-300 spend:key:k1:d:2026-11-18\n-300 spend:key:k1:m:2026-11\n"
+                                             "-1 reqs:key:k1:d:2026-11-18\n-1 rate:key:k1:rpm:2026-11-18T11:06\n"}}));
+    EXPECT_EQ(record("req-1", "req-1"), record_of(l, 300, 40));
     EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), kNow * 1000 + kDefaultReservationTtlMs + 86'400'000);
     EXPECT_EQ(deadlines(), (std::vector<std::pair<std::string, double>>{
                                {"req-1", static_cast<double>(kNow * 1000 + kDefaultReservationTtlMs)}}));
@@ -627,7 +636,8 @@ TEST_F(LuaScripts, AnUnreservedSettlementCanCross) {
     use(policy_yaml("{ monthly_usd: 10 }"));
     const Ledger l = ledger();
     redis.set(kKeyMonthly, "4000000000");
-    EXPECT_EQ(settle(l, {9 * kUsd, 0}, {2 * kUsd, 0}, "req-x").integer, 1);
+    // A fail-open request: its reserve never answered.
+    EXPECT_EQ(settle(l, {9 * kUsd, 0}, {2 * kUsd, 0}, "req-x", std::nullopt, false).integer, 1);
     EXPECT_EQ(at(kKeyMonthly), "6000000000");
     EXPECT_EQ(events(), (std::vector<Event>{
                             warning("key", "k1", "monthly", "2026-11", "0.5", "6000000000", "10000000000")}));
@@ -645,8 +655,8 @@ TEST_F(LuaScripts, ThresholdsNearTheInt64LimitAreExact) {
                                                     "4500000000000000000", "9000000000000000000")}));
 }
 
-// Fails today: `spent` goes through a Lua number (INCRBY's reply), so past
-// 2^53 it is rounded. See the report: warn_crossings should GET the counter.
+// `spent` is the counter's exact value: past 10^15 the script keeps it as an
+// integer string, never as a rounded Lua number.
 TEST_F(LuaScripts, TheWarningsSpentIsTheExactCounterValue) {
     use(policy_yaml("{ monthly_usd: 9000000000 }"));
     const Ledger l = ledger();
@@ -922,8 +932,8 @@ TEST_F(LuaScripts, LowBalanceAtTheThresholdIsNotLow) {
     EXPECT_EQ(events(), (std::vector<Event>{low_balance("4999999999", "5000000000")}));
 }
 
-// Fails today: balance + held and the comparison go through Lua numbers, so
-// a threshold past 2^53 nanos (9,007,199 USD) is compared rounded.
+// balance + held and the comparison are exact integer strings: a threshold
+// past 2^53 nanos (9,007,199 USD) is not compared rounded.
 TEST_F(LuaScripts, LowBalanceIsExactPastTwoToThe53) {
     use(policy_yaml("", "", "    prepaid: true\n    low_balance_usd: 9007199.254740993\n"));
     const Ledger l = ledger();
@@ -1066,9 +1076,9 @@ TEST_F(LuaScripts, ANegativeClearedCountsAsNone) {
     EXPECT_EQ(reply[3], 2);
 }
 
-// Fails today: int_at accepts leading zeros ('^%-?%d+$'), and `le`, which
-// compares by length first, then reads 50 nanos written as "0000000000050"
-// as more than 100 USD: row 2's ceiling for an org with no cleared spend.
+// `le` compares by length first, so 50 nanos written as "0000000000050"
+// would read as more than 100 USD (row 2's ceiling for an org with no
+// cleared spend): int_at refuses leading zeros, as INCRBY would.
 TEST_F(LuaScripts, ANonCanonicalClearedIsNotMisread) {
     use(policy_yaml("", kPaidPlan, paid_org("2026-10-19T11:06:40Z")));
     redis.set(kCleared, "0000000000050");
@@ -1131,10 +1141,10 @@ TEST_F(LuaScripts, ADryRunReservesEveryCheckedCounterAndNamesTheCapThatWouldHave
     EXPECT_FALSE(redis.exists(org_tokens));
     EXPECT_FALSE(redis.exists(kKeyLife));
     EXPECT_EQ(sent_position(l, 14), 0);  // the org's daily spend: not even sent, so neither read nor written
-    EXPECT_EQ(at(P + "resv:req-1"), record_of(l, kUsd, 7));
-    EXPECT_EQ(at(P + "resv:req-1"), "-1000000000 spend:key:k1:m:2026-11\n-7 tokens:project:p:m:2026-11\n"
-                                     "1000000000 balance\n-1 rate:key:k1:rpm:2026-11-18T11:06\n"
-                                     "-1000000000 balance:held\n");
+    EXPECT_EQ(record("req-1", "req-1"), record_of(l, kUsd, 7));
+    EXPECT_EQ(record("req-1", "req-1"), "-1000000000 spend:key:k1:m:2026-11\n-7 tokens:project:p:m:2026-11\n"
+                                        "1000000000 balance\n-1 rate:key:k1:rpm:2026-11-18T11:06\n"
+                                        "-1000000000 balance:held\n");
     const ReserveOutcome o = decode_reserve_reply(l, reply);
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
     EXPECT_EQ(o.refused_by, std::optional<std::size_t>(1));
@@ -1185,9 +1195,13 @@ TEST_F(LuaScripts, ASettlementReplacesTheEstimateByTheRealAmounts) {
         }
         EXPECT_EQ(at(c.key), expected) << c.key;
     }
+    // Its record (the batch's last field) and deadline are gone; an answered
+    // request needs no marker; the org counts one settlement.
     EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_EQ(at(P + "settled:req-1"), "1");
-    EXPECT_EQ(redis.expire_at(P + "settled:req-1"), kNow + 86400);
+    EXPECT_TRUE(deadlines().empty());
+    EXPECT_FALSE(redis.exists(P + "settled:req-1"));
+    EXPECT_EQ(settlements(), "1");
+    EXPECT_EQ(redis.expire_at(P + "settlements"), 0);
 }
 
 TEST_F(LuaScripts, ASecondSettlementChangesNothing) {
@@ -1201,14 +1215,16 @@ TEST_F(LuaScripts, ASecondSettlementChangesNothing) {
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {9 * kUsd, 900}, "req-1").integer, 0);
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 0);
     EXPECT_EQ(redis.data(), before);
+    EXPECT_EQ(settlements(), "1");
 }
 
 TEST_F(LuaScripts, AnUnreservedSettlementAddsTheRealAmounts) {
     use(policy_yaml("{ rpm: 100, tpm: 1000 }", "", kPrepaid));
     const Ledger l = ledger();
     redis.set(kBalance, "50000000000");
-    // Counted: a fail-open request that reached the upstream.
-    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1").integer, 1);
+    // Counted: a fail-open request that reached the upstream (its reserve
+    // never answered).
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1", std::nullopt, false).integer, 1);
     for (const Counter &c : l.counters) {
         std::string expected;
         switch (c.kind) {
@@ -1225,15 +1241,25 @@ TEST_F(LuaScripts, AnUnreservedSettlementAddsTheRealAmounts) {
             EXPECT_EQ(redis.expire_at(c.key), c.expire_at) << c.key;
         }
     }
+    // Marked settled, and its reserve's batch (its own id) turned away for a day.
+    EXPECT_EQ(at(P + "settled:req-1"), "1");
+    EXPECT_EQ(redis.expire_at(P + "settled:req-1"), kNow + 86400);
+    EXPECT_EQ(at(P + "gone:req-1"), "1");
+    EXPECT_EQ(redis.expire_at(P + "gone:req-1"), kNow + 86400);
+    // Resent: nothing.
+    const auto once = redis.data();
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1", std::nullopt, false).integer, 0);
+    EXPECT_EQ(redis.data(), once);
     // A second one adds as much again: each counts exactly once.
-    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-2").integer, 1);
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-2", std::nullopt, false).integer, 1);
     EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "2");
     EXPECT_EQ(at(P + "reqs:org:acme:m:2026-11"), "2");
     EXPECT_EQ(at(kKeyDaily), "2000000000");
     EXPECT_EQ(at(P + "tokens:key:k1:m:2026-11"), "240");
     EXPECT_EQ(at(kBalance), "48000000000");
     EXPECT_FALSE(redis.exists(kHeld));
-    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_EQ(settlements(), "2");
 }
 
 TEST_F(LuaScripts, RateCountersAreNotRecreatedOnceTheirMinuteHasGone) {
@@ -1307,9 +1333,10 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
     expect_counters(l, [&](const Counter &c) { return plus(preset_value(c), reserved_in(l, c, 8 * kUsd, 300)); },
                     "reserved");
     EXPECT_EQ(at(kKeyMonthly), "1000000000");  // unchecked: as preset while in flight
-    EXPECT_EQ(at(P + "resv:req-1"), "-8000000000 spend:key:k1:d:2026-11-18\n8000000000 balance\n"
-                                     "-1 rate:key:k1:rpm:2026-11-18T11:06\n-300 rate:key:k1:tpm:2026-11-18T11:06\n"
-                                     "-8000000000 balance:held\n");
+    EXPECT_EQ(record("req-1"), (std::map<std::string, std::string>{
+                                   {"req-1", "-8000000000 spend:key:k1:d:2026-11-18\n8000000000 balance\n"
+                                             "-1 rate:key:k1:rpm:2026-11-18T11:06\n"
+                                             "-300 rate:key:k1:tpm:2026-11-18T11:06\n-8000000000 balance:held\n"}}));
     EXPECT_EQ(deadlines(), (Deadlines{{"req-1", static_cast<double>(t0 + 1000)}}));
     EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), t0 + 1000 + 86'400'000);
     redis.command({"DEL", rpm});  // its minute went (or it was evicted)
@@ -1338,6 +1365,9 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
     EXPECT_FALSE(redis.exists(P + "resv:req-1"));
     EXPECT_EQ(deadlines(), (Deadlines{{"req-2", static_cast<double>(t0 + 1000 + kDefaultReservationTtlMs)}}));
     EXPECT_TRUE(events().empty());
+    // req-1 is known to have been given back, for a day.
+    EXPECT_EQ(at(P + "released:req-1"), "1");
+    EXPECT_EQ(redis.expire_at(P + "released:req-1"), kNow + 1 + 86400);
 
     // Once: neither a sweep nor another reserve gives it back again.
     const auto released = redis.data();
@@ -1360,7 +1390,10 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
                         }
                     },
                     "after the late settlement");
+    EXPECT_FALSE(redis.exists(P + "released:req-1"));  // counted: the marker has done its work
+    const auto late = redis.data();
     EXPECT_EQ(settle(l, {8 * kUsd, 300}, {2 * kUsd, 100}, "req-1").integer, 0);
+    EXPECT_EQ(redis.data(), late);
 
     // And req-2 settles as usual: each request counted once at its real cost.
     EXPECT_EQ(settle(l, {8 * kUsd, 300}, {kUsd, 50}, "req-2").integer, 1);
@@ -1377,7 +1410,8 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
                         }
                     },
                     "at the end");
-    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_EQ(settlements(), "2");
 }
 
 TEST_F(LuaScripts, TheSweepGivesBackAtMostMostAndOnlyWhatIsDue) {
@@ -1417,7 +1451,14 @@ TEST_F(LuaScripts, TheSweepGivesBackAtMostMostAndOnlyWhatIsDue) {
     EXPECT_EQ(at(kKeyDaily), "5000000000");
     redis.set_now_ms(t0 + 5000);  // the deadline itself is due
     EXPECT_EQ(sweep(5).integer, 1);
-    EXPECT_EQ(redis.data(), before);  // every counter, balance and hold as before; no record, no set
+    // Every counter, balance and hold as before; no record, no set; each
+    // request given back is marked so for a day.
+    EXPECT_EQ(without(P + "released:"), before);
+    for (const char *rid : {"req-a", "req-b", "req-c"}) {
+        EXPECT_EQ(at(P + "released:" + rid), "1") << rid;
+        EXPECT_GT(redis.expire_at(P + "released:" + rid), kNow + 86400 - 1) << rid;
+        EXPECT_LE(redis.expire_at(P + "released:" + rid), kNow + 5 + 86400) << rid;
+    }
 }
 
 TEST_F(LuaScripts, AReserveGivesBackAtMostEightAndTheSweepTheRest) {
@@ -1469,7 +1510,7 @@ TEST_F(LuaScripts, ASettlementBeforeTheDeadlineEndsTheReservation) {
     redis.set_now_ms(kNow * 1000 + 999);
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1").integer, 1);
     EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_FALSE(redis.exists(P + "reservations"));  // its deadline is gone with it
+    EXPECT_FALSE(redis.exists(P + "deadlines"));  // its deadline is gone with it
     EXPECT_EQ(at(kKeyDaily), "1000000000");
     EXPECT_EQ(at(kBalance), "49000000000");
     EXPECT_EQ(at(kHeld), "0");
@@ -1489,13 +1530,20 @@ TEST_F(LuaScripts, ALateReserveAfterItsSettlementChangesNothing) {
     use(policy_yaml("{ daily_usd: 10, rpm: 100 }", "warn_at: [0.5]\n", kPrepaid));
     const Ledger l = ledger();
     redis.set(kBalance, "50000000000");
-    // Another request's reservation is due: a late resend does not even give it back.
+    // Another request's reservation is due: a late reserve does not even give it back.
     ASSERT_EQ(reserve_ints(l, kUsd, 0, "req-0", false, 1)[0], 1);
-    ASSERT_EQ(reserve_ints(l, 2 * kUsd, 5, "req-1")[0], 1);
-    EXPECT_EQ(settle(l, {2 * kUsd, 5}, {kUsd, 3}, "req-1").integer, 1);
+    // req-1's reserve was not answered (it timed out before it reached
+    // Redis): its settlement counts the real cost and leaves a tombstone for
+    // its reserve's batch (its own id), for a day.
+    EXPECT_EQ(settle(l, {2 * kUsd, 5}, {kUsd, 3}, "req-1", std::nullopt, false).integer, 1);
+    EXPECT_EQ(at(P + "gone:req-1"), "1");
+    EXPECT_EQ(redis.expire_at(P + "gone:req-1"), kNow + 86400);
+    EXPECT_EQ(at(kKeyDaily), "2000000000");  // req-0's 1 + req-1's real 1
     redis.set_now_ms(kNow * 1000 + 10);
     const auto before = redis.data();
     for (const Nanos cost : {2 * kUsd, 6 * kUsd, 20 * kUsd}) {  // fits, crosses a warning, refused
+        const Reply raw = reserve(l, cost, 5, "req-1");
+        EXPECT_TRUE(is_tombstone_reply(raw)) << raw;  // {2}, not nested
         const std::vector<long long> reply = reserve_ints(l, cost, 5, "req-1");
         EXPECT_EQ(reply, (std::vector<long long>{2})) << cost;
         EXPECT_EQ(redis.data(), before) << cost;
@@ -1504,13 +1552,20 @@ TEST_F(LuaScripts, ALateReserveAfterItsSettlementChangesNothing) {
         EXPECT_EQ(o.error, "reserve script found the request already settled");
         EXPECT_FALSE(o.refused_by.has_value());
     }
+    EXPECT_TRUE(redis.exists(P + "resv:req-0"));  // due, and left for a reserve that runs
     // A request refused before the provider settles without a reservation;
     // its reserve, arriving after, is turned away the same way.
-    EXPECT_EQ(settle(l, {2 * kUsd, 5}, {0, 0, 0}, "req-9").integer, 1);
+    EXPECT_EQ(settle(l, {2 * kUsd, 5}, {0, 0, 0}, "req-9", std::nullopt, false).integer, 1);
     const auto marked = redis.data();
     EXPECT_EQ(reserve_ints(l, 2 * kUsd, 5, "req-9"), (std::vector<long long>{2}));
     EXPECT_EQ(redis.data(), marked);
     EXPECT_FALSE(redis.exists(P + "resv:req-9"));
+    // An answered request's settlement leaves no tombstone: its reserve has
+    // landed, there is nothing late to turn away.
+    ASSERT_EQ(reserve_ints(l, kUsd, 1, "req-5")[0], 1);
+    EXPECT_EQ(settle(l, {kUsd, 1}, {kUsd, 1}, "req-5").integer, 1);
+    EXPECT_FALSE(redis.exists(P + "gone:req-5"));
+    EXPECT_FALSE(redis.exists(P + "settled:req-5"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1529,16 +1584,19 @@ TEST_F(LuaScripts, ARefusedRequestGivesBackEverythingItReserved) {
     EXPECT_EQ(at(P + "rate:key:k1:rpm:2026-11-18T11:06"), "3");
     EXPECT_EQ(at(kKeyMonthly), "1000000000");  // unchecked: untouched
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 1);
-    // Spend, requests, tokens, rpm, tpm, balance, held: exactly as before.
-    EXPECT_EQ(without(P + "settled:"), before);
+    // Spend, requests, tokens, rpm, tpm, balance, held: exactly as before;
+    // only the org's count of settlements moved.
+    EXPECT_EQ(without(P + "settlements"), before);
+    EXPECT_EQ(settlements(), "1");
     // The unchecked counters were not even written (by the reserve or the settlement).
     for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark) > 0, checked(l, c)) << c.key;
     EXPECT_TRUE(events().empty());
-    EXPECT_EQ(at(P + "settled:req-1"), "1");
-    EXPECT_EQ(redis.expire_at(P + "settled:req-1"), kNow + 86400);
+    EXPECT_FALSE(redis.exists(P + "settled:req-1"));  // answered: its record's end is the proof
     EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_FALSE(redis.exists(P + "deadlines"));
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 0);
+    EXPECT_EQ(without(P + "settlements"), before);
+    EXPECT_EQ(settlements(), "1");
 
     // A checked counter it created holds 0 afterwards (a missing counter is
     // 0 too); an unchecked one is never created.
@@ -1557,22 +1615,33 @@ TEST_F(LuaScripts, ARefusedRequestGivesBackEverythingItReserved) {
 TEST_F(LuaScripts, ARefusedRequestWithoutAReservationOnlyMarksItSettled) {
     use(policy_yaml("{ daily_usd: 10, rpm: 100, tpm: 100000 }", "warn_at: [0.5]\n", kPrepaid));
     const Ledger l = ledger();
-    // Nothing in Redis: nothing is created but the marker. (The balance is
-    // funded: an empty one is below low_balance_usd, and the settlement
-    // reports that whatever it settles; see the report.)
+    // Nothing in Redis: nothing is created but the marker, the tombstone of
+    // its reserve's batch and the count of settlements. (The balance is
+    // funded: an empty one is below low_balance_usd.)
     redis.set(kBalance, "50000000000");
-    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-0").integer, 1);
-    ASSERT_EQ(redis.data().size(), 2u);
-    EXPECT_TRUE(redis.exists(P + "settled:req-0"));
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-0", std::nullopt, false).integer, 1);
+    EXPECT_EQ(redis.data().size(), 4u);
+    EXPECT_EQ(at(P + "settled:req-0"), "1");
+    EXPECT_EQ(at(P + "gone:req-0"), "1");
+    EXPECT_EQ(settlements(), "1");
     EXPECT_EQ(at(kBalance), "50000000000");
     // Counters in use stay exactly as they are.
     preset(l);
-    const auto before = without(P + "settled:");
-    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 1);
-    EXPECT_EQ(without(P + "settled:"), before);
+    const std::vector<std::string> marks = {P + "settled:", P + "gone:", P + "settlements"};
+    const auto before = without(marks);
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1", std::nullopt, false).integer, 1);
+    EXPECT_EQ(without(marks), before);
     EXPECT_TRUE(events().empty());
     EXPECT_TRUE(redis.exists(P + "settled:req-1"));
-    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_TRUE(redis.exists(P + "gone:req-1"));
+    EXPECT_EQ(settlements(), "2");
+    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    // Answered, a request with no field in its record is one already
+    // settled: nothing at all changes.
+    const auto all = redis.data();
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-2").integer, 0);
+    EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 10}, "req-2").integer, 0);
+    EXPECT_EQ(redis.data(), all);
 }
 
 // ---------------------------------------------------------------------------
@@ -1664,7 +1733,8 @@ TEST_F(LuaScripts, ARefusedRequestAfterItsReserveNeverTouchesUncheckedCounters) 
     EXPECT_EQ(at(P + "tokens:project:p:m:2026-11"), "470");
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 1);
     // The checked ones are back to before, the others were never created.
-    EXPECT_EQ(without(P + "settled:"), before);
+    EXPECT_EQ(without(P + "settlements"), before);
+    EXPECT_EQ(settlements(), "1");
     for (const Counter &c : l.counters) {
         if (checked(l, c)) {
             EXPECT_EQ(at(c.key), preset_value(c)) << c.key;
@@ -1691,7 +1761,9 @@ TEST_F(LuaScripts, AReservationReleasedAtItsDeadlineLeavesUncheckedCountersUntou
     redis.set_now_ms(t0 + 1000);
     const std::size_t mark = redis.log.size();
     EXPECT_EQ(sweep(8).integer, 1);
-    EXPECT_EQ(redis.data(), before);
+    EXPECT_EQ(without(P + "released:"), before);
+    EXPECT_EQ(at(P + "released:req-1"), "1");  // for its late settlement
+    EXPECT_EQ(redis.expire_at(P + "released:req-1"), kNow + 1 + 86400);
     for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark), checked(l, c) ? 1u : 0u) << c.key;
 
     // The settlement comes late: the real amounts go to every spend, request
@@ -1715,6 +1787,8 @@ TEST_F(LuaScripts, AReservationReleasedAtItsDeadlineLeavesUncheckedCountersUntou
                                   c.kind == CounterKind::held;
         EXPECT_EQ(incrbys(c.key, late), rate_or_hold ? 0u : 1u) << c.key;
     }
+    EXPECT_FALSE(redis.exists(P + "released:req-1"));
+    EXPECT_EQ(settlements(), "1");
     const auto settled = redis.data();
     EXPECT_EQ(settle(l, {4 * kUsd, 300}, {kUsd, 100}, "req-1").integer, 0);
     EXPECT_EQ(sweep(8).integer, 0);
@@ -1725,19 +1799,19 @@ TEST_F(LuaScripts, TheReleaseRecordListsExactlyTheCheckedCounters) {
     // Only the key's monthly_usd: one line.
     use(policy_yaml("{ monthly_usd: 10 }"));
     ASSERT_EQ(reserve_ints(ledger(), 700, 30, "req-1")[0], 1);
-    EXPECT_EQ(at(P + "resv:req-1"), "-700 spend:key:k1:m:2026-11\n");
+    EXPECT_EQ(record("req-1", "req-1"), "-700 spend:key:k1:m:2026-11\n");
     std::size_t present = 0;
     for (const Counter &c : ledger().counters) present += redis.exists(c.key) ? 1 : 0;
     EXPECT_EQ(present, 1u);
     // Project and org lines only where they have caps.
     use(policy_yaml("{ monthly_usd: 10 }", "", "    limits: { daily_requests: 10 }\n", "{ monthly_usd: 50 }"));
     ASSERT_EQ(reserve_ints(ledger(), 700, 30, "req-2")[0], 1);
-    EXPECT_EQ(at(P + "resv:req-2"), "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:m:2026-11\n"
-                                     "-1 reqs:org:acme:d:2026-11-18\n");
+    EXPECT_EQ(record("req-2", "req-2"), "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:m:2026-11\n"
+                                        "-1 reqs:org:acme:d:2026-11-18\n");
     // A paid plan's ceiling is read, so its counter is reserved too.
     use(policy_yaml("{ monthly_usd: 10 }", kPaidPlan, paid_org("2026-10-19T11:06:40Z")));
     ASSERT_EQ(reserve_ints(ledger(), 700, 30, "req-3")[0], 1);
-    EXPECT_EQ(at(P + "resv:req-3"), "-700 spend:key:k1:m:2026-11\n-700 spend:org:acme:m:2026-11\n");
+    EXPECT_EQ(record("req-3", "req-3"), "-700 spend:key:k1:m:2026-11\n-700 spend:org:acme:m:2026-11\n");
     // Given back, each reservation takes exactly what it added.
     redis.set_now_ms(kNow * 1000 + kDefaultReservationTtlMs);
     EXPECT_EQ(sweep(8).integer, 3);
@@ -1771,13 +1845,17 @@ TEST_F(LuaScripts, AReserveThatCannotAddLeavesEverythingAsItWas) {
     ASSERT_GE(other.size(), 4u);
     ASSERT_EQ(other[0], 1);
     redis.command({"DEL", kKeyMonthly});  // and a counter req-1 creates
+    // An overflow is found by the INCRBY: the counters added before the hold
+    // are taken back. A hold that is no integer (or no string) is found when
+    // the script reads every counter it checks, before its first write.
     struct Case {
         const char *what;
-        std::string error;
+        std::string error;   // the reply starts with it
+        std::size_t writes;  // INCRBYs of each counter before the hold
     };
-    for (const Case &c : {Case{"overflow", "ERR increment or decrement would overflow"},
-                          Case{"abc", "ERR value is not an integer or out of range"},
-                          Case{"stream", "WRONGTYPE Operation against a key holding the wrong kind of value"}}) {
+    for (const Case &c : {Case{"overflow", "ERR increment or decrement would overflow", 2},
+                          Case{"abc", "ERR user_script:", 0},
+                          Case{"stream", "WRONGTYPE Operation against a key holding the wrong kind of value", 0}}) {
         redis.command({"DEL", kHeld});
         if (std::string(c.what) == "overflow") redis.set(kHeld, "9223372036854775000");
         if (std::string(c.what) == "abc") redis.set(kHeld, "abc");
@@ -1786,16 +1864,20 @@ TEST_F(LuaScripts, AReserveThatCannotAddLeavesEverythingAsItWas) {
         const std::size_t mark = redis.log.size();
         const Reply r = reserve(l, 1000, 7, "req-1");
         ASSERT_TRUE(r.is_error()) << c.what << ": " << r;
-        EXPECT_EQ(r.str, c.error) << c.what;
-        // Every counter before the hold was added, then taken back.
+        EXPECT_EQ(r.str.rfind(c.error, 0), 0u) << c.what << ": " << r.str;
+        if (std::string(c.what) == "overflow") EXPECT_EQ(r.str, c.error);
+        if (std::string(c.what) == "abc")
+            EXPECT_NE(r.str.find("spend-cap: sc:{acme}:balance:held does not hold an integer"), std::string::npos)
+                << r.str;
+        EXPECT_EQ(classify_redis_error(r.str).kind, RedisErrorKind::permanent) << c.what;
         for (const std::string &key : {kKeyDaily, kKeyMonthly, kBalance})
-            EXPECT_EQ(incrbys(key, mark), 2u) << c.what << " " << key;
+            EXPECT_EQ(incrbys(key, mark), c.writes) << c.what << " " << key;
         EXPECT_EQ(redis.data(), before) << c.what;  // no counter, record, deadline or expiry left behind
         EXPECT_FALSE(redis.exists(P + "resv:req-1")) << c.what;
         EXPECT_EQ(deadlines().size(), 1u) << c.what;
         EXPECT_EQ(at(kKeyDaily), "1000000005") << c.what;
         EXPECT_EQ(at(kBalance), "49000000000") << c.what;
-        EXPECT_FALSE(redis.exists(kKeyMonthly)) << c.what;  // created, then deleted
+        EXPECT_FALSE(redis.exists(kKeyMonthly)) << c.what;  // created, then deleted (or never)
         EXPECT_EQ(incrbys(org_life, mark), 0u) << c.what;
     }
     // Room again: the same reserve goes through.
@@ -1830,8 +1912,9 @@ TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
     Reply r = settle(l, {200, 0}, {900, 0}, "req-1");
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
-    EXPECT_EQ(redis.data(), before);  // still reserved, not marked settled
-    EXPECT_TRUE(redis.exists(P + "resv:req-1"));
+    EXPECT_EQ(redis.data(), before);  // still reserved, not counted settled
+    EXPECT_EQ(record("req-1", "req-1"), record_of(l, 200, 0));
+    EXPECT_FALSE(redis.exists(P + "settlements"));
     EXPECT_EQ(deadlines().size(), 1u);
     EXPECT_FALSE(redis.exists(P + "settled:req-1"));
     EXPECT_EQ(settle(l, {200, 0}, {100, 0}, "req-1").integer, 1);
@@ -1839,15 +1922,15 @@ TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
     EXPECT_EQ(at(kKeyDaily), "100");
     EXPECT_EQ(at(org_daily), "100");
     EXPECT_EQ(at(kBalance), "49999999900");
-    // Unreserved: the same.
+    // Unreserved (its reserve never answered): the same.
     before = redis.data();
-    r = settle(l, {500, 0}, {1000, 0}, "req-2");
+    r = settle(l, {500, 0}, {1000, 0}, "req-2", std::nullopt, false);
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
     EXPECT_EQ(redis.data(), before);
     redis.set(org_life, "abc");
     before = redis.data();
-    r = settle(l, {500, 0}, {5, 0}, "req-2");
+    r = settle(l, {500, 0}, {5, 0}, "req-2", std::nullopt, false);
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str, "ERR value is not an integer or out of range");
     EXPECT_EQ(redis.data(), before);
@@ -1856,12 +1939,14 @@ TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
     redis.set(org_life, "0");
     redis.set(org_daily, "9223372036854775000");
     before = redis.data();
-    r = settle(l, {500, 0}, {1000, 0}, "req-2");
+    r = settle(l, {500, 0}, {1000, 0}, "req-2", std::nullopt, false);
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
     EXPECT_EQ(redis.data(), before);
     EXPECT_EQ(at(kKeyDaily), "100");
     EXPECT_FALSE(redis.exists(P + "settled:req-2"));
+    EXPECT_FALSE(redis.exists(P + "gone:req-2"));
+    EXPECT_EQ(settlements(), "1");  // req-1's only: the count is all or nothing with the counters
 }
 
 TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {
@@ -1885,7 +1970,7 @@ TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {
     if (r.is_error()) {
         EXPECT_EQ(r.str.rfind(oom, 0), 0u) << r.str;
     } else {
-        EXPECT_EQ(r.integers(), (std::vector<long long>{0, 1, 3'000'000'000, 0})) << r;
+        EXPECT_EQ(parts_of(r), (std::vector<std::vector<long long>>{{0, 1, 3'000'000'000, 0}})) << r;
     }
     EXPECT_EQ(redis.data(), before);
     // Settle: refused at its first INCRBY, answered with Redis's own error.
@@ -1895,8 +1980,9 @@ TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {
     EXPECT_EQ(r.str, oom);
     EXPECT_EQ(classify_redis_error(r.str).kind, RedisErrorKind::transient);
     EXPECT_EQ(redis.data(), before);
-    // A settlement with nothing to add is refused at its marker.
-    r = settle(l, {kUsd, 0}, {0, 0, 0}, "req-4");
+    // A settlement with nothing to add (its reserve never answered) is
+    // refused at its first write, the count of settlements.
+    r = settle(l, {kUsd, 0}, {0, 0, 0}, "req-4", std::nullopt, false);
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str.rfind(oom, 0), 0u) << r.str;
     EXPECT_EQ(redis.data(), before);
@@ -1907,7 +1993,8 @@ TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {
     EXPECT_EQ(at(kKeyDaily), "1000000000");
     EXPECT_EQ(at(kBalance), "49000000000");
     EXPECT_EQ(at(kHeld), "0");
-    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_EQ(settlements(), "1");
 }
 
 // Redis refuses only a script's first write; giving a reservation back

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -173,6 +175,7 @@ TEST(Ledger, KeyProjectOrgThenRatesInCheckOrder) {
     });
     EXPECT_EQ(lines(l), expected);
     EXPECT_EQ(l.org, "acme");
+    EXPECT_EQ(l.key_id, "key_prod_1");
     EXPECT_FALSE(l.balance.has_value());
     EXPECT_FALSE(l.held.has_value());
     EXPECT_FALSE(l.low_balance.has_value());
@@ -370,58 +373,142 @@ Ledger small_ledger() {
 TEST(Scripts, NamedByTheirSha1) {
     EXPECT_EQ(reserve_script_sha1(), sha1_hex(reserve_script()));
     EXPECT_EQ(settle_script_sha1(), sha1_hex(settle_script()));
+    EXPECT_EQ(sweep_script_sha1(), sha1_hex(sweep_script()));
+    EXPECT_EQ(key_expired_script_sha1(), sha1_hex(key_expired_script()));
     EXPECT_EQ(reserve_script_sha1().size(), 40u);
     EXPECT_NE(reserve_script_sha1(), settle_script_sha1());
     EXPECT_FALSE(sweep_script().empty());
-    EXPECT_NE(sha1_hex(sweep_script()), reserve_script_sha1());
-    EXPECT_NE(sha1_hex(sweep_script()), settle_script_sha1());
+    EXPECT_NE(sweep_script_sha1(), reserve_script_sha1());
+    EXPECT_NE(sweep_script_sha1(), settle_script_sha1());
+    EXPECT_NE(key_expired_script_sha1(), sweep_script_sha1());
 }
 
 TEST(SweepCommand, ArgvShape) {
-    const std::string sha = sha1_hex(sweep_script());
+    // KEYS: the org's deadlines, and those of reservations made before batches.
     EXPECT_EQ(sweep_command("acme", 8),
-              (std::vector<std::string>{"EVALSHA", sha, "1", "sc:{acme}:reservations", "sc:{acme}:", "8"}));
+              (std::vector<std::string>{"EVALSHA", sweep_script_sha1(), "2", "sc:{acme}:deadlines",
+                                        "sc:{acme}:reservations", "sc:{acme}:", "8"}));
     // At least one per run.
     EXPECT_EQ(sweep_command("acme", 0).back(), "1");
     EXPECT_EQ(sweep_command("acme", -5).back(), "1");
     EXPECT_EQ(sweep_command("o", 1000).back(), "1000");
 }
 
+// A reserve argv taken apart (see the comment above kReserveBody): KEYS are
+// C counters, the batch's record, the deadlines, the events stream and, with
+// a plan's ceiling, sc:{ORG}:cleared; ARGV is C, M, H, prefix, ttl, batch id,
+// 5 fields per counter, R and the decided counter, 3 fields per row, the
+// chains (K and K indices), then 6 fields per request.
+struct ReserveArgs {
+    std::size_t counters = 0, requests = 0, chains_count = 0;
+    std::vector<std::string> keys;                  // all KEYS
+    std::string prefix, ttl, batch;
+    std::vector<std::vector<std::string>> fields;   // per counter: kind, amount, cap, expire_at, warn
+    std::size_t rows = 0, decided = 0;
+    std::vector<std::vector<std::string>> ceiling;  // per row: cleared_min, cap, warn
+    std::vector<std::vector<std::size_t>> chains;   // 1-based counter indices
+    std::vector<std::vector<std::string>> items;    // per request: id, dry_run, chain, cost, tokens, record
+    bool ok = false;  // every part where it should be, nothing left over
+};
+
+ReserveArgs parse_reserve(const std::vector<std::string> &argv) {
+    ReserveArgs a;
+    if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != reserve_script_sha1()) return a;
+    const std::size_t numkeys = std::stoul(argv[2]);
+    std::size_t p = 3 + numkeys;
+    if (p + 6 > argv.size()) return a;
+    a.keys.assign(argv.begin() + 3, argv.begin() + static_cast<std::ptrdiff_t>(p));
+    a.counters = std::stoul(argv[p]);
+    a.requests = std::stoul(argv[p + 1]);
+    a.chains_count = std::stoul(argv[p + 2]);
+    a.prefix = argv[p + 3];
+    a.ttl = argv[p + 4];
+    a.batch = argv[p + 5];
+    p += 6;
+    if (p + 5 * a.counters + 2 > argv.size()) return a;
+    for (std::size_t i = 0; i < a.counters; ++i, p += 5)
+        a.fields.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
+                              argv.begin() + static_cast<std::ptrdiff_t>(p + 5));
+    a.rows = std::stoul(argv[p]);
+    a.decided = std::stoul(argv[p + 1]);
+    p += 2;
+    if (numkeys != a.counters + (a.decided > 0 ? 4 : 3)) return a;
+    if (a.decided > a.counters || p + 3 * a.rows > argv.size()) return a;
+    for (std::size_t r = 0; r < a.rows; ++r, p += 3)
+        a.ceiling.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
+                               argv.begin() + static_cast<std::ptrdiff_t>(p + 3));
+    for (std::size_t x = 0; x < a.chains_count; ++x) {
+        if (p >= argv.size()) return a;
+        const std::size_t k = std::stoul(argv[p++]);
+        if (p + k > argv.size()) return a;
+        std::vector<std::size_t> chain;
+        for (std::size_t q = 0; q < k; ++q) {
+            const std::size_t index = std::stoul(argv[p++]);
+            if (index < 1 || index > a.counters) return a;
+            chain.push_back(index);
+        }
+        a.chains.push_back(chain);
+    }
+    if (p + 6 * a.requests != argv.size()) return a;
+    for (std::size_t j = 0; j < a.requests; ++j, p += 6) {
+        a.items.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
+                             argv.begin() + static_cast<std::ptrdiff_t>(p + 6));
+        const std::size_t chain = std::stoul(a.items.back()[2]);
+        if (chain < 1 || chain > a.chains_count) return a;
+    }
+    a.ok = true;
+    return a;
+}
+
+std::shared_ptr<const Ledger> shared(const Ledger &l) { return std::make_shared<const Ledger>(l); }
+
 TEST(ReserveCommand, ArgvShape) {
     const Ledger l = small_ledger();
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40}, "rid", false),
               (std::vector<std::string>{
                   // only the checked counters: the uncapped lifetime spend gets no KEYS entry
-                  "EVALSHA", reserve_script_sha1(), "6",
+                  "EVALSHA", reserve_script_sha1(), "5",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                  "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
-                  "sc:{acme}:reservations", "sc:{acme}:events",
-                  "2", "sc:{acme}:",
-                  // the release record: "DELTA KEY\n" undoing each checked counter it changes, without
-                  // the prefix (the uncapped lifetime spend is not reserved: nothing to undo)
-                  "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n",
-                  "0", "900000", "rid",  // dry run, ttl (ms), request id
-                  // kind, delta, most before, expire_at, cap, warn spec (fraction=threshold=threshold-delta)
-                  "s", "300000000", "1700000000", "1798070400", "2000000000", "0.5=1000000000=700000000",
-                  "c", "1", "99", "1830643200", "", "",
-                  // and no ARGV: no check reads it, it is left for the settlement
-                  "0"}));
+                  "sc:{acme}:resv:rid", "sc:{acme}:deadlines", "sc:{acme}:events",
+                  // C, M, H, prefix, ttl (ms), batch id (a batch of one is its request's id)
+                  "2", "1", "1", "sc:{acme}:", "900000", "rid",
+                  // kind, what a request adds, cap, expire_at, warn thresholds (fraction=threshold)
+                  "s", "$", "2000000000", "1798070400", "0.5=1000000000",
+                  "c", "1", "100", "1830643200", "",  // thresholds only for cost caps
+                  "0", "0",                           // no ceiling rows, no counter they decide
+                  "2", "1", "2",                      // one chain: both counters, in check order
+                  // the request: id, dry run, chain, cost, tokens, and the release record
+                  // "DELTA KEY\n" undoing each checked counter it changes, without the prefix
+                  // (the uncapped lifetime spend is not reserved: nothing to undo)
+                  "rid", "0", "1", "300000000", "40",
+                  "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n"}));
     // The estimate always counts one request, whatever it says.
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40, 0}, "rid", false),
               reserve_command(l, Amounts{300'000'000, 40}, "rid", false));
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40, 5}, "rid", false),
               reserve_command(l, Amounts{300'000'000, 40}, "rid", false));
+    // A batch of one whose batch id is its request id.
+    EXPECT_EQ(reserve_batch_command({ReserveItem{shared(l), Amounts{300'000'000, 40}, "rid", false}}, "rid"),
+              reserve_command(l, Amounts{300'000'000, 40}, "rid", false));
+    EXPECT_EQ(reserve_batch_command({ReserveItem{shared(l), Amounts{300'000'000, 40}, "rid", true}}, "rid", 5000),
+              reserve_command(l, Amounts{300'000'000, 40}, "rid", true, 5000));
+    const ReserveArgs a = parse_reserve(reserve_command(l, Amounts{300'000'000, 40}, "rid", false));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.counters, 2u);
+    EXPECT_EQ(a.batch, "rid");
 }
 
 TEST(ReserveCommand, TheTtlIsBounded) {
     const Ledger l = small_ledger();
-    const std::size_t ttl = 3 + 6 + 4;  // ARGV[5], after 2 sent counters and 4 fixed keys
+    const std::size_t ttl = 3 + (2 + 3) + 4;  // ARGV[5], after 2 sent counters and 3 fixed keys
+    ASSERT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false)[ttl + 1], "rid");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 5000)[ttl], "5000");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 0)[ttl], "1");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, -7)[ttl], "1");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, kMax)[ttl], std::to_string(kMaxReservationTtlMs));
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, kMaxReservationTtlMs)[ttl], "43200000");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false)[ttl], std::to_string(kDefaultReservationTtlMs));
+    EXPECT_EQ(reserve_batch_command({ReserveItem{shared(l), Amounts{1, 1}, "rid", false}}, "b", -1)[ttl], "1");
 }
 
 TEST(ReserveCommand, AnEmptyRequestIdIsAnError) {
@@ -432,16 +519,23 @@ TEST(ReserveCommand, AnEmptyRequestIdIsAnError) {
 
 TEST(ReserveCommand, DryRunAndAnEstimateAboveTheCap) {
     const Ledger l = small_ledger();
-    const std::vector<std::string> argv = reserve_command(l, Amounts{3 * kUsd, 0}, "r", true);
-    ASSERT_EQ(argv.size(), 3u + 6 + 6 + 2 * 6 + 1);  // 2 checked counters sent, the lifetime spend not
-    EXPECT_EQ(argv[12], "1");  // dry run
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + 15, argv.begin() + 21),
-              (std::vector<std::string>{"S", "3000000000", "-1000000000", "1798070400", "2000000000",
-                                        "0.5=1000000000=-2000000000"}));
-    // The same estimate as the cap is an ordinary 's'.
-    const std::vector<std::string> plain = reserve_command(l, Amounts{2 * kUsd, 0}, "r", false);
-    EXPECT_EQ(plain[12], "0");
-    EXPECT_EQ(plain[15], "s");
+    // The script compares `current + delta <= cap` itself: an estimate above
+    // the cap sends the same fields as any other, the dry run is the request's flag.
+    const std::vector<std::string> dry = reserve_command(l, Amounts{3 * kUsd, 0}, "r", true);
+    const ReserveArgs a = parse_reserve(dry);
+    ASSERT_TRUE(a.ok);
+    ASSERT_EQ(dry.size(), 3u + (2 + 3) + 6 + 5 * 2 + 2 + 3 + 6);  // 2 checked counters sent, the lifetime spend not
+    EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "2000000000", "1798070400", "0.5=1000000000"}));
+    ASSERT_EQ(a.items.size(), 1u);
+    EXPECT_EQ(a.items[0], (std::vector<std::string>{"r", "1", "1", "3000000000", "0",
+                                                    "-3000000000 spend:key:k1:d:2026-11-18\n"
+                                                    "-1 reqs:key:k1:m:2026-11\n"}));
+    // Not a dry run: only the flag differs.
+    std::vector<std::string> plain = reserve_command(l, Amounts{3 * kUsd, 0}, "r", false);
+    ASSERT_EQ(plain.size(), dry.size());
+    EXPECT_EQ(plain[dry.size() - 5], "0");
+    plain[dry.size() - 5] = "1";
+    EXPECT_EQ(plain, dry);
 }
 
 TEST(ReserveCommand, WithCeilingsAndABalance) {
@@ -461,24 +555,41 @@ TEST(ReserveCommand, WithCeilingsAndABalance) {
     l.ceilings = {CeilingRow{0, 0, 1000}, CeilingRow{50, 14, 3000}};
     EXPECT_EQ(reserve_command(l, Amounts{400, 9}, "r1", true),
               (std::vector<std::string>{
-                  "EVALSHA", reserve_script_sha1(), "8",
+                  "EVALSHA", reserve_script_sha1(), "7",
                   "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:balance", "sc:{o}:balance:held",
-                  "sc:{o}:resv:r1", "sc:{o}:settled:r1", "sc:{o}:reservations", "sc:{o}:events",
-                  "sc:{o}:cleared",
-                  "3", "sc:{o}:",
-                  "-400 spend:org:o:m:2026-11\n400 balance\n-400 balance:held\n",  // the balance comes back
-                  "1", "900000", "r1",
-                  "s", "400", "", "1830643200", "", "",
-                  "b", "-400", "400", "0", "", "",  // the balance must hold at least the estimate
-                  "c", "400", "", "0", "", "",
-                  "2", "1", "-400",  // rows, the counter they decide (1-based), the check with no row
-                  "0", "600", "1000", "0.5=500=100", "s",
-                  "50", "2600", "3000", "0.5=1500=1100", "s"}));
+                  "sc:{o}:resv:r1", "sc:{o}:deadlines", "sc:{o}:events", "sc:{o}:cleared",
+                  "3", "1", "1", "sc:{o}:", "900000", "r1",
+                  "s", "$", "", "1830643200", "",  // the ceiling's cap comes from its row
+                  "b", "-", "", "0", "",           // the balance: drawn, must hold at least the estimate
+                  "h", "$", "", "0", "",           // the hold: counted, not checked
+                  "2", "1",                        // rows, the counter they decide (1-based)
+                  "0", "1000", "0.5=500",          // cleared_min, monthly cap, warn thresholds
+                  "50", "3000", "0.5=1500",
+                  "3", "1", "2", "3",
+                  "r1", "1", "1", "400", "9",
+                  "-400 spend:org:o:m:2026-11\n400 balance\n-400 balance:held\n"}));  // the balance comes back
+    // Another estimate changes the request's part only.
+    const std::vector<std::string> small = reserve_command(l, Amounts{400, 9}, "r1", false);
     const std::vector<std::string> big = reserve_command(l, Amounts{2000, 0}, "r1", false);
-    ASSERT_EQ(big.size(), 3u + 8 + 6 + 18 + 3 + 10);
-    EXPECT_EQ(std::vector<std::string>(big.end() - 10, big.end()),
-              (std::vector<std::string>{"0", "-1000", "1000", "0.5=500=-1500", "S",
-                                        "50", "1000", "3000", "0.5=1500=-500", "s"}));
+    ASSERT_EQ(big.size(), 3u + 7 + 6 + 15 + 2 + 6 + 4 + 6);
+    ASSERT_EQ(small.size(), big.size());
+    EXPECT_EQ(std::vector<std::string>(big.begin(), big.end() - 6),
+              std::vector<std::string>(small.begin(), small.end() - 6));
+    EXPECT_EQ(std::vector<std::string>(big.end() - 6, big.end()),
+              (std::vector<std::string>{"r1", "0", "1", "2000", "0",
+                                        "-2000 spend:org:o:m:2026-11\n2000 balance\n-2000 balance:held\n"}));
+    // A negative row cap blocks (0) rather than uncaps; its thresholds are 0.
+    l.ceilings = {CeilingRow{0, 0, -1000}};
+    const ReserveArgs neg = parse_reserve(reserve_command(l, Amounts{400, 9}, "r1", false));
+    ASSERT_TRUE(neg.ok);
+    EXPECT_EQ(neg.ceiling, (std::vector<std::vector<std::string>>{{"0", "0", "0.5=0"}}));
+    // No rows left (none qualifies): still the ceiling's counter, decided to 0 by the script.
+    l.ceilings.clear();
+    const ReserveArgs none = parse_reserve(reserve_command(l, Amounts{400, 9}, "r1", false));
+    ASSERT_TRUE(none.ok);
+    EXPECT_EQ(none.rows, 0u);
+    EXPECT_EQ(none.decided, 1u);
+    EXPECT_EQ(none.keys.back(), "sc:{o}:cleared");
 }
 
 TEST(ReserveCommand, AFullLedgerFromThePolicy) {
@@ -491,56 +602,96 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
         EXPECT_EQ(l.counters[i].cap.has_value(), std::find(capped.begin(), capped.end(), i) != capped.end())
             << l.counters[i].key;
     const std::size_t n = capped.size();
-    ASSERT_EQ(argv.size(), 3 + n + 4 + 6 + 6 * n + 1);
-    EXPECT_EQ(argv[2], std::to_string(n + 4));
+    ASSERT_EQ(argv.size(), 3 + (n + 3) + 6 + 5 * n + 2 + (1 + n) + 6);
+    EXPECT_EQ(argv[2], std::to_string(n + 3));
     for (std::size_t k = 0; k < n; ++k) EXPECT_EQ(argv[3 + k], l.counters[capped[k]].key);
     // An uncapped counter appears nowhere in the argv.
-    for (std::size_t i = 0; i < l.counters.size(); ++i)
-        if (!l.counters[i].cap)
+    for (std::size_t i = 0; i < l.counters.size(); ++i) {
+        if (!l.counters[i].cap) {
             EXPECT_EQ(std::find(argv.begin(), argv.end(), l.counters[i].key), argv.end()) << l.counters[i].key;
+        }
+    }
     EXPECT_EQ(argv[3 + n], "sc:{acme}:resv:req-1");
-    EXPECT_EQ(argv[4 + n], "sc:{acme}:settled:req-1");
-    EXPECT_EQ(argv[5 + n], "sc:{acme}:reservations");
-    EXPECT_EQ(argv[6 + n], "sc:{acme}:events");
-    EXPECT_EQ(argv[7 + n], std::to_string(n));
-    EXPECT_EQ(argv[8 + n], "sc:{acme}:");
-    // One line per checked counter (a cap, rates included), in ledger order.
-    EXPECT_EQ(argv[9 + n], "-5 spend:key:key_prod_1:d:2026-11-18\n"
-                           "-5 spend:key:key_prod_1:m:2026-11\n"
-                           "-5 spend:key:key_prod_1:life\n"
-                           "-1 reqs:key:key_prod_1:m:2026-11\n"
-                           "-11 tokens:key:key_prod_1:d:2026-11-18\n"
-                           "-5 spend:project:acme-prod:m:2026-11\n"
-                           "-1 reqs:project:acme-prod:d:2026-11-18\n"
-                           "-5 spend:org:acme:m:2026-11\n"
-                           "-5 spend:customer:cust_42:m:2026-11\n"
-                           "-11 tokens:customer:cust_42:d:2026-11-18\n"
-                           "-1 rate:key:key_prod_1:rpm:2026-11-18T11:06\n"
-                           "-11 rate:org:acme:tpm:2026-11-18T11:06\n"
-                           "-1 rate:customer:cust_42:rpm:2026-11-18T11:06\n");
-    // Each sent counter's delta: the estimate, and a check (its cap).
+    EXPECT_EQ(argv[4 + n], "sc:{acme}:deadlines");
+    EXPECT_EQ(argv[5 + n], "sc:{acme}:events");
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + 6 + n, argv.begin() + 12 + n),
+              (std::vector<std::string>{std::to_string(n), "1", "1", "sc:{acme}:", "900000", "req-1"}));
+    const ReserveArgs a = parse_reserve(argv);
+    ASSERT_TRUE(a.ok);
+    ASSERT_EQ(a.fields.size(), n);
+    // Each sent counter: its kind, what a request adds, its cap, its expiry.
     for (std::size_t k = 0; k < n; ++k) {
         const Counter &c = l.counters[capped[k]];
-        const char *estimate = c.kind == CounterKind::spend                                   ? "5"
-                               : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? "11"
-                                                                                             : "1";
-        EXPECT_EQ(argv[13 + n + 6 * k + 1], estimate) << c.key;
-        EXPECT_NE(argv[13 + n + 6 * k + 2], "") << c.key;  // checked: the most it may hold before
+        const bool rate = c.kind == CounterKind::rpm || c.kind == CounterKind::tpm;
+        EXPECT_EQ(a.fields[k][0], c.kind == CounterKind::spend ? "s" : rate ? "r" : "c") << c.key;
+        const char *amount = c.kind == CounterKind::spend                                   ? "$"
+                             : c.kind == CounterKind::tokens || c.kind == CounterKind::tpm ? "t"
+                                                                                           : "1";
+        EXPECT_EQ(a.fields[k][1], amount) << c.key;
+        EXPECT_EQ(a.fields[k][2], std::to_string(*c.cap)) << c.key;
+        EXPECT_EQ(a.fields[k][3], std::to_string(c.expire_at)) << c.key;
+        EXPECT_EQ(a.fields[k][4].empty(), c.kind != CounterKind::spend) << c.key;  // thresholds of cost caps
     }
-    EXPECT_EQ(argv[10 + n], "0");
-    EXPECT_EQ(argv[11 + n], "900000");
-    EXPECT_EQ(argv[12 + n], "req-1");
-    const std::size_t a = 13 + n;  // first counter's fields
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + a, argv.begin() + a + 6),
-              (std::vector<std::string>{"s", "5", "1999999995", "1798070400", "2000000000",
-                                        "0.5=1000000000=999999995;0.8=1600000000=1599999995"}));
+    EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "2000000000", "1798070400",
+                                                     "0.5=1000000000;0.8=1600000000"}));
     // Counter 5, the 5th sent: the key's daily tokens, capped at 100000.
-    ASSERT_EQ(l.counters[capped[4]].key, "sc:{acme}:tokens:key:key_prod_1:d:2026-11-18");
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + a + 24, argv.begin() + a + 30),
-              (std::vector<std::string>{"c", "11", "99989", "1798070400", "", ""}));
-    // The last: the customer's rpm.
-    EXPECT_EQ(std::vector<std::string>(argv.end() - 7, argv.end()),
-              (std::vector<std::string>{"r", "1", "29", std::to_string(kMinuteExpire), "", "", "0"}));
+    ASSERT_EQ(a.keys[4], "sc:{acme}:tokens:key:key_prod_1:d:2026-11-18");
+    EXPECT_EQ(a.fields[4], (std::vector<std::string>{"c", "t", "100000", "1798070400", ""}));
+    // The customer's monthly spend, an override's cap, and the rates.
+    ASSERT_EQ(a.keys[8], "sc:{acme}:spend:customer:cust_42:m:2026-11");
+    EXPECT_EQ(a.fields[8], (std::vector<std::string>{"s", "$", "5000000000", "1830643200",
+                                                     "0.5=2500000000;0.8=4000000000"}));
+    EXPECT_EQ(a.fields[11], (std::vector<std::string>{"r", "t", "900", std::to_string(kMinuteExpire), ""}));
+    EXPECT_EQ(a.fields[12], (std::vector<std::string>{"r", "1", "30", std::to_string(kMinuteExpire), ""}));
+    EXPECT_EQ(a.rows, 0u);
+    EXPECT_EQ(a.decided, 0u);
+    ASSERT_EQ(a.chains.size(), 1u);
+    std::vector<std::size_t> all(n);
+    for (std::size_t k = 0; k < n; ++k) all[k] = k + 1;
+    EXPECT_EQ(a.chains[0], all);
+    ASSERT_EQ(a.items.size(), 1u);
+    EXPECT_EQ(std::vector<std::string>(a.items[0].begin(), a.items[0].begin() + 5),
+              (std::vector<std::string>{"req-1", "0", "1", "5", "11"}));
+    // One line per checked counter (a cap, rates included), in ledger order.
+    EXPECT_EQ(a.items[0][5], "-5 spend:key:key_prod_1:d:2026-11-18\n"
+                             "-5 spend:key:key_prod_1:m:2026-11\n"
+                             "-5 spend:key:key_prod_1:life\n"
+                             "-1 reqs:key:key_prod_1:m:2026-11\n"
+                             "-11 tokens:key:key_prod_1:d:2026-11-18\n"
+                             "-5 spend:project:acme-prod:m:2026-11\n"
+                             "-1 reqs:project:acme-prod:d:2026-11-18\n"
+                             "-5 spend:org:acme:m:2026-11\n"
+                             "-5 spend:customer:cust_42:m:2026-11\n"
+                             "-11 tokens:customer:cust_42:d:2026-11-18\n"
+                             "-1 rate:key:key_prod_1:rpm:2026-11-18T11:06\n"
+                             "-11 rate:org:acme:tpm:2026-11-18T11:06\n"
+                             "-1 rate:customer:cust_42:rpm:2026-11-18T11:06\n");
+    EXPECT_EQ(a.items[0][5], argv.back());
+}
+
+TEST(ReserveCommand, APrepaidPlanLedgerFromThePolicy) {
+    const auto policy = parse_policy(kPlanPolicy, "plans.yaml");
+    const Ledger l = ledger_of(*policy, std::string(64, 'a'));
+    ASSERT_EQ(l.ceiling_counter, std::optional<std::size_t>(15));
+    // Sent: the ceiling's counter, the balance, the org's rpm, the hold.
+    const ReserveArgs a = parse_reserve(reserve_command(l, Amounts{7, 3}, "r", false));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.keys, (std::vector<std::string>{
+                          "sc:{acme}:spend:org:acme:m:2026-11", "sc:{acme}:balance",
+                          "sc:{acme}:rate:org:acme:rpm:2026-11-18T11:06", "sc:{acme}:balance:held",
+                          "sc:{acme}:resv:r", "sc:{acme}:deadlines", "sc:{acme}:events", "sc:{acme}:cleared"}));
+    EXPECT_EQ(a.fields, (std::vector<std::vector<std::string>>{
+                            {"s", "$", "", "1830643200", ""},
+                            {"b", "-", "", "0", ""},
+                            {"r", "1", "10", std::to_string(kMinuteExpire), ""},
+                            {"h", "$", "", "0", ""}}));
+    EXPECT_EQ(a.decided, 1u);
+    EXPECT_EQ(a.ceiling, (std::vector<std::vector<std::string>>{
+                             {"0", "100000000000", "0.5=50000000000"},
+                             {"100000000000", "1000000000000", "0.5=500000000000"}}));
+    EXPECT_EQ(a.chains, (std::vector<std::vector<std::size_t>>{{1, 2, 3, 4}}));
+    EXPECT_EQ(a.items[0][5], "-7 spend:org:acme:m:2026-11\n7 balance\n-1 rate:org:acme:rpm:2026-11-18T11:06\n"
+                             "-7 balance:held\n");
 }
 
 // A policy: org acme (its limits `org`), project p (`project`), key k1 with
@@ -561,9 +712,12 @@ TEST(ReserveCommand, TheReleaseRecordHasALineForEachCheckedCounterOnly) {
         const Ledger l = ledger_of(*policy, kHashA);
         EXPECT_EQ(l.counters.size(), 21u);
         const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
-        EXPECT_EQ(argv.size(), 3 + m + 4 + 6 + 6 * m + 1);
-        EXPECT_EQ(argv.size() > 2 ? argv[2] : "", std::to_string(m + 4));
-        return argv.size() > 9 + m ? argv[9 + m] : std::string("(none)");
+        EXPECT_EQ(argv.size(), 3 + (m + 3) + 6 + 5 * m + 2 + (1 + m) + 6);
+        EXPECT_EQ(argv.size() > 2 ? argv[2] : "", std::to_string(m + 3));
+        const ReserveArgs a = parse_reserve(argv);
+        EXPECT_TRUE(a.ok);
+        EXPECT_EQ(a.counters, m);
+        return argv.empty() ? std::string("(none)") : argv.back();
     };
     // The key's monthly spend alone.
     EXPECT_EQ(record("", "", 1), "-700 spend:key:k1:m:2026-11\n");
@@ -574,6 +728,15 @@ TEST(ReserveCommand, TheReleaseRecordHasALineForEachCheckedCounterOnly) {
               "-700 spend:key:k1:m:2026-11\n-1 reqs:org:acme:d:2026-11-18\n-30 tokens:org:acme:m:2026-11\n");
     EXPECT_EQ(record("{ lifetime_usd: 50 }", "{ daily_usd: 20 }", 3),
               "-700 spend:key:k1:m:2026-11\n-700 spend:project:p:life\n-700 spend:org:acme:d:2026-11-18\n");
+}
+
+TEST(ReserveCommand, TheReleaseRecordLeavesOutACounterItDoesNotChange) {
+    const Ledger l = small_ledger();
+    // No tokens, no cost: only the request counter changes.
+    const ReserveArgs a = parse_reserve(reserve_command(l, Amounts{0, 0}, "r", false));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.counters, 2u);  // still sent: checked
+    EXPECT_EQ(a.items[0][5], "-1 reqs:key:k1:m:2026-11\n");
 }
 
 TEST(ReserveCommand, AnUncappedCounterGetsNoKeysAndNoArgv) {
@@ -589,21 +752,21 @@ TEST(ReserveCommand, AnUncappedCounterGetsNoKeysAndNoArgv) {
     ASSERT_FALSE(l.ceiling_counter.has_value());
     ASSERT_FALSE(l.balance.has_value());
     const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
-    // numkeys: the one capped counter + resv, settled, reservations, events.
-    ASSERT_EQ(argv.size(), 3u + (1 + 4) + 6 + 6 * 1 + 1);
-    EXPECT_EQ(argv[2], "5");
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + 3, argv.begin() + 8),
-              (std::vector<std::string>{"sc:{acme}:spend:key:k1:m:2026-11", "sc:{acme}:resv:r", "sc:{acme}:settled:r",
-                                        "sc:{acme}:reservations", "sc:{acme}:events"}));
-    EXPECT_EQ(argv[8], "1");  // ARGV[1]: one counter
-    EXPECT_EQ(argv[10], "-700 spend:key:k1:m:2026-11\n");
-    EXPECT_EQ(argv[14], "s");    // the only counter's fields ...
-    EXPECT_EQ(argv[15], "700");
-    EXPECT_EQ(argv[18], "10000000000");
-    EXPECT_EQ(argv.back(), "0");  // ... then no ceiling rows
-    for (std::size_t i = 0; i < l.counters.size(); ++i)
-        if (i != monthly)
+    // numkeys: the one capped counter + resv, deadlines, events.
+    EXPECT_EQ(argv, (std::vector<std::string>{
+                        "EVALSHA", reserve_script_sha1(), "4",
+                        "sc:{acme}:spend:key:k1:m:2026-11", "sc:{acme}:resv:r", "sc:{acme}:deadlines",
+                        "sc:{acme}:events",
+                        "1", "1", "1", "sc:{acme}:", "900000", "r",
+                        "s", "$", "10000000000", "1830643200", "",  // no warn_at in this policy
+                        "0", "0",
+                        "1", "1",
+                        "r", "0", "1", "700", "30", "-700 spend:key:k1:m:2026-11\n"}));
+    for (std::size_t i = 0; i < l.counters.size(); ++i) {
+        if (i != monthly) {
             EXPECT_EQ(std::find(argv.begin(), argv.end(), l.counters[i].key), argv.end()) << l.counters[i].key;
+        }
+    }
 
     // The reply numbers that counter 1 and has one "after": decoded, it is ledger counter 1.
     ReserveOutcome o = decode_reserve_reply(l, {0, 1, 9'500'000'000, 0});
@@ -632,22 +795,36 @@ TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
     l.org = "o";
     l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "sc:{o}:k", -7, 0)};
     const std::vector<std::string> argv = reserve_command(l, Amounts{-100, -3}, "r", false);
-    ASSERT_EQ(argv.size(), 3u + 5 + 6 + 6 + 1);
-    EXPECT_EQ(argv[10], "");   // the record: nothing to give back
-    EXPECT_EQ(argv[15], "0");  // delta
-    EXPECT_EQ(argv[16], "0");  // a negative cap counts as 0
+    const ReserveArgs a = parse_reserve(argv);
+    ASSERT_TRUE(a.ok);
+    ASSERT_EQ(argv.size(), 3u + 4 + 6 + 5 + 2 + 2 + 6);
+    EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "0", "0", ""}));  // a negative cap counts as 0
+    // The estimate counts as 0 (never a negative delta), so the record has nothing to give back.
+    EXPECT_EQ(a.items[0], (std::vector<std::string>{"r", "0", "1", "0", "0", ""}));
 }
 
 TEST(ReserveCommand, ExtremeCapsAndEstimates) {
     Ledger l;
     l.org = "o";
     l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "sc:{o}:k", kMax, 0)};
-    std::vector<std::string> argv = reserve_command(l, Amounts{kMax, 0}, "r", false);
-    EXPECT_EQ(argv[10], "-9223372036854775807 k\n");  // never INT64_MIN: it can be negated
-    EXPECT_EQ(argv[16], "0");
+    ReserveArgs a = parse_reserve(reserve_command(l, Amounts{kMax, kMax}, "r", false));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.fields[0][2], "9223372036854775807");  // the cap as it is: the script adds exactly
+    EXPECT_EQ(a.items[0], (std::vector<std::string>{"r", "0", "1", "9223372036854775807", "9223372036854775807",
+                                                    "-9223372036854775807 k\n"}));  // never INT64_MIN
     l.counters[0].cap = 0;
-    argv = reserve_command(l, Amounts{kMax, 0}, "r", false);
-    EXPECT_EQ(argv[16], "-9223372036854775807");
+    a = parse_reserve(reserve_command(l, Amounts{kMax, 0}, "r", false));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.fields[0][2], "0");
+    l.counters[0].cap = std::numeric_limits<std::int64_t>::min();
+    a = parse_reserve(reserve_command(l, Amounts{1, 0}, "r", false));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.fields[0][2], "0");
+    // A negative expire_at is never (0).
+    l.counters[0].expire_at = -5;
+    a = parse_reserve(reserve_command(l, Amounts{1, 0}, "r", false));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.fields[0][3], "0");
 }
 
 TEST(ReserveCommand, NoCountersIsAnError) {
@@ -657,17 +834,208 @@ TEST(ReserveCommand, NoCountersIsAnError) {
     EXPECT_TRUE(settle_command(l, Amounts{5, 5}, Amounts{5, 5}, "r", std::nullopt).empty());
 }
 
+// ---------------------------------------------------------------------------
+// reserve_batch_command
+
+TEST(ReserveBatchCommand, TwoRequestsOfOneKeyShareOneChainAndEachCounterIsSentOnce) {
+    const auto l = shared(small_ledger());
+    const std::vector<std::string> argv = reserve_batch_command(
+        {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{l, Amounts{200, 7}, "b", true}}, "a");
+    EXPECT_EQ(argv, (std::vector<std::string>{
+                        "EVALSHA", reserve_script_sha1(), "5",
+                        "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
+                        "sc:{acme}:resv:a", "sc:{acme}:deadlines", "sc:{acme}:events",
+                        "2", "2", "1", "sc:{acme}:", "900000", "a",
+                        "s", "$", "2000000000", "1798070400", "0.5=1000000000",
+                        "c", "1", "100", "1830643200", "",
+                        "0", "0",
+                        "2", "1", "2",
+                        // each request its own dry run, the one chain, its estimate and record
+                        "a", "0", "1", "100", "5", "-100 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n",
+                        "b", "1", "1", "200", "7", "-200 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n"}));
+    // The batch id names the record, whatever the requests' ids.
+    const ReserveArgs other = parse_reserve(reserve_batch_command(
+        {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{l, Amounts{200, 7}, "b", true}}, "batch-9"));
+    ASSERT_TRUE(other.ok);
+    EXPECT_EQ(other.batch, "batch-9");
+    EXPECT_EQ(other.keys[2], "sc:{acme}:resv:batch-9");
+    // Two copies of one ledger are two chains over the same counters.
+    const ReserveArgs copies = parse_reserve(reserve_batch_command(
+        {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{shared(*l), Amounts{200, 7}, "b", false}}, "a"));
+    ASSERT_TRUE(copies.ok);
+    EXPECT_EQ(copies.counters, 2u);
+    EXPECT_EQ(copies.chains, (std::vector<std::vector<std::size_t>>{{1, 2}, {1, 2}}));
+    EXPECT_EQ(copies.items[1][2], "2");
+}
+
+const char *kTwoKeysPolicy = R"(models:
+  m: { input: 1, output: 2 }
+warn_at: [0.5]
+orgs:
+  acme:
+    limits: { monthly_usd: 1000, rpm: 100 }
+projects:
+  p:
+    org: acme
+    limits: { monthly_usd: 50 }
+keys:
+  - { id: k1, sha256: e0f45c82d6ca5ee6f54cc819900039a64d865a336bec00b8ff16a10e40033839, project: p, limits: { daily_usd: 2 } }
+  - { id: k2, sha256: 1111111111111111111111111111111111111111111111111111111111111111, project: p, limits: { monthly_requests: 9 } }
+)";
+
+TEST(ReserveBatchCommand, TwoKeysOfOneOrgHaveTwoChainsSharingTheProjectAndOrgCounters) {
+    const auto policy = parse_policy(kTwoKeysPolicy, "test.yaml");
+    const auto k1 = shared(ledger_of(*policy, kHashA));
+    const auto k2 = shared(ledger_of(*policy, std::string(64, '1')));
+    const std::vector<std::string> argv =
+        reserve_batch_command({ReserveItem{k1, Amounts{10, 1}, "r1", false}, ReserveItem{k2, Amounts{20, 2}, "r2", false},
+                               ReserveItem{k1, Amounts{30, 3}, "r3", false}},
+                              "r1");
+    const ReserveArgs a = parse_reserve(argv);
+    ASSERT_TRUE(a.ok);
+    // The counters in the order first met: k1's chain, then k2's own counter.
+    EXPECT_EQ(a.keys, (std::vector<std::string>{
+                          "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
+                          "sc:{acme}:spend:org:acme:m:2026-11", "sc:{acme}:rate:org:acme:rpm:2026-11-18T11:06",
+                          "sc:{acme}:reqs:key:k2:m:2026-11",
+                          "sc:{acme}:resv:r1", "sc:{acme}:deadlines", "sc:{acme}:events"}));
+    EXPECT_EQ(a.fields, (std::vector<std::vector<std::string>>{
+                            {"s", "$", "2000000000", "1798070400", "0.5=1000000000"},
+                            {"s", "$", "50000000000", "1830643200", "0.5=25000000000"},
+                            {"s", "$", "1000000000000", "1830643200", "0.5=500000000000"},
+                            {"r", "1", "100", std::to_string(kMinuteExpire), ""},
+                            {"c", "1", "9", "1830643200", ""}}));
+    EXPECT_EQ(a.requests, 3u);
+    // Each key's chain in its own check order: k2's requests counter comes
+    // before the project's and org's (key scope first), the rate last.
+    EXPECT_EQ(a.chains, (std::vector<std::vector<std::size_t>>{{1, 2, 3, 4}, {5, 2, 3, 4}}));
+    ASSERT_EQ(a.items.size(), 3u);
+    EXPECT_EQ(a.items[0], (std::vector<std::string>{"r1", "0", "1", "10", "1",
+                                                    "-10 spend:key:k1:d:2026-11-18\n-10 spend:project:p:m:2026-11\n"
+                                                    "-10 spend:org:acme:m:2026-11\n"
+                                                    "-1 rate:org:acme:rpm:2026-11-18T11:06\n"}));
+    EXPECT_EQ(a.items[1], (std::vector<std::string>{"r2", "0", "2", "20", "2",
+                                                    "-1 reqs:key:k2:m:2026-11\n-20 spend:project:p:m:2026-11\n"
+                                                    "-20 spend:org:acme:m:2026-11\n"
+                                                    "-1 rate:org:acme:rpm:2026-11-18T11:06\n"}));
+    EXPECT_EQ(std::vector<std::string>(a.items[2].begin(), a.items[2].begin() + 3),
+              (std::vector<std::string>{"r3", "0", "1"}));
+    // A shared counter appears once among the KEYS.
+    EXPECT_EQ(std::count(argv.begin(), argv.end(), "sc:{acme}:spend:project:p:m:2026-11"), 1);
+}
+
+TEST(ReserveBatchCommand, ItemsOfTwoOrgsAreRefused) {
+    Ledger other = small_ledger();
+    other.org = "zeta";
+    for (Counter &c : other.counters) c.key.replace(0, 9, "sc:{zeta}");
+    const auto acme = shared(small_ledger());
+    EXPECT_FALSE(reserve_batch_command({ReserveItem{acme, Amounts{1, 1}, "a", false}}, "a").empty());
+    EXPECT_FALSE(reserve_batch_command({ReserveItem{shared(other), Amounts{1, 1}, "a", false}}, "a").empty());
+    EXPECT_TRUE(reserve_batch_command(
+                    {ReserveItem{acme, Amounts{1, 1}, "a", false}, ReserveItem{shared(other), Amounts{1, 1}, "b", false}},
+                    "a")
+                    .empty());
+    EXPECT_TRUE(reserve_batch_command(
+                    {ReserveItem{shared(other), Amounts{1, 1}, "a", false}, ReserveItem{acme, Amounts{1, 1}, "b", false}},
+                    "a")
+                    .empty());
+}
+
+TEST(ReserveBatchCommand, ANullOrEmptyLedgerOrAnEmptyIdIsRefused) {
+    const auto l = shared(small_ledger());
+    EXPECT_TRUE(reserve_batch_command({}, "a").empty());
+    EXPECT_TRUE(reserve_batch_command({ReserveItem{nullptr, Amounts{1, 1}, "a", false}}, "a").empty());
+    EXPECT_TRUE(reserve_batch_command(
+                    {ReserveItem{l, Amounts{1, 1}, "a", false}, ReserveItem{nullptr, Amounts{1, 1}, "b", false}}, "a")
+                    .empty());
+    Ledger empty;
+    empty.org = "acme";
+    EXPECT_TRUE(reserve_batch_command({ReserveItem{shared(empty), Amounts{1, 1}, "a", false}}, "a").empty());
+    EXPECT_TRUE(reserve_batch_command(
+                    {ReserveItem{l, Amounts{1, 1}, "a", false}, ReserveItem{shared(empty), Amounts{1, 1}, "b", false}},
+                    "a")
+                    .empty());
+    // An empty batch id, or an empty request id.
+    EXPECT_TRUE(reserve_batch_command({ReserveItem{l, Amounts{1, 1}, "a", false}}, "").empty());
+    EXPECT_TRUE(reserve_batch_command(
+                    {ReserveItem{l, Amounts{1, 1}, "a", false}, ReserveItem{l, Amounts{1, 1}, "", false}}, "a")
+                    .empty());
+}
+
+TEST(ReserveBatchCommand, DryRunIsPerRequest) {
+    const auto l = shared(small_ledger());
+    for (const bool first : {false, true})
+        for (const bool second : {false, true}) {
+            const ReserveArgs a = parse_reserve(reserve_batch_command(
+                {ReserveItem{l, Amounts{1, 1}, "a", first}, ReserveItem{l, Amounts{1, 1}, "b", second}}, "a"));
+            ASSERT_TRUE(a.ok);
+            EXPECT_EQ(a.items[0][1], first ? "1" : "0");
+            EXPECT_EQ(a.items[1][1], second ? "1" : "0");
+        }
+}
+
+TEST(ReserveBatchCommand, TheCeilingSectionComesFromTheLedgerThatHasIt) {
+    // `plain`: a key of the org whose ledger knows no ceiling; `planned`: one
+    // whose ledger has the plan's rows on the org's monthly counter.
+    Ledger plain;
+    plain.org = "o";
+    plain.periods = periods_at(kNow);
+    plain.warn_at = {fraction("0.5", 500'000'000)};
+    plain.counters = {counter(CounterKind::spend, Scope::key, Window::daily, "sc:{o}:spend:key:a:d:2026-11-18", 100,
+                              kDayExpire)};
+    Ledger planned = plain;
+    planned.counters = {
+        counter(CounterKind::spend, Scope::key, Window::daily, "sc:{o}:spend:key:b:d:2026-11-18", 200, kDayExpire),
+        counter(CounterKind::spend, Scope::org, Window::monthly, "sc:{o}:spend:org:o:m:2026-11", std::nullopt,
+                kMonthExpire)};
+    planned.ceiling_counter = 1;
+    planned.ceilings = {CeilingRow{0, 0, 1000}, CeilingRow{50, 0, 3000}};
+    const auto p = shared(plain), q = shared(planned);
+
+    ReserveArgs a = parse_reserve(reserve_batch_command(
+        {ReserveItem{p, Amounts{5, 0}, "a", false}, ReserveItem{q, Amounts{6, 0}, "b", false}}, "a"));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.keys, (std::vector<std::string>{"sc:{o}:spend:key:a:d:2026-11-18", "sc:{o}:spend:key:b:d:2026-11-18",
+                                                "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:resv:a", "sc:{o}:deadlines",
+                                                "sc:{o}:events", "sc:{o}:cleared"}));
+    EXPECT_EQ(a.rows, 2u);
+    EXPECT_EQ(a.decided, 3u);  // the org's monthly counter's place in the batch
+    EXPECT_EQ(a.ceiling, (std::vector<std::vector<std::string>>{{"0", "1000", "0.5=500"}, {"50", "3000", "0.5=1500"}}));
+    EXPECT_EQ(a.fields[2], (std::vector<std::string>{"s", "$", "", "1830643200", ""}));
+    EXPECT_EQ(a.chains, (std::vector<std::vector<std::size_t>>{{1}, {2, 3}}));
+
+    // The other way round: the counter is the second sent.
+    a = parse_reserve(reserve_batch_command(
+        {ReserveItem{q, Amounts{6, 0}, "b", false}, ReserveItem{p, Amounts{5, 0}, "a", false}}, "b"));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.decided, 2u);
+    EXPECT_EQ(a.rows, 2u);
+    EXPECT_EQ(a.keys.back(), "sc:{o}:cleared");
+    EXPECT_EQ(a.chains, (std::vector<std::vector<std::size_t>>{{1, 2}, {3}}));
+
+    // Without the planned ledger: no ceiling section, no cleared key.
+    a = parse_reserve(reserve_batch_command({ReserveItem{p, Amounts{5, 0}, "a", false}}, "a"));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.rows, 0u);
+    EXPECT_EQ(a.decided, 0u);
+    EXPECT_EQ(a.keys.back(), "sc:{o}:events");
+}
+
+// ---------------------------------------------------------------------------
+// settle_command / settle_batch_command
+
 // A settle argv taken apart (see the comment above kSettleBody): KEYS are C
-// counters, the events stream, the deadlines, then each request's record and
-// marker; ARGV is C, M, prefix, 5 fields per counter, low_balance and the
-// balance / held indexes, then each request's id, K and K (counter, correction).
+// counters, the events stream, the deadlines and sc:{ORG}:settlements; ARGV
+// is C, M, prefix, 5 fields per counter, low_balance and the balance / held
+// indexes, then each request's id, batch id, reserve answered, K and K
+// (counter, correction).
 struct SettleArgs {
     std::size_t counters = 0, requests = 0;
     std::string prefix;
     std::vector<std::string> keys;
     std::vector<std::vector<std::string>> fields;  // per counter: kind, delta, expire_at, cap, warn
     std::vector<std::string> low;                  // low_balance, balance index, held index
-    std::vector<std::string> ids;
+    std::vector<std::string> ids, batches, answered;
     std::vector<std::map<std::size_t, std::int64_t>> corrections;  // per request: counter (0-based) -> delta
     bool ok = false;  // every part where it should be, nothing left over
 };
@@ -682,7 +1050,7 @@ SettleArgs parse_settle(const std::vector<std::string> &argv) {
     a.counters = std::stoul(argv[p]);
     a.requests = std::stoul(argv[p + 1]);
     a.prefix = argv[p + 2];
-    if (numkeys != a.counters + 2 + 2 * a.requests) return a;
+    if (numkeys != a.counters + 3) return a;
     p += 3;
     if (p + 5 * a.counters + 3 > argv.size()) return a;
     for (std::size_t i = 0; i < a.counters; ++i, p += 5)
@@ -691,10 +1059,13 @@ SettleArgs parse_settle(const std::vector<std::string> &argv) {
     a.low.assign(argv.begin() + static_cast<std::ptrdiff_t>(p), argv.begin() + static_cast<std::ptrdiff_t>(p + 3));
     p += 3;
     for (std::size_t j = 0; j < a.requests; ++j) {
-        if (p + 2 > argv.size()) return a;
+        if (p + 4 > argv.size()) return a;
         a.ids.push_back(argv[p]);
-        const std::size_t k = std::stoul(argv[p + 1]);
-        p += 2;
+        a.batches.push_back(argv[p + 1]);
+        a.answered.push_back(argv[p + 2]);
+        if (argv[p + 2] != "0" && argv[p + 2] != "1") return a;
+        const std::size_t k = std::stoul(argv[p + 3]);
+        p += 4;
         if (p + 2 * k > argv.size()) return a;
         std::map<std::size_t, std::int64_t> c;
         for (std::size_t n = 0; n < k; ++n, p += 2) {
@@ -715,44 +1086,52 @@ std::int64_t if_unreserved(const SettleArgs &a, std::size_t i, std::size_t j = 0
     return std::stoll(a.fields.at(i).at(1)) + (it == a.corrections.at(j).end() ? 0 : it->second);
 }
 
+SettleItem settle_item(std::shared_ptr<const Ledger> ledger, Amounts estimate, Amounts real, std::string id,
+                       std::optional<Nanos> ceiling_cap = std::nullopt, std::string batch = "",
+                       bool answered = true) {
+    if (batch.empty()) batch = id;
+    return SettleItem{std::move(ledger), estimate, real, std::move(id), ceiling_cap, std::move(batch), answered};
+}
+
 TEST(SettleCommand, ArgvShape) {
     const Ledger l = small_ledger();
     EXPECT_EQ(settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt),
               (std::vector<std::string>{
-                  "EVALSHA", settle_script_sha1(), "7",
+                  // every counter of the ledger, checked or not
+                  "EVALSHA", settle_script_sha1(), "6",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:events", "sc:{acme}:reservations",
-                  "sc:{acme}:resv:rid", "sc:{acme}:settled:rid",
+                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:events", "sc:{acme}:deadlines",
+                  "sc:{acme}:settlements",
                   "3", "1", "sc:{acme}:",
                   // kind, delta if reserved, expire_at, cap, warn thresholds (fraction=threshold)
                   "c", "-200000000", "1798070400", "2000000000", "0.5=1000000000",
-                  "c", "0", "1830643200", "", "",
+                  "c", "0", "1830643200", "", "",  // a request cap is no cost cap: no warnings
                   // uncapped: nothing was reserved, so the real cost either way
                   "c", "100000000", "0", "", "",
                   "", "0", "0",
-                  // the request, and what it adds on top when not reserved:
-                  // the spend -200000000 + 300000000 = the real 100000000, the
-                  // request 0 + 1; the uncapped counter needs no correction
-                  "rid", "2", "1", "300000000", "2", "1"}));
+                  // the request, its batch (its own id), reserve answered, and what it adds
+                  // on top when not reserved: the spend -200000000 + 300000000 = the real
+                  // 100000000, the request 0 + 1; the uncapped counter needs no correction
+                  "rid", "rid", "1", "2", "1", "300000000", "2", "1"}));
     // A request refused before the provider (real.requests = 0): its
     // reserved request is taken back, and without a reservation it adds none.
     const std::vector<std::string> refused =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30, 0}, "rid", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 18, refused.begin() + 23),
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 17, refused.begin() + 22),
               (std::vector<std::string>{"c", "-1", "1830643200", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 31, refused.end()),
-              (std::vector<std::string>{"rid", "2", "1", "300000000", "2", "1"}));  // -1 + 1 = 0
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 30, refused.end()),
+              (std::vector<std::string>{"rid", "rid", "1", "2", "1", "300000000", "2", "1"}));  // -1 + 1 = 0
     // Nothing at all: every reserved delta comes back, nothing is added (the
     // uncapped counter, never reserved, is not written at all).
     const std::vector<std::string> nothing =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{0, 0, 0}, "rid", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(nothing.begin() + 13, nothing.end()),
+    EXPECT_EQ(std::vector<std::string>(nothing.begin() + 12, nothing.end()),
               (std::vector<std::string>{
                   "c", "-300000000", "1798070400", "2000000000", "0.5=1000000000",
                   "c", "-1", "1830643200", "", "",
                   "c", "0", "0", "", "",
                   "", "0", "0",
-                  "rid", "2", "1", "300000000", "2", "1"}));  // unreserved: 0 everywhere
+                  "rid", "rid", "1", "2", "1", "300000000", "2", "1"}));  // unreserved: 0 everywhere
     // requests is 0 or 1: more counts as 1, less as 0.
     EXPECT_EQ(settle_command(l, Amounts{1, 1}, Amounts{1, 1, 7}, "rid", std::nullopt),
               settle_command(l, Amounts{1, 1}, Amounts{1, 1, 1}, "rid", std::nullopt));
@@ -761,10 +1140,39 @@ TEST(SettleCommand, ArgvShape) {
     // The estimate's requests are always 1 (the reserve counted one).
     EXPECT_EQ(settle_command(l, Amounts{1, 1, 0}, Amounts{1, 1}, "rid", std::nullopt),
               settle_command(l, Amounts{1, 1, 1}, Amounts{1, 1}, "rid", std::nullopt));
-    // A batch of one.
-    EXPECT_EQ(settle_batch_command({SettleItem{l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid",
-                                               std::nullopt}}),
+    // A batch of one whose reserve's batch is its own id.
+    EXPECT_EQ(settle_batch_command({settle_item(shared(l), Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid")}),
               settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt));
+    const SettleArgs a = parse_settle(settle_command(l, Amounts{1, 1}, Amounts{1, 1}, "rid", std::nullopt));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.keys.size(), 6u);
+}
+
+TEST(SettleCommand, AReserveNotAnsweredIsSaidSo) {
+    const Ledger l = small_ledger();
+    const SettleArgs answered =
+        parse_settle(settle_command(l, Amounts{300, 4}, Amounts{100, 3}, "rid", std::nullopt));
+    const SettleArgs lost =
+        parse_settle(settle_command(l, Amounts{300, 4}, Amounts{100, 3}, "rid", std::nullopt, false));
+    ASSERT_TRUE(answered.ok);
+    ASSERT_TRUE(lost.ok);
+    EXPECT_EQ(answered.answered, (std::vector<std::string>{"1"}));
+    EXPECT_EQ(lost.answered, (std::vector<std::string>{"0"}));
+    EXPECT_EQ(lost.batches, (std::vector<std::string>{"rid"}));
+    // Everything else is the same.
+    EXPECT_EQ(lost.fields, answered.fields);
+    EXPECT_EQ(lost.corrections, answered.corrections);
+    // No reserve sent (batch ""): never answered, whatever the item says.
+    const SettleArgs unsent = parse_settle(settle_batch_command(
+        {SettleItem{shared(l), Amounts{300, 4}, Amounts{100, 3}, "rid", std::nullopt, "", true}}));
+    ASSERT_TRUE(unsent.ok);
+    EXPECT_EQ(unsent.batches, (std::vector<std::string>{""}));
+    EXPECT_EQ(unsent.answered, (std::vector<std::string>{"0"}));
+    const SettleArgs other_batch = parse_settle(settle_batch_command(
+        {SettleItem{shared(l), Amounts{300, 4}, Amounts{100, 3}, "rid", std::nullopt, "first-rid", true}}));
+    ASSERT_TRUE(other_batch.ok);
+    EXPECT_EQ(other_batch.batches, (std::vector<std::string>{"first-rid"}));
+    EXPECT_EQ(other_batch.answered, (std::vector<std::string>{"1"}));
 }
 
 TEST(SettleCommand, AnUncheckedCounterGetsTheRealAmountsWhetherReservedOrNot) {
@@ -777,6 +1185,9 @@ TEST(SettleCommand, AnUncheckedCounterGetsTheRealAmountsWhetherReservedOrNot) {
     ASSERT_EQ(argv.counters, n);
     ASSERT_EQ(argv.requests, 1u);
     EXPECT_EQ(argv.ids, (std::vector<std::string>{"req-1"}));
+    EXPECT_EQ(argv.keys[n], "sc:{acme}:events");
+    EXPECT_EQ(argv.keys[n + 1], "sc:{acme}:deadlines");
+    EXPECT_EQ(argv.keys[n + 2], "sc:{acme}:settlements");
     for (std::size_t i = 0; i < n; ++i) {
         const Counter &c = l.counters[i];
         EXPECT_EQ(argv.keys[i], c.key);
@@ -790,6 +1201,11 @@ TEST(SettleCommand, AnUncheckedCounterGetsTheRealAmountsWhetherReservedOrNot) {
         const std::int64_t if_reserved = c.cap ? real - estimate : real;
         EXPECT_EQ(argv.fields[i][0], rate ? "r" : "c") << c.key;
         EXPECT_EQ(argv.fields[i][1], std::to_string(if_reserved)) << c.key;
+        EXPECT_EQ(argv.fields[i][2], std::to_string(c.expire_at)) << c.key;
+        // Only cost caps are sent, with their thresholds.
+        const bool cost_cap = c.kind == CounterKind::spend && c.cap;
+        EXPECT_EQ(argv.fields[i][3], cost_cap ? std::to_string(*c.cap) : "") << c.key;
+        EXPECT_EQ(argv.fields[i][4].empty(), !cost_cap) << c.key;
         EXPECT_EQ(if_unreserved(argv, i), rate ? 0 : real) << c.key;
         // A correction only where the two differ.
         EXPECT_EQ(argv.corrections[0].count(i), (rate ? 0 : real) != if_reserved ? 1u : 0u) << c.key;
@@ -830,9 +1246,8 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     l.ceilings = {CeilingRow{0, 0, 1000}};
     const std::vector<std::string> argv = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", 3000);
     const std::vector<std::string> expected = {
-        "EVALSHA", settle_script_sha1(), "10",
-        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:events", "sc:{o}:reservations", "sc:{o}:resv:r1",
-        "sc:{o}:settled:r1",
+        "EVALSHA", settle_script_sha1(), "9",
+        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:events", "sc:{o}:deadlines", "sc:{o}:settlements",
         "6", "1", "sc:{o}:",
         "c", "300", "1830643200", "3000", "0.5=1500",  // the ceiling the reservation saw
         "c", "-4", "1798070400", "", "",
@@ -844,25 +1259,25 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         // unreserved: m 300 + 400 = the real 700, t -4 + 9 = 5, b -300 - 400 =
         // the real -700, rpm 0 (no correction: minute unknown), tpm -4 + 4 = 0
         // (minute unknown), h -400 + 400 = 0 (nothing was held)
-        "r1", "5", "1", "400", "2", "9", "3", "-400", "5", "4", "6", "400"};
+        "r1", "r1", "1", "5", "1", "400", "2", "9", "3", "-400", "5", "4", "6", "400"};
     EXPECT_EQ(argv, expected);
     // No ceiling cap known: no warnings against the ceiling counter.
     const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(plain.begin() + 16, plain.begin() + 21),
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 15, plain.begin() + 20),
               (std::vector<std::string>{"c", "300", "1830643200", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(plain.begin() + 21, plain.end()),
-              std::vector<std::string>(argv.begin() + 21, argv.end()));
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 20, plain.end()),
+              std::vector<std::string>(argv.begin() + 20, argv.end()));
     // Negative amounts count as 0 (the thresholds are sent whatever the delta:
     // the script compares the counter before and after the batch).
     const std::vector<std::string> neg = settle_command(l, Amounts{-1, -1}, Amounts{-5, -5, -5}, "r1", 3000);
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 16, neg.begin() + 21),
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 15, neg.begin() + 20),
               (std::vector<std::string>{"c", "0", "1830643200", "3000", "0.5=1500"}));
     // A refused request: the rpm it reserved comes back (it held nothing);
     // unreserved, the rpm gets nothing: -1 + 1.
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 31, neg.begin() + 36),
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 30, neg.begin() + 35),
               (std::vector<std::string>{"r", "-1", "1795000080", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 46, neg.end()),
-              (std::vector<std::string>{"", "0", "0", "r1", "1", "4", "1"}));
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 45, neg.end()),
+              (std::vector<std::string>{"", "0", "0", "r1", "r1", "1", "1", "4", "1"}));
     const std::vector<std::string> refused = settle_command(l, Amounts{400, 9}, Amounts{0, 0, 0}, "r1", 3000);
     const std::vector<std::string> refused_expected = {
         "c", "-400", "1830643200", "3000", "0.5=1500",
@@ -873,9 +1288,9 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         "c", "-400", "0", "", "",
         "", "0", "0",  // no cost: no low_balance check
         // unreserved: 0 everywhere
-        "r1", "6", "1", "400", "2", "9", "3", "-400", "4", "1", "5", "9", "6", "400"};
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 16, refused.end()), refused_expected);
-    // Taken apart, each counter's two cases as before the batch layout.
+        "r1", "r1", "1", "6", "1", "400", "2", "9", "3", "-400", "4", "1", "5", "9", "6", "400"};
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 15, refused.end()), refused_expected);
+    // Taken apart, each counter's two cases.
     const SettleArgs a = parse_settle(argv);
     ASSERT_TRUE(a.ok);
     const std::vector<std::int64_t> reserved_case = {300, -4, -300, 0, -4, -400};
@@ -901,30 +1316,29 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
         };
         return l;
     };
-    const Ledger k1 = ledger_of_key("k1"), k2 = ledger_of_key("k2");
+    const auto k1 = shared(ledger_of_key("k1")), k2 = shared(ledger_of_key("k2"));
     const std::vector<std::string> argv = settle_batch_command(
-        {SettleItem{k1, Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt},
-         SettleItem{k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt},
-         SettleItem{k1, Amounts{50, 1}, Amounts{50, 1}, "r3", std::nullopt}});
+        {settle_item(k1, Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt, "r1"),
+         settle_item(k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt, "r1"),
+         settle_item(k1, Amounts{50, 1}, Amounts{50, 1}, "r3", std::nullopt, "r3", false)});
     EXPECT_EQ(argv, (std::vector<std::string>{
-                        "EVALSHA", settle_script_sha1(), "11",
+                        "EVALSHA", settle_script_sha1(), "6",
                         // the three counters, each once, in the order first met
                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
-                        "sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:events", "sc:{acme}:reservations",
-                        "sc:{acme}:resv:r1", "sc:{acme}:settled:r1", "sc:{acme}:resv:r2", "sc:{acme}:settled:r2",
-                        "sc:{acme}:resv:r3", "sc:{acme}:settled:r3",
+                        "sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:events", "sc:{acme}:deadlines",
+                        "sc:{acme}:settlements",
                         "3", "3", "sc:{acme}:",
                         // k1: (100 - 300) + (50 - 50); the project: -200 + 300 + 0; k2: 300
                         "c", "-200", "1798070400", "2000000000", "0.5=1000000000",
                         "c", "100", "1830643200", "50000000000", "0.5=25000000000",
                         "c", "300", "1798070400", "2000000000", "0.5=1000000000",
                         "", "0", "0",
-                        // unreserved, each request adds its real cost instead:
-                        // r1 +300 on k1 and the project, r2 +200 on both of its
-                        // (in its ledger's order), r3 +50 on both of its
-                        "r1", "2", "1", "300", "2", "300",
-                        "r2", "2", "3", "200", "2", "200",
-                        "r3", "2", "1", "50", "2", "50"}));
+                        // each request's batch and whether its reserve was answered; unreserved,
+                        // each request adds its real cost instead: r1 +300 on k1 and the
+                        // project, r2 +200 on both of its (in its ledger's order), r3 +50 on both
+                        "r1", "r1", "1", "2", "1", "300", "2", "300",
+                        "r2", "r1", "1", "2", "3", "200", "2", "200",
+                        "r3", "r3", "0", "2", "1", "50", "2", "50"}));
     // The balance and held indexes are those of the batch's counters.
     Ledger prepaid = ledger_of_key("k1");
     prepaid.counters.push_back(counter(CounterKind::balance, Scope::org, Window::lifetime, "sc:{acme}:balance",
@@ -935,19 +1349,76 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
     prepaid.held = 3;
     prepaid.low_balance = 5 * kUsd;
     const std::vector<std::string> low = settle_batch_command(
-        {SettleItem{k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt},
-         SettleItem{prepaid, Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt}});
+        {settle_item(k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt, "b"),
+         settle_item(shared(prepaid), Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt, "b")});
     // 5 counters, 2 requests: r2 with 2 corrections, r1 with 4 (k1, the
     // project, the balance -300, the hold +300).
-    ASSERT_EQ(low.size(), 3u + (5 + 2 + 4) + 3 + 5 * 5 + 3 + (2 + 4) + (2 + 8));
+    ASSERT_EQ(low.size(), 3u + (5 + 3) + 3 + 5 * 5 + 3 + (4 + 4) + (4 + 8));
     EXPECT_EQ(std::vector<std::string>(low.begin() + 3, low.begin() + 8),
               (std::vector<std::string>{"sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
                                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:balance",
                                         "sc:{acme}:balance:held"}));
-    EXPECT_EQ(std::vector<std::string>(low.begin() + 42, low.begin() + 45),
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 39, low.begin() + 42),
               (std::vector<std::string>{"5000000000", "4", "5"}));  // low_balance, balance and held (1-based)
-    EXPECT_EQ(std::vector<std::string>(low.begin() + 51, low.end()),
-              (std::vector<std::string>{"r1", "4", "3", "300", "2", "300", "4", "-300", "5", "300"}));
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 50, low.end()),
+              (std::vector<std::string>{"r1", "b", "1", "4", "3", "300", "2", "300", "4", "-300", "5", "300"}));
+    const SettleArgs a = parse_settle(low);
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.ids, (std::vector<std::string>{"r2", "r1"}));
+}
+
+TEST(SettleBatchCommand, ARequestIdTwiceSettlesOnce) {
+    const auto l = shared(small_ledger());
+    const std::vector<std::string> once = settle_batch_command({settle_item(l, Amounts{300, 4}, Amounts{100, 3}, "a")});
+    EXPECT_EQ(settle_batch_command({settle_item(l, Amounts{300, 4}, Amounts{100, 3}, "a"),
+                                    settle_item(l, Amounts{900, 9}, Amounts{900, 9}, "a")}),
+              once);
+    const SettleArgs two = parse_settle(settle_batch_command({settle_item(l, Amounts{300, 4}, Amounts{100, 3}, "a"),
+                                                              settle_item(l, Amounts{900, 9}, Amounts{900, 9}, "b"),
+                                                              settle_item(l, Amounts{1, 1}, Amounts{1, 1}, "a")}));
+    ASSERT_TRUE(two.ok);
+    EXPECT_EQ(two.ids, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(SettleBatchCommand, ItemsOfTwoOrgsANullOrEmptyLedgerOrNoIdAreRefused) {
+    const auto l = shared(small_ledger());
+    Ledger other = small_ledger();
+    other.org = "zeta";
+    Ledger empty;
+    empty.org = "acme";
+    EXPECT_TRUE(settle_batch_command({}).empty());
+    EXPECT_TRUE(settle_batch_command({settle_item(l, Amounts{1, 1}, Amounts{1, 1}, "a"),
+                                      settle_item(shared(other), Amounts{1, 1}, Amounts{1, 1}, "b")})
+                    .empty());
+    EXPECT_TRUE(settle_batch_command({settle_item(nullptr, Amounts{1, 1}, Amounts{1, 1}, "a")}).empty());
+    EXPECT_TRUE(settle_batch_command({settle_item(l, Amounts{1, 1}, Amounts{1, 1}, "a"),
+                                      settle_item(nullptr, Amounts{1, 1}, Amounts{1, 1}, "b")})
+                    .empty());
+    EXPECT_TRUE(settle_batch_command({settle_item(shared(empty), Amounts{1, 1}, Amounts{1, 1}, "a")}).empty());
+    EXPECT_TRUE(settle_batch_command({SettleItem{l, Amounts{1, 1}, Amounts{1, 1}, "", std::nullopt, "b", true}})
+                    .empty());
+}
+
+TEST(SettleBatchCommand, TheCeilingCounterGetsTheFirstKnownCeilingCap) {
+    Ledger l;
+    l.org = "o";
+    l.periods = periods_at(kNow);
+    l.warn_at = {fraction("0.5", 500'000'000)};
+    l.counters = {counter(CounterKind::spend, Scope::org, Window::monthly, "m", std::nullopt, kMonthExpire)};
+    l.ceiling_counter = 0;
+    l.ceilings = {CeilingRow{0, 0, 1000}};
+    const auto p = shared(l);
+    // A fail-open request never learnt the cap: the next one that knows it decides.
+    SettleArgs a = parse_settle(settle_batch_command({settle_item(p, Amounts{1, 0}, Amounts{1, 0}, "a"),
+                                                      settle_item(p, Amounts{1, 0}, Amounts{1, 0}, "b", 3000),
+                                                      settle_item(p, Amounts{1, 0}, Amounts{1, 0}, "c", 5000)}));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.fields[0][3], "3000");
+    EXPECT_EQ(a.fields[0][4], "0.5=1500");
+    a = parse_settle(settle_batch_command({settle_item(p, Amounts{1, 0}, Amounts{1, 0}, "a")}));
+    ASSERT_TRUE(a.ok);
+    EXPECT_EQ(a.fields[0][3], "");
+    EXPECT_EQ(a.fields[0][4], "");
 }
 
 // ---------------------------------------------------------------------------
@@ -1165,6 +1636,33 @@ TEST(CapRef, RetryAfterRunsFromOneToSixtySeconds) {
     EXPECT_EQ(cap_ref(l, 21).reset_at, kMinuteReset + 60);
     EXPECT_EQ(l.counters[21].key, "sc:{acme}:rate:key:key_prod_1:rpm:2026-11-18T11:07");
     EXPECT_EQ(l.counters[21].expire_at, kMinuteReset + 120);
+}
+
+// A cached ledger keeps its minute's first time: the caller's own `now`
+// gives the Retry-After.
+TEST(CapRef, RetryAfterFromTheCallersNow) {
+    const auto policy = parse_policy(kPolicy, "test.yaml");
+    const Ledger l = ledger_of(*policy, kHashA);  // built at 11:06:40
+    ASSERT_EQ(l.counters[21].kind, CounterKind::rpm);
+    EXPECT_EQ(cap_ref(l, 21).retry_after, 20);      // no `now`: the ledger's own time
+    EXPECT_EQ(cap_ref(l, 21, 0).retry_after, 20);
+    EXPECT_EQ(cap_ref(l, 21, kNow).retry_after, 20);
+    EXPECT_EQ(cap_ref(l, 21, kNow + 10).retry_after, 10);
+    EXPECT_EQ(cap_ref(l, 21, kMinuteReset - 1).retry_after, 1);
+    EXPECT_EQ(cap_ref(l, 22, kNow + 15).retry_after, 5);  // the org's tpm
+    // Clamped to 1..60: at or past the reset (a late caller), and long before it.
+    EXPECT_EQ(cap_ref(l, 21, kMinuteReset).retry_after, 1);
+    EXPECT_EQ(cap_ref(l, 21, kMinuteReset + 500).retry_after, 1);
+    EXPECT_EQ(cap_ref(l, 21, kMinuteReset - 60).retry_after, 60);
+    EXPECT_EQ(cap_ref(l, 21, kNow - 3600).retry_after, 60);
+    // The reset stays the ledger's minute's.
+    EXPECT_EQ(cap_ref(l, 21, kNow + 10).reset_at, kMinuteReset);
+    // Only rates have a Retry-After.
+    EXPECT_EQ(cap_ref(l, 0, kNow + 10).retry_after, 0);
+    EXPECT_EQ(cap_ref(l, 0, kNow + 10).reset_at, kDayReset);
+    const auto plans = parse_policy(kPlanPolicy, "plans.yaml");
+    const Ledger prepaid = ledger_of(*plans, std::string(64, 'a'));
+    EXPECT_EQ(cap_ref(prepaid, *prepaid.balance, kNow + 10).retry_after, 0);
 }
 
 }  // namespace

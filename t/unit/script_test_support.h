@@ -117,14 +117,52 @@ protected:
         return lua.evalsha(argv);
     }
 
-    // The reply as the module's glue hands it on (an array of integers).
+    // The part of a reserve reply for request `j` of its batch, as the module's
+    // glue hands it to decode_reserve_reply (an array of integers): the reply
+    // holds one array per request, or is {2} (not nested) when the batch's
+    // tombstone was there, which every request of the batch gets.
+    static std::optional<std::vector<long long>> part_of(const Reply &reply, std::size_t j = 0) {
+        if (reply.type != Reply::Type::array) return std::nullopt;
+        if (reply.elements.size() == 1 && reply.elements[0].type == Reply::Type::integer) {
+            if (reply.elements[0].integer != 2) return std::nullopt;
+            return std::vector<long long>{2};
+        }
+        if (j >= reply.elements.size()) return std::nullopt;
+        return reply.elements[j].integers();
+    }
+    // Every request's part, in order (a {2} reply: one {2}).
+    static std::vector<std::vector<long long>> parts_of(const Reply &reply) {
+        std::vector<std::vector<long long>> out;
+        if (reply.type != Reply::Type::array) return out;
+        if (reply.elements.size() == 1 && reply.elements[0].type == Reply::Type::integer) {
+            out.push_back({reply.elements[0].integer});
+            return out;
+        }
+        for (std::size_t j = 0; j < reply.elements.size(); ++j) out.push_back(part_of(reply, j).value_or(
+            std::vector<long long>{}));
+        return out;
+    }
+    static bool is_tombstone_reply(const Reply &reply) { return reply == Reply::array({Reply::of_integer(2)}); }
+
+    // The reply of a batch of one as the module's glue hands it on (an array
+    // of integers): the request's part, or {2}.
     std::vector<long long> reserve_ints(const Ledger &l, Nanos cost, std::int64_t tokens = 0,
                                         const std::string &rid = "req-1", bool dry_run = false,
                                         std::int64_t ttl_ms = kDefaultReservationTtlMs) {
         const Reply reply = reserve(l, cost, tokens, rid, dry_run, ttl_ms);
-        const auto ints = reply.integers();
+        if (reply.type == Reply::Type::array && !is_tombstone_reply(reply))
+            EXPECT_EQ(reply.elements.size(), 1u) << reply;  // one part: a batch of one
+        const auto ints = part_of(reply);
         EXPECT_TRUE(ints.has_value()) << reply;
         return ints.value_or(std::vector<long long>{});
+    }
+
+    // A batch of requests, each (ledger, estimate, rid, dry_run), as one call.
+    Reply reserve_batch(const std::vector<ReserveItem> &items, const std::string &batch_id,
+                        std::int64_t ttl_ms = kDefaultReservationTtlMs) {
+        const std::vector<std::string> argv = reserve_batch_command(items, batch_id, ttl_ms);
+        EXPECT_FALSE(argv.empty());
+        return lua.evalsha(argv);
     }
 
     ReserveOutcome reserved(const Ledger &l, Nanos cost, std::int64_t tokens = 0,
@@ -132,9 +170,13 @@ protected:
         return decode_reserve_reply(l, reserve_ints(l, cost, tokens, rid, dry_run));
     }
 
+    // `reserve_answered`: false for a request whose reserve timed out, was
+    // lost or never sent (then it leaves sc:{ORG}:settled:RID, and a
+    // tombstone if its reserve never landed); an answered request whose
+    // record holds no field for it counts as already settled.
     Reply settle(const Ledger &l, Amounts estimate, Amounts real, const std::string &rid = "req-1",
-                 const std::optional<Nanos> &ceiling_cap = std::nullopt) {
-        const std::vector<std::string> argv = settle_command(l, estimate, real, rid, ceiling_cap);
+                 const std::optional<Nanos> &ceiling_cap = std::nullopt, bool reserve_answered = true) {
+        const std::vector<std::string> argv = settle_command(l, estimate, real, rid, ceiling_cap, reserve_answered);
         EXPECT_FALSE(argv.empty());
         return lua.evalsha(argv);
     }
@@ -145,8 +187,21 @@ protected:
         return lua.evalsha(argv);
     }
 
-    // The org's reservation deadlines (sc:{acme}:reservations), by deadline.
-    Deadlines deadlines() { return redis.zset(P + "reservations"); }
+    // The org's reservation deadlines (sc:{acme}:deadlines: one member per
+    // batch, its batch id), by deadline.
+    Deadlines deadlines() { return redis.zset(P + "deadlines"); }
+
+    // A batch's reservation record (the hash sc:{acme}:resv:BATCH: request
+    // id -> its release lines), and one request's lines in it ("(nil)" when
+    // there is none).
+    std::map<std::string, std::string> record(const std::string &batch) { return redis.hash(P + "resv:" + batch); }
+    std::string record(const std::string &batch, const std::string &rid) {
+        const auto fields = record(batch);
+        const auto it = fields.find(rid);
+        return it == fields.end() ? std::string("(nil)") : it->second;
+    }
+    // The number of requests settled in the org (sc:{acme}:settlements).
+    std::string settlements() { return at(P + "settlements"); }
 
     // Every counter of the ledger set to a value of its own kind, with no
     // expiry, so that "as before" can be compared exactly.
@@ -183,11 +238,20 @@ protected:
 
     std::vector<Event> events() { return redis.events(kEvents); }
     std::string at(const std::string &key) { return redis.get(key).value_or("(nil)"); }
-    // Everything but the events stream and the markers under `marker_prefix`.
+    // Everything but the events stream and the keys under `marker_prefix`.
     std::map<std::string, FakeRedis::Value> without(const std::string &marker_prefix) {
+        return without(std::vector<std::string>{marker_prefix});
+    }
+    // Everything but the events stream and the keys under any of `prefixes`
+    // (e.g. the settlements counter and the settled: markers).
+    std::map<std::string, FakeRedis::Value> without(const std::vector<std::string> &prefixes) {
         std::map<std::string, FakeRedis::Value> out;
-        for (const auto &[k, v] : redis.data())
-            if (k != kEvents && k.compare(0, marker_prefix.size(), marker_prefix) != 0) out[k] = v;
+        for (const auto &[k, v] : redis.data()) {
+            if (k == kEvents) continue;
+            bool skip = false;
+            for (const std::string &prefix : prefixes) skip = skip || k.compare(0, prefix.size(), prefix) == 0;
+            if (!skip) out[k] = v;
+        }
         return out;
     }
 };
@@ -248,7 +312,8 @@ inline std::int64_t reserved_in(const Ledger &l, const Counter &c, Nanos cost, s
     return checked(l, c) ? reserved_delta(c, cost, tokens) : 0;
 }
 
-// The release record a reservation stores: "-DELTA KEY\n" (KEY without
+// The release lines a reservation stores as its request's field in its
+// batch's record (the hash sc:{ORG}:resv:BATCH): "-DELTA KEY\n" (KEY without
 // sc:{ORG}:) for every checked counter it changes, in ledger order.
 inline std::string record_of(const Ledger &l, Nanos cost, std::int64_t tokens) {
     const std::string prefix = "sc:{" + l.org + "}:";

@@ -43,15 +43,28 @@ struct World {
     }
 };
 
-// One request of a test: its id, what it reserved (or would have) and what it really used.
+// One request of a test: its id, what it reserved (or would have) and what
+// it really used; whether Redis answered its reserve (false: a fail-open
+// request, its reserve timed out or was never sent) and its reserve's batch
+// ("" = its own id, as reserve_command makes it).
 struct Req {
     std::string rid;
     Amounts estimate;
     Amounts real;
+    bool answered = true;
+    std::string batch = "";
 };
 
+// A fail-open request: its reserve never sent, so no batch.
+Req fail_open_req(std::string rid, Amounts estimate, Amounts real) {
+    return Req{std::move(rid), estimate, real, false, ""};
+}
+
+std::string batch_of(const Req &r) { return r.batch.empty() && r.answered ? r.rid : r.batch; }
+
 SettleItem item_of(const Ledger &l, const Req &r, const std::optional<Nanos> &ceiling_cap = std::nullopt) {
-    return SettleItem{l, r.estimate, r.real, r.rid, ceiling_cap};
+    return SettleItem{std::make_shared<const Ledger>(l), r.estimate, r.real, r.rid, ceiling_cap, batch_of(r),
+                      r.answered};
 }
 
 std::vector<SettleItem> items_of(const Ledger &l, const std::vector<Req> &reqs) {
@@ -85,25 +98,33 @@ protected:
     static bool reserve_in(LuaRunner &runner, const Ledger &l, const Req &r,
                            std::int64_t ttl_ms = kDefaultReservationTtlMs) {
         const Reply reply = runner.evalsha(reserve_command(l, r.estimate, r.rid, false, ttl_ms));
-        const auto ints = reply.integers();
-        return ints && !ints->empty() && (*ints)[0] == 1;
+        const auto ints = part_of(reply);
+        return reply.elements.size() == 1 && ints && !ints->empty() && (*ints)[0] == 1;
     }
 
-    // Each request settled: its marker for a day, its record and deadline gone.
+    // Each request settled: no field in its batch's record (here every
+    // batch's record is gone, and with it every deadline), no released
+    // marker; a marker for a day only for one whose reserve was not answered.
     void expect_settled(const std::vector<Req> &reqs) {
         for (const Req &r : reqs) {
-            EXPECT_EQ(at(P + "settled:" + r.rid), "1") << r.rid;
-            EXPECT_EQ(redis.expire_at(P + "settled:" + r.rid), kNow + 86400) << r.rid;
-            EXPECT_FALSE(redis.exists(P + "resv:" + r.rid)) << r.rid;
+            if (r.answered) {
+                EXPECT_FALSE(redis.exists(P + "settled:" + r.rid)) << r.rid;
+            } else {
+                EXPECT_EQ(at(P + "settled:" + r.rid), "1") << r.rid;
+                EXPECT_EQ(redis.expire_at(P + "settled:" + r.rid), kNow + 86400) << r.rid;
+            }
+            EXPECT_FALSE(redis.exists(P + "released:" + r.rid)) << r.rid;
+            if (!batch_of(r).empty()) EXPECT_FALSE(redis.exists(P + "resv:" + batch_of(r))) << r.rid;
         }
         EXPECT_TRUE(deadlines().empty());
     }
 
-    // None of them settled: no marker, and the reservations still recorded.
+    // None of them settled: no marker, and the reservations still recorded
+    // (each request a batch of its own).
     void expect_unsettled(const std::vector<Req> &reqs) {
         for (const Req &r : reqs) {
             EXPECT_FALSE(redis.exists(P + "settled:" + r.rid)) << r.rid;
-            EXPECT_TRUE(redis.exists(P + "resv:" + r.rid)) << r.rid;
+            EXPECT_TRUE(record(batch_of(r)).count(r.rid)) << r.rid;
         }
         EXPECT_EQ(deadlines().size(), reqs.size());
     }
@@ -167,7 +188,8 @@ TEST_F(SettleBatch, ThreeRequestsInOneBatchEndAsTheThreeSettledOneByOne) {
     EXPECT_EQ(redis.data(), one_by_one.redis.data());
     EXPECT_EQ(events(), one_by_one.redis.events(kEvents));
     expect_settled(reqs);
-    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_EQ(settlements(), "3");
     expect_counters(l,
                     [&](const Counter &c) {
                         switch (c.kind) {
@@ -204,7 +226,7 @@ TEST_F(SettleBatch, ReservedReleasedAndNeverReservedRequestsEachCountOnceAtTheir
     const Ledger l = ledger();
     const Req reserved{"req-1", {3 * kUsd, 400}, {kUsd, 120}};
     const Req released{"req-2", {2 * kUsd, 300}, {kUsd / 2, 50}};
-    const Req fail_open{"req-3", {kUsd, 100}, {kUsd / 4, 30}};
+    const Req fail_open = fail_open_req("req-3", {kUsd, 100}, {kUsd / 4, 30});
     preset(l);
     ASSERT_TRUE(reserve_in(lua, l, reserved));
     ASSERT_TRUE(reserve_in(lua, l, released, 1));
@@ -213,6 +235,7 @@ TEST_F(SettleBatch, ReservedReleasedAndNeverReservedRequestsEachCountOnceAtTheir
     ASSERT_EQ(sweep(8).integer, 1);
     ASSERT_FALSE(redis.exists(P + "resv:req-2"));
     ASSERT_TRUE(redis.exists(P + "resv:req-1"));
+    ASSERT_EQ(at(P + "released:req-2"), "1");
     ASSERT_EQ(at(kKeyDaily), plus(preset_value(l.counters[0]), 3 * kUsd));
     ASSERT_EQ(at(kRpm), "3");
     ASSERT_EQ(at(kTpm), "450");
@@ -238,7 +261,9 @@ TEST_F(SettleBatch, ReservedReleasedAndNeverReservedRequestsEachCountOnceAtTheir
                         return std::string();
                     },
                     "after the batch");
-    expect_settled({reserved, released, fail_open});
+    expect_settled({reserved, released, fail_open});  // req-2's released marker gone too
+    EXPECT_EQ(settlements(), "3");
+    EXPECT_FALSE(redis.exists(P + "gone:req-3"));  // no reserve was sent: no batch to turn away
     // Each counter written once (the rpm not at all: its sum is 0).
     for (const Counter &c : l.counters)
         EXPECT_EQ(incrbys(c.key, mark), c.kind == CounterKind::rpm ? 0u : 1u) << c.key;
@@ -260,7 +285,7 @@ TEST_F(SettleBatch, TwoKeysAndACustomerOfOneOrgShareTheProjectAndOrgCounters) {
     const Ledger k2_c1 = ledger_of_key(hash2, "c1");
     const Req a{"req-a", {2 * kUsd, 100}, {kUsd, 40}};
     const Req b{"req-b", {3 * kUsd, 200}, {2 * kUsd, 60}};
-    const Req c{"req-c", {kUsd, 50}, {kUsd / 2, 10}};  // fail-open: never reserved
+    const Req c = fail_open_req("req-c", {kUsd, 50}, {kUsd / 2, 10});  // fail-open: never reserved
     redis.set(kBalance, "100000000000");
     ASSERT_TRUE(reserve_in(lua, k1_c1, a));
     ASSERT_TRUE(reserve_in(lua, k2, b));
@@ -273,7 +298,7 @@ TEST_F(SettleBatch, TwoKeysAndACustomerOfOneOrgShareTheProjectAndOrgCounters) {
     const std::size_t distinct = keys.size();
     ASSERT_LT(distinct, k1_c1.counters.size() + k2.counters.size() + k2_c1.counters.size());
     ASSERT_GT(argv.size(), 3 + std::stoul(argv[2]));
-    EXPECT_EQ(argv[2], std::to_string(distinct + 2 + 2 * 3));
+    EXPECT_EQ(argv[2], std::to_string(distinct + 3));  // + events, deadlines, settlements
     EXPECT_EQ(argv[3 + std::stoul(argv[2])], std::to_string(distinct));
     EXPECT_EQ(std::set<std::string>(argv.begin() + 3, argv.begin() + 3 + static_cast<std::ptrdiff_t>(distinct)), keys);
 
@@ -337,7 +362,8 @@ TEST_F(SettleBatch, AResendChangesNothingAndAPartlySettledBatchIsRefused) {
     std::vector<Req> other = reqs;
     for (Req &q : other) q.real = Amounts{9 * kUsd, 900};
     EXPECT_EQ(settle_batch(items_of(l, other)).integer, 0);
-    EXPECT_EQ(redis.data(), settled);
+    EXPECT_EQ(redis.data(), settled);  // the count of settlements too
+    EXPECT_EQ(settlements(), "3");
     for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark), 0u) << c.key;
 
     // req-4 settled on its own, then a batch with it and two that are not.
@@ -359,8 +385,10 @@ TEST_F(SettleBatch, AResendChangesNothingAndAPartlySettledBatchIsRefused) {
     for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark), 0u) << c.key;
     expect_unsettled({more[1], more[2]});
     // Without req-4, the other two settle.
+    EXPECT_EQ(settlements(), "4");
     EXPECT_EQ(settle_batch(items_of(l, {more[1], more[2]})).integer, 1);
-    EXPECT_FALSE(redis.exists(P + "reservations"));
+    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_EQ(settlements(), "6");
 }
 
 TEST_F(SettleBatch, AnOverflowOnOneCounterLeavesEveryKeyAsItWas) {
@@ -414,8 +442,9 @@ TEST_F(SettleBatch, UnderOomNothingIsWrittenAndTheSameBatchLandsLaterOnce) {
     EXPECT_EQ(redis.data(), before);
     expect_unsettled(reqs);
     // A batch with nothing to add (refused before the provider, never
-    // reserved) is refused at its first marker.
-    r = settle_batch(items_of(l, {{"req-8", {kUsd, 1}, {0, 0, 0}}, {"req-9", {kUsd, 1}, {0, 0, 0}}}));
+    // reserved) is refused at its first write, the count of settlements.
+    r = settle_batch(items_of(l, {fail_open_req("req-8", {kUsd, 1}, {0, 0, 0}),
+                                  fail_open_req("req-9", {kUsd, 1}, {0, 0, 0})}));
     ASSERT_TRUE(r.is_error()) << r;
     EXPECT_EQ(r.str.rfind(FakeRedis::kOomError, 0), 0u) << r.str;
     EXPECT_EQ(redis.data(), before);
@@ -440,7 +469,7 @@ TEST_F(SettleBatch, AThresholdCrossedByTheBatchsSumWarnsOnceWithTheCounterAfterT
     redis.set(kKeyDaily, "4000000000");
     const std::vector<Req> reqs = {{"req-1", {kUsd / 10, 0}, {kUsd / 2, 0}},
                                    {"req-2", {kUsd / 10, 0}, {kUsd / 2, 0}},
-                                   {"req-3", {kUsd / 2, 0}, {kUsd / 2, 0}}};  // fail-open: never reserved
+                                   fail_open_req("req-3", {kUsd / 2, 0}, {kUsd / 2, 0})};  // never reserved
     for (const Req &r : {reqs[0], reqs[1]}) ASSERT_TRUE(reserve_in(lua, l, r)) << r.rid;
     ASSERT_EQ(at(kKeyDaily), "4200000000");
     ASSERT_TRUE(events().empty());
@@ -475,7 +504,7 @@ TEST_F(SettleBatch, NoWarningWhenTheCounterWasAtOrAboveTheThresholdBeforeTheBatc
         redis.set(kKeyDaily, start);
         const std::vector<Req> reqs = {{"a-" + start, {kUsd / 10, 0}, {kUsd / 2, 0}},
                                        {"b-" + start, {kUsd / 10, 0}, {kUsd / 2, 0}},
-                                       {"c-" + start, {0, 0}, {kUsd / 2, 0}}};  // unreserved
+                                       fail_open_req("c-" + start, {0, 0}, {kUsd / 2, 0})};  // unreserved
         for (const Req &r : {reqs[0], reqs[1]}) ASSERT_TRUE(reserve_in(lua, l, r)) << r.rid;
         EXPECT_EQ(settle_batch(items_of(l, reqs)).integer, 1) << start;
         EXPECT_EQ(at(kKeyDaily), plus(start, 3 * kUsd / 2)) << start;
@@ -543,19 +572,27 @@ TEST(SettleBatchCommand, IsEmptyForTwoOrgsNoItemsOrAnEmptyRequestId) {
     Ledger other = l;
     other.org = "beta";
     for (Counter &c : other.counters) c.key.replace(0, P.size(), "sc:{beta}:");
-    const SettleItem a{l, {kUsd, 1}, {kUsd, 1}, "req-1", std::nullopt};
-    const SettleItem b{l, {kUsd, 1}, {kUsd, 1}, "req-2", std::nullopt};
+    const auto shared = std::make_shared<const Ledger>(l);
+    const auto beta = std::make_shared<const Ledger>(other);
+    const SettleItem a{shared, {kUsd, 1}, {kUsd, 1}, "req-1", std::nullopt, "req-1"};
+    const SettleItem b{shared, {kUsd, 1}, {kUsd, 1}, "req-2", std::nullopt, "req-2"};
     ASSERT_FALSE(settle_batch_command({a, b}).empty());
     EXPECT_TRUE(settle_batch_command({}).empty());
-    EXPECT_TRUE(settle_batch_command({a, SettleItem{other, {kUsd, 1}, {kUsd, 1}, "req-3", std::nullopt}}).empty());
-    EXPECT_TRUE(settle_batch_command({SettleItem{other, {kUsd, 1}, {kUsd, 1}, "req-3", std::nullopt}, a}).empty());
+    EXPECT_TRUE(settle_batch_command({a, SettleItem{beta, {kUsd, 1}, {kUsd, 1}, "req-3", std::nullopt, "req-3"}}).empty());
+    EXPECT_TRUE(settle_batch_command({SettleItem{beta, {kUsd, 1}, {kUsd, 1}, "req-3", std::nullopt, "req-3"}, a}).empty());
     SettleItem unnamed = b;
     unnamed.request_id.clear();
     EXPECT_TRUE(settle_batch_command({a, unnamed}).empty());
     EXPECT_TRUE(settle_batch_command({unnamed, a}).empty());
     SettleItem no_counters = b;
-    no_counters.ledger.counters.clear();
+    Ledger empty = l;
+    empty.counters.clear();
+    no_counters.ledger = std::make_shared<const Ledger>(empty);
     EXPECT_TRUE(settle_batch_command({a, no_counters}).empty());
+    SettleItem no_ledger = b;
+    no_ledger.ledger = nullptr;
+    EXPECT_TRUE(settle_batch_command({a, no_ledger}).empty());
+    EXPECT_TRUE(settle_batch_command({no_ledger, a}).empty());
 }
 
 // A request id twice in a batch, and the plan ceiling's cap whatever the order.
@@ -577,8 +614,8 @@ TEST_F(SettleBatch, TheCeilingWarnsWhicheverRequestOfTheBatchKnowsItsCap) {
     redis.set(kOrgMonthly, "47000000000");
     const ReserveOutcome o = reserved(l, kUsd, 0, "req-2");
     ASSERT_EQ(o.ceiling_cap, std::optional<Nanos>(100 * kUsd));
-    const SettleItem fail_open{l, {kUsd, 0}, {kUsd, 0}, "req-1", std::nullopt};  // never learnt the cap
-    EXPECT_EQ(settle_batch({fail_open, SettleItem{l, {kUsd, 0}, {2 * kUsd, 0}, "req-2", o.ceiling_cap}}).integer, 1);
+    const SettleItem fail_open = item_of(l, fail_open_req("req-1", {kUsd, 0}, {kUsd, 0}));  // never learnt the cap
+    EXPECT_EQ(settle_batch({fail_open, item_of(l, Req{"req-2", {kUsd, 0}, {2 * kUsd, 0}}, o.ceiling_cap)}).integer, 1);
     EXPECT_EQ(at(kOrgMonthly), "50000000000");
     EXPECT_EQ(events(), (std::vector<Event>{warning("org", "acme", "monthly", "2026-11", "0.5", "50000000000",
                                                     "100000000000")}));  // unpatched: none

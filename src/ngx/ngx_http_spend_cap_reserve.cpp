@@ -1,0 +1,216 @@
+#include "ngx_http_spend_cap_reserve.h"
+
+#include <hiredis/hiredis.h>
+
+#include <exception>
+#include <map>
+#include <tuple>
+#include <utility>
+
+namespace spendcap_ngx {
+namespace {
+
+// A batch's script call stays short: Redis runs nothing else meanwhile.
+constexpr std::size_t kMaxBatch = 64;
+
+struct Batch {
+    std::string org;
+    ngx_msec_t timeout = 0;
+    ngx_msec_t ttl = 0;
+    std::vector<spendcap::ReserveItem> items;
+    std::vector<ReserveTicket *> tickets;  // nullptr: its request is gone
+};
+
+using BatchKey = std::tuple<std::string, ngx_msec_t, ngx_msec_t>;
+
+struct Pending {
+    std::map<BatchKey, Batch *> waiting;
+    ngx_event_t flush{};
+};
+
+Pending *pending;
+
+// Hands the answer to every request still there, then frees the batch.
+void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
+    const bool error_reply = reply != nullptr && reply->type == REDIS_REPLY_ERROR;
+    const bool split = status == RedisStatus::reply && reply->type == REDIS_REPLY_ARRAY
+                       && reply->elements == batch->tickets.size()
+                       && !(reply->elements == 1 && reply->element[0]->type != REDIS_REPLY_ARRAY);
+    const char *error = error_reply ? reply->str
+                        : status != RedisStatus::reply
+                            ? nullptr
+                            : (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
+                               && reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 2)
+                                ? "reserve script found the batch already given up"
+                                : "reserve reply is not an array of arrays of integers";
+    std::vector<long long> ints;
+    for (std::size_t i = 0; i < batch->tickets.size(); ++i) {
+        ReserveTicket *ticket = batch->tickets[i];
+        if (ticket == nullptr) {
+            continue;
+        }
+        ticket->batch = nullptr;
+        bool well_formed = split;
+        ints.clear();
+        if (well_formed) {
+            const redisReply *part = reply->element[i];
+            well_formed = part->type == REDIS_REPLY_ARRAY;
+            for (std::size_t k = 0; well_formed && k < part->elements; ++k) {
+                well_formed = part->element[k]->type == REDIS_REPLY_INTEGER;
+                if (well_formed) {
+                    ints.push_back(part->element[k]->integer);
+                }
+            }
+        }
+        ticket->done(ticket->data, status, well_formed ? &ints : nullptr,
+                     well_formed ? nullptr : (error ? error : "reserve reply part is not an array of integers"),
+                     error_reply);
+    }
+    delete batch;
+}
+
+void on_batch_reply(void *data, RedisStatus status, const redisReply *reply) {
+    auto *batch = static_cast<Batch *>(data);
+    try {
+        answer_all(batch, status, reply);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: reserve reply: %s", e.what());
+    }
+}
+
+// Sends a batch (its requests still there): their answers come through
+// on_batch_reply; with no connection or no command, at once.
+void send(Batch *batch) {
+    // Requests that left before it did are not reserved at all.
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < batch->tickets.size(); ++i) {
+        if (batch->tickets[i] == nullptr) {
+            continue;
+        }
+        if (kept != i) {
+            batch->tickets[kept] = batch->tickets[i];
+            batch->items[kept] = std::move(batch->items[i]);
+        }
+        batch->tickets[kept]->index = kept;
+        ++kept;
+    }
+    batch->tickets.resize(kept);
+    batch->items.resize(kept);
+    if (kept == 0) {
+        delete batch;
+        return;
+    }
+    const std::string batch_id = batch->items.front().request_id;
+    std::vector<std::string> command = spendcap::reserve_batch_command(batch->items, batch_id,
+                                                                       static_cast<std::int64_t>(batch->ttl));
+    RedisOp *op = command.empty() ? nullptr
+                                  : redis_eval(std::move(command), &spendcap::reserve_script(), batch->timeout,
+                                               on_batch_reply, batch);
+    if (op == nullptr) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: a reserve batch of org %s could not be sent%s",
+                      batch->org.c_str(), command.empty() ? " (no command)" : "");
+        answer_all(batch, RedisStatus::unavailable, nullptr);
+        return;
+    }
+    for (ReserveTicket *ticket : batch->tickets) {
+        ticket->sent = true;
+        ticket->batch_id = batch_id;
+    }
+}
+
+void flush_all() {
+    std::map<BatchKey, Batch *> batches;
+    batches.swap(pending->waiting);
+    for (auto &entry : batches) {
+        send(entry.second);
+    }
+}
+
+void on_flush(ngx_event_t *) {
+    try {
+        flush_all();
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: reserving: %s", e.what());
+    }
+}
+
+}  // namespace
+
+bool reserve_later(ReserveTicket &ticket, spendcap::ReserveItem item, ngx_msec_t timeout, ngx_msec_t ttl,
+                   ReserveDone done, void *data) {
+    if (!redis_ready() || item.ledger == nullptr) {
+        return false;
+    }
+    if (pending == nullptr) {
+        pending = new Pending;
+        pending->flush.handler = on_flush;
+        pending->flush.log = ngx_cycle->log;
+        pending->flush.data = pending;
+    }
+    BatchKey key{item.ledger->org, timeout, ttl};
+    Batch *&batch = pending->waiting[key];
+    if (batch != nullptr) {
+        // A request reserving again under its id (an internal redirect to
+        // another spend_cap location): the batch goes first, so that each
+        // id is once in a batch.
+        for (const spendcap::ReserveItem &queued : batch->items) {
+            if (queued.request_id == item.request_id) {
+                Batch *full = batch;
+                batch = nullptr;
+                send(full);
+                break;
+            }
+        }
+    }
+    if (batch == nullptr) {
+        batch = new Batch;
+        batch->org = item.ledger->org;
+        batch->timeout = timeout;
+        batch->ttl = ttl;
+        batch->items.reserve(8);
+        batch->tickets.reserve(8);
+    }
+    ticket.batch = batch;
+    ticket.index = batch->tickets.size();
+    ticket.sent = false;
+    ticket.batch_id.clear();
+    ticket.done = done;
+    ticket.data = data;
+    batch->items.push_back(std::move(item));
+    batch->tickets.push_back(&ticket);
+    if (batch->tickets.size() >= kMaxBatch) {
+        Batch *full = batch;
+        pending->waiting.erase(key);
+        send(full);
+        return true;
+    }
+    if (!pending->flush.posted) {
+        ngx_post_event(&pending->flush, &ngx_posted_events);
+    }
+    return true;
+}
+
+void reserve_cancel(ReserveTicket &ticket) {
+    if (ticket.batch == nullptr) {
+        return;
+    }
+    auto *batch = static_cast<Batch *>(ticket.batch);
+    if (ticket.index < batch->tickets.size() && batch->tickets[ticket.index] == &ticket) {
+        batch->tickets[ticket.index] = nullptr;
+    }
+    ticket.batch = nullptr;
+}
+
+void reserve_flush_all() {
+    if (pending == nullptr) {
+        return;
+    }
+    if (pending->flush.posted) {
+        ngx_delete_posted_event(&pending->flush);
+    }
+    flush_all();
+    delete pending;
+    pending = nullptr;
+}
+
+}  // namespace spendcap_ngx
