@@ -5,6 +5,7 @@
 #   scripts/bench.sh                 DURATION=10 (seconds per side), WORKERS=1, KEYS=1
 #   KEYS=10000 scripts/bench.sh      every request uses one of 10,000 keys, at random
 #   CONNS=1 scripts/bench.sh         one connection (latency without concurrency; default 64)
+#   MODULE=path scripts/bench.sh     the module to load (default build/ngx_http_spend_cap_module.so)
 #   SMOKE=1 scripts/bench.sh         CI: 3 s per side, and the counters must be exact
 #
 # Starts, on free 127.0.0.1 ports, in a temp dir that it removes at exit:
@@ -58,7 +59,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-module_built="$root/build/ngx_http_spend_cap_module.so"
+module_built="${MODULE:-$root/build/ngx_http_spend_cap_module.so}"   # MODULE=path: another build (e.g. an older commit)
 nginx_bin=${NGINX:-/usr/sbin/nginx}
 python=${PYTHON:-/usr/bin/python3}
 smoke=${SMOKE:-0}

@@ -56,11 +56,14 @@ local function add(a, b)
   return string.format('%.0f', h) .. string.format('%09.0f', math.abs(l))
 end
 
--- Within one script, values below 10^15 in size are kept as Lua numbers
--- (a double holds them and their sums exactly), larger ones as integer
--- strings: num() and str() convert, nadd() and nle() are add() and le().
+-- Within one script, values below 2^53 in size are kept as Lua numbers (a
+-- double holds them, and a sum tells when it leaves that range), larger
+-- ones as integer strings: num() and str() convert, nadd() and nle() are
+-- add() and le().
+local two53 = 9007199254740992
 local function num(s)
-  if #s < 16 then return tonumber(s) end
+  local v = tonumber(s)
+  if v and v < two53 and v > -two53 then return v end
   return s
 end
 local function str(v)
@@ -70,7 +73,7 @@ end
 local function nadd(a, b)
   if type(a) == 'number' and type(b) == 'number' then
     local r = a + b
-    if r < 1e15 and r > -1e15 then return r end
+    if r < two53 and r > -two53 then return r end
   end
   return num(add(str(a), str(b)))
 end
@@ -274,11 +277,17 @@ for j = 1, m do
     local w = what[i]
     local delta = (w == '$' and cost) or (w == 't' and tokens) or (w == '1' and 1) or minus_cost
     d[q] = delta
-    local fits = true
+    local fits, now_i, cap_i = true, cur[i], capn[i]
     if kind[i] == 'b' then
-      fits = nle(cost, cur[i])  -- the balance must cover the estimate
-    elseif capn[i] then
-      fits = nle(nadd(cur[i], delta), capn[i])
+      fits = nle(cost, now_i)  -- the balance must cover the estimate
+    elseif cap_i then
+      -- Inline when all are numbers (below 2^53): a sum past 2^53 rounds
+      -- to at least 2^53, still above any such cap, so the test is exact.
+      if type(now_i) == 'number' and type(delta) == 'number' and type(cap_i) == 'number' then
+        fits = now_i + delta <= cap_i
+      else
+        fits = nle(nadd(now_i, delta), cap_i)
+      end
     end
     if not fits and refused == 0 then
       refused, refused_value = q, str(cur[i])
@@ -298,11 +307,26 @@ for j = 1, m do
     local reply = {1, refused, int_reply(tonumber(refused_value)), row}
     for q = 1, #chain do
       local i, delta = chain[q], d[q]
+      local after = cur[i]
       if delta ~= 0 then
-        cur[i] = nadd(cur[i], delta)
-        sum[i] = sum[i] and nadd(sum[i], delta) or delta
+        local total = sum[i]
+        if type(after) == 'number' and type(delta) == 'number' and after + delta < two53
+           and after + delta > -two53 then
+          after = after + delta
+        else
+          after = nadd(after, delta)
+        end
+        cur[i] = after
+        if total == nil then
+          sum[i] = delta
+        elseif type(total) == 'number' and type(delta) == 'number' and total + delta < two53
+               and total + delta > -two53 then
+          sum[i] = total + delta
+        else
+          sum[i] = nadd(total, delta)
+        end
       end
-      reply[4 + q] = int_reply(tonumber(cur[i]))
+      if type(after) == 'number' then reply[4 + q] = after else reply[4 + q] = int_reply(tonumber(after)) end
     end
     replies[j] = reply
     fields[#fields + 1] = rid

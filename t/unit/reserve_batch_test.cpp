@@ -635,8 +635,25 @@ TEST_F(ReserveBatch, ASweepStillGivesBackLegacyStringRecords) {
 }
 
 // ---------------------------------------------------------------------------
-// Exact arithmetic: values below 10^15 are Lua numbers, larger ones integer
+// Exact arithmetic: values below 2^53 are Lua numbers, larger ones integer
 // strings; a batch crosses between the two.
+
+TEST_F(ReserveBatch, AroundTwoToTheFiftyThreeEveryNanoCounts) {
+    use(policy_yaml("{ monthly_usd: 10 }", ""));
+    Ledger base = ledger();
+    base.counters[1].cap = 9'007'199'254'740'993;  // 2^53 + 1: no double holds it
+    const auto l = shared(base);
+    redis.set(kKeyMonthly, "9007199254740990");
+    const Parts parts = reserve_parts({item(l, 1, "req-1"), item(l, 1, "req-2"), item(l, 1, "req-3"),
+                                       item(l, 1, "req-4"), item(l, 0, "req-5")},
+                                      "req-1");
+    EXPECT_EQ(parts, (Parts{{1, 0, 0, 0, 9'007'199'254'740'991},
+                            {1, 0, 0, 0, 9'007'199'254'740'992},
+                            {1, 0, 0, 0, 9'007'199'254'740'992},  // 2^53 + 1 as a reply (a double) rounds
+                            {0, 1, 9'007'199'254'740'992, 0},
+                            {1, 0, 0, 0, 9'007'199'254'740'992}}));
+    EXPECT_EQ(at(kKeyMonthly), "9007199254740993");  // the counter itself is exact: the cap, reached
+}
 
 TEST_F(ReserveBatch, ACapAtTenToTheFifteenIsExact) {
     use(policy_yaml("{ monthly_usd: 10 }", ""));
