@@ -218,11 +218,13 @@ end
 //   key, in check order): K and K counter indices; then per request: its
 //   id, dry_run, chain, cost, tokens, and its release record ("DELTA KEY\n"
 //   lines).
-// Reply: per request {1 reserved / 0 refused, refusing counter's place in
-//   its chain (0 none), that counter's value, ceiling row (0 none),
-//   after_1, ..., after_K (reserved only)}; {2}: its worker gave the batch up
-//   and settled its requests (a late arrival): nothing done; an error reply
-//   when Redis refused a write (nothing done either).
+// Reply: one flat array (a nested one costs Redis a table per request to
+//   convert): per request the length L of its part, then the part {1
+//   reserved / 0 refused, refusing counter's place in its chain (0 none),
+//   that counter's value, ceiling row (0 none), after_1, ..., after_K
+//   (reserved only)}; {2}: its worker gave the batch up and settled its
+//   requests (a late arrival): nothing done; an error reply when Redis
+//   refused a write (nothing done either).
 // A check is `current + delta <= cap` (the balance: `balance >= estimate`);
 // a request is reserved only if all pass (or in a dry run), and its deltas
 // then count for the requests after it. Expired reservations of the org are
@@ -266,7 +268,7 @@ for x = 1, h do
   p = p + 1 + k
 end
 
-local replies, fields, sum, reached, d = {}, {}, {}, {}, {}
+local replies, n, fields, sum, reached, d = {}, 0, {}, {}, {}, {}
 for j = 1, m do
   local rid, dry, chain = ARGV[p], ARGV[p + 1] == '1', chains[tonumber(ARGV[p + 2])]
   local cost, tokens = num(ARGV[p + 3]), num(ARGV[p + 4])
@@ -304,7 +306,9 @@ for j = 1, m do
     end
   end
   if refused == 0 or dry then
-    local reply = {1, refused, int_reply(tonumber(refused_value)), row}
+    replies[n + 1], replies[n + 2], replies[n + 3] = 4 + #chain, 1, refused
+    replies[n + 4], replies[n + 5] = int_reply(tonumber(refused_value)), row
+    n = n + 5
     for q = 1, #chain do
       local i, delta = chain[q], d[q]
       local after = cur[i]
@@ -326,13 +330,15 @@ for j = 1, m do
           sum[i] = nadd(total, delta)
         end
       end
-      if type(after) == 'number' then reply[4 + q] = after else reply[4 + q] = int_reply(tonumber(after)) end
+      if type(after) == 'number' then replies[n + q] = after else replies[n + q] = int_reply(tonumber(after)) end
     end
-    replies[j] = reply
+    n = n + #chain
     fields[#fields + 1] = rid
     fields[#fields + 1] = ARGV[p + 5]
   else
-    replies[j] = {0, refused, int_reply(tonumber(refused_value)), row}
+    replies[n + 1], replies[n + 2], replies[n + 3] = 4, 0, refused
+    replies[n + 4], replies[n + 5] = int_reply(tonumber(refused_value)), row
+    n = n + 5
   end
   p = p + 6
 end

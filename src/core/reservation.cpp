@@ -277,6 +277,34 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
     }
 }
 
+ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::size_t requests) {
+    ReserveReplyParts out;
+    try {
+        if (flat.size() == 1 && flat[0] == 2) {
+            out.given_up = true;
+            return out;
+        }
+        out.parts.reserve(requests);
+        std::size_t at = 0;
+        while (at < flat.size()) {
+            const long long length = flat[at];
+            if (length < 4 || static_cast<unsigned long long>(length) > flat.size() - at - 1) break;
+            ++at;
+            out.parts.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(at),
+                                   flat.begin() + static_cast<std::ptrdiff_t>(at + static_cast<std::size_t>(length)));
+            at += static_cast<std::size_t>(length);
+        }
+        if (at != flat.size() || out.parts.size() != requests) {
+            out.parts.clear();
+            out.malformed = true;
+        }
+    } catch (...) {
+        out.parts.clear();
+        out.malformed = true;
+    }
+    return out;
+}
+
 ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply) {
     ReserveOutcome outcome;
     try {

@@ -70,7 +70,18 @@ struct ReserveOutcome {
     std::string error;
 };
 
-// One request's part of the reply (an array of integers).
+// The reserve script's reply (a flat array of integers: per request the
+// length of its part, then the part), split per request in order. Empty
+// with `given_up` for {2} (the batch was given up), empty with `malformed`
+// unless it holds exactly `requests` parts.
+struct ReserveReplyParts {
+    std::vector<std::vector<long long>> parts;
+    bool given_up = false;
+    bool malformed = false;
+};
+ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::size_t requests);
+
+// One request's part of the reply.
 ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply);
 
 // The x-spend-* headers of an allowed request (SPEC section 5): the cost cap

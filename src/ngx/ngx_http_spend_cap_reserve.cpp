@@ -33,38 +33,35 @@ Pending *pending;
 // Hands the answer to every request still there, then frees the batch.
 void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
     const bool error_reply = reply != nullptr && reply->type == REDIS_REPLY_ERROR;
-    const bool split = status == RedisStatus::reply && reply->type == REDIS_REPLY_ARRAY
-                       && reply->elements == batch->tickets.size()
-                       && !(reply->elements == 1 && reply->element[0]->type != REDIS_REPLY_ARRAY);
-    const char *error = error_reply ? reply->str
-                        : status != RedisStatus::reply
-                            ? nullptr
-                            : (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
-                               && reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 2)
-                                ? "reserve script found the batch already given up"
-                                : "reserve reply is not an array of arrays of integers";
-    std::vector<long long> ints;
+    spendcap::ReserveReplyParts split;
+    const char *error = error_reply ? reply->str : nullptr;
+    if (status == RedisStatus::reply && !error_reply) {
+        std::vector<long long> flat;
+        bool integers = reply->type == REDIS_REPLY_ARRAY;
+        if (integers) {
+            flat.reserve(reply->elements);
+            for (std::size_t k = 0; integers && k < reply->elements; ++k) {
+                integers = reply->element[k]->type == REDIS_REPLY_INTEGER;
+                flat.push_back(reply->element[k]->integer);
+            }
+        }
+        if (integers) {
+            split = spendcap::split_reserve_reply(flat, batch->tickets.size());
+        }
+        if (!integers || split.malformed) {
+            error = "reserve reply is not one part per request";
+        } else if (split.given_up) {
+            error = "reserve script found the batch already given up";
+        }
+    }
+    const bool answered = error == nullptr && status == RedisStatus::reply;
     for (std::size_t i = 0; i < batch->tickets.size(); ++i) {
         ReserveTicket *ticket = batch->tickets[i];
         if (ticket == nullptr) {
             continue;
         }
         ticket->batch = nullptr;
-        bool well_formed = split;
-        ints.clear();
-        if (well_formed) {
-            const redisReply *part = reply->element[i];
-            well_formed = part->type == REDIS_REPLY_ARRAY;
-            for (std::size_t k = 0; well_formed && k < part->elements; ++k) {
-                well_formed = part->element[k]->type == REDIS_REPLY_INTEGER;
-                if (well_formed) {
-                    ints.push_back(part->element[k]->integer);
-                }
-            }
-        }
-        ticket->done(ticket->data, status, well_formed ? &ints : nullptr,
-                     well_formed ? nullptr : (error ? error : "reserve reply part is not an array of integers"),
-                     error_reply);
+        ticket->done(ticket->data, status, answered ? &split.parts[i] : nullptr, error, error_reply);
     }
     delete batch;
 }

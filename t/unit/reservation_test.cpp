@@ -1665,5 +1665,25 @@ TEST(CapRef, RetryAfterFromTheCallersNow) {
     EXPECT_EQ(cap_ref(prepaid, *prepaid.balance, kNow + 10).retry_after, 0);
 }
 
+
+TEST(SplitReserveReply, PartsByTheirLengths) {
+    const ReserveReplyParts two = split_reserve_reply({5, 1, 0, 0, 0, 7, 4, 0, 1, 9, 0}, 2);
+    ASSERT_FALSE(two.malformed);
+    EXPECT_EQ(two.parts, (std::vector<std::vector<long long>>{{1, 0, 0, 0, 7}, {0, 1, 9, 0}}));
+    EXPECT_TRUE(split_reserve_reply({2}, 1).given_up);
+    EXPECT_TRUE(split_reserve_reply({2}, 1).parts.empty());
+}
+
+TEST(SplitReserveReply, AnythingElseIsMalformed) {
+    EXPECT_TRUE(split_reserve_reply({5, 1, 0, 0, 0, 7}, 2).malformed);         // one part short
+    EXPECT_TRUE(split_reserve_reply({5, 1, 0, 0, 0}, 1).malformed);            // a part cut off
+    EXPECT_TRUE(split_reserve_reply({4, 0, 1, 9, 0, 3}, 1).malformed);         // bytes left over
+    EXPECT_TRUE(split_reserve_reply({3, 1, 0, 0}, 1).malformed);               // shorter than a part can be
+    EXPECT_TRUE(split_reserve_reply({-1}, 1).malformed);
+    EXPECT_TRUE(split_reserve_reply({}, 1).malformed);
+    EXPECT_TRUE(split_reserve_reply({9223372036854775807LL, 1}, 1).malformed);
+    EXPECT_TRUE(split_reserve_reply({2}, 2).given_up);
+}
+
 }  // namespace
 }  // namespace spendcap

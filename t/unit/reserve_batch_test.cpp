@@ -95,9 +95,10 @@ TEST_F(ReserveBatch, ThreeRequestsAgainstACapForTwoTheThirdIsRefusedAndTheCounte
     const Reply reply = reserve_batch({item(l, 4 * kUsd, "req-1"), item(l, 4 * kUsd, "req-2"),
                                        item(l, 4 * kUsd, "req-3")},
                                       "batch-1");
-    // One array per request, in order.
+    // One flat array: per request its part's length, then the part, in order.
     ASSERT_EQ(reply.type, Reply::Type::array) << reply;
-    ASSERT_EQ(reply.elements.size(), 3u) << reply;
+    ASSERT_EQ(reply.elements.size(), 17u) << reply;
+    EXPECT_EQ(reply.elements[0].integer, 5) << reply;
     const Parts parts = parts_of(reply);
     EXPECT_EQ(parts, (Parts{{1, 0, 0, 0, 4'000'000'000}, {1, 0, 0, 0, 8'000'000'000}, {0, 1, 8'000'000'000, 0}}));
     EXPECT_EQ(decode_reserve_reply(*l, parts[0]).kind, ReserveOutcome::Kind::allowed);

@@ -122,25 +122,21 @@ protected:
     // holds one array per request, or is {2} (not nested) when the batch's
     // tombstone was there, which every request of the batch gets.
     static std::optional<std::vector<long long>> part_of(const Reply &reply, std::size_t j = 0) {
-        if (reply.type != Reply::Type::array) return std::nullopt;
-        if (reply.elements.size() == 1 && reply.elements[0].type == Reply::Type::integer) {
-            if (reply.elements[0].integer != 2) return std::nullopt;
-            return std::vector<long long>{2};
-        }
-        if (j >= reply.elements.size()) return std::nullopt;
-        return reply.elements[j].integers();
+        const std::vector<std::vector<long long>> parts = parts_of(reply);
+        if (j >= parts.size()) return std::nullopt;
+        return parts[j];
     }
-    // Every request's part, in order (a {2} reply: one {2}).
+    // Every request's part, in order, as split_reserve_reply splits the flat
+    // reply (a {2} reply: one {2}).
     static std::vector<std::vector<long long>> parts_of(const Reply &reply) {
-        std::vector<std::vector<long long>> out;
-        if (reply.type != Reply::Type::array) return out;
-        if (reply.elements.size() == 1 && reply.elements[0].type == Reply::Type::integer) {
-            out.push_back({reply.elements[0].integer});
-            return out;
-        }
-        for (std::size_t j = 0; j < reply.elements.size(); ++j) out.push_back(part_of(reply, j).value_or(
-            std::vector<long long>{}));
-        return out;
+        const auto flat = reply.integers();
+        if (!flat) return {};
+        if (*flat == std::vector<long long>{2}) return {{2}};
+        // as many parts as the reply holds: count them first
+        std::size_t count = 0;
+        for (std::size_t at = 0; at < flat->size(); at += 1 + static_cast<std::size_t>(std::max(0LL, (*flat)[at])))
+            ++count;
+        return split_reserve_reply(*flat, count).parts;
     }
     static bool is_tombstone_reply(const Reply &reply) { return reply == Reply::array({Reply::of_integer(2)}); }
 
@@ -151,7 +147,7 @@ protected:
                                         std::int64_t ttl_ms = kDefaultReservationTtlMs) {
         const Reply reply = reserve(l, cost, tokens, rid, dry_run, ttl_ms);
         if (reply.type == Reply::Type::array && !is_tombstone_reply(reply))
-            EXPECT_EQ(reply.elements.size(), 1u) << reply;  // one part: a batch of one
+            EXPECT_EQ(parts_of(reply).size(), 1u) << reply;  // one part: a batch of one
         const auto ints = part_of(reply);
         EXPECT_TRUE(ints.has_value()) << reply;
         return ints.value_or(std::vector<long long>{});

@@ -99,7 +99,7 @@ protected:
                            std::int64_t ttl_ms = kDefaultReservationTtlMs) {
         const Reply reply = runner.evalsha(reserve_command(l, r.estimate, r.rid, false, ttl_ms));
         const auto ints = part_of(reply);
-        return reply.elements.size() == 1 && ints && !ints->empty() && (*ints)[0] == 1;
+        return parts_of(reply).size() == 1 && ints && !ints->empty() && (*ints)[0] == 1;
     }
 
     // Each request settled: no field in its batch's record (here every
