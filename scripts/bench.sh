@@ -24,7 +24,8 @@
 #   stream: "stream": true (no stream_options: the module injects include_usage) to
 #           /v1/sse/chat/completions, answered with a real-shaped SSE stream of ~200
 #           chat.completion.chunk events, a final usage chunk and data: [DONE]
-#           (text/event-stream, ~50 KB), which the module scans as it passes.
+#           (text/event-stream, ~50 KB), which the module scans as it passes; both fronts
+#           proxy it with `proxy_buffering off`, as a streaming gateway does.
 # Keys (KEYS=N, ORGS=M): each case has its own set of N keys, secrets sk-bench-<i>
 # (json) and sk-bench-sse-<i> (stream), i = 0..N-1; key i belongs to org bench<i mod M>
 # (each org one project, bench<j>-prod), with generous caps at key, project and org
@@ -536,6 +537,15 @@ $([ "$3" = 1 ] && echo "            spend_cap on;")
             proxy_pass http://fake;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+        # streams are proxied unbuffered, as a streaming gateway is: each chunk passes
+        # at once (and a 50 KB answer never spills to a temp file)
+        location /v1/sse/ {
+$([ "$3" = 1 ] && echo "            spend_cap on;")
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
         }
     }
 }

@@ -48,18 +48,24 @@ private:
         while (p_ != end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r')) ++p_;
     }
 
-    // Skips plain string bytes, eight at a time while they last: a word has
+    // Skips plain string bytes, eight at a time: a word has
     // a stop when a byte is '"' or '\\' (its xor with the pattern has a zero
     // byte) or below 0x20 (the classic has-less-than test).
     void skip_plain() {
         constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-        while (end_ - p_ >= 8) {
+        constexpr bool little_endian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+        while (little_endian && end_ - p_ >= 8) {
             std::uint64_t w;
             std::memcpy(&w, p_, 8);
             const std::uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
             const std::uint64_t stops = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)
                                         | ((w - ones * 0x20) & ~w);
-            if (stops & highs) break;  // a stop in this word: found byte by byte
+            if (const std::uint64_t found = stops & highs) {
+                // Borrows only flag bytes after a true stop: the lowest
+                // flagged byte (the first, little-endian) is the stop.
+                p_ += __builtin_ctzll(found) >> 3;
+                return;
+            }
             p_ += 8;
         }
         while (p_ != end_ && !kStops.stop[static_cast<unsigned char>(*p_)]) ++p_;
