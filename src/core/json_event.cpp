@@ -3,6 +3,8 @@
 // accepts; when unsure it hands the document back (handled = false).
 #include "json_event.h"
 
+#include "json_stream.h"
+
 #include <cstdint>
 #include <cstring>
 
@@ -11,17 +13,6 @@ namespace spendcap {
 namespace {
 
 constexpr int kMaxFastDepth = 64;  // deeper: the incremental reader
-
-// Bytes that end a run of plain string content: '"', '\\' and controls.
-struct Stops {
-    bool stop[256] = {};
-    constexpr Stops() {
-        for (int b = 0; b < 0x20; ++b) stop[b] = true;
-        stop[static_cast<unsigned char>('"')] = true;
-        stop[static_cast<unsigned char>('\\')] = true;
-    }
-};
-constexpr Stops kStops;
 
 bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -68,7 +59,7 @@ private:
             }
             p_ += 8;
         }
-        while (p_ != end_ && !kStops.stop[static_cast<unsigned char>(*p_)]) ++p_;
+        while (p_ != end_ && !kJsonStringStops[static_cast<unsigned char>(*p_)]) ++p_;
     }
 
     // A string at p_ ('"'). `plain`: its content, when it has no escapes.

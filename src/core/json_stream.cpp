@@ -39,18 +39,6 @@ void JsonTokenizer::reset() {
 
 namespace {
 
-// The bytes that end a run of plain string content: '"', '\\' and controls.
-struct StringStops {
-    bool stop[256] = {};
-    constexpr StringStops() {
-        for (int b = 0; b < 0x20; ++b) stop[b] = true;
-        stop[static_cast<unsigned char>('"')] = true;
-        stop[static_cast<unsigned char>('\\')] = true;
-    }
-    bool operator[](unsigned char b) const { return stop[b]; }
-};
-constexpr StringStops kStringStop;
-
 // Heap bytes behind a std::string: none while it fits its inline buffer.
 std::size_t string_heap_bytes(const std::string &s) {
     const char *data = s.data();
@@ -163,7 +151,7 @@ JsonTokenizer::Token JsonTokenizer::next(std::string_view chunk, std::size_t &po
             // Fast path: run over plain string bytes (most of a large body).
             std::size_t end = pos;
             const auto *bytes = reinterpret_cast<const unsigned char *>(data);
-            while (end < size && !kStringStop[bytes[end]]) ++end;
+            while (end < size && !kJsonStringStops[bytes[end]]) ++end;
             if (!text_truncated_) {
                 const std::size_t room = kMaxText - text_.size();
                 const std::size_t run = end - pos;

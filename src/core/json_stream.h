@@ -13,6 +13,19 @@
 
 namespace spendcap {
 
+// The bytes that end a run of plain string content: '"', '\\' and the
+// controls below 0x20 (shared by the tokenizer and json_event's one pass).
+struct JsonStringStops {
+    bool stop[256] = {};
+    constexpr JsonStringStops() {
+        for (int b = 0; b < 0x20; ++b) stop[b] = true;
+        stop[static_cast<unsigned char>('"')] = true;
+        stop[static_cast<unsigned char>('\\')] = true;
+    }
+    bool operator[](unsigned char b) const { return stop[b]; }
+};
+inline constexpr JsonStringStops kJsonStringStops{};
+
 class JsonTokenizer {
 public:
     static constexpr std::size_t kMaxDepth = 1024;  // deeper nesting is an error
