@@ -3,9 +3,11 @@
 #include <hiredis/hiredis.h>
 
 #include <exception>
-#include <map>
+#include <memory>
 #include <tuple>
 #include <utility>
+
+#include "ngx_http_spend_cap_batches.h"
 
 namespace spendcap_ngx {
 namespace {
@@ -22,13 +24,6 @@ struct Batch {
 };
 
 using BatchKey = std::tuple<std::string, ngx_msec_t, ngx_msec_t>;
-
-struct Pending {
-    std::map<BatchKey, Batch *> waiting;
-    ngx_event_t flush{};
-};
-
-Pending *pending;
 
 // Hands the answer to every request still there, then frees the batch.
 void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
@@ -76,8 +71,10 @@ void on_batch_reply(void *data, RedisStatus status, const redisReply *reply) {
 }
 
 // Sends a batch (its requests still there): their answers come through
-// on_batch_reply; with no connection or no command, at once.
-void send(Batch *batch) {
+// on_batch_reply; with no connection or no command, at once. The batch
+// lives until then.
+void send(std::unique_ptr<Batch> owned) {
+    Batch *batch = owned.release();
     // Requests that left before it did are not reserved at all.
     std::size_t kept = 0;
     for (std::size_t i = 0; i < batch->tickets.size(); ++i) {
@@ -115,21 +112,8 @@ void send(Batch *batch) {
     }
 }
 
-void flush_all() {
-    std::map<BatchKey, Batch *> batches;
-    batches.swap(pending->waiting);
-    for (auto &entry : batches) {
-        send(entry.second);
-    }
-}
-
-void on_flush(ngx_event_t *) {
-    try {
-        flush_all();
-    } catch (const std::exception &e) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: reserving: %s", e.what());
-    }
-}
+// Reservations wait per org (and per timeout and ttl, which a batch has one of).
+IterationBatches<BatchKey, std::unique_ptr<Batch>> batches(send, "reserving");
 
 }  // namespace
 
@@ -138,35 +122,29 @@ bool reserve_later(ReserveTicket &ticket, spendcap::ReserveItem item, ngx_msec_t
     if (!redis_ready() || item.ledger == nullptr) {
         return false;
     }
-    if (pending == nullptr) {
-        pending = new Pending;
-        pending->flush.handler = on_flush;
-        pending->flush.log = ngx_cycle->log;
-        pending->flush.data = pending;
-    }
-    BatchKey key{item.ledger->org, timeout, ttl};
-    Batch *&batch = pending->waiting[key];
-    if (batch != nullptr) {
+    const BatchKey key{item.ledger->org, timeout, ttl};
+    if (const std::unique_ptr<Batch> &queued = batches.waiting(key)) {
         // A request reserving again under its id (an internal redirect to
         // another spend_cap location): the batch goes first, so that each
         // id is once in a batch.
-        for (const spendcap::ReserveItem &queued : batch->items) {
-            if (queued.request_id == item.request_id) {
-                Batch *full = batch;
-                batch = nullptr;
-                send(full);
+        for (const spendcap::ReserveItem &other : queued->items) {
+            if (other.request_id == item.request_id) {
+                batches.send_now(key);
                 break;
             }
         }
     }
-    if (batch == nullptr) {
-        batch = new Batch;
+    std::unique_ptr<Batch> &slot = batches.waiting(key);
+    if (slot == nullptr) {
+        slot = std::make_unique<Batch>();
+        Batch *batch = slot.get();
         batch->org = item.ledger->org;
         batch->timeout = timeout;
         batch->ttl = ttl;
         batch->items.reserve(8);
         batch->tickets.reserve(8);
     }
+    Batch *batch = slot.get();
     ticket.batch = batch;
     ticket.index = batch->tickets.size();
     ticket.sent = false;
@@ -176,13 +154,7 @@ bool reserve_later(ReserveTicket &ticket, spendcap::ReserveItem item, ngx_msec_t
     batch->items.push_back(std::move(item));
     batch->tickets.push_back(&ticket);
     if (batch->tickets.size() >= kMaxBatch) {
-        Batch *full = batch;
-        pending->waiting.erase(key);
-        send(full);
-        return true;
-    }
-    if (!pending->flush.posted) {
-        ngx_post_event(&pending->flush, &ngx_posted_events);
+        batches.send_now(key);
     }
     return true;
 }
@@ -199,15 +171,7 @@ void reserve_cancel(ReserveTicket &ticket) {
 }
 
 void reserve_flush_all() {
-    if (pending == nullptr) {
-        return;
-    }
-    if (pending->flush.posted) {
-        ngx_delete_posted_event(&pending->flush);
-    }
-    flush_all();
-    delete pending;
-    pending = nullptr;
+    batches.stop();
 }
 
 }  // namespace spendcap_ngx

@@ -1,11 +1,10 @@
 #include "ngx_http_spend_cap_settle.h"
 
-#include <exception>
-#include <map>
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "ngx_http_spend_cap_batches.h"
 #include "ngx_http_spend_cap_redis.h"
 
 namespace spendcap_ngx {
@@ -18,12 +17,6 @@ struct Batch {
     std::vector<spendcap::SettleItem> items;
 };
 
-struct Pending {
-    std::map<std::string, Batch> by_org;
-    ngx_event_t flush{};
-};
-
-Pending *pending;
 
 // "settlement of request R (org O, key K, reserved X USD, cost Y USD); ..."
 // Only a log line needs it, so it is written only then.
@@ -40,7 +33,7 @@ std::string describe(const std::vector<spendcap::SettleItem> &items) {
     return out;
 }
 
-void send(Batch &batch) {
+void send(Batch batch) {
     std::vector<std::string> command = spendcap::settle_batch_command(batch.items);
     if (command.empty()) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: %s could not be settled",
@@ -51,21 +44,8 @@ void send(Batch &batch) {
     redis_eval_reliably(std::move(command), &spendcap::settle_script(), [items] { return describe(*items); });
 }
 
-void flush_all() {
-    std::map<std::string, Batch> batches;
-    batches.swap(pending->by_org);
-    for (auto &entry : batches) {
-        send(entry.second);
-    }
-}
-
-void on_flush(ngx_event_t *) {
-    try {
-        flush_all();
-    } catch (const std::exception &e) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: settling: %s", e.what());
-    }
-}
+// Settlements wait per org.
+IterationBatches<std::string, Batch> batches(send, "settling");
 
 }  // namespace
 
@@ -76,35 +56,16 @@ void settle_later(spendcap::SettleItem item) {
                       item.request_id.c_str());
         return;
     }
-    if (pending == nullptr) {
-        pending = new Pending;
-        pending->flush.handler = on_flush;
-        pending->flush.log = ngx_cycle->log;
-        pending->flush.data = pending;
-    }
-    Batch &batch = pending->by_org[item.ledger->org];
+    const std::string &org = item.ledger->org;
+    Batch &batch = batches.waiting(org);
     batch.items.push_back(std::move(item));
     if (batch.items.size() >= kMaxBatch) {
-        Batch full = std::move(batch);
-        pending->by_org.erase(full.items.front().ledger->org);
-        send(full);
-        return;
-    }
-    if (!pending->flush.posted) {
-        ngx_post_event(&pending->flush, &ngx_posted_events);
+        batches.send_now(org);
     }
 }
 
 void settle_flush_all() {
-    if (pending == nullptr) {
-        return;
-    }
-    if (pending->flush.posted) {
-        ngx_delete_posted_event(&pending->flush);
-    }
-    flush_all();
-    delete pending;
-    pending = nullptr;
+    batches.stop();
 }
 
 }  // namespace spendcap_ngx
