@@ -443,6 +443,9 @@ ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
+    if (ctx->ledger->counters.empty() || reserve_script_sha1().empty()) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;  // never reserve nothing: that would lift every cap
+    }
 
     // Waiting first: the answer may come before reserve_later returns (a
     // batch that fills up and cannot be sent).

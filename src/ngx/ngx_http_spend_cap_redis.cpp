@@ -124,7 +124,7 @@ bool log_allowed(LogLimit &limit) {
 
 struct RedisOp {
     Pending work;
-    RedisDone done = nullptr;  // nullptr once detached, timed out or answered
+    RedisDone done = nullptr;  // nullptr once timed out or answered
     void *data = nullptr;
     bool reloaded_script = false;
     bool reliable = false;     // a write that must land
@@ -743,11 +743,6 @@ RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
         return nullptr;
     }
     return op;
-}
-
-void redis_detach(RedisOp *op) {
-    op->done = nullptr;
-    op->data = nullptr;
 }
 
 bool redis_ready() {

@@ -45,10 +45,6 @@ void redis_stop();
 RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
                     ngx_msec_t timeout, RedisDone done, void *data);
 
-// The caller no longer wants the answer (its request is gone): the command
-// still completes, silently.
-void redis_detach(RedisOp *op);
-
 // Whether a command would be taken now (a connection is up or being made).
 bool redis_ready();
 
