@@ -13,6 +13,11 @@ namespace {
 // threshold and delta in int64 and sends strings, and the scripts compare
 // integer strings exactly, whatever their size.
 constexpr const char *kLuaHelpers = R"lua(
+-- Globals read once: a global costs a table lookup each time, a local none.
+local ARGV, KEYS, redis = ARGV, KEYS, redis
+local type, tonumber, unpack, ipairs = type, tonumber, unpack, ipairs
+local string, math = string, math
+
 -- a <= b for integer strings as Redis writes them (no leading zeros, '-' sign)
 local function le(a, b)
   local a_neg, b_neg = string.byte(a, 1) == 45, string.byte(b, 1) == 45
@@ -253,11 +258,22 @@ if decided > 0 then
     if le(ARGV[b], cleared) then row, cap[decided], warn[decided] = r, ARGV[b + 1], ARGV[b + 2] end
   end
 end
+-- One MGET for every counter (a nil is a missing key, or one of another
+-- type, which GET then refuses as before).
 local cur, start, capn = {}, {}, {}
+local values = c > 0 and redis.call('MGET', unpack(KEYS, 1, c)) or {}
+local two52 = two53 / 2
+local small = true
 for i = 1, c do
-  start[i] = int_at(KEYS[i])
-  cur[i] = num(start[i])
+  local v = values[i]
+  if not v or not is_int(v) then v = int_at(KEYS[i]) end
+  start[i] = v
+  cur[i] = num(v)
   if cap[i] ~= '' then capn[i] = num(cap[i]) end
+  local x, k = cur[i], capn[i]
+  if type(x) ~= 'number' or x >= two52 or x <= -two52 or (k and (type(k) ~= 'number' or k >= two52)) then
+    small = false
+  end
 end
 local p = a + 2 + 3 * rows
 local chains = {}
@@ -267,37 +283,56 @@ for x = 1, h do
   chains[x] = chain
   p = p + 1 + k
 end
+-- `small`: every counter, cap and request amount is so far below 2^53 that
+-- no sum the batch can make leaves the range a double holds exactly; the
+-- loop then does plain arithmetic (a type() test per operation costs more
+-- than the rest of it). Otherwise every step goes through nadd()/nle().
+local costs, tokens_of, limit = {}, {}, two52 / (m + 1)
+for j = 1, m do
+  local at = p + 6 * (j - 1)
+  local cost, tokens = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  if not (cost and tokens and cost < limit and cost > -limit and tokens < limit and tokens > -limit) then
+    small = false
+  end
+  costs[j], tokens_of[j] = cost, tokens
+end
+if not small then
+  for j = 1, m do
+    local at = p + 6 * (j - 1)
+    costs[j], tokens_of[j] = num(ARGV[at + 3]), num(ARGV[at + 4])
+  end
+end
+local function reply_int(v)
+  if type(v) == 'number' then return int_reply(v) end
+  return int_reply(tonumber(v))
+end
 
-local replies, n, fields, sum, reached, d = {}, 0, {}, {}, {}, {}
+local replies, n, nf, fields, sum, reached, d = {}, 0, 0, {}, {}, {}, {}
 for j = 1, m do
   local rid, dry, chain = ARGV[p], ARGV[p + 1] == '1', chains[tonumber(ARGV[p + 2])]
-  local cost, tokens = num(ARGV[p + 3]), num(ARGV[p + 4])
-  local minus_cost = type(cost) == 'number' and -cost or num(neg(cost))
-  local refused, refused_value = 0, '0'
-  for q = 1, #chain do
+  local cost, tokens = costs[j], tokens_of[j]
+  local minus_cost
+  if small then minus_cost = -cost else minus_cost = num(neg(str(cost))) end
+  local refused, refused_value, links = 0, 0, #chain
+  for q = 1, links do
     local i = chain[q]
     local w = what[i]
     local delta = (w == '$' and cost) or (w == 't' and tokens) or (w == '1' and 1) or minus_cost
     d[q] = delta
     local fits, now_i, cap_i = true, cur[i], capn[i]
     if kind[i] == 'b' then
-      fits = nle(cost, now_i)  -- the balance must cover the estimate
+      -- the balance must cover the estimate
+      if small then fits = cost <= now_i else fits = nle(cost, now_i) end
     elseif cap_i then
-      -- Inline when all are numbers (below 2^53): a sum past 2^53 rounds
-      -- to at least 2^53, still above any such cap, so the test is exact.
-      if type(now_i) == 'number' and type(delta) == 'number' and type(cap_i) == 'number' then
-        fits = now_i + delta <= cap_i
-      else
-        fits = nle(nadd(now_i, delta), cap_i)
-      end
+      if small then fits = now_i + delta <= cap_i else fits = nle(nadd(now_i, delta), cap_i) end
     end
     if not fits and refused == 0 then
-      refused, refused_value = q, str(cur[i])
+      refused, refused_value = q, now_i
       -- The cap is reached: the first refusal in its period says so (not a
       -- request larger than the whole cap, which says nothing of the spend).
-      if kind[i] == 's' and nle(delta, capn[i]) and not reached[i] then
+      if kind[i] == 's' and nle(delta, cap_i) and not reached[i] then
         reached[i] = true
-        local rest, event = describe(prefix, KEYS[i], 'spend_cap_reached', {'spent', refused_value, 'cap', cap[i]})
+        local rest, event = describe(prefix, KEYS[i], 'spend_cap_reached', {'spent', str(now_i), 'cap', cap[i]})
         if first_time(prefix .. 'reached:' .. rest .. ':' .. cap[i], expire_at[i]) then
           append_event(stream, event)
         end
@@ -306,43 +341,36 @@ for j = 1, m do
     end
   end
   if refused == 0 or dry then
-    replies[n + 1], replies[n + 2], replies[n + 3] = 4 + #chain, 1, refused
-    replies[n + 4], replies[n + 5] = int_reply(tonumber(refused_value)), row
+    replies[n + 1], replies[n + 2], replies[n + 3] = 4 + links, 1, refused
+    replies[n + 4], replies[n + 5] = reply_int(refused_value), row
     n = n + 5
-    for q = 1, #chain do
+    for q = 1, links do
       local i, delta = chain[q], d[q]
       local after = cur[i]
-      if delta ~= 0 then
-        local total = sum[i]
-        if type(after) == 'number' and type(delta) == 'number' and after + delta < two53
-           and after + delta > -two53 then
-          after = after + delta
-        else
+      if small then
+        after = after + delta
+        sum[i] = (sum[i] or 0) + delta
+        replies[n + q] = after
+      else
+        if delta ~= 0 then
           after = nadd(after, delta)
+          sum[i] = sum[i] and nadd(sum[i], delta) or delta
         end
-        cur[i] = after
-        if total == nil then
-          sum[i] = delta
-        elseif type(total) == 'number' and type(delta) == 'number' and total + delta < two53
-               and total + delta > -two53 then
-          sum[i] = total + delta
-        else
-          sum[i] = nadd(total, delta)
-        end
+        replies[n + q] = reply_int(after)
       end
-      if type(after) == 'number' then replies[n + q] = after else replies[n + q] = int_reply(tonumber(after)) end
+      cur[i] = after
     end
-    n = n + #chain
-    fields[#fields + 1] = rid
-    fields[#fields + 1] = ARGV[p + 5]
+    n = n + links
+    fields[nf + 1], fields[nf + 2] = rid, ARGV[p + 5]
+    nf = nf + 2
   else
     replies[n + 1], replies[n + 2], replies[n + 3] = 4, 0, refused
-    replies[n + 4], replies[n + 5] = int_reply(tonumber(refused_value)), row
+    replies[n + 4], replies[n + 5] = reply_int(refused_value), row
     n = n + 5
   end
   p = p + 6
 end
-if #fields == 0 then return replies end
+if nf == 0 then return replies end
 
 -- The record first: a settlement replaces exactly what it says, and a sweep
 -- gives it back at the deadline. (pcall: Redis 5/6 would hide an OOM
@@ -391,8 +419,9 @@ return replies
 //   warn thresholds ("FRACTION=THRESHOLD;..."; "" none); then low_balance
 //   ("" none), index of the balance counter, of the held counter; then per
 //   request: its id, its reserve's batch id ("" none sent), 1 if its
-//   reserve was answered, K, and K pairs (counter index, what to add on top
-//   when it is not reserved: never, or given back at its deadline).
+//   reserve was answered, and what to add on top when it is not reserved
+//   (never, or given back at its deadline): "INDEX DELTA\n" lines (one
+//   argument, read only then: most requests never need it).
 // Reply: 1 settled now, 0 already settled (a resend: a batch lands whole),
 //   an error reply when Redis refused a write (nothing done: send it again).
 constexpr const char *kSettleBody = R"lua(
@@ -400,19 +429,20 @@ local c, m, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local stream, deadlines, settlements = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3]
 local a = 4 + 5 * c
 local low, balance_key, held_key = ARGV[a], KEYS[tonumber(ARGV[a + 1])], KEYS[tonumber(ARGV[a + 2])]
-local rid, batch, answered, pairs_at = {}, {}, {}, {}
+local rid, batch, answered, corrections = {}, {}, {}, {}
 local members, batches = {}, {}
 local p = a + 3
 for j = 1, m do
-  rid[j], batch[j], answered[j], pairs_at[j] = ARGV[p], ARGV[p + 1], ARGV[p + 2] == '1', p + 3
+  rid[j], batch[j], answered[j], corrections[j] = ARGV[p], ARGV[p + 1], ARGV[p + 2] == '1', p + 3
   if batch[j] ~= '' then
     if not members[batch[j]] then
       members[batch[j]] = {}
       batches[#batches + 1] = batch[j]
     end
-    table.insert(members[batch[j]], j)
+    local list = members[batch[j]]
+    list[#list + 1] = j
   end
-  p = p + 4 + 2 * tonumber(ARGV[p + 3])
+  p = p + 4
 end
 
 -- Everything is read before the first write.
@@ -477,8 +507,7 @@ for i = 1, c do
 end
 for j = 1, m do
   if state[j] == 'unreserved' then
-    local q = pairs_at[j]
-    for k = 1, tonumber(ARGV[q]) do plan(tonumber(ARGV[q + 2 * k - 1]), ARGV[q + 2 * k]) end
+    for i, delta in string.gmatch(ARGV[corrections[j]], '(%d+) (%S+)\n') do plan(tonumber(i), delta) end
   end
 end
 

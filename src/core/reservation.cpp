@@ -506,7 +506,7 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
 
         const std::size_t c = totals.size(), m = batch.size();
         std::vector<std::string> argv;
-        argv.reserve(3 + c + 3 + 3 + 5 * c + 3 + 16 * m);
+        argv.reserve(3 + c + 3 + 3 + 5 * c + 3 + 4 * m);
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
         argv.push_back(to_arg(static_cast<std::int64_t>(c + 3)));
@@ -535,11 +535,14 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
             argv.push_back(item.request_id);
             argv.push_back(item.batch_id);
             argv.emplace_back(item.reserve_answered && !item.batch_id.empty() ? "1" : "0");
-            argv.push_back(to_arg(static_cast<std::int64_t>(corrections[j].size())));
+            std::string lines;
             for (const Correction &k : corrections[j]) {
-                argv.push_back(to_arg(static_cast<std::int64_t>(k.counter + 1)));
-                argv.push_back(to_arg(k.delta));
+                lines += to_arg(static_cast<std::int64_t>(k.counter + 1));
+                lines += ' ';
+                lines += to_arg(k.delta);
+                lines += '\n';
             }
+            argv.push_back(std::move(lines));
         }
         return argv;
     } catch (...) {

@@ -22,7 +22,7 @@
 //    @user_script:LINE."); any other error is "ERR user_script:LINE: message
 //    script: ..." (Redis 5/6 answer both as "ERR Error running script (call
 //    to f_SHA): ...", losing the code);
-//  - commands GET, SET (EX n, PX n, NX, XX), INCRBY, EXPIREAT, DEL, EXISTS,
+//  - commands GET, MGET, SET (EX n, PX n, NX, XX), INCRBY, EXPIREAT, DEL, EXISTS,
 //    XADD (NOMKSTREAM, MAXLEN [=|~] N, *), TIME, ZADD (NX, XX, GT, LT, CH;
 //    scores parsed as Redis's string2d: strtod, "inf" / "-inf", no NaN, no
 //    spaces), ZREM (an emptied set is deleted), ZRANGEBYSCORE (min / max as
@@ -306,6 +306,7 @@ public:
         };
         static const Spec specs[] = {
             {"GET", &FakeRedis::cmd_get, false, false},
+            {"MGET", &FakeRedis::cmd_mget, false, false},
             {"SET", &FakeRedis::cmd_set, true, true},
             {"INCRBY", &FakeRedis::cmd_incrby, true, true},
             {"EXPIREAT", &FakeRedis::cmd_expireat, true, false},
@@ -384,6 +385,17 @@ private:
         if (!v) return Reply::nil();
         if (v->type != Type::string) return wrong_type();
         return Reply::bulk(v->str);
+    }
+
+    // As Redis: nil for a missing key and for one of another type.
+    Reply cmd_mget(const std::vector<std::string> &a) {
+        if (a.size() < 2) return wrong_args("mget");
+        Reply out = Reply::array({});
+        for (std::size_t i = 1; i < a.size(); ++i) {
+            const Value *v = find(a[i]);
+            out.elements.push_back(v && v->type == Type::string ? Reply::bulk(v->str) : Reply::nil());
+        }
+        return out;
     }
 
     Reply cmd_set(const std::vector<std::string> &a) {

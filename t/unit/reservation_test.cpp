@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -1064,15 +1065,21 @@ SettleArgs parse_settle(const std::vector<std::string> &argv) {
         a.batches.push_back(argv[p + 1]);
         a.answered.push_back(argv[p + 2]);
         if (argv[p + 2] != "0" && argv[p + 2] != "1") return a;
-        const std::size_t k = std::stoul(argv[p + 3]);
+        // "INDEX DELTA\n" lines
+        std::istringstream lines(argv[p + 3]);
         p += 4;
-        if (p + 2 * k > argv.size()) return a;
         std::map<std::size_t, std::int64_t> c;
-        for (std::size_t n = 0; n < k; ++n, p += 2) {
-            const std::size_t index = std::stoul(argv[p]);
+        std::string line;
+        while (std::getline(lines, line)) {
+            std::istringstream fields(line);
+            std::size_t index = 0;
+            std::int64_t delta = 0;
+            std::string rest;
+            if (!(fields >> index >> delta) || (fields >> rest)) return a;
             if (index < 1 || index > a.counters || c.count(index - 1)) return a;  // 1-based, each once
-            c[index - 1] = std::stoll(argv[p + 1]);
+            c[index - 1] = delta;
         }
+        if (!argv[p - 1].empty() && argv[p - 1].back() != '\n') return a;
         a.corrections.push_back(c);
     }
     a.ok = p == argv.size();
@@ -1112,7 +1119,7 @@ TEST(SettleCommand, ArgvShape) {
                   // the request, its batch (its own id), reserve answered, and what it adds
                   // on top when not reserved: the spend -200000000 + 300000000 = the real
                   // 100000000, the request 0 + 1; the uncapped counter needs no correction
-                  "rid", "rid", "1", "2", "1", "300000000", "2", "1"}));
+                  "rid", "rid", "1", "1 300000000\n2 1\n"}));
     // A request refused before the provider (real.requests = 0): its
     // reserved request is taken back, and without a reservation it adds none.
     const std::vector<std::string> refused =
@@ -1120,7 +1127,7 @@ TEST(SettleCommand, ArgvShape) {
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 17, refused.begin() + 22),
               (std::vector<std::string>{"c", "-1", "1830643200", "", ""}));
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 30, refused.end()),
-              (std::vector<std::string>{"rid", "rid", "1", "2", "1", "300000000", "2", "1"}));  // -1 + 1 = 0
+              (std::vector<std::string>{"rid", "rid", "1", "1 300000000\n2 1\n"}));  // -1 + 1 = 0
     // Nothing at all: every reserved delta comes back, nothing is added (the
     // uncapped counter, never reserved, is not written at all).
     const std::vector<std::string> nothing =
@@ -1131,7 +1138,7 @@ TEST(SettleCommand, ArgvShape) {
                   "c", "-1", "1830643200", "", "",
                   "c", "0", "0", "", "",
                   "", "0", "0",
-                  "rid", "rid", "1", "2", "1", "300000000", "2", "1"}));  // unreserved: 0 everywhere
+                  "rid", "rid", "1", "1 300000000\n2 1\n"}));  // unreserved: 0 everywhere
     // requests is 0 or 1: more counts as 1, less as 0.
     EXPECT_EQ(settle_command(l, Amounts{1, 1}, Amounts{1, 1, 7}, "rid", std::nullopt),
               settle_command(l, Amounts{1, 1}, Amounts{1, 1, 1}, "rid", std::nullopt));
@@ -1259,7 +1266,7 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         // unreserved: m 300 + 400 = the real 700, t -4 + 9 = 5, b -300 - 400 =
         // the real -700, rpm 0 (no correction: minute unknown), tpm -4 + 4 = 0
         // (minute unknown), h -400 + 400 = 0 (nothing was held)
-        "r1", "r1", "1", "5", "1", "400", "2", "9", "3", "-400", "5", "4", "6", "400"};
+        "r1", "r1", "1", "1 400\n2 9\n3 -400\n5 4\n6 400\n"};
     EXPECT_EQ(argv, expected);
     // No ceiling cap known: no warnings against the ceiling counter.
     const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", std::nullopt);
@@ -1277,7 +1284,7 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     EXPECT_EQ(std::vector<std::string>(neg.begin() + 30, neg.begin() + 35),
               (std::vector<std::string>{"r", "-1", "1795000080", "", ""}));
     EXPECT_EQ(std::vector<std::string>(neg.begin() + 45, neg.end()),
-              (std::vector<std::string>{"", "0", "0", "r1", "r1", "1", "1", "4", "1"}));
+              (std::vector<std::string>{"", "0", "0", "r1", "r1", "1", "4 1\n"}));
     const std::vector<std::string> refused = settle_command(l, Amounts{400, 9}, Amounts{0, 0, 0}, "r1", 3000);
     const std::vector<std::string> refused_expected = {
         "c", "-400", "1830643200", "3000", "0.5=1500",
@@ -1288,7 +1295,7 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         "c", "-400", "0", "", "",
         "", "0", "0",  // no cost: no low_balance check
         // unreserved: 0 everywhere
-        "r1", "r1", "1", "6", "1", "400", "2", "9", "3", "-400", "4", "1", "5", "9", "6", "400"};
+        "r1", "r1", "1", "1 400\n2 9\n3 -400\n4 1\n5 9\n6 400\n"};
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 15, refused.end()), refused_expected);
     // Taken apart, each counter's two cases.
     const SettleArgs a = parse_settle(argv);
@@ -1336,9 +1343,9 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
                         // each request's batch and whether its reserve was answered; unreserved,
                         // each request adds its real cost instead: r1 +300 on k1 and the
                         // project, r2 +200 on both of its (in its ledger's order), r3 +50 on both
-                        "r1", "r1", "1", "2", "1", "300", "2", "300",
-                        "r2", "r1", "1", "2", "3", "200", "2", "200",
-                        "r3", "r3", "0", "2", "1", "50", "2", "50"}));
+                        "r1", "r1", "1", "1 300\n2 300\n",
+                        "r2", "r1", "1", "3 200\n2 200\n",
+                        "r3", "r3", "0", "1 50\n2 50\n"}));
     // The balance and held indexes are those of the batch's counters.
     Ledger prepaid = ledger_of_key("k1");
     prepaid.counters.push_back(counter(CounterKind::balance, Scope::org, Window::lifetime, "sc:{acme}:balance",
@@ -1353,15 +1360,15 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
          settle_item(shared(prepaid), Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt, "b")});
     // 5 counters, 2 requests: r2 with 2 corrections, r1 with 4 (k1, the
     // project, the balance -300, the hold +300).
-    ASSERT_EQ(low.size(), 3u + (5 + 3) + 3 + 5 * 5 + 3 + (4 + 4) + (4 + 8));
+    ASSERT_EQ(low.size(), 3u + (5 + 3) + 3 + 5 * 5 + 3 + 4 + 4);
     EXPECT_EQ(std::vector<std::string>(low.begin() + 3, low.begin() + 8),
               (std::vector<std::string>{"sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
                                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:balance",
                                         "sc:{acme}:balance:held"}));
     EXPECT_EQ(std::vector<std::string>(low.begin() + 39, low.begin() + 42),
               (std::vector<std::string>{"5000000000", "4", "5"}));  // low_balance, balance and held (1-based)
-    EXPECT_EQ(std::vector<std::string>(low.begin() + 50, low.end()),
-              (std::vector<std::string>{"r1", "b", "1", "4", "3", "300", "2", "300", "4", "-300", "5", "300"}));
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 46, low.end()),
+              (std::vector<std::string>{"r1", "b", "1", "3 300\n2 300\n4 -300\n5 300\n"}));
     const SettleArgs a = parse_settle(low);
     ASSERT_TRUE(a.ok);
     EXPECT_EQ(a.ids, (std::vector<std::string>{"r2", "r1"}));
