@@ -197,15 +197,19 @@ local function release(prefix, deadlines, id)
   return #entries / 2
 end
 
--- Releases the records in `deadlines` whose deadline (Redis's clock, ms)
--- has passed, at most `most`; returns how many requests, and the time.
-local function release_expired(prefix, deadlines, most)
+-- Redis's clock in ms.
+local function redis_now()
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Releases the records in `deadlines` whose deadline (`now`, Redis's clock,
+-- ms) has passed, at most `most`; returns how many requests.
+local function release_expired(prefix, deadlines, most, now)
   local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, most)
   local released = 0
   for _, id in ipairs(due) do released = released + release(prefix, deadlines, id) end
-  return released, now
+  return released
 end
 )lua";
 
@@ -232,15 +236,16 @@ end
 //   refused a write (nothing done either).
 // A check is `current + delta <= cap` (the balance: `balance >= estimate`);
 // a request is reserved only if all pass (or in a dry run), and its deltas
-// then count for the requests after it. Expired reservations of the org are
-// given back first, so that they never refuse a request. Numbers are read
-// from their strings once (a conversion costs more than the arithmetic).
+// then count for the requests after it. Expired reservations never refuse
+// a request: if one is refused, the org's expired ones are given back and
+// the batch decided again. Numbers are read from their strings once (a
+// conversion costs more than the arithmetic).
 constexpr const char *kReserveBody = R"lua(
 local c, m, h = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local prefix, ttl, batch = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local record_key, deadlines, stream = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3]
 if redis.call('EXISTS', prefix .. 'gone:' .. batch) == 1 then return {2} end
-local _, now = release_expired(prefix, deadlines, 8)
+local now = redis_now()
 
 local kind, what, cap, expire_at, warn = {}, {}, {}, {}, {}
 for i = 1, c do
@@ -258,119 +263,143 @@ if decided > 0 then
     if le(ARGV[b], cleared) then row, cap[decided], warn[decided] = r, ARGV[b + 1], ARGV[b + 2] end
   end
 end
--- One MGET for every counter (a nil is a missing key, or one of another
--- type, which GET then refuses as before).
-local cur, start, capn = {}, {}, {}
-local values = c > 0 and redis.call('MGET', unpack(KEYS, 1, c)) or {}
-local two52 = two53 / 2
-local small = true
+local capn, two52 = {}, two53 / 2
 for i = 1, c do
-  local v = values[i]
-  if not v or not is_int(v) then v = int_at(KEYS[i]) end
-  start[i] = v
-  cur[i] = num(v)
   if cap[i] ~= '' then capn[i] = num(cap[i]) end
-  local x, k = cur[i], capn[i]
-  if type(x) ~= 'number' or x >= two52 or x <= -two52 or (k and (type(k) ~= 'number' or k >= two52)) then
-    small = false
-  end
 end
-local p = a + 2 + 3 * rows
+local first = a + 2 + 3 * rows
 local chains = {}
+local p = first
 for x = 1, h do
   local k, chain = tonumber(ARGV[p]), {}
   for q = 1, k do chain[q] = tonumber(ARGV[p + q]) end
   chains[x] = chain
   p = p + 1 + k
 end
--- `small`: every counter, cap and request amount is so far below 2^53 that
--- no sum the batch can make leaves the range a double holds exactly; the
--- loop then does plain arithmetic (a type() test per operation costs more
--- than the rest of it). Otherwise every step goes through nadd()/nle().
-local costs, tokens_of, limit = {}, {}, two52 / (m + 1)
-for j = 1, m do
-  local at = p + 6 * (j - 1)
-  local cost, tokens = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
-  if not (cost and tokens and cost < limit and cost > -limit and tokens < limit and tokens > -limit) then
-    small = false
-  end
-  costs[j], tokens_of[j] = cost, tokens
-end
-if not small then
-  for j = 1, m do
-    local at = p + 6 * (j - 1)
-    costs[j], tokens_of[j] = num(ARGV[at + 3]), num(ARGV[at + 4])
-  end
-end
+first = p
 local function reply_int(v)
   if type(v) == 'number' then return int_reply(v) end
   return int_reply(tonumber(v))
 end
 
-local replies, n, nf, fields, sum, reached, d = {}, 0, 0, {}, {}, {}, {}
-for j = 1, m do
-  local rid, dry, chain = ARGV[p], ARGV[p + 1] == '1', chains[tonumber(ARGV[p + 2])]
-  local cost, tokens = costs[j], tokens_of[j]
-  local minus_cost
-  if small then minus_cost = -cost else minus_cost = num(neg(str(cost))) end
-  local refused, refused_value, links = 0, 0, #chain
-  for q = 1, links do
-    local i = chain[q]
-    local w = what[i]
-    local delta = (w == '$' and cost) or (w == 't' and tokens) or (w == '1' and 1) or minus_cost
-    d[q] = delta
-    local fits, now_i, cap_i = true, cur[i], capn[i]
-    if kind[i] == 'b' then
-      -- the balance must cover the estimate
-      if small then fits = cost <= now_i else fits = nle(cost, now_i) end
-    elseif cap_i then
-      if small then fits = now_i + delta <= cap_i else fits = nle(nadd(now_i, delta), cap_i) end
-    end
-    if not fits and refused == 0 then
-      refused, refused_value = q, now_i
-      -- The cap is reached: the first refusal in its period says so (not a
-      -- request larger than the whole cap, which says nothing of the spend).
-      if kind[i] == 's' and nle(delta, cap_i) and not reached[i] then
-        reached[i] = true
-        local rest, event = describe(prefix, KEYS[i], 'spend_cap_reached', {'spent', str(now_i), 'cap', cap[i]})
-        if first_time(prefix .. 'reached:' .. rest .. ':' .. cap[i], expire_at[i]) then
-          append_event(stream, event)
-        end
-      end
-      if not dry then break end
+-- Decides every request of the batch against the counters as Redis holds
+-- them now, writing nothing (the cost caps it finds reached are listed, to
+-- be told once the decisions are final). `small`: every counter, cap and
+-- request amount is so far below 2^53 that no sum the batch can make
+-- leaves the range a double holds exactly; the loop then does plain
+-- arithmetic (a type() test per operation costs more than the rest of it),
+-- otherwise every step goes through nadd()/nle().
+local function decide()
+  local cur, start = {}, {}
+  -- One MGET for every counter (a nil is a missing key, or one of another
+  -- type, which GET then refuses as before).
+  local values = c > 0 and redis.call('MGET', unpack(KEYS, 1, c)) or {}
+  local small = true
+  for i = 1, c do
+    local v = values[i]
+    if not v or not is_int(v) then v = int_at(KEYS[i]) end
+    start[i] = v
+    cur[i] = num(v)
+    local x, k = cur[i], capn[i]
+    if type(x) ~= 'number' or x >= two52 or x <= -two52 or (k and (type(k) ~= 'number' or k >= two52)) then
+      small = false
     end
   end
-  if refused == 0 or dry then
-    replies[n + 1], replies[n + 2], replies[n + 3] = 4 + links, 1, refused
-    replies[n + 4], replies[n + 5] = reply_int(refused_value), row
-    n = n + 5
+  local costs, tokens_of, limit = {}, {}, two52 / (m + 1)
+  for j = 1, m do
+    local at = first + 6 * (j - 1)
+    local cost, tokens = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+    if not (cost and tokens and cost < limit and cost > -limit and tokens < limit and tokens > -limit) then
+      small = false
+    end
+    costs[j], tokens_of[j] = cost, tokens
+  end
+  if not small then
+    for j = 1, m do
+      local at = first + 6 * (j - 1)
+      costs[j], tokens_of[j] = num(ARGV[at + 3]), num(ARGV[at + 4])
+    end
+  end
+
+  local replies, n, nf, fields, sum, d = {}, 0, 0, {}, {}, {}
+  local refusals, reached, told = 0, {}, {}
+  local p = first
+  for j = 1, m do
+    local rid, dry, chain = ARGV[p], ARGV[p + 1] == '1', chains[tonumber(ARGV[p + 2])]
+    local cost, tokens = costs[j], tokens_of[j]
+    local minus_cost
+    if small then minus_cost = -cost else minus_cost = num(neg(str(cost))) end
+    local refused, refused_value, links = 0, 0, #chain
     for q = 1, links do
-      local i, delta = chain[q], d[q]
-      local after = cur[i]
-      if small then
-        after = after + delta
-        sum[i] = (sum[i] or 0) + delta
-        replies[n + q] = after
-      else
-        if delta ~= 0 then
-          after = nadd(after, delta)
-          sum[i] = sum[i] and nadd(sum[i], delta) or delta
-        end
-        replies[n + q] = reply_int(after)
+      local i = chain[q]
+      local w = what[i]
+      local delta = (w == '$' and cost) or (w == 't' and tokens) or (w == '1' and 1) or minus_cost
+      d[q] = delta
+      local fits, now_i, cap_i = true, cur[i], capn[i]
+      if kind[i] == 'b' then
+        -- the balance must cover the estimate
+        if small then fits = cost <= now_i else fits = nle(cost, now_i) end
+      elseif cap_i then
+        if small then fits = now_i + delta <= cap_i else fits = nle(nadd(now_i, delta), cap_i) end
       end
-      cur[i] = after
+      if not fits and refused == 0 then
+        refused, refused_value = q, now_i
+        refusals = refusals + 1
+        -- The cap is reached: the first refusal in its period says so (not
+        -- a request larger than the whole cap, which says nothing of the spend).
+        if kind[i] == 's' and nle(delta, cap_i) and not told[i] then
+          told[i] = true
+          reached[#reached + 1] = {i, str(now_i)}
+        end
+        if not dry then break end
+      end
     end
-    n = n + links
-    fields[nf + 1], fields[nf + 2] = rid, ARGV[p + 5]
-    nf = nf + 2
-  else
-    replies[n + 1], replies[n + 2], replies[n + 3] = 4, 0, refused
-    replies[n + 4], replies[n + 5] = reply_int(refused_value), row
-    n = n + 5
+    if refused == 0 or dry then
+      replies[n + 1], replies[n + 2], replies[n + 3] = 4 + links, 1, refused
+      replies[n + 4], replies[n + 5] = reply_int(refused_value), row
+      n = n + 5
+      for q = 1, links do
+        local i, delta = chain[q], d[q]
+        local after = cur[i]
+        if small then
+          after = after + delta
+          sum[i] = (sum[i] or 0) + delta
+          replies[n + q] = after
+        else
+          if delta ~= 0 then
+            after = nadd(after, delta)
+            sum[i] = sum[i] and nadd(sum[i], delta) or delta
+          end
+          replies[n + q] = reply_int(after)
+        end
+        cur[i] = after
+      end
+      n = n + links
+      fields[nf + 1], fields[nf + 2] = rid, ARGV[p + 5]
+      nf = nf + 2
+    else
+      replies[n + 1], replies[n + 2], replies[n + 3] = 4, 0, refused
+      replies[n + 4], replies[n + 5] = reply_int(refused_value), row
+      n = n + 5
+    end
+    p = p + 6
   end
-  p = p + 6
+  return {replies = replies, fields = fields, sum = sum, cur = cur, start = start, reached = reached,
+          refusals = refusals}
 end
-if nf == 0 then return replies end
+
+-- Reservations whose deadline has passed (their workers died) must never
+-- refuse a request: when one is refused, the org's expired ones are given
+-- back and the batch decided again. Otherwise the periodic sweep returns them.
+local outcome = decide()
+if outcome.refusals > 0 and release_expired(prefix, deadlines, 8, now) > 0 then outcome = decide() end
+local replies, fields, sum, cur, start = outcome.replies, outcome.fields, outcome.sum, outcome.cur, outcome.start
+for _, r in ipairs(outcome.reached) do
+  local i, spent = r[1], r[2]
+  local rest, event = describe(prefix, KEYS[i], 'spend_cap_reached', {'spent', spent, 'cap', cap[i]})
+  if first_time(prefix .. 'reached:' .. rest .. ':' .. cap[i], expire_at[i]) then append_event(stream, event) end
+end
+if #fields == 0 then return replies end
 
 -- The record first: a settlement replaces exactly what it says, and a sweep
 -- gives it back at the deadline. (pcall: Redis 5/6 would hide an OOM
@@ -497,13 +526,10 @@ local function plan(i, delta)
     order[#order + 1] = i
   end
 end
-local warned, befores = {}, {}
+local warned = {}
 for i = 1, c do
   plan(i, ARGV[5 + 5 * (i - 1)])
-  if ARGV[8 + 5 * (i - 1)] ~= '' and live[i] then
-    warned[#warned + 1] = i
-    befores[i] = int_at(KEYS[i])
-  end
+  if ARGV[8 + 5 * (i - 1)] ~= '' and live[i] then warned[#warned + 1] = i end
 end
 for j = 1, m do
   if state[j] == 'unreserved' then
@@ -514,14 +540,14 @@ end
 -- The counters (with the settlement count, so that there is always one)
 -- all or nothing; the first write is among them, so nothing after it can
 -- be refused for memory.
-local keys, deltas, expires = {settlements}, {tostring(m)}, {'0'}
+local keys, deltas, expires, at, values = {settlements}, {tostring(m)}, {'0'}, {}, {}
 for _, i in ipairs(order) do
   if planned[i] ~= '0' then
     local n = #keys + 1
-    keys[n], deltas[n], expires[n] = KEYS[i], planned[i], ARGV[6 + 5 * (i - 1)]
+    keys[n], deltas[n], expires[n], at[i] = KEYS[i], planned[i], ARGV[6 + 5 * (i - 1)], n
   end
 end
-local err = add_all(keys, deltas, expires, {})
+local err = add_all(keys, deltas, expires, values)
 if err then return err end
 for _, b in ipairs(batches) do
   if #held[b] > 0 then
@@ -537,12 +563,15 @@ end
 for _, t in ipairs(tombstones) do redis.call('SET', t, '1', 'EX', 86400) end
 
 -- A cap's fraction is crossed when the batch took its counter from below
--- the threshold to at or above it.
+-- the threshold to at or above it; a counter the batch left alone crossed
+-- nothing. Its value after is INCRBY's (exact below 2^53, read again above).
 for _, i in ipairs(warned) do
-  local before = befores[i]
-  local after = planned[i] and add(before, planned[i]) or before
-  warn_between(prefix, stream, KEYS[i], ARGV[8 + 5 * (i - 1)], ARGV[7 + 5 * (i - 1)], ARGV[6 + 5 * (i - 1)],
-    before, after)
+  if at[i] then
+    local v = values[at[i]]
+    local after = (v < two53 and v > -two53) and string.format('%.0f', v) or redis.call('GET', KEYS[i])
+    warn_between(prefix, stream, KEYS[i], ARGV[8 + 5 * (i - 1)], ARGV[7 + 5 * (i - 1)], ARGV[6 + 5 * (i - 1)],
+      add(after, neg(planned[i])), after)
+  end
 end
 if low ~= '' then
   -- Settled spend alone lowers the real balance, so it crosses once per top-up.
@@ -567,7 +596,8 @@ return 1
 // Reply: how many expired reservations were given back.
 constexpr const char *kSweepBody = R"lua(
 local most = tonumber(ARGV[2])
-local released, now = release_expired(ARGV[1], KEYS[1], most)
+local now = redis_now()
+local released = release_expired(ARGV[1], KEYS[1], most, now)
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, most)
 for _, rid in ipairs(old) do released = released + release(ARGV[1], KEYS[2], rid) end
 return released

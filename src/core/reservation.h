@@ -33,14 +33,17 @@ struct ReserveItem {
 
 // Redis command argv (EVALSHA form) that reserves a batch of requests of one
 // org (empty if they are not all of one org, or a ledger is empty). The
-// script first gives back the org's reservations whose deadline has passed
-// (at most 8), then decides each request in order: it checks every capped
+// script decides each request in order: it checks every capped
 // counter (`current + delta <= cap`; the balance: `balance >= estimate`; a
 // paid plan's monthly cap chosen from sc:{ORG}:cleared) against the counters
 // as the requests before it in the batch left them and, only if all pass
 // (or in a dry run), adds the estimate to every counter a check reads (the
 // others get the real figure at settlement, once) and draws it from the
-// balance. Then it writes each counter once with the batch's sum, records
+// balance. If any request is refused, it gives back the org's reservations
+// whose deadline has passed (at most 8; their workers died) and, if there
+// were any, decides the batch again, so that they never refuse a request
+// (the periodic sweep returns the others). Then it writes each counter
+// once with the batch's sum, records
 // how to give each request back in the hash sc:{ORG}:resv:BATCH_ID with one
 // deadline `ttl_ms` from now (Redis's clock) in sc:{ORG}:deadlines, and
 // appends the warning events the batch crossed. A request a cost cap refuses

@@ -885,15 +885,15 @@ def reserve_requests(args):
 
 def settle_requests(args):
     """[(request id, batch id, answered), ...] of a settle call (ARGV: C, M, prefix; 5 per
-    counter; low_balance, balance index, held index; per request id, batch, answered, K
-    and K pairs)."""
+    counter; low_balance, balance index, held index; per request id, batch, answered and
+    its corrections, "INDEX DELTA\n" lines)."""
     argv = evalsha_argv(args)
     c, m = int(argv[0]), int(argv[1])
     p = 3 + 5 * c + 3
     out = []
     for _ in range(m):
         out.append((argv[p], argv[p + 1], argv[p + 2] == "1"))
-        p += 4 + 2 * int(argv[p + 3])
+        p += 4
     assert p == len(argv), "settle argv of unexpected length: %r" % args
     return out
 

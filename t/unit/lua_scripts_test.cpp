@@ -655,6 +655,23 @@ TEST_F(LuaScripts, ThresholdsNearTheInt64LimitAreExact) {
                                                     "4500000000000000000", "9000000000000000000")}));
 }
 
+// A settlement's rise is judged on the exact values before and after it,
+// past 2^53 too (where INCRBY's reply, a Lua number, is not exact).
+TEST_F(LuaScripts, ASettlementCrossesAThresholdNearTheInt64LimitExactly) {
+    use(policy_yaml("{ monthly_usd: 9000000000 }"));  // threshold 4.5e18
+    const Ledger l = ledger();
+    redis.set(kKeyMonthly, "4499999999999998000");
+    ASSERT_EQ(reserve_ints(l, 1000, 0, "req-1")[0], 1);  // 4499999999999999000
+    EXPECT_EQ(settle(l, {1000, 0}, {1999, 0}, "req-1", std::nullopt).integer, 1);  // +999
+    EXPECT_EQ(at(kKeyMonthly), "4499999999999999999");  // a double would say 4.5e18
+    EXPECT_TRUE(events().empty());
+    ASSERT_EQ(reserve_ints(l, 0, 0, "req-2")[0], 1);
+    EXPECT_EQ(settle(l, {0, 0}, {2, 0}, "req-2", std::nullopt).integer, 1);  // +2: crosses
+    EXPECT_EQ(at(kKeyMonthly), "4500000000000000001");
+    EXPECT_EQ(events(), (std::vector<Event>{warning("key", "k1", "monthly", "2026-11", "0.5",
+                                                    "4500000000000000001", "9000000000000000000")}));
+}
+
 // `spent` is the counter's exact value: past 10^15 the script keeps it as an
 // integer string, never as a rounded Lua number.
 TEST_F(LuaScripts, TheWarningsSpentIsTheExactCounterValue) {
@@ -1461,23 +1478,36 @@ TEST_F(LuaScripts, TheSweepGivesBackAtMostMostAndOnlyWhatIsDue) {
     }
 }
 
-TEST_F(LuaScripts, AReserveGivesBackAtMostEightAndTheSweepTheRest) {
+TEST_F(LuaScripts, AReserveGivesBackExpiredOnesOnlyWhenARequestWouldBeRefusedAtMostEightAndTheSweepTheRest) {
     use(policy_yaml("{ daily_usd: 100 }", ""));
     const Ledger l = ledger();
     for (int i = 0; i < 10; ++i)  // deadlines in this order, none due yet
         ASSERT_EQ(reserve_ints(l, kUsd, 0, "old-" + std::to_string(i), false, 1 + i)[0], 1);
     EXPECT_EQ(at(kKeyDaily), "10000000000");
     redis.set_now_ms(kNow * 1000 + 100);
+    // Nothing refused: the expired ones stay for the periodic sweep.
     ASSERT_EQ(reserve_ints(l, kUsd, 0, "new")[0], 1);
-    EXPECT_EQ(at(kKeyDaily), "3000000000");  // 10 - 8 + 1
+    EXPECT_EQ(at(kKeyDaily), "11000000000");
+    EXPECT_EQ(deadlines().size(), 11u);
+    // 11 + 95 > 100: refused, so 8 expired ones go back (11 - 8 = 3), and
+    // decided again it fits (3 + 95 = 98), with no spend_cap_reached told.
+    ASSERT_EQ(reserve_ints(l, 95 * kUsd, 0, "big")[0], 1);
+    EXPECT_EQ(at(kKeyDaily), "98000000000");
+    EXPECT_TRUE(events().empty());
     const Deadlines left = deadlines();
-    ASSERT_EQ(left.size(), 3u);
+    ASSERT_EQ(left.size(), 4u);
     EXPECT_EQ(left[0].first, "old-8");
     EXPECT_EQ(left[1].first, "old-9");
-    EXPECT_EQ(left[2].first, "new");
-    EXPECT_EQ(sweep(8).integer, 2);
-    EXPECT_EQ(at(kKeyDaily), "1000000000");
-    EXPECT_EQ(deadlines().size(), 1u);
+    EXPECT_EQ(left[2].first, "big");  // the same deadline as "new": member order
+    EXPECT_EQ(left[3].first, "new");
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(at(P + "released:old-" + std::to_string(i)), "1") << i;
+    // Refused even then (98 - 2 + 5 > 100): the two left go back, and it is
+    // still refused, told once.
+    EXPECT_EQ(reserve_ints(l, 5 * kUsd, 0, "over")[0], 0);
+    EXPECT_EQ(at(kKeyDaily), "96000000000");
+    EXPECT_EQ(deadlines().size(), 2u);
+    EXPECT_EQ(events().size(), 1u);
+    EXPECT_EQ(sweep(8).integer, 0);
 }
 
 TEST_F(LuaScripts, DeadlinesAreRedisTimeInMilliseconds) {
