@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "json_stream.h"
+#include "request_scan.h"
 
 namespace spendcap {
 
@@ -67,7 +68,7 @@ Surface surface_for_path(std::string_view uri_path) {
     return Surface::openai;
 }
 
-RequestParse parse_request_body(std::string_view body) {
+RequestParse parse_request_body_with_jansson(std::string_view body) {
     try {
         json_error_t json_error;
         // JSON_ALLOW_NUL: "\u0000" inside a prompt is valid JSON the upstream accepts.
@@ -121,6 +122,17 @@ RequestParse parse_request_body(std::string_view body) {
     } catch (...) {
         return parse_error("request body could not be read (out of memory)");
     }
+}
+
+RequestParse parse_request_body(std::string_view body) {
+    // One pass without a tree for the bodies it is sure of; jansson for the
+    // rest, and for every error message.
+    std::optional<RequestInfo> info = scan_request_body(body);
+    if (!info) return parse_request_body_with_jansson(body);
+    RequestParse result;
+    result.ok = true;
+    result.info = std::move(*info);
+    return result;
 }
 
 namespace {

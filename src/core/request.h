@@ -32,8 +32,9 @@ struct RequestParse {
     RequestInfo info;
 };
 
-// Parses a request body with jansson. Not a JSON object, no string `model`, or
-// a max-tokens field that is not a non-negative integer -> !ok.
+// Parses a request body (one pass for the plain ones, request_scan.h; jansson
+// for the rest, and for every error). Not a JSON object, no string `model`,
+// or a max-tokens field that is not a non-negative integer -> !ok.
 RequestParse parse_request_body(std::string_view body);
 
 // OpenAI Chat Completions and Completions streams carry usage only when the

@@ -1,6 +1,8 @@
 // libFuzzer target: parse_request_body and with_stream_usage on any body.
 //
 // Invariants checked (a violation aborts):
+// - parse_request_body (its one-pass reader, request_scan.h) gives jansson's
+//   answer, and the reader accepts only bodies jansson accepts;
 // - an edited body parses (jansson), has stream: true and
 //   stream_options.include_usage: true, and every other member of the root
 //   and of stream_options is unchanged;
@@ -20,6 +22,7 @@
 
 #include "json_stream.h"
 #include "request.h"
+#include "request_scan.h"
 
 using namespace spendcap;
 
@@ -65,6 +68,13 @@ bool tokenizer_reads(std::string_view body) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     const std::string_view body(reinterpret_cast<const char *>(data), size);
     const RequestParse parsed = parse_request_body(body);
+    // The one-pass reader answers only where jansson answers the same.
+    const RequestParse judged = parse_request_body_with_jansson(body);
+    CHECK(parsed.ok == judged.ok && parsed.error == judged.error && parsed.info.model == judged.info.model
+          && parsed.info.max_output_tokens == judged.info.max_output_tokens
+          && parsed.info.stream == judged.info.stream && parsed.info.include_usage == judged.info.include_usage
+          && parsed.info.choices == judged.info.choices);
+    if (scan_request_body(body)) CHECK(judged.ok);
     const std::optional<std::string> edited = with_stream_usage(body);
     JsonPtr before = load(body);
 
