@@ -4,6 +4,7 @@
 #include "usage.h"
 
 #include "json_event.h"
+#include "json_fields.h"
 
 #include <cstring>
 
@@ -26,43 +27,107 @@ struct JsonDeleter {
 };
 using JsonPtr = std::unique_ptr<json_t, JsonDeleter>;
 
-// A token count field: absent or null leaves `out` empty; a present value
-// that is not a non-negative integer makes the whole usage unreadable.
-bool read_count(json_t *object, const char *name, std::optional<std::int64_t> &out) {
-    json_t *value = object ? json_object_get(object, name) : nullptr;
-    if (!value || json_is_null(value)) return true;
-    if (!json_is_integer(value) || json_integer_value(value) < 0) return false;
-    out = json_integer_value(value);
-    return true;
+// The usage object as a tree (jansson), for the readers below.
+struct TreeSource {
+    json_t *usage;
+    json_t *details = nullptr;
+
+    // A token count field: absent or null leaves `out` empty; a present value
+    // that is not a non-negative integer makes the whole usage unreadable.
+    static bool count_of(json_t *object, const char *name, std::optional<std::int64_t> &out) {
+        json_t *value = object ? json_object_get(object, name) : nullptr;
+        if (!value || json_is_null(value)) return true;
+        if (!json_is_integer(value) || json_integer_value(value) < 0) return false;
+        out = json_integer_value(value);
+        return true;
+    }
+    bool count(const char *name, std::optional<std::int64_t> &out) const { return count_of(usage, name, out); }
+    // A details object ({"cached_tokens": N, ...}): absent or null is fine.
+    bool select_details(const char *name) {
+        json_t *value = json_object_get(usage, name);
+        details = nullptr;
+        if (!value || json_is_null(value)) return true;
+        if (!json_is_object(value)) return false;
+        details = value;
+        return true;
+    }
+    bool detail_count(const char *name, std::optional<std::int64_t> &out) const {
+        return count_of(details, name, out);
+    }
+};
+
+// The same fields through the one-pass reader (json_fields.h): no tree, no
+// allocation. Only for an object it read; the rules are TreeSource's.
+enum UsageField {
+    prompt_tokens, completion_tokens, input_tokens, output_tokens, cache_creation_input_tokens,
+    cache_read_input_tokens, prompt_tokens_details, input_tokens_details
+};
+
+const JsonFieldNames &usage_names() {
+    static const JsonFieldNames names = [] {
+        JsonFieldNames v;
+        v.root = {"prompt_tokens",  "completion_tokens", "input_tokens", "output_tokens",
+                  "cache_creation_input_tokens", "cache_read_input_tokens", "prompt_tokens_details",
+                  "input_tokens_details"};
+        v.nested[0].object = "prompt_tokens_details";
+        v.nested[0].members = {"cached_tokens"};
+        v.nested[1].object = "input_tokens_details";
+        v.nested[1].members = {"cached_tokens"};
+        return v;
+    }();
+    return names;
 }
 
-// A details object ({"cached_tokens": N, ...}): absent or null is fine.
-bool read_details(json_t *usage, const char *name, json_t *&out) {
-    json_t *value = json_object_get(usage, name);
-    out = nullptr;
-    if (!value || json_is_null(value)) return true;
-    if (!json_is_object(value)) return false;
-    out = value;
-    return true;
-}
+struct FieldSource {
+    const JsonFieldReader &reader;
+    int details = -1;  // which nested object (-1: none)
+
+    static bool count_of(const JsonField &f, std::optional<std::int64_t> &out) {
+        if (f.kind == JsonField::Kind::absent || f.kind == JsonField::Kind::null) return true;
+        if (f.kind != JsonField::Kind::integer || f.integer < 0) return false;
+        out = f.integer;
+        return true;
+    }
+    static int root_index(const char *name) {
+        const auto &root = usage_names().root;
+        for (std::size_t i = 0; i < root.size(); ++i)
+            if (root[i] == name) return static_cast<int>(i);
+        return -1;
+    }
+    bool count(const char *name, std::optional<std::int64_t> &out) const {
+        return count_of(reader.root(root_index(name)), out);
+    }
+    bool select_details(const char *name) {
+        const int i = root_index(name);
+        const JsonField &f = reader.root(i);
+        details = -1;
+        if (f.kind == JsonField::Kind::absent || f.kind == JsonField::Kind::null) return true;
+        if (f.kind != JsonField::Kind::object) return false;
+        details = i == prompt_tokens_details ? 0 : 1;
+        return true;
+    }
+    bool detail_count(const char *, std::optional<std::int64_t> &out) const {  // cached_tokens, the only one
+        return details < 0 || count_of(reader.nested(details, 0), out);
+    }
+};
 
 // OpenAI: Chat Completions / Completions / Embeddings (prompt_tokens, which
 // include cached ones) or Responses (input_tokens, likewise inclusive).
-std::optional<Usage> openai_usage(json_t *usage) {
+template <class Source>
+std::optional<Usage> openai_usage(Source source) {
     std::optional<std::int64_t> prompt, completion, input, output, cached;
-    json_t *details = nullptr;
-    if (!read_count(usage, "prompt_tokens", prompt)) return std::nullopt;
+    if (!source.count("prompt_tokens", prompt)) return std::nullopt;
     if (prompt) {
-        if (!read_count(usage, "completion_tokens", completion)) return std::nullopt;
-        if (!read_details(usage, "prompt_tokens_details", details)) return std::nullopt;
+        if (!source.count("completion_tokens", completion)) return std::nullopt;
+        if (!source.select_details("prompt_tokens_details")) return std::nullopt;
         input = prompt;
         output = completion;  // absent for embeddings
     } else {
-        if (!read_count(usage, "input_tokens", input) || !input) return std::nullopt;
-        if (!read_count(usage, "output_tokens", output)) return std::nullopt;
-        if (!read_details(usage, "input_tokens_details", details)) return std::nullopt;
+        if (!source.count("input_tokens", input) || !input) return std::nullopt;
+        if (!source.count("output_tokens", output)) return std::nullopt;
+        if (!source.select_details("input_tokens_details")) return std::nullopt;
     }
-    if (!read_count(details, "cached_tokens", cached)) return std::nullopt;
+    if (!source.detail_count("cached_tokens", cached)) return std::nullopt;
     const std::int64_t cached_tokens = cached.value_or(0);
     if (cached_tokens > *input) return std::nullopt;  // inconsistent: cached is part of input
 
@@ -75,11 +140,12 @@ std::optional<Usage> openai_usage(json_t *usage) {
 
 // Anthropic Messages: input_tokens excludes the cache tokens, which are
 // counted apart. A stream's message_delta may carry output_tokens alone.
-std::optional<Usage> anthropic_usage(json_t *usage) {
+template <class Source>
+std::optional<Usage> anthropic_usage(Source source) {
     std::optional<std::int64_t> input, output, cache_write, cache_read;
-    if (!read_count(usage, "input_tokens", input) || !read_count(usage, "output_tokens", output) ||
-        !read_count(usage, "cache_creation_input_tokens", cache_write) ||
-        !read_count(usage, "cache_read_input_tokens", cache_read))
+    if (!source.count("input_tokens", input) || !source.count("output_tokens", output) ||
+        !source.count("cache_creation_input_tokens", cache_write) ||
+        !source.count("cache_read_input_tokens", cache_read))
         return std::nullopt;
     if (!input && !output) return std::nullopt;
     Usage u;
@@ -92,16 +158,23 @@ std::optional<Usage> anthropic_usage(json_t *usage) {
 
 }  // namespace
 
-std::optional<Usage> parse_usage_object(std::string_view json, Surface surface) {
+std::optional<Usage> parse_usage_object_with_jansson(std::string_view json, Surface surface) {
     try {
         json_error_t error;
         JsonPtr root(json_loadb(json.data(), json.size(), JSON_ALLOW_NUL, &error));
         if (!root || !json_is_object(root.get())) return std::nullopt;
-        return surface == Surface::anthropic ? anthropic_usage(root.get())
-                                             : openai_usage(root.get());
+        return surface == Surface::anthropic ? anthropic_usage(TreeSource{root.get()})
+                                             : openai_usage(TreeSource{root.get()});
     } catch (...) {
         return std::nullopt;
     }
+}
+
+std::optional<Usage> parse_usage_object(std::string_view json, Surface surface) {
+    // One pass without a tree where it is sure of the object; jansson otherwise.
+    JsonFieldReader reader(usage_names());
+    if (!reader.read(json)) return parse_usage_object_with_jansson(json, surface);
+    return surface == Surface::anthropic ? anthropic_usage(FieldSource{reader}) : openai_usage(FieldSource{reader});
 }
 
 namespace {

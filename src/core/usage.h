@@ -42,6 +42,9 @@ bool plausible(const Usage &u);
 // Messages (input_tokens, output_tokens, cache_creation_input_tokens,
 // cache_read_input_tokens). nullopt if it is not such an object.
 std::optional<Usage> parse_usage_object(std::string_view json, Surface surface);
+// The same with jansson alone (for the fuzzer and the tests that hold the
+// one-pass reader to jansson's answers).
+std::optional<Usage> parse_usage_object_with_jansson(std::string_view json, Surface surface);
 
 Nanos usage_cost(const Usage &u, const ModelPrice &price);
 

@@ -71,6 +71,13 @@ small = {
                          b'"output_tokens":0,"input_tokens_details":{"cached_tokens":0}}}}\n\n'),
     'json_duplicate_usage': (False, False, b'{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2,'
                              b'"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}}'),
+    # bare usage objects: the fuzzer also holds parse_usage_object's one-pass reader to jansson on them
+    'usage_object_openai': (False, False, b'{"prompt_tokens":12,"completion_tokens":9,'
+                            b'"prompt_tokens_details":{"cached_tokens":4}}'),
+    'usage_object_anthropic': (True, False, b'{"input_tokens":30,"cache_creation_input_tokens":5,'
+                               b'"cache_read_input_tokens":6,"output_tokens":2}'),
+    'usage_object_responses': (False, False, b'{"input_tokens":30,"output_tokens":7,'
+                               b'"input_tokens_details":{"cached_tokens":10},"input_tokens_details":null}'),
 }
 for name, (anthropic, sse, body) in small.items():
     write('usage', name, config(anthropic, sse, 0) + b'\x01' + body)

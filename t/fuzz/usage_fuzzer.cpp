@@ -3,6 +3,7 @@
 // chunking, the rest is the body.
 //
 // Invariants checked (a violation aborts, which libFuzzer reports as a crash):
+// - parse_usage_object (its one-pass reader) answers as jansson does;
 // - the same result (state, usage, error) fed whole and fed in chunks, and
 //   with SSE events read whole (json_event.h) or byte by byte;
 // - a body compressed here (gzip, zlib or raw deflate) reads exactly like the
@@ -324,6 +325,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     const std::string_view rest(reinterpret_cast<const char *>(data + 2), size - 2);
 
     const Surface surface = config & 1 ? Surface::anthropic : Surface::openai;
+    // A usage object read in one pass (json_fields.h) is read as jansson reads it.
+    for (const Surface s : {Surface::openai, Surface::anthropic}) {
+        const std::optional<Usage> fast = parse_usage_object(rest, s), slow = parse_usage_object_with_jansson(rest, s);
+        CHECK(fast.has_value() == slow.has_value());
+        if (fast) {
+            CHECK(fast->input == slow->input && fast->cached_input == slow->cached_input
+                  && fast->cache_write == slow->cache_write && fast->cache_read == slow->cache_read
+                  && fast->output == slow->output);
+        }
+    }
     const BodyFormat format = config & 2 ? BodyFormat::sse : BodyFormat::json;
     const Mode mode = static_cast<Mode>(((config >> 2) & 7) % 6);
     const int level = 1 + (config >> 5);  // 1..8
