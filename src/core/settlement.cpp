@@ -59,4 +59,15 @@ Settlement settle_at(const ResponseSeen &seen, const Estimate &estimate, const M
     return out;
 }
 
+SettlePlan plan_settlement(const SettleFacts &facts) {
+    SettlePlan plan;
+    if (!facts.reserve_sent && !facts.fail_open) return plan;                  // nothing was counted
+    if (facts.refused || (facts.reserve_failed && !facts.reached_provider)) return plan;  // the script added nothing
+    if (!facts.has_ledger) return plan;  // failed before its counters were taken
+    plan.settle = true;
+    // A reserve that Redis refused with an error made nothing: no batch to look in.
+    plan.in_batch = facts.reserve_sent && !facts.reserve_failed;
+    return plan;
+}
+
 }  // namespace spendcap

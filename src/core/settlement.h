@@ -36,4 +36,28 @@ struct Settlement {
 // below what an incomplete response did report.
 Settlement settle_at(const ResponseSeen &seen, const Estimate &estimate, const ModelPrice &price);
 
+// Where a request stands when its log phase runs, for plan_settlement.
+struct SettleFacts {
+    bool reserve_sent = false;      // its reserve left for Redis
+    bool fail_open = false;         // Redis failed and the request went on, unreserved
+    bool refused = false;           // Redis refused it (a cap)
+    bool reserve_failed = false;    // Redis answered its reserve with an error: nothing changed
+    bool reached_provider = false;  // allowed, allowed in a dry run, or let through failing open
+    bool has_ledger = false;        // its counters were taken
+};
+
+// Whether the request settles, and whether in its reserve's batch record.
+struct SettlePlan {
+    bool settle = false;
+    bool in_batch = false;  // its reserve landed, or may have: look in its batch
+};
+
+// Nothing to settle when nothing was counted: no reserve left (unless it
+// failed open: its real cost is still added), Redis refused it, or answered
+// its reserve with an error and it never reached the provider; or no
+// counters were taken. Everything else settles (a reserve that timed out
+// too: settling a request refused here at nothing gives back what Redis may
+// still have reserved).
+SettlePlan plan_settlement(const SettleFacts &facts);
+
 }  // namespace spendcap

@@ -690,24 +690,19 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         }
         settle_cost(r, ctx);
         const bool reached_provider = passed(ctx);
-        if (!ctx->reserve_sent && ctx->outcome != Outcome::fail_open) {
-            return NGX_OK;  // nothing was counted
-        }
-        if (ctx->outcome == Outcome::block || (ctx->reserve_not_done && !reached_provider)) {
-            return NGX_OK;  // the script added nothing
+        const SettlePlan plan = plan_settlement(SettleFacts{
+            ctx->reserve_sent, ctx->outcome == Outcome::fail_open, ctx->outcome == Outcome::block,
+            ctx->reserve_not_done, reached_provider, ctx->ledger != nullptr});
+        if (!plan.settle) {
+            return NGX_OK;
         }
         // Also after a timeout: a refused request settles at nothing, which
         // gives back a reservation Redis may still have made (commands on one
         // connection run in order; a late one finds the settlement and does
         // nothing). Every counter then ends as if the request never came.
         Amounts real{ctx->cost, ctx->usage.total(), reached_provider ? 1 : 0};
-        if (ctx->ledger == nullptr) {
-            return NGX_OK;  // failed before a ledger was taken: nothing was counted
-        }
-        // A reserve that Redis refused with an error made nothing: no batch to look in.
-        std::string batch_id = ctx->reserve_sent && !ctx->reserve_not_done ? ctx->ticket.batch_id : std::string();
         settle_later(SettleItem{ctx->ledger, ctx->reserved, real, ctx->request_id, ctx->decided.ceiling_cap,
-                                std::move(batch_id), ctx->reserve_answered});
+                                plan.in_batch ? ctx->ticket.batch_id : std::string(), ctx->reserve_answered});
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: settlement failed: %s", e.what());
     }

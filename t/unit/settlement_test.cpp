@@ -130,3 +130,43 @@ TEST(SettleAt, AnUnreadableResponseIsTheReservation) {
 
 }  // namespace
 }  // namespace spendcap
+
+// ---------------------------------------------------------------------------
+// Whether the log phase settles (the rules the glue used to hold itself).
+
+namespace {
+spendcap::SettleFacts facts(bool sent, bool open, bool refused, bool failed, bool reached, bool ledger = true) {
+    return spendcap::SettleFacts{sent, open, refused, failed, reached, ledger};
+}
+}  // namespace
+
+TEST(PlanSettlement, AnAllowedRequestSettlesInItsBatch) {
+    const spendcap::SettlePlan p = spendcap::plan_settlement(facts(true, false, false, false, true));
+    EXPECT_TRUE(p.settle);
+    EXPECT_TRUE(p.in_batch);
+}
+
+TEST(PlanSettlement, NothingWasCountedNothingSettles) {
+    EXPECT_FALSE(spendcap::plan_settlement(facts(false, false, false, false, false)).settle);  // refused here
+    EXPECT_FALSE(spendcap::plan_settlement(facts(true, false, true, false, false)).settle);    // a cap refused it
+    EXPECT_FALSE(spendcap::plan_settlement(facts(true, false, false, true, false)).settle);    // Redis error, 500
+    EXPECT_FALSE(spendcap::plan_settlement(facts(true, false, false, false, true, false)).settle);  // no ledger
+}
+
+TEST(PlanSettlement, FailingOpenAddsTheRealCostWithoutABatch) {
+    const spendcap::SettlePlan unsent = spendcap::plan_settlement(facts(false, true, false, false, true));
+    EXPECT_TRUE(unsent.settle);
+    EXPECT_FALSE(unsent.in_batch);
+    // Its reserve left and Redis answered an error: nothing to look for in a batch.
+    const spendcap::SettlePlan failed = spendcap::plan_settlement(facts(true, true, false, true, true));
+    EXPECT_TRUE(failed.settle);
+    EXPECT_FALSE(failed.in_batch);
+}
+
+TEST(PlanSettlement, ATimedOutReserveSettlesInItsBatchEvenWhenRefusedHere) {
+    // fail-closed timeout: refused with 503, settled at nothing to give back
+    // whatever Redis may still reserve
+    const spendcap::SettlePlan p = spendcap::plan_settlement(facts(true, false, false, false, false));
+    EXPECT_TRUE(p.settle);
+    EXPECT_TRUE(p.in_batch);
+}
