@@ -5,7 +5,8 @@
 #   3. builds and runs the core's GoogleTest unit tests (cmake + ctest, build/core),
 #      then fuzzes the core for FUZZ_SECONDS per fuzzer (t/fuzz/run.sh, clang-14, build/fuzz)
 #   4. installs the SDK test dependencies (npm ci in t/sdk) when needed
-#   5. a 3-second smoke of scripts/bench.sh (SMOKE=1: every answer 2xx, counters exact; no timings)
+#   5. a 3-second smoke of scripts/bench.sh (SMOKE=1: every answer 2xx, counters exact; no timings),
+#      and of scripts/bench_scripts.sh (it builds and runs)
 #   6. runs the integration tests (pytest t/integration)
 # Extra arguments are passed to pytest, e.g. scripts/test.sh -k block -x
 set -euo pipefail
@@ -65,6 +66,9 @@ fi
 
 step "bench smoke (3 s)"
 SMOKE=1 ./scripts/bench.sh
+
+step "script bench smoke (the tool runs; no timings)"
+BATCHES="1 5" ROUNDS=3 ./scripts/bench_scripts.sh
 
 step "integration tests"
 export SPEND_CAP_MODULE="${SPEND_CAP_MODULE:-$ROOT/build/ngx_http_spend_cap_module.so}"
