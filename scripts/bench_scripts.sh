@@ -7,6 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
+port=""
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 if [[ ! -f "$root/build/core/libspendcap_core.a" ]]; then
     cmake -S "$root" -B "$root/build/core" -DCMAKE_BUILD_TYPE=Release >/dev/null
