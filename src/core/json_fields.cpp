@@ -54,6 +54,21 @@ private:
         while (p_ != end_ && is_space(*p_)) ++p_;
     }
 
+    // After a member or an element: ',' (more follow) or `close` (the end).
+    enum class Next { more, end, bad };
+    Next after_item(unsigned char close) {
+        skip_space();
+        if (p_ == end_) return Next::bad;
+        if (*p_ == ',') {
+            ++p_;
+            skip_space();
+            return Next::more;
+        }
+        if (*p_ != close) return Next::bad;
+        ++p_;
+        return Next::end;
+    }
+
     // Strict UTF-8 (as jansson: no overlongs, no surrogates, at most U+10FFFF).
     bool utf8() {
         const unsigned char c = *p_;
@@ -257,18 +272,8 @@ private:
             if (kept != nullptr) *kept = Value{};
             if (!value(kept, depth, inner)) return false;
             if (inner >= 0 && kept->kind != Value::Kind::object) nested_[inner] = {};  // replaced by a non-object
-            skip_space();
-            if (p_ == end_) return false;
-            if (*p_ == ',') {
-                ++p_;
-                skip_space();
-                continue;
-            }
-            if (*p_ == '}') {
-                ++p_;
-                return true;
-            }
-            return false;
+            const Next next = after_item('}');
+            if (next != Next::more) return next == Next::end;
         }
     }
 
@@ -282,18 +287,8 @@ private:
         }
         for (;;) {
             if (!value(nullptr, depth)) return false;
-            skip_space();
-            if (p_ == end_) return false;
-            if (*p_ == ',') {
-                ++p_;
-                skip_space();
-                continue;
-            }
-            if (*p_ == ']') {
-                ++p_;
-                return true;
-            }
-            return false;
+            const Next next = after_item(']');
+            if (next != Next::more) return next == Next::end;
         }
     }
 

@@ -1,0 +1,413 @@
+// The preaccess phase: who calls (identify), what the request may cost at
+// most (its body, read here), and the reservation of that worst case in
+// Redis, in one round trip (reserve); the answer of a refusal.
+#include "ngx_http_spend_cap_ctx.h"
+
+#include <cstring>
+#include <exception>
+#include <unordered_set>
+#include <vector>
+
+#include "periods.h"
+
+namespace spendcap_ngx {
+
+// Sends a JSON error answer; the caller finalizes with the result.
+static ngx_int_t send_error(ngx_http_request_t *r, const ErrorReply &e) {
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    r->headers_out.status = e.status;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = nullptr;
+    r->headers_out.content_length_n = e.body.size();
+    if (e.retry_after > 0 && add_header(r, "Retry-After", std::to_string(e.retry_after)) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, e.body.size());
+    if (b == nullptr) {
+        return NGX_ERROR;
+    }
+    b->last = ngx_cpymem(b->pos, e.body.data(), e.body.size());
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+    ngx_chain_t out{b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
+static ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorReply reply) {
+    ctx->stage = Stage::decided;
+    ngx_http_finalize_request(r, send_error(r, reply));
+    return NGX_DONE;
+}
+
+static ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorCode code,
+                 const std::string &message) {
+    ctx->outcome = Outcome::error;
+    return answer(r, ctx, render_error(ctx->surface, code, message));
+}
+
+static std::optional<std::string_view> view_of(const ngx_table_elt_t *h) {
+    if (h == nullptr) {
+        return std::nullopt;
+    }
+    return std::string_view(reinterpret_cast<const char *>(h->value.data), h->value.len);
+}
+
+static const ngx_table_elt_t *find_header(ngx_http_request_t *r, const char *name, std::size_t len) {
+    ngx_list_part_t *part = &r->headers_in.headers.part;
+    auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+    for (ngx_uint_t i = 0;; i++) {
+        if (i >= part->nelts) {
+            if (part->next == nullptr) {
+                return nullptr;
+            }
+            part = part->next;
+            h = static_cast<ngx_table_elt_t *>(part->elts);
+            i = 0;
+        }
+        if (h[i].key.len == len && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
+            return &h[i];
+        }
+    }
+}
+
+// The caller's secret: spend_cap_key if configured, else (the core decides)
+// Authorization's bearer token or x-api-key.
+static std::string caller_secret(ngx_http_request_t *r, const LocConf *lcf) {
+    if (lcf->key != nullptr) {
+        ngx_str_t v;
+        if (ngx_http_complex_value(r, lcf->key, &v) != NGX_OK) {
+            return {};
+        }
+        return to_string(v);
+    }
+    return caller_key(view_of(r->headers_in.authorization), view_of(find_header(r, "x-api-key", 9)));
+}
+
+// Appends key_expired to the org's events; Redis keeps it to once per key and
+// expiry, this worker to one command per key however often it knocks.
+static void report_key_expired(RequestCtx *ctx) {
+    static std::unordered_set<std::string> reported;
+    const std::string &org = ctx->policy->org_of(*ctx->key).id;
+    if (!reported.insert(org + ":" + ctx->key->id + ":" + std::to_string(*ctx->key->expires_at)).second) {
+        return;
+    }
+    std::vector<std::string> command = key_expired_command(org, *ctx->key, ngx_time());
+    if (!command.empty()) {
+        std::string what = "key_expired event of key " + ctx->key->id;
+        redis_eval_reliably(std::move(command), &key_expired_script(), [what] { return what; });
+    }
+}
+
+// Step 1: who is calling. Returns NGX_DECLINED to go on, else an answer.
+static ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf) {
+    std::string secret = caller_secret(r, lcf);
+    if (secret.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_api_key, "missing api key");
+    }
+    ctx->key = ctx->policy->find_key(sha256_hex(secret));
+    if (ctx->key == nullptr) {
+        return answer(r, ctx, ErrorCode::invalid_api_key, "invalid api key");
+    }
+    if (ctx->key->revoked) {
+        return answer(r, ctx, ErrorCode::api_key_revoked, "");
+    }
+    if (ctx->key->expires_at && *ctx->key->expires_at <= ngx_time()) {
+        report_key_expired(ctx);
+        return answer(r, ctx, ErrorCode::api_key_expired, "");
+    }
+    return NGX_DECLINED;
+}
+
+static void resume_phases(ngx_http_request_t *r) {
+    // Run on the request's own connection, not inside the Redis event.
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+static void on_redis_failure(RequestCtx *ctx, const char *why) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
+    if (lcf->fail_mode == fail_open) {
+        ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
+                      "spend_cap: redis %s, letting the request through (fail_mode open)", why);
+        ctx->outcome = Outcome::fail_open;
+        return;
+    }
+    ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0,
+                  "spend_cap: redis %s, refusing the request (fail_mode closed)", why);
+    ctx->outcome = Outcome::error;
+    ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
+}
+
+static void on_reserve_reply(void *data, RedisStatus status, const std::vector<long long> *ints, const char *error,
+                      bool not_done) {
+    auto *ctx = static_cast<RequestCtx *>(data);
+    ctx->stage = Stage::decided;
+    try {
+        const Ledger &ledger = *ctx->ledger;
+        if (ints != nullptr) {
+            ctx->decided = decode_reserve_reply(ledger, *ints);
+        }
+        const ReserveOutcome &decided = ctx->decided;
+        if (ints == nullptr || decided.kind == ReserveOutcome::Kind::error) {
+            if (status == RedisStatus::reply) {
+                // An error reply: the script changed nothing (it checks
+                // before it writes, and its writes are all or nothing).
+                ctx->reserve_not_done = not_done;
+                ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: reserving request %s: %s",
+                              ctx->request_id.c_str(), ints != nullptr ? decided.error.c_str() : error);
+            }
+            on_redis_failure(ctx, status == RedisStatus::timeout       ? "timed out"
+                                  : status == RedisStatus::unavailable ? "is unavailable"
+                                                                       : "gave a bad reply");
+        } else if (decided.refused_by) {
+            CapRef cap = cap_ref(ledger, *decided.refused_by, ngx_time());
+            ctx->blocked_by = blocked_by_label(cap);
+            ErrorReply refusal = render_error(ctx->surface, error_code_for(cap.limit), "", cap);
+            if (decided.kind == ReserveOutcome::Kind::blocked) {
+                ctx->outcome = Outcome::block;
+                ctx->error = std::move(refusal);
+            } else {
+                // Dry run: counted as allowed; say what would have happened.
+                ctx->reserve_answered = true;
+                ctx->outcome = Outcome::dry_run_block;
+                ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
+                              "spend_cap: dry run: request %s would have been blocked by %s (%d %s)",
+                              ctx->request_id.c_str(), ctx->blocked_by.c_str(), refusal.status,
+                              error_code_name(error_code_for(cap.limit)));
+            }
+        } else {
+            ctx->reserve_answered = true;
+            ctx->outcome = Outcome::allow;
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
+        on_redis_failure(ctx, "reply could not be handled");
+    }
+    resume_phases(ctx->r);
+}
+
+// The body the upstream gets instead of the client's (already read in full).
+static ngx_int_t replace_request_body(ngx_http_request_t *r, const std::string &body) {
+    ngx_buf_t *b = ngx_create_temp_buf(r->pool, body.size());
+    ngx_chain_t *cl = ngx_alloc_chain_link(r->pool);
+    if (b == nullptr || cl == nullptr || r->request_body == nullptr) {
+        return NGX_ERROR;
+    }
+    b->last = ngx_cpymem(b->pos, body.data(), body.size());
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    cl->buf = b;
+    cl->next = nullptr;
+    r->request_body->bufs = cl;
+    r->headers_in.content_length_n = body.size();
+    if (r->headers_in.content_length != nullptr) {
+        r->headers_in.content_length->value = pool_str(r->pool, std::to_string(body.size()));
+    }
+    return NGX_OK;
+}
+
+// An OpenAI stream reports usage only if asked: ask, so that it settles at
+// its real cost rather than at the reservation.
+static ngx_int_t inject_stream_usage(ngx_http_request_t *r, RequestCtx *ctx, const RequestInfo &info) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
+    if (lcf->stream_usage != stream_usage_inject || ctx->surface != Surface::openai || !info.stream
+        || info.include_usage || !stream_usage_is_optional(to_string(r->uri))) {
+        return NGX_OK;
+    }
+    std::optional<std::string> body = with_stream_usage(ctx->body);
+    return body ? replace_request_body(r, *body) : NGX_OK;
+}
+
+// Steps 2-4 once the body is in: parse, estimate, reserve. NGX_AGAIN while
+// Redis decides; NGX_OK when decided at once (no connection); else answered.
+static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
+    auto *mcf = static_cast<MainConf *>(ngx_http_get_module_main_conf(r, ngx_http_spend_cap_module));
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
+
+    if (lcf->customer != nullptr) {
+        ngx_str_t v;
+        if (ngx_http_complex_value(r, lcf->customer, &v) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        ctx->customer = to_string(v);
+        // It names Redis keys and usually comes from the client: never let it
+        // reach into another key's layout.
+        if (!ctx->customer.empty() && !valid_id(ctx->customer)) {
+            ctx->customer.clear();
+            return answer(r, ctx, ErrorCode::invalid_request,
+                          "invalid customer id: 1 to 128 characters without ':', '{', '}', spaces "
+                          "or control characters");
+        }
+    }
+
+    RequestParse parsed = parse_request_body(ctx->body);
+    if (!parsed.ok) {
+        return answer(r, ctx, ErrorCode::invalid_request, parsed.error);
+    }
+    ctx->price = ctx->policy->price_for(parsed.info.model);
+    if (ctx->price == nullptr) {
+        return answer(r, ctx, ErrorCode::model_not_priced,
+                      "model `" + parsed.info.model + "` is not priced");
+    }
+    std::string too_much = bounds_error(parsed.info, *ctx->price);
+    if (!too_much.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_request, too_much);
+    }
+    if (inject_stream_usage(r, ctx, parsed.info) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
+                                        static_cast<std::int64_t>(ctx->body.size()),
+                                        parsed.info.max_output_tokens, parsed.info.choices);
+    ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
+    ctx->ledger = ledgers.get(*ctx->policy, *ctx->key, ctx->customer, ngx_time());
+
+    ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    if (id == nullptr || id->not_found) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
+    if (ctx->ledger->counters.empty() || reserve_script_sha1().empty()) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;  // never reserve nothing: that would lift every cap
+    }
+
+    // Waiting first: the answer may come before reserve_later returns (a
+    // batch that fills up and cannot be sent).
+    ctx->stage = Stage::waiting_redis;
+    // Notice a client that goes away while we wait (as limit_req does).
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    if (!reserve_later(ctx->ticket, ReserveItem{ctx->ledger, ctx->reserved, ctx->request_id, lcf->dry_run != 0},
+                       lcf->timeout, mcf->reservation_ttl, on_reserve_reply, ctx)) {
+        r->read_event_handler = ngx_http_block_reading;
+        r->write_event_handler = ngx_http_core_run_phases;
+        on_redis_failure(ctx, "is not connected");
+        ctx->stage = Stage::decided;
+        return NGX_OK;
+    }
+    ctx->reserve_sent = true;  // queued; known to have left only at the log phase
+    return NGX_AGAIN;
+}
+
+static ngx_int_t decided(ngx_http_request_t *r, RequestCtx *ctx) {
+    if (ctx->error) {
+        ErrorReply e = *ctx->error;
+        ctx->error.reset();
+        return answer(r, ctx, e);
+    }
+    return NGX_DECLINED;  // allowed: on to the next handler
+}
+
+static void body_read(ngx_http_request_t *r) {
+    RequestCtx *ctx = get_ctx(r);
+    ctx->stage = Stage::body_read;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+static ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
+    if (!lcf->enable || r != r->main) {
+        return NGX_DECLINED;
+    }
+    RequestCtx *ctx = get_ctx(r);
+
+    if (ctx == nullptr) {
+        auto *mcf = static_cast<MainConf *>(ngx_http_get_module_main_conf(r, ngx_http_spend_cap_module));
+        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(RequestCtx));
+        if (cln == nullptr) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        ctx = new (cln->data) RequestCtx();
+        cln->handler = destroy_ctx;
+        ngx_http_set_ctx(r, ctx, ngx_http_spend_cap_module);
+        ctx->r = r;
+        ctx->policy = mcf->state->policy;
+        ctx->surface = lcf->surface == surface_anthropic ? Surface::anthropic
+                       : lcf->surface == surface_openai  ? Surface::openai
+                                                         : surface_for_path(to_string(r->uri));
+        ngx_int_t rc = identify(r, ctx, lcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+        if (r->headers_in.content_length_n > 0) {
+            ctx->body.reserve(static_cast<std::size_t>(r->headers_in.content_length_n));
+        }
+        ctx->stage = Stage::reading_body;
+        rc = ngx_http_read_client_request_body(r, body_read);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+        ngx_http_finalize_request(r, NGX_DONE);
+        return NGX_DONE;
+    }
+
+    switch (ctx->stage) {
+    case Stage::identify:
+    case Stage::reading_body:
+    case Stage::waiting_redis:
+        return NGX_AGAIN;
+    case Stage::body_read: {
+        if (!ctx->body_seen && r->request_body != nullptr) {
+            // Another module read the body before us: take what is in memory;
+            // a body in a file would need a blocking read.
+            for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {
+                if (ngx_buf_size(cl->buf) == 0) {
+                    continue;
+                }
+                if (!ngx_buf_in_memory(cl->buf)) {
+                    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                                  "spend_cap: request body was spooled before spend_cap saw it");
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+                ctx->body.append(reinterpret_cast<const char *>(cl->buf->pos),
+                                 cl->buf->last - cl->buf->pos);
+            }
+        }
+        ngx_int_t rc = reserve(r, ctx);
+        return rc == NGX_OK ? decided(r, ctx) : rc;
+    }
+    case Stage::decided:
+        return decided(r, ctx);
+    }
+    return NGX_DECLINED;
+}
+
+ngx_int_t preaccess_handler(ngx_http_request_t *r) {
+    try {
+        return preaccess_handler_unsafe(r);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "spend_cap: %s", e.what());
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+// Copies the request body as it arrives, before NGINX may spool it to a file.
+ngx_int_t request_body_filter(ngx_http_request_t *r, ngx_chain_t *in) {
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr && ctx->stage == Stage::reading_body) {
+        ctx->body_seen = true;
+        try {
+            for (ngx_chain_t *cl = in; cl; cl = cl->next) {
+                if (ngx_buf_in_memory(cl->buf)) {
+                    ctx->body.append(reinterpret_cast<const char *>(cl->buf->pos),
+                                     cl->buf->last - cl->buf->pos);
+                }
+            }
+        } catch (const std::exception &) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return next_request_body_filter(r, in);
+}
+
+}  // namespace spendcap_ngx

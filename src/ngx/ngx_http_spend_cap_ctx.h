@@ -1,0 +1,129 @@
+// What the glue's files share: the module's configuration, the per-request
+// state, and the handlers each file gives the module (ngx_http_spend_cap_module.cpp
+// wires them in).
+#pragma once
+
+#include "ngx.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "envelope.h"
+#include "ledger.h"
+#include "money.h"
+#include "policy.h"
+#include "request.h"
+#include "reservation.h"
+#include "usage.h"
+#include "ngx_http_spend_cap_redis.h"
+#include "ngx_http_spend_cap_reserve.h"
+
+extern ngx_module_t ngx_http_spend_cap_module;
+
+namespace spendcap_ngx {
+
+using namespace spendcap;
+
+constexpr ngx_uint_t surface_auto = 0, surface_openai = 1, surface_anthropic = 2;
+constexpr ngx_uint_t fail_closed = 0, fail_open = 1;
+constexpr ngx_uint_t stream_usage_off = 0, stream_usage_inject = 1;
+
+// C++ state of the http block, owned by the configuration pool.
+struct MainState {
+    std::shared_ptr<const Policy> policy;
+    RedisEndpoint redis;
+};
+
+struct MainConf {
+    MainState *state;
+    ngx_flag_t redis_set;
+    ngx_int_t request_id_index;
+    ngx_msec_t reservation_ttl;
+};
+
+struct LocConf {
+    ngx_flag_t enable;
+    ngx_uint_t surface;
+    ngx_http_complex_value_t *key;
+    ngx_http_complex_value_t *customer;
+    ngx_flag_t dry_run;
+    ngx_msec_t timeout;
+    ngx_uint_t fail_mode;
+    ngx_uint_t stream_usage;
+};
+
+enum class Outcome { none, allow, block, dry_run_block, fail_open, error };
+
+// $spend_cap_decision's value.
+const char *outcome_name(Outcome o);
+
+enum class Stage { identify, reading_body, body_read, waiting_redis, decided };
+
+// Per-request state; lives in the request pool, destroyed by a pool cleanup.
+struct RequestCtx {
+    ngx_http_request_t *r = nullptr;
+    Stage stage = Stage::identify;
+    Outcome outcome = Outcome::none;
+    Surface surface = Surface::openai;
+    std::shared_ptr<const Policy> policy;  // keeps the pointers below alive across reloads
+    const Key *key = nullptr;
+    std::string customer;                  // "" = no customer scope
+    std::string body;                      // the request body, copied as it arrives
+    bool body_seen = false;                // our request body filter ran
+    const ModelPrice *price = nullptr;
+    Estimate estimate;
+    Amounts reserved;                      // the estimate as the counters take it
+    std::shared_ptr<const Ledger> ledger;  // every counter, taken at one moment (shared, cached)
+    std::string request_id;
+    ReserveTicket ticket;                  // its reservation's place in a batch
+    bool reserve_sent = false;
+    bool reserve_answered = false;         // Redis reserved it (allowed, or a dry run)
+    bool reserve_not_done = false;         // Redis answered it with an error: it changed nothing
+    std::optional<ErrorReply> error;       // answer to send when decided
+    std::string blocked_by;                // "key:monthly"
+    ReserveOutcome decided;                // what Redis said
+    // response side
+    std::optional<UsageScanner> scanner;
+    bool response_unreadable = false;
+    // settlement
+    bool settled = false;
+    Nanos cost = 0;
+    Usage usage;                           // settled tokens (the estimate's when from the reservation)
+    const char *settled_from = "";
+
+    ~RequestCtx() {
+        reserve_cancel(ticket);  // a late reply must not touch this freed request
+    }
+};
+
+// This worker's ledgers: a key's counters are named once per minute.
+extern LedgerCache ledgers;
+
+extern ngx_http_output_header_filter_pt next_header_filter;
+extern ngx_http_output_body_filter_pt next_body_filter;
+extern ngx_http_request_body_filter_pt next_request_body_filter;
+
+// The request's state; an internal redirect zeroes module contexts, this
+// finds ours again (see ngx_http_spend_cap_ctx.cpp).
+RequestCtx *get_ctx(ngx_http_request_t *r);
+void destroy_ctx(void *data);
+// Allowed, allowed in a dry run, or let through failing open: it reached the provider.
+bool passed(const RequestCtx *ctx);
+
+std::string to_string(const ngx_str_t &s);
+ngx_str_t pool_str(ngx_pool_t *pool, const std::string &s);
+ngx_int_t add_header(ngx_http_request_t *r, const char *name, const std::string &value);
+
+// ngx_http_spend_cap_access.cpp: identify, estimate, reserve (preaccess phase)
+ngx_int_t preaccess_handler(ngx_http_request_t *r);
+ngx_int_t request_body_filter(ngx_http_request_t *r, ngx_chain_t *in);
+// ngx_http_spend_cap_filters.cpp: x-spend-* headers and the usage reader
+ngx_int_t header_filter(ngx_http_request_t *r);
+ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in);
+// ngx_http_spend_cap_log.cpp: settlement (log phase)
+ngx_int_t log_handler(ngx_http_request_t *r);
+// ngx_http_spend_cap_variables.cpp: $spend_cap_*
+ngx_int_t add_variables(ngx_conf_t *cf);
+
+}  // namespace spendcap_ngx
