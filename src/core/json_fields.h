@@ -19,6 +19,9 @@ struct JsonField {
     std::int64_t integer = 0;  // an integer of at most 18 digits
     std::string_view text;     // a string's raw content (escapes as written)
     bool escaped = false;      // the string has escapes (`text` is not its value)
+
+    // What jansson's readers here treat alike: not there, or null.
+    bool absent_or_null() const { return kind == Kind::absent || kind == Kind::null; }
 };
 
 // Which members to keep: up to kMaxRoot of the root object, and up to

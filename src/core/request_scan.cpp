@@ -23,8 +23,6 @@ const JsonFieldNames &request_names() {
     return names;
 }
 
-bool is_null(const JsonField &f) { return f.kind == JsonField::Kind::absent || f.kind == JsonField::Kind::null; }
-
 }  // namespace
 
 std::optional<RequestInfo> scan_request_body(std::string_view body) {
@@ -37,27 +35,27 @@ std::optional<RequestInfo> scan_request_body(std::string_view body) {
         info.model.assign(name.text);
         for (int field : {max_tokens, max_completion_tokens, max_output_tokens}) {
             const JsonField &bound = reader.root(field);
-            if (is_null(bound)) continue;
+            if (bound.absent_or_null()) continue;
             if (bound.kind != JsonField::Kind::integer || bound.integer < 0) return std::nullopt;
             if (!info.max_output_tokens || bound.integer > *info.max_output_tokens)
                 info.max_output_tokens = bound.integer;
         }
         for (int field : {n, best_of}) {
             const JsonField &choices = reader.root(field);
-            if (is_null(choices)) continue;
+            if (choices.absent_or_null()) continue;
             if (choices.kind != JsonField::Kind::integer || choices.integer < 1) return std::nullopt;
             if (choices.integer > info.choices) info.choices = choices.integer;
         }
         const JsonField &flag = reader.root(stream);
-        if (!is_null(flag)) {
+        if (!flag.absent_or_null()) {
             if (flag.kind != JsonField::Kind::boolean) return std::nullopt;
             info.stream = flag.boolean;
         }
         const JsonField &options = reader.root(stream_options);
-        if (!is_null(options)) {
+        if (!options.absent_or_null()) {
             if (options.kind != JsonField::Kind::object) return std::nullopt;
             const JsonField &include = reader.nested(0, 0);
-            if (!is_null(include)) {
+            if (!include.absent_or_null()) {
                 if (include.kind != JsonField::Kind::boolean) return std::nullopt;
                 info.include_usage = include.boolean;
             }

@@ -27,37 +27,8 @@ struct JsonDeleter {
 };
 using JsonPtr = std::unique_ptr<json_t, JsonDeleter>;
 
-// The usage object as a tree (jansson), for the readers below.
-struct TreeSource {
-    json_t *usage;
-    json_t *details = nullptr;
-
-    // A token count field: absent or null leaves `out` empty; a present value
-    // that is not a non-negative integer makes the whole usage unreadable.
-    static bool count_of(json_t *object, const char *name, std::optional<std::int64_t> &out) {
-        json_t *value = object ? json_object_get(object, name) : nullptr;
-        if (!value || json_is_null(value)) return true;
-        if (!json_is_integer(value) || json_integer_value(value) < 0) return false;
-        out = json_integer_value(value);
-        return true;
-    }
-    bool count(const char *name, std::optional<std::int64_t> &out) const { return count_of(usage, name, out); }
-    // A details object ({"cached_tokens": N, ...}): absent or null is fine.
-    bool select_details(const char *name) {
-        json_t *value = json_object_get(usage, name);
-        details = nullptr;
-        if (!value || json_is_null(value)) return true;
-        if (!json_is_object(value)) return false;
-        details = value;
-        return true;
-    }
-    bool detail_count(const char *name, std::optional<std::int64_t> &out) const {
-        return count_of(details, name, out);
-    }
-};
-
-// The same fields through the one-pass reader (json_fields.h): no tree, no
-// allocation. Only for an object it read; the rules are TreeSource's.
+// The usage fields the readers below take, by index into usage_names(): the
+// one table both sources read them by.
 enum UsageField {
     prompt_tokens, completion_tokens, input_tokens, output_tokens, cache_creation_input_tokens,
     cache_read_input_tokens, prompt_tokens_details, input_tokens_details
@@ -69,7 +40,7 @@ const JsonFieldNames &usage_names() {
         v.root = {"prompt_tokens",  "completion_tokens", "input_tokens", "output_tokens",
                   "cache_creation_input_tokens", "cache_read_input_tokens", "prompt_tokens_details",
                   "input_tokens_details"};
-        v.nested[0].object = "prompt_tokens_details";
+        v.nested[0].object = "prompt_tokens_details";  // both hold cached_tokens, their only field read
         v.nested[0].members = {"cached_tokens"};
         v.nested[1].object = "input_tokens_details";
         v.nested[1].members = {"cached_tokens"};
@@ -78,35 +49,62 @@ const JsonFieldNames &usage_names() {
     return names;
 }
 
+// The usage object as a tree (jansson). Rules of both sources: a token count
+// absent or null is empty, one that is not a non-negative integer makes the
+// whole usage unreadable; a details object may be absent or null.
+struct TreeSource {
+    json_t *usage;
+    json_t *details = nullptr;
+
+    static bool count_of(json_t *object, std::string_view name, std::optional<std::int64_t> &out) {
+        // the names are string literals: NUL-terminated (json_object_getn is jansson 2.14+)
+        json_t *value = object ? json_object_get(object, name.data()) : nullptr;
+        if (!value || json_is_null(value)) return true;
+        if (!json_is_integer(value) || json_integer_value(value) < 0) return false;
+        out = json_integer_value(value);
+        return true;
+    }
+    bool count(UsageField field, std::optional<std::int64_t> &out) const {
+        return count_of(usage, usage_names().root[field], out);
+    }
+    bool select_details(UsageField field) {
+        const std::string_view name = usage_names().root[field];
+        json_t *value = json_object_get(usage, name.data());
+        details = nullptr;
+        if (!value || json_is_null(value)) return true;
+        if (!json_is_object(value)) return false;
+        details = value;
+        return true;
+    }
+    bool cached_tokens(std::optional<std::int64_t> &out) const {
+        return count_of(details, usage_names().nested[0].members[0], out);
+    }
+};
+
+// The same fields through the one-pass reader (json_fields.h): no tree, no
+// allocation. Only for an object it read.
 struct FieldSource {
     const JsonFieldReader &reader;
     int details = -1;  // which nested object (-1: none)
 
     static bool count_of(const JsonField &f, std::optional<std::int64_t> &out) {
-        if (f.kind == JsonField::Kind::absent || f.kind == JsonField::Kind::null) return true;
+        if (f.absent_or_null()) return true;
         if (f.kind != JsonField::Kind::integer || f.integer < 0) return false;
         out = f.integer;
         return true;
     }
-    static int root_index(const char *name) {
-        const auto &root = usage_names().root;
-        for (std::size_t i = 0; i < root.size(); ++i)
-            if (root[i] == name) return static_cast<int>(i);
-        return -1;
+    bool count(UsageField field, std::optional<std::int64_t> &out) const {
+        return count_of(reader.root(field), out);
     }
-    bool count(const char *name, std::optional<std::int64_t> &out) const {
-        return count_of(reader.root(root_index(name)), out);
-    }
-    bool select_details(const char *name) {
-        const int i = root_index(name);
-        const JsonField &f = reader.root(i);
+    bool select_details(UsageField field) {
+        const JsonField &f = reader.root(field);
         details = -1;
-        if (f.kind == JsonField::Kind::absent || f.kind == JsonField::Kind::null) return true;
+        if (f.absent_or_null()) return true;
         if (f.kind != JsonField::Kind::object) return false;
-        details = i == prompt_tokens_details ? 0 : 1;
+        details = field == prompt_tokens_details ? 0 : 1;
         return true;
     }
-    bool detail_count(const char *, std::optional<std::int64_t> &out) const {  // cached_tokens, the only one
+    bool cached_tokens(std::optional<std::int64_t> &out) const {
         return details < 0 || count_of(reader.nested(details, 0), out);
     }
 };
@@ -116,18 +114,18 @@ struct FieldSource {
 template <class Source>
 std::optional<Usage> openai_usage(Source source) {
     std::optional<std::int64_t> prompt, completion, input, output, cached;
-    if (!source.count("prompt_tokens", prompt)) return std::nullopt;
+    if (!source.count(prompt_tokens, prompt)) return std::nullopt;
     if (prompt) {
-        if (!source.count("completion_tokens", completion)) return std::nullopt;
-        if (!source.select_details("prompt_tokens_details")) return std::nullopt;
+        if (!source.count(completion_tokens, completion)) return std::nullopt;
+        if (!source.select_details(prompt_tokens_details)) return std::nullopt;
         input = prompt;
         output = completion;  // absent for embeddings
     } else {
-        if (!source.count("input_tokens", input) || !input) return std::nullopt;
-        if (!source.count("output_tokens", output)) return std::nullopt;
-        if (!source.select_details("input_tokens_details")) return std::nullopt;
+        if (!source.count(input_tokens, input) || !input) return std::nullopt;
+        if (!source.count(output_tokens, output)) return std::nullopt;
+        if (!source.select_details(input_tokens_details)) return std::nullopt;
     }
-    if (!source.detail_count("cached_tokens", cached)) return std::nullopt;
+    if (!source.cached_tokens(cached)) return std::nullopt;
     const std::int64_t cached_tokens = cached.value_or(0);
     if (cached_tokens > *input) return std::nullopt;  // inconsistent: cached is part of input
 
@@ -143,9 +141,9 @@ std::optional<Usage> openai_usage(Source source) {
 template <class Source>
 std::optional<Usage> anthropic_usage(Source source) {
     std::optional<std::int64_t> input, output, cache_write, cache_read;
-    if (!source.count("input_tokens", input) || !source.count("output_tokens", output) ||
-        !source.count("cache_creation_input_tokens", cache_write) ||
-        !source.count("cache_read_input_tokens", cache_read))
+    if (!source.count(input_tokens, input) || !source.count(output_tokens, output) ||
+        !source.count(cache_creation_input_tokens, cache_write) ||
+        !source.count(cache_read_input_tokens, cache_read))
         return std::nullopt;
     if (!input && !output) return std::nullopt;
     Usage u;
