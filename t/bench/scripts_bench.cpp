@@ -102,6 +102,27 @@ int main(int argc, char **argv) {
         const double r = median(reserve_us), s = median(settle_us);
         std::printf("%5d  %15.1f  %14.1f  %14.2f  %13.2f\n", m, r, s, r / m, s / m);
     }
+    // The floor under any script that keeps SPEC section 6's counters: an
+    // EVALSHA that only INCRBYs N distinct keys (9 is one key's spend, reqs
+    // and tokens over d, m and life; 27 adds its project's and org's).
+    std::printf("\nfloor: EVALSHA of N INCRBY on distinct keys, nothing else (median µs per call)\n");
+    redisReply *loaded = run(c, {"SCRIPT", "LOAD", "for i = 1, #KEYS do redis.call('INCRBY', KEYS[i], 7) end return 1"});
+    if (loaded == nullptr || loaded->type != REDIS_REPLY_STRING) return 1;
+    const std::string floor_sha(loaded->str, loaded->len);
+    freeReplyObject(loaded);
+    for (int n : {0, 1, 9, 27}) {
+        std::vector<std::string> command{"EVALSHA", floor_sha, std::to_string(n)};
+        for (int i = 0; i < n; ++i) command.push_back("sc:{bench}:floor:" + std::to_string(i));
+        std::vector<double> us;
+        for (int k = 0; k < rounds; ++k) {
+            const double before = evalsha_usec(c);
+            redisReply *r = run(c, command);
+            if (r == nullptr) return 1;
+            freeReplyObject(r);
+            us.push_back(evalsha_usec(c) - before);
+        }
+        std::printf("%5d  %15.1f\n", n, median(us));
+    }
     redisFree(c);
     return 0;
 }
