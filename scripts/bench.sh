@@ -7,6 +7,8 @@
 #   CONNS=1 scripts/bench.sh         one connection (latency without concurrency; default 64)
 #   MODULE=path scripts/bench.sh     the module to load (default build/ngx_http_spend_cap_module.so)
 #   SMOKE=1 scripts/bench.sh         CI: 3 s per side, and the counters must be exact
+#   KEY_SOURCE=api scripts/bench.sh  the keys are created through the management API
+#                                    (records in Redis) instead of listed in the file
 #
 # Starts, on free 127.0.0.1 ports, in a temp dir that it removes at exit:
 #   - its own redis-server;
@@ -33,6 +35,10 @@
 # ORGS defaults to one org per 100 keys, at most 100. With KEYS > 1 every request picks
 # one of its case's keys at random (uniformly; requests preformatted per key with
 # wrk.format in init(), picked in request()).
+# KEY_SOURCE=api: the file holds the orgs and projects but no key; the module front
+# also serves the management API (its own port, a token in the temp dir), and before
+# the runs every key is created with POST /keys (same ids and caps), its secret kept
+# for wrk. Both fronts then see the same traffic; compare with a KEY_SOURCE=file run.
 #
 # Per side and case it prints requests/s, p50/p90/p99 latency, worker RSS before and
 # after, and, over wrk's measured run (the warm-up's settlements landed before it):
@@ -132,11 +138,11 @@ fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 used_ports=" "
-redis_port="" up_port="" plain_port="" module_port=""
-# Sets redis_port, up_port, plain_port, module_port to distinct free ports.
+redis_port="" up_port="" plain_port="" module_port="" admin_port=""
+# Sets redis_port, up_port, plain_port, module_port, admin_port to distinct free ports.
 pick_ports() {
     local n
-    for n in redis_port up_port plain_port module_port; do
+    for n in redis_port up_port plain_port module_port admin_port; do
         local p
         while :; do
             p=$((20000 + RANDOM % 30000))
@@ -220,7 +226,7 @@ def key_set(case, n, orgs):
     return out
 
 
-def policy(n, orgs, out_dir):
+def policy(n, orgs, out_dir, with_keys=True):
     org_names = ["bench"] if n == 1 else ["bench%d" % j for j in range(orgs)]
     lines = ["models:",
              "  gpt-4o-mini: { input: 0.15, output: 0.60, cached_input: 0.075, max_output_tokens: 16384 }",
@@ -235,11 +241,35 @@ def policy(n, orgs, out_dir):
         with open("%s/keys.%s" % (out_dir, case), "w") as f:
             for secret, kid, org in key_set(case, n, orgs):
                 sha = hashlib.sha256(secret.encode()).hexdigest()
-                lines.append("  - { id: %s, sha256: %s, project: %s-prod, limits: { daily_usd: 1000000, "
-                             "monthly_usd: 1000000, lifetime_usd: 1000000 } }" % (kid, sha, org))
+                if with_keys:
+                    lines.append("  - { id: %s, sha256: %s, project: %s-prod, limits: { daily_usd: 1000000, "
+                                 "monthly_usd: 1000000, lifetime_usd: 1000000 } }" % (kid, sha, org))
                 f.write("%s %s\n" % (org, kid))
+    if not with_keys:
+        lines[-1] = "keys: []"
     with open("%s/policy.yaml" % out_dir, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def api_keys(admin_port, token_file, n, orgs, out_dir):
+    """Creates every key of both cases through the management API (the same ids and
+    caps as the file would list); writes each case's secrets, in key order."""
+    import json
+    import urllib.request
+    token = open(token_file).read().strip()
+    for case in ("json", "stream"):
+        with open("%s/secrets.%s" % (out_dir, case), "w") as f:
+            for _, kid, org in key_set(case, n, orgs):
+                body = json.dumps({"project": "%s-prod" % org, "id": kid,
+                                   "limits": {"daily_usd": "1000000", "monthly_usd": "1000000",
+                                              "lifetime_usd": "1000000"}}).encode()
+                req = urllib.request.Request("http://127.0.0.1:%s/spend-cap/keys" % admin_port, data=body,
+                                             headers={"Authorization": "Bearer " + token,
+                                                      "Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=10) as answer:
+                    if answer.status != 201:
+                        sys.exit("POST /keys %s answered %d" % (kid, answer.status))
+                    f.write(json.loads(answer.read())["secret"] + "\n")
 
 
 def counted(port, key_list, day):
@@ -405,7 +435,9 @@ def check(port, log, json_cost, sse_cost):
 if __name__ == "__main__":
     what, args = sys.argv[1], sys.argv[2:]
     if what == "policy":
-        policy(int(args[0]), int(args[1]), args[2])
+        policy(int(args[0]), int(args[1]), args[2], args[3] != "api")
+    elif what == "api_keys":
+        api_keys(args[0], args[1], int(args[2]), int(args[3]), args[4])
     elif what == "counted":
         counted(*args)
     elif what == "quiet":
@@ -430,12 +462,15 @@ done
 redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || die "redis-server did not start"
 
 # --- Policy: KEYS keys per case, over ORGS orgs, generous caps -------------------
-helper policy "$nkeys" "$norgs" "$dir"
+key_source=${KEY_SOURCE:-file}
+[[ "$key_source" =~ ^(file|api)$ ]] || die "KEY_SOURCE=$key_source: file or api"
+helper policy "$nkeys" "$norgs" "$dir" "$key_source"
 if [ "$nkeys" = 1 ]; then
     keys_what="one key per case (key_bench, key_bench_sse; org bench)"
 else
     keys_what="KEYS=$nkeys per case over ORGS=$norgs orgs, a random key per request (json: sk-bench-<i>, stream: sk-bench-sse-<i>)"
 fi
+[ "$key_source" = file ] || keys_what="$keys_what; keys created through the management API"
 say "policy: $keys_what, $(wc -c < "$dir/policy.yaml") bytes"
 
 # --- NGINX configs ---------------------------------------------------------------
@@ -529,6 +564,7 @@ front() { # $1 = prefix, $2 = port, $3 = with module (0/1)
         keepalive 64;
         keepalive_requests 1000000;
     }
+$([ "$3" = 1 ] && [ "$key_source" = api ] && printf '    server {\n        listen 127.0.0.1:%s;\n        location /spend-cap/ { spend_cap_admin %s; }\n    }\n' "$admin_port" "$dir/admin.token")
     server {
         listen 127.0.0.1:$2 backlog=4096;
         keepalive_requests 1000000;
@@ -551,6 +587,7 @@ $([ "$3" = 1 ] && echo "            spend_cap on;")
 }
 EOF
 }
+(umask 077; echo "bench-admin-$RANDOM$RANDOM$RANDOM" > "$dir/admin.token")
 front "$dir/plain" "$plain_port" 0 > "$dir/plain/nginx.conf"
 front "$dir/module" "$module_port" 1 > "$dir/module/nginx.conf"
 
@@ -570,6 +607,18 @@ for side in "${sides[@]}"; do
     port_var="${side}_port"
     start_nginx "$side" "${!port_var}"
 done
+# The secrets wrk sends, per case: sk-bench-<i> / sk-bench-sse-<i>, or the API's.
+if [ "$key_source" = api ]; then
+    [ "$has_module" = 1 ] || die "KEY_SOURCE=api creates keys through the module's API: SIDES must include module"
+    t0=$SECONDS
+    helper api_keys "$admin_port" "$dir/admin.token" "$nkeys" "$norgs" "$dir"
+    say "created $((2 * nkeys)) keys through the management API in $((SECONDS - t0)) s"
+else
+    for i in $(seq 0 $((nkeys - 1))); do echo "sk-bench-$i"; done > "$dir/secrets.json"
+    for i in $(seq 0 $((nkeys - 1))); do echo "sk-bench-sse-$i"; done > "$dir/secrets.stream"
+fi
+first_secret=$(head -1 "$dir/secrets.json")
+first_sse_secret=$(head -1 "$dir/secrets.stream")
 
 # Worker RSS in KiB, summed over the workers of server $1.
 worker_rss() {
@@ -605,7 +654,7 @@ for side in "${sides[@]}"; do
     port_var="${side}_port"
     code=$(curl -s -o "$dir/$side.sanity" -w '%{http_code}' --max-time 5 \
         "http://127.0.0.1:${!port_var}/v1/chat/completions" \
-        -H "Authorization: Bearer sk-bench-0" -H 'Content-Type: application/json' -d "$body" || true)
+        -H "Authorization: Bearer $first_secret" -H 'Content-Type: application/json' -d "$body" || true)
     [ "$code" = 200 ] || die "$side: a single request answered $code, not 200: $(cat "$dir/$side.sanity" 2>/dev/null); $(tail -5 "$dir/$side/error.log")"
 done
 if [[ " ${cases[*]} " == *" stream "* ]]; then
@@ -613,20 +662,20 @@ if [[ " ${cases[*]} " == *" stream "* ]]; then
         port_var="${side}_port"
         code=$(curl -s -o "$dir/$side.sse.sanity" -w '%{http_code}' --max-time 5 \
             "http://127.0.0.1:${!port_var}/v1/sse/chat/completions" \
-            -H "Authorization: Bearer sk-bench-sse-0" -H 'Content-Type: application/json' -d "$sse_body" || true)
+            -H "Authorization: Bearer $first_sse_secret" -H 'Content-Type: application/json' -d "$sse_body" || true)
         [ "$code" = 200 ] && tail -c 14 "$dir/$side.sse.sanity" | grep -q 'data: \[DONE\]' \
             || die "$side: a single streaming request answered $code, not a 200 stream ending in [DONE]: $(head -c 300 "$dir/$side.sse.sanity" 2>/dev/null); $(tail -5 "$dir/$side/error.log")"
     done
 fi
 
 # --- wrk -----------------------------------------------------------------------
-write_lua() { # $1 = file, $2 = path, $3 = secret prefix, $4 = body
+write_lua() { # $1 = file, $2 = path, $3 = file of secrets (one per line), $4 = body
     if [ "$nkeys" = 1 ]; then
         cat > "$1" <<EOF
 wrk.method = "POST"
 wrk.path = "$2"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer ${3}0"
+wrk.headers["Authorization"] = "Bearer $(head -1 "$3")"
 wrk.body = '$4'
 EOF
     else
@@ -636,9 +685,11 @@ wrk.path = "$2"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '$4'
 
--- KEYS=$nkeys: each request carries one of the secrets ${3}0 .. ${3}$((nkeys - 1)),
+-- KEYS=$nkeys: each request carries one of the secrets of $3,
 -- picked at random; the requests are formatted once per key, here, not per request.
 local nkeys = $nkeys
+local secrets = {}
+for line in io.lines("$3") do secrets[#secrets + 1] = line end
 local by_key = {}
 local threads = 0
 function setup(thread)
@@ -650,7 +701,7 @@ function init(args)
   for i = 0, nkeys - 1 do
     by_key[i + 1] = wrk.format(nil, nil, {
       ["Content-Type"] = "application/json",
-      ["Authorization"] = "Bearer ${3}" .. i,
+      ["Authorization"] = "Bearer " .. secrets[i + 1],
     }, nil)
   end
 end
@@ -671,8 +722,8 @@ done = function(summary, latency, requests)
 end
 EOF
 }
-write_lua "$dir/post.lua" /v1/chat/completions sk-bench- "$body"
-write_lua "$dir/sse.lua" /v1/sse/chat/completions sk-bench-sse- "$sse_body"
+write_lua "$dir/post.lua" /v1/chat/completions "$dir/secrets.json" "$body"
+write_lua "$dir/sse.lua" /v1/sse/chat/completions "$dir/secrets.stream" "$sse_body"
 
 # Keys: "$side" for the json case (as before), "$side:stream" for the streaming one.
 declare -A rss_before rss_after result ticks_front ticks_up redis_fig

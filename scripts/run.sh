@@ -16,6 +16,8 @@
 #   FOREGROUND=1                      keep NGINX in the foreground (daemon off); Ctrl-C
 #                                     stops it and the fake provider
 #   PORT=8080                         the gateway's port on 127.0.0.1
+#   ADMIN_PORT=8081                   the management API's port on 127.0.0.1 (its token:
+#                                     build/run/conf/admin.token, made on the first run)
 #   POLICY=conf/policy.yaml           the policy file (edit it, then re-run to apply)
 #   SKIP_BUILD=1                      use build/ngx_http_spend_cap_module.so as it is
 #
@@ -28,6 +30,7 @@ prefix="$root/build/run"
 module="$root/build/ngx_http_spend_cap_module.so"
 nginx_bin=${NGINX:-/usr/sbin/nginx}
 port=${PORT:-8080}
+admin_port=${ADMIN_PORT:-8081}
 policy=$(realpath -m "${POLICY:-$root/conf/policy.yaml}")
 upstream=${UPSTREAM:-}
 upstream_key=${UPSTREAM_KEY:-}
@@ -197,6 +200,8 @@ render_conf() {
     e+=(-e "s|^\( *\)spend_cap_policy .*;|\1spend_cap_policy $(esc "$policy");|")
     e+=(-e "s|^\( *\)access_log .*;|\1access_log $(esc "$prefix")/logs/access.log spend_cap;|")
     e+=(-e "s|^\( *\)listen 127\.0\.0\.1:8080;|\1listen 127.0.0.1:$port;|")
+    e+=(-e "s|^\( *\)listen 127\.0\.0\.1:8081;|\1listen 127.0.0.1:$admin_port;|")
+    e+=(-e "s|^\( *\)spend_cap_admin .*;|\1spend_cap_admin $(esc "$prefix")/conf/admin.token;|")
     e+=(-e "s|^\( *\)proxy_pass https://api\.openai\.com;|\1proxy_pass $(esc "$upstream_url");|")
     q=$(esc "$temp")
     e+=(-e "s|^http {|http {\n    client_body_temp_path $q/client_body;\n    proxy_temp_path $q/proxy;\n    fastcgi_temp_path $q/fastcgi;\n    uwsgi_temp_path $q/uwsgi;\n    scgi_temp_path $q/scgi;\n|")
@@ -211,12 +216,20 @@ render_conf() {
     fi
     sed "${e[@]}" "$root/conf/nginx.conf" > "$out.new"
 
+    # The demo's admin token: made once, readable by root only, kept across runs.
+    if [ ! -s "$prefix/conf/admin.token" ]; then
+        (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > "$prefix/conf/admin.token")
+        echo >> "$prefix/conf/admin.token"
+    fi
+    chmod 600 "$prefix/conf/admin.token"
+
     # Fail loudly if conf/nginx.conf changed shape and a line was not rendered.
     local want
     [ -z "$upstream_key" ] || set -- "$auth_line"
     for want in "$@" "load_module $module;" "pid $prefix/nginx.pid;" \
                 "spend_cap_policy $policy;" "access_log $prefix/logs/access.log" \
                 "listen 127.0.0.1:$port;" "proxy_pass $upstream_url;" \
+                "listen 127.0.0.1:$admin_port;" "spend_cap_admin $prefix/conf/admin.token;" \
                 "error_log $prefix/logs/error.log" "client_body_temp_path $temp/"; do
         grep -qF -- "$want" "$out.new" || die "could not render '$want' from conf/nginx.conf"
     done
@@ -262,6 +275,15 @@ A capped key (402 spend_limit_exceeded; the request never reaches the provider):
 
 curl -i http://127.0.0.1:$port$path -H '$auth sk-demo-capped'$extra -H 'Content-Type: application/json' -d '$body'
 
+The management API on http://127.0.0.1:$admin_port/spend-cap/ (token in $prefix/conf/admin.token).
+Create a key with a \$1 monthly cap (the answer shows its secret, once):
+
+curl -s http://127.0.0.1:$admin_port/spend-cap/keys -H "Authorization: Bearer \$(cat $prefix/conf/admin.token)" -H 'Content-Type: application/json' -d '{"project":"demo-prod","id":"demo_user","limits":{"monthly_usd":"1"}}'
+
+What it has spent, per window, against its caps:
+
+curl -s http://127.0.0.1:$admin_port/spend-cap/keys/demo_user/usage -H "Authorization: Bearer \$(cat $prefix/conf/admin.token)"
+
 EOF
 }
 
@@ -273,10 +295,13 @@ smoke_check() {
         -H 'Authorization: Bearer sk-demo-allowed' -H 'Content-Type: application/json' -d "$body" || true)
     c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/v1/chat/completions" \
         -H 'Authorization: Bearer sk-demo-capped' -H 'Content-Type: application/json' -d "$body" || true)
-    if [ "$a" = 200 ] && [ "$c" = 402 ]; then
-        say "check: sk-demo-allowed -> $a, sk-demo-capped -> $c"
+    local m
+    m=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$admin_port/spend-cap/keys/key_demo_allowed" \
+        -H "Authorization: Bearer $(cat "$prefix/conf/admin.token")" || true)
+    if [ "$a" = 200 ] && [ "$c" = 402 ] && [ "$m" = 200 ]; then
+        say "check: sk-demo-allowed -> $a, sk-demo-capped -> $c, the management API -> $m"
     else
-        say "WARNING: sk-demo-allowed -> $a (want 200), sk-demo-capped -> $c (want 402); see $prefix/logs/error.log"
+        say "WARNING: sk-demo-allowed -> $a (want 200), sk-demo-capped -> $c (want 402), the management API -> $m (want 200); see $prefix/logs/error.log"
     fi
 }
 

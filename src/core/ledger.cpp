@@ -2,6 +2,8 @@
 // cache that builds them once per key and minute.
 #include "ledger.h"
 
+#include "records.h"
+
 #include <algorithm>
 #include <functional>
 
@@ -18,10 +20,10 @@ Nanos warn_threshold(Nanos cap, const WarnFraction &fraction) {
     return static_cast<Nanos>((product + kNanosPerUsd - 1) / kNanosPerUsd);
 }
 
-Ledger ledger_for(const Policy &policy, const Key &key, const std::string &customer,
-                  const Periods &periods) {
-    const Project &project = policy.project_of(key);
-    const Org &org = policy.org_of(key);
+namespace {
+
+Ledger build_ledger(const Policy &policy, const Key &key, const Project &project, const Org &org,
+                    const std::string &customer, const Limits &customer_limits, const Periods &periods) {
     const std::string prefix = org_prefix(org.id);
     Ledger ledger;
     ledger.org = org.id;
@@ -39,7 +41,7 @@ Ledger ledger_for(const Policy &policy, const Key &key, const std::string &custo
         {Scope::project, project.id, project.limits},
         {Scope::org, org.id, policy.org_limits(org)},
     };
-    if (!customer.empty()) scopes.push_back({Scope::customer, customer, policy.customers.limits_for(customer)});
+    if (!customer.empty()) scopes.push_back({Scope::customer, customer, customer_limits});
 
     std::vector<Counter> &counters = ledger.counters;
     counters.reserve(scopes.size() * 9 + 3);
@@ -89,7 +91,47 @@ Ledger ledger_for(const Policy &policy, const Key &key, const std::string &custo
     return ledger;
 }
 
+}  // namespace
+
+Ledger ledger_for(const Policy &policy, const Key &key, const std::string &customer,
+                  const Periods &periods) {
+    return build_ledger(policy, key, policy.project_of(key), policy.org_of(key), customer,
+                        customer.empty() ? Limits{} : policy.customers.limits_for(customer), periods);
+}
+
+Ledger ledger_for(const Policy &policy, const Identity &identity, const Periods &periods) {
+    Ledger ledger = build_ledger(policy, identity.key, identity.project, identity.org, identity.customer,
+                                 identity.customer_limits, periods);
+    ledger.config_version = identity.version;
+    return ledger;
+}
+
 LedgerCache::LedgerCache(std::size_t slots) : slots_(std::max<std::size_t>(slots, 1)) {}
+
+std::shared_ptr<const Ledger> LedgerCache::get(const Policy &policy, const Identity &identity, std::int64_t now) {
+    const std::int64_t minute = now / 60;
+    std::uint64_t h = identity.serial * 0xff51afd7ed558ccdULL + static_cast<std::uint64_t>(minute) * 0x9e3779b97f4a7c15ULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    Slot &slot = slots_[h % slots_.size()];
+    // A serial is never reused, so it alone tells identities (and their
+    // customers and versions) apart.
+    if (slot.ledger && slot.generation == policy.generation && slot.serial == identity.serial
+        && slot.minute == minute) {
+        ++hits_;
+        return slot.ledger;
+    }
+    ++misses_;
+    auto ledger = std::make_shared<const Ledger>(ledger_for(policy, identity, periods_at(now)));
+    slot.generation = policy.generation;
+    slot.key = nullptr;
+    slot.serial = identity.serial;
+    slot.customer.clear();
+    slot.minute = minute;
+    slot.ledger = ledger;
+    return ledger;
+}
 
 std::shared_ptr<const Ledger> LedgerCache::get(const Policy &policy, const Key &key, const std::string &customer,
                                                std::int64_t now) {
@@ -104,8 +146,8 @@ std::shared_ptr<const Ledger> LedgerCache::get(const Policy &policy, const Key &
     h *= 0xc4ceb9fe1a85ec53ULL;
     h ^= h >> 33;
     Slot &slot = slots_[h % slots_.size()];
-    if (slot.ledger && slot.generation == policy.generation && slot.key == &key && slot.minute == minute
-        && slot.customer == customer) {
+    if (slot.ledger && slot.generation == policy.generation && slot.serial == 0 && slot.key == &key
+        && slot.minute == minute && slot.customer == customer) {
         ++hits_;
         return slot.ledger;
     }
@@ -113,6 +155,7 @@ std::shared_ptr<const Ledger> LedgerCache::get(const Policy &policy, const Key &
     auto ledger = std::make_shared<const Ledger>(ledger_for(policy, key, customer, periods_at(now)));
     slot.generation = policy.generation;
     slot.key = &key;
+    slot.serial = 0;
     slot.customer = customer;
     slot.minute = minute;
     slot.ledger = ledger;

@@ -61,11 +61,18 @@ struct Ledger {
                                                // age condition holds, in policy order
     std::vector<WarnFraction> warn_at;
     Periods periods;
+    // The org's config version (records.h) the caps were read at: the reserve
+    // script refuses to decide against caps that have changed since ("" none).
+    std::string config_version;
 };
 
 // Empty `customer` = no customer scope. Throws only std::bad_alloc.
 Ledger ledger_for(const Policy &policy, const Key &key, const std::string &customer,
                   const Periods &periods);
+
+struct Identity;
+// The same for a key resolved with the org's records (records.h).
+Ledger ledger_for(const Policy &policy, const Identity &identity, const Periods &periods);
 
 // The spend a warn_at fraction of a cap stands for: ceil(cap * fraction).
 // A counter crosses it when it goes from below it to at or above it.
@@ -84,6 +91,8 @@ public:
     // pointer is only compared within one policy.
     std::shared_ptr<const Ledger> get(const Policy &policy, const Key &key, const std::string &customer,
                                       std::int64_t now);
+    // By the identity's serial (unique, never reused) and the minute.
+    std::shared_ptr<const Ledger> get(const Policy &policy, const Identity &identity, std::int64_t now);
     std::size_t hits() const { return hits_; }
     std::size_t misses() const { return misses_; }
 
@@ -91,6 +100,7 @@ private:
     struct Slot {
         std::uint64_t generation = 0;
         const Key *key = nullptr;
+        std::uint64_t serial = 0;  // an Identity's, or 0 for a file Key's slot
         std::string customer;
         std::int64_t minute = -1;
         std::shared_ptr<const Ledger> ledger;

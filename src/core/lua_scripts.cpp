@@ -226,8 +226,10 @@ end
 //   cleared_min, cap, warn thresholds; then per chain (the counters of one
 //   key, in check order): K and K counter indices; then per request: its
 //   id, dry_run, chain, cost, tokens, and its release record ("DELTA KEY\n"
-//   lines).
-// Reply: one flat array (a nested one costs Redis a table per request to
+//   lines); last, the org's config version the batch's caps were read at
+//   ("" none: see records.h).
+// Reply: {3} when sc:{ORG}:config holds another version (a record changed:
+//   nothing done; the worker reads the records again); else one flat array (a nested one costs Redis a table per request to
 //   convert): per request the length L of its part, then the part {1
 //   reserved / 0 refused, refusing counter's place in its chain (0 none),
 //   that counter's value, ceiling row (0 none), after_1, ..., after_K
@@ -242,7 +244,7 @@ end
 // conversion costs more than the arithmetic).
 constexpr const char *kReserveBody = R"lua(
 local c, m, h = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local prefix, ttl, batch = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local prefix, ttl, batch, version = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[#ARGV]
 local record_key, deadlines, stream = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3]
 if redis.call('EXISTS', prefix .. 'gone:' .. batch) == 1 then return {2} end
 local now = redis_now()
@@ -293,10 +295,12 @@ local function decide()
   local cur, start = {}, {}
   -- One MGET for every counter (a nil is a missing key, or one of another
   -- type, which GET then refuses as before).
-  local values = c > 0 and redis.call('MGET', unpack(KEYS, 1, c)) or {}
+  -- with the config version first: caps read before a change never decide
+  local values = redis.call('MGET', prefix .. 'config', unpack(KEYS, 1, c))
+  if (values[1] or '') ~= version then return nil end
   local small = true
   for i = 1, c do
-    local v = values[i]
+    local v = values[i + 1]
     if not v or not is_int(v) then v = int_at(KEYS[i]) end
     start[i] = v
     cur[i] = num(v)
@@ -392,6 +396,7 @@ end
 -- refuse a request: when one is refused, the org's expired ones are given
 -- back and the batch decided again. Otherwise the periodic sweep returns them.
 local outcome = decide()
+if not outcome then return {3} end
 if outcome.refusals > 0 and release_expired(prefix, deadlines, 8, now) > 0 then outcome = decide() end
 local replies, fields, sum, cur, start = outcome.replies, outcome.fields, outcome.sum, outcome.cur, outcome.start
 for _, r in ipairs(outcome.reached) do

@@ -182,7 +182,8 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
         std::unordered_set<std::string_view> ids;
         for (std::size_t j = 0; j < items.size(); ++j) {
             const Ledger *ledger = items[j].ledger.get();
-            if (ledger == nullptr || ledger->counters.empty() || ledger->org != org || items[j].request_id.empty())
+            if (ledger == nullptr || ledger->counters.empty() || ledger->org != org || items[j].request_id.empty()
+                || ledger->config_version != first->config_version)
                 return {};
             // one field per request in the batch's record: an id twice would lose one
             if (!ids.insert(items[j].request_id).second) return {};
@@ -260,6 +261,7 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
             argv.push_back(to_arg(estimate.tokens));
             argv.push_back(release_record(*chains[chain_of[j]], estimate, prefix.size()));
         }
+        argv.push_back(first->config_version);
         return argv;
     } catch (...) {
         return {};
@@ -282,6 +284,10 @@ ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::s
     try {
         if (flat.size() == 1 && flat[0] == 2) {
             out.given_up = true;
+            return out;
+        }
+        if (flat.size() == 1 && flat[0] == 3) {
+            out.stale = true;
             return out;
         }
         out.parts.reserve(requests);
@@ -313,6 +319,10 @@ ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long
         const std::size_t n = sent.size();
         if (reply.size() == 1 && reply[0] == 2) {
             outcome.error = "reserve script found the request already settled";
+            return outcome;
+        }
+        if (reply.size() == 1 && reply[0] == 3) {
+            outcome.kind = ReserveOutcome::Kind::stale;
             return outcome;
         }
         if (reply.size() < 4 || (reply[0] != 0 && reply[0] != 1)) {

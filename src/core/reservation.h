@@ -46,7 +46,10 @@ struct ReserveItem {
 // once with the batch's sum, records
 // how to give each request back in the hash sc:{ORG}:resv:BATCH_ID with one
 // deadline `ttl_ms` from now (Redis's clock) in sc:{ORG}:deadlines, and
-// appends the warning events the batch crossed. A request a cost cap refuses
+// appends the warning events the batch crossed. Before anything, it checks
+// that the org's config version (sc:{ORG}:config, records.h) is the one the
+// ledgers were built at (Ledger::config_version, the same for every item):
+// if not, it does nothing and replies {3}. A request a cost cap refuses
 // appends spend_cap_reached once per cap and period. All or nothing; a batch
 // its worker gave up (every request already settled) changes nothing.
 // `batch_id` must be unique (the module uses its first request's id), and so
@@ -60,7 +63,9 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
                                          std::int64_t ttl_ms = kDefaultReservationTtlMs);
 
 struct ReserveOutcome {
-    enum class Kind { allowed, blocked, error } kind = Kind::error;
+    // stale: the org's records changed since the ledger's caps were read
+    // (nothing done: read them again, then reserve again).
+    enum class Kind { allowed, blocked, error, stale } kind = Kind::error;
     // blocked, or allowed in a dry run that a cap would have blocked: the first
     // counter (index into the ledger's counters) that refused.
     std::optional<std::size_t> refused_by;
@@ -80,6 +85,7 @@ struct ReserveOutcome {
 struct ReserveReplyParts {
     std::vector<std::vector<long long>> parts;
     bool given_up = false;
+    bool stale = false;  // {3}: the batch's config version is not the org's (nothing done)
     bool malformed = false;
 };
 ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::size_t requests);

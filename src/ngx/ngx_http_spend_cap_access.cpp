@@ -3,6 +3,8 @@
 // Redis, in one round trip (reserve); the answer of a refusal.
 #include "ngx_http_spend_cap_ctx.h"
 
+#include <hiredis/hiredis.h>
+
 #include <cstring>
 #include <exception>
 #include <unordered_set>
@@ -95,7 +97,10 @@ static std::string caller_secret(ngx_http_request_t *r, const LocConf *lcf) {
 // expiry, this worker to one command per key however often it knocks.
 static void report_key_expired(RequestCtx *ctx) {
     static std::unordered_set<std::string> reported;
-    const std::string &org = ctx->policy->org_of(*ctx->key).id;
+    const std::string &org = ctx->identity->org.id;
+    if (reported.size() > 100000) {
+        reported.clear();  // bounded; Redis still tells each expiry once
+    }
     if (!reported.insert(org + ":" + ctx->key->id + ":" + std::to_string(*ctx->key->expires_at)).second) {
         return;
     }
@@ -106,32 +111,235 @@ static void report_key_expired(RequestCtx *ctx) {
     }
 }
 
-// Step 1: who is calling. Returns NGX_DECLINED to go on, else an answer.
-static ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf) {
-    std::string secret = caller_secret(r, lcf);
-    if (secret.empty()) {
-        return answer(r, ctx, ErrorCode::invalid_api_key, "missing api key");
-    }
-    ctx->key = ctx->policy->find_key(sha256_hex(secret));
-    if (ctx->key == nullptr) {
-        return answer(r, ctx, ErrorCode::invalid_api_key, "invalid api key");
-    }
-    if (ctx->key->revoked) {
-        return answer(r, ctx, ErrorCode::api_key_revoked, "");
-    }
-    if (ctx->key->expires_at && *ctx->key->expires_at <= ngx_time()) {
-        report_key_expired(ctx);
-        return answer(r, ctx, ErrorCode::api_key_expired, "");
-    }
-    return NGX_DECLINED;
-}
-
 static void resume_phases(ngx_http_request_t *r) {
     // Run on the request's own connection, not inside the Redis event.
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_post_event(r->connection->write, &ngx_posted_events);
 }
+
+// Who is calling: the key with its org's records over the file (records.h),
+// from this worker's cache when it holds them at the org's current version,
+// else read from Redis (a secret the file does not know: sc:key:SHA256
+// first). A refusal leaves its answer in ctx->error.
+enum class Resolve { ready, waiting, refused };
+
+static Resolve refuse(RequestCtx *ctx, ErrorCode code, const char *message) {
+    ctx->outcome = Outcome::error;
+    ctx->error = render_error(ctx->surface, code, message);
+    return Resolve::refused;
+}
+
+static Resolve take(RequestCtx *ctx, std::shared_ptr<const Identity> identity) {
+    ctx->identity = std::move(identity);
+    ctx->key = &ctx->identity->key;
+    if (ctx->key->revoked) {
+        return refuse(ctx, ErrorCode::api_key_revoked, "");
+    }
+    if (ctx->key->expires_at && *ctx->key->expires_at <= ngx_time()) {
+        report_key_expired(ctx);
+        return refuse(ctx, ErrorCode::api_key_expired, "");
+    }
+    return Resolve::ready;
+}
+
+static Resolve take(RequestCtx *ctx, const Resolution &found) {
+    if (found.problem == IdentityProblem::unknown || found.identity == nullptr) {
+        ngx_log_error(NGX_LOG_INFO, ctx->r->connection->log, 0, "spend_cap: invalid api key: %s",
+                      found.reason.c_str());
+        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
+    }
+    identities.store(ctx->sha256, found.identity);
+    return take(ctx, found.identity);
+}
+
+// Redis did not answer a read of records. A file key failing open goes on
+// as the file has it (its reservation fails open too); else 503.
+static Resolve read_failed(RequestCtx *ctx, RedisStatus status, const Key *file_key) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
+    const char *why = status == RedisStatus::timeout ? "timed out" : status == RedisStatus::unavailable
+                                                                         ? "is unavailable"
+                                                                         : "gave a bad reply";
+    if (file_key != nullptr && lcf->fail_mode == fail_open) {
+        ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
+                      "spend_cap: redis %s reading key records, using the policy file's (fail_mode open)", why);
+        return take(ctx, resolve_file_identity(*ctx->policy, *file_key, ctx->customer).identity);
+    }
+    ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0,
+                  "spend_cap: redis %s reading key records, refusing the request", why);
+    ctx->outcome = Outcome::error;
+    ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
+    return Resolve::refused;
+}
+
+// HGETALL's flat array as pairs; false if it is not one.
+static bool fields_of(const redisReply *reply, Fields &out) {
+    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
+        return false;
+    }
+    for (std::size_t i = 0; i < reply->elements; i += 2) {
+        const redisReply *k = reply->element[i], *v = reply->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            return false;
+        }
+        out.emplace_back(std::string(k->str, k->len), std::string(v->str, v->len));
+    }
+    return true;
+}
+
+static void identity_known(RequestCtx *ctx, Resolve result) {
+    if (result != Resolve::waiting) {
+        ctx->stage = ctx->after_identity;
+        resume_phases(ctx->r);
+    }
+}
+
+static void on_records(void *data, RedisStatus status, const redisReply *reply) {
+    auto *ctx = static_cast<RequestCtx *>(data);
+    ctx->identity_op = nullptr;
+    Resolve result = Resolve::refused;
+    try {
+        const Key *file_key = ctx->policy->find_key(ctx->sha256);
+        OrgRecords records;
+        bool ok = status == RedisStatus::reply && reply != nullptr && reply->type == REDIS_REPLY_ARRAY
+                  && reply->elements == 5 && reply->element[0]->type == REDIS_REPLY_STRING;
+        if (ok) {
+            records.version.assign(reply->element[0]->str, reply->element[0]->len);
+            ok = fields_of(reply->element[1], records.key) && fields_of(reply->element[2], records.project)
+                 && fields_of(reply->element[3], records.org) && fields_of(reply->element[4], records.customer);
+        }
+        if (!ok) {
+            result = read_failed(ctx, status == RedisStatus::reply ? RedisStatus::reply : status, file_key);
+        } else {
+            const std::string org = file_key != nullptr ? ctx->policy->project_of(*file_key).org : ctx->lookup->org;
+            identities.set_org_version(org, records.version);
+            result = take(ctx, resolve_identity(*ctx->policy, ctx->sha256, file_key, ctx->lookup, ctx->customer,
+                                                records, ngx_time()));
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
+        ctx->outcome = Outcome::error;
+        ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
+    }
+    identity_known(ctx, result);
+}
+
+static Resolve read_records(RequestCtx *ctx, const std::string &org, const std::string &key_id,
+                            const std::string &project, const Key *file_key) {
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
+    ctx->identity_op = redis_eval(org_records_command(org, key_id, project, ctx->customer), &org_records_script(),
+                                  lcf->timeout, on_records, ctx);
+    return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, file_key);
+}
+
+static void on_lookup(void *data, RedisStatus status, const redisReply *reply) {
+    auto *ctx = static_cast<RequestCtx *>(data);
+    ctx->identity_op = nullptr;
+    Resolve result = Resolve::refused;
+    try {
+        Fields fields;
+        if (status != RedisStatus::reply || !fields_of(reply, fields)) {
+            result = read_failed(ctx, status, nullptr);
+        } else if (std::optional<KeyLookup> lookup = parse_key_lookup(fields)) {
+            identities.remember_lookup(ctx->sha256, *lookup);
+            ctx->lookup = lookup;
+            result = read_records(ctx, lookup->org, lookup->id, lookup->project, nullptr);
+        } else {
+            identities.remember_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec));
+            result = refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
+        ctx->outcome = Outcome::error;
+        ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
+    }
+    identity_known(ctx, result);
+}
+
+static Resolve resolve(RequestCtx *ctx) {
+    if (std::shared_ptr<const Identity> cached = identities.find(ctx->sha256, ctx->customer,
+                                                                 ctx->policy->generation)) {
+        return take(ctx, std::move(cached));
+    }
+    if (const Key *file_key = ctx->policy->find_key(ctx->sha256)) {
+        const std::string &org = ctx->policy->project_of(*file_key).org;
+        if (identities.org_version(org).empty()) {
+            // An org never changed through the API has no records: the file
+            // decides (the reserve script checks that this still holds).
+            return take(ctx, resolve_file_identity(*ctx->policy, *file_key, ctx->customer));
+        }
+        return read_records(ctx, org, file_key->id, file_key->project, file_key);
+    }
+    if (!ctx->lookup) {
+        ctx->lookup = identities.lookup(ctx->sha256);
+    }
+    if (ctx->lookup) {
+        return read_records(ctx, ctx->lookup->org, ctx->lookup->id, ctx->lookup->project, nullptr);
+    }
+    if (identities.known_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec))) {
+        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
+    }
+    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
+    ctx->identity_op = redis_eval(key_lookup_command(ctx->sha256), &key_lookup_script(), lcf->timeout, on_lookup, ctx);
+    return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, nullptr);
+}
+
+// The customer (spend_cap_customer), checked: it names Redis keys and
+// usually comes from the client, so it never reaches into another's layout.
+static bool read_customer(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf, ngx_int_t &rc) {
+    if (lcf->customer == nullptr) {
+        return true;
+    }
+    ngx_str_t v;
+    if (ngx_http_complex_value(r, lcf->customer, &v) != NGX_OK) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return false;
+    }
+    ctx->customer = to_string(v);
+    if (!ctx->customer.empty() && !valid_id(ctx->customer)) {
+        ctx->customer.clear();
+        rc = answer(r, ctx, ErrorCode::invalid_request,
+                    "invalid customer id: 1 to 128 characters without ':', '{', '}', spaces "
+                    "or control characters");
+        return false;
+    }
+    return true;
+}
+
+// Waits for a read of records: the phases resume at ctx->after_identity.
+static ngx_int_t wait_for_identity(ngx_http_request_t *r, RequestCtx *ctx, Stage after) {
+    ctx->stage = Stage::identifying;
+    ctx->after_identity = after;
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    return NGX_AGAIN;
+}
+
+// Step 1: who is calling. Returns NGX_DECLINED to go on, NGX_AGAIN while
+// Redis is asked, else an answer.
+static ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf) {
+    std::string secret = caller_secret(r, lcf);
+    if (secret.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_api_key, "missing api key");
+    }
+    ngx_int_t rc = NGX_OK;
+    if (!read_customer(r, ctx, lcf, rc)) {
+        return rc;
+    }
+    ctx->sha256 = sha256_hex(secret);
+    switch (resolve(ctx)) {
+    case Resolve::ready:
+        return NGX_DECLINED;
+    case Resolve::waiting:
+        return wait_for_identity(r, ctx, Stage::identified);
+    case Resolve::refused:
+        break;
+    }
+    ErrorReply e = *ctx->error;
+    ctx->error.reset();
+    return answer(r, ctx, e);
+}
+
 
 static void on_redis_failure(RequestCtx *ctx, const char *why) {
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
@@ -155,6 +363,24 @@ static void on_reserve_reply(void *data, RedisStatus status, const std::vector<l
         const Ledger &ledger = *ctx->ledger;
         if (ints != nullptr) {
             ctx->decided = decode_reserve_reply(ledger, *ints);
+        }
+        if (ints != nullptr && ctx->decided.kind == ReserveOutcome::Kind::stale) {
+            // The org's records changed since its caps were read here: Redis
+            // did nothing. Read them again and reserve again (twice at most:
+            // a change a second is already far more than an API makes).
+            identities.org_changed(ledger.org);
+            ctx->reserve_sent = false;
+            ctx->ticket.sent = false;
+            ctx->ticket.batch_id.clear();
+            if (++ctx->stale_reserves <= 2) {
+                ctx->identity.reset();
+                ctx->key = nullptr;
+                ctx->stage = Stage::body_read;
+                resume_phases(ctx->r);
+                return;
+            }
+            ctx->decided = ReserveOutcome{};
+            ctx->decided.error = "the org's records kept changing";
         }
         const ReserveOutcome &decided = ctx->decided;
         if (ints == nullptr || decided.kind == ReserveOutcome::Kind::error) {
@@ -233,19 +459,18 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     auto *mcf = static_cast<MainConf *>(ngx_http_get_module_main_conf(r, ngx_http_spend_cap_module));
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
 
-    if (lcf->customer != nullptr) {
-        ngx_str_t v;
-        if (ngx_http_complex_value(r, lcf->customer, &v) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ctx->identity == nullptr) {
+        // Read again after a stale reserve.
+        switch (resolve(ctx)) {
+        case Resolve::ready:
+            break;
+        case Resolve::waiting:
+            return wait_for_identity(r, ctx, Stage::body_read);
+        case Resolve::refused: {
+            ErrorReply e = *ctx->error;
+            ctx->error.reset();
+            return answer(r, ctx, e);
         }
-        ctx->customer = to_string(v);
-        // It names Redis keys and usually comes from the client: never let it
-        // reach into another key's layout.
-        if (!ctx->customer.empty() && !valid_id(ctx->customer)) {
-            ctx->customer.clear();
-            return answer(r, ctx, ErrorCode::invalid_request,
-                          "invalid customer id: 1 to 128 characters without ':', '{', '}', spaces "
-                          "or control characters");
         }
     }
 
@@ -269,7 +494,7 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
                                         static_cast<std::int64_t>(ctx->body.size()),
                                         parsed.info.max_output_tokens, parsed.info.choices);
     ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
-    ctx->ledger = ledgers.get(*ctx->policy, *ctx->key, ctx->customer, ngx_time());
+    ctx->ledger = ledgers.get(*ctx->policy, *ctx->identity, ngx_time());
 
     ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
     if (id == nullptr || id->not_found) {
@@ -314,6 +539,19 @@ static void body_read(ngx_http_request_t *r) {
     ngx_http_core_run_phases(r);
 }
 
+static ngx_int_t start_reading_body(ngx_http_request_t *r, RequestCtx *ctx) {
+    if (r->headers_in.content_length_n > 0) {
+        ctx->body.reserve(static_cast<std::size_t>(r->headers_in.content_length_n));
+    }
+    ctx->stage = Stage::reading_body;
+    ngx_int_t rc = ngx_http_read_client_request_body(r, body_read);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+}
+
 static ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
     if (!lcf->enable || r != r->main) {
@@ -336,28 +574,31 @@ static ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
                        : lcf->surface == surface_openai  ? Surface::openai
                                                          : surface_for_path(to_string(r->uri));
         ngx_int_t rc = identify(r, ctx, lcf);
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-        if (r->headers_in.content_length_n > 0) {
-            ctx->body.reserve(static_cast<std::size_t>(r->headers_in.content_length_n));
-        }
-        ctx->stage = Stage::reading_body;
-        rc = ngx_http_read_client_request_body(r, body_read);
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
-        }
-        ngx_http_finalize_request(r, NGX_DONE);
-        return NGX_DONE;
+        return rc == NGX_DECLINED ? start_reading_body(r, ctx) : rc;
     }
 
     switch (ctx->stage) {
     case Stage::identify:
+    case Stage::identifying:
     case Stage::reading_body:
     case Stage::waiting_redis:
         return NGX_AGAIN;
+    case Stage::identified:
+        if (ctx->error) {
+            ErrorReply e = *ctx->error;
+            ctx->error.reset();
+            return answer(r, ctx, e);
+        }
+        return start_reading_body(r, ctx);
     case Stage::body_read: {
+        if (ctx->error) {
+            // reading the records again (after a stale reserve) failed
+            ErrorReply e = *ctx->error;
+            ctx->error.reset();
+            return answer(r, ctx, e);
+        }
         if (!ctx->body_seen && r->request_body != nullptr) {
+            ctx->body_seen = true;  // taken once, whatever runs again
             // Another module read the body before us: take what is in memory;
             // a body in a file would need a blocking read.
             for (ngx_chain_t *cl = r->request_body->bufs; cl; cl = cl->next) {

@@ -7,6 +7,7 @@ namespace spendcap_ngx {
 
 // This worker's ledgers: a key's counters are named once per minute.
 LedgerCache ledgers;
+IdentityCache identities;
 
 ngx_http_output_header_filter_pt next_header_filter;
 ngx_http_output_body_filter_pt next_body_filter;

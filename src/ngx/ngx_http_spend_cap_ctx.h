@@ -13,6 +13,7 @@
 #include "ledger.h"
 #include "money.h"
 #include "policy.h"
+#include "records.h"
 #include "request.h"
 #include "reservation.h"
 #include "usage.h"
@@ -51,6 +52,7 @@ struct LocConf {
     ngx_msec_t timeout;
     ngx_uint_t fail_mode;
     ngx_uint_t stream_usage;
+    ngx_str_t admin_token;     // spend_cap_admin's token (len 0: not the API); never logged
 };
 
 enum class Outcome { none, allow, block, dry_run_block, fail_open, error };
@@ -58,7 +60,10 @@ enum class Outcome { none, allow, block, dry_run_block, fail_open, error };
 // $spend_cap_decision's value.
 const char *outcome_name(Outcome o);
 
-enum class Stage { identify, reading_body, body_read, waiting_redis, decided };
+// identify -> [identifying: reading the key's records -> identified] ->
+// reading_body -> body_read -> [identifying again, after a stale reserve,
+// -> body_read] -> waiting_redis -> decided
+enum class Stage { identify, identifying, identified, reading_body, body_read, waiting_redis, decided };
 
 // Per-request state; lives in the request pool, destroyed by a pool cleanup.
 struct RequestCtx {
@@ -67,7 +72,13 @@ struct RequestCtx {
     Outcome outcome = Outcome::none;
     Surface surface = Surface::openai;
     std::shared_ptr<const Policy> policy;  // keeps the pointers below alive across reloads
-    const Key *key = nullptr;
+    const Key *key = nullptr;              // identity->key, once known
+    std::shared_ptr<const Identity> identity;  // the key with the org's records over the file
+    std::string sha256;                    // of the caller's secret
+    std::optional<KeyLookup> lookup;       // sc:key:SHA256, for a key the file does not hold
+    RedisOp *identity_op = nullptr;        // a read of records in flight
+    Stage after_identity = Stage::reading_body;  // where a read of records resumes
+    int stale_reserves = 0;                // reserves that found the records changed
     std::string customer;                  // "" = no customer scope
     std::string body;                      // the request body, copied as it arrives
     bool body_seen = false;                // our request body filter ran
@@ -93,12 +104,15 @@ struct RequestCtx {
     const char *settled_from = "";
 
     ~RequestCtx() {
-        reserve_cancel(ticket);  // a late reply must not touch this freed request
+        redis_forget(identity_op);  // late replies must not touch this freed request
+        reserve_cancel(ticket);
     }
 };
 
 // This worker's ledgers: a key's counters are named once per minute.
 extern LedgerCache ledgers;
+// This worker's identities, org config versions and lookups of secrets.
+extern IdentityCache identities;
 
 extern ngx_http_output_header_filter_pt next_header_filter;
 extern ngx_http_output_body_filter_pt next_body_filter;
@@ -123,6 +137,8 @@ ngx_int_t header_filter(ngx_http_request_t *r);
 ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in);
 // ngx_http_spend_cap_log.cpp: settlement (log phase)
 ngx_int_t log_handler(ngx_http_request_t *r);
+// ngx_http_spend_cap_admin.cpp: the management API (spend_cap_admin)
+char *set_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 // ngx_http_spend_cap_variables.cpp: $spend_cap_*
 ngx_int_t add_variables(ngx_conf_t *cf);
 

@@ -82,10 +82,11 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) {
     ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode, fail_closed);
     ngx_conf_merge_uint_value(conf->stream_usage, prev->stream_usage, stream_usage_inject);
 
-    if (conf->enable) {
+    if (conf->enable || conf->admin_token.len != 0) {
         auto *mcf = static_cast<MainConf *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_spend_cap_module));
         if (!mcf->state->policy) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"spend_cap on\" needs a \"spend_cap_policy\"");
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, conf->enable ? "\"spend_cap on\" needs a \"spend_cap_policy\""
+                                                                  : "\"spend_cap_admin\" needs a \"spend_cap_policy\"");
             return (char *) NGX_CONF_ERROR;
         }
     }
@@ -218,6 +219,8 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, fail_mode), fail_modes},
     {ngx_string("spend_cap_stream_usage"), loc_contexts | NGX_CONF_TAKE1, ngx_conf_set_enum_slot,
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, stream_usage), stream_usage_modes},
+    {ngx_string("spend_cap_admin"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, set_admin, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
     ngx_null_command,
 };
 

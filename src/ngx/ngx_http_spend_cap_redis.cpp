@@ -745,6 +745,12 @@ RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
     return op;
 }
 
+void redis_forget(RedisOp *op) {
+    if (op != nullptr) {
+        op->done = nullptr;
+    }
+}
+
 bool redis_ready() {
     return client != nullptr && client->ac != nullptr;
 }

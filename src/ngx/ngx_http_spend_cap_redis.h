@@ -45,6 +45,10 @@ void redis_stop();
 RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
                     ngx_msec_t timeout, RedisDone done, void *data);
 
+// Its caller will not hear of `op` (sent by redis_eval, not yet answered:
+// the caller clears its pointer when `done` runs); the command still runs.
+void redis_forget(RedisOp *op);
+
 // Whether a command would be taken now (a connection is up or being made).
 bool redis_ready();
 

@@ -23,7 +23,8 @@ struct Batch {
     std::vector<ReserveTicket *> tickets;  // nullptr: its request is gone
 };
 
-using BatchKey = std::tuple<std::string, ngx_msec_t, ngx_msec_t>;
+// Requests of one org whose caps were read at one config version.
+using BatchKey = std::tuple<std::string, std::string, ngx_msec_t, ngx_msec_t>;
 
 // Hands the answer to every request still there, then frees the batch.
 void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
@@ -47,6 +48,9 @@ void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
             error = "reserve reply is not one part per request";
         } else if (split.given_up) {
             error = "reserve script found the batch already given up";
+        } else if (split.stale) {
+            // Every request gets {3}: decode_reserve_reply says stale.
+            split.parts.assign(batch->tickets.size(), std::vector<long long>{3});
         }
     }
     const bool answered = error == nullptr && status == RedisStatus::reply;
@@ -112,7 +116,8 @@ void send(std::unique_ptr<Batch> owned) {
     }
 }
 
-// Reservations wait per org (and per timeout and ttl, which a batch has one of).
+// Reservations wait per org and config version (and per timeout and ttl,
+// which a batch has one of).
 IterationBatches<BatchKey, std::unique_ptr<Batch>> batches(send, "reserving");
 
 }  // namespace
@@ -122,7 +127,7 @@ bool reserve_later(ReserveTicket &ticket, spendcap::ReserveItem item, ngx_msec_t
     if (!redis_ready() || item.ledger == nullptr) {
         return false;
     }
-    const BatchKey key{item.ledger->org, timeout, ttl};
+    const BatchKey key{item.ledger->org, item.ledger->config_version, timeout, ttl};
     if (const std::unique_ptr<Batch> &queued = batches.waiting(key)) {
         // A request reserving again under its id (an internal redirect to
         // another spend_cap location): the batch goes first, so that each

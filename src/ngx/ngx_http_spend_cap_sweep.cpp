@@ -5,7 +5,10 @@
 #include <vector>
 
 #include "ngx_http_spend_cap_redis.h"
+#include "records.h"
 #include "reservation.h"
+
+#include <hiredis/hiredis.h>
 
 namespace spendcap_ngx {
 namespace {
@@ -24,8 +27,36 @@ struct Sweeper {
 
 Sweeper *sweeper;
 
+constexpr int kApiOrgsPerTick = 8;
+
+void sweep_org(const std::string &org) {
+    std::vector<std::string> command = spendcap::sweep_command(org, kReleasesPerOrg);
+    if (!command.empty()) {
+        redis_eval(std::move(command), &spendcap::sweep_script(), kSweepTimeout, nullptr, nullptr);
+    }
+}
+
+// Orgs the API created are not in the file: a random few of them each tick.
+void on_api_orgs(void *, RedisStatus status, const redisReply *reply) {
+    if (status != RedisStatus::reply || reply == nullptr || reply->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+    try {
+        for (std::size_t i = 0; i < reply->elements; ++i) {
+            const redisReply *e = reply->element[i];
+            if (e->type == REDIS_REPLY_STRING && spendcap::valid_id(std::string_view(e->str, e->len))) {
+                sweep_org(std::string(e->str, e->len));
+            }
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: sweeping reservations: %s", e.what());
+    }
+}
+
 void on_tick(ngx_event_t *ev) {
     try {
+        redis_eval(spendcap::api_orgs_sample_command(kApiOrgsPerTick), &spendcap::api_orgs_sample_script(),
+                   kSweepTimeout, on_api_orgs, nullptr);
         for (std::size_t i = 0; i < kOrgsPerTick && i < sweeper->orgs.size(); ++i) {
             const std::string &org = sweeper->orgs[sweeper->next];
             sweeper->next = (sweeper->next + 1) % sweeper->orgs.size();
@@ -49,9 +80,6 @@ void sweep_start(std::shared_ptr<const spendcap::Policy> policy, ngx_log_t *log)
     sweeper = new Sweeper;
     sweeper->log = log;
     for (const auto &entry : policy->orgs) sweeper->orgs.push_back(entry.first);
-    if (sweeper->orgs.empty()) {
-        return;
-    }
     sweeper->timer.handler = on_tick;
     sweeper->timer.log = log;
     sweeper->timer.data = sweeper;

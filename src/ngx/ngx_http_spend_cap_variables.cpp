@@ -21,7 +21,7 @@ static ngx_int_t get_variable_unsafe(ngx_http_request_t *r, ngx_http_variable_va
         switch (data) {
         case var_key_id: found = ctx->key; if (found) value = ctx->key->id; break;
         case var_project: found = ctx->key; if (found) value = ctx->key->project; break;
-        case var_org: found = ctx->key; if (found) value = ctx->policy->org_of(*ctx->key).id; break;
+        case var_org: found = ctx->identity != nullptr; if (found) value = ctx->identity->org.id; break;
         case var_customer: found = !ctx->customer.empty(); value = ctx->customer; break;
         case var_decision: found = ctx->outcome != Outcome::none; value = outcome_name(ctx->outcome); break;
         case var_blocked_by: found = !ctx->blocked_by.empty(); value = ctx->blocked_by; break;

@@ -879,7 +879,7 @@ def reserve_requests(args):
     for _ in range(h):
         p += 1 + int(argv[p])
     rids = [argv[p + 6 * j] for j in range(m)]
-    assert p + 6 * m == len(argv), "reserve argv of unexpected length: %r" % args
+    assert p + 6 * m + 1 == len(argv), "reserve argv of unexpected length: %r" % args
     return batch, rids
 
 

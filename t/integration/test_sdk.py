@@ -183,3 +183,25 @@ def test_anthropic_sdk_messages_stream(nginx, redis, fake):
     sent = json.loads(fake.requests()[0]["body"])
     assert sent["stream"] is True and "stream_options" not in sent
     wait_spend(redis, anthropic_cost("claude-sonnet-4-5", 250, 75, cache_write=1000, cache_read=2000))
+
+
+def test_openai_and_anthropic_sdks_with_a_key_created_through_the_api(nginx_factory, tmp_path, redis, fake):
+    """The management API's key works with the official SDKs, and its cap stops them."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("sdk-admin-token\n")
+    os.chmod(token_file, 0o600)
+    nginx = nginx_factory(server_extra="location /spend-cap/ { spend_cap_admin %s; }" % token_file)
+    import httpx
+    r = httpx.post(nginx.url + "/spend-cap/keys", headers={"authorization": "Bearer sdk-admin-token"},
+                   json={"project": "acme-prod", "id": "sdk_user", "limits": {"daily_requests": 2}}, timeout=10)
+    assert r.status_code == 201, r.text
+    secret = r.json()["secret"]
+    res = run_sdk(nginx, "openai", secret, headers={"x-fake-input-tokens": "12"})
+    assert res["ok"], res
+    assert res["usage"]["prompt_tokens"] == 12
+    res = run_sdk(nginx, "anthropic", secret, auth_header="x-api-key")
+    assert res["ok"], res
+    # its cap of 2 requests a day: the third is the SDK's APIError, not retried
+    res = run_sdk(nginx, "openai", secret, retries="default")
+    assert not res["ok"] and res["status"] == 402 and res["code"] == "request_limit_exceeded", res
+    assert len(fake.requests()) == 2

@@ -403,7 +403,7 @@ TEST(SweepCommand, ArgvShape) {
 struct ReserveArgs {
     std::size_t counters = 0, requests = 0, chains_count = 0;
     std::vector<std::string> keys;                  // all KEYS
-    std::string prefix, ttl, batch;
+    std::string prefix, ttl, batch, version;
     std::vector<std::vector<std::string>> fields;   // per counter: kind, amount, cap, expire_at, warn
     std::size_t rows = 0, decided = 0;
     std::vector<std::vector<std::string>> ceiling;  // per row: cleared_min, cap, warn
@@ -450,7 +450,9 @@ ReserveArgs parse_reserve(const std::vector<std::string> &argv) {
         }
         a.chains.push_back(chain);
     }
-    if (p + 6 * a.requests != argv.size()) return a;
+    // then the org's config version, last
+    if (p + 6 * a.requests + 1 != argv.size()) return a;
+    a.version = argv.back();
     for (std::size_t j = 0; j < a.requests; ++j, p += 6) {
         a.items.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
                              argv.begin() + static_cast<std::ptrdiff_t>(p + 6));
@@ -482,7 +484,9 @@ TEST(ReserveCommand, ArgvShape) {
                   // "DELTA KEY\n" undoing each checked counter it changes, without the prefix
                   // (the uncapped lifetime spend is not reserved: nothing to undo)
                   "rid", "0", "1", "300000000", "40",
-                  "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n"}));
+                  "-300000000 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n",
+                  // last, the org's config version its caps were read at ("" none: records.h)
+                  ""}));
     // The estimate always counts one request, whatever it says.
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40, 0}, "rid", false),
               reserve_command(l, Amounts{300'000'000, 40}, "rid", false));
@@ -525,7 +529,7 @@ TEST(ReserveCommand, DryRunAndAnEstimateAboveTheCap) {
     const std::vector<std::string> dry = reserve_command(l, Amounts{3 * kUsd, 0}, "r", true);
     const ReserveArgs a = parse_reserve(dry);
     ASSERT_TRUE(a.ok);
-    ASSERT_EQ(dry.size(), 3u + (2 + 3) + 6 + 5 * 2 + 2 + 3 + 6);  // 2 checked counters sent, the lifetime spend not
+    ASSERT_EQ(dry.size(), 3u + (2 + 3) + 6 + 5 * 2 + 2 + 3 + 6 + 1);  // 2 checked counters sent, the lifetime spend not
     EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "2000000000", "1798070400", "0.5=1000000000"}));
     ASSERT_EQ(a.items.size(), 1u);
     EXPECT_EQ(a.items[0], (std::vector<std::string>{"r", "1", "1", "3000000000", "0",
@@ -534,8 +538,8 @@ TEST(ReserveCommand, DryRunAndAnEstimateAboveTheCap) {
     // Not a dry run: only the flag differs.
     std::vector<std::string> plain = reserve_command(l, Amounts{3 * kUsd, 0}, "r", false);
     ASSERT_EQ(plain.size(), dry.size());
-    EXPECT_EQ(plain[dry.size() - 5], "0");
-    plain[dry.size() - 5] = "1";
+    EXPECT_EQ(plain[dry.size() - 6], "0");
+    plain[dry.size() - 6] = "1";
     EXPECT_EQ(plain, dry);
 }
 
@@ -568,15 +572,15 @@ TEST(ReserveCommand, WithCeilingsAndABalance) {
                   "50", "3000", "0.5=1500",
                   "3", "1", "2", "3",
                   "r1", "1", "1", "400", "9",
-                  "-400 spend:org:o:m:2026-11\n400 balance\n-400 balance:held\n"}));  // the balance comes back
+                  "-400 spend:org:o:m:2026-11\n400 balance\n-400 balance:held\n", ""}));  // the balance comes back
     // Another estimate changes the request's part only.
     const std::vector<std::string> small = reserve_command(l, Amounts{400, 9}, "r1", false);
     const std::vector<std::string> big = reserve_command(l, Amounts{2000, 0}, "r1", false);
-    ASSERT_EQ(big.size(), 3u + 7 + 6 + 15 + 2 + 6 + 4 + 6);
+    ASSERT_EQ(big.size(), 3u + 7 + 6 + 15 + 2 + 6 + 4 + 6 + 1);
     ASSERT_EQ(small.size(), big.size());
-    EXPECT_EQ(std::vector<std::string>(big.begin(), big.end() - 6),
-              std::vector<std::string>(small.begin(), small.end() - 6));
-    EXPECT_EQ(std::vector<std::string>(big.end() - 6, big.end()),
+    EXPECT_EQ(std::vector<std::string>(big.begin(), big.end() - 7),
+              std::vector<std::string>(small.begin(), small.end() - 7));
+    EXPECT_EQ(std::vector<std::string>(big.end() - 7, big.end() - 1),
               (std::vector<std::string>{"r1", "0", "1", "2000", "0",
                                         "-2000 spend:org:o:m:2026-11\n2000 balance\n-2000 balance:held\n"}));
     // A negative row cap blocks (0) rather than uncaps; its thresholds are 0.
@@ -603,7 +607,7 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
         EXPECT_EQ(l.counters[i].cap.has_value(), std::find(capped.begin(), capped.end(), i) != capped.end())
             << l.counters[i].key;
     const std::size_t n = capped.size();
-    ASSERT_EQ(argv.size(), 3 + (n + 3) + 6 + 5 * n + 2 + (1 + n) + 6);
+    ASSERT_EQ(argv.size(), 3 + (n + 3) + 6 + 5 * n + 2 + (1 + n) + 6 + 1);
     EXPECT_EQ(argv[2], std::to_string(n + 3));
     for (std::size_t k = 0; k < n; ++k) EXPECT_EQ(argv[3 + k], l.counters[capped[k]].key);
     // An uncapped counter appears nowhere in the argv.
@@ -667,7 +671,7 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
                              "-1 rate:key:key_prod_1:rpm:2026-11-18T11:06\n"
                              "-11 rate:org:acme:tpm:2026-11-18T11:06\n"
                              "-1 rate:customer:cust_42:rpm:2026-11-18T11:06\n");
-    EXPECT_EQ(a.items[0][5], argv.back());
+    EXPECT_EQ(a.items[0][5], argv[argv.size() - 2]);
 }
 
 TEST(ReserveCommand, APrepaidPlanLedgerFromThePolicy) {
@@ -713,12 +717,12 @@ TEST(ReserveCommand, TheReleaseRecordHasALineForEachCheckedCounterOnly) {
         const Ledger l = ledger_of(*policy, kHashA);
         EXPECT_EQ(l.counters.size(), 21u);
         const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
-        EXPECT_EQ(argv.size(), 3 + (m + 3) + 6 + 5 * m + 2 + (1 + m) + 6);
+        EXPECT_EQ(argv.size(), 3 + (m + 3) + 6 + 5 * m + 2 + (1 + m) + 6 + 1);
         EXPECT_EQ(argv.size() > 2 ? argv[2] : "", std::to_string(m + 3));
         const ReserveArgs a = parse_reserve(argv);
         EXPECT_TRUE(a.ok);
         EXPECT_EQ(a.counters, m);
-        return argv.empty() ? std::string("(none)") : argv.back();
+        return argv.empty() ? std::string("(none)") : argv[argv.size() - 2];
     };
     // The key's monthly spend alone.
     EXPECT_EQ(record("", "", 1), "-700 spend:key:k1:m:2026-11\n");
@@ -762,7 +766,7 @@ TEST(ReserveCommand, AnUncappedCounterGetsNoKeysAndNoArgv) {
                         "s", "$", "10000000000", "1830643200", "",  // no warn_at in this policy
                         "0", "0",
                         "1", "1",
-                        "r", "0", "1", "700", "30", "-700 spend:key:k1:m:2026-11\n"}));
+                        "r", "0", "1", "700", "30", "-700 spend:key:k1:m:2026-11\n", ""}));
     for (std::size_t i = 0; i < l.counters.size(); ++i) {
         if (i != monthly) {
             EXPECT_EQ(std::find(argv.begin(), argv.end(), l.counters[i].key), argv.end()) << l.counters[i].key;
@@ -798,7 +802,7 @@ TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
     const std::vector<std::string> argv = reserve_command(l, Amounts{-100, -3}, "r", false);
     const ReserveArgs a = parse_reserve(argv);
     ASSERT_TRUE(a.ok);
-    ASSERT_EQ(argv.size(), 3u + 4 + 6 + 5 + 2 + 2 + 6);
+    ASSERT_EQ(argv.size(), 3u + 4 + 6 + 5 + 2 + 2 + 6 + 1);
     EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "0", "0", ""}));  // a negative cap counts as 0
     // The estimate counts as 0 (never a negative delta), so the record has nothing to give back.
     EXPECT_EQ(a.items[0], (std::vector<std::string>{"r", "0", "1", "0", "0", ""}));
@@ -853,7 +857,7 @@ TEST(ReserveBatchCommand, TwoRequestsOfOneKeyShareOneChainAndEachCounterIsSentOn
                         "2", "1", "2",
                         // each request its own dry run, the one chain, its estimate and record
                         "a", "0", "1", "100", "5", "-100 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n",
-                        "b", "1", "1", "200", "7", "-200 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n"}));
+                        "b", "1", "1", "200", "7", "-200 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n", ""}));
     // The batch id names the record, whatever the requests' ids.
     const ReserveArgs other = parse_reserve(reserve_batch_command(
         {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{l, Amounts{200, 7}, "b", true}}, "batch-9"));
@@ -1537,6 +1541,30 @@ TEST(DecodeReserve, RemainingNeverOverflows) {
     EXPECT_EQ(o.tightest_remaining, 0);
 }
 
+TEST(DecodeReserve, AChangedConfigVersionIsStale) {
+    // {3}: the org's records changed since the ledger was built; nothing was done.
+    EXPECT_EQ(decode_reserve_reply(ceiling_ledger(), {3}).kind, ReserveOutcome::Kind::stale);
+    const ReserveReplyParts split = split_reserve_reply({3}, 4);
+    EXPECT_TRUE(split.stale);
+    EXPECT_FALSE(split.malformed);
+    EXPECT_TRUE(split.parts.empty());
+}
+
+TEST(ReserveBatchCommand, TheConfigVersionIsLastAndOnePerBatch) {
+    Ledger a = small_ledger(), b = small_ledger();
+    a.config_version = b.config_version = "17";
+    const std::vector<std::string> argv =
+        reserve_batch_command({ReserveItem{shared(a), Amounts{1, 1}, "r1", false},
+                               ReserveItem{shared(b), Amounts{1, 1}, "r2", false}}, "r1");
+    const ReserveArgs parsed = parse_reserve(argv);
+    ASSERT_TRUE(parsed.ok);
+    EXPECT_EQ(parsed.version, "17");
+    // Caps read at two versions never share a batch.
+    b.config_version = "18";
+    EXPECT_TRUE(reserve_batch_command({ReserveItem{shared(a), Amounts{1, 1}, "r1", false},
+                                       ReserveItem{shared(b), Amounts{1, 1}, "r2", false}}, "r1").empty());
+}
+
 TEST(DecodeReserve, MalformedRepliesAreErrors) {
     const Ledger l = ceiling_ledger();  // 4 counters, 2 rows
     const std::vector<std::vector<long long>> bad = {
@@ -1547,7 +1575,7 @@ TEST(DecodeReserve, MalformedRepliesAreErrors) {
         {-1, 0, 0, 0},
         {0, 0, 0, 0},     // refused without a counter
         {2},              // already settled: a late resend did nothing
-        {3},
+        {4},
         {0, 5, 0, 0},     // counter out of range
         {0, -1, 0, 0},
         {1, 0, 0, 3},     // row out of range
