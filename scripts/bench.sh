@@ -564,7 +564,7 @@ front() { # $1 = prefix, $2 = port, $3 = with module (0/1)
         keepalive 64;
         keepalive_requests 1000000;
     }
-$([ "$3" = 1 ] && [ "$key_source" = api ] && printf '    server {\n        listen 127.0.0.1:%s;\n        location /spend-cap/ { spend_cap_admin %s; }\n    }\n' "$admin_port" "$dir/admin.token")
+$([ "$3" = 1 ] && [ "$key_source" = api ] && printf '    server {\n        listen 127.0.0.1:%s;\n        location /spend-cap/ { spend_cap_admin %s; spend_cap_timeout 2s; }\n    }\n' "$admin_port" "$dir/admin.token")
     server {
         listen 127.0.0.1:$2 backlog=4096;
         keepalive_requests 1000000;

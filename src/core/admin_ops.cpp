@@ -48,6 +48,13 @@ return 1
     return s;
 }
 
+// The new secret's lookup, when the org already holds a record of that id
+// (its sc:keyid:ID had been lost: it names that org again). KEYS: sc:key:SHA256.
+const Script &undo_lookup_script() {
+    static const Script s = make("redis.call('DEL', KEYS[1])\nreturn 1\n");
+    return s;
+}
+
 // KEYS: sc:key:SHA256 of a new secret. ARGV: org, id, project.
 const Script &put_lookup_script() {
     static const Script s = make(R"lua(
@@ -576,11 +583,15 @@ std::optional<Command> Operation::key_create() {
                                          {prefix + "key:" + id, prefix + "config", prefix + "events", prefix + "keys"},
                                          apply_args("absent", id, "key_created",
                                                     {{"id", id}, {"project", body.project}}, set, {})),
-                                    [this, id, org, secret](const Reply &r2) -> std::optional<Command> {
+                                    [this, id, org, secret, sha](const Reply &r2) -> std::optional<Command> {
                                         Fields record;
                                         bool existed = false;
-                                        if (!applied(r2, record, existed))
-                                            return fail(conflict("key `" + id + "` exists"));
+                                        if (!applied(r2, record, existed)) {
+                                            return then(eval(undo_lookup_script(), {key_lookup_key(sha)}, {}),
+                                                        [this, id](const Reply &) {
+                                                            return fail(conflict("key `" + id + "` exists"));
+                                                        });
+                                        }
                                         change_ = "key_created " + id;
                                         return finish(201, render_key(key_view(nullptr, id, org, record), secret));
                                     });

@@ -118,7 +118,9 @@ const std::string &org_records_script_sha1();
 // Redis one lookup a second at most); secrets Redis did know (immutable).
 class IdentityCache {
 public:
-    explicit IdentityCache(std::size_t slots = 4096, std::int64_t unknown_ttl_ms = 1000);
+    // 16,384 slots: a fleet's busy keys stay cached (a miss costs a round
+    // trip, unlike the ledger cache's); a few MB per worker at most.
+    explicit IdentityCache(std::size_t slots = 16384, std::int64_t unknown_ttl_ms = 1000);
 
     // The identity cached for this secret and customer, if it was read at the
     // org's current version (for a file key with no record: version "") with

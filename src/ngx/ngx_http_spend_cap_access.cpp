@@ -145,6 +145,8 @@ static Resolve take(RequestCtx *ctx, std::shared_ptr<const Identity> identity) {
 
 static Resolve take(RequestCtx *ctx, const Resolution &found) {
     if (found.problem == IdentityProblem::unknown || found.identity == nullptr) {
+        // A rotated-away secret, a key whose record is gone: asked again in a second at most.
+        identities.remember_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec));
         ngx_log_error(NGX_LOG_INFO, ctx->r->connection->log, 0, "spend_cap: invalid api key: %s",
                       found.reason.c_str());
         return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
@@ -261,6 +263,9 @@ static Resolve resolve(RequestCtx *ctx) {
                                                                  ctx->policy->generation)) {
         return take(ctx, std::move(cached));
     }
+    if (identities.known_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec))) {
+        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
+    }
     if (const Key *file_key = ctx->policy->find_key(ctx->sha256)) {
         const std::string &org = ctx->policy->project_of(*file_key).org;
         if (identities.org_version(org).empty()) {
@@ -275,9 +280,6 @@ static Resolve resolve(RequestCtx *ctx) {
     }
     if (ctx->lookup) {
         return read_records(ctx, ctx->lookup->org, ctx->lookup->id, ctx->lookup->project, nullptr);
-    }
-    if (identities.known_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec))) {
-        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
     }
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
     ctx->identity_op = redis_eval(key_lookup_command(ctx->sha256), &key_lookup_script(), lcf->timeout, on_lookup, ctx);
