@@ -171,17 +171,19 @@ return out
     return s;
 }
 
-// KEYS: sc:{ORG}:topup:IDEMPOTENCY, sc:{ORG}:balance, sc:{ORG}:events.
+// KEYS: sc:{ORG}:topup:IDEMPOTENCY, sc:{ORG}:balance, sc:{ORG}:events,
+// sc:{ORG}:balance:held.
 // ARGV: amount (nano-USD), idempotency key.
-// Reply: {1 applied / 0 a replay, "AMOUNT BALANCE_AFTER"}; an error reply
-// when the balance would overflow (nothing done).
+// Reply: {1 applied / 0 a replay, "AMOUNT BALANCE_AFTER HELD"} (the balance
+// with the reservations in flight drawn, and those: their sum is the settled
+// balance); an error reply when the balance would overflow (nothing done).
 const Script &topup_script() {
     static const Script s = make(R"lua(
 local prior = redis.call('GET', KEYS[1])
 if prior then return {0, prior} end
 redis.call('INCRBY', KEYS[2], ARGV[1])
 local after = redis.call('GET', KEYS[2])
-local answer = ARGV[1] .. ' ' .. after
+local answer = ARGV[1] .. ' ' .. after .. ' ' .. (redis.call('GET', KEYS[4]) or '0')
 redis.call('SET', KEYS[1], answer, 'EX', 34560000)
 redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'topup', 'amount_nanousd', ARGV[1],
   'idempotency_key', ARGV[2], 'balance_nanousd', after, 'by', 'api')
@@ -347,11 +349,7 @@ Nanos remaining(Nanos cap, Nanos spent) {
 
 }  // namespace
 
-const Key *file_key_by_id(const Policy &policy, const std::string &id) {
-    for (const auto &entry : policy.keys_by_sha256)
-        if (entry.second.id == id) return &entry.second;
-    return nullptr;
-}
+const Key *file_key_by_id(const Policy &policy, const std::string &id) { return policy.find_key_by_id(id); }
 
 KeyView key_view(const Key *file_key, const std::string &id, const std::string &org, const Fields &record) {
     KeyView v;
@@ -824,7 +822,8 @@ std::optional<Command> Operation::self_call() {
         std::optional<KeyLookup> lookup;
         if (to_fields(r, fields)) lookup = parse_key_lookup(fields);
         if (!lookup) return fail(unauthorized());
-        return go(lookup->org, lookup->id, lookup->project, nullptr);
+        // a file key's rotated secret is still the file's key
+        return go(lookup->org, lookup->id, lookup->project, policy_.find_key_by_id(lookup->id));
     });
 }
 
@@ -1105,25 +1104,33 @@ std::optional<Command> Operation::topup() {
     return with_org(org, [this, org, t]() -> std::optional<Command> {
         const std::string prefix = org_key_prefix(org);
         return then(eval(topup_script(),
-                         {prefix + "topup:" + sha256_hex(t.idempotency_key), prefix + "balance", prefix + "events"},
+                         {prefix + "topup:" + sha256_hex(t.idempotency_key), prefix + "balance", prefix + "events",
+                          prefix + "balance:held"},
                          {std::to_string(t.amount), t.idempotency_key}),
                     [this, org, t](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array || r.elements.size() != 2
                             || r.elements[0].type != Reply::Type::integer
                             || r.elements[1].type != Reply::Type::string)
                             return fail(unavailable());
+                        // "AMOUNT DRAWN_BALANCE HELD" (a top-up made before HELD was kept: 0)
                         const std::string &answer = r.elements[1].str;
                         const std::size_t space = answer.find(' ');
-                        Reply amount, after;
-                        amount.type = after.type = Reply::Type::string;
+                        const std::size_t second = space == std::string::npos ? space : answer.find(' ', space + 1);
+                        Reply amount, after, held;
+                        amount.type = after.type = held.type = Reply::Type::string;
                         amount.str = answer.substr(0, space);
-                        after.str = space == std::string::npos ? "" : answer.substr(space + 1);
+                        after.str = space == std::string::npos ? "" : answer.substr(space + 1, second - space - 1);
+                        held.str = second == std::string::npos ? "0" : answer.substr(second + 1);
+                        const Nanos drawn = to_int(after), h = std::max<Nanos>(to_int(held), 0);
+                        const Nanos settled = drawn > std::numeric_limits<Nanos>::max() - h
+                                                  ? std::numeric_limits<Nanos>::max()
+                                                  : drawn + h;
                         const bool applied = r.elements[0].integer == 1;
                         if (!applied && to_int(amount) != t.amount)
                             return fail(conflict("idempotency_key `" + t.idempotency_key +
                                                  "` was used for another amount"));
                         if (applied) change_ = "topup " + org;
-                        return finish(200, render_topup(org, t, to_int(after), applied));
+                        return finish(200, render_topup(org, t, settled, applied));
                     });
     });
 }

@@ -107,6 +107,11 @@ const Key *Policy::find_key(const std::string &sha256_hex) const {
 
 // A loaded policy guarantees both lookups succeed; the empty fallbacks only
 // keep a caller's mistake from throwing across NGINX's C frames.
+const Key *Policy::find_key_by_id(const std::string &id) const {
+    auto found = keys_by_id.find(id);
+    return found != keys_by_id.end() ? found->second : nullptr;
+}
+
 const Project &Policy::project_of(const Key &k) const {
     static const Project kNoProject;
     auto found = projects.find(k.project);
@@ -706,6 +711,7 @@ std::shared_ptr<const Policy> parse_policy(const std::string &yaml_text, const s
     policy->generation = ++generations;
     try {
         PolicyParser(file_name, *policy).parse_document(root);
+        for (const auto &entry : policy->keys_by_sha256) policy->keys_by_id.emplace(entry.second.id, &entry.second);
     } catch (const PolicyError &) {
         throw;
     } catch (const YAML::Exception &e) {  // a conversion the checks above did not foresee

@@ -121,6 +121,7 @@ struct Policy {
     std::map<std::string, Org> orgs;
     std::map<std::string, Project> projects;
     std::unordered_map<std::string, Key> keys_by_sha256;
+    std::unordered_map<std::string, const Key *> keys_by_id;  // into keys_by_sha256
     Customers customers;
 
     // The price to charge `model` at: the model itself, else the
@@ -128,6 +129,8 @@ struct Policy {
     const ModelPrice *price_for(const std::string &model) const;
     // nullptr when no key has this hash (lowercase hex).
     const Key *find_key(const std::string &sha256_hex) const;
+    // nullptr when no key of the file has this id.
+    const Key *find_key_by_id(const std::string &id) const;
     // Both exist for any key of a loaded policy (validated at load).
     const Project &project_of(const Key &k) const;
     const Org &org_of(const Key &k) const;

@@ -132,6 +132,9 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
     id->version = records.version;
     id->customer = customer;
     std::string org_id;
+    // A file key's rotated secret is found through its lookup: still the
+    // file's key, with its limits and expiry (the record decides the secret).
+    if (file_key == nullptr && lookup) file_key = policy.find_key_by_id(lookup->id);
     if (file_key != nullptr) {
         id->key = *file_key;
         id->from_file = true;
@@ -253,30 +256,41 @@ const std::string &key_lookup_script_sha1() { return key_lookup().sha1; }
 const std::string &org_records_script() { return org_records().text; }
 const std::string &org_records_script_sha1() { return org_records().sha1; }
 
-IdentityCache::IdentityCache(std::size_t slots, std::int64_t unknown_ttl_ms)
-    : identities_(std::max<std::size_t>(slots, 1)), unknown_(std::max<std::size_t>(slots, 1)),
-      lookups_(std::max<std::size_t>(slots, 1)), max_orgs_(std::max<std::size_t>(slots, 1)),
-      unknown_ttl_ms_(unknown_ttl_ms) {}
+IdentityCache::IdentityCache(std::size_t capacity, std::int64_t unknown_ttl_ms)
+    : capacity_(std::max<std::size_t>(capacity, 1)), unknown_(capacity_), unknown_ttl_ms_(unknown_ttl_ms) {}
 
-std::size_t IdentityCache::slot_of(const std::string &a, const std::string &b) const {
-    return mix(std::hash<std::string>()(a) ^ (std::hash<std::string>()(b) * 0x9e3779b97f4a7c15ULL));
+namespace {
+
+std::string identity_key(const std::string &sha256, const std::string &customer) {
+    return sha256 + '\n' + customer;  // neither holds a newline
 }
+
+std::size_t slot_of(const std::string &sha256, std::size_t slots) {
+    return mix(std::hash<std::string>()(sha256)) % slots;
+}
+
+// Bounded: emptied when full (a cache, so nothing is lost but round trips).
+template <typename Map>
+void make_room(Map &map, const std::string &key, std::size_t capacity) {
+    if (map.size() >= capacity && map.find(key) == map.end()) map.clear();
+}
+
+}  // namespace
 
 std::shared_ptr<const Identity> IdentityCache::find(const std::string &sha256, const std::string &customer,
                                                     std::uint64_t policy_generation) const {
-    const Slot &slot = identities_[slot_of(sha256, customer) % identities_.size()];
-    if (!slot.identity || slot.sha256 != sha256 || slot.customer != customer
-        || slot.identity->policy_generation != policy_generation)
+    auto found = identities_.find(identity_key(sha256, customer));
+    if (found == identities_.end()) return nullptr;
+    const std::shared_ptr<const Identity> &identity = found->second;
+    if (identity->policy_generation != policy_generation || identity->version != org_version(identity->org.id))
         return nullptr;
-    if (slot.identity->version != org_version(slot.identity->org.id)) return nullptr;
-    return slot.identity;
+    return identity;
 }
 
 void IdentityCache::store(const std::string &sha256, std::shared_ptr<const Identity> identity) {
-    Slot &slot = identities_[slot_of(sha256, identity->customer) % identities_.size()];
-    slot.sha256 = sha256;
-    slot.customer = identity->customer;
-    slot.identity = std::move(identity);
+    std::string key = identity_key(sha256, identity->customer);
+    make_room(identities_, key, capacity_);
+    identities_[std::move(key)] = std::move(identity);
 }
 
 const std::string &IdentityCache::org_version(const std::string &org) const {
@@ -286,8 +300,8 @@ const std::string &IdentityCache::org_version(const std::string &org) const {
 }
 
 void IdentityCache::set_org_version(const std::string &org, const std::string &version) {
-    if (org_versions_.size() >= max_orgs_ && org_versions_.find(org) == org_versions_.end())
-        org_versions_.clear();  // forgetting a version only costs a stale reserve and a read
+    // forgetting a version only costs a stale reserve and a read
+    make_room(org_versions_, org, capacity_);
     org_versions_[org] = version;
 }
 
@@ -298,26 +312,25 @@ void IdentityCache::org_changed(const std::string &org) {
 }
 
 bool IdentityCache::known_unknown(const std::string &sha256, std::int64_t now_ms) const {
-    const UnknownSlot &slot = unknown_[slot_of(sha256, "") % unknown_.size()];
+    const UnknownSlot &slot = unknown_[slot_of(sha256, unknown_.size())];
     return slot.sha256 == sha256 && now_ms < slot.until_ms;
 }
 
 void IdentityCache::remember_unknown(const std::string &sha256, std::int64_t now_ms) {
-    UnknownSlot &slot = unknown_[slot_of(sha256, "") % unknown_.size()];
+    UnknownSlot &slot = unknown_[slot_of(sha256, unknown_.size())];
     slot.sha256 = sha256;
     slot.until_ms = now_ms + unknown_ttl_ms_;
 }
 
 std::optional<KeyLookup> IdentityCache::lookup(const std::string &sha256) const {
-    const LookupSlot &slot = lookups_[slot_of(sha256, "lookup") % lookups_.size()];
-    if (slot.sha256 != sha256) return std::nullopt;
-    return slot.lookup;
+    auto found = lookups_.find(sha256);
+    if (found == lookups_.end()) return std::nullopt;
+    return found->second;
 }
 
 void IdentityCache::remember_lookup(const std::string &sha256, const KeyLookup &lookup) {
-    LookupSlot &slot = lookups_[slot_of(sha256, "lookup") % lookups_.size()];
-    slot.sha256 = sha256;
-    slot.lookup = lookup;
+    make_room(lookups_, sha256, capacity_);
+    lookups_[sha256] = lookup;
 }
 
 }  // namespace spendcap

@@ -116,11 +116,15 @@ const std::string &org_records_script_sha1();
 // config version (a reserve that finds another one says so, and the org's
 // identities are then read again); secrets Redis did not know (each costs
 // Redis one lookup a second at most); secrets Redis did know (immutable).
+// Identities and lookups are hash maps that are emptied when full: a miss
+// costs a round trip, so no two busy keys may evict each other as they
+// would sharing a slot (the working set only has to fit); the unknown
+// secrets are direct-mapped (a collision only costs another lookup).
 class IdentityCache {
 public:
-    // 16,384 slots: a fleet's busy keys stay cached (a miss costs a round
-    // trip, unlike the ledger cache's); a few MB per worker at most.
-    explicit IdentityCache(std::size_t slots = 16384, std::int64_t unknown_ttl_ms = 1000);
+    // Up to `capacity` identities, lookups, org versions and unknown secrets
+    // each: 32,768 identities are about 25 MB per worker at most.
+    explicit IdentityCache(std::size_t capacity = 32768, std::int64_t unknown_ttl_ms = 1000);
 
     // The identity cached for this secret and customer, if it was read at the
     // org's current version (for a file key with no record: version "") with
@@ -140,25 +144,19 @@ public:
     std::optional<KeyLookup> lookup(const std::string &sha256) const;
     void remember_lookup(const std::string &sha256, const KeyLookup &lookup);
 
+    std::size_t identities() const { return identities_.size(); }
+    std::size_t lookups() const { return lookups_.size(); }
+
 private:
-    struct Slot {
-        std::string sha256, customer;
-        std::shared_ptr<const Identity> identity;
-    };
     struct UnknownSlot {
         std::string sha256;
         std::int64_t until_ms = 0;
     };
-    struct LookupSlot {
-        std::string sha256;
-        std::optional<KeyLookup> lookup;
-    };
-    std::size_t slot_of(const std::string &a, const std::string &b) const;
-    std::vector<Slot> identities_;
+    std::size_t capacity_;
+    std::unordered_map<std::string, std::shared_ptr<const Identity>> identities_;  // sha256 "\n" customer
     std::vector<UnknownSlot> unknown_;
-    std::vector<LookupSlot> lookups_;
-    std::unordered_map<std::string, std::string> org_versions_;  // bounded: cleared when full
-    std::size_t max_orgs_;
+    std::unordered_map<std::string, KeyLookup> lookups_;
+    std::unordered_map<std::string, std::string> org_versions_;
     std::int64_t unknown_ttl_ms_;
 };
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from openapi_check import check
-from support import (CHAINS, SECRETS, chat_body, openai_cost, post, sha256_hex, usd_nanos, wait_until)
+from support import (CHAINS, SECRETS, chat_body, counter_key, openai_cost, post, sha256_hex, usd_nanos,
+                     wait_until)
 
 TOKEN = "admin-token-for-tests-0123456789"
 PREFIX = "/spend-cap"
@@ -365,3 +366,15 @@ def test_no_secret_or_token_in_the_logs(api):
         for s in (secret, rotated, TOKEN):
             assert s not in text, "%s found in %s" % (s[:10], path)
     assert "spend_cap: admin: key_created quiet" in open(api.nginx.error_log).read()
+
+
+def test_a_rotated_file_key_keeps_its_file_limits(api, redis):
+    new = api.post("/keys/k1/rotate", {}).json()["secret"]
+    assert chat(api.nginx, SECRETS["k1"]).status_code == 401
+    assert chat(api.nginx, new).status_code == 200
+    # the file's daily cap of 2 USD still holds for the new secret
+    redis.set(counter_key("acme", "spend", "key", "k1", "daily"), usd_nanos("2"))
+    blocked = chat(api.nginx, new)
+    assert blocked.status_code == 402 and blocked.json()["error"]["scope"] == "key", blocked.text
+    me = api.get("/keys/self", token=new).json()
+    assert me["source"] == "file" and me["limits"]["daily_usd"] == "2.00"
