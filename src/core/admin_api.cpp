@@ -25,6 +25,8 @@
 //   bytes) written as U+FFFD.
 #include "admin_api.h"
 
+#include "envelope.h"
+
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -62,67 +64,6 @@ const char *const kIdRule = "must be 1 to 128 characters without ':', '{', '}', 
 
 // ---------------------------------------------------------------- JSON out
 
-// Appends `text` as a JSON string literal; invalid UTF-8 becomes U+FFFD so
-// the answer always parses, whatever bytes an id or a field holds.
-void append_json_string(std::string &out, std::string_view text) {
-    out += '"';
-    const std::size_t n = text.size();
-    for (std::size_t i = 0; i < n;) {
-        const unsigned char c = static_cast<unsigned char>(text[i]);
-        if (c < 0x80) {
-            switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    char escaped[8];
-                    std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
-                    out += escaped;
-                } else {
-                    out += static_cast<char>(c);
-                }
-            }
-            ++i;
-            continue;
-        }
-        // A multi-byte sequence: its length, continuation bytes, no overlong
-        // form, no surrogate, at most U+10FFFF.
-        std::size_t length = 0;
-        std::uint32_t code_point = 0;
-        if (c >= 0xc2 && c <= 0xdf) {
-            length = 2;
-            code_point = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            length = 3;
-            code_point = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            length = 4;
-            code_point = c & 0x07;
-        }
-        bool valid = length != 0 && i + length <= n;
-        for (std::size_t k = 1; valid && k < length; ++k) {
-            const unsigned char continuation = static_cast<unsigned char>(text[i + k]);
-            if ((continuation & 0xc0) != 0x80) valid = false;
-            code_point = (code_point << 6) | (continuation & 0x3f);
-        }
-        if (valid && ((length == 3 && code_point < 0x800) || (length == 4 && code_point < 0x10000) ||
-                      (code_point >= 0xd800 && code_point <= 0xdfff) || code_point > 0x10ffff))
-            valid = false;
-        if (valid) {
-            out.append(text.data() + i, length);
-            i += length;
-        } else {
-            out += "\\ufffd";
-            ++i;
-        }
-    }
-    out += '"';
-}
 
 // One JSON object, its members appended in the order they are written.
 class ObjectWriter {

@@ -1,12 +1,10 @@
 // The management API's calls, each a few Redis commands (admin_ops.h).
 #include "admin_ops.h"
 
-#include <jansson.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
 
+#include "envelope.h"
 #include "ledger.h"
 #include "request.h"  // sha1_hex, sha256_hex
 
@@ -333,12 +331,8 @@ UsageView usage_of(Scope scope, const std::string &id, const std::string &org, c
 
 // A JSON string of any bytes (ids may hold quotes).
 std::string json_quoted(const std::string &text) {
-    json_t *value = json_stringn(text.data(), text.size());
-    char *dumped = value != nullptr ? json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT) : nullptr;
-    json_decref(value);
-    if (dumped == nullptr) return "\"\"";
-    std::string out(dumped);
-    free(dumped);
+    std::string out;
+    append_json_string(out, text);
     return out;
 }
 

@@ -8,11 +8,9 @@
 
 namespace spendcap {
 
-namespace {
-
 // Appends `text` as a JSON string literal. Invalid UTF-8 becomes U+FFFD so the
 // body always parses, whatever a message happens to contain.
-void append_json_string(std::string &out, const std::string &text) {
+void append_json_string(std::string &out, std::string_view text) {
     out += '"';
     const std::size_t n = text.size();
     for (std::size_t i = 0; i < n;) {
@@ -73,6 +71,9 @@ void append_json_string(std::string &out, const std::string &text) {
     }
     out += '"';
 }
+
+namespace {
+
 
 const char *openai_type(int status) {
     // OpenAI answers client errors as invalid_request_error (a bad key too)

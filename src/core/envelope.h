@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "periods.h"
 #include "policy.h"
@@ -24,6 +25,10 @@ enum class ErrorCode {
     model_not_priced,         // 400
     spend_cap_unavailable,    // 503
 };
+
+// Appends `text` as a JSON string literal; invalid UTF-8 becomes U+FFFD, so
+// the answer always parses whatever bytes a message or an id holds.
+void append_json_string(std::string &out, std::string_view text);
 
 const char *error_code_name(ErrorCode c);  // "spend_limit_exceeded", ...
 int error_status(ErrorCode c);              // 402, 429, 401, 400, 503

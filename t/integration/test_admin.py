@@ -4,14 +4,14 @@ every node that shares the Redis."""
 
 import json
 import os
-import stat
+import time
 
 import httpx
 import pytest
 
 from openapi_check import check
-from support import (CHAINS, SECRETS, chat_body, counter_key, openai_cost, post, sha256_hex, usd_nanos,
-                     wait_until)
+from support import (SECRETS, RedisMonitor, chat_body, counter_key, is_reserve, is_settle, is_sweep, openai_cost,
+                     post, redis_int, sha256_hex, usd_nanos, wait_until)
 
 TOKEN = "admin-token-for-tests-0123456789"
 PREFIX = "/spend-cap"
@@ -378,3 +378,68 @@ def test_a_rotated_file_key_keeps_its_file_limits(api, redis):
     assert blocked.status_code == 402 and blocked.json()["error"]["scope"] == "key", blocked.text
     me = api.get("/keys/self", token=new).json()
     assert me["source"] == "file" and me["limits"]["daily_usd"] == "2.00"
+
+
+def _nginx_evalshas(mon, script_marker=None):
+    """The EVALSHA argvs NGINX sent (not the scripts' own commands)."""
+    return [args for client, args in mon.commands() if client != "lua" and args and args[0].upper() == "EVALSHA"]
+
+
+def test_a_known_api_key_costs_no_extra_round_trip(admin_factory, redis, redis_server):
+    api = admin_factory(workers=1)
+    secret = api.post("/keys", {"project": "acme-prod", "id": "hot"}).json()["secret"]
+    # the first request reads its records (the lookup, then the org's records)
+    assert chat(api.nginx, secret).status_code == 200
+    wait_until(lambda: api.get("/keys/hot/usage").json()["windows"][2]["requests"] == 1, timeout=3)
+    with RedisMonitor(redis_server.port) as mon:
+        for _ in range(5):
+            assert chat(api.nginx, secret).status_code == 200
+        wait_until(lambda: redis_int(redis, counter_key("acme", "reqs", "key", "hot", "daily")) == 6, timeout=3)
+        time.sleep(0.2)
+        sent = [a for a in _nginx_evalshas(mon) if not is_sweep(a) and "sc:orgs" not in a]
+    reserves = [a for a in sent if is_reserve(a)]
+    settles = [a for a in sent if is_settle(a)]
+    assert len(reserves) == 5 and len(reserves) + len(settles) == len(sent), [a[:4] for a in sent]
+
+
+def test_a_flood_of_unknown_secrets_costs_one_lookup_each(admin_factory, redis_server):
+    api = admin_factory(workers=1)
+    assert chat(api.nginx, "sk-sc-warm-up").status_code == 401  # the lookup script is loaded
+    with RedisMonitor(redis_server.port) as mon:
+        with httpx.Client(timeout=10) as client:
+            for i in range(10):
+                # 10 distinct unknown secrets, each three times in a row (well within a second)
+                t0 = time.monotonic()
+                for _ in range(3):
+                    r = client.post(api.nginx.url + "/v1/chat/completions", content=chat_body(),
+                                    headers={"authorization": "Bearer sk-sc-unknown-%d" % i,
+                                             "content-type": "application/json"})
+                    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+                assert time.monotonic() - t0 < 1.0, "too slow to tell"
+        time.sleep(0.3)
+        lookups = [a for a in _nginx_evalshas(mon) if any(k.startswith("sc:key:") for k in a[3:4])]
+    assert len(lookups) == 10, " ".join(a[3][-4:] for a in lookups)
+
+
+def test_validation_errors_name_the_field(api):
+    cases = [
+        ("PUT", "/orgs/o2", {"plan": "platinum"}, "plan"),
+        ("PUT", "/orgs/o2", {"low_balance_usd": "5"}, "low_balance_usd"),
+        ("POST", "/orgs/acme/topups", {"amount_usd": "0", "idempotency_key": "x"}, "amount_usd"),
+        ("POST", "/orgs/acme/topups", {"amount_usd": "1"}, "idempotency_key"),
+        ("POST", "/keys/k1/rotate", {"grace_seconds": -1}, "grace_seconds"),
+        ("PUT", "/orgs/acme/cleared", {"cleared_usd": "1e3"}, "cleared_usd"),
+        ("PUT", "/keys/k1/limits", {"monthly_usd": "1", "weekly_usd": "2"}, "weekly_usd"),
+        ("POST", "/keys", {"project": "acme-prod", "expires_at": "tomorrow"}, "expires_at"),
+        ("PUT", "/projects/p2", {"limits": {}}, "org"),
+    ]
+    for method, path, body, field in cases:
+        r = api.call(method, path, body)
+        assert r.status_code == 400, (method, path, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "invalid_request" and field in r.json()["error"]["message"], r.text
+    r = api.call("PUT", "/keys")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert api.get("/orgs/acme/events?after=nonsense").status_code == 400
+    assert api.get("/keys/k1?x=1").status_code == 400
+    # nothing changed: no event was appended
+    assert api.get("/orgs/acme/events").json()["events"] == []
