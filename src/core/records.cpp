@@ -159,6 +159,7 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
         if (old == nullptr || *old != sha256 || until_text == nullptr || !parse_int(*until_text, until)
             || now >= until)
             return unknown("a secret of key " + id->key.id + " that was rotated away");
+        id->secret_until = until;
     }
     if (!read_limits(kr, id->key.limits) || !read_time(kr, "expires_at", id->key.expires_at))
         return unknown("the record of key " + id->key.id + " does not read");

@@ -70,6 +70,9 @@ struct Identity {
     std::string customer;           // "" none
     Limits customer_limits;
     bool from_file = false;
+    // The secret it was resolved for is a rotated one, accepted until then
+    // (unix seconds): a cached identity must not outlive the grace.
+    std::optional<std::int64_t> secret_until;
 };
 
 enum class IdentityProblem { none, unknown, revoked, expired };

@@ -131,6 +131,11 @@ static Resolve refuse(RequestCtx *ctx, ErrorCode code, const char *message) {
 }
 
 static Resolve take(RequestCtx *ctx, std::shared_ptr<const Identity> identity) {
+    if (identity->secret_until && ngx_time() >= *identity->secret_until) {
+        // A rotated secret whose grace has ended (no change of records says so).
+        identities.remember_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec));
+        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
+    }
     ctx->identity = std::move(identity);
     ctx->key = &ctx->identity->key;
     if (ctx->key->revoked) {

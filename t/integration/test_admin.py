@@ -443,3 +443,14 @@ def test_validation_errors_name_the_field(api):
     assert api.get("/keys/k1?x=1").status_code == 400
     # nothing changed: no event was appended
     assert api.get("/orgs/acme/events").json()["events"] == []
+
+
+def test_a_rotation_grace_ends_on_its_own(api):
+    old = api.post("/keys", {"project": "acme-prod", "id": "graced"}).json()["secret"]
+    assert chat(api.nginx, old).status_code == 200
+    new = api.post("/keys/graced/rotate", {"grace_seconds": 2}).json()["secret"]
+    assert chat(api.nginx, old).status_code == 200  # within its grace (and now cached)
+    assert chat(api.nginx, new).status_code == 200
+    # no change of records marks the end of the grace: the cached identity must not outlive it
+    assert wait_until(lambda: chat(api.nginx, old).status_code == 401, timeout=6, interval=0.2)
+    assert chat(api.nginx, new).status_code == 200

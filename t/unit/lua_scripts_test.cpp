@@ -2527,10 +2527,9 @@ TEST_F(LuaScriptsAdmin, RotatedFileKeyTakesTheOldSecretOnlyWithinTheGrace) {
     EXPECT_EQ(at(P + "config"), "2");
 }
 
-// BUG (records.cpp resolve_identity, the lookup branch): a rotated file key's
-// new secret is resolved from its record alone, so the file's key limits
-// (daily_usd 10 here) no longer apply to it: the reserve lets it spend past
-// its cap. See RecordsTest.RotatedFileKeysNewSecretKeepsTheFilesLimits.
+// A rotated file key's new secret keeps the file's key limits (daily_usd 10
+// here): the reserve refuses it past its cap. See
+// RecordsTest.RotatedFileKeysNewSecretKeepsTheFilesLimits.
 TEST_F(LuaScriptsAdmin, RotatedFileKeysNewSecretStaysCappedByTheFile) {
     use(policy_yaml("{ daily_usd: 10 }"));
     const admin::Response r = call("POST", "/keys/k1/rotate", "");

@@ -319,6 +319,10 @@ TEST_F(RecordsTest, RotationAcceptsOnlyTheCurrentSecretOrTheOldOneWithinItsGrace
     EXPECT_EQ(api(records, kBetaLookup, api_sha(), kNow + 3600).problem, IdentityProblem::unknown);
     // A third secret is never accepted.
     EXPECT_EQ(api(records, kBetaLookup, sha256_hex("sk-sc-third")).problem, IdentityProblem::unknown);
+    // The old secret's identity says until when (a cached one must not outlive the
+    // grace); the current secret's has no end.
+    EXPECT_EQ(api(records, kBetaLookup, api_sha(), kNow).identity->secret_until, std::optional<std::int64_t>(kNow + 30));
+    EXPECT_EQ(api(records, kBetaLookup, other_sha()).identity->secret_until, std::nullopt);
 
     // No grace at all (old_until missing or malformed): only the current one.
     records.key = {{"source", "api"}, {"project", "beta-proj"}, {"sha256", other_sha()},
@@ -341,15 +345,9 @@ TEST_F(RecordsTest, RotatedFileKeyRefusesTheFilesSecretAfterTheGrace) {
     EXPECT_EQ(file(records).problem, IdentityProblem::unknown);
 }
 
-// BUG (records.cpp, resolve_identity, the `else if (lookup)` branch): after
-// POST /keys/k1/rotate of a *file* key, the new secret is found through
-// sc:key:NEW (a KeyLookup naming k1); the file has no key with that hash, so
-// the request path calls resolve_identity with file_key == nullptr and the
-// identity is built from the record alone: the file's limits (monthly_usd 10,
-// daily_usd 2), expires_at and revoked of k1 are dropped. The rotated key then
-// spends without its key caps. SPEC 7: "Counters and limits stay with the id".
-// It should start from the policy file's key of that id when the lookup names
-// one (and treat it as from_file).
+// A rotated file key's new secret is found through sc:key:NEW (a KeyLookup
+// naming k1), not the file's hash: it must still be the file's key, with its
+// limits, expiry and revocation (SPEC 7: "counters and limits stay with the id").
 TEST_F(RecordsTest, RotatedFileKeysNewSecretKeepsTheFilesLimits) {
     const std::string fresh = sha256_hex("sk-sc-rotated");
     OrgRecords records;
