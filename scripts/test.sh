@@ -6,6 +6,7 @@
 #      then fuzzes the core for FUZZ_SECONDS per fuzzer (t/fuzz/run.sh, clang-14, build/fuzz)
 #   4. installs the SDK test dependencies (npm ci in t/sdk) when needed
 #   5. a 3-second smoke of scripts/bench.sh (SMOKE=1: every answer 2xx, counters exact; no timings),
+#      with file keys and with keys made through the management API (KEY_SOURCE=api),
 #      and of scripts/bench_scripts.sh (it builds and runs)
 #   6. runs the integration tests (pytest t/integration)
 # Extra arguments are passed to pytest, e.g. scripts/test.sh -k block -x
@@ -66,6 +67,9 @@ fi
 
 step "bench smoke (3 s)"
 SMOKE=1 ./scripts/bench.sh
+
+step "bench smoke with keys made through the management API (3 s, JSON)"
+SMOKE=1 KEY_SOURCE=api CASES=json ./scripts/bench.sh
 
 step "script bench smoke (the tool runs; no timings)"
 BATCHES="1 5" ROUNDS=3 ./scripts/bench_scripts.sh
