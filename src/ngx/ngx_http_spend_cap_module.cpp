@@ -74,6 +74,11 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) {
     auto *prev = static_cast<LocConf *>(parent);
     auto *conf = static_cast<LocConf *>(child);
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    if (conf->admin_token.len != 0) {
+        // The API answers itself: an http-level `spend_cap on` must not make it
+        // ask its callers for an API key to reserve against.
+        conf->enable = 0;
+    }
     ngx_conf_merge_uint_value(conf->surface, prev->surface, surface_auto);
     ngx_conf_merge_ptr_value(conf->key, prev->key, nullptr);
     ngx_conf_merge_ptr_value(conf->customer, prev->customer, nullptr);

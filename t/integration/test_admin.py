@@ -454,3 +454,13 @@ def test_a_rotation_grace_ends_on_its_own(api):
     # no change of records marks the end of the grace: the cached identity must not outlive it
     assert wait_until(lambda: chat(api.nginx, old).status_code == 401, timeout=6, interval=0.2)
     assert chat(api.nginx, new).status_code == 200
+
+
+def test_the_api_is_not_capped_by_an_http_level_spend_cap_on(nginx_factory, tmp_path):
+    token_file = tmp_path / "t.token"
+    token_file.write_text(TOKEN + "\n")
+    os.chmod(token_file, 0o600)
+    ng = nginx_factory(http_extra="spend_cap on;",
+                       server_extra="location %s/ { spend_cap_admin %s; }" % (PREFIX, token_file))
+    r = Api(ng).get("/keys/k1")
+    assert r.status_code == 200 and r.json()["id"] == "k1"
