@@ -17,14 +17,14 @@ command -v "$cxx" >/dev/null || { echo "run.sh: $cxx not found (apt-get install 
 
 cmake -S "$root" -B "$build" -DSPEND_CAP_FUZZ=ON -DCMAKE_CXX_COMPILER="$cxx" \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" --target usage_fuzzer request_fuzzer > "$build/build.log" 2>&1 \
+cmake --build "$build" -j"$(nproc)" --target usage_fuzzer request_fuzzer admin_fuzzer > "$build/build.log" 2>&1 \
     || { tail -40 "$build/build.log"; exit 1; }
 
 mkdir -p "$build/artifacts"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=0
-for name in usage request; do
+for name in usage request admin; do
     mkdir -p "$work/$name"
     cp -R "$root/t/fuzz/corpus/$name/." "$work/$name/"
     echo "==> ${name}_fuzzer for ${seconds}s ($(ls "$work/$name" | wc -l) seeds)"
