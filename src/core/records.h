@@ -125,9 +125,10 @@ const std::string &org_records_script_sha1();
 // secrets are direct-mapped (a collision only costs another lookup).
 class IdentityCache {
 public:
-    // Up to `capacity` identities, lookups, org versions and unknown secrets
-    // each: 32,768 identities are about 25 MB per worker at most.
-    explicit IdentityCache(std::size_t capacity = 32768, std::int64_t unknown_ttl_ms = 1000);
+    // Up to `capacity` identities (one per secret and customer), lookups, org
+    // versions and unknown secrets each: with 16,384, about 30 MB per worker
+    // when all are full (an identity is about 1.3 KB with its strings).
+    explicit IdentityCache(std::size_t capacity = 16384, std::int64_t unknown_ttl_ms = 1000);
 
     // The identity cached for this secret and customer, if it was read at the
     // org's current version (for a file key with no record: version "") with
