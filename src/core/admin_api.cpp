@@ -142,14 +142,6 @@ std::string json_array(const std::vector<std::string> &elements) {
     return out;
 }
 
-// a - b, held within int64 instead of overflowing.
-Nanos saturating_sub(Nanos a, Nanos b) {
-    Nanos difference = 0;
-    if (__builtin_sub_overflow(a, b, &difference))
-        return b < 0 ? std::numeric_limits<Nanos>::max() : std::numeric_limits<Nanos>::min();
-    return difference;
-}
-
 Nanos remaining_of(Nanos cap, Nanos spent) { return std::max<Nanos>(saturating_sub(cap, spent), 0); }
 
 // ---------------------------------------------------------------- JSON in

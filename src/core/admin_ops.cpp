@@ -260,28 +260,32 @@ std::vector<std::string> apply_args(const char *need, const std::string &member,
 
 // A counter's value: nil is 0; anything else not an integer reads as 0 too
 // (the request path refuses to count on it; a read should still answer).
+std::int64_t to_int(const std::string &text) {
+    std::int64_t v = 0;
+    return parse_int64(text, v) ? v : 0;
+}
+
 std::int64_t to_int(const Reply &r) {
     if (r.type == Reply::Type::integer) return r.integer;
-    if (r.type != Reply::Type::string || r.str.empty() || r.str.size() > 20) return 0;
-    std::int64_t v = 0;
-    std::size_t i = r.str[0] == '-' ? 1 : 0;
-    if (i == r.str.size()) return 0;
-    for (; i < r.str.size(); ++i) {
-        const char c = r.str[i];
-        if (c < '0' || c > '9') return 0;
-        if (v > (std::numeric_limits<std::int64_t>::max() - (c - '0')) / 10) return 0;
-        v = v * 10 + (c - '0');
-    }
-    return r.str[0] == '-' ? -v : v;
+    return r.type == Reply::Type::string ? to_int(r.str) : 0;
 }
 
 std::optional<std::int64_t> time_field(const Fields &f, const char *name) {
     const std::string *t = field(f, name);
     if (t == nullptr || t->empty()) return std::nullopt;
-    Reply r;
-    r.type = Reply::Type::string;
-    r.str = *t;
-    return to_int(r);
+    return to_int(*t);
+}
+
+// identity_records_script's reply: the org's records, and the key's project.
+bool identity_records(const Reply &r, OrgRecords &records, std::string &project) {
+    if (r.type != Reply::Type::array || r.elements.size() != 6 || r.elements[0].type != Reply::Type::string
+        || r.elements[5].type != Reply::Type::string || !to_fields(r.elements[1], records.key)
+        || !to_fields(r.elements[2], records.project) || !to_fields(r.elements[3], records.org)
+        || !to_fields(r.elements[4], records.customer))
+        return false;
+    records.version = r.elements[0].str;
+    project = r.elements[5].str;
+    return true;
 }
 
 std::string opt_time(const std::optional<std::int64_t> &t) { return t ? std::to_string(*t) : ""; }
@@ -538,16 +542,12 @@ std::optional<Command> Operation::with_identity(const std::string &org, const st
                      {prefix, file_project, ""}),
                 [this, org, key_id, file_key, k](const Reply &r) -> std::optional<Command> {
                     OrgRecords records;
-                    if (r.type != Reply::Type::array || r.elements.size() != 6
-                        || r.elements[0].type != Reply::Type::string || !to_fields(r.elements[1], records.key)
-                        || !to_fields(r.elements[2], records.project) || !to_fields(r.elements[3], records.org)
-                        || !to_fields(r.elements[4], records.customer) || r.elements[5].type != Reply::Type::string)
-                        return fail(unavailable());
-                    records.version = r.elements[0].str;
+                    std::string project;
+                    if (!identity_records(r, records, project)) return fail(unavailable());
                     const std::string *sha = field(records.key, "sha256");
                     const std::string presented = sha != nullptr ? *sha : file_key != nullptr ? file_key->sha256 : "";
                     std::optional<KeyLookup> lookup;
-                    if (file_key == nullptr) lookup = KeyLookup{key_id, org, r.elements[5].str};
+                    if (file_key == nullptr) lookup = KeyLookup{key_id, org, project};
                     Resolution found = resolve_identity(policy_, presented, file_key, lookup, "", records, now_);
                     if (found.identity == nullptr) return fail(not_found("key `" + key_id + "`: " + found.reason));
                     return k(*found.identity);
@@ -771,9 +771,7 @@ std::optional<Command> Operation::key_usage(const std::string &id, bool budgets)
                     l.window = "balance";
                     const Nanos available = to_int(r.elements[10]), held = to_int(r.elements[11]);
                     l.spent = held;
-                    l.cap = available > std::numeric_limits<Nanos>::max() - std::max<Nanos>(held, 0)
-                                ? std::numeric_limits<Nanos>::max()
-                                : available + std::max<Nanos>(held, 0);
+                    l.cap = saturating_add(available, std::max<Nanos>(held, 0));
                     l.remaining = std::max<Nanos>(available, 0);
                     layers.push_back(l);
                 }
@@ -792,12 +790,8 @@ std::optional<Command> Operation::self_call() {
                          {prefix, project, ""}),
                     [this, sha, org, id, project, file_key](const Reply &r) -> std::optional<Command> {
                         OrgRecords records;
-                        if (r.type != Reply::Type::array || r.elements.size() != 6
-                            || r.elements[0].type != Reply::Type::string || !to_fields(r.elements[1], records.key)
-                            || !to_fields(r.elements[2], records.project) || !to_fields(r.elements[3], records.org)
-                            || !to_fields(r.elements[4], records.customer))
-                            return fail(unavailable());
-                        records.version = r.elements[0].str;
+                        std::string record_project;
+                        if (!identity_records(r, records, record_project)) return fail(unavailable());
                         std::optional<KeyLookup> lookup;
                         if (file_key == nullptr) lookup = KeyLookup{id, org, project};
                         Resolution found = resolve_identity(policy_, sha, file_key, lookup, "", records, now_);
@@ -1078,9 +1072,7 @@ std::optional<Command> Operation::balance_get() {
                                         b.org = org;
                                         // Redis's balance has the reservations drawn: settled = it + held.
                                         const Nanos h = std::max<Nanos>(held, 0);
-                                        b.balance = drawn > std::numeric_limits<Nanos>::max() - h
-                                                        ? std::numeric_limits<Nanos>::max()
-                                                        : drawn + h;
+                                        b.balance = saturating_add(drawn, h);
                                         b.reserved = h;
                                         if (view) b.low_balance = view->low_balance_usd;
                                         return finish(200, render_balance(b));
@@ -1110,15 +1102,11 @@ std::optional<Command> Operation::topup() {
                         const std::string &answer = r.elements[1].str;
                         const std::size_t space = answer.find(' ');
                         const std::size_t second = space == std::string::npos ? space : answer.find(' ', space + 1);
-                        Reply amount, after, held;
-                        amount.type = after.type = held.type = Reply::Type::string;
-                        amount.str = answer.substr(0, space);
-                        after.str = space == std::string::npos ? "" : answer.substr(space + 1, second - space - 1);
-                        held.str = second == std::string::npos ? "0" : answer.substr(second + 1);
-                        const Nanos drawn = to_int(after), h = std::max<Nanos>(to_int(held), 0);
-                        const Nanos settled = drawn > std::numeric_limits<Nanos>::max() - h
-                                                  ? std::numeric_limits<Nanos>::max()
-                                                  : drawn + h;
+                        const std::string amount = answer.substr(0, space);
+                        const std::string drawn =
+                            space == std::string::npos ? "" : answer.substr(space + 1, second - space - 1);
+                        const std::string held = second == std::string::npos ? "0" : answer.substr(second + 1);
+                        const Nanos settled = saturating_add(to_int(drawn), std::max<Nanos>(to_int(held), 0));
                         const bool applied = r.elements[0].integer == 1;
                         if (!applied && to_int(amount) != t.amount)
                             return fail(conflict("idempotency_key `" + t.idempotency_key +

@@ -9,12 +9,6 @@
 
 namespace spendcap {
 
-namespace {
-
-std::string org_prefix(const std::string &org) { return "sc:{" + org + "}:"; }
-
-}  // namespace
-
 Nanos warn_threshold(Nanos cap, const WarnFraction &fraction) {
     const __int128 product = static_cast<__int128>(std::max<Nanos>(cap, 0)) * fraction.billionths;
     return static_cast<Nanos>((product + kNanosPerUsd - 1) / kNanosPerUsd);
@@ -24,7 +18,7 @@ namespace {
 
 Ledger build_ledger(const Policy &policy, const Key &key, const Project &project, const Org &org,
                     const std::string &customer, const Limits &customer_limits, const Periods &periods) {
-    const std::string prefix = org_prefix(org.id);
+    const std::string prefix = org_key_prefix(org.id);
     Ledger ledger;
     ledger.org = org.id;
     ledger.key_id = key.id;

@@ -22,6 +22,10 @@ bool parse_usd(std::string_view text, Nanos &out, std::string &error);
 // negative values get a leading '-'.
 std::string format_usd(Nanos nanos);
 
+// a + b and a - b, held within int64 instead of overflowing.
+Nanos saturating_add(Nanos a, Nanos b);
+Nanos saturating_sub(Nanos a, Nanos b);
+
 // A token count and its price in nano-USD per million tokens.
 struct PricedTokens {
     std::int64_t tokens;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <functional>
+#include <limits>
 
 #include "admin_api.h"
 #include "request.h"  // sha1_hex
@@ -45,19 +46,6 @@ const Script &org_records() {
     return s;
 }
 
-bool parse_int(const std::string &text, std::int64_t &out) {
-    if (text.empty() || text.size() > 19) return false;
-    std::int64_t v = 0;
-    std::size_t i = text[0] == '-' ? 1 : 0;
-    if (i == text.size()) return false;
-    for (; i < text.size(); ++i) {
-        if (text[i] < '0' || text[i] > '9') return false;
-        v = v * 10 + (text[i] - '0');
-    }
-    out = text[0] == '-' ? -v : v;
-    return true;
-}
-
 // A record's `limits` (JSON as the API wrote it); false if it does not read.
 bool read_limits(const Fields &fields, Limits &out) {
     const std::string *text = field(fields, "limits");
@@ -77,7 +65,7 @@ bool read_time(const Fields &fields, const char *name, std::optional<std::int64_
         return true;
     }
     std::int64_t v = 0;
-    if (!parse_int(*text, v)) return false;
+    if (!parse_int64(*text, v)) return false;
     out = v;
     return true;
 }
@@ -99,6 +87,20 @@ std::uint64_t mix(std::uint64_t h) {
 }
 
 }  // namespace
+
+bool parse_int64(const std::string &text, std::int64_t &out) {
+    const bool negative = !text.empty() && text[0] == '-';
+    std::size_t i = negative ? 1 : 0;
+    if (i == text.size()) return false;
+    std::int64_t v = 0;
+    for (; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c < '0' || c > '9' || v > (std::numeric_limits<std::int64_t>::max() - (c - '0')) / 10) return false;
+        v = v * 10 + (c - '0');
+    }
+    out = negative ? -v : v;
+    return true;
+}
 
 const std::string *field(const Fields &fields, const std::string &name) {
     for (const auto &f : fields)
@@ -156,7 +158,7 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
         const std::string *old = field(kr, "old_sha256");
         std::int64_t until = 0;
         const std::string *until_text = field(kr, "old_until");
-        if (old == nullptr || *old != sha256 || until_text == nullptr || !parse_int(*until_text, until)
+        if (old == nullptr || *old != sha256 || until_text == nullptr || !parse_int64(*until_text, until)
             || now >= until)
             return unknown("a secret of key " + id->key.id + " that was rotated away");
         id->secret_until = until;
@@ -194,7 +196,7 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
     if (const std::string *low = field(orr, "low_balance")) {
         std::int64_t v = 0;
         if (low->empty()) id->org.low_balance_usd.reset();
-        else if (parse_int(*low, v)) id->org.low_balance_usd = v;
+        else if (parse_int64(*low, v)) id->org.low_balance_usd = v;
         else return unknown("the record of org " + org_id + " does not read");
     }
     if (!read_time(orr, "created_at", id->org.created_at) || !read_limits(orr, id->org.limits))

@@ -38,6 +38,9 @@ namespace spendcap {
 // A hash as HGETALL gives it.
 using Fields = std::vector<std::pair<std::string, std::string>>;
 const std::string *field(const Fields &fields, const std::string &name);
+// A decimal int64 as Redis writes one ("-" sign, digits); false for anything
+// else, overflow included.
+bool parse_int64(const std::string &text, std::int64_t &out);
 
 std::string org_key_prefix(const std::string &org);  // "sc:{ORG}:"
 std::string key_lookup_key(const std::string &sha256_hex);  // sc:key:SHA256

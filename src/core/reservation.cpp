@@ -8,14 +8,12 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "records.h"  // org_key_prefix
 #include "request.h"
 
 namespace spendcap {
 
 namespace {
-
-
-std::string org_prefix(const std::string &org) { return "sc:{" + org + "}:"; }
 
 std::string to_arg(std::int64_t v) { return std::to_string(v); }
 
@@ -120,7 +118,7 @@ std::vector<std::string> sweep_command(const std::string &org, std::int64_t most
     try {
         const std::string &sha1 = sweep_script_sha1();
         if (sha1.empty()) return {};
-        const std::string prefix = org_prefix(org);
+        const std::string prefix = org_key_prefix(org);
         return {"EVALSHA", sha1, "2", prefix + "deadlines", prefix + "reservations", prefix,
                 to_arg(std::max<std::int64_t>(most, 1))};
     } catch (...) {
@@ -134,8 +132,8 @@ std::vector<std::string> key_expired_command(const std::string &org, const Key &
         if (sha1.empty() || !key.expires_at) return {};
         const std::int64_t kMarkerSeconds = 400 * 86400;  // a key still knocking a year on is news again
         return {"EVALSHA", sha1, "2",
-                org_prefix(org) + "expired:" + key.id + ":" + to_arg(*key.expires_at),
-                org_prefix(org) + "events",
+                org_key_prefix(org) + "expired:" + key.id + ":" + to_arg(*key.expires_at),
+                org_key_prefix(org) + "events",
                 key.id, format_rfc3339(*key.expires_at), to_arg(now + kMarkerSeconds)};
     } catch (...) {
         return {};
@@ -168,7 +166,7 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
         const Ledger *first = items.front().ledger.get();
         if (first == nullptr) return {};
         const std::string &org = first->org;
-        const std::string prefix = org_prefix(org);
+        const std::string prefix = org_key_prefix(org);
 
         // The batch's counters, each once, and its chains: the counters of
         // one ledger (requests of one key share it, so it is mapped once).
@@ -435,7 +433,7 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
         const std::string &sha1 = settle_script_sha1();
         if (items.empty() || sha1.empty() || items.front().ledger == nullptr) return {};
         const std::string &org = items.front().ledger->org;
-        const std::string prefix = org_prefix(org);
+        const std::string prefix = org_key_prefix(org);
         // A request settles once: an id already in the batch is what its
         // second settlement would be, nothing (counted twice, its
         // reservation would be given back twice).

@@ -49,6 +49,13 @@ static ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorReply reply
     return NGX_DONE;
 }
 
+// Sends the answer a decision left in ctx->error.
+static ngx_int_t answer_decided(ngx_http_request_t *r, RequestCtx *ctx) {
+    ErrorReply e = std::move(*ctx->error);
+    ctx->error.reset();
+    return answer(r, ctx, std::move(e));
+}
+
 static ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorCode code,
                  const std::string &message) {
     ctx->outcome = Outcome::error;
@@ -342,9 +349,7 @@ static ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf 
     case Resolve::refused:
         break;
     }
-    ErrorReply e = *ctx->error;
-    ctx->error.reset();
-    return answer(r, ctx, e);
+    return answer_decided(r, ctx);
 }
 
 
@@ -473,11 +478,8 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
             break;
         case Resolve::waiting:
             return wait_for_identity(r, ctx, Stage::body_read);
-        case Resolve::refused: {
-            ErrorReply e = *ctx->error;
-            ctx->error.reset();
-            return answer(r, ctx, e);
-        }
+        case Resolve::refused:
+            return answer_decided(r, ctx);
         }
     }
 
@@ -532,9 +534,7 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
 
 static ngx_int_t decided(ngx_http_request_t *r, RequestCtx *ctx) {
     if (ctx->error) {
-        ErrorReply e = *ctx->error;
-        ctx->error.reset();
-        return answer(r, ctx, e);
+        return answer_decided(r, ctx);
     }
     return NGX_DECLINED;  // allowed: on to the next handler
 }
@@ -592,17 +592,13 @@ static ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
         return NGX_AGAIN;
     case Stage::identified:
         if (ctx->error) {
-            ErrorReply e = *ctx->error;
-            ctx->error.reset();
-            return answer(r, ctx, e);
+            return answer_decided(r, ctx);
         }
         return start_reading_body(r, ctx);
     case Stage::body_read: {
         if (ctx->error) {
             // reading the records again (after a stale reserve) failed
-            ErrorReply e = *ctx->error;
-            ctx->error.reset();
-            return answer(r, ctx, e);
+            return answer_decided(r, ctx);
         }
         if (!ctx->body_seen && r->request_body != nullptr) {
             ctx->body_seen = true;  // taken once, whatever runs again
