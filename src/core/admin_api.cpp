@@ -60,8 +60,6 @@ constexpr std::int64_t kMaxEventCount = 1000;
 // Amounts a client wrote are quoted back in messages only when short.
 constexpr std::size_t kMaxQuotedAmount = 40;
 
-const char *const kIdRule = "must be 1 to 128 characters without ':', '{', '}', spaces or control characters";
-
 // ---------------------------------------------------------------- JSON out
 
 
@@ -607,9 +605,10 @@ std::string window_object(const WindowUsage &w) {
     object.amount("spent", w.spent)
         .amount("cap", w.cap)
         .amount("remaining", w.cap ? std::optional<Nanos>(remaining_of(*w.cap, w.spent)) : std::nullopt)
-        .integer("requests", w.requests)
+        // No lifetime counter of requests or tokens is kept (SPEC section 6): null, not 0.
+        .integer("requests", lifetime ? std::nullopt : std::optional<std::int64_t>(w.requests))
         .integer("requests_cap", lifetime ? std::nullopt : w.requests_cap)
-        .integer("tokens", w.tokens)
+        .integer("tokens", lifetime ? std::nullopt : std::optional<std::int64_t>(w.tokens))
         .integer("tokens_cap", lifetime ? std::nullopt : w.tokens_cap);
     return object.done();
 }
@@ -729,8 +728,10 @@ Routed route(std::string_view method, std::string_view path, std::string_view qu
         if (!valid_id(id)) return route_error(not_found("no such resource: " + quoted(id) + " is not a valid id"));
 
     const PathMethods &allowed = entry->second;
+    // HEAD is GET without the body (NGINX sends the headers only).
+    const std::string_view as = method == "HEAD" ? std::string_view("GET") : method;
     auto call = std::find_if(allowed.methods.begin(), allowed.methods.end(),
-                             [&](const auto &m) { return method == m.first; });
+                             [&](const auto &m) { return as == m.first; });
     if (call == allowed.methods.end()) {
         ApiError error{405, "method_not_allowed", "", ""};
         for (const auto &m : allowed.methods) error.allow += (error.allow.empty() ? "" : ", ") + std::string(m.first);

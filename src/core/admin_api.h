@@ -87,7 +87,7 @@ struct Route {
 // ("/keys/key_1/limits", "keys/key_1/limits" and a trailing "/" alike);
 // `method` as NGINX has it ("GET", ...). 404 for an unknown path or an id
 // that valid_id() refuses; 405 with `allow` for a known path and another
-// method. Query strings are percent-decoded; an unknown parameter or a bad
+// method (HEAD is answered as GET). Query strings are percent-decoded; an unknown parameter or a bad
 // count is 400.
 struct Routed {
     std::optional<Route> route;
@@ -189,7 +189,7 @@ struct WindowUsage {
     std::int64_t reset_at = 0;   // 0 -> null
     Nanos spent = 0;
     std::optional<Nanos> cap;
-    std::int64_t requests = 0;
+    std::int64_t requests = 0;                 // lifetime: rendered null (no counter is kept)
     std::optional<std::int64_t> requests_cap;  // lifetime: always null
     std::int64_t tokens = 0;
     std::optional<std::int64_t> tokens_cap;

@@ -79,9 +79,11 @@ return ''
 // only makes workers read the records again).
 // KEYS: the record, sc:{ORG}:config, sc:{ORG}:events, [a set to add ARGV[2] to].
 // ARGV: need (exists | absent | any), the set's member, event type, E, E
-//   event field pairs, S, S field pairs to set, D, D fields to delete.
+//   event field pairs, S, S field pairs to set, D, D fields to delete, then
+//   a guard field and value: when the record's field already reads that
+//   ("" for absent), the change is already made: nothing is done, no event.
 // Reply: 0 when `need` does not hold (nothing done), else {1 if the record
-// existed before / 0, the record's fields after}.
+// existed before / 0, the record's fields after, 1 changed / 0 already so}.
 const Script &apply_script() {
     static const Script s = make(R"lua(
 local need = ARGV[1]
@@ -97,26 +99,34 @@ local s = tonumber(ARGV[p])
 local first_set = p + 1
 p = p + 1 + 2 * s
 local d = tonumber(ARGV[p])
+local guard = ARGV[p + d + 1]
+if guard ~= '' and (redis.call('HGET', KEYS[1], guard) or '') == ARGV[p + d + 2] then
+  return {existed, redis.call('HGETALL', KEYS[1]), 0}
+end
 redis.call('INCR', KEYS[2])
 if s > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, first_set, first_set + 2 * s - 1)) end
 if d > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, p + 1, p + d)) end
 if KEYS[4] and ARGV[2] ~= '' then redis.call('SADD', KEYS[4], ARGV[2]) end
 redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', unpack(event))
-return {existed, redis.call('HGETALL', KEYS[1])}
+return {existed, redis.call('HGETALL', KEYS[1]), 1}
 )lua");
     return s;
 }
 
 // A rotation: the current secret (the record's, else the file's) becomes the
-// old one, valid until ARGV[3].
+// old one, valid until ARGV[3] (milliseconds; old_until in whole seconds,
+// rounded up, for workers that read only that). A revoked key is not rotated.
 // KEYS: the key's record, sc:{ORG}:config, sc:{ORG}:events.
-// ARGV: the file's hash ("" none), the new hash, old_until, id, grace seconds, need (exists | any).
+// ARGV: the file's hash ("" none), the new hash, old_until_ms, id, grace seconds, need (exists | any),
+//   old_until.
+// Reply: 0 no such record, -1 revoked (nothing done), else the record's fields.
 const Script &rotate_script() {
     static const Script s = make(R"lua(
 if ARGV[6] == 'exists' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'revoked') == '1' then return -1 end
 local current = redis.call('HGET', KEYS[1], 'sha256') or ARGV[1]
 redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'sha256', ARGV[2], 'old_sha256', current, 'old_until', ARGV[3])
+redis.call('HSET', KEYS[1], 'sha256', ARGV[2], 'old_sha256', current, 'old_until_ms', ARGV[3], 'old_until', ARGV[7])
 if redis.call('HEXISTS', KEYS[1], 'source') == 0 then redis.call('HSET', KEYS[1], 'source', 'file') end
 redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'key_rotated', 'id', ARGV[4],
   'grace_seconds', ARGV[5], 'by', 'api')
@@ -174,12 +184,14 @@ return out
 // ARGV: amount (nano-USD), idempotency key.
 // Reply: {1 applied / 0 a replay, "AMOUNT BALANCE_AFTER HELD"} (the balance
 // with the reservations in flight drawn, and those: their sum is the settled
-// balance); an error reply when the balance would overflow (nothing done).
+// balance); {-1, Redis's error} when the balance would overflow or holds no
+// integer (nothing done).
 const Script &topup_script() {
     static const Script s = make(R"lua(
 local prior = redis.call('GET', KEYS[1])
 if prior then return {0, prior} end
-redis.call('INCRBY', KEYS[2], ARGV[1])
+local added = redis.pcall('INCRBY', KEYS[2], ARGV[1])
+if type(added) == 'table' and added.err then return {-1, added.err} end
 local after = redis.call('GET', KEYS[2])
 local answer = ARGV[1] .. ' ' .. after .. ' ' .. (redis.call('GET', KEYS[4]) or '0')
 redis.call('SET', KEYS[1], answer, 'EX', 34560000)
@@ -229,18 +241,34 @@ bool to_fields(const Reply &r, Fields &out) {
 }
 
 // apply_script's reply: false when its precondition failed (or it is malformed).
-bool applied(const Reply &r, Fields &fields, bool &existed) {
-    if (r.type != Reply::Type::array || r.elements.size() != 2 || r.elements[0].type != Reply::Type::integer)
+// `changed` false: its guard found the change already made (no event).
+bool applied(const Reply &r, Fields &fields, bool &existed, bool *changed = nullptr) {
+    if (r.type != Reply::Type::array || r.elements.size() != 3 || r.elements[0].type != Reply::Type::integer
+        || r.elements[2].type != Reply::Type::integer)
         return false;
     existed = r.elements[0].integer == 1;
+    if (changed != nullptr) *changed = r.elements[2].integer == 1;
     return to_fields(r.elements[1], fields);
 }
 
 using Pairs = std::vector<std::pair<std::string, std::string>>;
 
+constexpr const char *kLastStreamId = "18446744073709551615-18446744073709551615";
+
+ApiError file_owned(const char *what, const char *path, const std::string &id) {
+    return conflict(std::string(what) + " `" + id + "` is in the policy file, which owns it: override its limits "
+                    "with PUT /" + path + "/" + id + "/limits");
+}
+
+ApiError revoked_conflict(const std::string &id) {
+    return conflict("key `" + id + "` is revoked: a new secret for it would never work");
+}
+
 // apply_script's ARGV: the audit event gets `by: api` after `event`'s fields.
+// `guard`: the field and value that say the change is already made.
 std::vector<std::string> apply_args(const char *need, const std::string &member, const char *type,
-                                    const Pairs &event, const Pairs &set, const std::vector<std::string> &del) {
+                                    const Pairs &event, const Pairs &set, const std::vector<std::string> &del,
+                                    const std::pair<std::string, std::string> &guard = {}) {
     std::vector<std::string> args{need, member, type, std::to_string(event.size() + 1)};
     for (const auto &f : event) {
         args.push_back(f.first);
@@ -255,6 +283,8 @@ std::vector<std::string> apply_args(const char *need, const std::string &member,
     }
     args.push_back(std::to_string(del.size()));
     for (const auto &d : del) args.push_back(d);
+    args.push_back(guard.first);
+    args.push_back(guard.second);
     return args;
 }
 
@@ -418,8 +448,9 @@ std::optional<OrgView> org_view(const Policy &policy, const std::string &id, con
     return v;
 }
 
-Operation::Operation(const Policy &policy, Route route, std::string body, std::int64_t now, std::string self_sha256)
-    : policy_(policy), route_(std::move(route)), body_(std::move(body)), now_(now),
+Operation::Operation(const Policy &policy, Route route, std::string body, std::int64_t now_ms,
+                     std::string self_sha256)
+    : policy_(policy), route_(std::move(route)), body_(std::move(body)), now_ms_(now_ms), now_(now_ms / 1000),
       self_sha256_(std::move(self_sha256)) {}
 
 std::optional<Command> Operation::then(Command command, Step step) {
@@ -548,7 +579,7 @@ std::optional<Command> Operation::with_identity(const std::string &org, const st
                     const std::string presented = sha != nullptr ? *sha : file_key != nullptr ? file_key->sha256 : "";
                     std::optional<KeyLookup> lookup;
                     if (file_key == nullptr) lookup = KeyLookup{key_id, org, project};
-                    Resolution found = resolve_identity(policy_, presented, file_key, lookup, "", records, now_);
+                    Resolution found = resolve_identity(policy_, presented, file_key, lookup, "", records, now_ms_);
                     if (found.identity == nullptr) return fail(not_found("key `" + key_id + "`: " + found.reason));
                     return k(*found.identity);
                 });
@@ -638,7 +669,9 @@ std::optional<Command> Operation::key_get(const std::string &id) {
     });
 }
 
-// Revocation and the limits' put and delete: one apply each.
+// Revocation and the limits' put and delete: one apply each. A change
+// already made (a key revoked before, limits deleted with none set) answers
+// the key as it is, with no audit event.
 std::optional<Command> Operation::key_change(const std::string &id) {
     std::optional<Limits> limits;
     if (route_.call == Call::key_limits_put) {
@@ -649,22 +682,38 @@ std::optional<Command> Operation::key_change(const std::string &id) {
     return with_key(id, [this, id, limits](const std::string &org, const Key *file_key) -> std::optional<Command> {
         const std::string prefix = org_key_prefix(org);
         const bool revoke = route_.call == Call::key_revoke;
+        if (revoke && file_key != nullptr && file_key->revoked) {
+            return then(eval(hgetall_script(), {prefix + "key:" + id}, {}),
+                        [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
+                            Fields record;
+                            if (!to_fields(r, record)) return fail(unavailable());
+                            return finish(200, render_key(key_view(file_key, id, org, record)));
+                        });
+        }
         Pairs set;
         std::vector<std::string> del;
-        if (revoke) set.emplace_back("revoked", "1");
-        else if (limits) set.emplace_back("limits", limits_json(*limits));
-        else del.push_back("limits");
+        std::pair<std::string, std::string> guard;
+        if (revoke) {
+            set.emplace_back("revoked", "1");
+            guard = {"revoked", "1"};
+        } else if (limits) {
+            set.emplace_back("limits", limits_json(*limits));
+        } else {
+            del.push_back("limits");
+            guard = {"limits", ""};
+        }
         if (file_key != nullptr) set.emplace_back("source", "file");
-        const Pairs event = revoke ? Pairs{{"id", id}}
-                                   : Pairs{{"scope", "key"}, {"id", id}, {"limits", limits ? limits_json(*limits) : ""}};
+        // The limits now in force: those put, else the file's (an API key: none).
+        const std::string in_force = limits_json(limits ? *limits : file_key != nullptr ? file_key->limits : Limits{});
+        const Pairs event = revoke ? Pairs{{"id", id}} : Pairs{{"scope", "key"}, {"id", id}, {"limits", in_force}};
         return then(eval(apply_script(), {prefix + "key:" + id, prefix + "config", prefix + "events"},
                          apply_args(file_key != nullptr ? "any" : "exists", "", revoke ? "key_revoked" : "limits_changed",
-                                    event, set, del)),
+                                    event, set, del, guard)),
                     [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
                         Fields record;
-                        bool existed = false;
-                        if (!applied(r, record, existed)) return fail(not_found("no key `" + id + "`"));
-                        change_ = std::string(call_name(route_.call)) + " " + id;
+                        bool existed = false, changed = false;
+                        if (!applied(r, record, existed, &changed)) return fail(not_found("no key `" + id + "`"));
+                        if (changed) change_ = std::string(call_name(route_.call)) + " " + id;
                         return finish(200, render_key(key_view(file_key, id, org, record)));
                     });
     });
@@ -682,7 +731,9 @@ std::optional<Command> Operation::key_rotate(const std::string &id) {
                         Fields record;
                         if (!to_fields(r, record)) return fail(unavailable());
                         if (file_key == nullptr && record.empty()) return fail(not_found("no key `" + id + "`"));
-                        const std::string project = key_view(file_key, id, org, record).project;
+                        const KeyView view = key_view(file_key, id, org, record);
+                        if (view.revoked) return fail(revoked_conflict(id));
+                        const std::string project = view.project;
                         const std::string secret = new_secret();
                         const std::string sha = sha256_hex(secret);
                         return then(
@@ -692,9 +743,12 @@ std::optional<Command> Operation::key_rotate(const std::string &id) {
                                 return then(eval(rotate_script(),
                                                  {prefix + "key:" + id, prefix + "config", prefix + "events"},
                                                  {file_key != nullptr ? file_key->sha256 : "", sha,
-                                                  std::to_string(now_ + grace), id, std::to_string(grace),
-                                                  file_key != nullptr ? "any" : "exists"}),
+                                                  std::to_string(now_ms_ + grace * 1000), id, std::to_string(grace),
+                                                  file_key != nullptr ? "any" : "exists",
+                                                  std::to_string((now_ms_ + grace * 1000 + 999) / 1000)}),
                                             [this, id, org, file_key, secret](const Reply &r2) -> std::optional<Command> {
+                                                if (r2.type == Reply::Type::integer && r2.integer == -1)
+                                                    return fail(revoked_conflict(id));
                                                 Fields after;
                                                 if (!to_fields(r2, after)) return fail(not_found("no key `" + id + "`"));
                                                 change_ = "key_rotated " + id;
@@ -794,7 +848,7 @@ std::optional<Command> Operation::self_call() {
                         if (!identity_records(r, records, record_project)) return fail(unavailable());
                         std::optional<KeyLookup> lookup;
                         if (file_key == nullptr) lookup = KeyLookup{id, org, project};
-                        Resolution found = resolve_identity(policy_, sha, file_key, lookup, "", records, now_);
+                        Resolution found = resolve_identity(policy_, sha, file_key, lookup, "", records, now_ms_);
                         if (found.identity == nullptr || found.problem == IdentityProblem::revoked)
                             return fail(unauthorized());
                         if (route_.call == Call::self_get)
@@ -822,15 +876,13 @@ std::optional<Command> Operation::project_call() {
         ApiError error;
         std::optional<ProjectPut> body = parse_project_put(body_, error);
         if (!body) return fail(error);
-        auto file = policy_.projects.find(id);
-        if (file != policy_.projects.end() && file->second.org != body->org)
-            return fail(conflict("project `" + id + "` belongs to org `" + file->second.org + "`"));
+        // The file owns its projects; their limits are overridden with PUT .../limits.
+        if (policy_.projects.count(id) != 0) return fail(file_owned("project", "projects", id));
         const std::string org = body->org;
         const Limits limits = body->limits;
-        const bool from_file = file != policy_.projects.end();
-        return with_org(org, [this, id, org, limits, from_file]() -> std::optional<Command> {
+        return with_org(org, [this, id, org, limits]() -> std::optional<Command> {
             return then(eval(project_index_script(), {project_index_key(id)}, {org}),
-                        [this, id, org, limits, from_file](const Reply &r) -> std::optional<Command> {
+                        [this, id, org, limits](const Reply &r) -> std::optional<Command> {
                             if (r.type != Reply::Type::string) return fail(unavailable());
                             if (!r.str.empty())
                                 return fail(conflict("project `" + id + "` belongs to org `" + r.str + "`"));
@@ -838,20 +890,18 @@ std::optional<Command> Operation::project_call() {
                             return then(eval(apply_script(),
                                              {prefix + "project:" + id, prefix + "config", prefix + "events",
                                               prefix + "projects"},
-                                             apply_args("any", from_file ? "" : id, "limits_changed",
+                                             apply_args("any", id, "limits_changed",
                                                         {{"scope", "project"}, {"id", id},
                                                          {"limits", limits_json(limits)}},
-                                                        {{"source", from_file ? "file" : "api"},
-                                                         {"limits", limits_json(limits)}},
-                                                        {})),
-                                        [this, id, org, from_file](const Reply &r2) -> std::optional<Command> {
+                                                        {{"source", "api"}, {"limits", limits_json(limits)}}, {})),
+                                        [this, id, org](const Reply &r2) -> std::optional<Command> {
                                             Fields record;
                                             bool existed = false;
                                             if (!applied(r2, record, existed)) return fail(unavailable());
                                             std::optional<ProjectView> view = project_view(policy_, id, org, record);
                                             if (!view) return fail(unavailable());
                                             change_ = "project_put " + id;
-                                            return finish(existed || from_file ? 200 : 201, render_project(*view));
+                                            return finish(existed ? 200 : 201, render_project(*view));
                                         });
                         });
         });
@@ -892,22 +942,25 @@ std::optional<Command> Operation::project_call() {
             limits = parse_limits(body_, error);
             if (!limits) return fail(error);
         }
-        const bool from_file = policy_.projects.count(id) != 0;
+        auto file = policy_.projects.find(id);
+        const bool from_file = file != policy_.projects.end();
         Pairs set;
         if (limits) set.emplace_back("limits", limits_json(*limits));
         if (limits && from_file) set.emplace_back("source", "file");
         const std::vector<std::string> del = limits ? std::vector<std::string>{} : std::vector<std::string>{"limits"};
+        const std::pair<std::string, std::string> guard =
+            limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
+        const std::string in_force = limits_json(limits ? *limits : from_file ? file->second.limits : Limits{});
         return then(eval(apply_script(), {prefix + "project:" + id, prefix + "config", prefix + "events"},
                          apply_args(from_file ? "any" : "exists", "", "limits_changed",
-                                    {{"scope", "project"}, {"id", id}, {"limits", limits ? limits_json(*limits) : ""}},
-                                    set, del)),
+                                    {{"scope", "project"}, {"id", id}, {"limits", in_force}}, set, del, guard)),
                     [this, id, org](const Reply &r) -> std::optional<Command> {
                         Fields record;
-                        bool existed = false;
-                        if (!applied(r, record, existed)) return fail(not_found("no project `" + id + "`"));
+                        bool existed = false, changed = false;
+                        if (!applied(r, record, existed, &changed)) return fail(not_found("no project `" + id + "`"));
                         std::optional<ProjectView> view = project_view(policy_, id, org, record);
                         if (!view) return fail(not_found("no project `" + id + "`"));
-                        change_ = std::string(call_name(route_.call)) + " " + id;
+                        if (changed) change_ = std::string(call_name(route_.call)) + " " + id;
                         return finish(200, render_project(*view));
                     });
     });
@@ -961,13 +1014,17 @@ std::optional<Command> Operation::org_call() {
     }
     Pairs set;
     std::vector<std::string> del;
+    std::pair<std::string, std::string> guard;
     std::string limits_text;
     if (call == Call::org_put) {
+        // The file owns its orgs (a partial PUT would reset what it left
+        // out: the balance, the plan); their limits are overridden with PUT .../limits.
+        if (from_file) return fail(file_owned("org", "orgs", id));
         ApiError error;
         std::optional<OrgPut> body = parse_org_put(body_, policy_, error);
         if (!body) return fail(error);
         limits_text = limits_json(body->limits);
-        set = {{"source", from_file ? "file" : "api"}, {"plan", body->plan},
+        set = {{"source", "api"}, {"plan", body->plan},
                {"created_at", opt_time(body->created_at)}, {"prepaid", body->prepaid ? "1" : "0"},
                {"low_balance", body->low_balance_usd ? std::to_string(*body->low_balance_usd) : ""},
                {"limits", limits_text}};
@@ -980,16 +1037,19 @@ std::optional<Command> Operation::org_call() {
         if (from_file) set.emplace_back("source", "file");
     } else {
         del = {"limits"};
+        guard = {"limits", ""};
+        // The limits now in force: the file's (an API org: none).
+        limits_text = limits_json(from_file ? policy_.orgs.at(id).limits : Limits{});
     }
     return then(eval(apply_script(), {prefix + "org", prefix + "config", prefix + "events"},
                      apply_args(call == Call::org_put || from_file ? "any" : "exists", "", "limits_changed",
-                                {{"scope", "org"}, {"id", id}, {"limits", limits_text}}, set, del)),
+                                {{"scope", "org"}, {"id", id}, {"limits", limits_text}}, set, del, guard)),
                 [this, id, call, from_file, answer_org](const Reply &r) -> std::optional<Command> {
                     Fields record;
-                    bool existed = false;
-                    if (!applied(r, record, existed)) return fail(not_found("no org `" + id + "`"));
-                    change_ = std::string(call_name(call)) + " " + id;
-                    const int status = call == Call::org_put && !existed && !from_file ? 201 : 200;
+                    bool existed = false, changed = false;
+                    if (!applied(r, record, existed, &changed)) return fail(not_found("no org `" + id + "`"));
+                    if (changed) change_ = std::string(call_name(call)) + " " + id;
+                    const int status = call == Call::org_put && !existed ? 201 : 200;
                     if (from_file) return answer_org(status, record);
                     // Known to every node's sweeper, which the file does not tell.
                     return then(eval(add_org_script(), {"sc:orgs"}, {id}),
@@ -1033,22 +1093,25 @@ std::optional<Command> Operation::customer_call() {
         Pairs set;
         if (limits) set.emplace_back("limits", limits_json(*limits));
         const std::vector<std::string> del = limits ? std::vector<std::string>{} : std::vector<std::string>{"limits"};
+        const std::pair<std::string, std::string> guard =
+            limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
+        // What was put, else the limits now in force (the file's for this customer).
+        const std::string in_force = limits_json(limits ? *limits : policy_.customers.limits_for(customer));
         return then(eval(apply_script(), {prefix + "customer:" + customer, prefix + "config", prefix + "events"},
                          apply_args("any", "", "limits_changed",
-                                    {{"scope", "customer"}, {"id", customer}, {"org", org},
-                                     {"limits", limits ? limits_json(*limits) : ""}},
-                                    set, del)),
+                                    {{"scope", "customer"}, {"id", customer}, {"org", org}, {"limits", in_force}},
+                                    set, del, guard)),
                     [this, org, customer](const Reply &r) -> std::optional<Command> {
                         Fields record;
-                        bool existed = false;
-                        if (!applied(r, record, existed)) return fail(unavailable());
+                        bool existed = false, changed = false;
+                        if (!applied(r, record, existed, &changed)) return fail(unavailable());
                         Limits effective = policy_.customers.limits_for(customer);
                         if (const std::string *text = field(record, "limits")) {
                             ApiError ignored;
                             if (std::optional<Limits> parsed = parse_limits(*text, ignored))
                                 effective = parsed->or_else(policy_.customers.default_limits);
                         }
-                        change_ = std::string(call_name(route_.call)) + " " + org + "/" + customer;
+                        if (changed) change_ = std::string(call_name(route_.call)) + " " + org + "/" + customer;
                         return finish(200, "{\"org\":" + json_quoted(org) + ",\"customer\":" +
                                                json_quoted(customer) + ",\"limits\":" + limits_json(effective) + "}");
                     });
@@ -1098,6 +1161,13 @@ std::optional<Command> Operation::topup() {
                             || r.elements[0].type != Reply::Type::integer
                             || r.elements[1].type != Reply::Type::string)
                             return fail(unavailable());
+                        // Sending it again cannot help: 400, never 503 (SPEC section 7).
+                        if (r.elements[0].integer == -1)
+                            return fail(invalid_request(
+                                r.elements[1].str.find("overflow") != std::string::npos
+                                    ? "`amount_usd` would take the balance of org `" + org +
+                                          "` past the largest amount it can hold (9223372036.854775807)"
+                                    : "the balance of org `" + org + "` is not a number: " + r.elements[1].str));
                         // "AMOUNT DRAWN_BALANCE HELD" (a top-up made before HELD was kept: 0)
                         const std::string &answer = r.elements[1].str;
                         const std::size_t space = answer.find(' ');
@@ -1149,6 +1219,8 @@ std::optional<Command> Operation::events_get() {
     const std::string after = route_.query.count("after") ? route_.query.at("after") : "";
     const std::string count = route_.query.count("count") ? route_.query.at("count") : "100";
     return with_org(org, [this, org, after, count]() -> std::optional<Command> {
+        // Nothing can follow the largest id (and Redis refuses to start past it).
+        if (after == kLastStreamId) return finish(200, render_events({}, after));
         return then(eval(events_script(), {org_key_prefix(org) + "events"}, {after.empty() ? "-" : "(" + after, count}),
                     [this, after](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array) return fail(unavailable());

@@ -42,8 +42,9 @@ class Operation {
 public:
     // `policy` must outlive the operation (the glue holds its shared_ptr).
     // `self_sha256`: for the self-service calls, the hash of the bearer
-    // secret. `now`: unix seconds.
-    Operation(const Policy &policy, Route route, std::string body, std::int64_t now, std::string self_sha256 = "");
+    // secret. `now_ms`: unix milliseconds (a rotation's grace ends to the
+    // millisecond; records keep seconds).
+    Operation(const Policy &policy, Route route, std::string body, std::int64_t now_ms, std::string self_sha256 = "");
 
     // The first command to send, or none when the answer is ready at once
     // (a validation error, a file-only read).
@@ -89,7 +90,8 @@ private:
     const Policy &policy_;
     Route route_;
     std::string body_;
-    std::int64_t now_;
+    std::int64_t now_ms_;
+    std::int64_t now_;  // seconds
     std::string self_sha256_;
     Step step_;
     Response response_;

@@ -27,7 +27,7 @@ struct JsonField {
 // Which members to keep: up to kMaxRoot of the root object, and up to
 // kMaxMembers of each of up to kMaxNested objects held by root members.
 struct JsonFieldNames {
-    static constexpr std::size_t kMaxRoot = 8, kMaxNested = 2, kMaxMembers = 4;
+    static constexpr std::size_t kMaxRoot = 9, kMaxNested = 3, kMaxMembers = 4;
     std::array<std::string_view, kMaxRoot> root{};
     struct Nested {
         std::string_view object;

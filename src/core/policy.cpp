@@ -87,7 +87,7 @@ Limits Customers::limits_for(const std::string &customer_id) const {
 
 Nanos ModelPrice::max_input_rate() const {
     Nanos highest = input;
-    for (const std::optional<Nanos> *rate : {&cached_input, &cache_write, &cache_read})
+    for (const std::optional<Nanos> *rate : {&cached_input, &cache_write, &cache_write_1h, &cache_read})
         if (rate->has_value() && **rate > highest) highest = **rate;
     return highest;
 }
@@ -145,11 +145,27 @@ const std::vector<CeilingRow> *Policy::dynamic_ceiling(const Org &org) const {
     return &plan->ceilings;
 }
 
+const char *const kIdRule = "must be 1 to 128 of the characters A-Z a-z 0-9 _ . @ + -, and not `.` or `..`";
+
 bool valid_id(std::string_view id) {
+    if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
+    for (unsigned char c : id) {
+        const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                        c == '.' || c == '@' || c == '+' || c == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+bool fits_redis_key(std::string_view id) {
     if (id.empty() || id.size() > 128) return false;
     for (unsigned char c : id)
         if (c == ':' || c == '{' || c == '}' || c == ' ' || c < 0x20 || c == 0x7f) return false;
     return true;
+}
+
+std::int64_t Policy::context_window(const ModelPrice &price) const {
+    return price.context_window ? *price.context_window : default_context_window;
 }
 
 std::vector<CeilingRow> ceilings_by_age(const std::vector<CeilingRow> &rows,
@@ -204,6 +220,8 @@ public:
                 unknown_model_field = std::make_pair(key, value);
             else if (name == "default_max_output_tokens")
                 policy_.default_max_output_tokens = positive_integer(value, "`default_max_output_tokens`");
+            else if (name == "default_context_window")
+                policy_.default_context_window = positive_integer(value, "`default_context_window`");
             else if (name == "orgs")
                 parse_orgs(value);
             else if (name == "projects")
@@ -302,8 +320,7 @@ private:
     std::string id_value(const YAML::Node &node, const std::string &what) {
         std::string id = string_value(node, what);
         if (!valid_id(id))
-            fail(node, what + " " + quoted(id) +
-                           " must be at most 128 bytes, without ':', '{', '}', spaces or control characters");
+            fail(node, what + " " + quoted(id) + " " + kIdRule);
         return id;
     }
 
@@ -374,15 +391,21 @@ private:
                     price.cached_input = usd_amount(value, what);
                 } else if (field == "cache_write") {
                     price.cache_write = usd_amount(value, what);
+                } else if (field == "cache_write_1h") {
+                    price.cache_write_1h = usd_amount(value, what);
                 } else if (field == "cache_read") {
                     price.cache_read = usd_amount(value, what);
                 } else if (field == "max_output_tokens") {
                     price.max_output_tokens = positive_integer(value, what);
+                } else if (field == "context_window") {
+                    price.context_window = positive_integer(value, what);
                 } else {
                     fail(key, "unknown field " + quoted(field) + " in " + where);
                 }
             });
             if (!has_input) fail(name_node, where + " is missing `input`");
+            // Anthropic bills a one-hour cache write at twice the input price.
+            if (price.cache_write && !price.cache_write_1h) price.cache_write_1h = saturating_add(price.input, price.input);
             policy_.models[name] = std::move(price);
         });
     }

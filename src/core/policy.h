@@ -68,12 +68,18 @@ struct ModelPrice {
     Nanos input = 0;
     Nanos output = 0;
     std::optional<Nanos> cached_input;  // OpenAI cached prompt tokens
-    std::optional<Nanos> cache_write;   // Anthropic cache_creation_input_tokens
+    std::optional<Nanos> cache_write;   // Anthropic cache_creation_input_tokens (5-minute cache)
+    // Anthropic's one-hour cache writes (cache_creation.ephemeral_1h_input_tokens);
+    // a model with cache_write and without it gets 2 x input, Anthropic's price.
+    std::optional<Nanos> cache_write_1h;
     std::optional<Nanos> cache_read;    // Anthropic cache_read_input_tokens
     std::optional<std::int64_t> max_output_tokens;
+    // Input tokens a request may hold at most; what a request whose input is
+    // not all in its body reserves (SPEC section 3). None: the policy's default.
+    std::optional<std::int64_t> context_window;
 
     // The highest rate any input token can be billed at (input, cached_input,
-    // cache_write, cache_read): what the worst-case estimate uses.
+    // cache_write, cache_write_1h, cache_read): what the worst-case estimate uses.
     Nanos max_input_rate() const;
 };
 
@@ -116,6 +122,7 @@ struct Policy {
     std::map<std::string, ModelPrice> models;
     std::string unknown_model = "reject";  // "reject" or a listed model's name
     std::int64_t default_max_output_tokens = 4096;
+    std::int64_t default_context_window = 200000;
     std::vector<WarnFraction> warn_at;      // ascending, no duplicates
     std::map<std::string, Plan> plans;
     std::map<std::string, Org> orgs;
@@ -136,6 +143,8 @@ struct Policy {
     const Org &org_of(const Key &k) const;
     // nullptr when the org has no plan.
     const Plan *plan_of(const Org &org) const;
+    // The model's context window, else default_context_window.
+    std::int64_t context_window(const ModelPrice &price) const;
     // The org's own limits with its plan's filled in where it sets none.
     // monthly_usd stays empty when the plan's monthly cap is a ceiling
     // (see dynamic_ceiling), which depends on Redis state.
@@ -145,10 +154,17 @@ struct Policy {
     const std::vector<CeilingRow> *dynamic_ceiling(const Org &org) const;
 };
 
-// Ids (org, project, key, customer) become parts of Redis keys such as
-// sc:{ORG}:spend:customer:ID:m:2026-11: 1 to 128 bytes, none of ':', '{',
-// '}', space or control characters.
+// Ids of keys, projects, orgs and customers (SPEC section 7): 1 to 128 of
+// [A-Za-z0-9_.@+-], neither "." nor "..", so that every id is one URL path
+// segment of the management API and one part of a Redis key such as
+// sc:{ORG}:spend:customer:ID:m:2026-11.
 bool valid_id(std::string_view id);
+// The older, wider rule (1 to 128 bytes without ':', '{', '}', spaces or
+// controls): what may already name an org in Redis (sc:orgs), which the
+// sweeper still visits so that no reservation of it is left behind.
+bool fits_redis_key(std::string_view id);
+// How valid_id's rule reads in an error message.
+extern const char *const kIdRule;
 
 // The rows of a paid plan whose age condition holds for an account this old
 // (a created_at in the future counts as age 0), in policy order. The reserve

@@ -129,7 +129,8 @@ std::uint64_t next_identity_serial() {
 
 Resolution resolve_identity(const Policy &policy, const std::string &sha256, const Key *file_key,
                             const std::optional<KeyLookup> &lookup, const std::string &customer,
-                            const OrgRecords &records, std::int64_t now) {
+                            const OrgRecords &records, std::int64_t now_ms) {
+    const std::int64_t now = now_ms / 1000;
     auto id = std::make_shared<Identity>();
     id->version = records.version;
     id->customer = customer;
@@ -155,13 +156,22 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
     if (!id->from_file && kr.empty()) return unknown("key " + id->key.id + " has no record");
     const std::string *current = field(kr, "sha256");
     if (current != nullptr && *current != sha256) {
+        // The grace's end in milliseconds (old_until_ms); a record rotated
+        // before it was kept has whole seconds only (old_until).
         const std::string *old = field(kr, "old_sha256");
-        std::int64_t until = 0;
-        const std::string *until_text = field(kr, "old_until");
-        if (old == nullptr || *old != sha256 || until_text == nullptr || !parse_int64(*until_text, until)
-            || now >= until)
+        std::int64_t until_ms = 0;
+        const std::string *ms_text = field(kr, "old_until_ms");
+        const std::string *s_text = field(kr, "old_until");
+        bool until_read = false;
+        if (ms_text != nullptr) {
+            until_read = parse_int64(*ms_text, until_ms);
+        } else if (s_text != nullptr && parse_int64(*s_text, until_ms)) {
+            until_read = until_ms <= std::numeric_limits<std::int64_t>::max() / 1000;
+            until_ms *= 1000;
+        }
+        if (old == nullptr || *old != sha256 || !until_read || now_ms >= until_ms)
             return unknown("a secret of key " + id->key.id + " that was rotated away");
-        id->secret_until = until;
+        id->secret_until_ms = until_ms;
     }
     if (!read_limits(kr, id->key.limits) || !read_time(kr, "expires_at", id->key.expires_at))
         return unknown("the record of key " + id->key.id + " does not read");

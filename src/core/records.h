@@ -11,7 +11,8 @@
 //   sc:{ORG}:config             string  the org's config version, INCR by every change
 //   sc:{ORG}:key:ID             hash  source (api|file), project, name, created_at,
 //                               expires_at, revoked, limits (JSON), sha256 (the current
-//                               secret's), old_sha256 + old_until (a rotation's grace)
+//                               secret's), old_sha256 + old_until_ms (a rotation's grace;
+//                               old_until in seconds, from before it was kept)
 //   sc:{ORG}:keys               set   the org's API key ids
 //   sc:{ORG}:project:ID         hash  source, limits
 //   sc:{ORG}:projects           set   the org's API project ids
@@ -74,8 +75,8 @@ struct Identity {
     Limits customer_limits;
     bool from_file = false;
     // The secret it was resolved for is a rotated one, accepted until then
-    // (unix seconds): a cached identity must not outlive the grace.
-    std::optional<std::int64_t> secret_until;
+    // (unix milliseconds): a cached identity must not outlive the grace.
+    std::optional<std::int64_t> secret_until_ms;
 };
 
 enum class IdentityProblem { none, unknown, revoked, expired };
@@ -94,7 +95,7 @@ struct Resolution {
 // records do not (an API key whose record is gone, a rotated-away secret).
 Resolution resolve_identity(const Policy &policy, const std::string &sha256, const Key *file_key,
                             const std::optional<KeyLookup> &lookup, const std::string &customer,
-                            const OrgRecords &records, std::int64_t now);
+                            const OrgRecords &records, std::int64_t now_ms);
 
 // The same for a file key when its org has no records (version ""): no
 // Redis needed.

@@ -23,6 +23,7 @@ struct JsonDeleter {
 using JsonPtr = std::unique_ptr<json_t, JsonDeleter>;
 
 constexpr std::string_view kAnthropicMessagesPath = "/v1/messages";
+constexpr std::string_view kAnthropicCountTokensPath = "/v1/messages/count_tokens";
 
 RequestParse parse_error(std::string why) {
     RequestParse result;
@@ -61,11 +62,46 @@ std::string hex_digest(std::string_view data, const EVP_MD *md) {
 
 }  // namespace
 
+static bool ends_with(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
 Surface surface_for_path(std::string_view uri_path) {
-    const std::size_t n = kAnthropicMessagesPath.size();
-    if (uri_path.size() >= n && uri_path.substr(uri_path.size() - n) == kAnthropicMessagesPath)
+    if (ends_with(uri_path, kAnthropicMessagesPath) || ends_with(uri_path, kAnthropicCountTokensPath))
         return Surface::anthropic;
     return Surface::openai;
+}
+
+Endpoint endpoint_for(std::string_view method, std::string_view path) {
+    if (method == "GET" || method == "HEAD" || method == "DELETE" || method == "OPTIONS") return Endpoint::free;
+    if (method != "POST") return Endpoint::unsupported;
+    // Counting a request's tokens is free at both providers; so is cancelling
+    // a background response (/responses/ID/cancel).
+    if (ends_with(path, "/messages/count_tokens") || ends_with(path, "/responses/input_tokens"))
+        return Endpoint::free;
+    if (ends_with(path, "/cancel")) {
+        const std::string_view rest = path.substr(0, path.size() - 7);
+        const std::size_t slash = rest.rfind('/');
+        if (slash != std::string_view::npos && slash + 1 < rest.size() && ends_with(rest.substr(0, slash), "/responses"))
+            return Endpoint::free;
+    }
+    if (ends_with(path, "/chat/completions")) return Endpoint::chat_completions;
+    if (ends_with(path, "/completions")) return Endpoint::completions;
+    if (ends_with(path, "/embeddings")) return Endpoint::embeddings;
+    if (ends_with(path, "/responses")) return Endpoint::responses;
+    if (ends_with(path, "/messages")) return Endpoint::messages;
+    return Endpoint::unsupported;
+}
+
+bool is_metered(Endpoint e) { return e != Endpoint::free && e != Endpoint::unsupported; }
+
+std::string_view output_bound_field(Endpoint e) {
+    switch (e) {
+    case Endpoint::chat_completions: return "max_completion_tokens";
+    case Endpoint::completions: return "max_tokens";
+    case Endpoint::responses: return "max_output_tokens";
+    default: return {};
+    }
 }
 
 RequestParse parse_request_body_with_jansson(std::string_view body) {
@@ -136,10 +172,6 @@ RequestParse parse_request_body(std::string_view body) {
 }
 
 namespace {
-
-bool ends_with(std::string_view s, std::string_view suffix) {
-    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
 
 bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -283,6 +315,56 @@ std::optional<std::string> with_stream_usage(std::string_view body) {
     }
 }
 
+std::optional<std::string> with_output_bound(std::string_view body, std::string_view field,
+                                             std::int64_t tokens) {
+    try {
+        // Where the root object opens, and where a `field` of its own (null,
+        // as the caller gave no bound) has its value: that value is replaced,
+        // so that no parser can take the null instead of the bound.
+        using Token = JsonTokenizer::Token;
+        JsonTokenizer t;
+        std::size_t pos = 0, root_open = 0, key_end = 0, begin = 0, end = 0;
+        bool root = false, field_next = false, found = false, empty = true;
+        while (true) {
+            const Token token = t.next(body, pos);
+            if (token == Token::need_more) break;
+            if (token == Token::error) return std::nullopt;
+            if (!root) {
+                if (token != Token::object_begin) return std::nullopt;
+                root = true;
+                root_open = pos - 1;
+                continue;
+            }
+            if (token == Token::key && t.depth() == 1) {
+                empty = false;
+                field_next = !t.text_truncated() && t.text() == field;
+                key_end = pos;
+                continue;
+            }
+            if (field_next) {
+                field_next = false;
+                if (token == Token::object_begin || token == Token::array_begin) return std::nullopt;
+                found = true;
+                begin = value_start(body, key_end);
+                end = pos;  // a null (or any scalar) ends here; a container is not a bound anyway
+            }
+        }
+        const std::string number = std::to_string(tokens);
+        std::string edited;
+        if (found) {
+            edited.reserve(body.size() + number.size());
+            edited.append(body.substr(0, begin)).append(number).append(body.substr(end));
+        } else {
+            const std::string member = "\"" + std::string(field) + "\":" + number + (empty ? "" : ",");
+            edited.reserve(body.size() + member.size());
+            edited.append(body.substr(0, root_open + 1)).append(member).append(body.substr(root_open + 1));
+        }
+        return edited;
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
 std::int64_t Estimate::tokens() const {
     std::int64_t out;
     return __builtin_add_overflow(input_tokens, output_tokens, &out) ? std::numeric_limits<std::int64_t>::max()
@@ -304,26 +386,34 @@ std::string bounds_error(const RequestInfo &info, const ModelPrice &price) {
     }
 }
 
+std::int64_t output_bound(const ModelPrice &price, const Policy &policy,
+                          const std::optional<std::int64_t> &max_output_tokens) {
+    const std::int64_t bound = max_output_tokens         ? *max_output_tokens
+                               : price.max_output_tokens ? *price.max_output_tokens
+                                                         : policy.default_max_output_tokens;
+    return bound > 0 ? bound : 0;
+}
+
 Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
                              std::int64_t body_bytes,
                              const std::optional<std::int64_t> &max_output_tokens,
-                             std::int64_t choices) {
+                             std::int64_t choices, const RequestReach &reach) {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
     Estimate estimate;
-    // A token is at least one byte of the body, so the body's length bounds them.
-    estimate.input_tokens = body_bytes > 0 ? body_bytes : 0;
-    if (max_output_tokens)
-        estimate.output_tokens = *max_output_tokens;
-    else if (price.max_output_tokens)
-        estimate.output_tokens = *price.max_output_tokens;
-    else
-        estimate.output_tokens = policy.default_max_output_tokens;
-    if (estimate.output_tokens < 0) estimate.output_tokens = 0;
-    if (choices > 1) {
-        const std::int64_t most = std::numeric_limits<std::int64_t>::max();
-        estimate.output_tokens = estimate.output_tokens > most / choices
-                                     ? most
-                                     : estimate.output_tokens * choices;
-    }
+    if (body_bytes < 0) body_bytes = 0;
+    // A token is at least one byte of the body, so the body's length bounds
+    // them, with the prompts the provider adds for tools; input the body only
+    // names fills at most the model's context window.
+    estimate.input_tokens = reach.outside_input.empty()
+                                ? (body_bytes > most - reach.hidden_input_tokens ? most : body_bytes + reach.hidden_input_tokens)
+                                : policy.context_window(price);
+    estimate.output_tokens = output_bound(price, policy, max_output_tokens);
+    if (choices > 1)
+        estimate.output_tokens = estimate.output_tokens > most / choices ? most : estimate.output_tokens * choices;
+    // A prediction's rejected tokens bill as output; they are no more than its
+    // own length, which is part of the body's.
+    if (reach.prediction)
+        estimate.output_tokens = estimate.output_tokens > most - body_bytes ? most : estimate.output_tokens + body_bytes;
     // cost_of saturates, so an absurd max_tokens blocks instead of wrapping.
     estimate.cost = cost_of({{estimate.input_tokens, price.max_input_rate()},
                              {estimate.output_tokens, price.output}});

@@ -8,13 +8,44 @@
 
 #include "money.h"
 #include "policy.h"
+#include "request_reach.h"
 
 namespace spendcap {
 
 enum class Surface { openai, anthropic };
 
-// `auto` surface: a path ending in "/v1/messages" is Anthropic, else OpenAI.
+// `auto` surface: a path ending in "/v1/messages" (or its
+// "/v1/messages/count_tokens") is Anthropic, else OpenAI.
 Surface surface_for_path(std::string_view uri_path);
+
+// What an enforced location does with a request, by its method and path.
+enum class Endpoint {
+    // Metered: the body is read, the worst case reserved, the usage settled.
+    chat_completions,  // .../chat/completions
+    completions,       // .../completions
+    embeddings,        // .../embeddings
+    responses,         // .../responses
+    messages,          // .../messages (Anthropic)
+    // Identified, forwarded and counted nowhere (SPEC section 3): nothing the
+    // provider bills (GET, HEAD, DELETE, OPTIONS; counting input tokens,
+    // cancelling a response).
+    free,
+    // Refused with 400 after identification: a call whose cost no
+    // reservation bounds (files, batches, fine-tuning, images, audio...).
+    unsupported,
+};
+Endpoint endpoint_for(std::string_view method, std::string_view uri_path);
+bool is_metered(Endpoint e);
+
+// The body field that bounds output at a metered endpoint, for a request that
+// names none ("" where the provider needs none or requires one: embeddings,
+// Anthropic's max_tokens).
+std::string_view output_bound_field(Endpoint e);
+
+// The body with `"FIELD":TOKENS` added as the root object's first member, the
+// rest unchanged; nullopt when the body is not a JSON object.
+std::optional<std::string> with_output_bound(std::string_view body, std::string_view field,
+                                             std::int64_t tokens);
 
 struct RequestInfo {
     std::string model;
@@ -48,8 +79,8 @@ bool stream_usage_is_optional(std::string_view uri_path);
 std::optional<std::string> with_stream_usage(std::string_view body);
 
 struct Estimate {
-    std::int64_t input_tokens = 0;   // bounded by the body's byte length
-    std::int64_t output_tokens = 0;  // (request max, else model max, else policy default) x choices
+    std::int64_t input_tokens = 0;   // the body's byte length and tool prompts, or the context window
+    std::int64_t output_tokens = 0;  // output_bound() x choices (+ the body's length for a prediction)
     Nanos cost = 0;                  // input at max_input_rate(), output at output rate
 
     std::int64_t tokens() const;     // input + output, saturating
@@ -66,10 +97,18 @@ constexpr std::int64_t kMaxChoices = 128;
 // refused with 400 before anything is counted, as the provider would.
 std::string bounds_error(const RequestInfo &info, const ModelPrice &price);
 
+// The output tokens one choice may bill: the request's max tokens, else the
+// model's max_output_tokens, else the policy's default_max_output_tokens.
+std::int64_t output_bound(const ModelPrice &price, const Policy &policy,
+                          const std::optional<std::int64_t> &max_output_tokens);
+
+// SPEC section 3 step 3. Input: the body's bytes (a token is at least one
+// byte) plus the tool prompts the provider adds, or, when some input is not
+// in the body (`reach.outside_input`), the model's context window.
 Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
                              std::int64_t body_bytes,
                              const std::optional<std::int64_t> &max_output_tokens,
-                             std::int64_t choices = 1);
+                             std::int64_t choices = 1, const RequestReach &reach = {});
 
 // The caller's key when spend_cap_key is not set: the bearer token of
 // Authorization ("Bearer", any case, surrounding spaces trimmed), else

@@ -31,7 +31,7 @@ using JsonPtr = std::unique_ptr<json_t, JsonDeleter>;
 // one table both sources read them by.
 enum UsageField {
     prompt_tokens, completion_tokens, input_tokens, output_tokens, cache_creation_input_tokens,
-    cache_read_input_tokens, prompt_tokens_details, input_tokens_details
+    cache_read_input_tokens, prompt_tokens_details, input_tokens_details, cache_creation
 };
 
 const JsonFieldNames &usage_names() {
@@ -39,11 +39,13 @@ const JsonFieldNames &usage_names() {
         JsonFieldNames v;
         v.root = {"prompt_tokens",  "completion_tokens", "input_tokens", "output_tokens",
                   "cache_creation_input_tokens", "cache_read_input_tokens", "prompt_tokens_details",
-                  "input_tokens_details"};
+                  "input_tokens_details", "cache_creation"};
         v.nested[0].object = "prompt_tokens_details";  // both hold cached_tokens, their only field read
         v.nested[0].members = {"cached_tokens"};
         v.nested[1].object = "input_tokens_details";
         v.nested[1].members = {"cached_tokens"};
+        v.nested[2].object = "cache_creation";  // Anthropic's split of cache writes by lifetime
+        v.nested[2].members = {"ephemeral_1h_input_tokens"};
         return v;
     }();
     return names;
@@ -79,6 +81,10 @@ struct TreeSource {
     bool cached_tokens(std::optional<std::int64_t> &out) const {
         return count_of(details, usage_names().nested[0].members[0], out);
     }
+    bool one_hour_writes(std::optional<std::int64_t> &out) {
+        if (!select_details(cache_creation)) return false;
+        return count_of(details, usage_names().nested[2].members[0], out);
+    }
 };
 
 // The same fields through the one-pass reader (json_fields.h): no tree, no
@@ -101,10 +107,14 @@ struct FieldSource {
         details = -1;
         if (f.absent_or_null()) return true;
         if (f.kind != JsonField::Kind::object) return false;
-        details = field == prompt_tokens_details ? 0 : 1;
+        details = field == prompt_tokens_details ? 0 : field == input_tokens_details ? 1 : 2;
         return true;
     }
     bool cached_tokens(std::optional<std::int64_t> &out) const {
+        return details < 0 || count_of(reader.nested(details, 0), out);
+    }
+    bool one_hour_writes(std::optional<std::int64_t> &out) {
+        if (!select_details(cache_creation)) return false;
         return details < 0 || count_of(reader.nested(details, 0), out);
     }
 };
@@ -140,16 +150,19 @@ std::optional<Usage> openai_usage(Source source) {
 // counted apart. A stream's message_delta may carry output_tokens alone.
 template <class Source>
 std::optional<Usage> anthropic_usage(Source source) {
-    std::optional<std::int64_t> input, output, cache_write, cache_read;
+    std::optional<std::int64_t> input, output, cache_write, cache_read, one_hour;
     if (!source.count(input_tokens, input) || !source.count(output_tokens, output) ||
         !source.count(cache_creation_input_tokens, cache_write) ||
-        !source.count(cache_read_input_tokens, cache_read))
+        !source.count(cache_read_input_tokens, cache_read) || !source.one_hour_writes(one_hour))
         return std::nullopt;
     if (!input && !output) return std::nullopt;
     Usage u;
     u.input = input.value_or(0);
     u.output = output.value_or(0);
-    u.cache_write = cache_write.value_or(0);
+    // cache_creation_input_tokens counts every write; the one-hour ones are a part of it.
+    u.cache_write_1h = one_hour.value_or(0);
+    if (u.cache_write_1h > cache_write.value_or(0)) return std::nullopt;  // inconsistent
+    u.cache_write = cache_write.value_or(0) - u.cache_write_1h;
     u.cache_read = cache_read.value_or(0);
     return u;
 }
@@ -186,12 +199,14 @@ std::int64_t saturating_sum(std::initializer_list<std::int64_t> parts) {
 }
 }  // namespace
 
-std::int64_t Usage::input_total() const { return saturating_sum({input, cached_input, cache_write, cache_read}); }
+std::int64_t Usage::input_total() const {
+    return saturating_sum({input, cached_input, cache_write, cache_write_1h, cache_read});
+}
 
 std::int64_t Usage::total() const { return saturating_sum({input_total(), output}); }
 
 bool plausible(const Usage &u) {
-    for (std::int64_t v : {u.input, u.cached_input, u.cache_write, u.cache_read, u.output})
+    for (std::int64_t v : {u.input, u.cached_input, u.cache_write, u.cache_write_1h, u.cache_read, u.output})
         if (v < 0 || v > kMaxPlausibleTokens) return false;
     return true;
 }
@@ -201,6 +216,7 @@ Nanos usage_cost(const Usage &u, const ModelPrice &price) {
         {u.input, price.input},
         {u.cached_input, price.cached_input.value_or(price.input)},
         {u.cache_write, price.cache_write.value_or(price.input)},
+        {u.cache_write_1h, price.cache_write_1h.value_or(price.cache_write.value_or(price.input))},
         {u.cache_read, price.cache_read.value_or(price.input)},
         {u.output, price.output},
     });
@@ -290,6 +306,7 @@ void merge_max(Usage &into, const Usage &u) {
     into.input = std::max(into.input, u.input);
     into.cached_input = std::max(into.cached_input, u.cached_input);
     into.cache_write = std::max(into.cache_write, u.cache_write);
+    into.cache_write_1h = std::max(into.cache_write_1h, u.cache_write_1h);
     into.cache_read = std::max(into.cache_read, u.cache_read);
     into.output = std::max(into.output, u.output);
 }

@@ -19,9 +19,10 @@ namespace spendcap {
 struct Usage {
     std::int64_t input = 0;         // billed at `input`
     std::int64_t cached_input = 0;  // billed at `cached_input` (else `input`)
-    std::int64_t cache_write = 0;   // billed at `cache_write` (else `input`)
+    std::int64_t cache_write = 0;   // billed at `cache_write` (else `input`): 5-minute cache writes
     std::int64_t cache_read = 0;    // billed at `cache_read` (else `input`)
     std::int64_t output = 0;        // billed at `output`
+    std::int64_t cache_write_1h = 0;  // billed at `cache_write_1h`: one-hour cache writes (Anthropic)
 
     std::int64_t input_total() const;  // every input kind, saturating
     std::int64_t total() const;        // input_total() + output, saturating
@@ -39,7 +40,8 @@ bool plausible(const Usage &u);
 // OpenAI Chat Completions / Completions / Embeddings (prompt_tokens,
 // completion_tokens, prompt_tokens_details.cached_tokens), OpenAI Responses
 // (input_tokens, output_tokens, input_tokens_details.cached_tokens), Anthropic
-// Messages (input_tokens, output_tokens, cache_creation_input_tokens,
+// Messages (input_tokens, output_tokens, cache_creation_input_tokens of which
+// cache_creation.ephemeral_1h_input_tokens are one-hour writes,
 // cache_read_input_tokens). nullopt if it is not such an object.
 std::optional<Usage> parse_usage_object(std::string_view json, Surface surface);
 // The same with jansson alone (for the fuzzer and the tests that hold the

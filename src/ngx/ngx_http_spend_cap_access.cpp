@@ -138,7 +138,7 @@ static Resolve refuse(RequestCtx *ctx, ErrorCode code, const char *message) {
 }
 
 static Resolve take(RequestCtx *ctx, std::shared_ptr<const Identity> identity) {
-    if (identity->secret_until && ngx_time() >= *identity->secret_until) {
+    if (identity->secret_until_ms && unix_ms() >= *identity->secret_until_ms) {
         // A rotated secret whose grace has ended (no change of records says so).
         identities.remember_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec));
         return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
@@ -228,7 +228,7 @@ static void on_records(void *data, RedisStatus status, const redisReply *reply) 
             const std::string org = file_key != nullptr ? ctx->policy->project_of(*file_key).org : ctx->lookup->org;
             identities.set_org_version(org, records.version);
             result = take(ctx, resolve_identity(*ctx->policy, ctx->sha256, file_key, ctx->lookup, ctx->customer,
-                                                records, ngx_time()));
+                                                records, unix_ms()));
         }
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
@@ -312,9 +312,7 @@ static bool read_customer(ngx_http_request_t *r, RequestCtx *ctx, const LocConf 
     ctx->customer = to_string(v);
     if (!ctx->customer.empty() && !valid_id(ctx->customer)) {
         ctx->customer.clear();
-        rc = answer(r, ctx, ErrorCode::invalid_request,
-                    "invalid customer id: 1 to 128 characters without ':', '{', '}', spaces "
-                    "or control characters");
+        rc = answer(r, ctx, ErrorCode::invalid_request, std::string("invalid customer id: it ") + kIdRule);
         return false;
     }
     return true;
@@ -453,16 +451,26 @@ static ngx_int_t replace_request_body(ngx_http_request_t *r, const std::string &
     return NGX_OK;
 }
 
-// An OpenAI stream reports usage only if asked: ask, so that it settles at
-// its real cost rather than at the reservation.
-static ngx_int_t inject_stream_usage(ngx_http_request_t *r, RequestCtx *ctx, const RequestInfo &info) {
+// What the upstream gets instead of the client's body, when anything is to
+// be added: an OpenAI stream reports usage only if asked (ask, so that it
+// settles at its real cost rather than at the reservation), and a request
+// without an output bound is given the one its reservation assumed (so that
+// the provider cannot bill more output than was reserved).
+static ngx_int_t edit_body(ngx_http_request_t *r, RequestCtx *ctx, const RequestInfo &info) {
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
-    if (lcf->stream_usage != stream_usage_inject || ctx->surface != Surface::openai || !info.stream
-        || info.include_usage || !stream_usage_is_optional(to_string(r->uri))) {
-        return NGX_OK;
+    std::optional<std::string> edited;
+    if (lcf->stream_usage == stream_usage_inject && ctx->surface == Surface::openai && info.stream
+        && !info.include_usage && stream_usage_is_optional(to_string(r->uri))) {
+        edited = with_stream_usage(ctx->body);
     }
-    std::optional<std::string> body = with_stream_usage(ctx->body);
-    return body ? replace_request_body(r, *body) : NGX_OK;
+    const std::string_view field = output_bound_field(ctx->endpoint);
+    if (!info.max_output_tokens && !field.empty()) {
+        const std::int64_t bound = output_bound(*ctx->price, *ctx->policy, std::nullopt);
+        if (std::optional<std::string> bounded = with_output_bound(edited ? *edited : ctx->body, field, bound)) {
+            edited = std::move(bounded);
+        }
+    }
+    return edited ? replace_request_body(r, *edited) : NGX_OK;
 }
 
 // Steps 2-4 once the body is in: parse, estimate, reserve. NGX_AGAIN while
@@ -496,12 +504,16 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     if (!too_much.empty()) {
         return answer(r, ctx, ErrorCode::invalid_request, too_much);
     }
-    if (inject_stream_usage(r, ctx, parsed.info) != NGX_OK) {
+    const RequestReach reach = reach_of(ctx->body, view_of(find_header(r, "anthropic-beta", 14)).value_or(""));
+    if (!reach.refusal.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_request, reach.refusal);
+    }
+    if (edit_body(r, ctx, parsed.info) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
                                         static_cast<std::int64_t>(ctx->body.size()),
-                                        parsed.info.max_output_tokens, parsed.info.choices);
+                                        parsed.info.max_output_tokens, parsed.info.choices, reach);
     ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
     ctx->ledger = ledgers.get(*ctx->policy, *ctx->identity, ngx_time());
 
@@ -546,6 +558,41 @@ static void body_read(ngx_http_request_t *r) {
     ngx_http_core_run_phases(r);
 }
 
+static ngx_int_t start_reading_body(ngx_http_request_t *r, RequestCtx *ctx);
+
+// The path the upstream gets, when NGINX passes the client's own
+// (proxy_pass without a URI), must be the one the endpoint was decided by.
+static bool path_in_normal_form(ngx_http_request_t *r) {
+    if (!r->valid_unparsed_uri) {
+        return true;  // rewritten: the upstream gets r->uri
+    }
+    std::string_view raw(reinterpret_cast<const char *>(r->unparsed_uri.data), r->unparsed_uri.len);
+    raw = raw.substr(0, raw.find('?'));
+    return raw == std::string_view(reinterpret_cast<const char *>(r->uri.data), r->uri.len);
+}
+
+// The caller is known: a metered endpoint's body is read next; a free one
+// goes on, counted nowhere; anything else is refused.
+static ngx_int_t identified(ngx_http_request_t *r, RequestCtx *ctx) {
+    if (ctx->endpoint == Endpoint::free) {
+        ctx->stage = Stage::decided;
+        ctx->outcome = Outcome::allow;
+        return NGX_DECLINED;
+    }
+    if (!path_in_normal_form(r)) {
+        return answer(r, ctx, ErrorCode::invalid_request,
+                      "the request path must be sent in normal form (no percent-encoding, no `.` or `..` segments, "
+                      "no `//`)");
+    }
+    if (ctx->endpoint == Endpoint::unsupported) {
+        return answer(r, ctx, ErrorCode::invalid_request,
+                      std::string("spend-cap cannot bound the cost of ") + to_string(r->method_name) + " "
+                          + to_string(r->uri) + ": its location takes the metered endpoints (chat/completions, "
+                          "completions, embeddings, responses, messages) and requests without a body");
+    }
+    return start_reading_body(r, ctx);
+}
+
 static ngx_int_t start_reading_body(ngx_http_request_t *r, RequestCtx *ctx) {
     if (r->headers_in.content_length_n > 0) {
         ctx->body.reserve(static_cast<std::size_t>(r->headers_in.content_length_n));
@@ -580,8 +627,9 @@ static ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
         ctx->surface = lcf->surface == surface_anthropic ? Surface::anthropic
                        : lcf->surface == surface_openai  ? Surface::openai
                                                          : surface_for_path(to_string(r->uri));
+        ctx->endpoint = endpoint_for(to_string(r->method_name), to_string(r->uri));
         ngx_int_t rc = identify(r, ctx, lcf);
-        return rc == NGX_DECLINED ? start_reading_body(r, ctx) : rc;
+        return rc == NGX_DECLINED ? identified(r, ctx) : rc;
     }
 
     switch (ctx->stage) {
@@ -594,7 +642,7 @@ static ngx_int_t preaccess_handler_unsafe(ngx_http_request_t *r) {
         if (ctx->error) {
             return answer_decided(r, ctx);
         }
-        return start_reading_body(r, ctx);
+        return identified(r, ctx);
     case Stage::body_read: {
         if (ctx->error) {
             // reading the records again (after a stale reserve) failed

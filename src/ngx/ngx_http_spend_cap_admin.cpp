@@ -216,7 +216,7 @@ void body_read(ngx_http_request_t *r) {
         ctx->r = r;
         ctx->policy = mcf->state->policy;
         ctx->timeout = lcf->timeout;
-        ctx->operation = std::make_unique<admin::Operation>(*ctx->policy, *routed.route, std::move(body), ngx_time(),
+        ctx->operation = std::make_unique<admin::Operation>(*ctx->policy, *routed.route, std::move(body), unix_ms(),
                                                             self ? sha256_hex(token) : std::string());
         run(ctx, ctx->operation->start());
     } catch (const std::exception &e) {

@@ -76,6 +76,11 @@ ngx_int_t add_header(ngx_http_request_t *r, const char *name, const std::string 
     return h->value.data ? NGX_OK : NGX_ERROR;
 }
 
+std::int64_t unix_ms() {
+    const ngx_time_t *tp = ngx_timeofday();
+    return static_cast<std::int64_t>(tp->sec) * 1000 + static_cast<std::int64_t>(tp->msec);
+}
+
 bool passed(const RequestCtx *ctx) {
     return ctx->outcome == Outcome::allow || ctx->outcome == Outcome::dry_run_block
            || ctx->outcome == Outcome::fail_open;

@@ -71,6 +71,7 @@ struct RequestCtx {
     Stage stage = Stage::identify;
     Outcome outcome = Outcome::none;
     Surface surface = Surface::openai;
+    Endpoint endpoint = Endpoint::unsupported;  // by method and path; only metered ones reserve
     std::shared_ptr<const Policy> policy;  // keeps the pointers below alive across reloads
     const Key *key = nullptr;              // identity->key, once known
     std::shared_ptr<const Identity> identity;  // the key with the org's records over the file
@@ -126,6 +127,8 @@ void destroy_ctx(void *data);
 bool passed(const RequestCtx *ctx);
 
 std::string to_string(const ngx_str_t &s);
+// The cached wall clock in unix milliseconds (ngx_time() is its seconds).
+std::int64_t unix_ms();
 ngx_str_t pool_str(ngx_pool_t *pool, const std::string &s);
 ngx_int_t add_header(ngx_http_request_t *r, const char *name, const std::string &value);
 

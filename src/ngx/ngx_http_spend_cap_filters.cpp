@@ -8,7 +8,7 @@ namespace spendcap_ngx {
 
 ngx_int_t header_filter(ngx_http_request_t *r) {
     RequestCtx *ctx = get_ctx(r);
-    if (ctx == nullptr || r != r->main || !passed(ctx) || ctx->scanner) {
+    if (ctx == nullptr || r != r->main || !passed(ctx) || !is_metered(ctx->endpoint) || ctx->scanner) {
         return next_header_filter(r);
     }
     try {

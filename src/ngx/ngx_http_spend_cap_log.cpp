@@ -45,8 +45,8 @@ static void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
 
 ngx_int_t log_handler(ngx_http_request_t *r) {
     RequestCtx *ctx = get_ctx(r);
-    if (ctx == nullptr || r != r->main) {
-        return NGX_OK;
+    if (ctx == nullptr || r != r->main || !is_metered(ctx->endpoint)) {
+        return NGX_OK;  // (a free request: counted nowhere)
     }
     try {
         if (ctx->reserve_sent) {

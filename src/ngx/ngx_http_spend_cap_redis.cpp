@@ -70,7 +70,9 @@ struct Client {
     ngx_event_t connect_timer{};
     ngx_event_t liveness_timer{};
     ngx_event_t drop_timer{};     // drops the connection outside hiredis's callbacks
-    const char *drop_reason = "";
+    // Why, copied: the error text it often comes from is hiredis's reply,
+    // freed when the callback that saw it returns.
+    std::string drop_reason;
     // liveness of the current connection
     std::size_t awaiting = 0;     // commands sent on it and not answered
     ngx_msec_t waiting_since = 0; // when the oldest of them was sent, or the last reply came
@@ -170,9 +172,9 @@ void drop_connection(const char *why) {
     schedule_reconnect();
 }
 
-void request_drop(const char *why) {
+void request_drop(std::string_view why) {
     if (client->ac != nullptr && !client->drop_timer.timer_set) {
-        client->drop_reason = why;
+        client->drop_reason.assign(why.data(), why.size());
         ngx_add_timer(&client->drop_timer, 0);
     }
 }
@@ -348,7 +350,7 @@ void on_reliable_reply(RedisOp *op, redisReply *reply) {
     // Transient (or NOSCRIPT again): nothing was done; it waits its turn.
     hold(reply->str);
     if (error.reconnect) {
-        request_drop(reply->str);
+        request_drop(std::string_view(reply->str, reply->len));
     }
     backlog_insert(std::move(op->work));
     finish(op, RedisStatus::reply, reply);
@@ -381,7 +383,7 @@ void on_reply(redisAsyncContext *, void *r, void *privdata) {
                 return;
             }
             if (error.reconnect) {
-                request_drop(reply->str);
+                request_drop(std::string_view(reply->str, reply->len));
             }
         }
         finish(op, RedisStatus::reply, reply);
@@ -457,7 +459,7 @@ void on_retry_timer(ngx_event_t *) {
 }
 
 void on_drop_timer(ngx_event_t *) {
-    guarded("redis drop", [] { drop_connection(client->drop_reason); });
+    guarded("redis drop", [] { drop_connection(client->drop_reason.c_str()); });
 }
 
 void on_connect_timeout(ngx_event_t *) {

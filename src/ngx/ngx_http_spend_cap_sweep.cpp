@@ -44,7 +44,7 @@ void on_api_orgs(void *, RedisStatus status, const redisReply *reply) {
     try {
         for (std::size_t i = 0; i < reply->elements; ++i) {
             const redisReply *e = reply->element[i];
-            if (e->type == REDIS_REPLY_STRING && spendcap::valid_id(std::string_view(e->str, e->len))) {
+            if (e->type == REDIS_REPLY_STRING && spendcap::fits_redis_key(std::string_view(e->str, e->len))) {
                 sweep_org(std::string(e->str, e->len));
             }
         }

@@ -345,13 +345,18 @@ def default_policy():
 
 
 def price_of(model, policy=None):
+    """Nano-USD per million tokens by kind; a model with cache_write and no
+    cache_write_1h gets Anthropic's one-hour price, 2 x input (as the module)."""
     p = (policy or default_policy())["models"][model]
-    return {k: price_nanos(v) for k, v in p.items() if k != "max_output_tokens"}
+    out = {k: price_nanos(v) for k, v in p.items() if k not in ("max_output_tokens", "context_window")}
+    if "cache_write" in out and "cache_write_1h" not in out:
+        out["cache_write_1h"] = 2 * out["input"]
+    return out
 
 
 def max_input_rate(model, policy=None):
     p = price_of(model, policy)
-    return max(p.get(k, 0) for k in ("input", "cached_input", "cache_write", "cache_read"))
+    return max(p.get(k, 0) for k in ("input", "cached_input", "cache_write", "cache_write_1h", "cache_read"))
 
 
 def estimate_nanos(model, body_len, max_tokens=None, policy=None):

@@ -176,7 +176,9 @@ def window(name, period, reset_at, spent, cap, requests_cap=None, tokens_cap=Non
             "cap_nanousd": cap, "cap_usd": None if cap is None else format_usd(cap),
             "remaining_nanousd": None if cap is None else max(cap - spent, 0),
             "remaining_usd": None if cap is None else format_usd(max(cap - spent, 0)),
-            "requests": 7, "requests_cap": requests_cap, "tokens": 1234, "tokens_cap": tokens_cap}
+            # no lifetime counter of requests or tokens is kept: null (SPEC section 6)
+            "requests": None if name == "lifetime" else 7, "requests_cap": requests_cap,
+            "tokens": None if name == "lifetime" else 1234, "tokens_cap": tokens_cap}
 
 
 USAGE = {"scope": "key", "id": "key_prod_1", "org": "acme",

@@ -76,8 +76,9 @@ def test_openai_settles_exact_cost_everywhere(nginx, redis, fake):
 
 def test_anthropic_settles_exact_cost_with_cache_tokens(nginx, redis, fake):
     body = messages_body(max_tokens=100)
-    estimate = estimate_nanos("claude-sonnet-4-5", len(body), 100)  # at cache_write, the highest rate
-    assert estimate == -(-(len(body) * 3_750_000_000 + 100 * 15_000_000_000) // 1_000_000)
+    # at a one-hour cache write's rate (2 x input), the highest an input token can have
+    estimate = estimate_nanos("claude-sonnet-4-5", len(body), 100)
+    assert estimate == -(-(len(body) * 6_000_000_000 + 100 * 15_000_000_000) // 1_000_000)
     cost = anthropic_cost("claude-sonnet-4-5", inp=100, out=50, cache_write=200, cache_read=300)
     assert cost == 1_890_000
 

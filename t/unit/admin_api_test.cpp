@@ -127,8 +127,8 @@ TEST(AdminRoute, IdsValidIdRefusesAre404) {
         EXPECT_EQ(e.status, 404) << path;
         EXPECT_EQ(e.code, "not_found");
     }
-    // %20 is not decoded in the path (NGINX did that already), so it is an id.
-    EXPECT_EQ(routed_ok("GET", "/projects/a%20b").id, "a%20b");
+    // '%' is no id's (NGINX decoded the path already): a literal "%20" is a bad id.
+    EXPECT_EQ(routed_error("GET", "/projects/a%20b").status, 404);
     EXPECT_EQ(routed_error("GET", "/keys/a:b").message, "no such resource: `a:b` is not a valid id");
     EXPECT_EQ(routed_ok("GET", "/keys/" + std::string(128, 'k')).id, std::string(128, 'k'));
     // A bad id is 404 whatever the method.
@@ -158,7 +158,7 @@ TEST(AdminRoute, OtherMethodsAre405WithAllow) {
         {"POST", "/orgs/acme/events", "GET"},
         {"PUT", "/orgs/acme/customers/c/usage", "GET"},
         {"GET", "/orgs/acme/customers/c/limits", "PUT, DELETE"},
-        {"HEAD", "/keys/key_1/usage", "GET"},
+        {"HEAD", "/keys/key_1/rotate", "POST"},
         {"get", "/keys/key_1", "GET, DELETE"},
     };
     for (const Case &c : cases) {
@@ -169,6 +169,10 @@ TEST(AdminRoute, OtherMethodsAre405WithAllow) {
     }
     EXPECT_EQ(routed_error("PUT", "/keys/key_1").message,
               "method PUT is not allowed on `/keys/key_1` (allowed: GET, DELETE)");
+    // HEAD is GET without the body: the same call, and the same authorization.
+    EXPECT_EQ(routed_ok("HEAD", "/keys/key_1/usage").call, Call::key_usage);
+    EXPECT_EQ(routed_ok("HEAD", "/keys/self").call, Call::self_get);
+    EXPECT_TRUE(is_self_call(routed_ok("HEAD", "/keys/self/budgets").call));
 }
 
 TEST(AdminRoute, KeysListNeedsExactlyOneOfProjectAndOrg) {
@@ -184,9 +188,9 @@ TEST(AdminRoute, KeysListNeedsExactlyOneOfProjectAndOrg) {
     e = routed_error("GET", "/keys", "project=p&org=o");
     EXPECT_EQ(e.message, "give one of `project` and `org`, not both");
     e = routed_error("GET", "/keys", "project=a:b");
-    EXPECT_EQ(e.message, "`project` must be 1 to 128 characters without ':', '{', '}', spaces or control characters");
+    EXPECT_EQ(e.message, std::string("`project` ") + kIdRule);
     e = routed_error("GET", "/keys", "org=");
-    EXPECT_EQ(e.message, "`org` must be 1 to 128 characters without ':', '{', '}', spaces or control characters");
+    EXPECT_EQ(e.message, std::string("`org` ") + kIdRule);
     e = routed_error("GET", "/keys", "org=acme&limit=5");
     EXPECT_EQ(e.status, 400);
     EXPECT_EQ(e.message, "unknown query parameter `limit`");
@@ -195,7 +199,7 @@ TEST(AdminRoute, KeysListNeedsExactlyOneOfProjectAndOrg) {
 TEST(AdminRoute, QueriesArePercentDecoded) {
     EXPECT_EQ(routed_ok("GET", "/keys", "project=acme%2Dprod").query.at("project"), "acme-prod");
     EXPECT_EQ(routed_ok("GET", "/keys", "%6Frg=%41cme").query.at("org"), "Acme");
-    EXPECT_EQ(routed_ok("GET", "/keys", "org=%c3%a9t%C3%A9").query.at("org"), "\xc3\xa9t\xc3\xa9");
+    EXPECT_EQ(routed_error("GET", "/keys", "org=%c3%a9t%C3%A9").status, 400);  // decoded, then not an id
     // '+' is not a space: no id may hold one, so it stays itself.
     EXPECT_EQ(routed_ok("GET", "/keys", "org=a+b").query.at("org"), "a+b");
     // Empty pieces are nothing.
@@ -317,7 +321,7 @@ TEST(AdminSecret, FormatAndUniqueness) {
 
 // ------------------------------------------------------------------ bodies
 
-const std::string kIdMessage = "must be 1 to 128 characters without ':', '{', '}', spaces or control characters";
+const std::string kIdMessage = kIdRule;
 
 std::string key_create_error(const std::string &body) {
     ApiError error;
@@ -809,8 +813,8 @@ TEST(AdminRender, Usage) {
               R"("tokens":5,"tokens_cap":9},)"
               R"({"window":"lifetime","period":null,"reset_at":null,)"
               R"("spent_nanousd":7,"spent_usd":"0.000000007","cap_nanousd":null,"cap_usd":null,)"
-              R"("remaining_nanousd":null,"remaining_usd":null,"requests":0,"requests_cap":null,)"
-              R"("tokens":0,"tokens_cap":null}],)"
+              R"("remaining_nanousd":null,"remaining_usd":null,"requests":null,"requests_cap":null,)"
+              R"("tokens":null,"tokens_cap":null}],)"
               R"("rates":{"rpm":{"used":3,"cap":600,"reset_at":"2026-11-22T00:00:00Z"},"tpm":null}})");
 
     UsageView customer;

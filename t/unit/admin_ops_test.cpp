@@ -85,7 +85,9 @@ Reply fields(const Fields &f) {
     return array(std::move(out));
 }
 // The apply script's reply: {existed, the record's fields after}.
-Reply applied(bool existed, const Fields &f) { return array({integer(existed ? 1 : 0), fields(f)}); }
+Reply applied(bool existed, const Fields &f, bool changed = true) {
+    return array({integer(existed ? 1 : 0), fields(f), integer(changed ? 1 : 0)});
+}
 
 // ---------------------------------------------------------------- JSON
 
@@ -136,7 +138,7 @@ protected:
                                     std::string body = "") {
         Routed routed = route(method, path, query);
         EXPECT_TRUE(routed.route) << method << " " << path << ": " << routed.error.message;
-        return std::make_unique<Operation>(*policy, routed.route.value_or(Route{}), std::move(body), kNow);
+        return std::make_unique<Operation>(*policy, routed.route.value_or(Route{}), std::move(body), kNow * 1000);
     }
     std::optional<Command> start(const char *method, const char *path, const char *query = "",
                                  std::string body = "") {
@@ -173,6 +175,7 @@ struct ApplyArgs {
     std::string need, member, type;
     Fields event, set;
     std::vector<std::string> del;
+    std::string guard_field, guard_value;
 };
 ApplyArgs split_apply(const std::vector<std::string> &args) {
     ApplyArgs a;
@@ -191,7 +194,9 @@ ApplyArgs split_apply(const std::vector<std::string> &args) {
     pairs(a.set);
     const std::size_t d = std::stoul(args.at(p));
     for (std::size_t i = 0; i < d; ++i) a.del.push_back(args.at(p + 1 + i));
-    EXPECT_EQ(p + 1 + d, args.size()) << "trailing apply arguments";
+    a.guard_field = args.at(p + 1 + d);
+    a.guard_value = args.at(p + 2 + d);
+    EXPECT_EQ(p + 3 + d, args.size()) << "trailing apply arguments";
     return a;
 }
 
@@ -477,17 +482,26 @@ TEST_F(AdminOpsTest, PutAndDeleteKeyLimits) {
     c = start("DELETE", "/keys/k1/limits");
     a = split_apply(expect_eval(c, {"sc:{acme}:key:k1", "sc:{acme}:config", "sc:{acme}:events"}));
     EXPECT_EQ(a.type, "limits_changed");
-    EXPECT_EQ(a.event, (Fields{{"scope", "key"}, {"id", "k1"}, {"limits", ""}, {"by", "api"}}));
+    // the event names the limits now in force: the file's
+    EXPECT_EQ(a.event, (Fields{{"scope", "key"}, {"id", "k1"}, {"limits", R"({"monthly_usd":"10.00"})"}, {"by", "api"}}));
     EXPECT_EQ(a.set, (Fields{{"source", "file"}}));
     EXPECT_EQ(a.del, std::vector<std::string>{"limits"});
-    // the raw tail: no fields to set but source, then the HDEL of limits
-    ASSERT_GE(c->argv.size(), 2u);
-    EXPECT_EQ(std::vector<std::string>(c->argv.end() - 2, c->argv.end()), (std::vector<std::string>{"1", "limits"}));
+    // the raw tail: the HDEL of limits, then the guard: nothing to do (and no
+    // event) when the record has no limits
+    ASSERT_GE(c->argv.size(), 4u);
+    EXPECT_EQ(std::vector<std::string>(c->argv.end() - 4, c->argv.end()),
+              (std::vector<std::string>{"1", "limits", "limits", ""}));
     EXPECT_FALSE(op->next(applied(true, {{"source", "file"}})));
     EXPECT_EQ(status(), 200);
     j = body();
     EXPECT_EQ(jstr(j.get(), "limits.monthly_usd"), "10.00");  // the file's again
     EXPECT_EQ(op->change(), "key_limits_delete k1");
+
+    // Deleted again: the script's guard found nothing to delete; no change to log.
+    c = start("DELETE", "/keys/k1/limits");
+    EXPECT_FALSE(op->next(applied(true, {{"source", "file"}}, false)));
+    EXPECT_EQ(status(), 200);
+    EXPECT_EQ(op->change(), "");
 
     // A bad LIMITS body: 400 before any command.
     EXPECT_FALSE(start("PUT", "/keys/k1/limits", "", R"({"monthly_usd":"-1"})"));
@@ -506,9 +520,11 @@ TEST_F(AdminOpsTest, RotateFileKey) {
     EXPECT_EQ(expect_eval(c, {lookup_key}), (std::vector<std::string>{"acme", "k1", "acme-prod"}));
     c = op->next(integer(1));
     EXPECT_EQ(expect_eval(c, {"sc:{acme}:key:k1", "sc:{acme}:config", "sc:{acme}:events"}),
-              (std::vector<std::string>{k1_sha(), sha, std::to_string(kNow + 60), "k1", "60", "any"}));
+              (std::vector<std::string>{k1_sha(), sha, std::to_string((kNow + 60) * 1000), "k1", "60", "any",
+                                        std::to_string(kNow + 60)}));
     EXPECT_FALSE(op->next(fields({{"old_sha256", k1_sha()},
                                   {"old_until", std::to_string(kNow + 60)},
+                                  {"old_until_ms", std::to_string((kNow + 60) * 1000)},
                                   {"sha256", sha},
                                   {"source", "file"}})));
     EXPECT_EQ(status(), 200);

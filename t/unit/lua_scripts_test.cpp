@@ -2206,7 +2206,7 @@ protected:
         admin::Routed routed = admin::route(method, path, query);
         EXPECT_TRUE(routed.route) << path << ": " << routed.error.message;
         return std::make_unique<admin::Operation>(*policy, routed.route.value_or(admin::Route{}), std::move(body),
-                                                  now);
+                                                  now * 1000);
     }
     // One command as Redis runs it (its script behind the shim).
     Reply run(const admin::Command &c) {
@@ -2263,7 +2263,7 @@ protected:
     }
     Resolution resolve_file(const std::string &presented, std::int64_t now = kNow) {
         return resolve_identity(*policy, presented, policy->find_key(kHash), std::nullopt, "", read_records("k1"),
-                                now);
+                                now * 1000);
     }
     static std::string json_field(const std::string &body, const std::string &name) {
         // "name":"value" in a flat answer
@@ -2358,7 +2358,7 @@ TEST_F(LuaScriptsAdmin, CreatedKeyIsFoundByItsSecretAndCapped) {
     EXPECT_EQ(lookup->id, "key_x");
     EXPECT_EQ(lookup->org, "acme");
     const Resolution found =
-        resolve_identity(*policy, sha, nullptr, lookup, "", read_records("key_x", lookup->project), kNow);
+        resolve_identity(*policy, sha, nullptr, lookup, "", read_records("key_x", lookup->project), kNow * 1000);
     ASSERT_EQ(found.problem, IdentityProblem::none) << found.reason;
     EXPECT_EQ(found.identity->version, "1");
     EXPECT_EQ(found.identity->key.limits.daily_usd, 2 * kUsd);
@@ -2393,8 +2393,17 @@ TEST_F(LuaScriptsAdmin, ApplyAnySetsAndDeletesFieldsBumpsTheVersionAndAppendsOne
     EXPECT_EQ(last_change, "key_limits_delete k1");
     EXPECT_EQ(redis.hash(P + "key:k1"), (std::map<std::string, std::string>{{"name", "old"}, {"source", "file"}}));
     EXPECT_EQ(at(P + "config"), "5");
-    EXPECT_EQ(events(), (std::vector<Event>{{"type", "limits_changed", "scope", "key", "id", "k1", "limits", "", "by",
-                                             "api"}}));
+    // the event names the limits now in force: the file's
+    EXPECT_EQ(events(), (std::vector<Event>{{"type", "limits_changed", "scope", "key", "id", "k1", "limits",
+                                             R"({"daily_usd":"10.00"})", "by", "api"}}));
+
+    // Deleted again: nothing to delete, so no version bump, no event, nothing to log.
+    last_change.clear();
+    r = call("DELETE", "/keys/k1/limits");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(last_change, "");
+    EXPECT_EQ(at(P + "config"), "5");
+    EXPECT_EQ(events().size(), 1u);
 
     r = call("PUT", "/keys/k1/limits", R"({"daily_usd":"0.5"})");
     ASSERT_EQ(r.status, 200) << r.body;
@@ -2486,7 +2495,9 @@ TEST_F(LuaScriptsAdmin, TopupThatWouldOverflowTheBalanceDoesNothing) {
     redis.set(kBalance, "9223372036854775000");
     const admin::Response r =
         call("POST", "/orgs/acme/topups", R"({"amount_usd":"0.000001","idempotency_key":"big"})");
-    EXPECT_EQ(r.status, 503) << r.body;
+    // No retry can help: 400, naming why (SPEC section 7), not 503.
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_NE(r.body.find("past the largest amount"), std::string::npos) << r.body;
     EXPECT_EQ(at(kBalance), "9223372036854775000");
     EXPECT_FALSE(redis.exists(P + "topup:" + sha256_hex("big")));
     EXPECT_TRUE(events().empty());
@@ -2503,6 +2514,7 @@ TEST_F(LuaScriptsAdmin, RotatedFileKeyTakesTheOldSecretOnlyWithinTheGrace) {
     EXPECT_EQ(redis.hash(P + "key:k1"),
               (std::map<std::string, std::string>{{"old_sha256", kHash},
                                                   {"old_until", std::to_string(kNow + 60)},
+                                                  {"old_until_ms", std::to_string((kNow + 60) * 1000)},
                                                   {"sha256", sha},
                                                   {"source", "file"}}));
     EXPECT_EQ(at(P + "config"), "1");
@@ -2516,7 +2528,7 @@ TEST_F(LuaScriptsAdmin, RotatedFileKeyTakesTheOldSecretOnlyWithinTheGrace) {
     EXPECT_EQ(resolve_file(kHash, kNow + 59).problem, IdentityProblem::none);
     EXPECT_EQ(resolve_file(kHash, kNow + 60).problem, IdentityProblem::unknown);
     // The new one, found through its lookup.
-    const Resolution fresh = resolve_identity(*policy, sha, nullptr, lookup, "", read_records("k1"), kNow + 3600);
+    const Resolution fresh = resolve_identity(*policy, sha, nullptr, lookup, "", read_records("k1"), (kNow + 3600) * 1000);
     EXPECT_EQ(fresh.problem, IdentityProblem::none) << fresh.reason;
 
     // A second rotation: the first new secret becomes the old one.
@@ -2537,7 +2549,7 @@ TEST_F(LuaScriptsAdmin, RotatedFileKeysNewSecretStaysCappedByTheFile) {
     const std::string sha = sha256_hex(json_field(r.body, "secret"));
     const std::optional<KeyLookup> lookup = read_lookup(sha);
     ASSERT_TRUE(lookup);
-    const Resolution fresh = resolve_identity(*policy, sha, nullptr, lookup, "", read_records("k1"), kNow);
+    const Resolution fresh = resolve_identity(*policy, sha, nullptr, lookup, "", read_records("k1"), kNow * 1000);
     ASSERT_EQ(fresh.problem, IdentityProblem::none) << fresh.reason;
     const Ledger l = ledger_for(*policy, *fresh.identity, periods_at(kNow));
     const std::vector<long long> out = reserve_ints(l, 11 * kUsd);

@@ -73,7 +73,14 @@ TEST(Policy, LoadsACompletePolicyWithExactPrices) {
     EXPECT_EQ(sonnet.cache_write, 3'750'000'000);
     EXPECT_EQ(sonnet.cache_read, 300'000'000);
     EXPECT_EQ(sonnet.max_output_tokens, 64000);
-    EXPECT_EQ(sonnet.max_input_rate(), 3'750'000'000);  // cache writes cost more than input
+    // A model with cache_write and no cache_write_1h: Anthropic's one-hour price, 2 x input,
+    // the highest rate an input token of it can have.
+    EXPECT_EQ(sonnet.cache_write_1h, 6'000'000'000);
+    EXPECT_EQ(sonnet.max_input_rate(), 6'000'000'000);
+    EXPECT_FALSE(mini.cache_write_1h.has_value());
+    EXPECT_FALSE(mini.context_window.has_value());
+    EXPECT_EQ(policy->default_context_window, 200000);
+    EXPECT_EQ(policy->context_window(mini), 200000);
 
     const ModelPrice &embedding = policy->models.at("text-embedding-3-small");
     EXPECT_EQ(embedding.input, 20'000'000);
@@ -430,7 +437,7 @@ TEST(Policy, EmptyPlansAndCustomersSectionsAreAllowed) {
 TEST(PolicyErrors, BadPlans) {
     expect_error("plans:\n  - free\n", 2, "`plans` must be a mapping");
     expect_error("plans:\n  \"fr:ee\":\n    limits: { monthly_usd: 1 }\n", 2,
-                 "plan name `fr:ee` must be at most 128 bytes, without ':', '{', '}', spaces or control characters");
+                 std::string("plan name `fr:ee` ") + kIdRule);
     expect_error("plans:\n  free:\n", 2, "plan `free` must be a mapping with `limits` or `ceilings`");
     expect_error("plans:\n  free: 5\n", 2, "plan `free` must be a mapping with `limits` or `ceilings`");
     expect_error("plans:\n  free:\n    limits: { monthly_usd: 1 }\n    price: 10\n", 4,
@@ -590,8 +597,7 @@ TEST(PolicyErrors, BadCustomers) {
                  "unknown field `weekly_usd` in `customers.default_limits`");
     expect_error("customers:\n  overrides: [cust_42]\n", 2, "`customers.overrides` must be a mapping");
     expect_error("customers:\n  overrides:\n    \"cust 42\": { rpm: 1 }\n", 3,
-                 "customer id `cust 42` must be at most 128 bytes, without ':', '{', '}', spaces or control "
-                 "characters");
+                 std::string("customer id `cust 42` ") + kIdRule);
     expect_error("customers:\n  overrides:\n    cust_42: 5\n", 3, "customer `cust_42` must be a mapping");
     expect_error("customers:\n  overrides:\n    cust_42: { monthly_usd: 5, rpn: 3 }\n", 3,
                  "unknown field `rpn` in limits of customer `cust_42`");
@@ -745,25 +751,42 @@ TEST(PolicyErrors, WrongTypes) {
 }
 
 TEST(PolicyErrors, IdsMustFitTheRedisKeyLayout) {
-    const std::string rule = " must be at most 128 bytes, without ':', '{', '}', spaces or control characters";
+    const std::string rule = std::string(" ") + kIdRule;
     expect_error("orgs:\n  \"ac:me\":\n", 2, "org id `ac:me`" + rule);
     expect_error("orgs:\n  acme:\nprojects:\n  \"{p}\":\n    org: acme\n", 4, "project id `{p}`" + rule);
     expect_error("keys:\n  - id: \"k\\t1\"\n", 2, "key id `k\t1`" + rule);  // a YAML-escaped tab
     const std::string long_id(129, 'a');
     expect_error("orgs:\n  " + long_id + ":\n", 2, "org id `" + long_id + "`" + rule);
     EXPECT_EQ(parse_policy("orgs:\n  " + std::string(128, 'a') + ":\n", "p.yaml")->orgs.size(), 1u);
+    // Every id is one URL path segment of the management API (SPEC section 7).
+    expect_error("orgs:\n  a/b:\n", 2, "org id `a/b`" + rule);
+    expect_error("orgs:\n  \"..\":\n", 2, "org id `..`" + rule);
+    expect_error("orgs:\n  acme:\nprojects:\n  \".\":\n    org: acme\n", 4, "project id `.`" + rule);
+    expect_error("keys:\n  - id: \"x/..\"\n", 2, "key id `x/..`" + rule);
+    expect_error("customers:\n  overrides:\n    \"c%2F\": {}\n", 3, "customer id `c%2F`" + rule);
 }
 
-TEST(ValidId, LengthAndCharacters) {
+TEST(ValidId, TheSpecAlphabet) {
     EXPECT_TRUE(valid_id("a"));
     EXPECT_TRUE(valid_id("cust_42.eu-west"));
+    EXPECT_TRUE(valid_id("ann@example.com+eu"));
+    EXPECT_TRUE(valid_id("..."));  // only "." and ".." are path segments of their own
+    EXPECT_TRUE(valid_id(".a"));
     EXPECT_TRUE(valid_id(std::string(128, 'x')));
-    EXPECT_TRUE(valid_id("caf\xc3\xa9"));  // UTF-8 bytes are fine
     EXPECT_FALSE(valid_id(""));
+    EXPECT_FALSE(valid_id("."));
+    EXPECT_FALSE(valid_id(".."));
     EXPECT_FALSE(valid_id(std::string(129, 'x')));
-    for (const char *bad : {"a:b", "{a", "a}", "a b", "a\tb", "a\nb", "\x1f", "a\x7f"})
+    for (const char *bad : {"a:b", "{a", "a}", "a b", "a\tb", "a\nb", "\x1f", "a\x7f", "a/b", "x/..", "a%2Fb",
+                            "a?b", "a#b", "a\\b", "caf\xc3\xa9", "a=b", "a&b", "a,b", "a;b", "a'b", "a\"b", "a*b"})
         EXPECT_FALSE(valid_id(bad)) << bad;
     EXPECT_FALSE(valid_id(std::string("a\0b", 3)));
+}
+
+TEST(ValidId, WhatMayAlreadyNameAnOrgInRedis) {
+    EXPECT_TRUE(fits_redis_key("a/b"));
+    EXPECT_TRUE(fits_redis_key("caf\xc3\xa9"));
+    for (const char *bad : {"", "a:b", "{a", "a}", "a b", "a\tb"}) EXPECT_FALSE(fits_redis_key(bad)) << bad;
 }
 
 TEST(PolicyErrors, UnreadableFile) {

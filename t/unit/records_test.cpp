@@ -70,12 +70,12 @@ protected:
     Resolution file(const OrgRecords &records, const std::string &customer = "", std::int64_t now = kNow,
                     const std::string &presented = "") {
         return resolve_identity(*policy, presented.empty() ? file_sha() : presented, k1, std::nullopt, customer,
-                                records, now);
+                                records, now * 1000);
     }
     Resolution api(const OrgRecords &records, const KeyLookup &lookup, const std::string &presented = "",
                    std::int64_t now = kNow) {
         return resolve_identity(*policy, presented.empty() ? api_sha() : presented, nullptr, lookup, "", records,
-                                now);
+                                now * 1000);
     }
 };
 
@@ -283,7 +283,7 @@ TEST_F(RecordsTest, ApiKeyWithoutItsRecordIsUnknown) {
     EXPECT_FALSE(r.reason.empty());
     // Neither a file key nor a lookup: unknown.
     const Resolution nothing =
-        resolve_identity(*policy, other_sha(), nullptr, std::nullopt, "", beta_records(), kNow);
+        resolve_identity(*policy, other_sha(), nullptr, std::nullopt, "", beta_records(), kNow * 1000);
     EXPECT_EQ(nothing.problem, IdentityProblem::unknown);
     EXPECT_EQ(nothing.identity, nullptr);
 }
@@ -321,8 +321,21 @@ TEST_F(RecordsTest, RotationAcceptsOnlyTheCurrentSecretOrTheOldOneWithinItsGrace
     EXPECT_EQ(api(records, kBetaLookup, sha256_hex("sk-sc-third")).problem, IdentityProblem::unknown);
     // The old secret's identity says until when (a cached one must not outlive the
     // grace); the current secret's has no end.
-    EXPECT_EQ(api(records, kBetaLookup, api_sha(), kNow).identity->secret_until, std::optional<std::int64_t>(kNow + 30));
-    EXPECT_EQ(api(records, kBetaLookup, other_sha()).identity->secret_until, std::nullopt);
+    EXPECT_EQ(api(records, kBetaLookup, api_sha(), kNow).identity->secret_until_ms,
+              std::optional<std::int64_t>((kNow + 30) * 1000));
+    EXPECT_EQ(api(records, kBetaLookup, other_sha()).identity->secret_until_ms, std::nullopt);
+
+    // The grace's end to the millisecond (old_until_ms, which wins over old_until):
+    // a grace of 5 s from 12.820 s ends at 17.820 s, not at a whole second.
+    const std::int64_t rotated_ms = kNow * 1000 + 820;
+    records.key = {{"source", "api"}, {"project", "beta-proj"}, {"sha256", other_sha()},
+                   {"old_sha256", api_sha()}, {"old_until_ms", std::to_string(rotated_ms + 5000)},
+                   {"old_until", std::to_string(kNow + 6)}};
+    auto at_ms = [&](std::int64_t ms) {
+        return resolve_identity(*policy, api_sha(), nullptr, kBetaLookup, "", records, ms).problem;
+    };
+    EXPECT_EQ(at_ms(rotated_ms + 4999), IdentityProblem::none);
+    EXPECT_EQ(at_ms(rotated_ms + 5000), IdentityProblem::unknown);
 
     // No grace at all (old_until missing or malformed): only the current one.
     records.key = {{"source", "api"}, {"project", "beta-proj"}, {"sha256", other_sha()},
@@ -355,7 +368,7 @@ TEST_F(RecordsTest, RotatedFileKeysNewSecretKeepsTheFilesLimits) {
     records.key = {{"source", "file"}, {"sha256", fresh}, {"old_sha256", file_sha()},
                    {"old_until", std::to_string(kNow + 10)}};
     const Resolution r = resolve_identity(*policy, fresh, nullptr, KeyLookup{"k1", "acme", "acme-prod"}, "",
-                                          records, kNow);
+                                          records, kNow * 1000);
     ASSERT_EQ(r.problem, IdentityProblem::none) << r.reason;
     EXPECT_EQ(r.identity->key.limits.monthly_usd, 10 * kUsd);
     EXPECT_EQ(r.identity->key.limits.daily_usd, 2 * kUsd);

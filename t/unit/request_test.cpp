@@ -40,7 +40,7 @@ TEST(Surface, AnthropicOnlyForMessagesPath) {
     EXPECT_EQ(surface_for_path("/anthropic/v1/messages"), Surface::anthropic);
     EXPECT_EQ(surface_for_path("/v1/chat/completions"), Surface::openai);
     EXPECT_EQ(surface_for_path("/v1/responses"), Surface::openai);
-    EXPECT_EQ(surface_for_path("/v1/messages/count_tokens"), Surface::openai);
+    EXPECT_EQ(surface_for_path("/v1/messages/count_tokens"), Surface::anthropic);  // its token counting
     EXPECT_EQ(surface_for_path("/v1/messagesx"), Surface::openai);
     EXPECT_EQ(surface_for_path("v1/messages"), Surface::openai);
     EXPECT_EQ(surface_for_path(""), Surface::openai);
