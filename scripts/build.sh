@@ -2,6 +2,12 @@
 # Builds build/ngx_http_spend_cap_module.so against Debian's nginx-dev
 # (/usr/share/nginx/src, with the flags of Debian's nginx binary), or against
 # any NGINX source tree given as NGINX_SRC=/path.
+#
+# SANITIZE=1 builds build/sanitize/ngx_http_spend_cap_module.so instead, with
+# AddressSanitizer and UndefinedBehaviorSanitizer (gcc's). NGINX loads it only
+# with their runtimes preloaded: LD_PRELOAD="$(gcc -print-file-name=libasan.so)
+# $(gcc -print-file-name=libubsan.so)" (the integration tests do that when
+# SPEND_CAP_SANITIZE=1).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,8 +32,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 src=${NGINX_SRC:-/usr/share/nginx/src}
-objs="$build/nginx-objs"
-mkdir -p "$build"
+out="$build"
+sanitize=()
+if [ "${SANITIZE:-0}" = 1 ]; then
+    out="$build/sanitize"
+    sanitize=("--with-cc-opt=-fsanitize=address,undefined -fno-omit-frame-pointer -g"
+              "--with-ld-opt=-fsanitize=address,undefined")
+fi
+objs="$out/nginx-objs"
+mkdir -p "$out"
 
 if [ -z "${NGINX_SRC:-}" ]; then
     # shellcheck disable=SC1091
@@ -36,6 +49,7 @@ if [ -z "${NGINX_SRC:-}" ]; then
 else
     flags=(--with-compat ${NGINX_CONFIGURE_FLAGS:-})
 fi
+flags+=("${sanitize[@]}")
 
 # Reconfigure only when the flags, the addon script or the list of sources
 # (any file added or removed under src/) changed.
@@ -43,13 +57,13 @@ stamp="$objs/.spend-cap-configured"
 want="$(printf '%s\n' "$src" "${flags[@]}" | sha256sum)$(sha256sum < "$repo/config")$(ls "$repo"/src/*/*.cpp "$repo"/src/*/*.h | sha256sum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     (cd "$src" && ./configure "${flags[@]}" --add-dynamic-module="$repo" --builddir="$objs") \
-        > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; exit 1; }
+        > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
     printf '%s' "$want" > "$stamp"
 fi
 
-make -f "$objs/Makefile" -C "$src" -j"$(nproc)" modules > "$build/make.log" 2>&1 \
-    || { grep -E "error|Error" "$build/make.log" | head -40; tail -5 "$build/make.log"; exit 1; }
+make -f "$objs/Makefile" -C "$src" -j"$(nproc)" modules > "$out/make.log" 2>&1 \
+    || { grep -E "error|Error" "$out/make.log" | head -40; tail -5 "$out/make.log"; exit 1; }
 # Replace, never overwrite: a running NGINX has the old file mapped.
-cp "$objs/ngx_http_spend_cap_module.so" "$build/.ngx_http_spend_cap_module.so.new"
-mv -f "$build/.ngx_http_spend_cap_module.so.new" "$build/ngx_http_spend_cap_module.so"
-echo "build.sh: built $build/ngx_http_spend_cap_module.so"
+cp "$objs/ngx_http_spend_cap_module.so" "$out/.ngx_http_spend_cap_module.so.new"
+mv -f "$out/.ngx_http_spend_cap_module.so.new" "$out/ngx_http_spend_cap_module.so"
+echo "build.sh: built $out/ngx_http_spend_cap_module.so"

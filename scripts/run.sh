@@ -7,12 +7,16 @@
 #                            started before. NGINX runs in the background.
 #   scripts/run.sh stop      stop everything this script started
 #   scripts/run.sh status    show what is running
+#   scripts/run.sh render    only write the rendered configuration ($prefix/conf/nginx.conf)
 #
 # Environment:
 #   UPSTREAM=https://api.openai.com   proxy to this instead of the local fake provider
 #   UPSTREAM_KEY=sk-...               the provider's API key, sent upstream in place of the
 #                                     caller's spend-cap key (Authorization: Bearer, or
-#                                     x-api-key when UPSTREAM is Anthropic's)
+#                                     x-api-key when UPSTREAM is Anthropic's); the caller's
+#                                     key is never sent on, in either header
+#   UPSTREAM_KEY_HEADER=x-api-key     which header carries UPSTREAM_KEY (authorization or
+#                                     x-api-key; default: by UPSTREAM, as above)
 #   FOREGROUND=1                      keep NGINX in the foreground (daemon off); Ctrl-C
 #                                     stops it and the fake provider
 #   PORT=8080                         the gateway's port on 127.0.0.1
@@ -20,22 +24,27 @@
 #                                     build/run/conf/admin.token, made on the first run)
 #   POLICY=conf/policy.yaml           the policy file (edit it, then re-run to apply)
 #   SKIP_BUILD=1                      use build/ngx_http_spend_cap_module.so as it is
+#   RUN_DIR=build/run, MODULE=..., REDIS_PORT=6379, FAKE_PORT=9100
+#                                     where it all lives, the module loaded, the ports
+#                                     of Redis and the fake provider (the tests render
+#                                     the configuration with these)
 #
 # Everything runtime lives in build/run/: conf/, logs/ (error.log, access.log,
 # fake_provider.log, redis.log), and the pid files.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-prefix="$root/build/run"
-module="$root/build/ngx_http_spend_cap_module.so"
+prefix=$(realpath -m "${RUN_DIR:-$root/build/run}")
+module=$(realpath -m "${MODULE:-$root/build/ngx_http_spend_cap_module.so}")
 nginx_bin=${NGINX:-/usr/sbin/nginx}
 port=${PORT:-8080}
 admin_port=${ADMIN_PORT:-8081}
 policy=$(realpath -m "${POLICY:-$root/conf/policy.yaml}")
 upstream=${UPSTREAM:-}
 upstream_key=${UPSTREAM_KEY:-}
-fake_port=9100
-redis_port=6379
+upstream_key_header=${UPSTREAM_KEY_HEADER:-}
+fake_port=${FAKE_PORT:-9100}
+redis_port=${REDIS_PORT:-6379}
 
 say() { printf 'run.sh: %s\n' "$*"; }
 die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -205,14 +214,23 @@ render_conf() {
     e+=(-e "s|^\( *\)proxy_pass https://api\.openai\.com;|\1proxy_pass $(esc "$upstream_url");|")
     q=$(esc "$temp")
     e+=(-e "s|^http {|http {\n    client_body_temp_path $q/client_body;\n    proxy_temp_path $q/proxy;\n    fastcgi_temp_path $q/fastcgi;\n    uwsgi_temp_path $q/uwsgi;\n    scgi_temp_path $q/scgi;\n|")
+    # The caller's key is cleared from both headers that may carry it; the
+    # provider's own key, if given, replaces one of them.
     if [ -n "$upstream_key" ]; then
         [[ "$upstream_key" =~ ^[A-Za-z0-9._-]+$ ]] || die "UPSTREAM_KEY has unexpected characters"
-        if [[ "$upstream_url" == *anthropic* ]]; then
-            auth_line="proxy_set_header x-api-key \"$upstream_key\";"
-        else
-            auth_line="proxy_set_header Authorization \"Bearer $upstream_key\";"
+        if [ -z "$upstream_key_header" ]; then
+            upstream_key_header=authorization
+            [[ "$upstream_url" != *anthropic* ]] || upstream_key_header=x-api-key
         fi
-        e+=(-e "s|^\( *\)# proxy_set_header Authorization \"Bearer YOUR_PROVIDER_API_KEY\";|\1$auth_line|")
+        case "$upstream_key_header" in
+            x-api-key)
+                auth_line="proxy_set_header x-api-key \"$upstream_key\";"
+                e+=(-e "s|^\( *\)proxy_set_header x-api-key \"\";|\1$auth_line|") ;;
+            authorization)
+                auth_line="proxy_set_header Authorization \"Bearer $upstream_key\";"
+                e+=(-e "s|^\( *\)proxy_set_header Authorization \"\";|\1$auth_line|") ;;
+            *) die "UPSTREAM_KEY_HEADER must be authorization or x-api-key" ;;
+        esac
     fi
     sed "${e[@]}" "$root/conf/nginx.conf" > "$out.new"
 
@@ -225,7 +243,10 @@ render_conf() {
 
     # Fail loudly if conf/nginx.conf changed shape and a line was not rendered.
     local want
+    set --
     [ -z "$upstream_key" ] || set -- "$auth_line"
+    [ "$upstream_key_header" = authorization ] || set -- "$@" 'proxy_set_header Authorization "";'
+    [ "$upstream_key_header" = x-api-key ] || set -- "$@" 'proxy_set_header x-api-key "";'
     for want in "$@" "load_module $module;" "pid $prefix/nginx.pid;" \
                 "spend_cap_policy $policy;" "access_log $prefix/logs/access.log" \
                 "listen 127.0.0.1:$port;" "proxy_pass $upstream_url;" \
@@ -355,5 +376,6 @@ case "${1:-start}" in
     start|restart) start ;;
     stop) stop_all ;;
     status) status ;;
-    *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+    render) mkdir -p "$prefix/logs"; render_conf; echo "$prefix/conf/nginx.conf" ;;
+    *) echo "usage: $0 [start|stop|status|render]" >&2; exit 2 ;;
 esac

@@ -9,7 +9,14 @@
 #      with file keys and with keys made through the management API (KEY_SOURCE=api),
 #      and of scripts/bench_scripts.sh (it builds and runs)
 #   6. runs the integration tests (pytest t/integration)
-# Extra arguments are passed to pytest, e.g. scripts/test.sh -k block -x
+#   7. builds the module with AddressSanitizer and UndefinedBehaviorSanitizer and runs
+#      the fault and hardening tests against it once more, failing on any report
+#      (SANITIZE_PASS=0 skips this)
+# Extra arguments are passed to pytest (and skip step 7), e.g. scripts/test.sh -k block -x
+#
+# SANITIZE=1 scripts/test.sh [pytest arguments]: only the integration tests (all of
+# them, or those named), against the module built with both sanitizers
+# (build/sanitize/, SANITIZE=1 scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -47,6 +54,24 @@ fi
 # the redis-server package starts a system service on 6379; the tests start their own
 # redis-server on free ports and do not need it.
 
+# The fault and hardening tests: the sanitized pass runs these.
+SANITIZED_TESTS=(t/integration/test_faults.py t/integration/test_redis_failures.py
+                 t/integration/test_stream_faults.py t/integration/test_reach.py
+                 t/integration/test_api_hardening.py t/integration/test_property_reservation.py
+                 t/integration/test_example_configs.py t/integration/test_identity.py
+                 t/integration/test_edge.py)
+
+if [[ "${SANITIZE:-0}" == 1 ]]; then
+    step "build the module with AddressSanitizer and UndefinedBehaviorSanitizer"
+    SANITIZE=1 ./scripts/build.sh
+    step "integration tests against the sanitized module (any report fails its test)"
+    export SPEND_CAP_SANITIZE=1 SPEND_CAP_MODULE="$ROOT/build/sanitize/ngx_http_spend_cap_module.so"
+    if (($#)); then
+        exec /usr/bin/python3 -m pytest -q -p no:cacheprovider "$@"
+    fi
+    exec /usr/bin/python3 -m pytest -q -p no:cacheprovider t/integration
+fi
+
 step "build the module"
 ./scripts/build.sh
 
@@ -75,5 +100,13 @@ step "script bench smoke (the tool runs; no timings)"
 BATCHES="1 5" ROUNDS=3 ./scripts/bench_scripts.sh
 
 step "integration tests"
-export SPEND_CAP_MODULE="${SPEND_CAP_MODULE:-$ROOT/build/ngx_http_spend_cap_module.so}"
-exec /usr/bin/python3 -m pytest -q -p no:cacheprovider t/integration "$@"
+if (($#)); then
+    SPEND_CAP_MODULE="${SPEND_CAP_MODULE:-$ROOT/build/ngx_http_spend_cap_module.so}" \
+        exec /usr/bin/python3 -m pytest -q -p no:cacheprovider t/integration "$@"
+fi
+SPEND_CAP_MODULE="${SPEND_CAP_MODULE:-$ROOT/build/ngx_http_spend_cap_module.so}" \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider t/integration
+
+if [[ "${SANITIZE_PASS:-1}" == 1 ]]; then
+    SANITIZE=1 ./scripts/test.sh "${SANITIZED_TESTS[@]}"
+fi

@@ -22,6 +22,13 @@ Test control, by request header (NGINX forwards them):
     x-fake-status              HTTP status; non-2xx answers a real-shaped provider error without usage
     x-fake-usage: none         a 2xx body (or stream) without usage
     x-fake-usage: malformed    a usage object whose token counts are not numbers
+    x-fake-usage: max          adversarial: the most the provider could bill for this request
+                               (t/fake_billing.py), input in its dearest kind
+    x-fake-usage: random       adversarial: each count drawn from 0 to that most (x-fake-seed: N)
+    x-fake-context-window      the model's context window, for max / random (default 200000)
+    x-fake-model-max-output    the model's own output maximum, for a request without a bound
+    x-fake-cache-write-1h-tokens  Anthropic: of the cache writes, this many for one hour
+    x-fake-hold: TAG           answer only once POST /__fake/release?tag=TAG was called (or 60 s)
     x-fake-delay-ms            wait this long before answering
     x-fake-gzip: 1             gzip the response body (Content-Encoding: gzip); a stream is one gzip
                                stream flushed (Z_SYNC_FLUSH) after every event
@@ -57,7 +64,9 @@ Test introspection, on the same port:
     GET    /__fake/requests    JSON list of every request received (method, path, headers, body,
                                body_len, body_sha256) and what was answered (status, response_len
                                and response_sha256 of the body bytes written -- after gzip, before
-                               chunked framing --, response_complete: false when cut or aborted)
+                               chunked framing --, response_complete: false when cut or aborted,
+                               `billed`: the token counts its usage reported)
+    POST   /__fake/release?tag=T  lets the requests held with x-fake-hold: T answer
     DELETE /__fake/requests    forget them
     GET    /__fake/health      200 "ok"
 """
@@ -75,11 +84,19 @@ import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import fake_billing
+
 DEFAULT_INPUT_TOKENS = 10
 DEFAULT_OUTPUT_TOKENS = 20
 
 _lock = threading.Lock()
 _requests = []
+_holds = {}  # tag -> threading.Event (x-fake-hold)
+
+
+def _hold_event(tag):
+    with _lock:
+        return _holds.setdefault(tag, threading.Event())
 
 REASONS = {
     400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
@@ -264,7 +281,13 @@ class Handler(BaseHTTPRequestHandler):
             with _lock:
                 n = len(_requests)
                 _requests.clear()
+                _holds.clear()
             self._send(200, {"deleted": n})
+        elif path == "/__fake/release" and self.command == "POST":
+            query = self.path.split("?", 1)[1] if "?" in self.path else ""
+            tag = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("tag", "")
+            _hold_event(tag).set()
+            self._send(200, {"released": tag})
         else:
             self._send(404, {"error": "no such fake endpoint"})
 
@@ -277,6 +300,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {"object": "list", "data": [
                 {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}]})
         self._not_found()
+
+    do_HEAD = do_GET  # (_send writes the headers only)
 
     def do_DELETE(self):
         if self.path.startswith("/__fake/"):
@@ -304,6 +329,9 @@ class Handler(BaseHTTPRequestHandler):
         delay = _int_header(self.headers, "x-fake-delay-ms", 0)
         if delay > 0:
             time.sleep(delay / 1000.0)
+        hold = self.headers.get("x-fake-hold")
+        if hold:
+            _hold_event(hold.strip()).wait(60)
 
         path = self.path.split("?", 1)[0]
         anthropic = path.endswith("/v1/messages")
@@ -319,6 +347,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(status, anthropic, "fake provider error (x-fake-status)")
         if req is None:
             return self._error(400, anthropic, "We could not parse the JSON body of your request.")
+        self._req, self._body = req, body
 
         handlers = {
             "/v1/chat/completions": self._chat,
@@ -352,13 +381,27 @@ class Handler(BaseHTTPRequestHandler):
     # ---- token numbers --------------------------------------------------
     def _tokens(self):
         h = self.headers
-        return {
-            "input": _int_header(h, "x-fake-input-tokens", DEFAULT_INPUT_TOKENS),
-            "output": _int_header(h, "x-fake-output-tokens", DEFAULT_OUTPUT_TOKENS),
-            "cached": _int_header(h, "x-fake-cached-tokens", 0),
-            "cache_write": _int_header(h, "x-fake-cache-write-tokens", 0),
-            "reasoning": _int_header(h, "x-fake-reasoning-tokens", 0),
-        }
+        mode = h.get("x-fake-usage", "").strip().lower()
+        if mode in ("max", "random"):
+            path = self.path.split("?", 1)[0]
+            most_in, most_out = fake_billing.bounds(
+                path, self._body, self._req, _int_header(h, "x-fake-context-window", 200000),
+                _int_header(h, "x-fake-model-max-output", fake_billing.DEFAULT_MODEL_MAX_OUTPUT))
+            t = fake_billing.usage_tokens(mode, h.get("x-fake-seed", "0"), most_in, most_out,
+                                          path.endswith("/messages"))
+        else:
+            t = {
+                "input": _int_header(h, "x-fake-input-tokens", DEFAULT_INPUT_TOKENS),
+                "output": _int_header(h, "x-fake-output-tokens", DEFAULT_OUTPUT_TOKENS),
+                "cached": _int_header(h, "x-fake-cached-tokens", 0),
+                "cache_write": _int_header(h, "x-fake-cache-write-tokens", 0),
+                "cache_write_1h": _int_header(h, "x-fake-cache-write-1h-tokens", 0),
+                "reasoning": _int_header(h, "x-fake-reasoning-tokens", 0),
+            }
+        if self._entry is not None:
+            with _lock:
+                self._entry["billed"] = dict(t)
+        return t
 
     def _text(self):
         n = _int_header(self.headers, "x-fake-content-bytes", 0)
@@ -369,6 +412,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _with_usage(self):
         return self.headers.get("x-fake-usage", "").strip().lower() != "none"
+
+    _req, _body = {}, b""
 
     def _malformed_usage(self):
         return self.headers.get("x-fake-usage", "").strip().lower() == "malformed"
@@ -612,13 +657,17 @@ class Handler(BaseHTTPRequestHandler):
         if self._malformed_usage():
             return {"input_tokens": "ten", "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
                     "output_tokens": "twenty", "service_tier": "standard"}
-        return {
+        usage = {
             "input_tokens": t["input"],
             "cache_creation_input_tokens": t["cache_write"],
             "cache_read_input_tokens": t["cached"],
             "output_tokens": t["output"],
             "service_tier": "standard",
         }
+        if t.get("cache_write_1h"):
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": t["cache_write"] - t["cache_write_1h"],
+                                       "ephemeral_1h_input_tokens": t["cache_write_1h"]}
+        return usage
 
     def _messages(self, req, status):
         t = self._tokens()

@@ -368,6 +368,23 @@ ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long
                 least = remaining;
             }
         }
+        // A prepaid org's balance binds when less of it is left than of any
+        // cost cap (ties go to the cap: it comes first in check order). Its
+        // "limit" is the settled balance: what is left plus what is held.
+        if (ledger.balance && ledger.held) {
+            std::optional<long long> left, held;
+            for (std::size_t k = 0; k < n; ++k) {
+                if (sent[k] == *ledger.balance) left = reply[k + 4];
+                if (sent[k] == *ledger.held) held = reply[k + 4];
+            }
+            // (compared as shown: nothing left is 0 for either)
+            const auto shown = [](__int128 v) { return v < 0 ? 0 : v; };
+            if (left && held && (!outcome.tightest_index || shown(*left) < shown(least))) {
+                outcome.tightest_index = *ledger.balance;
+                outcome.tightest_cap = saturating_add(*left, std::max<long long>(*held, 0));
+                least = *left;
+            }
+        }
         if (least < 0) least = 0;
         if (least > std::numeric_limits<Nanos>::max()) least = std::numeric_limits<Nanos>::max();
         outcome.tightest_remaining = static_cast<Nanos>(least);
@@ -383,6 +400,9 @@ std::optional<SpendHeaders> spend_headers(const Ledger &ledger, const ReserveOut
     try {
         if (!outcome.tightest_index || *outcome.tightest_index >= ledger.counters.size()) return std::nullopt;
         const Counter &c = ledger.counters[*outcome.tightest_index];
+        if (c.kind == CounterKind::balance)  // no reset: a balance does not clear by waiting
+            return SpendHeaders{format_usd(outcome.tightest_cap), format_usd(outcome.tightest_remaining), "",
+                                "org:balance"};
         const std::int64_t reset = window_reset(ledger.periods, c.window);
         return SpendHeaders{format_usd(outcome.tightest_cap), format_usd(outcome.tightest_remaining),
                             reset != 0 ? format_rfc3339(reset) : std::string(),

@@ -71,7 +71,8 @@ struct ReserveOutcome {
     std::optional<std::size_t> refused_by;
     // The paid plan's monthly cap that applied (when the ledger has ceilings).
     std::optional<Nanos> ceiling_cap;
-    // allowed: the cost cap with the least remaining after this reservation.
+    // allowed: the budget with the least remaining after this reservation: a
+    // cost cap, or a prepaid org's balance (its counter; cap = balance + held).
     std::optional<std::size_t> tightest_index;
     Nanos tightest_cap = 0;
     Nanos tightest_remaining = 0;
@@ -93,8 +94,9 @@ ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::s
 // One request's part of the reply.
 ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply);
 
-// The x-spend-* headers of an allowed request (SPEC section 5): the cost cap
-// with the least remaining after its reservation; none when no cost cap applies.
+// The x-spend-* headers of an allowed request (SPEC section 5): the budget
+// with the least remaining after its reservation, a prepaid balance included
+// ("org:balance", no reset); none when no cost cap and no balance applies.
 struct SpendHeaders {
     std::string limit_usd;      // x-spend-limit-usd
     std::string remaining_usd;  // x-spend-remaining-usd

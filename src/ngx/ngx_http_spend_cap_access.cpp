@@ -456,7 +456,8 @@ static ngx_int_t replace_request_body(ngx_http_request_t *r, const std::string &
 // settles at its real cost rather than at the reservation), and a request
 // without an output bound is given the one its reservation assumed (so that
 // the provider cannot bill more output than was reserved).
-static ngx_int_t edit_body(ngx_http_request_t *r, RequestCtx *ctx, const RequestInfo &info) {
+// `sent_bytes`: the length of the body the upstream gets (what bounds its input).
+static ngx_int_t edit_body(ngx_http_request_t *r, RequestCtx *ctx, const RequestInfo &info, std::size_t &sent_bytes) {
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(r, ngx_http_spend_cap_module));
     std::optional<std::string> edited;
     if (lcf->stream_usage == stream_usage_inject && ctx->surface == Surface::openai && info.stream
@@ -470,6 +471,7 @@ static ngx_int_t edit_body(ngx_http_request_t *r, RequestCtx *ctx, const Request
             edited = std::move(bounded);
         }
     }
+    sent_bytes = edited ? edited->size() : ctx->body.size();
     return edited ? replace_request_body(r, *edited) : NGX_OK;
 }
 
@@ -495,6 +497,10 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     if (!parsed.ok) {
         return answer(r, ctx, ErrorCode::invalid_request, parsed.error);
     }
+    const RequestReach reach = reach_of(ctx->body, view_of(find_header(r, "anthropic-beta", 14)).value_or(""));
+    if (!reach.refusal.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_request, reach.refusal);
+    }
     ctx->price = ctx->policy->price_for(parsed.info.model);
     if (ctx->price == nullptr) {
         return answer(r, ctx, ErrorCode::model_not_priced,
@@ -504,15 +510,11 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     if (!too_much.empty()) {
         return answer(r, ctx, ErrorCode::invalid_request, too_much);
     }
-    const RequestReach reach = reach_of(ctx->body, view_of(find_header(r, "anthropic-beta", 14)).value_or(""));
-    if (!reach.refusal.empty()) {
-        return answer(r, ctx, ErrorCode::invalid_request, reach.refusal);
-    }
-    if (edit_body(r, ctx, parsed.info) != NGX_OK) {
+    std::size_t sent_bytes = 0;
+    if (edit_body(r, ctx, parsed.info, sent_bytes) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy,
-                                        static_cast<std::int64_t>(ctx->body.size()),
+    ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy, static_cast<std::int64_t>(sent_bytes),
                                         parsed.info.max_output_tokens, parsed.info.choices, reach);
     ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
     ctx->ledger = ledgers.get(*ctx->policy, *ctx->identity, ngx_time());

@@ -10,7 +10,10 @@
 //   second edit;
 // - a body parse_request_body accepted is still accepted, asking for usage;
 // - when jansson reads a streaming request without include_usage: true, an
-//   edit is made (unless the body nests deeper than the tokenizer reads).
+//   edit is made (unless the body nests deeper than the tokenizer reads);
+// - reach_of reads any accepted body; for one without an output bound that it
+//   does not refuse (no duplicated bound), with_output_bound gives a body that
+//   parses to the same model with exactly that bound, whichever field names it.
 #include <jansson.h>
 
 #include <cstdint>
@@ -22,6 +25,7 @@
 
 #include "json_stream.h"
 #include "request.h"
+#include "request_reach.h"
 #include "request_scan.h"
 
 using namespace spendcap;
@@ -75,6 +79,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
           && parsed.info.stream == judged.info.stream && parsed.info.include_usage == judged.info.include_usage
           && parsed.info.choices == judged.info.choices);
     if (scan_request_body(body)) CHECK(judged.ok);
+    if (parsed.ok) {
+        const RequestReach reach = reach_of(body);
+        if (reach.refusal.empty() && !parsed.info.max_output_tokens) {
+            for (std::string_view field : {"max_tokens", "max_completion_tokens", "max_output_tokens"}) {
+                const std::optional<std::string> bounded = with_output_bound(body, field, 4242);
+                if (!bounded) {
+                    CHECK(!tokenizer_reads(body));
+                    continue;
+                }
+                const RequestParse again = parse_request_body(*bounded);
+                CHECK(again.ok && again.info.model == parsed.info.model);
+                CHECK(again.info.max_output_tokens == std::optional<std::int64_t>(4242));
+                CHECK(reach_of(*bounded).refusal.empty());
+            }
+        }
+    }
     const std::optional<std::string> edited = with_stream_usage(body);
     JsonPtr before = load(body);
 

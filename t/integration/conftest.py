@@ -26,6 +26,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import support  # noqa: E402
+from admin_support import PREFIX, TOKEN, Api  # noqa: E402
 from support import FakeProvider, Nginx, RedisServer  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "nginx(**kwargs): options of the test's NGINX (see conftest.py)")
 
 
-TEST_TIMEOUT = int(os.environ.get("SPEND_CAP_TEST_TIMEOUT", "120"))
+TEST_TIMEOUT = int(os.environ.get("SPEND_CAP_TEST_TIMEOUT", "300"))
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +149,23 @@ def nginx(nginx_factory, request, redis, fake):
     marker = request.node.get_closest_marker("nginx")
     opts = dict(marker.kwargs) if marker else {}
     return nginx_factory(**opts)
+
+
+@pytest.fixture
+def admin_factory(nginx_factory, tmp_path, redis, fake):
+    """admin_factory(**nginx options) -> Api of a started NGINX with the API at /spend-cap/."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN + "\n")
+    os.chmod(token_file, 0o600)
+
+    def make(**opts):
+        extra = opts.pop("server_extra", "")
+        ng = nginx_factory(server_extra="location %s/ { spend_cap_admin %s; }\n%s" % (PREFIX, token_file, extra),
+                           **opts)
+        return Api(ng)
+    return make
+
+
+@pytest.fixture
+def api(admin_factory):
+    return admin_factory()

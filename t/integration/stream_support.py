@@ -6,12 +6,12 @@ import hashlib
 import json
 import re
 import socket
-import time
 
 import httpx
 
 from support import (CHAINS, all_counter_keys, cost_nanos, default_policy, estimate_nanos, openai_cost,
                      price_of, read_counters, wait_request_settled, wait_until)  # noqa: F401 (re-exported)
+from support import redis_barrier
 
 K1 = CHAINS["k1"]
 
@@ -145,8 +145,8 @@ def reservation_warnings(nginx):
 
 
 def assert_one_reservation_warning(nginx, timeout=3.0):
-    wait_until(lambda: reservation_warnings(nginx), timeout=timeout)
-    time.sleep(0.2)  # a second one would show up now
+    assert wait_until(lambda: reservation_warnings(nginx), timeout=timeout)
+    redis_barrier(nginx)  # every worker is past the log phase of what it answered: a second would show
     lines = reservation_warnings(nginx)
     assert len(lines) == 1, ("expected one warn line 'spend_cap: settling request ... at its reservation: "
                              "<why>' in error.log, got %d:\n%s\n--- error.log tail:\n%s"

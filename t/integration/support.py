@@ -27,6 +27,11 @@ REDIS_BIN = os.environ.get("TEST_REDIS_BINARY") or shutil.which("redis-server") 
 # rebuild that rewrites the .so in place cannot crash the NGINX instances under test.
 MODULE_LOADED = MODULE
 FAKE_PROVIDER = REPO / "t" / "fake_provider.py"
+# SPEND_CAP_SANITIZE=1: the module was built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (SANITIZE=1 scripts/build.sh); every NGINX runs
+# with their runtimes preloaded, writes any report to sanitizer.* in its prefix
+# directory, and a test whose NGINX wrote one fails (Nginx.check_error_log).
+SANITIZE = os.environ.get("SPEND_CAP_SANITIZE", "0") == "1"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 
 NANOS_PER_USD = 1_000_000_000
@@ -52,9 +57,16 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+# Every wait is for an event and returns as soon as it comes: its bound only
+# decides how long a box busy with other work may take. Tests give the bound a
+# quiet box needs; it is stretched this many times (SPEND_CAP_WAIT_SCALE).
+WAIT_SCALE = float(os.environ.get("SPEND_CAP_WAIT_SCALE", "10"))
+
+
 def wait_until(fn, timeout=3.0, interval=0.02):
-    """Polls fn() until it returns a truthy value; returns the last value."""
-    deadline = time.monotonic() + timeout
+    """Polls fn() until it returns a truthy value; returns the last value (after
+    timeout x WAIT_SCALE seconds at most)."""
+    deadline = time.monotonic() + timeout * WAIT_SCALE
     while True:
         value = fn()
         if value or time.monotonic() >= deadline:
@@ -368,6 +380,12 @@ def estimate_nanos(model, body_len, max_tokens=None, policy=None):
     return cost_nanos((body_len, max_input_rate(model, pol)), (out, p["output"]))
 
 
+def sent_length(fake, index=-1):
+    """The length of the body the provider got: what bounds the input a request
+    reserves (the module may have added an output bound or stream_options)."""
+    return fake.requests()[index]["body_len"]
+
+
 def estimate_tokens(body_len, max_tokens):
     """The tokens a request reserves: input bounded by the body's bytes, output by max tokens."""
     return int(body_len) + int(max_tokens)
@@ -496,6 +514,31 @@ class FakeProvider:
     def reset(self):
         httpx.delete(self.url + "/__fake/requests", timeout=10).raise_for_status()
 
+    def release(self, tag):
+        """Lets the requests held with x-fake-hold: TAG answer."""
+        httpx.post(self.url + "/__fake/release", params={"tag": tag}, timeout=10).raise_for_status()
+
+
+def nginx_env(report_dir):
+    """The environment an NGINX of the tests starts with: with SANITIZE, the
+    sanitizers' runtimes preloaded, their reports written to report_dir/sanitizer.*."""
+    env = dict(os.environ)
+    if SANITIZE:
+        runtimes = [subprocess.run(["gcc", "-print-file-name=%s" % lib], capture_output=True, text=True,
+                                   check=True).stdout.strip() for lib in ("libasan.so", "libubsan.so")]
+        env["LD_PRELOAD"] = " ".join(runtimes)
+        log = "log_path=%s" % (Path(report_dir) / "sanitizer")
+        # NGINX keeps its pools to the end (no leak check); freed memory is filled,
+        # so a read after free shows in what it read, even inside NGINX's own code
+        env["ASAN_OPTIONS"] = ("%s:detect_leaks=0:max_free_fill_size=4096:free_fill_byte=85:"
+                               "abort_on_error=1:disable_coredump=1" % log)
+        env["UBSAN_OPTIONS"] = "%s:print_stacktrace=1" % log
+    return env
+
+
+def sanitizer_reports(report_dir):
+    return sorted(p for p in Path(report_dir).iterdir() if p.name.startswith("sanitizer."))
+
 
 NGINX_CONF = """\
 {user}
@@ -577,7 +620,7 @@ class Nginx:
 
         fields = ['"rid":"$request_id"', '"status":"$status"', '"method":"$request_method"',
                   '"uri":"$request_uri"', '"upstream_status":"$upstream_status"',
-                  '"request_length":"$request_length"']
+                  '"request_length":"$request_length"', '"pid":"$pid"']
         if module:
             fields += ['"%s":"$spend_cap_%s"' % (v, v) for v in SPEND_CAP_VARS]
         http_directives = ""
@@ -609,14 +652,21 @@ class Nginx:
 
     def test_config(self):
         """nginx -t; returns the CompletedProcess (text)."""
-        return subprocess.run(self.cmd("-t"), capture_output=True, text=True, timeout=30)
+        return subprocess.run(self.cmd("-t"), capture_output=True, text=True, timeout=30, env=self.env())
+
+    def env(self):
+        """The environment NGINX starts with (the sanitizers' runtimes and options)."""
+        return nginx_env(self.dir)
+
+    def sanitizer_reports(self):
+        return sanitizer_reports(self.dir)
 
     def start(self, timeout=10):
         if self.loads_module and not Path(MODULE_LOADED).exists():
             raise RuntimeError("the module is not built: %s (run scripts/build.sh, or set SPEND_CAP_MODULE)"
                                % MODULE)
         self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=self.env())
         pid_file = self.dir / "nginx.pid"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -646,6 +696,23 @@ class Nginx:
     def reload(self):
         os.kill(self.proc.pid, signal.SIGHUP)
 
+    def worker_pids(self):
+        """The pids of the master's worker processes (not the cache manager's)."""
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open("/proc/%s/cmdline" % p, "rb") as f:
+                    cmdline = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == self.proc.pid and b"worker process" in cmdline:
+                out.append(int(p))
+        return sorted(out)
+
     def error_text(self):
         try:
             return self.error_log.read_text(errors="replace")
@@ -661,6 +728,9 @@ class Nginx:
                and not any(p in line for p in self.expected_log_lines)]
         assert not bad, "error.log of %s has alerts/crashes:\n%s%s" % (self.dir, "\n".join(bad[:20]),
                                                                       self.core_backtraces())
+        reports = self.sanitizer_reports()
+        assert not reports, "sanitizer reports of %s:\n%s" % (
+            self.dir, "\n".join("--- %s\n%s" % (p, p.read_text(errors="replace")[-6000:]) for p in reports[:3]))
 
     def core_backtraces(self):
         """gdb backtraces of the worker core dumps in the prefix directory, if any."""
@@ -1026,6 +1096,56 @@ def wait_request_settled(r, rid, settlements=1, org="acme", answered=True, timeo
     else:
         ttl = r.ttl(marker)
         assert 0 < ttl <= 86400, "settlement marker %s should expire within 1 day, ttl=%s" % (marker, ttl)
+
+
+def redis_barrier(ng, timeout=6.0, key_header="authorization", redis_down=False):
+    """Returns once Redis has run every command each worker of `ng` sent before
+    the call (`key_header`: where its location reads the key): the event a
+    negative check waits for (a refused request changed
+    nothing: had it queued a write, that write would have run by now).
+
+    A request with a secret nobody holds is answered 401 only after its worker's
+    lookup (sc:key:SHA256) came back from Redis, on the one connection the worker
+    sends everything on, in order. Such requests are sent until every worker has
+    answered one. Lookups only read. Returns the SHA-256 of the secrets used, for a
+    test that also waits for them in MONITOR (see monitor_barrier). With
+    `redis_down` (Redis unreachable: 503) it only tells that every worker is past
+    the log phase of what it answered before."""
+    pending = set(ng.worker_pids())
+    assert pending, "no worker processes"
+    hashes = []
+    deadline = time.monotonic() + timeout * WAIT_SCALE
+    while pending:
+        assert time.monotonic() < deadline, "the barrier did not reach workers %s" % sorted(pending)
+        secret = "sk-barrier-%s" % os.urandom(12).hex()
+        r = httpx.get(ng.url + "/v1/models", headers=auth(secret, key_header), timeout=30)
+        assert r.status_code == (503 if redis_down else 401), "barrier request: %d %s" % (r.status_code, r.text)
+        hashes.append(sha256_hex(secret))
+        pending.discard(int(ng.log_entry(r.headers["x-test-request-id"], timeout=timeout)["pid"]))
+    return hashes
+
+
+def monitor_barrier(mon, ng, timeout=6.0):
+    """redis_barrier, then waits until MONITOR has shown its lookups: every command
+    NGINX sent before is in mon.commands() then. Returns the lookups' keys (is_barrier)."""
+    hashes = redis_barrier(ng, timeout)
+    want = {"sc:key:" + h for h in hashes}
+    seen = lambda: want <= {a for _client, args in mon.commands() for a in args}
+    assert wait_until(seen, timeout=timeout), "MONITOR did not show the barrier's lookups"
+    return want
+
+
+# The key lookup's script (records.cpp), which the barrier's first lookup on a
+# fresh worker loads.
+KEY_LOOKUP_SCRIPT = "return redis.call('HGETALL', KEYS[1])\n"
+
+
+def is_barrier(args, barrier_keys):
+    """A command of the barrier's own (its lookups, the lookup script's load), to
+    leave out of a count."""
+    if len(args) == 3 and args[0].upper() == "SCRIPT" and args[2] == KEY_LOOKUP_SCRIPT:
+        return True
+    return any(a in barrier_keys for a in args)
 
 
 def wait_settled(r, count, org="acme", timeout=5.0):

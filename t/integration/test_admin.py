@@ -2,82 +2,22 @@
 answer checked against docs/openapi.yaml, changes seen by the very next request on
 every node that shares the Redis."""
 
-import json
 import os
 import time
 
 import httpx
 import pytest
 
-from openapi_check import check
-from support import (SECRETS, RedisMonitor, chat_body, counter_key, is_reserve, is_settle, is_sweep, openai_cost,
-                     post, redis_int, sha256_hex, usd_nanos, wait_until)
-
-TOKEN = "admin-token-for-tests-0123456789"
-PREFIX = "/spend-cap"
-
-
-class Api:
-    """Calls the API of one NGINX; every answer is checked against the OpenAPI document."""
-
-    def __init__(self, nginx, token=TOKEN):
-        self.nginx = nginx
-        self.token = token
-
-    def call(self, method, path, body=None, token=None, raw=None, headers=None):
-        h = {"authorization": "Bearer " + (token if token is not None else self.token)}
-        if token == "":
-            h = {}
-        h.update(headers or {})
-        content = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        if content is not None:
-            h["content-type"] = "application/json"
-        r = httpx.request(method, self.nginx.url + PREFIX + path, content=content, headers=h, timeout=10)
-        check(method, path, r.status_code, r.content, headers=r.headers)
-        return r
-
-    def get(self, path, **kw):
-        return self.call("GET", path, **kw)
-
-    def post(self, path, body=None, **kw):
-        return self.call("POST", path, body, **kw)
-
-    def put(self, path, body=None, **kw):
-        return self.call("PUT", path, body, **kw)
-
-    def delete(self, path, **kw):
-        return self.call("DELETE", path, **kw)
-
-
-@pytest.fixture
-def admin_factory(nginx_factory, tmp_path, redis, fake):
-    """admin_factory(**nginx options) -> Api of a started NGINX with the API at /spend-cap/."""
-    token_file = tmp_path / "admin.token"
-    token_file.write_text(TOKEN + "\n")
-    os.chmod(token_file, 0o600)
-
-    def make(**opts):
-        extra = opts.pop("server_extra", "")
-        ng = nginx_factory(server_extra="location %s/ { spend_cap_admin %s; }\n%s" % (PREFIX, token_file, extra),
-                           **opts)
-        return Api(ng)
-    return make
-
-
-@pytest.fixture
-def api(admin_factory):
-    return admin_factory()
-
-
-def chat(nginx, secret, **headers):
-    return post(nginx.url, "/v1/chat/completions", chat_body(max_tokens=100), secret, headers=headers)
+from admin_support import PREFIX, TOKEN, Api, chat  # (the fixtures admin_factory and api: conftest)
+from support import (SECRETS, RedisMonitor, chat_body, counter_key, is_barrier, is_reserve, is_settle, is_sweep,
+                     monitor_barrier, openai_cost, redis_int, sha256_hex, usd_nanos, wait_until)
 
 
 def settled_usage(api, key_id, spent):
     """Waits for the key's monthly spend to reach `spent` (settlement is asynchronous)."""
     def monthly():
         return api.get("/keys/%s/usage" % key_id).json()["windows"][1]["spent_nanousd"]
-    wait_until(lambda: monthly() == spent, timeout=3)
+    assert wait_until(lambda: monthly() == spent, timeout=3)
     return api.get("/keys/%s/usage" % key_id).json()
 
 
@@ -147,7 +87,7 @@ def test_rotation_refuses_the_old_secret_and_keeps_the_counters(admin_factory):
         assert chat(node.nginx, new).status_code == 200
         for _ in range(3):
             assert chat(node.nginx, old).status_code == 401
-    wait_until(lambda: one.get("/keys/rot/usage").json()["windows"][2]["requests"] == 3, timeout=3)
+    assert wait_until(lambda: one.get("/keys/rot/usage").json()["windows"][0]["requests"] == 3, timeout=3)
     # a grace period: the old secret still works until it ends
     newer = one.post("/keys/rot/rotate", {"grace_seconds": 60}).json()["secret"]
     assert chat(two.nginx, new).status_code == 200
@@ -278,7 +218,7 @@ def test_projects_orgs_and_customers_read_and_limit(api):
     assert p["org"] == "acme" and p["source"] == "file" and p["limits"]["monthly_usd"] == "200.00"
     assert chat(api.nginx, SECRETS["k1"], **{"x-fake-input-tokens": "10", "x-fake-output-tokens": "5"}).status_code == 200
     cost = openai_cost("gpt-4o-mini", prompt=10, completion=5)
-    wait_until(lambda: api.get("/projects/acme-prod/usage").json()["windows"][2]["spent_nanousd"] == cost, timeout=3)
+    assert wait_until(lambda: api.get("/projects/acme-prod/usage").json()["windows"][2]["spent_nanousd"] == cost, timeout=3)
     assert api.put("/projects/acme-prod/limits", {"daily_requests": 1}).json()["limits"] == {"daily_requests": 1}
     blocked = chat(api.nginx, SECRETS["k1"])
     assert blocked.status_code == 402 and blocked.json()["error"]["scope"] == "project"
@@ -290,7 +230,7 @@ def test_projects_orgs_and_customers_read_and_limit(api):
     # the org: read, usage, limits
     o = api.get("/orgs/acme").json()
     assert o["source"] == "file" and o["cleared_nanousd"] == 0
-    wait_until(lambda: api.get("/orgs/acme/usage").json()["windows"][2]["requests"] == 2, timeout=3)
+    assert wait_until(lambda: api.get("/orgs/acme/usage").json()["windows"][0]["requests"] == 2, timeout=3)
     assert api.put("/orgs/acme/limits", {"monthly_requests": 2}).status_code == 200
     blocked = chat(api.nginx, SECRETS["k1"])
     assert blocked.status_code == 402 and blocked.json()["error"]["scope"] == "org"
@@ -320,7 +260,7 @@ def test_customer_limits_through_the_api(admin_factory):
     assert chat(api.nginx, secret, **{"x-customer-id": "cust_10"}).status_code == 200
     usage = api.get("/orgs/acme/customers/cust_9/usage").json()
     assert usage["scope"] == "customer" and usage["windows"][0]["requests_cap"] == 1
-    wait_until(lambda: api.get("/orgs/acme/customers/cust_9/usage").json()["windows"][0]["requests"] == 1, timeout=3)
+    assert wait_until(lambda: api.get("/orgs/acme/customers/cust_9/usage").json()["windows"][0]["requests"] == 1, timeout=3)
     assert api.delete("/orgs/acme/customers/cust_9/limits").status_code == 200
     assert chat(api.nginx, secret, **{"x-customer-id": "cust_9"}).status_code == 200
 
@@ -335,7 +275,7 @@ def test_a_prepaid_org_through_the_api(api):
     ok = chat(api.nginx, secret, **{"x-fake-input-tokens": "100", "x-fake-output-tokens": "10"})
     assert ok.status_code == 200
     cost = openai_cost("gpt-4o-mini", prompt=100, completion=10)
-    wait_until(lambda: api.get("/orgs/payg/balance").json()["reserved_nanousd"] == 0, timeout=3)
+    assert wait_until(lambda: api.get("/orgs/payg/balance").json()["reserved_nanousd"] == 0, timeout=3)
     b = api.get("/orgs/payg/balance").json()
     assert b["balance_nanousd"] == usd_nanos("5") - cost == b["available_nanousd"]
     assert b["low_balance_nanousd"] == usd_nanos("1")
@@ -360,7 +300,7 @@ def test_no_secret_or_token_in_the_logs(api):
     rotated = api.post("/keys/quiet/rotate", {}).json()["secret"]
     api.delete("/keys/quiet")
     assert chat(api.nginx, secret).status_code == 401
-    wait_until(lambda: len(api.nginx.log_entries()) >= 2, timeout=3)
+    assert wait_until(lambda: len(api.nginx.log_entries()) >= 2, timeout=3)
     for path in (api.nginx.error_log, api.nginx.access_log):
         text = open(path).read()
         for s in (secret, rotated, TOKEN):
@@ -390,13 +330,14 @@ def test_a_known_api_key_costs_no_extra_round_trip(admin_factory, redis, redis_s
     secret = api.post("/keys", {"project": "acme-prod", "id": "hot"}).json()["secret"]
     # the first request reads its records (the lookup, then the org's records)
     assert chat(api.nginx, secret).status_code == 200
-    wait_until(lambda: api.get("/keys/hot/usage").json()["windows"][2]["requests"] == 1, timeout=3)
+    assert wait_until(lambda: api.get("/keys/hot/usage").json()["windows"][0]["requests"] == 1, timeout=3)
     with RedisMonitor(redis_server.port) as mon:
         for _ in range(5):
             assert chat(api.nginx, secret).status_code == 200
-        wait_until(lambda: redis_int(redis, counter_key("acme", "reqs", "key", "hot", "daily")) == 6, timeout=3)
-        time.sleep(0.2)
-        sent = [a for a in _nginx_evalshas(mon) if not is_sweep(a) and "sc:orgs" not in a]
+        assert wait_until(lambda: redis_int(redis, counter_key("acme", "reqs", "key", "hot", "daily")) == 6, timeout=3)
+        barrier = monitor_barrier(mon, api.nginx)
+        sent = [a for a in _nginx_evalshas(mon) if not is_sweep(a) and "sc:orgs" not in a
+                and not is_barrier(a, barrier)]
     reserves = [a for a in sent if is_reserve(a)]
     settles = [a for a in sent if is_settle(a)]
     assert len(reserves) == 5 and len(reserves) + len(settles) == len(sent), [a[:4] for a in sent]
@@ -406,19 +347,23 @@ def test_a_flood_of_unknown_secrets_costs_one_lookup_each(admin_factory, redis_s
     api = admin_factory(workers=1)
     assert chat(api.nginx, "sk-sc-warm-up").status_code == 401  # the lookup script is loaded
     with RedisMonitor(redis_server.port) as mon:
+        slow = 0  # secrets whose three requests spanned the second they are remembered for
         with httpx.Client(timeout=10) as client:
             for i in range(10):
-                # 10 distinct unknown secrets, each three times in a row (well within a second)
+                # 10 distinct unknown secrets, each three times in a row (well within a second,
+                # unless the box is very busy: then that secret may be looked up again)
                 t0 = time.monotonic()
                 for _ in range(3):
                     r = client.post(api.nginx.url + "/v1/chat/completions", content=chat_body(),
                                     headers={"authorization": "Bearer sk-sc-unknown-%d" % i,
                                              "content-type": "application/json"})
                     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-                assert time.monotonic() - t0 < 1.0, "too slow to tell"
-        time.sleep(0.3)
-        lookups = [a for a in _nginx_evalshas(mon) if any(k.startswith("sc:key:") for k in a[3:4])]
-    assert len(lookups) == 10, " ".join(a[3][-4:] for a in lookups)
+                slow += time.monotonic() - t0 >= 1.0
+        barrier = monitor_barrier(mon, api.nginx)
+        lookups = [a for a in _nginx_evalshas(mon) if any(k.startswith("sc:key:") for k in a[3:4])
+                   and not is_barrier(a, barrier)]
+    assert slow < 10, "too slow to tell"
+    assert 10 <= len(lookups) <= 10 + 2 * slow, " ".join(a[3][-4:] for a in lookups)
 
 
 def test_validation_errors_name_the_field(api):

@@ -1,13 +1,13 @@
 """Blocked requests: 402 spend_limit_exceeded at every scope and window, in both
 envelopes; a blocked request never reaches the provider and changes nothing in Redis."""
 
-import time
 
 import pytest
 
 from support import (CAPS, CHAINS, SCOPE_WORD, SCOPES, SECRETS, WINDOWS, Periods, chat_body, counter_key,
                      estimate_nanos, messages_body, post, counter_state, usd_nanos, wait_until, read_counters,
                      all_counter_keys, openai_cost)
+from support import redis_barrier
 
 K1 = CHAINS["k1"]
 
@@ -38,7 +38,7 @@ def assert_blocked(nginx, redis, fake, r, surface, scope, window, before, period
     assert e["decision"] == "block"
     assert e["blocked_by"] == "%s:%s" % (scope, window)
     assert e["key_id"] == "k1" and e["org"] == "acme"
-    time.sleep(0.2)  # let any (wrong) asynchronous settlement land
+    redis_barrier(nginx)  # any (wrong) asynchronous settlement would have landed
     assert counter_state(redis) == before, "a blocked request changed Redis"
 
 
@@ -131,5 +131,5 @@ def test_beta_org_monthly_cap(nginx, redis, fake):
     assert body["error"]["message"] == "account has reached its monthly spend limit"
     assert (body["error"]["scope"], body["error"]["window"]) == ("org", "monthly")
     assert fake.requests() == []
-    time.sleep(0.2)
+    redis_barrier(nginx)
     assert counter_state(redis) == before

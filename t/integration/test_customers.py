@@ -2,7 +2,6 @@
 (replacing the defaults field by field), counted within the org of the key that
 carries them; no customer, no customer counters; invalid ids refused with 400."""
 
-import time
 
 import pytest
 
@@ -10,6 +9,7 @@ from support import (CHAINS, CUSTOMER_DIRECTIVE, SECRETS, Periods, all_counter_k
                      counter_state, default_policy, error_envelope, fresh_minute, messages_body, openai_cost, post,
                      read_counters, read_events,
                      set_limits, usd_nanos, wait_counters)
+from support import redis_barrier
 
 CHAT = "/v1/chat/completions"
 
@@ -63,7 +63,7 @@ def test_customer_monthly_spend_cap(nginx, redis, fake):
     e = nginx.log_entry(r.headers["x-test-request-id"])
     assert (e["decision"], e["blocked_by"], e["customer"]) == ("block", "customer:monthly", "cust_1"), e
     assert fake.requests() == []
-    time.sleep(0.2)
+    redis_barrier(nginx)
     assert counter_state(redis) == before
     assert read_events(redis, "acme") == [{
         "type": "spend_cap_reached", "scope": "customer", "id": "cust_1", "window": "monthly", "period": p.month,
@@ -148,7 +148,7 @@ def test_invalid_customer_id(nginx, redis, fake, customer):
     r = send(nginx, customer, secret=SECRETS["k1"])
     assert_invalid_customer(r, "openai")
     assert nginx.log_entry(r.headers["x-test-request-id"])["decision"] == "error"
-    time.sleep(0.1)
+    redis_barrier(nginx)
     assert fake.requests() == []
     assert list(redis.scan_iter("*")) == [], "a refused request wrote to Redis"
 

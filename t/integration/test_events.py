@@ -114,7 +114,7 @@ def test_one_request_crossing_two_fractions(nginx_factory, redis, fake, redis_se
         def xadds_seen():
             found = [args for _client, args in mon.commands() if args and args[0].upper() == "XADD"]
             return found if len(found) >= 2 else None
-        wait_until(xadds_seen, timeout=2)
+        assert wait_until(xadds_seen, timeout=2)
         xadds = [args for _client, args in mon.commands() if args and args[0].upper() == "XADD"]
     assert len(xadds) == 2, xadds
     for args in xadds:

@@ -1,11 +1,11 @@
 """Identity (401) and request (400) errors, surfaces and key sources."""
 
-import time
 
 import pytest
 
 from support import (CHAINS, SECRETS, all_counter_keys, chat_body, default_policy, estimate_nanos, format_usd,
                      messages_body, openai_cost, post, read_counters, wait_until)
+from support import redis_barrier
 
 ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                    429: "rate_limit_error", 503: "api_error"}
@@ -32,8 +32,8 @@ def assert_error(r, status, code, surface):
     return err
 
 
-def assert_untouched(redis, fake):
-    time.sleep(0.1)
+def assert_untouched(nginx, redis, fake, key_header="authorization"):
+    redis_barrier(nginx, key_header=key_header)  # any (wrong) write would have landed
     assert fake.requests() == [], "a refused request reached the provider"
     assert list(redis.scan_iter("*")) == [], "a refused request wrote to Redis"
 
@@ -53,9 +53,9 @@ def test_identity_errors(nginx, redis, fake, surface, path, body, who, code):
     r = post(nginx.url, path, body, secret)
     assert_error(r, 401, code, surface)
     if who == "k_expired":
-        wait_until(lambda: redis.exists("sc:{acme}:events"))
+        assert wait_until(lambda: redis.exists("sc:{acme}:events"))
         redis.delete("sc:{acme}:events", "sc:{acme}:expired:k_expired:1577836800")
-    assert_untouched(redis, fake)
+    assert_untouched(nginx, redis, fake)
 
 
 def test_expired_key_appends_one_key_expired_event(nginx_factory, redis, fake):
@@ -64,8 +64,9 @@ def test_expired_key_appends_one_key_expired_event(nginx_factory, redis, fake):
     for i in range(12):
         r = post(nodes[i % 2].url, "/v1/chat/completions", chat_body(), SECRETS["k_expired"])
         assert_error(r, 401, "api_key_expired", "openai")
-    wait_until(lambda: redis.exists("sc:{acme}:events"))
-    time.sleep(0.3)  # let any (wrong) second event land
+    assert wait_until(lambda: redis.exists("sc:{acme}:events"))
+    for node in nodes:
+        redis_barrier(node)  # any (wrong) second event would have landed
     events = redis.xrange("sc:{acme}:events")
     assert [fields for _, fields in events] == [
         {"type": "key_expired", "id": "k_expired", "expires_at": "2020-01-01T00:00:00Z"}]
@@ -76,7 +77,7 @@ def test_expired_key_appends_one_key_expired_event(nginx_factory, redis, fake):
 def test_identity_checked_before_the_body(nginx, redis, fake):
     r = post(nginx.url, "/v1/chat/completions", b"{not json", None)
     assert_error(r, 401, "invalid_api_key", "openai")
-    assert_untouched(redis, fake)
+    assert_untouched(nginx, redis, fake)
 
 
 def test_key_from_x_api_key_and_bearer(nginx, redis, fake):
@@ -99,14 +100,14 @@ def test_spend_cap_key_directive(nginx, redis, fake):
     assert r.status_code == 200, r.text
     e = nginx.log_entry(r.headers["x-test-request-id"])
     assert e["key_id"] == "k1"
-    wait_until(lambda: read_counters(redis, all_counter_keys(CHAINS["k1"])) ==
+    assert wait_until(lambda: read_counters(redis, all_counter_keys(CHAINS["k1"])) ==
                {k: openai_cost("gpt-4o-mini", 10, 20) for k in all_counter_keys(CHAINS["k1"])})
     # the configured source replaces the default: a bearer token alone is not read
     redis.flushall()
     fake.reset()
     r = post(nginx.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
     assert_error(r, 401, "invalid_api_key", "openai")
-    assert_untouched(redis, fake)
+    assert_untouched(nginx, redis, fake, key_header="x-my-key")
 
 
 @pytest.mark.parametrize("surface,path", [("openai", "/v1/chat/completions"), ("anthropic", "/v1/messages")])
@@ -123,7 +124,7 @@ def test_spend_cap_key_directive(nginx, redis, fake):
 def test_bad_requests(nginx, redis, fake, surface, path, body, code):
     r = post(nginx.url, path, body, SECRETS["k1"])
     assert_error(r, 400, code, surface)
-    assert_untouched(redis, fake)
+    assert_untouched(nginx, redis, fake)
 
 
 def _policy_pricing_unknown_as(model):
@@ -168,4 +169,4 @@ def test_surface_auto_by_path(nginx, redis, fake):
     assert_error(post(nginx.url, "/proxy/v1/messages", messages_body(), None), 401, "invalid_api_key", "anthropic")
     assert_error(post(nginx.url, "/v1/embeddings", chat_body(), None), 401, "invalid_api_key", "openai")
     assert_error(post(nginx.url, "/v1/responses", chat_body(), None), 401, "invalid_api_key", "openai")
-    assert_untouched(redis, fake)
+    assert_untouched(nginx, redis, fake)

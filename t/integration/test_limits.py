@@ -5,13 +5,13 @@ reached, nothing counted for a refused request; request counters count, token co
 reserve the estimate and settle to the real token count."""
 
 import threading
-import time
 
 import pytest
 
 from support import (ALL_SCOPES, CHAINS, CUSTOMER_DIRECTIVE, counter_state, read_events, SCOPE_WORD, SECRETS, Periods, all_counter_keys,
                      chat_body, counter_key, default_policy, error_envelope, estimate_tokens, messages_body, post,
                      read_counters, set_limits, snapshot, usd_nanos, wait_counters, wait_settled, wait_until)
+from support import redis_barrier
 
 CUSTOMER = "cust_7"
 CHAIN = dict(CHAINS["k1"], customer=CUSTOMER)
@@ -51,7 +51,7 @@ def assert_refused(ng, redis, fake, r, surface, scope, limit, before, periods, u
     e = ng.log_entry(r.headers["x-test-request-id"])
     assert e["decision"] == "block"
     assert e["blocked_by"] == "%s:%s" % (scope, limit)
-    time.sleep(0.2)  # let any (wrong) settlement of the refused request land
+    redis_barrier(ng)  # any (wrong) settlement of the refused request would have landed
     assert snapshot(redis) == before, "a refused request changed Redis"
 
 
@@ -126,7 +126,7 @@ def test_cost_cap_comes_before_request_cap(nginx_factory, redis, fake):
                                       window="monthly", reset_at=p.month_reset)
     assert fake.requests() == []
     assert ng.log_entry(r.headers["x-test-request-id"])["blocked_by"] == "key:monthly"
-    time.sleep(0.2)
+    redis_barrier(ng)
     assert counter_state(redis) == before
     assert [e["type"] for e in read_events(redis, "acme")] == ["spend_cap_reached"]
 
@@ -209,17 +209,18 @@ def test_tokens_hold_the_estimate_while_in_flight(nginx_factory, redis, fake):
     result = {}
     t = threading.Thread(target=lambda: result.update(r=post(
         ng.url, "/v1/chat/completions", body, SECRETS["k1"],
-        headers=dict(HEADERS, **{"x-fake-delay-ms": "1500"}))))
+        headers=dict(HEADERS, **{"x-fake-hold": "in-flight"}))))
     # the capped windows hold the estimate; the others are counted at settlement only
     capped = {counter_key("acme", "tokens", "key", "k1", "daily"),
               counter_key("acme", "tokens", "customer", CHAIN["customer"], "monthly")}
     want = {k: est if k in capped else 0 for k in keys}
     t.start()
     try:
-        seen = wait_until(lambda: read_counters(redis, keys) == want, timeout=1.2)
+        seen = wait_until(lambda: read_counters(redis, keys) == want)
         assert seen, "in flight, token counters should be %s: %s" % (want, read_counters(redis, keys))
     finally:
-        t.join(10)
+        fake.release("in-flight")
+        t.join(60)
     assert result["r"].status_code == 200, result["r"].text
     wait_counters(redis, keys, 30)
 

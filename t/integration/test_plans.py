@@ -7,13 +7,13 @@ The key k_open and the project have no caps here, so the org's caps are the
 tightest and show in x-spend-limit-usd."""
 
 import datetime as dt
-import time
 
 import pytest
 
 from support import (SECRETS, Periods, chat_body, counter_key, default_policy, error_envelope, estimate_nanos,
                      counter_state, format_usd, post, read_events, rfc3339, usd_nanos, utc_now,
                      wait_request_settled)
+from support import redis_barrier
 
 CLEARED = "sc:{acme}:cleared"
 MONTHLY = counter_key("acme", "spend", "org", "acme", "monthly")
@@ -71,7 +71,7 @@ def assert_org_monthly_refused(ng, redis, fake, r, before, cap_usd, upstream_cal
                                       window="monthly", reset_at=Periods().month_reset)
     assert len(fake.requests()) == upstream_calls
     assert ng.log_entry(r.headers["x-test-request-id"])["blocked_by"] == "org:monthly"
-    time.sleep(0.2)
+    redis_barrier(ng)
     assert counter_state(redis) == before
     reached = read_events(redis, "acme", "spend_cap_reached")
     assert len(reached) == 1 and reached[0]["cap"] == str(usd_nanos(cap_usd)), reached

@@ -5,7 +5,6 @@ events."""
 
 import asyncio
 import threading
-import time
 
 import httpx
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from support import (SECRETS, Periods, anthropic_cost, balance_key, chat_body, counter_key,
                      default_policy, error_envelope, estimate_nanos, held_key, messages_body, openai_cost, post,
                      read_events, redis_int, set_limits, snapshot, usd_nanos, wait_request_settled, wait_until)
+from support import redis_barrier
 
 ORG = "acme"
 BAL = balance_key(ORG)
@@ -41,7 +41,7 @@ def assert_insufficient(nginx, redis, fake, r, surface, before, upstream_calls=0
     assert len(fake.requests()) == upstream_calls, "a refused request reached the provider"
     e = nginx.log_entry(r.headers["x-test-request-id"])
     assert (e["decision"], e["blocked_by"]) == ("block", "org:balance"), e
-    time.sleep(0.2)
+    redis_barrier(nginx)
     assert snapshot(redis) == before, "a refused request changed Redis"
 
 
@@ -133,15 +133,15 @@ def test_balance_held_while_in_flight(nginx, redis, fake):
     redis.set(BAL, topup)
     result = {}
     t = threading.Thread(target=lambda: result.update(r=post(
-        nginx.url, "/v1/chat/completions", body, SECRETS["k1"], headers={"x-fake-delay-ms": "1500"})))
+        nginx.url, "/v1/chat/completions", body, SECRETS["k1"], headers={"x-fake-hold": "in-flight"})))
     t.start()
     try:
-        seen = wait_until(lambda: (redis_int(redis, BAL), redis_int(redis, HELD)) == (topup - est, est),
-                          timeout=1.2)
+        seen = wait_until(lambda: (redis_int(redis, BAL), redis_int(redis, HELD)) == (topup - est, est))
         assert seen, "in flight: balance %s held %s, expected %s %s" % (
             redis.get(BAL), redis.get(HELD), topup - est, est)
     finally:
-        t.join(10)
+        fake.release("in-flight")
+        t.join(60)
     assert result["r"].status_code == 200
     wait_balance(redis, topup - openai_cost("gpt-4o-mini", 10, 20))
 
@@ -191,7 +191,7 @@ def test_low_balance_event_once_until_topped_up(nginx, redis, fake):
         wait_balance(redis, balance)
 
     def lows():
-        time.sleep(0.1)
+        # (the settle script that moved the balance wait_balance waited for appends them)
         return read_events(redis, ORG, "low_balance")
 
     spend()

@@ -4,13 +4,13 @@ after it, tpm settled to the real token count, customers counted apart.
 
 Every test starts with fresh_minute(): its requests must all fall in one UTC minute."""
 
-import time
 
 import pytest
 
 from support import (ALL_SCOPES, CHAINS, CUSTOMER_DIRECTIVE, SCOPE_WORD, SECRETS, Periods, chat_body,
                      counter_key, default_policy, error_envelope, estimate_tokens, fresh_minute, messages_body,
                      post, rate_key, set_limits, snapshot, usd_nanos, wait_counters, wait_settled)
+from support import redis_barrier
 
 CUSTOMER = "cust_7"
 CHAIN = dict(CHAINS["k1"], customer=CUSTOMER)
@@ -47,7 +47,7 @@ def assert_429(ng, redis, fake, send, surface, scope, kind, upstream_calls):
     assert len(fake.requests()) == upstream_calls, "a refused request reached the provider"
     e = ng.log_entry(r.headers["x-test-request-id"])
     assert (e["decision"], e["blocked_by"]) == ("block", "%s:%s" % (scope, kind)), e
-    time.sleep(0.2)
+    redis_barrier(ng)
     assert snapshot(redis) == before, "a refused request changed Redis"
     return r
 

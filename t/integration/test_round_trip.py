@@ -5,10 +5,10 @@ org, ready in the same event loop iteration) and nothing else; and the settlemen
 that end together share one script call."""
 
 import datetime as dt
-import time
 
 from support import (SECRETS, RedisMonitor, balance_key, chat_body, default_policy, evalsha_keys, fresh_minute,
-                     is_reserve, is_settle, is_sweep, messages_body, post, rate_key, redis_int, reserve_requests,
+                     is_barrier, is_reserve, is_settle, is_sweep, messages_body, monitor_barrier, post, rate_key,
+                     redis_int, reserve_requests,
                      rfc3339, set_limits, settle_requests, usd_nanos, utc_now, wait_settled, wait_until)
 
 N = 6
@@ -61,10 +61,10 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
 
         def nginx_commands():
             return [args for client, args in mon.commands() if client != "lua"]
-        wait_until(lambda: len(nginx_commands()) >= 2 * N, timeout=5)
+        assert wait_until(lambda: len(nginx_commands()) >= 2 * N)
         wait_settled(redis, N + 1)
-        time.sleep(0.2)  # MONITOR's last lines
-        sent = nginx_commands()
+        barrier = monitor_barrier(mon, ng)  # MONITOR's last lines are in
+        sent = [args for args in nginx_commands() if not is_barrier(args, barrier)]
     # our own client issued only the SCAN and GET sc:{acme}:settlements of wait_settled:
     # everything else is NGINX's, and apart from the per-request commands, worker 0
     # sweeps each org's expired reservations once a second (EVALSHA of two keys,
@@ -99,7 +99,7 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
     stats = redis.info("commandstats")
     # (a sweep may also run between the stats reset and MONITOR, or after it)
     evalsha_sweeps = sum(1 for args in sweeps if args[0].upper() == "EVALSHA")
-    calls = len(reserves) + len(settles)
+    calls = len(reserves) + len(settles) + len(barrier)  # (the barrier's lookups are EVALSHA too)
     assert calls + evalsha_sweeps <= stats["cmdstat_evalsha"]["calls"] <= calls + evalsha_sweeps + 4, \
         stats.get("cmdstat_evalsha")
     assert "cmdstat_eval" not in stats, stats.get("cmdstat_eval")
@@ -124,23 +124,32 @@ def test_settlements_ending_together_share_one_script_call(nginx_factory, redis,
     worker = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(p) == ng.proc.pid)
     n = 40
     results = []
+    # Each answer is held by the provider until the worker is stopped, then all
+    # are written while it is: every wait below is for the event it needs (all
+    # requests arrived, all answers written), bounded generously for a busy box.
     threads = [threading.Thread(target=lambda: results.append(post(
-        ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"], headers={"x-fake-delay-ms": "1000"})))
+        ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"], headers={"x-fake-hold": "batch"}, timeout=120)))
         for _ in range(n)]
     with RedisMonitor(redis_server.port) as mon:
         for t in threads:
             t.start()
-        assert wait_until(lambda: len(fake.requests()) >= n + 1, timeout=10)
+        assert wait_until(lambda: len(fake.requests()) >= n + 1, timeout=6), \
+            "%d of %d requests reached the provider" % (len(fake.requests()) - 1, n)
         os.kill(worker, signal.SIGSTOP)
         try:
-            time.sleep(1.5)  # setup, not a check: the provider answers all 40 meanwhile
+            fake.release("batch")
+            answered = lambda: sum(1 for e in fake.requests() if e.get("response_complete")) >= n + 1
+            assert wait_until(answered, timeout=6), "the provider did not write all %d answers" % n
         finally:
             os.kill(worker, signal.SIGCONT)
         for t in threads:
-            t.join(15)
+            t.join(120)
         assert [r.status_code for r in results] == [200] * n
-        wait_settled(redis, n + 1)
-        time.sleep(0.2)  # MONITOR's last lines
+        wait_settled(redis, n + 1, timeout=6)
+        # MONITOR's last lines: the settle calls of all n requests
+        settled_in_monitor = lambda: sum(len(settle_requests(args)) for client, args in mon.commands()
+                                         if client != "lua" and is_settle(args)) >= n
+        assert wait_until(settled_in_monitor)
         # a settle call's keys end with the events stream, the deadlines and the
         # settlement count; its arguments name the requests it settles
         settles = [args for client, args in mon.commands() if client != "lua" and is_settle(args)]

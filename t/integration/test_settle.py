@@ -11,6 +11,7 @@ import pytest
 from support import (CAPS, CHAINS, SECRETS, Periods, all_counter_keys, anthropic_cost, body_of_length,
                      chat_body, counter_key, estimate_nanos, format_usd, messages_body, openai_cost, post,
                      read_counters, resv_records, settled_count, usd_nanos, wait_request_settled, wait_until)
+from support import sent_length
 
 K1 = CHAINS["k1"]
 
@@ -100,16 +101,17 @@ def test_anthropic_settles_exact_cost_with_cache_tokens(nginx, redis, fake):
     assert e["cost_usd"] == format_usd(cost) == "0.00189"
 
 
-def test_cost_is_rounded_up_to_a_nano_usd(nginx, redis):
+def test_cost_is_rounded_up_to_a_nano_usd(nginx, redis, fake):
     # odd-model: 0.123456789 / 0.987654321 USD per million; no max_output_tokens,
     # no max_tokens in the request -> default_max_output_tokens (4096) for the estimate
     body = chat_body(model="odd-model", max_tokens=None)
     cost = openai_cost("odd-model", prompt=7, completion=3)
     assert cost == 3828  # ceil(3827.160486)
-    estimate = estimate_nanos("odd-model", len(body), 4096)
     r = post(nginx.url, "/v1/chat/completions", body, SECRETS["k1"],
              headers={"x-fake-input-tokens": "7", "x-fake-output-tokens": "3"})
     assert r.status_code == 200, r.text
+    # (sent with max_completion_tokens 4096, the bound it reserved)
+    estimate = estimate_nanos("odd-model", sent_length(fake), 4096)
     wait_counters(redis, all_counter_keys(K1, "spend"), cost)
     e = nginx.log_entry(r.headers["x-test-request-id"])
     assert e["reserved_usd"] == format_usd(estimate)
@@ -122,14 +124,14 @@ def test_cost_is_rounded_up_to_a_nano_usd(nginx, redis):
     ("max_completion_tokens", 777, 777),
     ("max_output_tokens", 555, 555),
 ])
-def test_estimate_uses_request_max_tokens(nginx, redis, field, value, expected_out):
+def test_estimate_uses_request_max_tokens(nginx, redis, fake, field, value, expected_out):
     if field == "max_tokens":
         body = chat_body(max_tokens=value)
     else:
         body = chat_body(max_tokens=None, **({field: value} if field else {}))
-    estimate = estimate_nanos("gpt-4o-mini", len(body), expected_out)
     r = post(nginx.url, "/v1/chat/completions", body, SECRETS["k1"])
     assert r.status_code == 200, r.text
+    estimate = estimate_nanos("gpt-4o-mini", sent_length(fake), expected_out)
     e = nginx.log_entry(r.headers["x-test-request-id"])
     assert e["reserved_usd"] == format_usd(estimate)
 
@@ -148,7 +150,7 @@ def result_rid(resv_key):
     return resv_key.rsplit(":", 1)[1]
 
 
-def test_reservation_held_while_in_flight(nginx, redis):
+def test_reservation_held_while_in_flight(nginx, redis, fake):
     """During the upstream call every capped counter holds the estimate (k1's chain
     caps every spend window), the uncapped ones (requests, tokens) are untouched,
     and the reservation record exists; after settlement only the real figures remain."""
@@ -160,12 +162,12 @@ def test_reservation_held_while_in_flight(nginx, redis):
 
     def call():
         result["r"] = post(nginx.url, "/v1/chat/completions", body, SECRETS["k1"],
-                           headers={"x-fake-delay-ms": "1500"})
+                           headers={"x-fake-hold": "in-flight"})
 
     t = threading.Thread(target=call)
     t.start()
     try:
-        seen = wait_until(lambda: read_counters(redis, keys) == {k: estimate for k in keys}, timeout=1.2)
+        seen = wait_until(lambda: read_counters(redis, keys) == {k: estimate for k in keys})
         assert seen, "while in flight, counters should hold the estimate %d: %s" % (estimate, read_counters(redis, keys))
         counts = read_counters(redis, all_counter_keys(K1, "reqs") + all_counter_keys(K1, "tokens"))
         assert set(counts.values()) == {0}, "no cap reads them: counted only at settlement %s" % counts
@@ -183,7 +185,8 @@ def test_reservation_held_while_in_flight(nginx, redis):
         assert 0 < deadline - (sec * 1000 + usec // 1000) <= 900_000, deadline
         assert settled_count(redis) == 0
     finally:
-        t.join(10)
+        fake.release("in-flight")
+        t.join(60)
     assert result["r"].status_code == 200
     rid = result["r"].headers["x-test-request-id"]
     # one request alone in its batch: the batch id is its own request id

@@ -16,6 +16,7 @@ from stream_support import (assert_one_reservation_warning, completions_body, co
                             status_kib, wait_request_settled, worker_pids)
 from support import (SECRETS, anthropic_cost, chat_body, estimate_nanos, format_usd, messages_body, openai_cost,
                      wait_until)
+from support import sent_length
 
 CHAT_U = chat_body(max_tokens=100, stream=True, stream_options={"include_usage": True})
 CHAT_INJ = chat_body(max_tokens=100, stream=True)
@@ -135,7 +136,7 @@ MALFORMED = [("chat-plain", "/v1/chat/completions", chat_body(max_tokens=100), "
 def test_malformed_usage_settles_at_the_reservation(nginx, redis, fake, case, path, body, model):
     r = raw_post(nginx.url, path, body, SECRETS["k1"], headers=dict(TOKENS, **{"x-fake-usage": "malformed"}))
     assert r.status_code == 200 and b'"ten"' in r.raw
-    expected = estimate_nanos(model, len(body), 100)
+    expected = estimate_nanos(model, sent_length(fake, 0), 100)  # (stream_options added when injected)
     wait_request_settled(redis, r.rid)
     counters_equal(redis, expected)
     e = nginx.log_entry(r.rid)
@@ -194,7 +195,7 @@ def test_client_disconnects_mid_stream(nginx_factory, redis, fake, name, bufferi
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     s.close()
 
-    expected = estimate_nanos(model, len(body), 100)
+    expected = estimate_nanos(model, sent_length(fake, 0), 100)  # (stream_options added when injected)
     wait_request_settled(redis, rid, timeout=8)
     counters_equal(redis, expected)
     e = ng.log_entry(rid, timeout=5)

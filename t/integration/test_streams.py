@@ -14,6 +14,7 @@ from stream_support import (K1, assert_include_usage_injected, completions_body,
                             wait_request_settled)
 from support import (CAPS, SECRETS, Periods, anthropic_cost, chat_body, estimate_nanos, format_usd, messages_body,
                      openai_cost, usd_nanos)
+from support import sent_length
 
 OA_HEADERS = {"x-fake-input-tokens": "1234", "x-fake-cached-tokens": "567", "x-fake-output-tokens": "89",
               "x-fake-content": "Hi there, friend"}
@@ -179,7 +180,7 @@ def test_max_tokens_bound_the_estimate(nginx, redis, fake, name, field, value):
     r = raw_post(nginx.url, path, body, SECRETS["k1"])
     assert r.status_code == 200
     e = nginx.log_entry(r.rid)
-    assert e["reserved_usd"] == format_usd(estimate_nanos(model, len(body), bound)), e
+    assert e["reserved_usd"] == format_usd(estimate_nanos(model, sent_length(fake), bound)), e
 
 
 def test_anthropic_output_from_the_last_message_delta(nginx, redis, fake):

@@ -2,6 +2,9 @@
 // caller's key, and the x-spend-* headers of an allowed request.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <vector>
+
 #include "periods.h"
 #include "policy.h"
 #include "request.h"
@@ -67,6 +70,69 @@ TEST(SpendHeaders, ALifetimeCapHasNoReset) {
     ASSERT_TRUE(h.has_value());
     EXPECT_EQ(h->reset, "");
     EXPECT_EQ(h->scope, "key:lifetime");
+    EXPECT_EQ(h->remaining_usd, "0.00");
+}
+
+// SPEC section 5: the binding budget includes a prepaid org's balance. The
+// reserve reply gives each reserved counter's value after the reservation:
+// the balance with this request drawn, and what is held.
+Ledger prepaid_ledger(const std::string &key_limits, std::int64_t now) {
+    static std::shared_ptr<const Policy> keep;
+    keep = parse_policy(std::string("models:\n  m: { input: 1, output: 2 }\norgs:\n  acme: { prepaid: true }\n"
+                                    "projects:\n  p: { org: acme }\nkeys:\n  - id: k1\n    sha256: ") +
+                            kHash + "\n    project: p\n    limits: " + key_limits + "\n",
+                        "test.yaml");
+    return ledger_for(*keep, *keep->find_key(kHash), "", periods_at(now));
+}
+
+// The reply of an allowed reservation: {1, 0, 0, 0, value of each reserved counter}.
+std::vector<long long> allowed_reply(const Ledger &l, const std::map<CounterKind, long long> &values,
+                                     long long spend) {
+    std::vector<long long> reply{1, 0, 0, 0};
+    for (const Counter &c : l.counters) {
+        if (!(c.cap || c.kind == CounterKind::balance || c.kind == CounterKind::held)) continue;
+        auto v = values.find(c.kind);
+        reply.push_back(v != values.end() ? v->second : spend);
+    }
+    return reply;
+}
+
+TEST(SpendHeaders, APrepaidBalanceBindsWhenLessOfItIsLeft) {
+    const std::int64_t now = 1795000000;
+    const Ledger l = prepaid_ledger("{ monthly_usd: 100 }", now);
+    ASSERT_TRUE(l.balance && l.held);
+    // $15 left of the balance ($2 held), $99.99 of the monthly cap: the balance binds.
+    ReserveOutcome o = decode_reserve_reply(
+        l, allowed_reply(l, {{CounterKind::balance, 15 * kNanosPerUsd}, {CounterKind::held, 2 * kNanosPerUsd}},
+                         10'000'000));
+    ASSERT_EQ(o.kind, ReserveOutcome::Kind::allowed) << o.error;
+    auto h = spend_headers(l, o);
+    ASSERT_TRUE(h.has_value());
+    EXPECT_EQ(h->scope, "org:balance");
+    EXPECT_EQ(h->limit_usd, "17.00");     // the settled balance: left + held
+    EXPECT_EQ(h->remaining_usd, "15.00");
+    EXPECT_EQ(h->reset, "");              // waiting does not refill it
+    // More of the balance than of the cap: the cap binds.
+    o = decode_reserve_reply(l, allowed_reply(l, {{CounterKind::balance, 500 * kNanosPerUsd},
+                                                  {CounterKind::held, 0}},
+                                              99 * kNanosPerUsd));
+    h = spend_headers(l, o);
+    ASSERT_TRUE(h.has_value());
+    EXPECT_EQ(h->scope, "key:monthly");
+    EXPECT_EQ(h->remaining_usd, "1.00");
+    // A balance and no cost cap at all: the balance.
+    const Ledger only = prepaid_ledger("{ rpm: 5 }", now);
+    o = decode_reserve_reply(only, allowed_reply(only, {{CounterKind::balance, 3}, {CounterKind::held, 4}}, 1));
+    h = spend_headers(only, o);
+    ASSERT_TRUE(h.has_value());
+    EXPECT_EQ(h->scope, "org:balance");
+    EXPECT_EQ(h->limit_usd, "0.000000007");
+    // An overdrawn balance (a dry run) shows nothing left, and a cap at 0 left wins the tie.
+    o = decode_reserve_reply(l, allowed_reply(l, {{CounterKind::balance, -5}, {CounterKind::held, 9}},
+                                              100 * kNanosPerUsd));
+    h = spend_headers(l, o);
+    ASSERT_TRUE(h.has_value());
+    EXPECT_EQ(h->scope, "key:monthly");
     EXPECT_EQ(h->remaining_usd, "0.00");
 }
 
