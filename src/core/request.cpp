@@ -95,6 +95,22 @@ Endpoint endpoint_for(std::string_view method, std::string_view path) {
 
 bool is_metered(Endpoint e) { return e != Endpoint::free && e != Endpoint::unsupported; }
 
+std::string endpoint_refusal(Endpoint e, std::string_view method, std::string_view uri_path,
+                             std::string_view sent_path) {
+    try {
+        if (sent_path != uri_path)
+            return "the request path must be sent in normal form (no percent-encoding, no `.` or `..` segments, "
+                   "no `//`)";
+        if (e == Endpoint::unsupported)
+            return "spend-cap cannot bound the cost of " + std::string(method) + " " + std::string(uri_path) +
+                   ": its location takes the metered endpoints (chat/completions, completions, embeddings, "
+                   "responses, messages) and requests without a body";
+        return {};
+    } catch (...) {
+        return "the request could not be read (out of memory)";
+    }
+}
+
 std::string_view output_bound_field(Endpoint e) {
     switch (e) {
     case Endpoint::chat_completions: return "max_completion_tokens";

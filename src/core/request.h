@@ -37,6 +37,13 @@ enum class Endpoint {
 Endpoint endpoint_for(std::string_view method, std::string_view uri_path);
 bool is_metered(Endpoint e);
 
+// Why an enforced location refuses a request of an endpoint that is not free,
+// before reading its body ("" when it does not): the path the upstream gets
+// (`sent_path`: the client's own, when NGINX passes it on) differs from the
+// normalized one the endpoint was decided by, or the endpoint is unsupported.
+std::string endpoint_refusal(Endpoint e, std::string_view method, std::string_view uri_path,
+                             std::string_view sent_path);
+
 // The body field that bounds output at a metered endpoint, for a request that
 // names none ("" where the provider needs none or requires one: embeddings,
 // Anthropic's max_tokens).

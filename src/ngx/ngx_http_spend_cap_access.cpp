@@ -562,15 +562,14 @@ static void body_read(ngx_http_request_t *r) {
 
 static ngx_int_t start_reading_body(ngx_http_request_t *r, RequestCtx *ctx);
 
-// The path the upstream gets, when NGINX passes the client's own
-// (proxy_pass without a URI), must be the one the endpoint was decided by.
-static bool path_in_normal_form(ngx_http_request_t *r) {
+// The path the upstream gets: the client's own unless it was rewritten
+// (proxy_pass without a URI passes it on as it came).
+static std::string sent_path(ngx_http_request_t *r) {
     if (!r->valid_unparsed_uri) {
-        return true;  // rewritten: the upstream gets r->uri
+        return to_string(r->uri);
     }
-    std::string_view raw(reinterpret_cast<const char *>(r->unparsed_uri.data), r->unparsed_uri.len);
-    raw = raw.substr(0, raw.find('?'));
-    return raw == std::string_view(reinterpret_cast<const char *>(r->uri.data), r->uri.len);
+    std::string raw = to_string(r->unparsed_uri);
+    return raw.substr(0, raw.find('?'));
 }
 
 // The caller is known: a metered endpoint's body is read next; a free one
@@ -581,16 +580,9 @@ static ngx_int_t identified(ngx_http_request_t *r, RequestCtx *ctx) {
         ctx->outcome = Outcome::allow;
         return NGX_DECLINED;
     }
-    if (!path_in_normal_form(r)) {
-        return answer(r, ctx, ErrorCode::invalid_request,
-                      "the request path must be sent in normal form (no percent-encoding, no `.` or `..` segments, "
-                      "no `//`)");
-    }
-    if (ctx->endpoint == Endpoint::unsupported) {
-        return answer(r, ctx, ErrorCode::invalid_request,
-                      std::string("spend-cap cannot bound the cost of ") + to_string(r->method_name) + " "
-                          + to_string(r->uri) + ": its location takes the metered endpoints (chat/completions, "
-                          "completions, embeddings, responses, messages) and requests without a body");
+    std::string refusal = endpoint_refusal(ctx->endpoint, to_string(r->method_name), to_string(r->uri), sent_path(r));
+    if (!refusal.empty()) {
+        return answer(r, ctx, ErrorCode::invalid_request, refusal);
     }
     return start_reading_body(r, ctx);
 }

@@ -34,11 +34,11 @@ TEST(CallerKey, NoneGivesNothing) {
 
 constexpr const char *kHash = "e0f45c82d6ca5ee6f54cc819900039a64d865a336bec00b8ff16a10e40033839";
 
-Ledger ledger_with(const std::string &key_limits, std::int64_t now) {
+Ledger ledger_with(const std::string &key_limits, std::int64_t now, const std::string &org = "{}") {
     static std::shared_ptr<const Policy> keep;
-    keep = parse_policy(std::string("models:\n  m: { input: 1, output: 2 }\norgs:\n  acme: {}\n"
-                                    "projects:\n  p: { org: acme }\nkeys:\n  - id: k1\n    sha256: ") +
-                            kHash + "\n    project: p\n    limits: " + key_limits + "\n",
+    keep = parse_policy(std::string("models:\n  m: { input: 1, output: 2 }\norgs:\n  acme: ") + org +
+                            "\nprojects:\n  p: { org: acme }\nkeys:\n  - id: k1\n    sha256: " + kHash +
+                            "\n    project: p\n    limits: " + key_limits + "\n",
                         "test.yaml");
     return ledger_for(*keep, *keep->find_key(kHash), "", periods_at(now));
 }
@@ -77,12 +77,7 @@ TEST(SpendHeaders, ALifetimeCapHasNoReset) {
 // reserve reply gives each reserved counter's value after the reservation:
 // the balance with this request drawn, and what is held.
 Ledger prepaid_ledger(const std::string &key_limits, std::int64_t now) {
-    static std::shared_ptr<const Policy> keep;
-    keep = parse_policy(std::string("models:\n  m: { input: 1, output: 2 }\norgs:\n  acme: { prepaid: true }\n"
-                                    "projects:\n  p: { org: acme }\nkeys:\n  - id: k1\n    sha256: ") +
-                            kHash + "\n    project: p\n    limits: " + key_limits + "\n",
-                        "test.yaml");
-    return ledger_for(*keep, *keep->find_key(kHash), "", periods_at(now));
+    return ledger_with(key_limits, now, "{ prepaid: true }");
 }
 
 // The reply of an allowed reservation: {1, 0, 0, 0, value of each reserved counter}.

@@ -216,6 +216,16 @@ TEST(Endpoints, ByMethodAndPath) {
     EXPECT_FALSE(is_metered(Endpoint::unsupported));
 }
 
+TEST(Endpoints, RefusedWhenUnsupportedOrNotInNormalForm) {
+    EXPECT_EQ(endpoint_refusal(Endpoint::chat_completions, "POST", "/v1/chat/completions", "/v1/chat/completions"), "");
+    EXPECT_NE(endpoint_refusal(Endpoint::chat_completions, "POST", "/v1/chat/completions",
+                               "/v1/chat/%63ompletions").find("normal form"),
+              std::string::npos);
+    EXPECT_NE(endpoint_refusal(Endpoint::unsupported, "POST", "/v1/batches", "/v1/batches")
+                  .find("cannot bound the cost of POST /v1/batches"),
+              std::string::npos);
+}
+
 TEST(OutputBound, ItsFieldAtEachEndpoint) {
     EXPECT_EQ(output_bound_field(Endpoint::chat_completions), "max_completion_tokens");
     EXPECT_EQ(output_bound_field(Endpoint::completions), "max_tokens");
