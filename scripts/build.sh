@@ -54,7 +54,7 @@ flags+=("${sanitize[@]}")
 # Reconfigure only when the flags, the addon script or the list of sources
 # (any file added or removed under src/) changed.
 stamp="$objs/.spend-cap-configured"
-want="$(printf '%s\n' "$src" "${flags[@]}" | sha256sum)$(sha256sum < "$repo/config")$(ls "$repo"/src/*/*.cpp "$repo"/src/*/*.h | sha256sum)"
+want="$(printf '%s\n' "$src" "${flags[@]}" | sha256sum)$(sha256sum < "$repo/config")$(ls "$repo"/src/ngx/* "$repo"/src/core/*/* | sha256sum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     (cd "$src" && ./configure "${flags[@]}" --add-dynamic-module="$repo" --builddir="$objs") \
         > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }

@@ -10,7 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "periods.h"
+#include "base/periods.h"
 
 namespace spendcap_ngx {
 

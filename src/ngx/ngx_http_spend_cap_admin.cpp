@@ -12,8 +12,8 @@
 #include <memory>
 #include <new>
 
-#include "admin_api.h"
-#include "admin_ops.h"
+#include "admin/api.h"
+#include "admin/ops.h"
 
 namespace spendcap_ngx {
 

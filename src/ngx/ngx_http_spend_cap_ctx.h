@@ -9,14 +9,14 @@
 #include <optional>
 #include <string>
 
-#include "envelope.h"
-#include "ledger.h"
-#include "money.h"
-#include "policy.h"
-#include "records.h"
-#include "request.h"
-#include "reservation.h"
-#include "usage.h"
+#include "http/envelope.h"
+#include "accounting/ledger.h"
+#include "base/money.h"
+#include "policy/policy.h"
+#include "identity/records.h"
+#include "request/request.h"
+#include "accounting/reservation.h"
+#include "usage/usage.h"
 #include "ngx_http_spend_cap_redis.h"
 #include "ngx_http_spend_cap_reserve.h"
 

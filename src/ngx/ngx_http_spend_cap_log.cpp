@@ -4,7 +4,7 @@
 
 #include <exception>
 
-#include "settlement.h"
+#include "accounting/settlement.h"
 #include "ngx_http_spend_cap_settle.h"
 
 namespace spendcap_ngx {

@@ -15,7 +15,7 @@
 #include <new>
 #include <utility>
 
-#include "redis_errors.h"
+#include "redis/errors.h"
 
 namespace spendcap_ngx {
 namespace {

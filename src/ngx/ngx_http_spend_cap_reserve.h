@@ -9,7 +9,7 @@
 
 #include "ngx.h"
 #include "ngx_http_spend_cap_redis.h"
-#include "reservation.h"
+#include "accounting/reservation.h"
 
 namespace spendcap_ngx {
 

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "ngx.h"
-#include "reservation.h"
+#include "accounting/reservation.h"
 
 namespace spendcap_ngx {
 

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "ngx_http_spend_cap_redis.h"
-#include "records.h"
-#include "reservation.h"
+#include "identity/records.h"
+#include "accounting/reservation.h"
 
 #include <hiredis/hiredis.h>
 

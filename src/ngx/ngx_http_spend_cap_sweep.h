@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "ngx.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 namespace spendcap_ngx {
 

@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "ledger.h"
-#include "lua_scripts.h"
-#include "policy.h"
-#include "request.h"
-#include "reservation.h"
+#include "accounting/ledger.h"
+#include "redis/scripts.h"
+#include "policy/policy.h"
+#include "request/request.h"
+#include "accounting/reservation.h"
 
 using namespace spendcap;
 

@@ -16,8 +16,8 @@
 #include <string>
 #include <string_view>
 
-#include "admin_api.h"
-#include "policy.h"
+#include "admin/api.h"
+#include "policy/policy.h"
 
 using namespace spendcap;
 using namespace spendcap::admin;

@@ -23,10 +23,10 @@
 #include <string>
 #include <string_view>
 
-#include "json_stream.h"
-#include "request.h"
-#include "request_reach.h"
-#include "request_scan.h"
+#include "json/tokenizer.h"
+#include "request/request.h"
+#include "request/reach.h"
+#include "request/scan.h"
 
 using namespace spendcap;
 

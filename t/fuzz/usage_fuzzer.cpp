@@ -29,7 +29,7 @@
 #include <string_view>
 #include <vector>
 
-#include "usage.h"
+#include "usage/usage.h"
 
 using namespace spendcap;
 

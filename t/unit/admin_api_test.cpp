@@ -1,6 +1,6 @@
 // The management API's logic: routes, body validation (naming the field, as
 // the policy file does) and the exact JSON of every answer.
-#include "admin_api.h"
+#include "admin/api.h"
 
 #include <gtest/gtest.h>
 

@@ -3,7 +3,7 @@
 // which commands it sends, in which order, with which KEYS and ARGV, and the
 // status and JSON of its answer. The scripts themselves run against an
 // in-memory Redis in lua_scripts_test.cpp.
-#include "admin_ops.h"
+#include "admin/ops.h"
 
 #include <gtest/gtest.h>
 #include <jansson.h>
@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "policy.h"
-#include "records.h"
-#include "request.h"  // sha1_hex, sha256_hex
+#include "policy/policy.h"
+#include "identity/records.h"
+#include "request/request.h"  // sha1_hex, sha256_hex
 
 namespace spendcap::admin {
 namespace {

@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "money.h"
-#include "policy.h"
-#include "request.h"
-#include "reservation.h"
-#include "usage.h"
+#include "base/money.h"
+#include "policy/policy.h"
+#include "request/request.h"
+#include "accounting/reservation.h"
+#include "usage/usage.h"
 
 namespace spendcap {
 namespace {

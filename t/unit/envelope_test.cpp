@@ -1,5 +1,5 @@
 // Error envelopes: exact bytes, because client SDKs parse them.
-#include "envelope.h"
+#include "http/envelope.h"
 
 #include <gtest/gtest.h>
 

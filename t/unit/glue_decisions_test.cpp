@@ -5,10 +5,10 @@
 #include <map>
 #include <vector>
 
-#include "periods.h"
-#include "policy.h"
-#include "request.h"
-#include "reservation.h"
+#include "base/periods.h"
+#include "policy/policy.h"
+#include "request/request.h"
+#include "accounting/reservation.h"
 
 namespace spendcap {
 namespace {

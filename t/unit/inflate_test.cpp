@@ -1,7 +1,7 @@
 // Compressed response bodies: gzip and deflate (zlib-wrapped and raw), JSON
 // and SSE, in any pieces; corrupt, truncated and oddly framed streams; the
 // memory bound with zlib's state.
-#include "usage.h"
+#include "usage/usage.h"
 #include "usage_test_support.h"
 
 #include <gtest/gtest.h>

@@ -1,12 +1,12 @@
 // The one-pass field reader (json_fields.h) behind the usage object's fast
 // path: on every object, parse_usage_object answers as jansson does.
-#include "json_fields.h"
+#include "json/fields.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "usage.h"
+#include "usage/usage.h"
 
 using namespace spendcap;
 

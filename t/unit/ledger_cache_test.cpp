@@ -1,7 +1,7 @@
 // LedgerCache: a key's ledger built once per (policy, key, customer, UTC
 // minute), direct-mapped in a fixed number of slots so that memory stays
 // bounded whatever the number of keys.
-#include "ledger.h"
+#include "accounting/ledger.h"
 
 #include <gtest/gtest.h>
 
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "periods.h"
-#include "policy.h"
+#include "base/periods.h"
+#include "policy/policy.h"
 
 namespace spendcap {
 namespace {

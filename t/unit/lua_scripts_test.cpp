@@ -18,14 +18,14 @@
 #include <string>
 #include <vector>
 
-#include "admin_ops.h"
-#include "envelope.h"
+#include "admin/ops.h"
+#include "http/envelope.h"
 #include "fake_redis_lua.h"
-#include "policy.h"
-#include "records.h"
-#include "redis_errors.h"
-#include "request.h"
-#include "reservation.h"
+#include "policy/policy.h"
+#include "identity/records.h"
+#include "redis/errors.h"
+#include "request/request.h"
+#include "accounting/reservation.h"
 #include "script_test_support.h"
 
 namespace spendcap {

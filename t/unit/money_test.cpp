@@ -1,5 +1,5 @@
 // Exact money: policy amounts parse without floating point, costs round up.
-#include "money.h"
+#include "base/money.h"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // UTC periods: counter names, resets and expiries across month, year and leap-day ends.
-#include "periods.h"
+#include "base/periods.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Plans and merged limits: the plan ceiling choice, the org's limits with its
 // plan's filled in, and customer overrides over the defaults.
-#include "policy.h"
+#include "policy/policy.h"
 
 #include <gtest/gtest.h>
 

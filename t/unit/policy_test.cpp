@@ -1,6 +1,6 @@
 // The policy file: exact prices, cross references, and a precise file:line
 // reason for every mistake.
-#include "policy.h"
+#include "policy/policy.h"
 
 #include <gtest/gtest.h>
 

@@ -3,7 +3,7 @@
 // the ledgers built from such an identity, the per-worker IdentityCache
 // (versions, negative cache, lookups, all bounded), and the EVALSHA argv of
 // the two reads the request path sends.
-#include "records.h"
+#include "identity/records.h"
 
 #include <gtest/gtest.h>
 
@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "ledger.h"
-#include "periods.h"
-#include "policy.h"
-#include "request.h"  // sha1_hex, sha256_hex
+#include "accounting/ledger.h"
+#include "base/periods.h"
+#include "policy/policy.h"
+#include "request/request.h"  // sha1_hex, sha256_hex
 
 namespace spendcap {
 namespace {

@@ -1,7 +1,7 @@
 // classify_redis_error: whether an error reply to a command that must land
 // means "send it again later", "load the script, then send it again" or
 // "never".
-#include "redis_errors.h"
+#include "redis/errors.h"
 
 #include <gtest/gtest.h>
 

@@ -3,10 +3,10 @@
 // and the estimate those make.
 #include <gtest/gtest.h>
 
-#include "policy.h"
-#include "request.h"
-#include "request_reach.h"
-#include "usage.h"
+#include "policy/policy.h"
+#include "request/request.h"
+#include "request/reach.h"
+#include "usage/usage.h"
 
 namespace spendcap {
 namespace {

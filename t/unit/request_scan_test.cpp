@@ -1,6 +1,6 @@
 // The one-pass request reader (request_scan.h) against jansson: on every
 // body, the fast path either steps aside or gives jansson's answer.
-#include "request_scan.h"
+#include "request/scan.h"
 
 #include <gtest/gtest.h>
 

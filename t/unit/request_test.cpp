@@ -1,5 +1,5 @@
 // The request side: surface by path, body fields, worst-case estimate, hashes.
-#include "request.h"
+#include "request/request.h"
 
 #include <gtest/gtest.h>
 #include <jansson.h>

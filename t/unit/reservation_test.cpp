@@ -2,7 +2,7 @@
 // warning thresholds, the EVALSHA argv of the reserve / settle scripts, and
 // decoding the reserve reply. (The scripts themselves run in
 // lua_scripts_test.cpp, against an in-memory Redis.)
-#include "reservation.h"
+#include "accounting/reservation.h"
 
 #include <gtest/gtest.h>
 
@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "envelope.h"
-#include "request.h"
+#include "http/envelope.h"
+#include "request/request.h"
 
 namespace spendcap {
 namespace {

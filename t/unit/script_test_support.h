@@ -16,11 +16,11 @@
 #include <utility>
 #include <vector>
 
-#include "envelope.h"
+#include "http/envelope.h"
 #include "fake_redis_lua.h"
-#include "policy.h"
-#include "request.h"
-#include "reservation.h"
+#include "policy/policy.h"
+#include "request/request.h"
+#include "accounting/reservation.h"
 
 namespace spendcap::test {
 

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "fake_redis_lua.h"
-#include "policy.h"
-#include "redis_errors.h"
-#include "reservation.h"
+#include "policy/policy.h"
+#include "redis/errors.h"
+#include "accounting/reservation.h"
 #include "script_test_support.h"
 
 namespace spendcap {

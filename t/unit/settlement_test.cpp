@@ -1,7 +1,7 @@
 // settle_at: what a request settles at, from what its response showed.
 #include <gtest/gtest.h>
 
-#include "settlement.h"
+#include "accounting/settlement.h"
 
 namespace spendcap {
 namespace {

@@ -1,7 +1,7 @@
 // The response side, streamed: SSE event streams of every API, read in any
 // pieces, with any line endings; truncations; provider errors; the memory
 // bound on bodies of tens of megabytes.
-#include "usage.h"
+#include "usage/usage.h"
 #include "usage_test_support.h"
 
 #include <gtest/gtest.h>

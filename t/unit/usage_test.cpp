@@ -1,6 +1,6 @@
 // The response side: usage objects, their cost, the streaming JSON tokenizer
 // and the scanner that finds a body's top-level usage.
-#include "usage.h"
+#include "usage/usage.h"
 #include "usage_test_support.h"
 
 #include <gtest/gtest.h>
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "json_stream.h"
+#include "json/tokenizer.h"
 
 using namespace spendcap;
 using namespace spendcap::test;

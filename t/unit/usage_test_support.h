@@ -7,7 +7,7 @@
 #include <sstream>
 #include <string>
 
-#include "usage.h"
+#include "usage/usage.h"
 
 namespace spendcap::test {
 

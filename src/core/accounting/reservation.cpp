@@ -1,0 +1,581 @@
+// The arguments of the Lua scripts (lua_scripts.cpp) that reserve and settle
+// batches of requests atomically, in one round trip each, and their replies.
+#include "accounting/reservation.h"
+
+#include <algorithm>
+#include <limits>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "identity/records.h"  // org_key_prefix
+#include "request/request.h"
+
+namespace spendcap {
+
+namespace {
+
+std::string to_arg(std::int64_t v) { return std::to_string(v); }
+
+// a - b for the script's strings, saturating rather than wrapping, and
+// never INT64_MIN, so that every delta can be negated.
+std::int64_t minus(std::int64_t a, std::int64_t b) {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    std::int64_t out;
+    if (__builtin_sub_overflow(a, b, &out)) return b > 0 ? -most : most;
+    return std::max(out, -most);
+}
+
+const char *kind_arg(CounterKind kind) {
+    switch (kind) {
+    case CounterKind::spend: return "s";
+    case CounterKind::balance: return "b";
+    case CounterKind::rpm:
+    case CounterKind::tpm: return "r";
+    default: return "c";
+    }
+}
+
+// What a counter adds for `amounts` of one request.
+std::int64_t delta_of(const Counter &c, const Amounts &amounts) {
+    switch (c.kind) {
+    case CounterKind::spend: return amounts.cost;
+    case CounterKind::requests:
+    case CounterKind::rpm: return amounts.requests;
+    case CounterKind::tokens:
+    case CounterKind::tpm: return amounts.tokens;
+    case CounterKind::balance: return -amounts.cost;
+    case CounterKind::held: return amounts.cost;
+    }
+    return 0;
+}
+
+Amounts non_negative(const Amounts &a) {
+    return {std::max<Nanos>(a.cost, 0), std::max<std::int64_t>(a.tokens, 0),
+            std::clamp<std::int64_t>(a.requests, 0, 1)};
+}
+
+// Whether a reservation holds counter i: a check reads it (a cap, a plan's
+// ceiling, the balance) or it is the balance's hold. The others are left to
+// the settlement, which gives them the real figure once.
+bool reserved_here(const Ledger &ledger, std::size_t i) {
+    const Counter &c = ledger.counters[i];
+    return c.cap || c.kind == CounterKind::balance || c.kind == CounterKind::held || ledger.ceiling_counter == i;
+}
+
+// What a reservation adds to counter i: the estimate, or nothing.
+std::int64_t reserved_delta(const Ledger &ledger, std::size_t i, const Amounts &estimate) {
+    return reserved_here(ledger, i) ? delta_of(ledger.counters[i], estimate) : 0;
+}
+
+// The counters a reserve sends, in check order, so that the script neither
+// reads nor writes the others and gets no arguments for them.
+std::vector<std::size_t> reserved_counters(const Ledger &ledger) {
+    std::vector<std::size_t> out;
+    out.reserve(ledger.counters.size());
+    for (std::size_t i = 0; i < ledger.counters.size(); ++i)
+        if (reserved_here(ledger, i)) out.push_back(i);
+    return out;
+}
+
+// The lines "DELTA KEY\n" (KEY without the org's prefix) that give a
+// reservation back: the negated delta of every counter it changed.
+std::string release_record(const Ledger &ledger, const Amounts &estimate, std::size_t prefix_size) {
+    std::string record;
+    record.reserve(ledger.counters.size() * 64);
+    for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+        const Counter &c = ledger.counters[i];
+        const std::int64_t delta = reserved_delta(ledger, i, estimate);
+        if (delta == 0) continue;
+        record += to_arg(minus(0, delta));
+        record += ' ';
+        record.append(c.key, prefix_size, std::string::npos);
+        record += '\n';
+    }
+    return record;
+}
+
+std::int64_t plus(std::int64_t a, std::int64_t b) {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    std::int64_t out;
+    if (__builtin_add_overflow(a, b, &out)) return b > 0 ? most : -most;
+    return std::max(out, -most);
+}
+
+// "FRACTION=THRESHOLD;..." of a cost cap; empty without fractions.
+std::string warn_thresholds(const std::vector<WarnFraction> &warn_at, Nanos cap) {
+    std::string spec;
+    for (const WarnFraction &f : warn_at) {
+        if (!spec.empty()) spec += ';';
+        spec += f.label + "=" + to_arg(warn_threshold(cap, f));
+    }
+    return spec;
+}
+
+}  // namespace
+
+std::vector<std::string> sweep_command(const std::string &org, std::int64_t most) {
+    try {
+        const std::string &sha1 = sweep_script_sha1();
+        if (sha1.empty()) return {};
+        const std::string prefix = org_key_prefix(org);
+        return {"EVALSHA", sha1, "2", prefix + "deadlines", prefix + "reservations", prefix,
+                to_arg(std::max<std::int64_t>(most, 1))};
+    } catch (...) {
+        return {};
+    }
+}
+
+std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now) {
+    try {
+        const std::string &sha1 = key_expired_script_sha1();
+        if (sha1.empty() || !key.expires_at) return {};
+        const std::int64_t kMarkerSeconds = 400 * 86400;  // a key still knocking a year on is news again
+        return {"EVALSHA", sha1, "2",
+                org_key_prefix(org) + "expired:" + key.id + ":" + to_arg(*key.expires_at),
+                org_key_prefix(org) + "events",
+                key.id, format_rfc3339(*key.expires_at), to_arg(now + kMarkerSeconds)};
+    } catch (...) {
+        return {};
+    }
+}
+
+namespace {
+
+// What a request adds to a counter it reserves, as the reserve script names it.
+const char *amount_arg(CounterKind kind) {
+    switch (kind) {
+    case CounterKind::spend:
+    case CounterKind::held: return "$";
+    case CounterKind::balance: return "-";
+    case CounterKind::tokens:
+    case CounterKind::tpm: return "t";
+    case CounterKind::requests:
+    case CounterKind::rpm: return "1";
+    }
+    return "1";
+}
+
+}  // namespace
+
+std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &items, const std::string &batch_id,
+                                               std::int64_t ttl_ms) {
+    try {
+        const std::string &sha1 = reserve_script_sha1();
+        if (items.empty() || sha1.empty() || batch_id.empty()) return {};
+        const Ledger *first = items.front().ledger.get();
+        if (first == nullptr) return {};
+        const std::string &org = first->org;
+        const std::string prefix = org_key_prefix(org);
+
+        // The batch's counters, each once, and its chains: the counters of
+        // one ledger (requests of one key share it, so it is mapped once).
+        std::vector<const Counter *> counters;
+        std::unordered_map<std::string_view, std::size_t> index;
+        std::vector<const Ledger *> chains;
+        std::vector<std::vector<std::size_t>> chain_counters;  // batch indices (1-based)
+        const Ledger *ceiling_ledger = nullptr;
+        std::size_t ceiling_at = 0;
+        std::vector<std::size_t> chain_of(items.size());
+        std::unordered_set<std::string_view> ids;
+        for (std::size_t j = 0; j < items.size(); ++j) {
+            const Ledger *ledger = items[j].ledger.get();
+            if (ledger == nullptr || ledger->counters.empty() || ledger->org != org || items[j].request_id.empty()
+                || ledger->config_version != first->config_version)
+                return {};
+            // one field per request in the batch's record: an id twice would lose one
+            if (!ids.insert(items[j].request_id).second) return {};
+            std::size_t x = 0;
+            while (x < chains.size() && chains[x] != ledger) ++x;
+            if (x == chains.size()) {
+                std::vector<std::size_t> at;
+                for (std::size_t i : reserved_counters(*ledger)) {
+                    auto [it, added] = index.emplace(ledger->counters[i].key, counters.size() + 1);
+                    if (added) counters.push_back(&ledger->counters[i]);
+                    at.push_back(it->second);
+                    if (ledger->ceiling_counter == i && ceiling_ledger == nullptr) {
+                        ceiling_ledger = ledger;
+                        ceiling_at = it->second;
+                    }
+                }
+                chains.push_back(ledger);
+                chain_counters.push_back(std::move(at));
+            }
+            chain_of[j] = x;
+        }
+
+        const std::size_t c = counters.size();
+        std::vector<std::string> argv;
+        argv.reserve(14 + 6 * c + 3 * (ceiling_ledger ? ceiling_ledger->ceilings.size() : 0) + 8 * chains.size()
+                     + 6 * items.size());
+        argv.emplace_back("EVALSHA");
+        argv.push_back(sha1);
+        argv.push_back(to_arg(static_cast<std::int64_t>(c + (ceiling_ledger ? 4 : 3))));
+        for (const Counter *counter : counters) argv.push_back(counter->key);
+        argv.push_back(prefix + "resv:" + batch_id);
+        argv.push_back(prefix + "deadlines");
+        argv.push_back(prefix + "events");
+        if (ceiling_ledger) argv.push_back(prefix + "cleared");
+
+        argv.push_back(to_arg(static_cast<std::int64_t>(c)));
+        argv.push_back(to_arg(static_cast<std::int64_t>(items.size())));
+        argv.push_back(to_arg(static_cast<std::int64_t>(chains.size())));
+        argv.push_back(prefix);
+        argv.push_back(to_arg(std::clamp<std::int64_t>(ttl_ms, 1, kMaxReservationTtlMs)));
+        argv.push_back(batch_id);
+        for (const Counter *counter : counters) {
+            const bool spend_cap = counter->kind == CounterKind::spend && counter->cap;
+            argv.emplace_back(counter->kind == CounterKind::held ? "h" : kind_arg(counter->kind));
+            argv.emplace_back(amount_arg(counter->kind));
+            // a negative cap, never produced by the policy, blocks rather than uncaps
+            argv.push_back(counter->cap ? to_arg(std::max<std::int64_t>(*counter->cap, 0)) : "");
+            argv.push_back(to_arg(std::max<std::int64_t>(counter->expire_at, 0)));
+            argv.push_back(spend_cap ? warn_thresholds(first->warn_at, *counter->cap) : "");
+        }
+        if (ceiling_ledger) {
+            argv.push_back(to_arg(static_cast<std::int64_t>(ceiling_ledger->ceilings.size())));
+            argv.push_back(to_arg(static_cast<std::int64_t>(ceiling_at)));
+            for (const CeilingRow &row : ceiling_ledger->ceilings) {
+                argv.push_back(to_arg(row.cleared_usd));
+                argv.push_back(to_arg(std::max<Nanos>(row.monthly_usd, 0)));
+                argv.push_back(warn_thresholds(ceiling_ledger->warn_at, row.monthly_usd));
+            }
+        } else {
+            argv.emplace_back("0");
+            argv.emplace_back("0");
+        }
+        for (const std::vector<std::size_t> &at : chain_counters) {
+            argv.push_back(to_arg(static_cast<std::int64_t>(at.size())));
+            for (std::size_t i : at) argv.push_back(to_arg(static_cast<std::int64_t>(i)));
+        }
+        for (std::size_t j = 0; j < items.size(); ++j) {
+            const ReserveItem &item = items[j];
+            Amounts estimate = non_negative(item.estimate);
+            estimate.requests = 1;
+            argv.push_back(item.request_id);
+            argv.emplace_back(item.dry_run ? "1" : "0");
+            argv.push_back(to_arg(static_cast<std::int64_t>(chain_of[j] + 1)));
+            argv.push_back(to_arg(estimate.cost));
+            argv.push_back(to_arg(estimate.tokens));
+            argv.push_back(release_record(*chains[chain_of[j]], estimate, prefix.size()));
+        }
+        argv.push_back(first->config_version);
+        return argv;
+    } catch (...) {
+        return {};
+    }
+}
+
+std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &estimate,
+                                         const std::string &request_id, bool dry_run, std::int64_t ttl_ms) {
+    try {
+        std::vector<ReserveItem> one;
+        one.push_back(ReserveItem{std::make_shared<const Ledger>(ledger), estimate, request_id, dry_run});
+        return reserve_batch_command(one, request_id, ttl_ms);
+    } catch (...) {
+        return {};
+    }
+}
+
+ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::size_t requests) {
+    ReserveReplyParts out;
+    try {
+        if (flat.size() == 1 && flat[0] == 2) {
+            out.given_up = true;
+            return out;
+        }
+        if (flat.size() == 1 && flat[0] == 3) {
+            out.stale = true;
+            return out;
+        }
+        out.parts.reserve(requests);
+        std::size_t at = 0;
+        while (at < flat.size()) {
+            const long long length = flat[at];
+            if (length < 4 || static_cast<unsigned long long>(length) > flat.size() - at - 1) break;
+            ++at;
+            out.parts.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(at),
+                                   flat.begin() + static_cast<std::ptrdiff_t>(at + static_cast<std::size_t>(length)));
+            at += static_cast<std::size_t>(length);
+        }
+        if (at != flat.size() || out.parts.size() != requests) {
+            out.parts.clear();
+            out.malformed = true;
+        }
+    } catch (...) {
+        out.parts.clear();
+        out.malformed = true;
+    }
+    return out;
+}
+
+ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply) {
+    ReserveOutcome outcome;
+    try {
+        // The reply names counters by their place among those the reserve sent.
+        const std::vector<std::size_t> sent = reserved_counters(ledger);
+        const std::size_t n = sent.size();
+        if (reply.size() == 1 && reply[0] == 2) {
+            outcome.error = "reserve script found the request already settled";
+            return outcome;
+        }
+        if (reply.size() == 1 && reply[0] == 3) {
+            outcome.kind = ReserveOutcome::Kind::stale;
+            return outcome;
+        }
+        if (reply.size() < 4 || (reply[0] != 0 && reply[0] != 1)) {
+            outcome.error = "reserve script gave a malformed reply";
+            return outcome;
+        }
+        if (reply[1] < 0 || static_cast<unsigned long long>(reply[1]) > n) {
+            outcome.error = "reserve script named counter " + std::to_string(reply[1]) + " of " +
+                            std::to_string(n);
+            return outcome;
+        }
+        if (reply[3] < 0 || static_cast<unsigned long long>(reply[3]) > ledger.ceilings.size()) {
+            outcome.error = "reserve script chose ceiling row " + std::to_string(reply[3]);
+            return outcome;
+        }
+        if (reply[1] > 0) outcome.refused_by = sent[static_cast<std::size_t>(reply[1] - 1)];
+        if (ledger.ceiling_counter)
+            outcome.ceiling_cap = reply[3] > 0 ? ledger.ceilings[reply[3] - 1].monthly_usd : 0;
+        if (reply[0] == 0) {
+            if (!outcome.refused_by) {
+                outcome.error = "reserve script refused without naming a counter";
+                return outcome;
+            }
+            outcome.kind = ReserveOutcome::Kind::blocked;
+            return outcome;
+        }
+        if (reply.size() != n + 4) {
+            outcome.error = "reserve script replied " + std::to_string(reply.size() - 4) +
+                            " counters, expected " + std::to_string(n);
+            return outcome;
+        }
+        outcome.kind = ReserveOutcome::Kind::allowed;
+        __int128 least = 0;
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t i = sent[k];
+            const Counter &c = ledger.counters[i];
+            if (c.kind != CounterKind::spend) continue;
+            std::optional<Nanos> cap = c.cap;
+            if (ledger.ceiling_counter == i) cap = outcome.ceiling_cap;
+            if (!cap) continue;
+            const __int128 remaining = static_cast<__int128>(*cap) - reply[k + 4];
+            if (!outcome.tightest_index || remaining < least) {  // ties: first in check order
+                outcome.tightest_index = i;
+                outcome.tightest_cap = *cap;
+                least = remaining;
+            }
+        }
+        // A prepaid org's balance binds when less of it is left than of any
+        // cost cap (ties go to the cap: it comes first in check order). Its
+        // "limit" is the settled balance: what is left plus what is held.
+        if (ledger.balance && ledger.held) {
+            std::optional<long long> left, held;
+            for (std::size_t k = 0; k < n; ++k) {
+                if (sent[k] == *ledger.balance) left = reply[k + 4];
+                if (sent[k] == *ledger.held) held = reply[k + 4];
+            }
+            // (compared as shown: nothing left is 0 for either)
+            const auto shown = [](__int128 v) { return v < 0 ? 0 : v; };
+            if (left && held && (!outcome.tightest_index || shown(*left) < shown(least))) {
+                outcome.tightest_index = *ledger.balance;
+                outcome.tightest_cap = saturating_add(*left, std::max<long long>(*held, 0));
+                least = *left;
+            }
+        }
+        if (least < 0) least = 0;
+        if (least > std::numeric_limits<Nanos>::max()) least = std::numeric_limits<Nanos>::max();
+        outcome.tightest_remaining = static_cast<Nanos>(least);
+        return outcome;
+    } catch (...) {
+        outcome = ReserveOutcome{};
+        outcome.error = "reserve reply could not be decoded";
+        return outcome;
+    }
+}
+
+std::optional<SpendHeaders> spend_headers(const Ledger &ledger, const ReserveOutcome &outcome) {
+    try {
+        if (!outcome.tightest_index || *outcome.tightest_index >= ledger.counters.size()) return std::nullopt;
+        const Counter &c = ledger.counters[*outcome.tightest_index];
+        if (c.kind == CounterKind::balance)  // no reset: a balance does not clear by waiting
+            return SpendHeaders{format_usd(outcome.tightest_cap), format_usd(outcome.tightest_remaining), "",
+                                "org:balance"};
+        const std::int64_t reset = window_reset(ledger.periods, c.window);
+        return SpendHeaders{format_usd(outcome.tightest_cap), format_usd(outcome.tightest_remaining),
+                            reset != 0 ? format_rfc3339(reset) : std::string(),
+                            std::string(scope_name(c.scope)) + ":" + window_name(c.window)};
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
+CapRef cap_ref(const Ledger &ledger, std::size_t i, std::int64_t now) {
+    const Counter &c = ledger.counters.at(i);
+    CapRef cap{c.scope, c.window, window_reset(ledger.periods, c.window)};
+    switch (c.kind) {
+    case CounterKind::spend: cap.limit = LimitKind::spend; break;
+    case CounterKind::requests: cap.limit = LimitKind::requests; break;
+    case CounterKind::tokens: cap.limit = LimitKind::tokens; break;
+    case CounterKind::rpm:
+    case CounterKind::tpm:
+        cap.limit = c.kind == CounterKind::rpm ? LimitKind::rpm : LimitKind::tpm;
+        cap.reset_at = ledger.periods.minute_reset;
+        cap.retry_after = now > 0 ? std::clamp<std::int64_t>(ledger.periods.minute_reset - now, 1, 60)
+                                  : ledger.periods.minute_retry_after();
+        break;
+    case CounterKind::balance:
+    case CounterKind::held:
+        cap.limit = LimitKind::balance;
+        cap.reset_at = 0;
+        break;
+    }
+    return cap;
+}
+
+std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate,
+                                        const Amounts &real, const std::string &request_id,
+                                        const std::optional<Nanos> &ceiling_cap, bool reserve_answered) {
+    try {
+        std::vector<SettleItem> one;
+        one.push_back(SettleItem{std::make_shared<const Ledger>(ledger), estimate, real, request_id, ceiling_cap,
+                                 request_id, reserve_answered});
+        return settle_batch_command(one);
+    } catch (...) {
+        return {};
+    }
+}
+
+std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items) {
+    try {
+        const std::string &sha1 = settle_script_sha1();
+        if (items.empty() || sha1.empty() || items.front().ledger == nullptr) return {};
+        const std::string &org = items.front().ledger->org;
+        const std::string prefix = org_key_prefix(org);
+        // A request settles once: an id already in the batch is what its
+        // second settlement would be, nothing (counted twice, its
+        // reservation would be given back twice).
+        std::vector<const SettleItem *> batch;
+        batch.reserve(items.size());
+        std::unordered_set<std::string_view> ids;
+        for (const SettleItem &item : items)
+            if (ids.insert(item.request_id).second) batch.push_back(&item);
+
+        struct Total {
+            const Counter *counter;
+            std::int64_t delta = 0;
+            std::optional<Nanos> cap;  // for warnings
+            const std::vector<WarnFraction> *warn_at;
+        };
+        std::vector<Total> totals;
+        std::unordered_map<std::string_view, std::size_t> index;
+        // Requests of one key share a ledger: its counters are looked up once.
+        std::vector<std::pair<const Ledger *, std::vector<std::size_t>>> mapped;
+        struct Correction {
+            std::size_t counter;
+            std::int64_t delta;
+        };
+        std::vector<std::vector<Correction>> corrections(batch.size());
+        std::optional<std::size_t> balance, held;
+        std::optional<Nanos> low_balance;
+
+        for (std::size_t j = 0; j < batch.size(); ++j) {
+            const SettleItem &item = *batch[j];
+            if (item.ledger == nullptr) return {};
+            const Ledger &ledger = *item.ledger;
+            if (ledger.org != org || ledger.counters.empty() || item.request_id.empty()) return {};
+            std::size_t m = 0;
+            while (m < mapped.size() && mapped[m].first != &ledger) ++m;
+            if (m == mapped.size()) {
+                std::vector<std::size_t> at;
+                at.reserve(ledger.counters.size());
+                for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+                    const Counter &c = ledger.counters[i];
+                    auto [it, added] = index.emplace(c.key, totals.size());
+                    if (added) {
+                        std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
+                        if (ledger.ceiling_counter == i) cap.reset();
+                        totals.push_back(Total{&c, 0, cap, &ledger.warn_at});
+                    }
+                    at.push_back(it->second);
+                }
+                mapped.emplace_back(&ledger, std::move(at));
+            }
+            const std::vector<std::size_t> &at = mapped[m].second;
+            Amounts estimate = non_negative(item.estimate);
+            estimate.requests = 1;
+            const Amounts real = non_negative(item.real);
+            for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+                const Counter &c = ledger.counters[i];
+                const std::int64_t reserved = reserved_delta(ledger, i, estimate);
+                // Replaces the reservation; without one (never made, or given
+                // back at its deadline) adds the real amounts.
+                std::int64_t if_reserved = minus(delta_of(c, real), reserved);
+                std::int64_t if_unreserved = delta_of(c, real);
+                if (c.kind == CounterKind::held) {
+                    if_reserved = -reserved;  // the hold ends
+                    if_unreserved = 0;        // nothing was held
+                }
+                if (c.kind == CounterKind::rpm || c.kind == CounterKind::tpm) if_unreserved = 0;  // minute gone
+                Total &total = totals[at[i]];
+                // The plan's ceiling: the first request that knows the cap
+                // it was held to (a fail-open one never learnt it).
+                if (!total.cap && ledger.ceiling_counter == i && item.ceiling_cap) total.cap = item.ceiling_cap;
+                total.delta = plus(total.delta, if_reserved);
+                if (if_unreserved != if_reserved)
+                    corrections[j].push_back(Correction{at[i], minus(if_unreserved, if_reserved)});
+                if (ledger.balance == i) balance = at[i];
+                if (ledger.held == i) held = at[i];
+            }
+            if (ledger.low_balance && real.cost > 0) low_balance = ledger.low_balance;
+        }
+
+        const std::size_t c = totals.size(), m = batch.size();
+        std::vector<std::string> argv;
+        argv.reserve(3 + c + 3 + 3 + 5 * c + 3 + 4 * m);
+        argv.emplace_back("EVALSHA");
+        argv.push_back(sha1);
+        argv.push_back(to_arg(static_cast<std::int64_t>(c + 3)));
+        for (const Total &t : totals) argv.push_back(t.counter->key);
+        argv.push_back(prefix + "events");
+        argv.push_back(prefix + "deadlines");
+        argv.push_back(prefix + "settlements");
+
+        argv.push_back(to_arg(static_cast<std::int64_t>(c)));
+        argv.push_back(to_arg(static_cast<std::int64_t>(m)));
+        argv.push_back(prefix);
+        for (const Total &t : totals) {
+            const CounterKind kind = t.counter->kind;
+            argv.emplace_back(kind == CounterKind::rpm || kind == CounterKind::tpm ? "r" : "c");
+            argv.push_back(to_arg(t.delta));
+            argv.push_back(to_arg(std::max<std::int64_t>(t.counter->expire_at, 0)));
+            argv.push_back(t.cap ? to_arg(*t.cap) : "");
+            argv.push_back(t.cap ? warn_thresholds(*t.warn_at, *t.cap) : "");
+        }
+        const bool low = low_balance && balance && held;
+        argv.push_back(low ? to_arg(*low_balance) : "");
+        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*balance + 1)) : "0");
+        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*held + 1)) : "0");
+        for (std::size_t j = 0; j < m; ++j) {
+            const SettleItem &item = *batch[j];
+            argv.push_back(item.request_id);
+            argv.push_back(item.batch_id);
+            argv.emplace_back(item.reserve_answered && !item.batch_id.empty() ? "1" : "0");
+            std::string lines;
+            for (const Correction &k : corrections[j]) {
+                lines += to_arg(static_cast<std::int64_t>(k.counter + 1));
+                lines += ' ';
+                lines += to_arg(k.delta);
+                lines += '\n';
+            }
+            argv.push_back(std::move(lines));
+        }
+        return argv;
+    } catch (...) {
+        return {};
+    }
+}
+
+}  // namespace spendcap

@@ -1,0 +1,163 @@
+// The Redis side of requests: the arguments of the scripts (lua_scripts.h)
+// that check and reserve every limit of a batch of requests atomically in
+// one round trip, and settle them in one more, and what their replies say.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http/envelope.h"
+#include "accounting/ledger.h"
+#include "redis/scripts.h"
+#include "base/money.h"
+#include "base/periods.h"
+#include "policy/policy.h"
+
+namespace spendcap {
+
+// spend_cap_reservation_ttl's bounds: a reservation record outlives its
+// deadline by a day, and so do the markers that stop a late resend.
+constexpr std::int64_t kDefaultReservationTtlMs = 15 * 60 * 1000;
+constexpr std::int64_t kMaxReservationTtlMs = 12 * 3600 * 1000;
+
+// One request's reservation, for a batch.
+struct ReserveItem {
+    std::shared_ptr<const Ledger> ledger;
+    Amounts estimate;
+    std::string request_id;
+    bool dry_run = false;
+};
+
+// Redis command argv (EVALSHA form) that reserves a batch of requests of one
+// org (empty if they are not all of one org, or a ledger is empty). The
+// script decides each request in order: it checks every capped
+// counter (`current + delta <= cap`; the balance: `balance >= estimate`; a
+// paid plan's monthly cap chosen from sc:{ORG}:cleared) against the counters
+// as the requests before it in the batch left them and, only if all pass
+// (or in a dry run), adds the estimate to every counter a check reads (the
+// others get the real figure at settlement, once) and draws it from the
+// balance. If any request is refused, it gives back the org's reservations
+// whose deadline has passed (at most 8; their workers died) and, if there
+// were any, decides the batch again, so that they never refuse a request
+// (the periodic sweep returns the others). Then it writes each counter
+// once with the batch's sum, records
+// how to give each request back in the hash sc:{ORG}:resv:BATCH_ID with one
+// deadline `ttl_ms` from now (Redis's clock) in sc:{ORG}:deadlines, and
+// appends the warning events the batch crossed. Before anything, it checks
+// that the org's config version (sc:{ORG}:config, records.h) is the one the
+// ledgers were built at (Ledger::config_version, the same for every item):
+// if not, it does nothing and replies {3}. A request a cost cap refuses
+// appends spend_cap_reached once per cap and period. All or nothing; a batch
+// its worker gave up (every request already settled) changes nothing.
+// `batch_id` must be unique (the module uses its first request's id), and so
+// must the request ids within a batch (empty otherwise).
+std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &items, const std::string &batch_id,
+                                               std::int64_t ttl_ms = kDefaultReservationTtlMs);
+
+// One request as a batch of its own, `request_id` its batch id.
+std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &estimate,
+                                         const std::string &request_id, bool dry_run,
+                                         std::int64_t ttl_ms = kDefaultReservationTtlMs);
+
+struct ReserveOutcome {
+    // stale: the org's records changed since the ledger's caps were read
+    // (nothing done: read them again, then reserve again).
+    enum class Kind { allowed, blocked, error, stale } kind = Kind::error;
+    // blocked, or allowed in a dry run that a cap would have blocked: the first
+    // counter (index into the ledger's counters) that refused.
+    std::optional<std::size_t> refused_by;
+    // The paid plan's monthly cap that applied (when the ledger has ceilings).
+    std::optional<Nanos> ceiling_cap;
+    // allowed: the budget with the least remaining after this reservation: a
+    // cost cap, or a prepaid org's balance (its counter; cap = balance + held).
+    std::optional<std::size_t> tightest_index;
+    Nanos tightest_cap = 0;
+    Nanos tightest_remaining = 0;
+    std::string error;
+};
+
+// The reserve script's reply (a flat array of integers: per request the
+// length of its part, then the part), split per request in order. Empty
+// with `given_up` for {2} (the batch was given up), empty with `malformed`
+// unless it holds exactly `requests` parts.
+struct ReserveReplyParts {
+    std::vector<std::vector<long long>> parts;
+    bool given_up = false;
+    bool stale = false;  // {3}: the batch's config version is not the org's (nothing done)
+    bool malformed = false;
+};
+ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::size_t requests);
+
+// One request's part of the reply.
+ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply);
+
+// The x-spend-* headers of an allowed request (SPEC section 5): the budget
+// with the least remaining after its reservation, a prepaid balance included
+// ("org:balance", no reset); none when no cost cap and no balance applies.
+struct SpendHeaders {
+    std::string limit_usd;      // x-spend-limit-usd
+    std::string remaining_usd;  // x-spend-remaining-usd
+    std::string reset;          // x-spend-reset (RFC 3339); "" for a lifetime cap
+    std::string scope;          // x-spend-scope, e.g. key:monthly
+};
+std::optional<SpendHeaders> spend_headers(const Ledger &ledger, const ReserveOutcome &outcome);
+
+// The cap a refusing counter stands for, for the error body and
+// $spend_cap_blocked_by; `now` (unix seconds) for a rate's Retry-After
+// (default: the ledger's own time, which a cached ledger has from earlier).
+CapRef cap_ref(const Ledger &ledger, std::size_t counter_index, std::int64_t now = 0);
+
+// One request's settlement. `real.requests` is 1 for a request that
+// reached the provider, 0 for one refused before it, which then ends
+// counted nowhere. `ceiling_cap`: the paid plan's cap the reservation saw.
+struct SettleItem {
+    std::shared_ptr<const Ledger> ledger;
+    Amounts estimate;
+    Amounts real;
+    std::string request_id;
+    std::optional<Nanos> ceiling_cap;
+    std::string batch_id;           // its reserve's batch ("" when none was sent)
+    bool reserve_answered = true;   // Redis said allowed: its record is authoritative
+};
+
+// Redis command argv (EVALSHA form) that settles several requests of one org
+// in one script call, each exactly once, every counter written once with
+// the batch's sum; all or nothing: a write Redis refuses leaves everything
+// as it was (the reply is that error). Per request: while its reservation
+// is recorded (in its batch's record), replaces the reserved `estimate` by
+// `real` in every counter (adds `real` to those the reservation left alone)
+// and the balance (rates only while their minute's counter lives); if it was
+// given back at its deadline (sc:{ORG}:released:RID) or never made, adds
+// `real`. A request whose reserve was answered needs no marker: its record
+// is gone once settled, so a resend does nothing. One whose reserve was not
+// answered (timeout, lost connection, never sent) leaves
+// sc:{ORG}:settled:RID (a day), and a tombstone sc:{ORG}:gone:BATCH if its
+// reserve never landed, so that a late one does nothing. Counts the
+// requests in sc:{ORG}:settlements. Appends the warning events a rise
+// crossed, and low_balance once when the real balance falls below
+// low_balance_usd. Reply: 1 settled now, 0 already settled. Empty if the
+// items are not all of one org.
+std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items);
+
+// One request as a batch of its own; its reserve's batch is its own id (as
+// reserve_command makes it).
+std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &estimate,
+                                        const Amounts &real, const std::string &request_id,
+                                        const std::optional<Nanos> &ceiling_cap,
+                                        bool reserve_answered = true);
+
+// Redis command argv (EVALSHA form) that gives back at most `most` of the
+// org's reservations whose deadline has passed (their workers died or their
+// settlements were lost); the reserve script does the same for the orgs it
+// serves. Reply: how many it gave back.
+std::vector<std::string> sweep_command(const std::string &org, std::int64_t most);
+
+// Redis command argv (EVALSHA form) that appends one key_expired event
+// (id, expires_at) the first time an expired key is refused; empty if the key
+// has no expires_at.
+std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now);
+
+}  // namespace spendcap

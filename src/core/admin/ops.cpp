@@ -1,0 +1,1242 @@
+// The management API's calls, each a few Redis commands (admin_ops.h).
+#include "admin/ops.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "http/envelope.h"
+#include "accounting/ledger.h"
+#include "request/request.h"  // sha1_hex, sha256_hex
+
+namespace spendcap::admin {
+
+namespace {
+
+struct Script {
+    std::string text, sha1;
+};
+
+Script make(const char *body) { return Script{body, sha1_hex(body)}; }
+
+// KEYS[1]'s value (nil: none).
+const Script &get_script() {
+    static const Script s = make("return redis.call('GET', KEYS[1])\n");
+    return s;
+}
+
+// Every KEYS' value, one slot's.
+const Script &mget_script() {
+    static const Script s = make("return redis.call('MGET', unpack(KEYS))\n");
+    return s;
+}
+
+const Script &hgetall_script() {
+    static const Script s = make("return redis.call('HGETALL', KEYS[1])\n");
+    return s;
+}
+
+// KEYS: sc:keyid:ID, sc:key:SHA256. ARGV: org, id, project. 0 when the id is
+// taken (nothing done), else 1.
+const Script &create_key_global_script() {
+    static const Script s = make(R"lua(
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('HSET', KEYS[2], 'id', ARGV[2], 'org', ARGV[1], 'project', ARGV[3])
+return 1
+)lua");
+    return s;
+}
+
+// The new secret's lookup, when the org already holds a record of that id
+// (its sc:keyid:ID had been lost: it names that org again). KEYS: sc:key:SHA256.
+const Script &undo_lookup_script() {
+    static const Script s = make("redis.call('DEL', KEYS[1])\nreturn 1\n");
+    return s;
+}
+
+// KEYS: sc:key:SHA256 of a new secret. ARGV: org, id, project.
+const Script &put_lookup_script() {
+    static const Script s = make(R"lua(
+redis.call('HSET', KEYS[1], 'id', ARGV[2], 'org', ARGV[1], 'project', ARGV[3])
+return 1
+)lua");
+    return s;
+}
+
+// KEYS: sc:project:ID. ARGV: org. "" when the project is (now) that org's,
+// else the org it already belongs to (nothing done).
+const Script &project_index_script() {
+    static const Script s = make(R"lua(
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return ''
+)lua");
+    return s;
+}
+
+// One change to one record of an org, with its audit event, the org's
+// config version first (a version bumped for a change that then fails
+// only makes workers read the records again).
+// KEYS: the record, sc:{ORG}:config, sc:{ORG}:events, [a set to add ARGV[2] to].
+// ARGV: need (exists | absent | any), the set's member, event type, E, E
+//   event field pairs, S, S field pairs to set, D, D fields to delete, then
+//   a guard field and value: when the record's field already reads that
+//   ("" for absent), the change is already made: nothing is done, no event.
+// Reply: 0 when `need` does not hold (nothing done), else {1 if the record
+// existed before / 0, the record's fields after, 1 changed / 0 already so}.
+const Script &apply_script() {
+    static const Script s = make(R"lua(
+local need = ARGV[1]
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if (need == 'exists' and not exists) or (need == 'absent' and exists) then return 0 end
+local existed = exists and 1 or 0
+local p = 4
+local e = tonumber(ARGV[p])
+local event = {'type', ARGV[3]}
+for i = 1, 2 * e do event[#event + 1] = ARGV[p + i] end
+p = p + 1 + 2 * e
+local s = tonumber(ARGV[p])
+local first_set = p + 1
+p = p + 1 + 2 * s
+local d = tonumber(ARGV[p])
+local guard = ARGV[p + d + 1]
+if guard ~= '' and (redis.call('HGET', KEYS[1], guard) or '') == ARGV[p + d + 2] then
+  return {existed, redis.call('HGETALL', KEYS[1]), 0}
+end
+redis.call('INCR', KEYS[2])
+if s > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, first_set, first_set + 2 * s - 1)) end
+if d > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, p + 1, p + d)) end
+if KEYS[4] and ARGV[2] ~= '' then redis.call('SADD', KEYS[4], ARGV[2]) end
+redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', unpack(event))
+return {existed, redis.call('HGETALL', KEYS[1]), 1}
+)lua");
+    return s;
+}
+
+// A rotation: the current secret (the record's, else the file's) becomes the
+// old one, valid until ARGV[3] (milliseconds; old_until in whole seconds,
+// rounded up, for workers that read only that). A revoked key is not rotated.
+// KEYS: the key's record, sc:{ORG}:config, sc:{ORG}:events.
+// ARGV: the file's hash ("" none), the new hash, old_until_ms, id, grace seconds, need (exists | any),
+//   old_until.
+// Reply: 0 no such record, -1 revoked (nothing done), else the record's fields.
+const Script &rotate_script() {
+    static const Script s = make(R"lua(
+if ARGV[6] == 'exists' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'revoked') == '1' then return -1 end
+local current = redis.call('HGET', KEYS[1], 'sha256') or ARGV[1]
+redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'sha256', ARGV[2], 'old_sha256', current, 'old_until_ms', ARGV[3], 'old_until', ARGV[7])
+if redis.call('HEXISTS', KEYS[1], 'source') == 0 then redis.call('HSET', KEYS[1], 'source', 'file') end
+redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'key_rotated', 'id', ARGV[4],
+  'grace_seconds', ARGV[5], 'by', 'api')
+return redis.call('HGETALL', KEYS[1])
+)lua");
+    return s;
+}
+
+// What a key's identity needs, like the request path's read (records.h),
+// with the key's project read from its record when it has one.
+// KEYS: sc:{ORG}:config, the key's record, the org's record.
+// ARGV: prefix, the file's project ("" none), customer ("" none).
+// Reply: {version or "", key fields, project fields, org fields, customer fields, project}.
+const Script &identity_records_script() {
+    static const Script s = make(R"lua(
+local key = redis.call('HGETALL', KEYS[2])
+local project = redis.call('HGET', KEYS[2], 'project') or ARGV[2]
+local customer = {}
+if ARGV[3] ~= '' then customer = redis.call('HGETALL', ARGV[1] .. 'customer:' .. ARGV[3]) end
+return {redis.call('GET', KEYS[1]) or '', key, redis.call('HGETALL', ARGV[1] .. 'project:' .. project),
+  redis.call('HGETALL', KEYS[3]), customer, project}
+)lua");
+    return s;
+}
+
+// KEYS: sc:orgs (every org the API created: the sweeper reads it). ARGV: the org.
+const Script &add_org_script() {
+    static const Script s = make("return redis.call('SADD', KEYS[1], ARGV[1])\n");
+    return s;
+}
+
+// KEYS: sc:{ORG}:keys. ARGV: prefix, then the file's key ids of the org.
+// Reply: {id, fields, id, fields, ...}: the API's keys, then the file's.
+const Script &list_keys_script() {
+    static const Script s = make(R"lua(
+local out, seen = {}, {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  seen[id] = true
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'key:' .. id)
+end
+for i = 2, #ARGV do
+  if not seen[ARGV[i]] then
+    out[#out + 1] = ARGV[i]
+    out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'key:' .. ARGV[i])
+  end
+end
+return out
+)lua");
+    return s;
+}
+
+// KEYS: sc:{ORG}:topup:IDEMPOTENCY, sc:{ORG}:balance, sc:{ORG}:events,
+// sc:{ORG}:balance:held.
+// ARGV: amount (nano-USD), idempotency key.
+// Reply: {1 applied / 0 a replay, "AMOUNT BALANCE_AFTER HELD"} (the balance
+// with the reservations in flight drawn, and those: their sum is the settled
+// balance); {-1, Redis's error} when the balance would overflow or holds no
+// integer (nothing done).
+const Script &topup_script() {
+    static const Script s = make(R"lua(
+local prior = redis.call('GET', KEYS[1])
+if prior then return {0, prior} end
+local added = redis.pcall('INCRBY', KEYS[2], ARGV[1])
+if type(added) == 'table' and added.err then return {-1, added.err} end
+local after = redis.call('GET', KEYS[2])
+local answer = ARGV[1] .. ' ' .. after .. ' ' .. (redis.call('GET', KEYS[4]) or '0')
+redis.call('SET', KEYS[1], answer, 'EX', 34560000)
+redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'topup', 'amount_nanousd', ARGV[1],
+  'idempotency_key', ARGV[2], 'balance_nanousd', after, 'by', 'api')
+return {1, answer}
+)lua");
+    return s;
+}
+
+// KEYS: sc:{ORG}:cleared, sc:{ORG}:events. ARGV: cleared (nano-USD).
+const Script &cleared_script() {
+    static const Script s = make(R"lua(
+redis.call('SET', KEYS[1], ARGV[1])
+redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'type', 'cleared_changed', 'cleared_nanousd', ARGV[1],
+  'by', 'api')
+return 1
+)lua");
+    return s;
+}
+
+// KEYS: sc:{ORG}:events. ARGV: start ("-" or "(" .. after), count.
+const Script &events_script() {
+    static const Script s = make("return redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])\n");
+    return s;
+}
+
+Command eval(const Script &script, std::vector<std::string> keys, std::vector<std::string> args) {
+    Command c;
+    c.script = &script.text;
+    c.argv.reserve(3 + keys.size() + args.size());
+    c.argv.push_back("EVALSHA");
+    c.argv.push_back(script.sha1);
+    c.argv.push_back(std::to_string(keys.size()));
+    for (std::string &k : keys) c.argv.push_back(std::move(k));
+    for (std::string &a : args) c.argv.push_back(std::move(a));
+    return c;
+}
+
+bool to_fields(const Reply &r, Fields &out) {
+    if (r.type != Reply::Type::array || r.elements.size() % 2 != 0) return false;
+    for (std::size_t i = 0; i < r.elements.size(); i += 2) {
+        if (r.elements[i].type != Reply::Type::string || r.elements[i + 1].type != Reply::Type::string) return false;
+        out.emplace_back(r.elements[i].str, r.elements[i + 1].str);
+    }
+    return true;
+}
+
+// apply_script's reply: false when its precondition failed (or it is malformed).
+// `changed` false: its guard found the change already made (no event).
+bool applied(const Reply &r, Fields &fields, bool &existed, bool *changed = nullptr) {
+    if (r.type != Reply::Type::array || r.elements.size() != 3 || r.elements[0].type != Reply::Type::integer
+        || r.elements[2].type != Reply::Type::integer)
+        return false;
+    existed = r.elements[0].integer == 1;
+    if (changed != nullptr) *changed = r.elements[2].integer == 1;
+    return to_fields(r.elements[1], fields);
+}
+
+using Pairs = std::vector<std::pair<std::string, std::string>>;
+
+constexpr const char *kLastStreamId = "18446744073709551615-18446744073709551615";
+
+ApiError file_owned(const char *what, const char *path, const std::string &id) {
+    return conflict(std::string(what) + " `" + id + "` is in the policy file, which owns it: override its limits "
+                    "with PUT /" + path + "/" + id + "/limits");
+}
+
+ApiError revoked_conflict(const std::string &id) {
+    return conflict("key `" + id + "` is revoked: a new secret for it would never work");
+}
+
+// apply_script's ARGV: the audit event gets `by: api` after `event`'s fields.
+// `guard`: the field and value that say the change is already made.
+std::vector<std::string> apply_args(const char *need, const std::string &member, const char *type,
+                                    const Pairs &event, const Pairs &set, const std::vector<std::string> &del,
+                                    const std::pair<std::string, std::string> &guard = {}) {
+    std::vector<std::string> args{need, member, type, std::to_string(event.size() + 1)};
+    for (const auto &f : event) {
+        args.push_back(f.first);
+        args.push_back(f.second);
+    }
+    args.push_back("by");
+    args.push_back("api");
+    args.push_back(std::to_string(set.size()));
+    for (const auto &f : set) {
+        args.push_back(f.first);
+        args.push_back(f.second);
+    }
+    args.push_back(std::to_string(del.size()));
+    for (const auto &d : del) args.push_back(d);
+    args.push_back(guard.first);
+    args.push_back(guard.second);
+    return args;
+}
+
+// A counter's value: nil is 0; anything else not an integer reads as 0 too
+// (the request path refuses to count on it; a read should still answer).
+std::int64_t to_int(const std::string &text) {
+    std::int64_t v = 0;
+    return parse_int64(text, v) ? v : 0;
+}
+
+std::int64_t to_int(const Reply &r) {
+    if (r.type == Reply::Type::integer) return r.integer;
+    return r.type == Reply::Type::string ? to_int(r.str) : 0;
+}
+
+std::optional<std::int64_t> time_field(const Fields &f, const char *name) {
+    const std::string *t = field(f, name);
+    if (t == nullptr || t->empty()) return std::nullopt;
+    return to_int(*t);
+}
+
+// identity_records_script's reply: the org's records, and the key's project.
+bool identity_records(const Reply &r, OrgRecords &records, std::string &project) {
+    if (r.type != Reply::Type::array || r.elements.size() != 6 || r.elements[0].type != Reply::Type::string
+        || r.elements[5].type != Reply::Type::string || !to_fields(r.elements[1], records.key)
+        || !to_fields(r.elements[2], records.project) || !to_fields(r.elements[3], records.org)
+        || !to_fields(r.elements[4], records.customer))
+        return false;
+    records.version = r.elements[0].str;
+    project = r.elements[5].str;
+    return true;
+}
+
+std::string opt_time(const std::optional<std::int64_t> &t) { return t ? std::to_string(*t) : ""; }
+
+// The counters of one scope that usage reads, in this order: spend d, m,
+// life; requests d, m; tokens d, m; rpm; tpm.
+std::vector<std::string> usage_keys(const std::string &org, Scope scope, const std::string &id, const Periods &p) {
+    const std::string base = org_key_prefix(org);
+    const std::string tail = std::string(scope_name(scope)) + ":" + id + ":";
+    std::vector<std::string> keys;
+    for (Window w : {Window::daily, Window::monthly, Window::lifetime})
+        keys.push_back(base + "spend:" + tail + window_suffix(p, w));
+    for (Window w : {Window::daily, Window::monthly}) keys.push_back(base + "reqs:" + tail + window_suffix(p, w));
+    for (Window w : {Window::daily, Window::monthly}) keys.push_back(base + "tokens:" + tail + window_suffix(p, w));
+    keys.push_back(base + "rate:" + tail + "rpm:" + p.minute);
+    keys.push_back(base + "rate:" + tail + "tpm:" + p.minute);
+    return keys;
+}
+
+UsageView usage_of(Scope scope, const std::string &id, const std::string &org, const Limits &limits,
+                   std::optional<Nanos> monthly_cap, const std::vector<Reply> &values, const Periods &p) {
+    UsageView u;
+    u.scope = scope;
+    u.id = id;
+    u.org = org;
+    const Window windows[] = {Window::daily, Window::monthly, Window::lifetime};
+    for (int i = 0; i < 3; ++i) {
+        WindowUsage w;
+        w.window = windows[i];
+        w.period = i == 0 ? p.day : i == 1 ? p.month : "";
+        w.reset_at = window_reset(p, windows[i]);
+        w.spent = to_int(values[static_cast<std::size_t>(i)]);
+        w.cap = limits.cost_cap(windows[i]);
+        if (i == 1 && monthly_cap) w.cap = monthly_cap;
+        if (i < 2) {
+            w.requests = to_int(values[static_cast<std::size_t>(3 + i)]);
+            w.requests_cap = limits.request_cap(windows[i]);
+            w.tokens = to_int(values[static_cast<std::size_t>(5 + i)]);
+            w.tokens_cap = limits.token_cap(windows[i]);
+        }
+        u.windows.push_back(w);
+    }
+    u.rpm = RateUsage{to_int(values[7]), limits.rpm, p.minute_reset};
+    u.tpm = RateUsage{to_int(values[8]), limits.tpm, p.minute_reset};
+    return u;
+}
+
+// A JSON string of any bytes (ids may hold quotes).
+std::string json_quoted(const std::string &text) {
+    std::string out;
+    append_json_string(out, text);
+    return out;
+}
+
+Nanos remaining(Nanos cap, Nanos spent) {
+    if (spent <= 0) return cap;
+    return cap > spent ? cap - spent : 0;
+}
+
+}  // namespace
+
+const Key *file_key_by_id(const Policy &policy, const std::string &id) { return policy.find_key_by_id(id); }
+
+KeyView key_view(const Key *file_key, const std::string &id, const std::string &org, const Fields &record) {
+    KeyView v;
+    v.id = id;
+    v.org = org;
+    if (file_key != nullptr) {
+        v.project = file_key->project;
+        v.limits = file_key->limits;
+        v.expires_at = file_key->expires_at;
+        v.revoked = file_key->revoked;
+        v.from_file = true;
+    }
+    if (const std::string *project = field(record, "project")) v.project = *project;
+    if (const std::string *name = field(record, "name")) v.name = *name;
+    if (const std::string *limits = field(record, "limits")) {
+        ApiError ignored;
+        if (std::optional<Limits> parsed = parse_limits(*limits, ignored)) v.limits = *parsed;
+    }
+    if (field(record, "expires_at") != nullptr) v.expires_at = time_field(record, "expires_at");
+    if (const std::string *revoked = field(record, "revoked")) v.revoked = v.revoked || *revoked == "1";
+    v.created_at = time_field(record, "created_at");
+    return v;
+}
+
+std::optional<ProjectView> project_view(const Policy &policy, const std::string &id, const std::string &org,
+                                        const Fields &record) {
+    ProjectView v;
+    v.id = id;
+    v.org = org;
+    auto file = policy.projects.find(id);
+    if (file != policy.projects.end()) {
+        v.org = file->second.org;
+        v.limits = file->second.limits;
+        v.from_file = true;
+    } else if (record.empty()) {
+        return std::nullopt;
+    }
+    if (const std::string *limits = field(record, "limits")) {
+        ApiError ignored;
+        if (std::optional<Limits> parsed = parse_limits(*limits, ignored)) v.limits = *parsed;
+    }
+    return v;
+}
+
+std::optional<OrgView> org_view(const Policy &policy, const std::string &id, const Fields &record, Nanos cleared) {
+    OrgView v;
+    v.id = id;
+    v.cleared = cleared;
+    auto file = policy.orgs.find(id);
+    if (file != policy.orgs.end()) {
+        v.plan = file->second.plan;
+        v.created_at = file->second.created_at;
+        v.prepaid = file->second.prepaid;
+        v.low_balance_usd = file->second.low_balance_usd;
+        v.limits = file->second.limits;
+        v.from_file = true;
+    } else if (record.empty()) {
+        return std::nullopt;
+    }
+    if (const std::string *plan = field(record, "plan")) v.plan = *plan;
+    if (field(record, "created_at") != nullptr) v.created_at = time_field(record, "created_at");
+    if (const std::string *prepaid = field(record, "prepaid")) v.prepaid = *prepaid == "1";
+    if (field(record, "low_balance") != nullptr) v.low_balance_usd = time_field(record, "low_balance");
+    if (const std::string *limits = field(record, "limits")) {
+        ApiError ignored;
+        if (std::optional<Limits> parsed = parse_limits(*limits, ignored)) v.limits = *parsed;
+    }
+    return v;
+}
+
+Operation::Operation(const Policy &policy, Route route, std::string body, std::int64_t now_ms,
+                     std::string self_sha256)
+    : policy_(policy), route_(std::move(route)), body_(std::move(body)), now_ms_(now_ms), now_(now_ms / 1000),
+      self_sha256_(std::move(self_sha256)) {}
+
+std::optional<Command> Operation::then(Command command, Step step) {
+    step_ = std::move(step);
+    return command;
+}
+
+std::optional<Command> Operation::finish(int status, std::string body) {
+    step_ = nullptr;
+    response_.status = status;
+    response_.body = std::move(body);
+    return std::nullopt;
+}
+
+std::optional<Command> Operation::fail(const ApiError &error) {
+    response_.allow = error.allow;
+    return finish(error.status, render_error(error));
+}
+
+std::optional<Command> Operation::start() {
+    try {
+        return dispatch();
+    } catch (const std::bad_alloc &) {
+        throw;
+    } catch (const std::exception &e) {
+        return fail(invalid_request(e.what()));
+    }
+}
+
+std::optional<Command> Operation::next(const Reply &reply) {
+    if (!step_) return fail(unavailable());
+    if (reply.type == Reply::Type::error) return fail(unavailable());
+    Step step = std::move(step_);
+    step_ = nullptr;
+    try {
+        return step(reply);
+    } catch (const std::bad_alloc &) {
+        throw;
+    } catch (const std::exception &e) {
+        return fail(invalid_request(e.what()));
+    }
+}
+
+std::optional<Command> Operation::dispatch() {
+    const std::string &id = route_.id;
+    switch (route_.call) {
+    case Call::key_create: return key_create();
+    case Call::keys_list: return keys_list();
+    case Call::key_get: return key_get(id);
+    case Call::key_revoke:
+    case Call::key_limits_put:
+    case Call::key_limits_delete: return key_change(id);
+    case Call::key_rotate: return key_rotate(id);
+    case Call::key_usage: return key_usage(id, false);
+    case Call::key_budgets: return key_usage(id, true);
+    case Call::self_get:
+    case Call::self_usage:
+    case Call::self_budgets: return self_call();
+    case Call::project_put:
+    case Call::project_get:
+    case Call::project_usage:
+    case Call::project_limits_put:
+    case Call::project_limits_delete: return project_call();
+    case Call::org_put:
+    case Call::org_get:
+    case Call::org_usage:
+    case Call::org_limits_put:
+    case Call::org_limits_delete: return org_call();
+    case Call::customer_usage:
+    case Call::customer_limits_put:
+    case Call::customer_limits_delete: return customer_call();
+    case Call::balance_get: return balance_get();
+    case Call::topup: return topup();
+    case Call::cleared_put: return cleared_put();
+    case Call::events_get: return events_get();
+    }
+    return fail(not_found("no such call"));
+}
+
+// The org of key `id`: the file's, or the API's index.
+std::optional<Command> Operation::with_key(
+    const std::string &id, std::function<std::optional<Command>(const std::string &org, const Key *file_key)> k) {
+    if (const Key *file_key = file_key_by_id(policy_, id)) return k(policy_.project_of(*file_key).org, file_key);
+    return then(eval(get_script(), {key_id_key(id)}, {}), [this, id, k](const Reply &r) -> std::optional<Command> {
+        if (r.type != Reply::Type::string || !valid_id(r.str)) return fail(not_found("no key `" + id + "`"));
+        return k(r.str, nullptr);
+    });
+}
+
+// The org of project `id`: the file's, or the API's index.
+std::optional<Command> Operation::with_project_org(const std::string &id,
+                                                   std::function<std::optional<Command>(const std::string &org)> k) {
+    auto file = policy_.projects.find(id);
+    if (file != policy_.projects.end()) return k(file->second.org);
+    return then(eval(get_script(), {project_index_key(id)}, {}),
+                [this, id, k](const Reply &r) -> std::optional<Command> {
+                    if (r.type != Reply::Type::string || !valid_id(r.str))
+                        return fail(not_found("no project `" + id + "`"));
+                    return k(r.str);
+                });
+}
+
+// Org `id` exists: in the file, or as a record.
+std::optional<Command> Operation::with_org(const std::string &id, std::function<std::optional<Command>()> k) {
+    if (policy_.orgs.count(id) != 0) return k();
+    return then(eval(hgetall_script(), {org_key_prefix(id) + "org"}, {}),
+                [this, id, k](const Reply &r) -> std::optional<Command> {
+                    if (r.type != Reply::Type::array || r.elements.empty())
+                        return fail(not_found("no org `" + id + "`"));
+                    return k();
+                });
+}
+
+// A key's identity as a request of it would see it now (no customer).
+std::optional<Command> Operation::with_identity(const std::string &org, const std::string &key_id,
+                                                const std::string &file_project, const Key *file_key,
+                                                std::function<std::optional<Command>(const Identity &)> k) {
+    const std::string prefix = org_key_prefix(org);
+    return then(eval(identity_records_script(), {prefix + "config", prefix + "key:" + key_id, prefix + "org"},
+                     {prefix, file_project, ""}),
+                [this, org, key_id, file_key, k](const Reply &r) -> std::optional<Command> {
+                    OrgRecords records;
+                    std::string project;
+                    if (!identity_records(r, records, project)) return fail(unavailable());
+                    const std::string *sha = field(records.key, "sha256");
+                    const std::string presented = sha != nullptr ? *sha : file_key != nullptr ? file_key->sha256 : "";
+                    std::optional<KeyLookup> lookup;
+                    if (file_key == nullptr) lookup = KeyLookup{key_id, org, project};
+                    Resolution found = resolve_identity(policy_, presented, file_key, lookup, "", records, now_ms_);
+                    if (found.identity == nullptr) return fail(not_found("key `" + key_id + "`: " + found.reason));
+                    return k(*found.identity);
+                });
+}
+
+std::optional<Command> Operation::key_create() {
+    ApiError error;
+    std::optional<KeyCreate> body = parse_key_create(body_, error);
+    if (!body) return fail(error);
+    const std::string id = body->id ? *body->id : new_key_id();
+    if (file_key_by_id(policy_, id) != nullptr) return fail(conflict("key `" + id + "` exists (in the policy file)"));
+    auto create = [this, id, body = *body](const std::string &org) -> std::optional<Command> {
+        const std::string secret = new_secret();
+        const std::string sha = sha256_hex(secret);
+        return then(eval(create_key_global_script(), {key_id_key(id), key_lookup_key(sha)}, {org, id, body.project}),
+                    [this, id, body, org, secret, sha](const Reply &r) -> std::optional<Command> {
+                        if (r.type != Reply::Type::integer || r.integer != 1)
+                            return fail(conflict("key `" + id + "` exists"));
+                        const std::string prefix = org_key_prefix(org);
+                        const Pairs set{{"source", "api"}, {"project", body.project}, {"name", body.name},
+                                        {"created_at", std::to_string(now_)}, {"expires_at", opt_time(body.expires_at)},
+                                        {"revoked", "0"}, {"limits", limits_json(body.limits)}, {"sha256", sha}};
+                        return then(eval(apply_script(),
+                                         {prefix + "key:" + id, prefix + "config", prefix + "events", prefix + "keys"},
+                                         apply_args("absent", id, "key_created",
+                                                    {{"id", id}, {"project", body.project}}, set, {})),
+                                    [this, id, org, secret, sha](const Reply &r2) -> std::optional<Command> {
+                                        Fields record;
+                                        bool existed = false;
+                                        if (!applied(r2, record, existed)) {
+                                            return then(eval(undo_lookup_script(), {key_lookup_key(sha)}, {}),
+                                                        [this, id](const Reply &) {
+                                                            return fail(conflict("key `" + id + "` exists"));
+                                                        });
+                                        }
+                                        change_ = "key_created " + id;
+                                        return finish(201, render_key(key_view(nullptr, id, org, record), secret));
+                                    });
+                    });
+    };
+    return with_project_org(body->project, create);
+}
+
+std::optional<Command> Operation::keys_list() {
+    auto project = route_.query.find("project");
+    auto list = [this](const std::string &org, const std::string &only_project) -> std::optional<Command> {
+        std::vector<std::string> args{org_key_prefix(org)};
+        for (const auto &entry : policy_.keys_by_sha256)
+            if (policy_.project_of(entry.second).org == org) args.push_back(entry.second.id);
+        std::sort(args.begin() + 1, args.end());
+        return then(eval(list_keys_script(), {org_key_prefix(org) + "keys"}, std::move(args)),
+                    [this, org, only_project](const Reply &r) -> std::optional<Command> {
+                        if (r.type != Reply::Type::array || r.elements.size() % 2 != 0) return fail(unavailable());
+                        std::vector<KeyView> keys;
+                        for (std::size_t i = 0; i < r.elements.size(); i += 2) {
+                            Fields record;
+                            if (r.elements[i].type != Reply::Type::string || !to_fields(r.elements[i + 1], record))
+                                return fail(unavailable());
+                            const std::string &id = r.elements[i].str;
+                            const Key *file_key = file_key_by_id(policy_, id);
+                            if (file_key == nullptr && record.empty()) continue;
+                            KeyView view = key_view(file_key, id, org, record);
+                            if (only_project.empty() || view.project == only_project) keys.push_back(std::move(view));
+                        }
+                        std::sort(keys.begin(), keys.end(),
+                                  [](const KeyView &a, const KeyView &b) { return a.id < b.id; });
+                        return finish(200, render_keys(keys));
+                    });
+    };
+    if (project != route_.query.end()) {
+        const std::string p = project->second;
+        return with_project_org(p, [list, p](const std::string &org) { return list(org, p); });
+    }
+    const std::string org = route_.query.count("org") ? route_.query.at("org") : "";
+    return with_org(org, [list, org]() { return list(org, ""); });
+}
+
+std::optional<Command> Operation::key_get(const std::string &id) {
+    return with_key(id, [this, id](const std::string &org, const Key *file_key) -> std::optional<Command> {
+        return then(eval(hgetall_script(), {org_key_prefix(org) + "key:" + id}, {}),
+                    [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
+                        Fields record;
+                        if (!to_fields(r, record)) return fail(unavailable());
+                        if (file_key == nullptr && record.empty()) return fail(not_found("no key `" + id + "`"));
+                        return finish(200, render_key(key_view(file_key, id, org, record)));
+                    });
+    });
+}
+
+// Revocation and the limits' put and delete: one apply each. A change
+// already made (a key revoked before, limits deleted with none set) answers
+// the key as it is, with no audit event.
+std::optional<Command> Operation::key_change(const std::string &id) {
+    std::optional<Limits> limits;
+    if (route_.call == Call::key_limits_put) {
+        ApiError error;
+        limits = parse_limits(body_, error);
+        if (!limits) return fail(error);
+    }
+    return with_key(id, [this, id, limits](const std::string &org, const Key *file_key) -> std::optional<Command> {
+        const std::string prefix = org_key_prefix(org);
+        const bool revoke = route_.call == Call::key_revoke;
+        if (revoke && file_key != nullptr && file_key->revoked) {
+            return then(eval(hgetall_script(), {prefix + "key:" + id}, {}),
+                        [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
+                            Fields record;
+                            if (!to_fields(r, record)) return fail(unavailable());
+                            return finish(200, render_key(key_view(file_key, id, org, record)));
+                        });
+        }
+        Pairs set;
+        std::vector<std::string> del;
+        std::pair<std::string, std::string> guard;
+        if (revoke) {
+            set.emplace_back("revoked", "1");
+            guard = {"revoked", "1"};
+        } else if (limits) {
+            set.emplace_back("limits", limits_json(*limits));
+        } else {
+            del.push_back("limits");
+            guard = {"limits", ""};
+        }
+        if (file_key != nullptr) set.emplace_back("source", "file");
+        // The limits now in force: those put, else the file's (an API key: none).
+        const std::string in_force = limits_json(limits ? *limits : file_key != nullptr ? file_key->limits : Limits{});
+        const Pairs event = revoke ? Pairs{{"id", id}} : Pairs{{"scope", "key"}, {"id", id}, {"limits", in_force}};
+        return then(eval(apply_script(), {prefix + "key:" + id, prefix + "config", prefix + "events"},
+                         apply_args(file_key != nullptr ? "any" : "exists", "", revoke ? "key_revoked" : "limits_changed",
+                                    event, set, del, guard)),
+                    [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
+                        Fields record;
+                        bool existed = false, changed = false;
+                        if (!applied(r, record, existed, &changed)) return fail(not_found("no key `" + id + "`"));
+                        if (changed) change_ = std::string(call_name(route_.call)) + " " + id;
+                        return finish(200, render_key(key_view(file_key, id, org, record)));
+                    });
+    });
+}
+
+std::optional<Command> Operation::key_rotate(const std::string &id) {
+    ApiError error;
+    std::optional<Rotate> body = parse_rotate(body_, error);
+    if (!body) return fail(error);
+    const std::int64_t grace = body->grace_seconds;
+    return with_key(id, [this, id, grace](const std::string &org, const Key *file_key) -> std::optional<Command> {
+        // The project for the new secret's lookup: the record's, else the file's.
+        return then(eval(hgetall_script(), {org_key_prefix(org) + "key:" + id}, {}),
+                    [this, id, org, file_key, grace](const Reply &r) -> std::optional<Command> {
+                        Fields record;
+                        if (!to_fields(r, record)) return fail(unavailable());
+                        if (file_key == nullptr && record.empty()) return fail(not_found("no key `" + id + "`"));
+                        const KeyView view = key_view(file_key, id, org, record);
+                        if (view.revoked) return fail(revoked_conflict(id));
+                        const std::string project = view.project;
+                        const std::string secret = new_secret();
+                        const std::string sha = sha256_hex(secret);
+                        return then(
+                            eval(put_lookup_script(), {key_lookup_key(sha)}, {org, id, project}),
+                            [this, id, org, file_key, grace, secret, sha](const Reply &) -> std::optional<Command> {
+                                const std::string prefix = org_key_prefix(org);
+                                return then(eval(rotate_script(),
+                                                 {prefix + "key:" + id, prefix + "config", prefix + "events"},
+                                                 {file_key != nullptr ? file_key->sha256 : "", sha,
+                                                  std::to_string(now_ms_ + grace * 1000), id, std::to_string(grace),
+                                                  file_key != nullptr ? "any" : "exists",
+                                                  std::to_string((now_ms_ + grace * 1000 + 999) / 1000)}),
+                                            [this, id, org, file_key, secret](const Reply &r2) -> std::optional<Command> {
+                                                if (r2.type == Reply::Type::integer && r2.integer == -1)
+                                                    return fail(revoked_conflict(id));
+                                                Fields after;
+                                                if (!to_fields(r2, after)) return fail(not_found("no key `" + id + "`"));
+                                                change_ = "key_rotated " + id;
+                                                return finish(200, render_key(key_view(file_key, id, org, after), secret));
+                                            });
+                            });
+                    });
+    });
+}
+
+std::optional<Command> Operation::key_usage(const std::string &id, bool budgets) {
+    return with_key(id, [this, id, budgets](const std::string &org, const Key *file_key) -> std::optional<Command> {
+        return with_identity(org, id, file_key != nullptr ? file_key->project : "", file_key,
+                             [this, budgets](const Identity &identity) -> std::optional<Command> {
+            const Periods p = periods_at(now_);
+            const std::string &org = identity.org.id;
+            std::vector<std::string> keys = usage_keys(org, Scope::key, identity.key.id, p);
+            if (!budgets) {
+                const Identity copy = identity;
+                return then(eval(mget_script(), std::move(keys), {}),
+                            [this, copy, p](const Reply &r) -> std::optional<Command> {
+                                if (r.type != Reply::Type::array || r.elements.size() != 9) return fail(unavailable());
+                                return finish(200, render_usage(usage_of(Scope::key, copy.key.id, copy.org.id,
+                                                                         copy.key.limits, std::nullopt, r.elements, p)));
+                            });
+            }
+            // Budgets: the key's, project's and org's spend counters, the
+            // org's cleared spend (a plan ceiling), its balance and held.
+            std::vector<std::string> project_keys = usage_keys(org, Scope::project, identity.project.id, p);
+            std::vector<std::string> org_keys = usage_keys(org, Scope::org, org, p);
+            keys.resize(3);
+            keys.insert(keys.end(), project_keys.begin(), project_keys.begin() + 3);
+            keys.insert(keys.end(), org_keys.begin(), org_keys.begin() + 3);
+            const std::string prefix = org_key_prefix(org);
+            keys.push_back(prefix + "cleared");
+            keys.push_back(prefix + "balance");
+            keys.push_back(prefix + "balance:held");
+            const Identity copy = identity;
+            return then(eval(mget_script(), std::move(keys), {}), [this, copy, p](const Reply &r) -> std::optional<Command> {
+                if (r.type != Reply::Type::array || r.elements.size() != 12) return fail(unavailable());
+                std::vector<Layer> layers;
+                const Window windows[] = {Window::daily, Window::monthly, Window::lifetime};
+                Limits org_limits = policy_.org_limits(copy.org);
+                if (const std::vector<CeilingRow> *rows = policy_.dynamic_ceiling(copy.org)) {
+                    const std::int64_t age = copy.org.created_at ? p.now - *copy.org.created_at : 0;
+                    org_limits.monthly_usd = ceiling_for(*rows, std::max<Nanos>(to_int(r.elements[9]), 0), age);
+                }
+                struct Of {
+                    Scope scope;
+                    std::string id;
+                    Limits limits;
+                } scopes[] = {{Scope::key, copy.key.id, copy.key.limits},
+                              {Scope::project, copy.project.id, copy.project.limits},
+                              {Scope::org, copy.org.id, org_limits}};
+                for (int s = 0; s < 3; ++s) {
+                    for (int w = 0; w < 3; ++w) {
+                        const std::optional<Nanos> &cap = scopes[s].limits.cost_cap(windows[w]);
+                        if (!cap) continue;
+                        Layer l;
+                        l.scope = scopes[s].scope;
+                        l.id = scopes[s].id;
+                        l.window = window_name(windows[w]);
+                        l.cap = *cap;
+                        l.spent = to_int(r.elements[static_cast<std::size_t>(3 * s + w)]);
+                        l.remaining = remaining(l.cap, l.spent);
+                        l.reset_at = window_reset(p, windows[w]);
+                        layers.push_back(l);
+                    }
+                }
+                if (copy.org.prepaid) {
+                    Layer l;
+                    l.scope = Scope::org;
+                    l.id = copy.org.id;
+                    l.window = "balance";
+                    const Nanos available = to_int(r.elements[10]), held = to_int(r.elements[11]);
+                    l.spent = held;
+                    l.cap = saturating_add(available, std::max<Nanos>(held, 0));
+                    l.remaining = std::max<Nanos>(available, 0);
+                    layers.push_back(l);
+                }
+                return finish(200, render_budgets(copy.key.id, layers));
+            });
+        });
+    });
+}
+
+std::optional<Command> Operation::self_call() {
+    const std::string sha = self_sha256_;
+    auto go = [this, sha](const std::string &org, const std::string &id, const std::string &project,
+                          const Key *file_key) -> std::optional<Command> {
+        const std::string prefix = org_key_prefix(org);
+        return then(eval(identity_records_script(), {prefix + "config", prefix + "key:" + id, prefix + "org"},
+                         {prefix, project, ""}),
+                    [this, sha, org, id, project, file_key](const Reply &r) -> std::optional<Command> {
+                        OrgRecords records;
+                        std::string record_project;
+                        if (!identity_records(r, records, record_project)) return fail(unavailable());
+                        std::optional<KeyLookup> lookup;
+                        if (file_key == nullptr) lookup = KeyLookup{id, org, project};
+                        Resolution found = resolve_identity(policy_, sha, file_key, lookup, "", records, now_ms_);
+                        if (found.identity == nullptr || found.problem == IdentityProblem::revoked)
+                            return fail(unauthorized());
+                        if (route_.call == Call::self_get)
+                            return finish(200, render_key(key_view(file_key, id, org, records.key)));
+                        return key_usage(id, route_.call == Call::self_budgets);
+                    });
+    };
+    if (sha.empty()) return fail(unauthorized());
+    if (const Key *file_key = policy_.find_key(sha))
+        return go(policy_.project_of(*file_key).org, file_key->id, file_key->project, file_key);
+    return then(eval(hgetall_script(), {key_lookup_key(sha)}, {}), [this, go](const Reply &r) -> std::optional<Command> {
+        Fields fields;
+        std::optional<KeyLookup> lookup;
+        if (to_fields(r, fields)) lookup = parse_key_lookup(fields);
+        if (!lookup) return fail(unauthorized());
+        // a file key's rotated secret is still the file's key
+        return go(lookup->org, lookup->id, lookup->project, policy_.find_key_by_id(lookup->id));
+    });
+}
+
+std::optional<Command> Operation::project_call() {
+    const std::string id = route_.id;
+    const Call call = route_.call;
+    if (call == Call::project_put) {
+        ApiError error;
+        std::optional<ProjectPut> body = parse_project_put(body_, error);
+        if (!body) return fail(error);
+        // The file owns its projects; their limits are overridden with PUT .../limits.
+        if (policy_.projects.count(id) != 0) return fail(file_owned("project", "projects", id));
+        const std::string org = body->org;
+        const Limits limits = body->limits;
+        return with_org(org, [this, id, org, limits]() -> std::optional<Command> {
+            return then(eval(project_index_script(), {project_index_key(id)}, {org}),
+                        [this, id, org, limits](const Reply &r) -> std::optional<Command> {
+                            if (r.type != Reply::Type::string) return fail(unavailable());
+                            if (!r.str.empty())
+                                return fail(conflict("project `" + id + "` belongs to org `" + r.str + "`"));
+                            const std::string prefix = org_key_prefix(org);
+                            return then(eval(apply_script(),
+                                             {prefix + "project:" + id, prefix + "config", prefix + "events",
+                                              prefix + "projects"},
+                                             apply_args("any", id, "limits_changed",
+                                                        {{"scope", "project"}, {"id", id},
+                                                         {"limits", limits_json(limits)}},
+                                                        {{"source", "api"}, {"limits", limits_json(limits)}}, {})),
+                                        [this, id, org](const Reply &r2) -> std::optional<Command> {
+                                            Fields record;
+                                            bool existed = false;
+                                            if (!applied(r2, record, existed)) return fail(unavailable());
+                                            std::optional<ProjectView> view = project_view(policy_, id, org, record);
+                                            if (!view) return fail(unavailable());
+                                            change_ = "project_put " + id;
+                                            return finish(existed ? 200 : 201, render_project(*view));
+                                        });
+                        });
+        });
+    }
+    return with_project_org(id, [this, id, call](const std::string &org) -> std::optional<Command> {
+        const std::string prefix = org_key_prefix(org);
+        if (call == Call::project_get) {
+            return then(eval(hgetall_script(), {prefix + "project:" + id}, {}),
+                        [this, id, org](const Reply &r) -> std::optional<Command> {
+                            Fields record;
+                            if (!to_fields(r, record)) return fail(unavailable());
+                            std::optional<ProjectView> view = project_view(policy_, id, org, record);
+                            if (!view) return fail(not_found("no project `" + id + "`"));
+                            return finish(200, render_project(*view));
+                        });
+        }
+        if (call == Call::project_usage) {
+            const Periods p = periods_at(now_);
+            return then(eval(hgetall_script(), {prefix + "project:" + id}, {}),
+                        [this, id, org, p](const Reply &r) -> std::optional<Command> {
+                            Fields record;
+                            if (!to_fields(r, record)) return fail(unavailable());
+                            std::optional<ProjectView> view = project_view(policy_, id, org, record);
+                            if (!view) return fail(not_found("no project `" + id + "`"));
+                            const Limits limits = view->limits;
+                            return then(eval(mget_script(), usage_keys(org, Scope::project, id, p), {}),
+                                        [this, id, org, limits, p](const Reply &r2) -> std::optional<Command> {
+                                            if (r2.type != Reply::Type::array || r2.elements.size() != 9)
+                                                return fail(unavailable());
+                                            return finish(200, render_usage(usage_of(Scope::project, id, org, limits,
+                                                                                     std::nullopt, r2.elements, p)));
+                                        });
+                        });
+        }
+        std::optional<Limits> limits;
+        if (call == Call::project_limits_put) {
+            ApiError error;
+            limits = parse_limits(body_, error);
+            if (!limits) return fail(error);
+        }
+        auto file = policy_.projects.find(id);
+        const bool from_file = file != policy_.projects.end();
+        Pairs set;
+        if (limits) set.emplace_back("limits", limits_json(*limits));
+        if (limits && from_file) set.emplace_back("source", "file");
+        const std::vector<std::string> del = limits ? std::vector<std::string>{} : std::vector<std::string>{"limits"};
+        const std::pair<std::string, std::string> guard =
+            limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
+        const std::string in_force = limits_json(limits ? *limits : from_file ? file->second.limits : Limits{});
+        return then(eval(apply_script(), {prefix + "project:" + id, prefix + "config", prefix + "events"},
+                         apply_args(from_file ? "any" : "exists", "", "limits_changed",
+                                    {{"scope", "project"}, {"id", id}, {"limits", in_force}}, set, del, guard)),
+                    [this, id, org](const Reply &r) -> std::optional<Command> {
+                        Fields record;
+                        bool existed = false, changed = false;
+                        if (!applied(r, record, existed, &changed)) return fail(not_found("no project `" + id + "`"));
+                        std::optional<ProjectView> view = project_view(policy_, id, org, record);
+                        if (!view) return fail(not_found("no project `" + id + "`"));
+                        if (changed) change_ = std::string(call_name(route_.call)) + " " + id;
+                        return finish(200, render_project(*view));
+                    });
+    });
+}
+
+std::optional<Command> Operation::org_call() {
+    const std::string id = route_.id;
+    const Call call = route_.call;
+    const std::string prefix = org_key_prefix(id);
+    const bool from_file = policy_.orgs.count(id) != 0;
+    auto answer_org = [this, id](int status, const Fields &record) -> std::optional<Command> {
+        return then(eval(get_script(), {org_key_prefix(id) + "cleared"}, {}),
+                    [this, id, status, record](const Reply &r) -> std::optional<Command> {
+                        std::optional<OrgView> view = org_view(policy_, id, record, to_int(r));
+                        if (!view) return fail(not_found("no org `" + id + "`"));
+                        return finish(status, render_org(*view));
+                    });
+    };
+    if (call == Call::org_get) {
+        return then(eval(hgetall_script(), {prefix + "org"}, {}), [this, answer_org](const Reply &r) {
+            Fields record;
+            if (!to_fields(r, record)) return fail(unavailable());
+            return answer_org(200, record);
+        });
+    }
+    if (call == Call::org_usage) {
+        const Periods p = periods_at(now_);
+        return then(eval(hgetall_script(), {prefix + "org"}, {}), [this, id, p](const Reply &r) -> std::optional<Command> {
+            Fields record;
+            if (!to_fields(r, record)) return fail(unavailable());
+            std::optional<OrgView> view = org_view(policy_, id, record, 0);
+            if (!view) return fail(not_found("no org `" + id + "`"));
+            Org org;
+            org.id = id;
+            org.plan = view->plan;
+            org.created_at = view->created_at;
+            org.limits = view->limits;
+            std::vector<std::string> keys = usage_keys(id, Scope::org, id, p);
+            keys.push_back(org_key_prefix(id) + "cleared");
+            return then(eval(mget_script(), std::move(keys), {}), [this, id, org, p](const Reply &r2) -> std::optional<Command> {
+                if (r2.type != Reply::Type::array || r2.elements.size() != 10) return fail(unavailable());
+                std::optional<Nanos> monthly;
+                if (const std::vector<CeilingRow> *rows = policy_.dynamic_ceiling(org)) {
+                    const std::int64_t age = org.created_at ? p.now - *org.created_at : 0;
+                    monthly = ceiling_for(*rows, std::max<Nanos>(to_int(r2.elements[9]), 0), age);
+                }
+                return finish(200, render_usage(usage_of(Scope::org, id, id, policy_.org_limits(org), monthly,
+                                                         r2.elements, p)));
+            });
+        });
+    }
+    Pairs set;
+    std::vector<std::string> del;
+    std::pair<std::string, std::string> guard;
+    std::string limits_text;
+    if (call == Call::org_put) {
+        // The file owns its orgs (a partial PUT would reset what it left
+        // out: the balance, the plan); their limits are overridden with PUT .../limits.
+        if (from_file) return fail(file_owned("org", "orgs", id));
+        ApiError error;
+        std::optional<OrgPut> body = parse_org_put(body_, policy_, error);
+        if (!body) return fail(error);
+        limits_text = limits_json(body->limits);
+        set = {{"source", "api"}, {"plan", body->plan},
+               {"created_at", opt_time(body->created_at)}, {"prepaid", body->prepaid ? "1" : "0"},
+               {"low_balance", body->low_balance_usd ? std::to_string(*body->low_balance_usd) : ""},
+               {"limits", limits_text}};
+    } else if (call == Call::org_limits_put) {
+        ApiError error;
+        std::optional<Limits> limits = parse_limits(body_, error);
+        if (!limits) return fail(error);
+        limits_text = limits_json(*limits);
+        set = {{"limits", limits_text}};
+        if (from_file) set.emplace_back("source", "file");
+    } else {
+        del = {"limits"};
+        guard = {"limits", ""};
+        // The limits now in force: the file's (an API org: none).
+        limits_text = limits_json(from_file ? policy_.orgs.at(id).limits : Limits{});
+    }
+    return then(eval(apply_script(), {prefix + "org", prefix + "config", prefix + "events"},
+                     apply_args(call == Call::org_put || from_file ? "any" : "exists", "", "limits_changed",
+                                {{"scope", "org"}, {"id", id}, {"limits", limits_text}}, set, del, guard)),
+                [this, id, call, from_file, answer_org](const Reply &r) -> std::optional<Command> {
+                    Fields record;
+                    bool existed = false, changed = false;
+                    if (!applied(r, record, existed, &changed)) return fail(not_found("no org `" + id + "`"));
+                    if (changed) change_ = std::string(call_name(call)) + " " + id;
+                    const int status = call == Call::org_put && !existed ? 201 : 200;
+                    if (from_file) return answer_org(status, record);
+                    // Known to every node's sweeper, which the file does not tell.
+                    return then(eval(add_org_script(), {"sc:orgs"}, {id}),
+                                [answer_org, status, record](const Reply &) { return answer_org(status, record); });
+                });
+}
+
+std::optional<Command> Operation::customer_call() {
+    const std::string org = route_.id, customer = route_.customer;
+    const Call call = route_.call;
+    const std::string prefix = org_key_prefix(org);
+    return with_org(org, [this, org, customer, call, prefix]() -> std::optional<Command> {
+        if (call == Call::customer_usage) {
+            const Periods p = periods_at(now_);
+            return then(eval(hgetall_script(), {prefix + "customer:" + customer}, {}),
+                        [this, org, customer, p](const Reply &r) -> std::optional<Command> {
+                            Fields record;
+                            if (!to_fields(r, record)) return fail(unavailable());
+                            Limits limits = policy_.customers.limits_for(customer);
+                            if (const std::string *text = field(record, "limits")) {
+                                ApiError ignored;
+                                if (std::optional<Limits> parsed = parse_limits(*text, ignored))
+                                    limits = parsed->or_else(policy_.customers.default_limits);
+                            }
+                            return then(eval(mget_script(), usage_keys(org, Scope::customer, customer, p), {}),
+                                        [this, org, customer, limits, p](const Reply &r2) -> std::optional<Command> {
+                                            if (r2.type != Reply::Type::array || r2.elements.size() != 9)
+                                                return fail(unavailable());
+                                            return finish(200, render_usage(usage_of(Scope::customer, customer, org,
+                                                                                     limits, std::nullopt,
+                                                                                     r2.elements, p)));
+                                        });
+                        });
+        }
+        std::optional<Limits> limits;
+        if (call == Call::customer_limits_put) {
+            ApiError error;
+            limits = parse_limits(body_, error);
+            if (!limits) return fail(error);
+        }
+        Pairs set;
+        if (limits) set.emplace_back("limits", limits_json(*limits));
+        const std::vector<std::string> del = limits ? std::vector<std::string>{} : std::vector<std::string>{"limits"};
+        const std::pair<std::string, std::string> guard =
+            limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
+        // What was put, else the limits now in force (the file's for this customer).
+        const std::string in_force = limits_json(limits ? *limits : policy_.customers.limits_for(customer));
+        return then(eval(apply_script(), {prefix + "customer:" + customer, prefix + "config", prefix + "events"},
+                         apply_args("any", "", "limits_changed",
+                                    {{"scope", "customer"}, {"id", customer}, {"org", org}, {"limits", in_force}},
+                                    set, del, guard)),
+                    [this, org, customer](const Reply &r) -> std::optional<Command> {
+                        Fields record;
+                        bool existed = false, changed = false;
+                        if (!applied(r, record, existed, &changed)) return fail(unavailable());
+                        Limits effective = policy_.customers.limits_for(customer);
+                        if (const std::string *text = field(record, "limits")) {
+                            ApiError ignored;
+                            if (std::optional<Limits> parsed = parse_limits(*text, ignored))
+                                effective = parsed->or_else(policy_.customers.default_limits);
+                        }
+                        if (changed) change_ = std::string(call_name(route_.call)) + " " + org + "/" + customer;
+                        return finish(200, "{\"org\":" + json_quoted(org) + ",\"customer\":" +
+                                               json_quoted(customer) + ",\"limits\":" + limits_json(effective) + "}");
+                    });
+    });
+}
+
+std::optional<Command> Operation::balance_get() {
+    const std::string org = route_.id;
+    return with_org(org, [this, org]() -> std::optional<Command> {
+        const std::string prefix = org_key_prefix(org);
+        return then(eval(mget_script(), {prefix + "balance", prefix + "balance:held"}, {}),
+                    [this, org](const Reply &r) -> std::optional<Command> {
+                        if (r.type != Reply::Type::array || r.elements.size() != 2) return fail(unavailable());
+                        return then(eval(hgetall_script(), {org_key_prefix(org) + "org"}, {}),
+                                    [this, org, drawn = to_int(r.elements[0]),
+                                     held = to_int(r.elements[1])](const Reply &r2) -> std::optional<Command> {
+                                        Fields record;
+                                        if (!to_fields(r2, record)) return fail(unavailable());
+                                        std::optional<OrgView> view = org_view(policy_, org, record, 0);
+                                        BalanceView b;
+                                        b.org = org;
+                                        // Redis's balance has the reservations drawn: settled = it + held.
+                                        const Nanos h = std::max<Nanos>(held, 0);
+                                        b.balance = saturating_add(drawn, h);
+                                        b.reserved = h;
+                                        if (view) b.low_balance = view->low_balance_usd;
+                                        return finish(200, render_balance(b));
+                                    });
+                    });
+    });
+}
+
+std::optional<Command> Operation::topup() {
+    ApiError error;
+    std::optional<Topup> body = parse_topup(body_, error);
+    if (!body) return fail(error);
+    const std::string org = route_.id;
+    const Topup t = *body;
+    return with_org(org, [this, org, t]() -> std::optional<Command> {
+        const std::string prefix = org_key_prefix(org);
+        return then(eval(topup_script(),
+                         {prefix + "topup:" + sha256_hex(t.idempotency_key), prefix + "balance", prefix + "events",
+                          prefix + "balance:held"},
+                         {std::to_string(t.amount), t.idempotency_key}),
+                    [this, org, t](const Reply &r) -> std::optional<Command> {
+                        if (r.type != Reply::Type::array || r.elements.size() != 2
+                            || r.elements[0].type != Reply::Type::integer
+                            || r.elements[1].type != Reply::Type::string)
+                            return fail(unavailable());
+                        // Sending it again cannot help: 400, never 503 (SPEC section 7).
+                        if (r.elements[0].integer == -1)
+                            return fail(invalid_request(
+                                r.elements[1].str.find("overflow") != std::string::npos
+                                    ? "`amount_usd` would take the balance of org `" + org +
+                                          "` past the largest amount it can hold (9223372036.854775807)"
+                                    : "the balance of org `" + org + "` is not a number: " + r.elements[1].str));
+                        // "AMOUNT DRAWN_BALANCE HELD" (a top-up made before HELD was kept: 0)
+                        const std::string &answer = r.elements[1].str;
+                        const std::size_t space = answer.find(' ');
+                        const std::size_t second = space == std::string::npos ? space : answer.find(' ', space + 1);
+                        const std::string amount = answer.substr(0, space);
+                        const std::string drawn =
+                            space == std::string::npos ? "" : answer.substr(space + 1, second - space - 1);
+                        const std::string held = second == std::string::npos ? "0" : answer.substr(second + 1);
+                        const Nanos settled = saturating_add(to_int(drawn), std::max<Nanos>(to_int(held), 0));
+                        const bool applied = r.elements[0].integer == 1;
+                        if (!applied && to_int(amount) != t.amount)
+                            return fail(conflict("idempotency_key `" + t.idempotency_key +
+                                                 "` was used for another amount"));
+                        if (applied) change_ = "topup " + org;
+                        return finish(200, render_topup(org, t, settled, applied));
+                    });
+    });
+}
+
+std::optional<Command> Operation::cleared_put() {
+    ApiError error;
+    std::optional<Nanos> cleared = parse_cleared(body_, error);
+    if (!cleared) return fail(error);
+    const std::string org = route_.id;
+    const Nanos value = *cleared;
+    return with_org(org, [this, org, value]() -> std::optional<Command> {
+        const std::string prefix = org_key_prefix(org);
+        return then(eval(cleared_script(), {prefix + "cleared", prefix + "events"}, {std::to_string(value)}),
+                    [this, org](const Reply &) -> std::optional<Command> {
+                        change_ = "cleared_changed " + org;
+                        return then(eval(hgetall_script(), {org_key_prefix(org) + "org"}, {}),
+                                    [this, org](const Reply &r) -> std::optional<Command> {
+                                        Fields record;
+                                        if (!to_fields(r, record)) return fail(unavailable());
+                                        return then(eval(get_script(), {org_key_prefix(org) + "cleared"}, {}),
+                                                    [this, org, record](const Reply &r2) -> std::optional<Command> {
+                                                        std::optional<OrgView> view =
+                                                            org_view(policy_, org, record, to_int(r2));
+                                                        if (!view) return fail(not_found("no org `" + org + "`"));
+                                                        return finish(200, render_org(*view));
+                                                    });
+                                    });
+                    });
+    });
+}
+
+std::optional<Command> Operation::events_get() {
+    const std::string org = route_.id;
+    const std::string after = route_.query.count("after") ? route_.query.at("after") : "";
+    const std::string count = route_.query.count("count") ? route_.query.at("count") : "100";
+    return with_org(org, [this, org, after, count]() -> std::optional<Command> {
+        // Nothing can follow the largest id (and Redis refuses to start past it).
+        if (after == kLastStreamId) return finish(200, render_events({}, after));
+        return then(eval(events_script(), {org_key_prefix(org) + "events"}, {after.empty() ? "-" : "(" + after, count}),
+                    [this, after](const Reply &r) -> std::optional<Command> {
+                        if (r.type != Reply::Type::array) return fail(unavailable());
+                        std::vector<Event> events;
+                        for (const Reply &entry : r.elements) {
+                            if (entry.type != Reply::Type::array || entry.elements.size() != 2
+                                || entry.elements[0].type != Reply::Type::string)
+                                return fail(unavailable());
+                            Event e;
+                            e.id = entry.elements[0].str;
+                            if (!to_fields(entry.elements[1], e.fields)) return fail(unavailable());
+                            events.push_back(std::move(e));
+                        }
+                        return finish(200, render_events(events, after));
+                    });
+    });
+}
+
+}  // namespace spendcap::admin

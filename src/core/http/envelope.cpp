@@ -1,0 +1,235 @@
+// Error bodies in the shape each provider's SDKs already parse (SPEC section 5).
+// Built by hand rather than with jansson so the field order is exactly the
+// documented one.
+#include "http/envelope.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace spendcap {
+
+// Appends `text` as a JSON string literal. Invalid UTF-8 becomes U+FFFD so the
+// body always parses, whatever a message happens to contain.
+void append_json_string(std::string &out, std::string_view text) {
+    out += '"';
+    const std::size_t n = text.size();
+    for (std::size_t i = 0; i < n;) {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        if (c < 0x80) {
+            switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                if (c < 0x20 || c == 0x7f) {
+                    char escaped[8];
+                    std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+                    out += escaped;
+                } else {
+                    out += static_cast<char>(c);
+                }
+            }
+            ++i;
+            continue;
+        }
+        // Multi-byte sequence: check length, continuation bytes, overlongs,
+        // surrogates and the U+10FFFF ceiling before copying it through.
+        std::size_t length = 0;
+        std::uint32_t code_point = 0;
+        if (c >= 0xc2 && c <= 0xdf) {
+            length = 2;
+            code_point = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            length = 3;
+            code_point = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            length = 4;
+            code_point = c & 0x07;
+        }
+        bool valid = length != 0 && i + length <= n;
+        for (std::size_t k = 1; valid && k < length; ++k) {
+            const unsigned char continuation = static_cast<unsigned char>(text[i + k]);
+            if ((continuation & 0xc0) != 0x80) valid = false;
+            code_point = (code_point << 6) | (continuation & 0x3f);
+        }
+        if (valid) {
+            if ((length == 3 && code_point < 0x800) || (length == 4 && code_point < 0x10000) ||
+                (code_point >= 0xd800 && code_point <= 0xdfff) || code_point > 0x10ffff)
+                valid = false;
+        }
+        if (valid) {
+            out.append(text, i, length);
+            i += length;
+        } else {
+            out += "\\ufffd";
+            ++i;
+        }
+    }
+    out += '"';
+}
+
+namespace {
+
+
+const char *openai_type(int status) {
+    // OpenAI answers client errors as invalid_request_error (a bad key too)
+    // and its own failures as server_error.
+    return status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+const char *anthropic_type(int status) {
+    switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 402: return "billing_error";
+    case 429: return "rate_limit_error";
+    default: return "api_error";
+    }
+}
+
+const char *default_message(ErrorCode code) {
+    switch (code) {
+    case ErrorCode::spend_limit_exceeded: return "spend limit reached";
+    case ErrorCode::request_limit_exceeded: return "request limit reached";
+    case ErrorCode::token_limit_exceeded: return "token limit reached";
+    case ErrorCode::insufficient_credit: return "insufficient credit balance";
+    case ErrorCode::rate_limit_exceeded: return "rate limit exceeded";
+    case ErrorCode::invalid_api_key: return "invalid api key";
+    case ErrorCode::api_key_expired: return "api key has expired";
+    case ErrorCode::api_key_revoked: return "api key has been revoked";
+    case ErrorCode::invalid_request: return "invalid request";
+    case ErrorCode::model_not_priced: return "model is not priced";
+    case ErrorCode::spend_cap_unavailable: return "spend cap service unavailable, retry shortly";
+    }
+    return "error";
+}
+
+bool is_rate(LimitKind limit) { return limit == LimitKind::rpm || limit == LimitKind::tpm; }
+
+// ,"scope":"key","window":"monthly","reset_at":"..."|null
+void append_cap_fields(std::string &out, const CapRef &cap) {
+    out += ",\"scope\":";
+    append_json_string(out, scope_name(cap.scope));
+    if (cap.limit == LimitKind::balance) return;  // a balance has no window to wait for
+    out += ",\"window\":";
+    append_json_string(out, is_rate(cap.limit) ? "minute" : window_name(cap.window));
+    out += ",\"reset_at\":";
+    if ((!is_rate(cap.limit) && cap.window == Window::lifetime) || cap.reset_at == 0)
+        out += "null";
+    else
+        append_json_string(out, format_rfc3339(cap.reset_at));
+}
+
+}  // namespace
+
+const char *error_code_name(ErrorCode c) {
+    switch (c) {
+    case ErrorCode::spend_limit_exceeded: return "spend_limit_exceeded";
+    case ErrorCode::request_limit_exceeded: return "request_limit_exceeded";
+    case ErrorCode::token_limit_exceeded: return "token_limit_exceeded";
+    case ErrorCode::insufficient_credit: return "insufficient_credit";
+    case ErrorCode::rate_limit_exceeded: return "rate_limit_exceeded";
+    case ErrorCode::invalid_api_key: return "invalid_api_key";
+    case ErrorCode::api_key_expired: return "api_key_expired";
+    case ErrorCode::api_key_revoked: return "api_key_revoked";
+    case ErrorCode::invalid_request: return "invalid_request";
+    case ErrorCode::model_not_priced: return "model_not_priced";
+    case ErrorCode::spend_cap_unavailable: return "spend_cap_unavailable";
+    }
+    return "invalid_request";
+}
+
+int error_status(ErrorCode c) {
+    switch (c) {
+    case ErrorCode::spend_limit_exceeded:
+    case ErrorCode::request_limit_exceeded:
+    case ErrorCode::token_limit_exceeded:
+    case ErrorCode::insufficient_credit: return 402;
+    case ErrorCode::rate_limit_exceeded: return 429;
+    case ErrorCode::invalid_api_key:
+    case ErrorCode::api_key_expired:
+    case ErrorCode::api_key_revoked: return 401;
+    case ErrorCode::invalid_request:
+    case ErrorCode::model_not_priced: return 400;
+    case ErrorCode::spend_cap_unavailable: return 503;
+    }
+    return 500;
+}
+
+ErrorCode error_code_for(LimitKind limit) {
+    switch (limit) {
+    case LimitKind::spend: return ErrorCode::spend_limit_exceeded;
+    case LimitKind::requests: return ErrorCode::request_limit_exceeded;
+    case LimitKind::tokens: return ErrorCode::token_limit_exceeded;
+    case LimitKind::rpm:
+    case LimitKind::tpm: return ErrorCode::rate_limit_exceeded;
+    case LimitKind::balance: return ErrorCode::insufficient_credit;
+    }
+    return ErrorCode::spend_limit_exceeded;
+}
+
+std::string blocked_by_label(const CapRef &cap) {
+    std::string label = std::string(scope_name(cap.scope)) + ":";
+    switch (cap.limit) {
+    case LimitKind::spend: return label + window_name(cap.window);
+    case LimitKind::requests: return label + window_name(cap.window) + "_requests";
+    case LimitKind::tokens: return label + window_name(cap.window) + "_tokens";
+    case LimitKind::rpm: return label + "rpm";
+    case LimitKind::tpm: return label + "tpm";
+    case LimitKind::balance: return label + "balance";
+    }
+    return label;
+}
+
+std::string cap_message(const CapRef &cap) {
+    const std::string who = scope_word(cap.scope);
+    switch (cap.limit) {
+    case LimitKind::spend: return who + " has reached its " + window_name(cap.window) + " spend limit";
+    case LimitKind::requests: return who + " has reached its " + window_name(cap.window) + " request limit";
+    case LimitKind::tokens: return who + " has reached its " + window_name(cap.window) + " token limit";
+    case LimitKind::rpm: return who + " has exceeded its requests per minute limit";
+    case LimitKind::tpm: return who + " has exceeded its tokens per minute limit";
+    case LimitKind::balance: return "insufficient credit balance";
+    }
+    return who + " has reached a limit";
+}
+
+ErrorReply render_error(Surface surface, ErrorCode code, const std::string &message,
+                        const std::optional<CapRef> &cap) {
+    ErrorReply reply;
+    reply.status = error_status(code);
+    reply.retry_after = reply.status == 503 ? 1 : 0;
+
+    // Only a cap's own code names the scope and window that tripped.
+    const CapRef *tripped = cap && error_code_for(cap->limit) == code ? &*cap : nullptr;
+    if (tripped && reply.status == 429)
+        reply.retry_after = static_cast<int>(std::max<std::int64_t>(tripped->retry_after, 1));
+    std::string text = message;
+    if (text.empty()) text = tripped ? cap_message(*tripped) : default_message(code);
+
+    std::string &body = reply.body;
+    if (surface == Surface::openai) {
+        body = "{\"error\":{\"message\":";
+        append_json_string(body, text);
+        body += ",\"type\":";
+        append_json_string(body, openai_type(reply.status));
+        body += ",\"param\":null,\"code\":";
+        append_json_string(body, error_code_name(code));
+    } else {
+        body = "{\"type\":\"error\",\"error\":{\"type\":";
+        append_json_string(body, anthropic_type(reply.status));
+        body += ",\"message\":";
+        append_json_string(body, text);
+        body += ",\"code\":";
+        append_json_string(body, error_code_name(code));
+    }
+    if (tripped) append_cap_fields(body, *tripped);
+    body += "}}";
+    return reply;
+}
+
+}  // namespace spendcap

@@ -1,0 +1,349 @@
+// The management API's records as the request path reads them, and the
+// per-worker caches that keep a known key at one round trip.
+#include "identity/records.h"
+
+#include <atomic>
+#include <functional>
+#include <limits>
+
+#include "admin/api.h"
+#include "request/request.h"  // sha1_hex
+
+namespace spendcap {
+
+namespace {
+
+constexpr const char *kKeyLookupBody = "return redis.call('HGETALL', KEYS[1])\n";
+
+// KEYS: sc:{ORG}:config, the key's, project's, org's and (optional) customer's records.
+// Reply: {version or "", key fields, project fields, org fields, customer fields}.
+constexpr const char *kOrgRecordsBody = R"lua(
+local out = {redis.call('GET', KEYS[1]) or ''}
+for i = 2, 5 do
+  if KEYS[i] then out[i] = redis.call('HGETALL', KEYS[i]) else out[i] = {} end
+end
+return out
+)lua";
+
+constexpr const char *kApiOrgsSampleBody = "return redis.call('SRANDMEMBER', KEYS[1], ARGV[1])\n";
+
+struct Script {
+    std::string text, sha1;
+};
+
+const Script &api_orgs_sample() {
+    static const Script s{kApiOrgsSampleBody, sha1_hex(kApiOrgsSampleBody)};
+    return s;
+}
+
+const Script &key_lookup() {
+    static const Script s{kKeyLookupBody, sha1_hex(kKeyLookupBody)};
+    return s;
+}
+
+const Script &org_records() {
+    static const Script s{kOrgRecordsBody, sha1_hex(kOrgRecordsBody)};
+    return s;
+}
+
+// A record's `limits` (JSON as the API wrote it); false if it does not read.
+bool read_limits(const Fields &fields, Limits &out) {
+    const std::string *text = field(fields, "limits");
+    if (text == nullptr) return true;
+    admin::ApiError error;
+    std::optional<Limits> limits = admin::parse_limits(*text, error);
+    if (!limits) return false;
+    out = *limits;
+    return true;
+}
+
+bool read_time(const Fields &fields, const char *name, std::optional<std::int64_t> &out) {
+    const std::string *text = field(fields, name);
+    if (text == nullptr) return true;
+    if (text->empty()) {
+        out.reset();
+        return true;
+    }
+    std::int64_t v = 0;
+    if (!parse_int64(*text, v)) return false;
+    out = v;
+    return true;
+}
+
+Resolution unknown(std::string reason) {
+    Resolution r;
+    r.problem = IdentityProblem::unknown;
+    r.reason = std::move(reason);
+    return r;
+}
+
+std::uint64_t mix(std::uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+}  // namespace
+
+bool parse_int64(const std::string &text, std::int64_t &out) {
+    const bool negative = !text.empty() && text[0] == '-';
+    std::size_t i = negative ? 1 : 0;
+    if (i == text.size()) return false;
+    std::int64_t v = 0;
+    for (; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c < '0' || c > '9' || v > (std::numeric_limits<std::int64_t>::max() - (c - '0')) / 10) return false;
+        v = v * 10 + (c - '0');
+    }
+    out = negative ? -v : v;
+    return true;
+}
+
+const std::string *field(const Fields &fields, const std::string &name) {
+    for (const auto &f : fields)
+        if (f.first == name) return &f.second;
+    return nullptr;
+}
+
+std::string org_key_prefix(const std::string &org) { return "sc:{" + org + "}:"; }
+std::string key_lookup_key(const std::string &sha256_hex) { return "sc:key:" + sha256_hex; }
+std::string key_id_key(const std::string &id) { return "sc:keyid:" + id; }
+std::string project_index_key(const std::string &id) { return "sc:project:" + id; }
+std::string config_version_key(const std::string &org) { return org_key_prefix(org) + "config"; }
+
+std::optional<KeyLookup> parse_key_lookup(const Fields &fields) {
+    const std::string *id = field(fields, "id"), *org = field(fields, "org"), *project = field(fields, "project");
+    if (id == nullptr || org == nullptr || project == nullptr || !valid_id(*id) || !valid_id(*org)
+        || !valid_id(*project))
+        return std::nullopt;
+    return KeyLookup{*id, *org, *project};
+}
+
+std::uint64_t next_identity_serial() {
+    static std::atomic<std::uint64_t> serial{0};
+    return ++serial;
+}
+
+Resolution resolve_identity(const Policy &policy, const std::string &sha256, const Key *file_key,
+                            const std::optional<KeyLookup> &lookup, const std::string &customer,
+                            const OrgRecords &records, std::int64_t now_ms) {
+    const std::int64_t now = now_ms / 1000;
+    auto id = std::make_shared<Identity>();
+    id->version = records.version;
+    id->customer = customer;
+    std::string org_id;
+    // A file key's rotated secret is found through its lookup: still the
+    // file's key, with its limits and expiry (the record decides the secret).
+    if (file_key == nullptr && lookup) file_key = policy.find_key_by_id(lookup->id);
+    if (file_key != nullptr) {
+        id->key = *file_key;
+        id->from_file = true;
+        org_id = policy.project_of(*file_key).org;
+    } else if (lookup) {
+        id->key.id = lookup->id;
+        id->key.project = lookup->project;
+        id->key.sha256 = sha256;
+        org_id = lookup->org;
+    } else {
+        return unknown("no key has this secret");
+    }
+
+    // The key: an API key exists only while its record does.
+    const Fields &kr = records.key;
+    if (!id->from_file && kr.empty()) return unknown("key " + id->key.id + " has no record");
+    const std::string *current = field(kr, "sha256");
+    if (current != nullptr && *current != sha256) {
+        // The grace's end in milliseconds (old_until_ms); a record rotated
+        // before it was kept has whole seconds only (old_until).
+        const std::string *old = field(kr, "old_sha256");
+        std::int64_t until_ms = 0;
+        const std::string *ms_text = field(kr, "old_until_ms");
+        const std::string *s_text = field(kr, "old_until");
+        bool until_read = false;
+        if (ms_text != nullptr) {
+            until_read = parse_int64(*ms_text, until_ms);
+        } else if (s_text != nullptr && parse_int64(*s_text, until_ms)) {
+            until_read = until_ms <= std::numeric_limits<std::int64_t>::max() / 1000;
+            until_ms *= 1000;
+        }
+        if (old == nullptr || *old != sha256 || !until_read || now_ms >= until_ms)
+            return unknown("a secret of key " + id->key.id + " that was rotated away");
+        id->secret_until_ms = until_ms;
+    }
+    if (!read_limits(kr, id->key.limits) || !read_time(kr, "expires_at", id->key.expires_at))
+        return unknown("the record of key " + id->key.id + " does not read");
+    if (const std::string *revoked = field(kr, "revoked")) id->key.revoked = id->key.revoked || *revoked == "1";
+
+    // Its project: the file's, or the API's; a record's limits replace the file's.
+    auto file_project = policy.projects.find(id->key.project);
+    if (file_project != policy.projects.end()) {
+        id->project = file_project->second;
+    } else if (!records.project.empty()) {
+        id->project.id = id->key.project;
+        id->project.org = org_id;
+    } else {
+        return unknown("project " + id->key.project + " of key " + id->key.id + " does not exist");
+    }
+    if (id->project.org != org_id) return unknown("key " + id->key.id + " names another org than its project");
+    if (!read_limits(records.project, id->project.limits))
+        return unknown("the record of project " + id->project.id + " does not read");
+
+    // Its org: likewise, every field of a record over the file's.
+    auto file_org = policy.orgs.find(org_id);
+    const Fields &orr = records.org;
+    if (file_org != policy.orgs.end()) {
+        id->org = file_org->second;
+    } else if (!orr.empty()) {
+        id->org.id = org_id;
+    } else {
+        return unknown("org " + org_id + " of key " + id->key.id + " does not exist");
+    }
+    if (const std::string *plan = field(orr, "plan")) id->org.plan = *plan;
+    if (const std::string *prepaid = field(orr, "prepaid")) id->org.prepaid = *prepaid == "1";
+    if (const std::string *low = field(orr, "low_balance")) {
+        std::int64_t v = 0;
+        if (low->empty()) id->org.low_balance_usd.reset();
+        else if (parse_int64(*low, v)) id->org.low_balance_usd = v;
+        else return unknown("the record of org " + org_id + " does not read");
+    }
+    if (!read_time(orr, "created_at", id->org.created_at) || !read_limits(orr, id->org.limits))
+        return unknown("the record of org " + org_id + " does not read");
+
+    if (!customer.empty()) {
+        id->customer_limits = policy.customers.limits_for(customer);
+        if (const std::string *text = field(records.customer, "limits")) {
+            admin::ApiError error;
+            std::optional<Limits> limits = admin::parse_limits(*text, error);
+            if (!limits) return unknown("the record of customer " + customer + " does not read");
+            id->customer_limits = limits->or_else(policy.customers.default_limits);
+        }
+    }
+    id->serial = next_identity_serial();
+    id->policy_generation = policy.generation;
+    Resolution r;
+    r.problem = id->key.revoked ? IdentityProblem::revoked
+                : (id->key.expires_at && *id->key.expires_at <= now) ? IdentityProblem::expired
+                                                                     : IdentityProblem::none;
+    r.identity = std::move(id);
+    return r;
+}
+
+Resolution resolve_file_identity(const Policy &policy, const Key &file_key, const std::string &customer) {
+    auto id = std::make_shared<Identity>();
+    id->key = file_key;
+    id->from_file = true;
+    id->project = policy.project_of(file_key);
+    id->org = policy.org_of(file_key);
+    id->customer = customer;
+    if (!customer.empty()) id->customer_limits = policy.customers.limits_for(customer);
+    id->serial = next_identity_serial();
+    id->policy_generation = policy.generation;
+    Resolution r;
+    r.identity = std::move(id);
+    return r;
+}
+
+std::vector<std::string> key_lookup_command(const std::string &sha256) {
+    return {"EVALSHA", key_lookup().sha1, "1", key_lookup_key(sha256)};
+}
+
+std::vector<std::string> org_records_command(const std::string &org, const std::string &key_id,
+                                             const std::string &project, const std::string &customer) {
+    const std::string prefix = org_key_prefix(org);
+    std::vector<std::string> argv{"EVALSHA", org_records().sha1, customer.empty() ? "4" : "5",
+                                  prefix + "config", prefix + "key:" + key_id, prefix + "project:" + project,
+                                  prefix + "org"};
+    if (!customer.empty()) argv.push_back(prefix + "customer:" + customer);
+    return argv;
+}
+
+std::vector<std::string> api_orgs_sample_command(int n) {
+    return {"EVALSHA", api_orgs_sample().sha1, "1", "sc:orgs", std::to_string(n)};
+}
+const std::string &api_orgs_sample_script() { return api_orgs_sample().text; }
+const std::string &key_lookup_script() { return key_lookup().text; }
+const std::string &key_lookup_script_sha1() { return key_lookup().sha1; }
+const std::string &org_records_script() { return org_records().text; }
+const std::string &org_records_script_sha1() { return org_records().sha1; }
+
+IdentityCache::IdentityCache(std::size_t capacity, std::int64_t unknown_ttl_ms)
+    : capacity_(std::max<std::size_t>(capacity, 1)), unknown_(capacity_), unknown_ttl_ms_(unknown_ttl_ms) {}
+
+namespace {
+
+std::string identity_key(const std::string &sha256, const std::string &customer) {
+    return sha256 + '\n' + customer;  // neither holds a newline
+}
+
+std::size_t slot_of(const std::string &sha256, std::size_t slots) {
+    return mix(std::hash<std::string>()(sha256)) % slots;
+}
+
+// Bounded: emptied when full (a cache, so nothing is lost but round trips).
+template <typename Map>
+void make_room(Map &map, const std::string &key, std::size_t capacity) {
+    if (map.size() >= capacity && map.find(key) == map.end()) map.clear();
+}
+
+}  // namespace
+
+std::shared_ptr<const Identity> IdentityCache::find(const std::string &sha256, const std::string &customer,
+                                                    std::uint64_t policy_generation) const {
+    auto found = identities_.find(identity_key(sha256, customer));
+    if (found == identities_.end()) return nullptr;
+    const std::shared_ptr<const Identity> &identity = found->second;
+    if (identity->policy_generation != policy_generation || identity->version != org_version(identity->org.id))
+        return nullptr;
+    return identity;
+}
+
+void IdentityCache::store(const std::string &sha256, std::shared_ptr<const Identity> identity) {
+    std::string key = identity_key(sha256, identity->customer);
+    make_room(identities_, key, capacity_);
+    identities_[std::move(key)] = std::move(identity);
+}
+
+const std::string &IdentityCache::org_version(const std::string &org) const {
+    static const std::string kNever;
+    auto found = org_versions_.find(org);
+    return found != org_versions_.end() ? found->second : kNever;
+}
+
+void IdentityCache::set_org_version(const std::string &org, const std::string &version) {
+    // forgetting a version only costs a stale reserve and a read
+    make_room(org_versions_, org, capacity_);
+    org_versions_[org] = version;
+}
+
+void IdentityCache::org_changed(const std::string &org) {
+    // No version Redis writes (an integer) matches this: every identity of
+    // the org is read again, file keys too.
+    set_org_version(org, "changed");
+}
+
+bool IdentityCache::known_unknown(const std::string &sha256, std::int64_t now_ms) const {
+    const UnknownSlot &slot = unknown_[slot_of(sha256, unknown_.size())];
+    return slot.sha256 == sha256 && now_ms < slot.until_ms;
+}
+
+void IdentityCache::remember_unknown(const std::string &sha256, std::int64_t now_ms) {
+    UnknownSlot &slot = unknown_[slot_of(sha256, unknown_.size())];
+    slot.sha256 = sha256;
+    slot.until_ms = now_ms + unknown_ttl_ms_;
+}
+
+std::optional<KeyLookup> IdentityCache::lookup(const std::string &sha256) const {
+    auto found = lookups_.find(sha256);
+    if (found == lookups_.end()) return std::nullopt;
+    return found->second;
+}
+
+void IdentityCache::remember_lookup(const std::string &sha256, const KeyLookup &lookup) {
+    make_room(lookups_, sha256, capacity_);
+    lookups_[sha256] = lookup;
+}
+
+}  // namespace spendcap
