@@ -2,6 +2,7 @@
 // most (its body, read here), and the reservation of that worst case in
 // Redis, in one round trip (reserve); the answer of a refusal.
 #include "ngx_http_spend_cap_ctx.h"
+#include "base/digest.h"
 
 #include <hiredis/hiredis.h>
 
@@ -114,7 +115,7 @@ static void report_key_expired(RequestCtx *ctx) {
     std::vector<std::string> command = key_expired_command(org, *ctx->key, ngx_time());
     if (!command.empty()) {
         std::string what = "key_expired event of key " + ctx->key->id;
-        redis_eval_reliably(std::move(command), &key_expired_script(), [what] { return what; });
+        redis_eval_reliably(std::move(command), &scripts::key_expired().text, [what] { return what; });
     }
 }
 
@@ -241,7 +242,7 @@ static void on_records(void *data, RedisStatus status, const redisReply *reply) 
 static Resolve read_records(RequestCtx *ctx, const std::string &org, const std::string &key_id,
                             const std::string &project, const Key *file_key) {
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
-    ctx->identity_op = redis_eval(org_records_command(org, key_id, project, ctx->customer), &org_records_script(),
+    ctx->identity_op = redis_eval(org_records_command(org, key_id, project, ctx->customer), &scripts::org_records().text,
                                   lcf->timeout, on_records, ctx);
     return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, file_key);
 }
@@ -294,7 +295,7 @@ static Resolve resolve(RequestCtx *ctx) {
         return read_records(ctx, ctx->lookup->org, ctx->lookup->id, ctx->lookup->project, nullptr);
     }
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
-    ctx->identity_op = redis_eval(key_lookup_command(ctx->sha256), &key_lookup_script(), lcf->timeout, on_lookup, ctx);
+    ctx->identity_op = redis_eval(key_lookup_command(ctx->sha256), &scripts::hgetall().text, lcf->timeout, on_lookup, ctx);
     return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, nullptr);
 }
 
@@ -524,7 +525,7 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     ctx->request_id.assign(reinterpret_cast<const char *>(id->data), id->len);
-    if (ctx->ledger->counters.empty() || reserve_script_sha1().empty()) {
+    if (ctx->ledger->counters.empty() || scripts::reserve().sha1.empty()) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;  // never reserve nothing: that would lift every cap
     }
 

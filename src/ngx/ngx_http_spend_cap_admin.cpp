@@ -3,6 +3,7 @@
 // the core's Operation (admin_ops.h) driven over the worker's async Redis
 // connection. Routing, validation and the answers are the core's.
 #include "ngx_http_spend_cap_ctx.h"
+#include "base/digest.h"
 
 #include <hiredis/hiredis.h>
 #include <sys/stat.h>

@@ -102,7 +102,7 @@ void send(std::unique_ptr<Batch> owned) {
     std::vector<std::string> command = spendcap::reserve_batch_command(batch->items, batch_id,
                                                                        static_cast<std::int64_t>(batch->ttl));
     RedisOp *op = command.empty() ? nullptr
-                                  : redis_eval(std::move(command), &spendcap::reserve_script(), batch->timeout,
+                                  : redis_eval(std::move(command), &spendcap::scripts::reserve().text, batch->timeout,
                                                on_batch_reply, batch);
     if (op == nullptr) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: a reserve batch of org %s could not be sent%s",

@@ -41,7 +41,7 @@ void send(Batch batch) {
         return;
     }
     auto items = std::make_shared<const std::vector<spendcap::SettleItem>>(std::move(batch.items));
-    redis_eval_reliably(std::move(command), &spendcap::settle_script(), [items] { return describe(*items); });
+    redis_eval_reliably(std::move(command), &spendcap::scripts::settle().text, [items] { return describe(*items); });
 }
 
 // Settlements wait per org.

@@ -32,7 +32,7 @@ constexpr int kApiOrgsPerTick = 8;
 void sweep_org(const std::string &org) {
     std::vector<std::string> command = spendcap::sweep_command(org, kReleasesPerOrg);
     if (!command.empty()) {
-        redis_eval(std::move(command), &spendcap::sweep_script(), kSweepTimeout, nullptr, nullptr);
+        redis_eval(std::move(command), &spendcap::scripts::sweep().text, kSweepTimeout, nullptr, nullptr);
     }
 }
 
@@ -55,7 +55,7 @@ void on_api_orgs(void *, RedisStatus status, const redisReply *reply) {
 
 void on_tick(ngx_event_t *ev) {
     try {
-        redis_eval(spendcap::api_orgs_sample_command(kApiOrgsPerTick), &spendcap::api_orgs_sample_script(),
+        redis_eval(spendcap::api_orgs_sample_command(kApiOrgsPerTick), &spendcap::scripts::api_orgs_sample().text,
                    kSweepTimeout, on_api_orgs, nullptr);
         for (std::size_t i = 0; i < kOrgsPerTick && i < sweeper->orgs.size(); ++i) {
             const std::string &org = sweeper->orgs[sweeper->next];
@@ -63,7 +63,7 @@ void on_tick(ngx_event_t *ev) {
             std::vector<std::string> command = spendcap::sweep_command(org, kReleasesPerOrg);
             // Not connected: the next tick tries again.
             if (command.empty()
-                || redis_eval(std::move(command), &spendcap::sweep_script(), kSweepTimeout, nullptr, nullptr)
+                || redis_eval(std::move(command), &spendcap::scripts::sweep().text, kSweepTimeout, nullptr, nullptr)
                        == nullptr) {
                 break;
             }

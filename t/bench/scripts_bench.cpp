@@ -13,8 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "base/digest.h"
 #include "accounting/ledger.h"
-#include "redis/scripts.h"
+#include "redis/script.h"
 #include "policy/policy.h"
 #include "request/request.h"
 #include "accounting/reservation.h"
@@ -70,7 +71,7 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "cannot connect to 127.0.0.1:%d\n", port);
         return 1;
     }
-    for (const std::string *script : {&reserve_script(), &settle_script()})
+    for (const std::string *script : {&scripts::reserve().text, &scripts::settle().text})
         freeReplyObject(redisCommand(c, "SCRIPT LOAD %b", script->data(), script->size()));
     std::printf("batch  reserve µs/call  settle µs/call  reserve µs/req  settle µs/req   (medians of %d)\n", rounds);
     long id = 0;

@@ -3,6 +3,7 @@
 // which commands it sends, in which order, with which KEYS and ARGV, and the
 // status and JSON of its answer. The scripts themselves run against an
 // in-memory Redis in lua_scripts_test.cpp.
+#include "base/digest.h"
 #include "admin/ops.h"
 
 #include <gtest/gtest.h>

@@ -1,5 +1,5 @@
-// The real reserve, settle and sweep Lua scripts (reserve_script(),
-// settle_script(), sweep_script()), run in an embedded Lua 5.1 against an
+// The real reserve, settle and sweep Lua scripts (scripts::reserve().text,
+// scripts::settle().text, scripts::sweep().text), run in an embedded Lua 5.1 against an
 // in-memory Redis (fake_redis_lua.h), with exactly the EVALSHA argv
 // reserve_command / settle_command / sweep_command produce. This is where the
 // threshold crossing rule, spend_cap_reached, low_balance, the check order,
@@ -12,12 +12,16 @@
 // settle_batch_test.cpp.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
 #include <algorithm>
 #include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "base/digest.h"
 #include "admin/ops.h"
 #include "http/envelope.h"
 #include "fake_redis_lua.h"
@@ -341,19 +345,22 @@ TEST(FakeRedisLua, OomRefusesTheFirstWriteOfAScriptOnly) {
 }
 
 // ---------------------------------------------------------------------------
-// The scripts' integer-string comparison, taken from the real script text.
+// The scripts' integer-string comparison: their numbers library, as it is.
 
-std::string le_source(const std::string &script) {
-    const std::size_t start = script.find("local function le(a, b)");
-    if (start == std::string::npos) return "";
-    const std::size_t end = script.find("\nend\n", start);
-    return end == std::string::npos ? "" : script.substr(start, end + 5 - start);
+// A helper library of the scripts, read from its file (scripts/lib/NAME.lua).
+std::string lua_library(const std::string &name) {
+    std::ifstream in(std::string(SPEND_CAP_SCRIPTS_DIR) + "/lib/" + name + ".lua");
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
 }
 
 TEST(LuaLe, ComparesIntegerStringsExactlyAtAnySize) {
-    const std::string source = le_source(reserve_script());
-    ASSERT_FALSE(source.empty()) << "the scripts' `le` helper was not found";
-    EXPECT_EQ(le_source(settle_script()), source);
+    const std::string source = lua_library("prelude") + lua_library("numbers");
+    ASSERT_NE(source.find("local function le(a, b)"), std::string::npos) << "the scripts' `le` helper was not found";
+    // The scripts that compare amounts carry it.
+    EXPECT_NE(scripts::reserve().text.find(lua_library("numbers")), std::string::npos);
+    EXPECT_NE(scripts::settle().text.find(lua_library("numbers")), std::string::npos);
     FakeRedis redis;
     LuaRunner lua(redis);
     const std::vector<long long> values = {
@@ -1113,8 +1120,8 @@ TEST_F(LuaScripts, ANonCanonicalClearedIsNotMisread) {
 // key_expired
 
 TEST_F(LuaScripts, AnExpiredKeyIsReportedOnce) {
-    const std::string sha = sha1_hex(key_expired_script());
-    lua.add_script(sha, key_expired_script());
+    const std::string sha = sha1_hex(scripts::key_expired().text);
+    lua.add_script(sha, scripts::key_expired().text);
     use(policy_yaml("") + "    expires_at: 2026-11-01T00:00:00Z\n");
     const Key &key = *policy->find_key(kHash);
     const std::vector<std::string> argv = key_expired_command("acme", key, kNow);
@@ -2197,8 +2204,8 @@ Fields fields_of(const Reply &r) {
 class LuaScriptsAdmin : public ScriptTest {
 protected:
     LuaScriptsAdmin() {
-        lua.add_script(org_records_script_sha1(), org_records_script());
-        lua.add_script(key_lookup_script_sha1(), key_lookup_script());
+        lua.add_script(scripts::org_records().sha1, scripts::org_records().text);
+        lua.add_script(scripts::hgetall().sha1, scripts::hgetall().text);
     }
 
     std::unique_ptr<admin::Operation> make(const char *method, const char *path, std::string body = "",

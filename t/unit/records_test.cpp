@@ -3,7 +3,9 @@
 // the ledgers built from such an identity, the per-worker IdentityCache
 // (versions, negative cache, lookups, all bounded), and the EVALSHA argv of
 // the two reads the request path sends.
+#include "base/digest.h"
 #include "identity/records.h"
+#include "redis/script.h"
 
 #include <gtest/gtest.h>
 
@@ -517,12 +519,11 @@ TEST(RecordsLayout, KeyNames) {
 
 TEST(RecordsCommands, OrgRecordsCommandShape) {
     const std::vector<std::string> argv = org_records_command("acme", "k1", "acme-prod", "");
-    EXPECT_EQ(argv, (std::vector<std::string>{"EVALSHA", sha1_hex(org_records_script()), "4", "sc:{acme}:config",
+    EXPECT_EQ(argv, (std::vector<std::string>{"EVALSHA", scripts::org_records().sha1, "4", "sc:{acme}:config",
                                               "sc:{acme}:key:k1", "sc:{acme}:project:acme-prod",
                                               "sc:{acme}:org"}));
-    EXPECT_EQ(org_records_script_sha1(), sha1_hex(org_records_script()));
     const std::vector<std::string> with = org_records_command("acme", "k1", "acme-prod", "cust_42");
-    EXPECT_EQ(with, (std::vector<std::string>{"EVALSHA", sha1_hex(org_records_script()), "5", "sc:{acme}:config",
+    EXPECT_EQ(with, (std::vector<std::string>{"EVALSHA", scripts::org_records().sha1, "5", "sc:{acme}:config",
                                               "sc:{acme}:key:k1", "sc:{acme}:project:acme-prod", "sc:{acme}:org",
                                               "sc:{acme}:customer:cust_42"}));
     // Every key in the org's slot.
@@ -532,14 +533,11 @@ TEST(RecordsCommands, OrgRecordsCommandShape) {
 TEST(RecordsCommands, KeyLookupCommandShape) {
     const std::string sha = sha256_hex("x");
     EXPECT_EQ(key_lookup_command(sha),
-              (std::vector<std::string>{"EVALSHA", sha1_hex(key_lookup_script()), "1", "sc:key:" + sha}));
-    EXPECT_EQ(key_lookup_script_sha1(), sha1_hex(key_lookup_script()));
-    EXPECT_NE(key_lookup_script_sha1(), org_records_script_sha1());
-    EXPECT_EQ(key_lookup_script_sha1().size(), 40u);
+              (std::vector<std::string>{"EVALSHA", scripts::hgetall().sha1, "1", "sc:key:" + sha}));
 }
 
 TEST(RecordsCommands, ApiOrgsSampleCommandShape) {
-    EXPECT_EQ(api_orgs_sample_command(8), (std::vector<std::string>{"EVALSHA", sha1_hex(api_orgs_sample_script()),
+    EXPECT_EQ(api_orgs_sample_command(8), (std::vector<std::string>{"EVALSHA", scripts::api_orgs_sample().sha1,
                                                                       "1", "sc:orgs", "8"}));
 }
 

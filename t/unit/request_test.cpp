@@ -1,4 +1,5 @@
 // The request side: surface by path, body fields, worst-case estimate, hashes.
+#include "base/digest.h"
 #include "request/request.h"
 
 #include <gtest/gtest.h>

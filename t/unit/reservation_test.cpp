@@ -2,6 +2,7 @@
 // warning thresholds, the EVALSHA argv of the reserve / settle scripts, and
 // decoding the reserve reply. (The scripts themselves run in
 // lua_scripts_test.cpp, against an in-memory Redis.)
+#include "base/digest.h"
 #include "accounting/reservation.h"
 
 #include <gtest/gtest.h>
@@ -371,23 +372,10 @@ Ledger small_ledger() {
     return l;
 }
 
-TEST(Scripts, NamedByTheirSha1) {
-    EXPECT_EQ(reserve_script_sha1(), sha1_hex(reserve_script()));
-    EXPECT_EQ(settle_script_sha1(), sha1_hex(settle_script()));
-    EXPECT_EQ(sweep_script_sha1(), sha1_hex(sweep_script()));
-    EXPECT_EQ(key_expired_script_sha1(), sha1_hex(key_expired_script()));
-    EXPECT_EQ(reserve_script_sha1().size(), 40u);
-    EXPECT_NE(reserve_script_sha1(), settle_script_sha1());
-    EXPECT_FALSE(sweep_script().empty());
-    EXPECT_NE(sweep_script_sha1(), reserve_script_sha1());
-    EXPECT_NE(sweep_script_sha1(), settle_script_sha1());
-    EXPECT_NE(key_expired_script_sha1(), sweep_script_sha1());
-}
-
 TEST(SweepCommand, ArgvShape) {
     // KEYS: the org's deadlines, and those of reservations made before batches.
     EXPECT_EQ(sweep_command("acme", 8),
-              (std::vector<std::string>{"EVALSHA", sweep_script_sha1(), "2", "sc:{acme}:deadlines",
+              (std::vector<std::string>{"EVALSHA", scripts::sweep().sha1, "2", "sc:{acme}:deadlines",
                                         "sc:{acme}:reservations", "sc:{acme}:", "8"}));
     // At least one per run.
     EXPECT_EQ(sweep_command("acme", 0).back(), "1");
@@ -414,7 +402,7 @@ struct ReserveArgs {
 
 ReserveArgs parse_reserve(const std::vector<std::string> &argv) {
     ReserveArgs a;
-    if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != reserve_script_sha1()) return a;
+    if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != scripts::reserve().sha1) return a;
     const std::size_t numkeys = std::stoul(argv[2]);
     std::size_t p = 3 + numkeys;
     if (p + 6 > argv.size()) return a;
@@ -470,7 +458,7 @@ TEST(ReserveCommand, ArgvShape) {
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40}, "rid", false),
               (std::vector<std::string>{
                   // only the checked counters: the uncapped lifetime spend gets no KEYS entry
-                  "EVALSHA", reserve_script_sha1(), "5",
+                  "EVALSHA", scripts::reserve().sha1, "5",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
                   "sc:{acme}:resv:rid", "sc:{acme}:deadlines", "sc:{acme}:events",
                   // C, M, H, prefix, ttl (ms), batch id (a batch of one is its request's id)
@@ -560,7 +548,7 @@ TEST(ReserveCommand, WithCeilingsAndABalance) {
     l.ceilings = {CeilingRow{0, 0, 1000}, CeilingRow{50, 14, 3000}};
     EXPECT_EQ(reserve_command(l, Amounts{400, 9}, "r1", true),
               (std::vector<std::string>{
-                  "EVALSHA", reserve_script_sha1(), "7",
+                  "EVALSHA", scripts::reserve().sha1, "7",
                   "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:balance", "sc:{o}:balance:held",
                   "sc:{o}:resv:r1", "sc:{o}:deadlines", "sc:{o}:events", "sc:{o}:cleared",
                   "3", "1", "1", "sc:{o}:", "900000", "r1",
@@ -759,7 +747,7 @@ TEST(ReserveCommand, AnUncappedCounterGetsNoKeysAndNoArgv) {
     const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
     // numkeys: the one capped counter + resv, deadlines, events.
     EXPECT_EQ(argv, (std::vector<std::string>{
-                        "EVALSHA", reserve_script_sha1(), "4",
+                        "EVALSHA", scripts::reserve().sha1, "4",
                         "sc:{acme}:spend:key:k1:m:2026-11", "sc:{acme}:resv:r", "sc:{acme}:deadlines",
                         "sc:{acme}:events",
                         "1", "1", "1", "sc:{acme}:", "900000", "r",
@@ -847,7 +835,7 @@ TEST(ReserveBatchCommand, TwoRequestsOfOneKeyShareOneChainAndEachCounterIsSentOn
     const std::vector<std::string> argv = reserve_batch_command(
         {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{l, Amounts{200, 7}, "b", true}}, "a");
     EXPECT_EQ(argv, (std::vector<std::string>{
-                        "EVALSHA", reserve_script_sha1(), "5",
+                        "EVALSHA", scripts::reserve().sha1, "5",
                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
                         "sc:{acme}:resv:a", "sc:{acme}:deadlines", "sc:{acme}:events",
                         "2", "2", "1", "sc:{acme}:", "900000", "a",
@@ -1047,7 +1035,7 @@ struct SettleArgs {
 
 SettleArgs parse_settle(const std::vector<std::string> &argv) {
     SettleArgs a;
-    if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != settle_script_sha1()) return a;
+    if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != scripts::settle().sha1) return a;
     const std::size_t numkeys = std::stoul(argv[2]);
     std::size_t p = 3 + numkeys;
     if (p + 3 > argv.size()) return a;
@@ -1109,7 +1097,7 @@ TEST(SettleCommand, ArgvShape) {
     EXPECT_EQ(settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt),
               (std::vector<std::string>{
                   // every counter of the ledger, checked or not
-                  "EVALSHA", settle_script_sha1(), "6",
+                  "EVALSHA", scripts::settle().sha1, "6",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
                   "sc:{acme}:spend:key:k1:life", "sc:{acme}:events", "sc:{acme}:deadlines",
                   "sc:{acme}:settlements",
@@ -1257,7 +1245,7 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     l.ceilings = {CeilingRow{0, 0, 1000}};
     const std::vector<std::string> argv = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", 3000);
     const std::vector<std::string> expected = {
-        "EVALSHA", settle_script_sha1(), "9",
+        "EVALSHA", scripts::settle().sha1, "9",
         "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:events", "sc:{o}:deadlines", "sc:{o}:settlements",
         "6", "1", "sc:{o}:",
         "c", "300", "1830643200", "3000", "0.5=1500",  // the ceiling the reservation saw
@@ -1333,7 +1321,7 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
          settle_item(k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt, "r1"),
          settle_item(k1, Amounts{50, 1}, Amounts{50, 1}, "r3", std::nullopt, "r3", false)});
     EXPECT_EQ(argv, (std::vector<std::string>{
-                        "EVALSHA", settle_script_sha1(), "6",
+                        "EVALSHA", scripts::settle().sha1, "6",
                         // the three counters, each once, in the order first met
                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
                         "sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:events", "sc:{acme}:deadlines",

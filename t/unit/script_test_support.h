@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/digest.h"
 #include "http/envelope.h"
 #include "fake_redis_lua.h"
 #include "policy/policy.h"
@@ -91,9 +92,9 @@ protected:
 public:
     // The reserve, settle and sweep scripts, known by their SHA-1.
     static void load_scripts(LuaRunner &runner) {
-        runner.add_script(reserve_script_sha1(), reserve_script());
-        runner.add_script(settle_script_sha1(), settle_script());
-        runner.add_script(sha1_hex(sweep_script()), sweep_script());
+        runner.add_script(scripts::reserve().sha1, scripts::reserve().text);
+        runner.add_script(scripts::settle().sha1, scripts::settle().text);
+        runner.add_script(sha1_hex(scripts::sweep().text), scripts::sweep().text);
     }
 
 protected:

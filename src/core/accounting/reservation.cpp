@@ -116,7 +116,7 @@ std::string warn_thresholds(const std::vector<WarnFraction> &warn_at, Nanos cap)
 
 std::vector<std::string> sweep_command(const std::string &org, std::int64_t most) {
     try {
-        const std::string &sha1 = sweep_script_sha1();
+        const std::string &sha1 = scripts::sweep().sha1;
         if (sha1.empty()) return {};
         const std::string prefix = org_key_prefix(org);
         return {"EVALSHA", sha1, "2", prefix + "deadlines", prefix + "reservations", prefix,
@@ -128,7 +128,7 @@ std::vector<std::string> sweep_command(const std::string &org, std::int64_t most
 
 std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now) {
     try {
-        const std::string &sha1 = key_expired_script_sha1();
+        const std::string &sha1 = scripts::key_expired().sha1;
         if (sha1.empty() || !key.expires_at) return {};
         const std::int64_t kMarkerSeconds = 400 * 86400;  // a key still knocking a year on is news again
         return {"EVALSHA", sha1, "2",
@@ -161,7 +161,7 @@ const char *amount_arg(CounterKind kind) {
 std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &items, const std::string &batch_id,
                                                std::int64_t ttl_ms) {
     try {
-        const std::string &sha1 = reserve_script_sha1();
+        const std::string &sha1 = scripts::reserve().sha1;
         if (items.empty() || sha1.empty() || batch_id.empty()) return {};
         const Ledger *first = items.front().ledger.get();
         if (first == nullptr) return {};
@@ -450,7 +450,7 @@ std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &est
 
 std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items) {
     try {
-        const std::string &sha1 = settle_script_sha1();
+        const std::string &sha1 = scripts::settle().sha1;
         if (items.empty() || sha1.empty() || items.front().ledger == nullptr) return {};
         const std::string &org = items.front().ledger->org;
         const std::string prefix = org_key_prefix(org);

@@ -11,7 +11,7 @@
 
 #include "http/envelope.h"
 #include "accounting/ledger.h"
-#include "redis/scripts.h"
+#include "redis/script.h"
 #include "base/money.h"
 #include "base/periods.h"
 #include "policy/policy.h"

@@ -1,223 +1,17 @@
 // The management API's calls, each a few Redis commands (admin_ops.h).
 #include "admin/ops.h"
+#include "base/digest.h"
 
 #include <algorithm>
 #include <limits>
 
 #include "http/envelope.h"
 #include "accounting/ledger.h"
-#include "request/request.h"  // sha1_hex, sha256_hex
+#include "redis/script.h"
 
 namespace spendcap::admin {
 
 namespace {
-
-struct Script {
-    std::string text, sha1;
-};
-
-Script make(const char *body) { return Script{body, sha1_hex(body)}; }
-
-// KEYS[1]'s value (nil: none).
-const Script &get_script() {
-    static const Script s = make("return redis.call('GET', KEYS[1])\n");
-    return s;
-}
-
-// Every KEYS' value, one slot's.
-const Script &mget_script() {
-    static const Script s = make("return redis.call('MGET', unpack(KEYS))\n");
-    return s;
-}
-
-const Script &hgetall_script() {
-    static const Script s = make("return redis.call('HGETALL', KEYS[1])\n");
-    return s;
-}
-
-// KEYS: sc:keyid:ID, sc:key:SHA256. ARGV: org, id, project. 0 when the id is
-// taken (nothing done), else 1.
-const Script &create_key_global_script() {
-    static const Script s = make(R"lua(
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('HSET', KEYS[2], 'id', ARGV[2], 'org', ARGV[1], 'project', ARGV[3])
-return 1
-)lua");
-    return s;
-}
-
-// The new secret's lookup, when the org already holds a record of that id
-// (its sc:keyid:ID had been lost: it names that org again). KEYS: sc:key:SHA256.
-const Script &undo_lookup_script() {
-    static const Script s = make("redis.call('DEL', KEYS[1])\nreturn 1\n");
-    return s;
-}
-
-// KEYS: sc:key:SHA256 of a new secret. ARGV: org, id, project.
-const Script &put_lookup_script() {
-    static const Script s = make(R"lua(
-redis.call('HSET', KEYS[1], 'id', ARGV[2], 'org', ARGV[1], 'project', ARGV[3])
-return 1
-)lua");
-    return s;
-}
-
-// KEYS: sc:project:ID. ARGV: org. "" when the project is (now) that org's,
-// else the org it already belongs to (nothing done).
-const Script &project_index_script() {
-    static const Script s = make(R"lua(
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[1] then return current end
-redis.call('SET', KEYS[1], ARGV[1])
-return ''
-)lua");
-    return s;
-}
-
-// One change to one record of an org, with its audit event, the org's
-// config version first (a version bumped for a change that then fails
-// only makes workers read the records again).
-// KEYS: the record, sc:{ORG}:config, sc:{ORG}:events, [a set to add ARGV[2] to].
-// ARGV: need (exists | absent | any), the set's member, event type, E, E
-//   event field pairs, S, S field pairs to set, D, D fields to delete, then
-//   a guard field and value: when the record's field already reads that
-//   ("" for absent), the change is already made: nothing is done, no event.
-// Reply: 0 when `need` does not hold (nothing done), else {1 if the record
-// existed before / 0, the record's fields after, 1 changed / 0 already so}.
-const Script &apply_script() {
-    static const Script s = make(R"lua(
-local need = ARGV[1]
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if (need == 'exists' and not exists) or (need == 'absent' and exists) then return 0 end
-local existed = exists and 1 or 0
-local p = 4
-local e = tonumber(ARGV[p])
-local event = {'type', ARGV[3]}
-for i = 1, 2 * e do event[#event + 1] = ARGV[p + i] end
-p = p + 1 + 2 * e
-local s = tonumber(ARGV[p])
-local first_set = p + 1
-p = p + 1 + 2 * s
-local d = tonumber(ARGV[p])
-local guard = ARGV[p + d + 1]
-if guard ~= '' and (redis.call('HGET', KEYS[1], guard) or '') == ARGV[p + d + 2] then
-  return {existed, redis.call('HGETALL', KEYS[1]), 0}
-end
-redis.call('INCR', KEYS[2])
-if s > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, first_set, first_set + 2 * s - 1)) end
-if d > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, p + 1, p + d)) end
-if KEYS[4] and ARGV[2] ~= '' then redis.call('SADD', KEYS[4], ARGV[2]) end
-redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', unpack(event))
-return {existed, redis.call('HGETALL', KEYS[1]), 1}
-)lua");
-    return s;
-}
-
-// A rotation: the current secret (the record's, else the file's) becomes the
-// old one, valid until ARGV[3] (milliseconds; old_until in whole seconds,
-// rounded up, for workers that read only that). A revoked key is not rotated.
-// KEYS: the key's record, sc:{ORG}:config, sc:{ORG}:events.
-// ARGV: the file's hash ("" none), the new hash, old_until_ms, id, grace seconds, need (exists | any),
-//   old_until.
-// Reply: 0 no such record, -1 revoked (nothing done), else the record's fields.
-const Script &rotate_script() {
-    static const Script s = make(R"lua(
-if ARGV[6] == 'exists' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HGET', KEYS[1], 'revoked') == '1' then return -1 end
-local current = redis.call('HGET', KEYS[1], 'sha256') or ARGV[1]
-redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'sha256', ARGV[2], 'old_sha256', current, 'old_until_ms', ARGV[3], 'old_until', ARGV[7])
-if redis.call('HEXISTS', KEYS[1], 'source') == 0 then redis.call('HSET', KEYS[1], 'source', 'file') end
-redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'key_rotated', 'id', ARGV[4],
-  'grace_seconds', ARGV[5], 'by', 'api')
-return redis.call('HGETALL', KEYS[1])
-)lua");
-    return s;
-}
-
-// What a key's identity needs, like the request path's read (records.h),
-// with the key's project read from its record when it has one.
-// KEYS: sc:{ORG}:config, the key's record, the org's record.
-// ARGV: prefix, the file's project ("" none), customer ("" none).
-// Reply: {version or "", key fields, project fields, org fields, customer fields, project}.
-const Script &identity_records_script() {
-    static const Script s = make(R"lua(
-local key = redis.call('HGETALL', KEYS[2])
-local project = redis.call('HGET', KEYS[2], 'project') or ARGV[2]
-local customer = {}
-if ARGV[3] ~= '' then customer = redis.call('HGETALL', ARGV[1] .. 'customer:' .. ARGV[3]) end
-return {redis.call('GET', KEYS[1]) or '', key, redis.call('HGETALL', ARGV[1] .. 'project:' .. project),
-  redis.call('HGETALL', KEYS[3]), customer, project}
-)lua");
-    return s;
-}
-
-// KEYS: sc:orgs (every org the API created: the sweeper reads it). ARGV: the org.
-const Script &add_org_script() {
-    static const Script s = make("return redis.call('SADD', KEYS[1], ARGV[1])\n");
-    return s;
-}
-
-// KEYS: sc:{ORG}:keys. ARGV: prefix, then the file's key ids of the org.
-// Reply: {id, fields, id, fields, ...}: the API's keys, then the file's.
-const Script &list_keys_script() {
-    static const Script s = make(R"lua(
-local out, seen = {}, {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  seen[id] = true
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'key:' .. id)
-end
-for i = 2, #ARGV do
-  if not seen[ARGV[i]] then
-    out[#out + 1] = ARGV[i]
-    out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'key:' .. ARGV[i])
-  end
-end
-return out
-)lua");
-    return s;
-}
-
-// KEYS: sc:{ORG}:topup:IDEMPOTENCY, sc:{ORG}:balance, sc:{ORG}:events,
-// sc:{ORG}:balance:held.
-// ARGV: amount (nano-USD), idempotency key.
-// Reply: {1 applied / 0 a replay, "AMOUNT BALANCE_AFTER HELD"} (the balance
-// with the reservations in flight drawn, and those: their sum is the settled
-// balance); {-1, Redis's error} when the balance would overflow or holds no
-// integer (nothing done).
-const Script &topup_script() {
-    static const Script s = make(R"lua(
-local prior = redis.call('GET', KEYS[1])
-if prior then return {0, prior} end
-local added = redis.pcall('INCRBY', KEYS[2], ARGV[1])
-if type(added) == 'table' and added.err then return {-1, added.err} end
-local after = redis.call('GET', KEYS[2])
-local answer = ARGV[1] .. ' ' .. after .. ' ' .. (redis.call('GET', KEYS[4]) or '0')
-redis.call('SET', KEYS[1], answer, 'EX', 34560000)
-redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'topup', 'amount_nanousd', ARGV[1],
-  'idempotency_key', ARGV[2], 'balance_nanousd', after, 'by', 'api')
-return {1, answer}
-)lua");
-    return s;
-}
-
-// KEYS: sc:{ORG}:cleared, sc:{ORG}:events. ARGV: cleared (nano-USD).
-const Script &cleared_script() {
-    static const Script s = make(R"lua(
-redis.call('SET', KEYS[1], ARGV[1])
-redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'type', 'cleared_changed', 'cleared_nanousd', ARGV[1],
-  'by', 'api')
-return 1
-)lua");
-    return s;
-}
-
-// KEYS: sc:{ORG}:events. ARGV: start ("-" or "(" .. after), count.
-const Script &events_script() {
-    static const Script s = make("return redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])\n");
-    return s;
-}
 
 Command eval(const Script &script, std::vector<std::string> keys, std::vector<std::string> args) {
     Command c;
@@ -534,7 +328,7 @@ std::optional<Command> Operation::dispatch() {
 std::optional<Command> Operation::with_key(
     const std::string &id, std::function<std::optional<Command>(const std::string &org, const Key *file_key)> k) {
     if (const Key *file_key = file_key_by_id(policy_, id)) return k(policy_.project_of(*file_key).org, file_key);
-    return then(eval(get_script(), {key_id_key(id)}, {}), [this, id, k](const Reply &r) -> std::optional<Command> {
+    return then(eval(scripts::get(), {key_id_key(id)}, {}), [this, id, k](const Reply &r) -> std::optional<Command> {
         if (r.type != Reply::Type::string || !valid_id(r.str)) return fail(not_found("no key `" + id + "`"));
         return k(r.str, nullptr);
     });
@@ -545,7 +339,7 @@ std::optional<Command> Operation::with_project_org(const std::string &id,
                                                    std::function<std::optional<Command>(const std::string &org)> k) {
     auto file = policy_.projects.find(id);
     if (file != policy_.projects.end()) return k(file->second.org);
-    return then(eval(get_script(), {project_index_key(id)}, {}),
+    return then(eval(scripts::get(), {project_index_key(id)}, {}),
                 [this, id, k](const Reply &r) -> std::optional<Command> {
                     if (r.type != Reply::Type::string || !valid_id(r.str))
                         return fail(not_found("no project `" + id + "`"));
@@ -556,7 +350,7 @@ std::optional<Command> Operation::with_project_org(const std::string &id,
 // Org `id` exists: in the file, or as a record.
 std::optional<Command> Operation::with_org(const std::string &id, std::function<std::optional<Command>()> k) {
     if (policy_.orgs.count(id) != 0) return k();
-    return then(eval(hgetall_script(), {org_key_prefix(id) + "org"}, {}),
+    return then(eval(scripts::hgetall(), {org_key_prefix(id) + "org"}, {}),
                 [this, id, k](const Reply &r) -> std::optional<Command> {
                     if (r.type != Reply::Type::array || r.elements.empty())
                         return fail(not_found("no org `" + id + "`"));
@@ -569,7 +363,7 @@ std::optional<Command> Operation::with_identity(const std::string &org, const st
                                                 const std::string &file_project, const Key *file_key,
                                                 std::function<std::optional<Command>(const Identity &)> k) {
     const std::string prefix = org_key_prefix(org);
-    return then(eval(identity_records_script(), {prefix + "config", prefix + "key:" + key_id, prefix + "org"},
+    return then(eval(scripts::identity_records(), {prefix + "config", prefix + "key:" + key_id, prefix + "org"},
                      {prefix, file_project, ""}),
                 [this, org, key_id, file_key, k](const Reply &r) -> std::optional<Command> {
                     OrgRecords records;
@@ -594,7 +388,7 @@ std::optional<Command> Operation::key_create() {
     auto create = [this, id, body = *body](const std::string &org) -> std::optional<Command> {
         const std::string secret = new_secret();
         const std::string sha = sha256_hex(secret);
-        return then(eval(create_key_global_script(), {key_id_key(id), key_lookup_key(sha)}, {org, id, body.project}),
+        return then(eval(scripts::create_key_global(), {key_id_key(id), key_lookup_key(sha)}, {org, id, body.project}),
                     [this, id, body, org, secret, sha](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::integer || r.integer != 1)
                             return fail(conflict("key `" + id + "` exists"));
@@ -602,7 +396,7 @@ std::optional<Command> Operation::key_create() {
                         const Pairs set{{"source", "api"}, {"project", body.project}, {"name", body.name},
                                         {"created_at", std::to_string(now_)}, {"expires_at", opt_time(body.expires_at)},
                                         {"revoked", "0"}, {"limits", limits_json(body.limits)}, {"sha256", sha}};
-                        return then(eval(apply_script(),
+                        return then(eval(scripts::apply(),
                                          {prefix + "key:" + id, prefix + "config", prefix + "events", prefix + "keys"},
                                          apply_args("absent", id, "key_created",
                                                     {{"id", id}, {"project", body.project}}, set, {})),
@@ -610,7 +404,7 @@ std::optional<Command> Operation::key_create() {
                                         Fields record;
                                         bool existed = false;
                                         if (!applied(r2, record, existed)) {
-                                            return then(eval(undo_lookup_script(), {key_lookup_key(sha)}, {}),
+                                            return then(eval(scripts::undo_lookup(), {key_lookup_key(sha)}, {}),
                                                         [this, id](const Reply &) {
                                                             return fail(conflict("key `" + id + "` exists"));
                                                         });
@@ -630,7 +424,7 @@ std::optional<Command> Operation::keys_list() {
         for (const auto &entry : policy_.keys_by_sha256)
             if (policy_.project_of(entry.second).org == org) args.push_back(entry.second.id);
         std::sort(args.begin() + 1, args.end());
-        return then(eval(list_keys_script(), {org_key_prefix(org) + "keys"}, std::move(args)),
+        return then(eval(scripts::list_keys(), {org_key_prefix(org) + "keys"}, std::move(args)),
                     [this, org, only_project](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array || r.elements.size() % 2 != 0) return fail(unavailable());
                         std::vector<KeyView> keys;
@@ -659,7 +453,7 @@ std::optional<Command> Operation::keys_list() {
 
 std::optional<Command> Operation::key_get(const std::string &id) {
     return with_key(id, [this, id](const std::string &org, const Key *file_key) -> std::optional<Command> {
-        return then(eval(hgetall_script(), {org_key_prefix(org) + "key:" + id}, {}),
+        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "key:" + id}, {}),
                     [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
                         Fields record;
                         if (!to_fields(r, record)) return fail(unavailable());
@@ -683,7 +477,7 @@ std::optional<Command> Operation::key_change(const std::string &id) {
         const std::string prefix = org_key_prefix(org);
         const bool revoke = route_.call == Call::key_revoke;
         if (revoke && file_key != nullptr && file_key->revoked) {
-            return then(eval(hgetall_script(), {prefix + "key:" + id}, {}),
+            return then(eval(scripts::hgetall(), {prefix + "key:" + id}, {}),
                         [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
                             Fields record;
                             if (!to_fields(r, record)) return fail(unavailable());
@@ -706,7 +500,7 @@ std::optional<Command> Operation::key_change(const std::string &id) {
         // The limits now in force: those put, else the file's (an API key: none).
         const std::string in_force = limits_json(limits ? *limits : file_key != nullptr ? file_key->limits : Limits{});
         const Pairs event = revoke ? Pairs{{"id", id}} : Pairs{{"scope", "key"}, {"id", id}, {"limits", in_force}};
-        return then(eval(apply_script(), {prefix + "key:" + id, prefix + "config", prefix + "events"},
+        return then(eval(scripts::apply(), {prefix + "key:" + id, prefix + "config", prefix + "events"},
                          apply_args(file_key != nullptr ? "any" : "exists", "", revoke ? "key_revoked" : "limits_changed",
                                     event, set, del, guard)),
                     [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
@@ -726,7 +520,7 @@ std::optional<Command> Operation::key_rotate(const std::string &id) {
     const std::int64_t grace = body->grace_seconds;
     return with_key(id, [this, id, grace](const std::string &org, const Key *file_key) -> std::optional<Command> {
         // The project for the new secret's lookup: the record's, else the file's.
-        return then(eval(hgetall_script(), {org_key_prefix(org) + "key:" + id}, {}),
+        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "key:" + id}, {}),
                     [this, id, org, file_key, grace](const Reply &r) -> std::optional<Command> {
                         Fields record;
                         if (!to_fields(r, record)) return fail(unavailable());
@@ -737,10 +531,10 @@ std::optional<Command> Operation::key_rotate(const std::string &id) {
                         const std::string secret = new_secret();
                         const std::string sha = sha256_hex(secret);
                         return then(
-                            eval(put_lookup_script(), {key_lookup_key(sha)}, {org, id, project}),
+                            eval(scripts::put_lookup(), {key_lookup_key(sha)}, {org, id, project}),
                             [this, id, org, file_key, grace, secret, sha](const Reply &) -> std::optional<Command> {
                                 const std::string prefix = org_key_prefix(org);
-                                return then(eval(rotate_script(),
+                                return then(eval(scripts::rotate(),
                                                  {prefix + "key:" + id, prefix + "config", prefix + "events"},
                                                  {file_key != nullptr ? file_key->sha256 : "", sha,
                                                   std::to_string(now_ms_ + grace * 1000), id, std::to_string(grace),
@@ -768,7 +562,7 @@ std::optional<Command> Operation::key_usage(const std::string &id, bool budgets)
             std::vector<std::string> keys = usage_keys(org, Scope::key, identity.key.id, p);
             if (!budgets) {
                 const Identity copy = identity;
-                return then(eval(mget_script(), std::move(keys), {}),
+                return then(eval(scripts::mget(), std::move(keys), {}),
                             [this, copy, p](const Reply &r) -> std::optional<Command> {
                                 if (r.type != Reply::Type::array || r.elements.size() != 9) return fail(unavailable());
                                 return finish(200, render_usage(usage_of(Scope::key, copy.key.id, copy.org.id,
@@ -787,7 +581,7 @@ std::optional<Command> Operation::key_usage(const std::string &id, bool budgets)
             keys.push_back(prefix + "balance");
             keys.push_back(prefix + "balance:held");
             const Identity copy = identity;
-            return then(eval(mget_script(), std::move(keys), {}), [this, copy, p](const Reply &r) -> std::optional<Command> {
+            return then(eval(scripts::mget(), std::move(keys), {}), [this, copy, p](const Reply &r) -> std::optional<Command> {
                 if (r.type != Reply::Type::array || r.elements.size() != 12) return fail(unavailable());
                 std::vector<Layer> layers;
                 const Window windows[] = {Window::daily, Window::monthly, Window::lifetime};
@@ -840,7 +634,7 @@ std::optional<Command> Operation::self_call() {
     auto go = [this, sha](const std::string &org, const std::string &id, const std::string &project,
                           const Key *file_key) -> std::optional<Command> {
         const std::string prefix = org_key_prefix(org);
-        return then(eval(identity_records_script(), {prefix + "config", prefix + "key:" + id, prefix + "org"},
+        return then(eval(scripts::identity_records(), {prefix + "config", prefix + "key:" + id, prefix + "org"},
                          {prefix, project, ""}),
                     [this, sha, org, id, project, file_key](const Reply &r) -> std::optional<Command> {
                         OrgRecords records;
@@ -859,7 +653,7 @@ std::optional<Command> Operation::self_call() {
     if (sha.empty()) return fail(unauthorized());
     if (const Key *file_key = policy_.find_key(sha))
         return go(policy_.project_of(*file_key).org, file_key->id, file_key->project, file_key);
-    return then(eval(hgetall_script(), {key_lookup_key(sha)}, {}), [this, go](const Reply &r) -> std::optional<Command> {
+    return then(eval(scripts::hgetall(), {key_lookup_key(sha)}, {}), [this, go](const Reply &r) -> std::optional<Command> {
         Fields fields;
         std::optional<KeyLookup> lookup;
         if (to_fields(r, fields)) lookup = parse_key_lookup(fields);
@@ -881,13 +675,13 @@ std::optional<Command> Operation::project_call() {
         const std::string org = body->org;
         const Limits limits = body->limits;
         return with_org(org, [this, id, org, limits]() -> std::optional<Command> {
-            return then(eval(project_index_script(), {project_index_key(id)}, {org}),
+            return then(eval(scripts::project_index(), {project_index_key(id)}, {org}),
                         [this, id, org, limits](const Reply &r) -> std::optional<Command> {
                             if (r.type != Reply::Type::string) return fail(unavailable());
                             if (!r.str.empty())
                                 return fail(conflict("project `" + id + "` belongs to org `" + r.str + "`"));
                             const std::string prefix = org_key_prefix(org);
-                            return then(eval(apply_script(),
+                            return then(eval(scripts::apply(),
                                              {prefix + "project:" + id, prefix + "config", prefix + "events",
                                               prefix + "projects"},
                                              apply_args("any", id, "limits_changed",
@@ -909,7 +703,7 @@ std::optional<Command> Operation::project_call() {
     return with_project_org(id, [this, id, call](const std::string &org) -> std::optional<Command> {
         const std::string prefix = org_key_prefix(org);
         if (call == Call::project_get) {
-            return then(eval(hgetall_script(), {prefix + "project:" + id}, {}),
+            return then(eval(scripts::hgetall(), {prefix + "project:" + id}, {}),
                         [this, id, org](const Reply &r) -> std::optional<Command> {
                             Fields record;
                             if (!to_fields(r, record)) return fail(unavailable());
@@ -920,14 +714,14 @@ std::optional<Command> Operation::project_call() {
         }
         if (call == Call::project_usage) {
             const Periods p = periods_at(now_);
-            return then(eval(hgetall_script(), {prefix + "project:" + id}, {}),
+            return then(eval(scripts::hgetall(), {prefix + "project:" + id}, {}),
                         [this, id, org, p](const Reply &r) -> std::optional<Command> {
                             Fields record;
                             if (!to_fields(r, record)) return fail(unavailable());
                             std::optional<ProjectView> view = project_view(policy_, id, org, record);
                             if (!view) return fail(not_found("no project `" + id + "`"));
                             const Limits limits = view->limits;
-                            return then(eval(mget_script(), usage_keys(org, Scope::project, id, p), {}),
+                            return then(eval(scripts::mget(), usage_keys(org, Scope::project, id, p), {}),
                                         [this, id, org, limits, p](const Reply &r2) -> std::optional<Command> {
                                             if (r2.type != Reply::Type::array || r2.elements.size() != 9)
                                                 return fail(unavailable());
@@ -951,7 +745,7 @@ std::optional<Command> Operation::project_call() {
         const std::pair<std::string, std::string> guard =
             limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
         const std::string in_force = limits_json(limits ? *limits : from_file ? file->second.limits : Limits{});
-        return then(eval(apply_script(), {prefix + "project:" + id, prefix + "config", prefix + "events"},
+        return then(eval(scripts::apply(), {prefix + "project:" + id, prefix + "config", prefix + "events"},
                          apply_args(from_file ? "any" : "exists", "", "limits_changed",
                                     {{"scope", "project"}, {"id", id}, {"limits", in_force}}, set, del, guard)),
                     [this, id, org](const Reply &r) -> std::optional<Command> {
@@ -972,7 +766,7 @@ std::optional<Command> Operation::org_call() {
     const std::string prefix = org_key_prefix(id);
     const bool from_file = policy_.orgs.count(id) != 0;
     auto answer_org = [this, id](int status, const Fields &record) -> std::optional<Command> {
-        return then(eval(get_script(), {org_key_prefix(id) + "cleared"}, {}),
+        return then(eval(scripts::get(), {org_key_prefix(id) + "cleared"}, {}),
                     [this, id, status, record](const Reply &r) -> std::optional<Command> {
                         std::optional<OrgView> view = org_view(policy_, id, record, to_int(r));
                         if (!view) return fail(not_found("no org `" + id + "`"));
@@ -980,7 +774,7 @@ std::optional<Command> Operation::org_call() {
                     });
     };
     if (call == Call::org_get) {
-        return then(eval(hgetall_script(), {prefix + "org"}, {}), [this, answer_org](const Reply &r) {
+        return then(eval(scripts::hgetall(), {prefix + "org"}, {}), [this, answer_org](const Reply &r) {
             Fields record;
             if (!to_fields(r, record)) return fail(unavailable());
             return answer_org(200, record);
@@ -988,7 +782,7 @@ std::optional<Command> Operation::org_call() {
     }
     if (call == Call::org_usage) {
         const Periods p = periods_at(now_);
-        return then(eval(hgetall_script(), {prefix + "org"}, {}), [this, id, p](const Reply &r) -> std::optional<Command> {
+        return then(eval(scripts::hgetall(), {prefix + "org"}, {}), [this, id, p](const Reply &r) -> std::optional<Command> {
             Fields record;
             if (!to_fields(r, record)) return fail(unavailable());
             std::optional<OrgView> view = org_view(policy_, id, record, 0);
@@ -1000,7 +794,7 @@ std::optional<Command> Operation::org_call() {
             org.limits = view->limits;
             std::vector<std::string> keys = usage_keys(id, Scope::org, id, p);
             keys.push_back(org_key_prefix(id) + "cleared");
-            return then(eval(mget_script(), std::move(keys), {}), [this, id, org, p](const Reply &r2) -> std::optional<Command> {
+            return then(eval(scripts::mget(), std::move(keys), {}), [this, id, org, p](const Reply &r2) -> std::optional<Command> {
                 if (r2.type != Reply::Type::array || r2.elements.size() != 10) return fail(unavailable());
                 std::optional<Nanos> monthly;
                 if (const std::vector<CeilingRow> *rows = policy_.dynamic_ceiling(org)) {
@@ -1041,7 +835,7 @@ std::optional<Command> Operation::org_call() {
         // The limits now in force: the file's (an API org: none).
         limits_text = limits_json(from_file ? policy_.orgs.at(id).limits : Limits{});
     }
-    return then(eval(apply_script(), {prefix + "org", prefix + "config", prefix + "events"},
+    return then(eval(scripts::apply(), {prefix + "org", prefix + "config", prefix + "events"},
                      apply_args(call == Call::org_put || from_file ? "any" : "exists", "", "limits_changed",
                                 {{"scope", "org"}, {"id", id}, {"limits", limits_text}}, set, del, guard)),
                 [this, id, call, from_file, answer_org](const Reply &r) -> std::optional<Command> {
@@ -1052,7 +846,7 @@ std::optional<Command> Operation::org_call() {
                     const int status = call == Call::org_put && !existed ? 201 : 200;
                     if (from_file) return answer_org(status, record);
                     // Known to every node's sweeper, which the file does not tell.
-                    return then(eval(add_org_script(), {"sc:orgs"}, {id}),
+                    return then(eval(scripts::add_org(), {"sc:orgs"}, {id}),
                                 [answer_org, status, record](const Reply &) { return answer_org(status, record); });
                 });
 }
@@ -1064,7 +858,7 @@ std::optional<Command> Operation::customer_call() {
     return with_org(org, [this, org, customer, call, prefix]() -> std::optional<Command> {
         if (call == Call::customer_usage) {
             const Periods p = periods_at(now_);
-            return then(eval(hgetall_script(), {prefix + "customer:" + customer}, {}),
+            return then(eval(scripts::hgetall(), {prefix + "customer:" + customer}, {}),
                         [this, org, customer, p](const Reply &r) -> std::optional<Command> {
                             Fields record;
                             if (!to_fields(r, record)) return fail(unavailable());
@@ -1074,7 +868,7 @@ std::optional<Command> Operation::customer_call() {
                                 if (std::optional<Limits> parsed = parse_limits(*text, ignored))
                                     limits = parsed->or_else(policy_.customers.default_limits);
                             }
-                            return then(eval(mget_script(), usage_keys(org, Scope::customer, customer, p), {}),
+                            return then(eval(scripts::mget(), usage_keys(org, Scope::customer, customer, p), {}),
                                         [this, org, customer, limits, p](const Reply &r2) -> std::optional<Command> {
                                             if (r2.type != Reply::Type::array || r2.elements.size() != 9)
                                                 return fail(unavailable());
@@ -1097,7 +891,7 @@ std::optional<Command> Operation::customer_call() {
             limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
         // What was put, else the limits now in force (the file's for this customer).
         const std::string in_force = limits_json(limits ? *limits : policy_.customers.limits_for(customer));
-        return then(eval(apply_script(), {prefix + "customer:" + customer, prefix + "config", prefix + "events"},
+        return then(eval(scripts::apply(), {prefix + "customer:" + customer, prefix + "config", prefix + "events"},
                          apply_args("any", "", "limits_changed",
                                     {{"scope", "customer"}, {"id", customer}, {"org", org}, {"limits", in_force}},
                                     set, del, guard)),
@@ -1122,10 +916,10 @@ std::optional<Command> Operation::balance_get() {
     const std::string org = route_.id;
     return with_org(org, [this, org]() -> std::optional<Command> {
         const std::string prefix = org_key_prefix(org);
-        return then(eval(mget_script(), {prefix + "balance", prefix + "balance:held"}, {}),
+        return then(eval(scripts::mget(), {prefix + "balance", prefix + "balance:held"}, {}),
                     [this, org](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array || r.elements.size() != 2) return fail(unavailable());
-                        return then(eval(hgetall_script(), {org_key_prefix(org) + "org"}, {}),
+                        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "org"}, {}),
                                     [this, org, drawn = to_int(r.elements[0]),
                                      held = to_int(r.elements[1])](const Reply &r2) -> std::optional<Command> {
                                         Fields record;
@@ -1152,7 +946,7 @@ std::optional<Command> Operation::topup() {
     const Topup t = *body;
     return with_org(org, [this, org, t]() -> std::optional<Command> {
         const std::string prefix = org_key_prefix(org);
-        return then(eval(topup_script(),
+        return then(eval(scripts::topup(),
                          {prefix + "topup:" + sha256_hex(t.idempotency_key), prefix + "balance", prefix + "events",
                           prefix + "balance:held"},
                          {std::to_string(t.amount), t.idempotency_key}),
@@ -1195,14 +989,14 @@ std::optional<Command> Operation::cleared_put() {
     const Nanos value = *cleared;
     return with_org(org, [this, org, value]() -> std::optional<Command> {
         const std::string prefix = org_key_prefix(org);
-        return then(eval(cleared_script(), {prefix + "cleared", prefix + "events"}, {std::to_string(value)}),
+        return then(eval(scripts::cleared(), {prefix + "cleared", prefix + "events"}, {std::to_string(value)}),
                     [this, org](const Reply &) -> std::optional<Command> {
                         change_ = "cleared_changed " + org;
-                        return then(eval(hgetall_script(), {org_key_prefix(org) + "org"}, {}),
+                        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "org"}, {}),
                                     [this, org](const Reply &r) -> std::optional<Command> {
                                         Fields record;
                                         if (!to_fields(r, record)) return fail(unavailable());
-                                        return then(eval(get_script(), {org_key_prefix(org) + "cleared"}, {}),
+                                        return then(eval(scripts::get(), {org_key_prefix(org) + "cleared"}, {}),
                                                     [this, org, record](const Reply &r2) -> std::optional<Command> {
                                                         std::optional<OrgView> view =
                                                             org_view(policy_, org, record, to_int(r2));
@@ -1221,7 +1015,7 @@ std::optional<Command> Operation::events_get() {
     return with_org(org, [this, org, after, count]() -> std::optional<Command> {
         // Nothing can follow the largest id (and Redis refuses to start past it).
         if (after == kLastStreamId) return finish(200, render_events({}, after));
-        return then(eval(events_script(), {org_key_prefix(org) + "events"}, {after.empty() ? "-" : "(" + after, count}),
+        return then(eval(scripts::events(), {org_key_prefix(org) + "events"}, {after.empty() ? "-" : "(" + after, count}),
                     [this, after](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array) return fail(unavailable());
                         std::vector<Event> events;

@@ -1,50 +1,19 @@
 // The management API's records as the request path reads them, and the
 // per-worker caches that keep a known key at one round trip.
 #include "identity/records.h"
+#include "base/digest.h"
 
 #include <atomic>
 #include <functional>
 #include <limits>
 
 #include "admin/api.h"
-#include "request/request.h"  // sha1_hex
+#include "redis/script.h"
 
 namespace spendcap {
 
 namespace {
 
-constexpr const char *kKeyLookupBody = "return redis.call('HGETALL', KEYS[1])\n";
-
-// KEYS: sc:{ORG}:config, the key's, project's, org's and (optional) customer's records.
-// Reply: {version or "", key fields, project fields, org fields, customer fields}.
-constexpr const char *kOrgRecordsBody = R"lua(
-local out = {redis.call('GET', KEYS[1]) or ''}
-for i = 2, 5 do
-  if KEYS[i] then out[i] = redis.call('HGETALL', KEYS[i]) else out[i] = {} end
-end
-return out
-)lua";
-
-constexpr const char *kApiOrgsSampleBody = "return redis.call('SRANDMEMBER', KEYS[1], ARGV[1])\n";
-
-struct Script {
-    std::string text, sha1;
-};
-
-const Script &api_orgs_sample() {
-    static const Script s{kApiOrgsSampleBody, sha1_hex(kApiOrgsSampleBody)};
-    return s;
-}
-
-const Script &key_lookup() {
-    static const Script s{kKeyLookupBody, sha1_hex(kKeyLookupBody)};
-    return s;
-}
-
-const Script &org_records() {
-    static const Script s{kOrgRecordsBody, sha1_hex(kOrgRecordsBody)};
-    return s;
-}
 
 // A record's `limits` (JSON as the API wrote it); false if it does not read.
 bool read_limits(const Fields &fields, Limits &out) {
@@ -247,13 +216,13 @@ Resolution resolve_file_identity(const Policy &policy, const Key &file_key, cons
 }
 
 std::vector<std::string> key_lookup_command(const std::string &sha256) {
-    return {"EVALSHA", key_lookup().sha1, "1", key_lookup_key(sha256)};
+    return {"EVALSHA", scripts::hgetall().sha1, "1", key_lookup_key(sha256)};
 }
 
 std::vector<std::string> org_records_command(const std::string &org, const std::string &key_id,
                                              const std::string &project, const std::string &customer) {
     const std::string prefix = org_key_prefix(org);
-    std::vector<std::string> argv{"EVALSHA", org_records().sha1, customer.empty() ? "4" : "5",
+    std::vector<std::string> argv{"EVALSHA", scripts::org_records().sha1, customer.empty() ? "4" : "5",
                                   prefix + "config", prefix + "key:" + key_id, prefix + "project:" + project,
                                   prefix + "org"};
     if (!customer.empty()) argv.push_back(prefix + "customer:" + customer);
@@ -261,13 +230,8 @@ std::vector<std::string> org_records_command(const std::string &org, const std::
 }
 
 std::vector<std::string> api_orgs_sample_command(int n) {
-    return {"EVALSHA", api_orgs_sample().sha1, "1", "sc:orgs", std::to_string(n)};
+    return {"EVALSHA", scripts::api_orgs_sample().sha1, "1", "sc:orgs", std::to_string(n)};
 }
-const std::string &api_orgs_sample_script() { return api_orgs_sample().text; }
-const std::string &key_lookup_script() { return key_lookup().text; }
-const std::string &key_lookup_script_sha1() { return key_lookup().sha1; }
-const std::string &org_records_script() { return org_records().text; }
-const std::string &org_records_script_sha1() { return org_records().sha1; }
 
 IdentityCache::IdentityCache(std::size_t capacity, std::int64_t unknown_ttl_ms)
     : capacity_(std::max<std::size_t>(capacity, 1)), unknown_(capacity_), unknown_ttl_ms_(unknown_ttl_ms) {}

@@ -112,11 +112,6 @@ std::vector<std::string> org_records_command(const std::string &org, const std::
 // list), for the sweeper: sampling a few each second reaches all of them
 // with bounded work. Reply: an array of org ids.
 std::vector<std::string> api_orgs_sample_command(int n);
-const std::string &api_orgs_sample_script();
-const std::string &key_lookup_script();
-const std::string &key_lookup_script_sha1();
-const std::string &org_records_script();
-const std::string &org_records_script_sha1();
 
 // Per-worker caches of what the request path read, bounded whatever the
 // traffic: identities by (secret hash, customer) and each org's last known

@@ -6,7 +6,6 @@
 #include <limits>
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
 #include <memory>
 
@@ -44,20 +43,6 @@ bool read_bool(json_t *object, const char *name, bool &out) {
     if (!json_is_boolean(value)) return false;
     out = json_is_true(value);
     return true;
-}
-
-std::string hex_digest(std::string_view data, const EVP_MD *md) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    if (EVP_Digest(data.data(), data.size(), digest, &length, md, nullptr) != 1) return {};
-    static const char kHex[] = "0123456789abcdef";
-    std::string hex;
-    hex.reserve(length * 2);
-    for (unsigned int i = 0; i < length; ++i) {
-        hex.push_back(kHex[digest[i] >> 4]);
-        hex.push_back(kHex[digest[i] & 0x0f]);
-    }
-    return hex;
 }
 
 }  // namespace
@@ -453,25 +438,6 @@ std::string caller_key(const std::optional<std::string_view> &authorization,
             }
         }
         return x_api_key ? std::string(*x_api_key) : std::string();
-    } catch (...) {
-        return {};
-    }
-}
-
-std::string sha256_hex(std::string_view data) {
-    try {
-        // Fetched once: OpenSSL 3 would otherwise look the digest up on every call.
-        static EVP_MD *const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-        return hex_digest(data, sha256 ? sha256 : EVP_sha256());
-    } catch (...) {
-        return {};
-    }
-}
-
-std::string sha1_hex(std::string_view data) {
-    try {
-        static EVP_MD *const sha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
-        return hex_digest(data, sha1 ? sha1 : EVP_sha1());
     } catch (...) {
         return {};
     }

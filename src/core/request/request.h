@@ -123,9 +123,5 @@ Estimate estimate_worst_case(const ModelPrice &price, const Policy &policy,
 std::string caller_key(const std::optional<std::string_view> &authorization,
                        const std::optional<std::string_view> &x_api_key);
 
-// Lowercase hex SHA-256 of a secret (the form keys are stored in).
-std::string sha256_hex(std::string_view data);
-// Lowercase hex SHA-1 (Redis EVALSHA names scripts by it).
-std::string sha1_hex(std::string_view data);
 
 }  // namespace spendcap

@@ -1,0 +1,5 @@
+-- KEYS: sc:{ORG}:cleared, sc:{ORG}:events. ARGV: cleared (nano-USD).
+redis.call('SET', KEYS[1], ARGV[1])
+redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'type', 'cleared_changed', 'cleared_nanousd', ARGV[1],
+  'by', 'api')
+return 1

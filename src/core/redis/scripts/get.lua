@@ -1,0 +1,2 @@
+-- KEYS[1]'s value (nil: none).
+return redis.call('GET', KEYS[1])

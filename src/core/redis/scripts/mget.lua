@@ -1,0 +1,2 @@
+-- Every KEYS' value, one slot's.
+return redis.call('MGET', unpack(KEYS))
