@@ -53,7 +53,7 @@
 # SMOKE=1 (scripts/test.sh runs it): defaults DURATION=3 WARMUP=1 KEYS=100 ORGS=4, both
 # cases, both sides; the module front also writes an access log (key id and
 # $spend_cap_cost_usd), so its figures are not comparable to a normal run. After the
-# runs and once every settlement has landed (no sc:{*}:resv:* key left), it checks, with
+# runs and once every settlement has landed (no reservation held), it checks, with
 # integer nano-USD: the logged costs sum to the keys' lifetime spend counters (and to
 # the projects' and the orgs'), per key and in total; the log lines with a cost number
 # the keys' daily request counters; each request settled from usage cost exactly what
@@ -281,12 +281,21 @@ def counted(port, key_list, day):
     print(sum(reqs), sum(spend))
 
 
+def held(r):
+    """How many requests' reservations are held (fields of every sc:{ORG}:reserved but
+    the batches' "@" and "#" ones)."""
+    n = 0
+    for key in r.scan("sc:{*}:reserved"):
+        n += sum(1 for f in r.cmd("HKEYS", key) if not f.startswith(("@", "#")))
+    return n
+
+
 def quiet(port, timeout):
-    """Waits until no reservation record is left; prints how many are left and after how long."""
+    """Waits until no reservation is held; prints how many are left and after how long."""
     r = Redis(port)
     t0 = time.monotonic()
     while True:
-        left = sum(1 for _ in r.scan("sc:{*}:resv:*"))
+        left = held(r)
         waited = time.monotonic() - t0
         if left == 0 or waited >= float(timeout):
             print(left, "%.1f" % waited)
@@ -373,7 +382,7 @@ def check(port, log, json_cost, sse_cost):
     logged_total = sum(cost.values())
 
     r = Redis(port)
-    left = sum(1 for _ in r.scan("sc:{*}:resv:*"))
+    left = held(r)
 
     def counters(pattern, scope, tail):
         keys = list(r.scan(pattern))
@@ -641,11 +650,11 @@ worker_ticks() {
 }
 # Redis's CPU and command counters, to file $1.
 redis_snapshot() { { redis-cli -p "$redis_port" info cpu; redis-cli -p "$redis_port" info commandstats; } > "$1"; }
-# Waits (at most $1 s) until every reservation is settled: no sc:{*}:resv:* key left.
+# Waits (at most $1 s) until every reservation is settled: none held in sc:{*}:reserved.
 settled() {
     local out
     out=$(helper quiet "$redis_port" "$1") && return 0
-    say "after ${out#* } s, ${out%% *} reservation records are still there"
+    say "after ${out#* } s, ${out%% *} reservations are still held"
     return 1
 }
 

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
 import support  # noqa: E402
 from support import (SECRETS, FakeProvider, Nginx, RedisServer, chat_body, counter_key, default_policy,  # noqa: E402
-                     estimate_nanos, openai_cost, post, read_counters, settled_count, wait_until)
+                     estimate_nanos, held_requests, openai_cost, post, read_counters, settled_count,
+                     wait_until)
 from tcp_proxy import TcpProxy  # noqa: E402
 
 KEY = "k_open"  # no caps of its own: only the fault can refuse a request
@@ -104,14 +105,13 @@ class Drill:
         reqs = counter_key("acme", "reqs", "key", KEY, "daily")
 
         def quiet():
-            left = list(self.rc.scan_iter("sc:{acme}:resv:*", count=1000))
-            return (not left and self.rc.zcard("sc:{acme}:deadlines") == 0
-                    and self.rc.zcard("sc:{acme}:reservations") == 0)
+            return (self.rc.hlen("sc:{acme}:reserved") == 0
+                    and self.rc.zcard("sc:{acme}:reserved:deadlines") == 0)
 
         wait_until(quiet, timeout=self.args.settle_timeout, interval=0.2)
         wait_until(lambda: read_counters(self.rc, [life])[life] == expected, timeout=5, interval=0.2)
         counted = read_counters(self.rc, [life, reqs])
-        left = len(list(self.rc.scan_iter("sc:{acme}:resv:*", count=1000)))
+        left = len(held_requests(self.rc))
         settled = settled_count(self.rc)  # requests settled (sc:{acme}:settlements)
         diff = counted[life] - expected
         row = {

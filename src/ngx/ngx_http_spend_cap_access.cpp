@@ -187,21 +187,6 @@ static Resolve read_failed(RequestCtx *ctx, RedisStatus status, const Key *file_
     return Resolve::refused;
 }
 
-// HGETALL's flat array as pairs; false if it is not one.
-static bool fields_of(const redisReply *reply, Fields &out) {
-    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0) {
-        return false;
-    }
-    for (std::size_t i = 0; i < reply->elements; i += 2) {
-        const redisReply *k = reply->element[i], *v = reply->element[i + 1];
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-            return false;
-        }
-        out.emplace_back(std::string(k->str, k->len), std::string(v->str, v->len));
-    }
-    return true;
-}
-
 static void identity_known(RequestCtx *ctx, Resolve result) {
     if (result != Resolve::waiting) {
         ctx->stage = ctx->after_identity;
@@ -216,14 +201,7 @@ static void on_records(void *data, RedisStatus status, const redisReply *reply) 
     try {
         const Key *file_key = ctx->policy->find_key(ctx->sha256);
         OrgRecords records;
-        bool ok = status == RedisStatus::reply && reply != nullptr && reply->type == REDIS_REPLY_ARRAY
-                  && reply->elements == 5 && reply->element[0]->type == REDIS_REPLY_STRING;
-        if (ok) {
-            records.version.assign(reply->element[0]->str, reply->element[0]->len);
-            ok = fields_of(reply->element[1], records.key) && fields_of(reply->element[2], records.project)
-                 && fields_of(reply->element[3], records.org) && fields_of(reply->element[4], records.customer);
-        }
-        if (!ok) {
+        if (status != RedisStatus::reply || !parse_org_records(to_reply(reply), records)) {
             result = read_failed(ctx, status == RedisStatus::reply ? RedisStatus::reply : status, file_key);
         } else {
             const std::string org = file_key != nullptr ? ctx->policy->project_of(*file_key).org : ctx->lookup->org;
@@ -242,8 +220,8 @@ static void on_records(void *data, RedisStatus status, const redisReply *reply) 
 static Resolve read_records(RequestCtx *ctx, const std::string &org, const std::string &key_id,
                             const std::string &project, const Key *file_key) {
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
-    ctx->identity_op = redis_eval(org_records_command(org, key_id, project, ctx->customer), &scripts::org_records().text,
-                                  lcf->timeout, on_records, ctx);
+    Command read = org_records_command(org, key_id, project, ctx->customer);
+    ctx->identity_op = redis_eval(std::move(read.argv), read.script, lcf->timeout, on_records, ctx);
     return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, file_key);
 }
 
@@ -253,7 +231,7 @@ static void on_lookup(void *data, RedisStatus status, const redisReply *reply) {
     Resolve result = Resolve::refused;
     try {
         Fields fields;
-        if (status != RedisStatus::reply || !fields_of(reply, fields)) {
+        if (status != RedisStatus::reply || !fields_of(to_reply(reply), fields)) {
             result = read_failed(ctx, status, nullptr);
         } else if (std::optional<KeyLookup> lookup = parse_key_lookup(fields)) {
             identities.remember_lookup(ctx->sha256, *lookup);
@@ -295,7 +273,8 @@ static Resolve resolve(RequestCtx *ctx) {
         return read_records(ctx, ctx->lookup->org, ctx->lookup->id, ctx->lookup->project, nullptr);
     }
     auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
-    ctx->identity_op = redis_eval(key_lookup_command(ctx->sha256), &scripts::hgetall().text, lcf->timeout, on_lookup, ctx);
+    Command lookup = key_lookup_command(ctx->sha256);
+    ctx->identity_op = redis_eval(std::move(lookup.argv), lookup.script, lcf->timeout, on_lookup, ctx);
     return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, nullptr);
 }
 

@@ -64,35 +64,6 @@ ngx_int_t send_error(ngx_http_request_t *r, const admin::ApiError &e) {
     return send_json(r, e.status, admin::render_error(e), e.allow);
 }
 
-admin::Reply copy_reply(const redisReply *reply) {
-    admin::Reply out;
-    switch (reply->type) {
-    case REDIS_REPLY_INTEGER:
-        out.type = admin::Reply::Type::integer;
-        out.integer = reply->integer;
-        break;
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-        out.type = admin::Reply::Type::string;
-        out.str.assign(reply->str, reply->len);
-        break;
-    case REDIS_REPLY_ERROR:
-        out.type = admin::Reply::Type::error;
-        out.str.assign(reply->str, reply->len);
-        break;
-    case REDIS_REPLY_ARRAY:
-        out.type = admin::Reply::Type::array;
-        out.elements.reserve(reply->elements);
-        for (std::size_t i = 0; i < reply->elements; ++i) {
-            out.elements.push_back(copy_reply(reply->element[i]));
-        }
-        break;
-    default:
-        break;
-    }
-    return out;
-}
-
 void finish(AdminCtx *ctx) {
     const admin::Response &response = ctx->operation->response();
     if (!ctx->operation->change().empty()) {
@@ -102,7 +73,7 @@ void finish(AdminCtx *ctx) {
     ngx_http_finalize_request(ctx->r, send_json(ctx->r, response.status, response.body, response.allow));
 }
 
-void run(AdminCtx *ctx, std::optional<admin::Command> command);
+void run(AdminCtx *ctx, std::optional<spendcap::Command> command);
 
 void on_reply(void *data, RedisStatus status, const redisReply *reply) {
     auto *ctx = static_cast<AdminCtx *>(data);
@@ -117,7 +88,7 @@ void on_reply(void *data, RedisStatus status, const redisReply *reply) {
         if (reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: admin: redis: %s", reply->str);
         }
-        run(ctx, ctx->operation->next(copy_reply(reply)));
+        run(ctx, ctx->operation->next(to_reply(reply)));
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: admin: %s", e.what());
         ngx_http_finalize_request(ctx->r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -125,7 +96,7 @@ void on_reply(void *data, RedisStatus status, const redisReply *reply) {
 }
 
 // Sends the next command, or the answer when there is none.
-void run(AdminCtx *ctx, std::optional<admin::Command> command) {
+void run(AdminCtx *ctx, std::optional<spendcap::Command> command) {
     if (!command) {
         finish(ctx);
         return;

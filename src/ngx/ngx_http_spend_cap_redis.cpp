@@ -682,6 +682,41 @@ void init_timer(ngx_event_t *ev, ngx_event_handler_pt handler) {
 
 }  // namespace
 
+spendcap::Reply to_reply(const redisReply *reply) {
+    spendcap::Reply out;
+    if (reply == nullptr) {
+        return out;
+    }
+    switch (reply->type) {
+    case REDIS_REPLY_INTEGER:
+        out.type = spendcap::Reply::Type::integer;
+        out.integer = reply->integer;
+        break;
+    case REDIS_REPLY_STRING:
+        out.type = spendcap::Reply::Type::string;
+        out.str.assign(reply->str, reply->len);
+        break;
+    case REDIS_REPLY_STATUS:
+        out.type = spendcap::Reply::Type::status;
+        out.str.assign(reply->str, reply->len);
+        break;
+    case REDIS_REPLY_ERROR:
+        out.type = spendcap::Reply::Type::error;
+        out.str.assign(reply->str, reply->len);
+        break;
+    case REDIS_REPLY_ARRAY:
+        out.type = spendcap::Reply::Type::array;
+        out.elements.reserve(reply->elements);
+        for (std::size_t i = 0; i < reply->elements; ++i) {
+            out.elements.push_back(to_reply(reply->element[i]));
+        }
+        break;
+    default:
+        break;
+    }
+    return out;
+}
+
 void redis_start(const RedisEndpoint &endpoint, ngx_log_t *log) {
     client = new Client;
     client->endpoint = endpoint;

@@ -12,6 +12,8 @@
 
 struct redisReply;
 
+#include "redis/reply.h"
+
 namespace spendcap_ngx {
 
 struct RedisEndpoint {
@@ -28,6 +30,9 @@ enum class RedisStatus {
     unavailable,  // no connection, or it failed before the reply
     timeout,      // no reply within the caller's timeout
 };
+
+// hiredis's reply as the core reads it (a copy).
+spendcap::Reply to_reply(const redisReply *reply);
 
 // Called at most once per command, on the event loop. `reply` is only valid
 // during the call.

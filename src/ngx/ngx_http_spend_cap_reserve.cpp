@@ -8,6 +8,8 @@
 #include <utility>
 
 #include "ngx_http_spend_cap_batches.h"
+#include "ngx_http_spend_cap_sequence.h"
+#include "accounting/sweep.h"
 
 namespace spendcap_ngx {
 namespace {
@@ -21,6 +23,9 @@ struct Batch {
     ngx_msec_t ttl = 0;
     std::vector<spendcap::ReserveItem> items;
     std::vector<ReserveTicket *> tickets;  // nullptr: its request is gone
+    // Off once reservations past their deadline were given back for it
+    // ({4}): it is then sent once more, under a batch id of its own.
+    bool check_due = true;
 };
 
 // Requests of one org whose caps were read at one config version.
@@ -48,6 +53,8 @@ void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
             error = "reserve reply is not one part per request";
         } else if (split.given_up) {
             error = "reserve script found the batch already given up";
+        } else if (split.due) {
+            error = "reserve script met reservations past their deadline twice";
         } else if (split.stale) {
             // Every request gets {3}: decode_reserve_reply says stale.
             split.parts.assign(batch->tickets.size(), std::vector<long long>{3});
@@ -65,9 +72,32 @@ void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
     delete batch;
 }
 
+void send(std::unique_ptr<Batch> owned);
+
+void on_due_given_back(void *data, bool) {
+    send(std::unique_ptr<Batch>(static_cast<Batch *>(data)));
+}
+
+// {4}: a request would be refused while reservations of the org are past
+// their deadline (their workers died). They are given back first, then the
+// batch goes again without that check, so that they never refuse it.
+bool give_back_due_first(Batch *batch, RedisStatus status, const redisReply *reply) {
+    if (!batch->check_due || status != RedisStatus::reply || reply == nullptr || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 1 || reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[0]->integer != 4) {
+        return false;
+    }
+    batch->check_due = false;
+    run_sequence(std::make_unique<spendcap::ReservationSweep>(batch->org, spendcap::kDueBatchesFirst, true),
+                 batch->timeout, on_due_given_back, batch);
+    return true;
+}
+
 void on_batch_reply(void *data, RedisStatus status, const redisReply *reply) {
     auto *batch = static_cast<Batch *>(data);
     try {
+        if (give_back_due_first(batch, status, reply)) {
+            return;
+        }
         answer_all(batch, status, reply);
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: reserve reply: %s", e.what());
@@ -98,9 +128,11 @@ void send(std::unique_ptr<Batch> owned) {
         delete batch;
         return;
     }
-    const std::string batch_id = batch->items.front().request_id;
-    std::vector<std::string> command = spendcap::reserve_batch_command(batch->items, batch_id,
-                                                                       static_cast<std::int64_t>(batch->ttl));
+    // Sent again, its id is a new one: a settlement of a request that left
+    // meanwhile may have buried the first (keys::gone).
+    const std::string batch_id = batch->items.front().request_id + (batch->check_due ? "" : "+1");
+    std::vector<std::string> command = spendcap::reserve_batch_command(
+        batch->items, batch_id, static_cast<std::int64_t>(batch->ttl), batch->check_due);
     RedisOp *op = command.empty() ? nullptr
                                   : redis_eval(std::move(command), &spendcap::scripts::reserve().text, batch->timeout,
                                                on_batch_reply, batch);

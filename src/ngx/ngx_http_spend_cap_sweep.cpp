@@ -1,12 +1,14 @@
 #include "ngx_http_spend_cap_sweep.h"
 
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ngx_http_spend_cap_redis.h"
+#include "ngx_http_spend_cap_sequence.h"
+#include "accounting/sweep.h"
 #include "identity/records.h"
-#include "accounting/reservation.h"
 
 #include <hiredis/hiredis.h>
 
@@ -30,10 +32,7 @@ Sweeper *sweeper;
 constexpr int kApiOrgsPerTick = 8;
 
 void sweep_org(const std::string &org) {
-    std::vector<std::string> command = spendcap::sweep_command(org, kReleasesPerOrg);
-    if (!command.empty()) {
-        redis_eval(std::move(command), &spendcap::scripts::sweep().text, kSweepTimeout, nullptr, nullptr);
-    }
+    run_sequence(std::make_unique<spendcap::ReservationSweep>(org, kReleasesPerOrg), kSweepTimeout, nullptr, nullptr);
 }
 
 // Orgs the API created are not in the file: a random few of them each tick.
@@ -55,17 +54,13 @@ void on_api_orgs(void *, RedisStatus status, const redisReply *reply) {
 
 void on_tick(ngx_event_t *ev) {
     try {
-        redis_eval(spendcap::api_orgs_sample_command(kApiOrgsPerTick), &spendcap::scripts::api_orgs_sample().text,
-                   kSweepTimeout, on_api_orgs, nullptr);
-        for (std::size_t i = 0; i < kOrgsPerTick && i < sweeper->orgs.size(); ++i) {
-            const std::string &org = sweeper->orgs[sweeper->next];
-            sweeper->next = (sweeper->next + 1) % sweeper->orgs.size();
-            std::vector<std::string> command = spendcap::sweep_command(org, kReleasesPerOrg);
-            // Not connected: the next tick tries again.
-            if (command.empty()
-                || redis_eval(std::move(command), &spendcap::scripts::sweep().text, kSweepTimeout, nullptr, nullptr)
-                       == nullptr) {
-                break;
+        // Not connected: the next tick tries again.
+        if (redis_ready()) {
+            spendcap::Command sample = spendcap::api_orgs_sample_command(kApiOrgsPerTick);
+            redis_eval(std::move(sample.argv), sample.script, kSweepTimeout, on_api_orgs, nullptr);
+            for (std::size_t i = 0; i < kOrgsPerTick && i < sweeper->orgs.size(); ++i) {
+                sweep_org(sweeper->orgs[sweeper->next]);
+                sweeper->next = (sweeper->next + 1) % sweeper->orgs.size();
             }
         }
     } catch (const std::exception &e) {

@@ -1,6 +1,8 @@
 // Gives back, at their deadline, the reservations whose request never
-// settled (its worker was killed, its node lost, its settlement dropped) for
-// the orgs no request comes to: the reserve script does it for the others.
+// settled (its worker was killed, its node lost, its settlement dropped), and
+// forgets the markers whose day has passed (spendcap::ReservationSweep). A
+// reserve that would refuse a request while such reservations hold gives
+// back those of its org first (ngx_http_spend_cap_reserve.cpp).
 #pragma once
 
 #include <memory>

@@ -229,6 +229,10 @@ def snapshot(r):
             out[k] = r.get(k)
         elif t in (b"hash", "hash"):
             out[k] = r.hgetall(k)
+        elif t in (b"zset", "zset"):
+            out[k] = r.zrange(k, 0, -1, withscores=True)
+        elif t in (b"set", "set"):
+            out[k] = sorted(r.smembers(k))
         else:
             out[k] = t
     return out
@@ -610,6 +614,7 @@ class Nginx:
         self.error_log = self.dir / "error.log"
         self.access_log = self.dir / "access.log"
         self.proc = None
+        self.workers = workers
         self.log_checked = False
         self.expected_log_lines = []  # substrings of [emerg]/[alert] lines a test expects
 
@@ -674,11 +679,13 @@ class Nginx:
                 out = self.proc.stdout.read().decode(errors="replace")
                 raise RuntimeError("nginx exited at start (rc=%s):\n%s\n--- error.log:\n%s\n--- nginx.conf:\n%s"
                                    % (self.proc.returncode, out, self.error_text(), self.conf_text))
-            if pid_file.exists() and port_open(self.port):
+            # listening (the master opens the sockets) and its workers forked (after that)
+            if pid_file.exists() and port_open(self.port) and len(self.worker_pids()) >= self.workers:
                 return self
             time.sleep(0.05)
         self.stop(check=False)
-        raise RuntimeError("nginx did not start listening on %d:\n%s" % (self.port, self.error_text()))
+        raise RuntimeError("nginx did not start listening on %d with %d workers:\n%s"
+                           % (self.port, self.workers, self.error_text()))
 
     def stop(self, check=True):
         if self.proc is not None:
@@ -913,42 +920,73 @@ def evalsha_argv(args):
 
 
 def is_reserve(args):
-    """A reserve script call: KEYS counters..., sc:{ORG}:resv:BATCH, sc:{ORG}:deadlines,
-    sc:{ORG}:events [, sc:{ORG}:cleared]."""
+    """A reserve script call: KEYS counters..., sc:{ORG}:reserved, sc:{ORG}:reserved:deadlines,
+    sc:{ORG}:events, sc:{ORG}:config, sc:{ORG}:gone, markers..., [sc:{ORG}:cleared]."""
     if not args or args[0].upper() != "EVALSHA":
         return False
     keys = evalsha_keys(args)
-    tail = keys[-4:] if keys and keys[-1].endswith(":cleared") else keys[-3:] + [None]
-    return (len(tail) == 4 and ":resv:" in tail[0] and tail[1].endswith(":deadlines")
-            and tail[2].endswith(":events"))
+    for i in range(len(keys) - 4):
+        if (keys[i].endswith(":reserved") and keys[i + 1].endswith(":reserved:deadlines")
+                and keys[i + 2].endswith(":events") and keys[i + 3].endswith(":config")
+                and keys[i + 4].endswith(":gone")):
+            return True
+    return False
 
 
 def is_settle(args):
-    """A settle script call: KEYS counters..., sc:{ORG}:events, sc:{ORG}:deadlines,
-    sc:{ORG}:settlements."""
+    """A settle script call: KEYS counters..., sc:{ORG}:events, sc:{ORG}:reserved:deadlines,
+    sc:{ORG}:settlements, sc:{ORG}:reserved, settled, released, gone, low_balance, markers..."""
     if not args or args[0].upper() != "EVALSHA":
         return False
     keys = evalsha_keys(args)
-    return (len(keys) >= 3 and keys[-3].endswith(":events") and keys[-2].endswith(":deadlines")
-            and keys[-1].endswith(":settlements"))
+    for i in range(len(keys) - 2):
+        if (keys[i].endswith(":events") and keys[i + 1].endswith(":reserved:deadlines")
+                and keys[i + 2].endswith(":settlements")):
+            return True
+    return False
 
 
 def is_sweep(args):
-    """The sweeper's script call: KEYS sc:{ORG}:deadlines, sc:{ORG}:reservations."""
+    """A call of worker 0's sweeper: the sample of the orgs the API created (KEYS
+    sc:orgs), and per org the sweep's calls: forgetting old markers (KEYS
+    sc:{ORG}:settled, released, gone), reading the reservations past their deadline
+    (sc:{ORG}:reserved:deadlines, sc:{ORG}:reserved), giving them back (sc:{ORG}:reserved,
+    its deadlines, sc:{ORG}:released, then their counters), and the same for the layout
+    before (sc:{ORG}:deadlines and sc:{ORG}:reservations; a record sc:{ORG}:resv:ID)."""
     if not args or args[0].upper() != "EVALSHA":
         return False
     keys = evalsha_keys(args)
-    return len(keys) == 2 and keys[0].endswith(":deadlines") and keys[1].endswith(":reservations")
+    ends = [k.rsplit("}:", 1)[-1] for k in keys]
+    return (keys == ["sc:orgs"] or ends == ["settled", "released", "gone"]
+            or ends == ["reserved:deadlines", "reserved"]
+            or ends[:3] == ["reserved", "reserved:deadlines", "released"]
+            or ends == ["deadlines", "reservations"]
+            or (len(ends) == 1 and ends[0].startswith("resv:"))
+            or (len(ends) >= 2 and ends[0] in ("deadlines", "reservations") and ends[1].startswith("resv:")))
+
+
+# The first lines of the sweeper's scripts, to tell its SCRIPT LOADs (after a NOSCRIPT).
+SWEEP_SCRIPT_OPENINGS = ("-- Forgets what late settlements", "-- The reservations whose deadline has passed",
+                         "-- Gives back the reservations of batches", "-- The reservations of the layout before",
+                         "-- One reservation record of the layout before",
+                         "-- Gives back one reservation record of the layout before",
+                         "-- A sample of the orgs the API created")
+
+
+def is_sweep_script_load(args):
+    return (len(args) > 2 and args[0].upper() == "SCRIPT" and args[1].upper() == "LOAD"
+            and any(opening in args[2] for opening in SWEEP_SCRIPT_OPENINGS))
 
 
 def reserve_requests(args):
-    """(batch id, [request id, ...]) of a reserve call (ARGV as lua_scripts.cpp lays it
-    out: C, M, H, prefix, ttl, batch; 5 per counter; R, decided, 3 per row; per chain K
-    and K indices; per request id, dry_run, chain, cost, tokens, record)."""
+    """(batch id, [request id, ...]) of a reserve call (ARGV as reserve.lua lays it
+    out: C, M, H, G, ttl, batch, prefix length, check_due; 7 per counter; R, decided, 3
+    per row; per chain K and K indices; per request id, dry_run, chain, cost, tokens,
+    record; the config version)."""
     argv = evalsha_argv(args)
     c, m, h = int(argv[0]), int(argv[1]), int(argv[2])
     batch = argv[5]
-    p = 6 + 5 * c
+    p = 8 + 7 * c
     rows = int(argv[p])
     p += 2 + 3 * rows
     for _ in range(h):
@@ -959,12 +997,12 @@ def reserve_requests(args):
 
 
 def settle_requests(args):
-    """[(request id, batch id, answered), ...] of a settle call (ARGV: C, M, prefix; 5 per
-    counter; low_balance, balance index, held index; per request id, batch, answered and
-    its corrections, "INDEX DELTA\n" lines)."""
+    """[(request id, batch id, answered), ...] of a settle call (ARGV: C, M, G, prefix
+    length; 7 per counter; low_balance, balance index, held index; per request id,
+    batch, answered and its corrections, "INDEX DELTA\n" lines)."""
     argv = evalsha_argv(args)
     c, m = int(argv[0]), int(argv[1])
-    p = 3 + 5 * c + 3
+    p = 4 + 7 * c + 3
     out = []
     for _ in range(m):
         out.append((argv[p], argv[p + 1], argv[p + 2] == "1"))
@@ -1063,39 +1101,75 @@ def settled_count(r, org="acme"):
     return int(r.get("sc:{%s}:settlements" % org) or 0)
 
 
+def reserved_fields(r, org="acme"):
+    """The org's reservations (the hash sc:{ORG}:reserved): per request its release
+    lines, per batch "@BATCH" its request ids and "#BATCH" how many still hold."""
+    return r.hgetall("sc:{%s}:reserved" % org)
+
+
 def resv_records(r, org="acme"):
-    """The reservation records of `org` (sc:{ORG}:resv:BATCH_ID) still in Redis."""
-    return list(r.scan_iter("sc:{%s}:resv:*" % org, count=1000))
+    """The batches of `org` whose reservations are still held (their ids)."""
+    return sorted(f[1:] for f in reserved_fields(r, org) if f.startswith("@"))
+
+
+def held_requests(r, org="acme"):
+    """The requests of `org` whose reservations are still held (their ids)."""
+    return sorted(f for f in reserved_fields(r, org) if not f.startswith(("@", "#")))
+
+
+def deadlines_key(org="acme"):
+    return "sc:{%s}:reserved:deadlines" % org
+
+
+def marked(r, kind, member, org="acme"):
+    """Whether `member` is in the org's sorted set `kind` (settled, released, gone),
+    scored by when it may go (Redis ms)."""
+    return r.zscore("sc:{%s}:%s" % (org, kind), member) is not None
+
+
+def marked_for(r, kind, member, org="acme"):
+    """Seconds until `member` may leave sc:{ORG}:KIND (None when absent), by Redis's clock."""
+    score = r.zscore("sc:{%s}:%s" % (org, kind), member)
+    if score is None:
+        return None
+    now = r.time()
+    return score / 1000.0 - (now[0] + now[1] / 1e6)
+
+
+def marker_fields(r, prefix, org="acme"):
+    """The event markers (fields of the hashes sc:{ORG}:markers:WINDOW) that start with
+    `prefix` ("warned:", "reached:"), as "WINDOW FIELD"."""
+    out = []
+    for key in r.scan_iter("sc:{%s}:markers:*" % org, count=1000):
+        window = key.split(":markers:", 1)[1]
+        out += ["%s %s" % (window, f) for f in r.hkeys(key) if f.startswith(prefix)]
+    return sorted(out)
 
 
 def request_settled(r, rid, org="acme"):
-    """Request `rid` is settled: its marker sc:{ORG}:settled:RID exists (a request whose
-    reserve was not answered) or no batch record still holds it (field RID)."""
-    if r.exists("sc:{%s}:settled:%s" % (org, rid)):
+    """Request `rid` is settled: it is in sc:{ORG}:settled (a request whose reserve was
+    not answered) or no reservation of it is held (field RID of sc:{ORG}:reserved)."""
+    if marked(r, "settled", rid, org):
         return True
-    for key in resv_records(r, org):
-        if r.type(key) == "hash" and r.hexists(key, rid):
-            return False
-    return True
+    return not r.hexists("sc:{%s}:reserved" % org, rid)
 
 
 def wait_request_settled(r, rid, settlements=1, org="acme", answered=True, timeout=4.0):
     """Waits until request `rid` is settled and the org's settlement counter reads
     `settlements` (a test that sent one request: 1). A request whose reserve was
-    answered leaves no sc:{ORG}:settled:RID marker (its record going is the proof);
+    answered leaves no entry in sc:{ORG}:settled (its reservation going is the proof);
     one whose reserve was not answered (timed out, never sent) leaves one for a day."""
     assert wait_until(lambda: settled_count(r, org) == settlements and request_settled(r, rid, org),
                       timeout=timeout), \
-        "request %s of %s not settled: settlements %d (expected %d), records holding it: %s" % (
-            rid, org, settled_count(r, org), settlements,
-            [k for k in resv_records(r, org) if r.type(k) == "hash" and r.hexists(k, rid)])
-    marker = "sc:{%s}:settled:%s" % (org, rid)
+        "request %s of %s not settled: settlements %d (expected %d), held: %s" % (
+            rid, org, settled_count(r, org), settlements, held_requests(r, org))
     if answered:
-        assert not r.exists(marker), "request %s was answered: no settlement marker expected, found %s" % (
-            rid, marker)
+        assert not marked(r, "settled", rid, org), \
+            "request %s was answered: no settlement marker expected, found one" % rid
     else:
-        ttl = r.ttl(marker)
-        assert 0 < ttl <= 86400, "settlement marker %s should expire within 1 day, ttl=%s" % (marker, ttl)
+        left = marked_for(r, "settled", rid, org)
+        assert left is not None and 0 < left <= 86400, \
+            "settlement marker of %s should go within 1 day: %s s" % (rid, left)
 
 
 def redis_barrier(ng, timeout=6.0, key_header="authorization", redis_down=False):
@@ -1135,9 +1209,9 @@ def monitor_barrier(mon, ng, timeout=6.0):
     return want
 
 
-# The key lookup's script (records.cpp), which the barrier's first lookup on a
-# fresh worker loads.
-KEY_LOOKUP_SCRIPT = "return redis.call('HGETALL', KEYS[1])\n"
+# The key lookup's script (hgetall.lua, which has no helpers: embedded as it is),
+# which the barrier's first lookup on a fresh worker loads.
+KEY_LOOKUP_SCRIPT = (REPO / "src/core/redis/scripts/hgetall.lua").read_text()
 
 
 def is_barrier(args, barrier_keys):
@@ -1159,5 +1233,5 @@ def wait_settled(r, count, org="acme", timeout=5.0):
 
 def counter_state(r):
     """snapshot() but for the spend_cap_reached event (sc:{ORG}:events) and its marker
-    (sc:{ORG}:reached:...) that a cost cap's refusal may append."""
-    return {k: v for k, v in snapshot(r).items() if not k.endswith(":events") and ":reached:" not in k}
+    (a field of sc:{ORG}:markers:WINDOW) that a cost cap's refusal may append."""
+    return {k: v for k, v in snapshot(r).items() if not k.endswith(":events") and ":markers:" not in k}

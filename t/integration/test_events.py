@@ -11,7 +11,7 @@ import pytest
 
 from support import (SECRETS, Periods, RedisMonitor, body_of_length, chat_body, counter_key,
                      default_policy, estimate_nanos, events_key, openai_cost, post, read_events, set_limits,
-                     settled_count, usd_nanos, wait_settled, wait_until)
+                     marker_fields, settled_count, usd_nanos, wait_settled, wait_until)
 
 WARN = "spend_cap_warning_threshold_reached"
 REACHED = "spend_cap_reached"
@@ -86,9 +86,10 @@ def test_warning_once_when_two_instances_race_across_it(nginx_factory, redis, fa
                        "fraction": "0.5", "spent": str(seed + 50 * est), "cap": str(cap)}], events
     assert int(events[0]["spent"]) >= -(-cap // 2)
     assert redis.type(EVENTS) == "stream"
-    markers = list(redis.scan_iter("sc:{acme}:warned:*"))
+    markers = marker_fields(redis, "warned:")
     assert len(markers) == 1, markers
-    assert redis.ttl(markers[0]) > 0, "the warning marker expires with its counter"
+    assert redis.ttl("sc:{acme}:markers:" + markers[0].split(" ")[0]) > 0, \
+        "the warning marker expires with its counter"
 
 
 @pytest.mark.parametrize("window", ["daily", "monthly", "lifetime"])
@@ -130,10 +131,10 @@ def test_one_request_crossing_two_fractions(nginx_factory, redis, fake, redis_se
         assert r.status_code == 200, r.text
         assert wait_until(lambda: redis.get(counter) == str((i + 2) * cost))
     assert len(read_events(redis, "acme")) == 2, read_events(redis, "acme")
-    markers = list(redis.scan_iter("sc:{acme}:warned:*"))
+    markers = marker_fields(redis, "warned:")
     assert len(markers) == 2, markers
     for m in markers:
-        ttl = redis.ttl(m)
+        ttl = redis.ttl("sc:{acme}:markers:" + m.split(" ")[0])
         assert (ttl == -1) if window == "lifetime" else (ttl > 0), (m, ttl)
 
 
@@ -160,7 +161,7 @@ def test_reached_once_when_two_instances_race_into_the_cap(nginx_factory, redis,
     assert ev == {"type": REACHED, "scope": "key", "id": "k1", "window": "monthly", "period": p.month,
                   "cap": str(cap)}
     assert cap - est < spent <= cap, spent  # refused: spent + estimate > cap
-    assert len(list(redis.scan_iter("sc:{acme}:reached:*"))) == 1
+    assert len(marker_fields(redis, "reached:")) == 1
 
 
 @pytest.mark.nginx(policy=default_policy())
@@ -180,7 +181,7 @@ def test_reached_once_per_cap_and_period(nginx, redis, fake):
     events = read_events(redis, "acme")
     assert events == [{"type": REACHED, "scope": "key", "id": "k1", "window": w, "period": p.period(w),
                        "spent": str(c), "cap": str(c)} for w, c in caps.items()], events
-    assert len(list(redis.scan_iter("sc:{acme}:reached:*"))) == 3
+    assert len(marker_fields(redis, "reached:")) == 3
 
 
 @pytest.mark.parametrize("limit,status,code", [("daily_requests", 402, "request_limit_exceeded"),
@@ -199,4 +200,4 @@ def test_no_events_below_the_fractions(nginx, redis, fake):
         assert post(nginx.url, "/v1/chat/completions", chat_body(), SECRETS["k1"]).status_code == 200
     assert wait_until(lambda: settled_count(redis) == 3)
     assert not redis.exists(EVENTS)
-    assert list(redis.scan_iter("sc:{acme}:warned:*")) == []
+    assert marker_fields(redis, "warned:") == []

@@ -13,7 +13,8 @@ import pytest
 from support import (CHAINS, SECRETS, all_counter_keys, chat_body, counter_key, estimate_nanos, free_port,
                      estimate_tokens, openai_cost, parse_resp_commands, post, read_counters, redis_int,
                      request_settled, reserve_requests, resv_records, set_limits, settled_count, snapshot,
-                     default_policy, is_reserve, wait_until)
+                     default_policy, is_reserve, wait_until, deadlines_key, held_requests, marked, marked_for,
+                     reserved_fields)
 from tcp_proxy import TcpProxy
 
 K1 = CHAINS["k1"]
@@ -30,9 +31,10 @@ def count_keys():
 
 
 def leftovers(r, org="acme"):
-    """Reservation records and deadlines (of batches, and legacy ones) still in Redis."""
-    return sorted(r.scan_iter("sc:{%s}:resv:*" % org)) + [
-        z for z in ("sc:{%s}:deadlines" % org, "sc:{%s}:reservations" % org) if r.zcard(z)]
+    """Reservations and deadlines (and those of the layout before) still in Redis."""
+    return (sorted(reserved_fields(r, org)) + sorted(r.scan_iter("sc:{%s}:resv:*" % org))
+            + [z for z in (deadlines_key(org), "sc:{%s}:deadlines" % org, "sc:{%s}:reservations" % org)
+               if r.zcard(z)])
 
 
 def assert_exact(r, n, cost=COST, tokens=TOKENS, timeout=15.0):
@@ -71,14 +73,21 @@ def wait_provider(fake, n, timeout=10):
         "the provider saw %d of %d requests" % (len(fake.requests()), n)
 
 
-def warm_up(ng, r, count=4):
+def warm_up(ng, r, count=4, most=40):
     """Both workers connected and their scripts loaded, so that a burst is not
-    refused for a cold connection; returns how many requests that made."""
-    for _ in range(count):
+    refused for a cold connection (a worker's first reserve may load the scripts):
+    at least `count` requests, and more until every worker has answered one (its
+    pid in the access log); returns how many requests that made."""
+    workers = set(ng.worker_pids())
+    sent = 0
+    while sent < count or (sent < most and not workers <= {e["pid"] and int(e["pid"]) for e in ng.log_entries()}):
         resp = post(ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
         assert resp.status_code == 200, resp.text
-    assert_exact(r, count)
-    return count
+        sent += 1
+        # (its access log line is written once its answer is sent)
+        wait_until(lambda: len(ng.log_entries()) >= sent, timeout=2)
+    assert_exact(r, sent)
+    return sent
 
 
 def burst_in_flight(ng, r, fake, n, tag="burst"):
@@ -87,7 +96,12 @@ def burst_in_flight(ng, r, fake, n, tag="burst"):
     provider has them all."""
     warm = warm_up(ng, r)
     threads, results = in_flight(ng.url, n, {"x-fake-hold": tag})
-    wait_provider(fake, warm + n)
+    # (a request refused on the way never reaches the provider: say which)
+    assert wait_until(lambda: len(fake.requests()) >= warm + n, timeout=10), \
+        "the provider saw %d of %d requests; answered meanwhile: %s" % (
+            len(fake.requests()), warm + n,
+            [getattr(x, "status_code", x) and (getattr(x, "status_code", x), getattr(x, "text", "")[:200])
+             for x in results if x is not None])
     return warm, threads, results
 
 
@@ -123,7 +137,7 @@ def test_oom_while_settlements_are_in_flight(nginx_factory, redis_factory, fake)
         join_all_ok(threads, results, fake)
         wait_log(ng, "OOM command not allowed")  # the settlements were refused
         assert settled_count(rc) == at_oom, "nothing lands while Redis refuses writes"
-        held = sum(rc.hlen(k) for k in resv_records(rc))
+        held = len(held_requests(rc))
         assert held == warm + n - at_oom, "the reservations not settled are all still held: %d" % held
     finally:
         rc.config_set("maxmemory", "0")
@@ -205,7 +219,8 @@ def test_permanent_error_drops_loudly_and_changes_nothing(nginx_factory, redis_f
     # nothing counted as settled, the reservation still recorded (the sweep gives it back)
     assert settled_count(rc) == 0
     assert not request_settled(rc, rid), "the record of %s should still hold it: %s" % (rid, resv_records(rc))
-    assert rc.zscore("sc:{acme}:deadlines", rid) is not None
+    assert rc.hexists("sc:{acme}:reserved", rid)
+    assert rc.zcard(deadlines_key()) == 1
 
 
 # ---------------------------------------------------------- slow / dead Redis
@@ -232,9 +247,9 @@ def test_requests_refused_by_a_slow_redis_count_nowhere(nginx_factory, redis_fac
         # the 12 late reservations ran, then their releases: 13 settled in all; the 12
         # whose reserve was not answered in time each leave a settled marker (a day)
         assert wait_until(lambda: settled_count(rc) == 13, timeout=10), settled_count(rc)
-        markers = rc.keys("sc:{acme}:settled:*")
+        markers = rc.zrange("sc:{acme}:settled", 0, -1)
         assert len(markers) == 12, markers
-        assert all(0 < rc.ttl(k) <= 86400 for k in markers), {k: rc.ttl(k) for k in markers}
+        assert all(0 < marked_for(rc, "settled", m) <= 86400 for m in markers), markers
         proxy.delay = 0
         assert_exact(rc, 1)
         rates = rc.keys("sc:{acme}:rate:*")
@@ -312,9 +327,11 @@ def test_reservations_of_killed_workers_are_given_back(nginx, redis, fake):
     # n requests held, in batches (those ready in the same event loop iteration share
     # one): one deadline per batch record, the batch's id its first request's id
     records = resv_records(redis)
-    assert sum(redis.hlen(k) for k in records) == n, {k: redis.hlen(k) for k in records}
-    assert sorted(redis.zrange("sc:{acme}:deadlines", 0, -1)) == sorted(k.rsplit(":", 1)[1] for k in records)
-    assert all(k.rsplit(":", 1)[1] in redis.hkeys(k) for k in records)
+    fields = reserved_fields(redis)
+    assert len(held_requests(redis)) == n, fields
+    assert sum(int(fields["#" + b]) for b in records) == n, fields
+    assert sorted(redis.zrange(deadlines_key(), 0, -1)) == records
+    assert all(b in fields["@" + b].split(" ") for b in records)
     for pid in worker_pids(nginx):
         os.kill(pid, signal.SIGKILL)
     for t in threads:
@@ -324,9 +341,9 @@ def test_reservations_of_killed_workers_are_given_back(nginx, redis, fake):
     # given back at the deadline (by the respawned worker's sweeper), once; each request
     # given back leaves its released marker (a day) for a settlement that never comes
     assert_exact(redis, warm, timeout=10)
-    released = redis.keys("sc:{acme}:released:*")
+    released = redis.zrange("sc:{acme}:released", 0, -1)
     assert len(released) == n, released
-    assert all(0 < redis.ttl(k) <= 86400 for k in released)
+    assert all(0 < marked_for(redis, "released", m) <= 86400 for m in released)
     assert settled_count(redis) == warm
     # the caps work as before
     r = post(nginx.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
@@ -343,18 +360,19 @@ def test_request_outliving_its_deadline_counts_once_at_its_real_cost(nginx, redi
     assert wait_until(lambda: set(read_counters(redis, spend_keys()).values()) == {0}, timeout=3.2,
                       interval=0.05), read_counters(redis, spend_keys())
     assert threads[0].is_alive()
-    fake.release("one")
-    released = redis.keys("sc:{acme}:released:*")
+    # (read before the provider answers: the settlement then takes the marker away)
+    released = redis.zrange("sc:{acme}:released", 0, -1)
     assert len(released) == 1 and not leftovers(redis), (released, leftovers(redis))
+    fake.release("one")
     threads[0].join(10)
     assert results[0].status_code == 200
     rid = results[0].headers["x-test-request-id"]
-    assert released == ["sc:{acme}:released:%s" % rid]
+    assert released == [rid]
     assert_exact(redis, 1)
     # its late settlement added the real cost and took the marker away
     assert settled_count(redis) == 1
-    assert not redis.exists("sc:{acme}:released:%s" % rid)
-    assert not redis.exists("sc:{acme}:settled:%s" % rid)
+    assert not marked(redis, "released", rid)
+    assert not marked(redis, "settled", rid)
     e = nginx.log_entry(rid)
     assert e["settled_from"] == "usage" and e["cost_usd"]
 
@@ -367,7 +385,7 @@ def without_rates(snap):
 def test_late_reserve_after_an_unanswered_settlement_does_nothing(nginx_factory, redis_factory, fake):
     """A reserve that Redis did not answer in time (here: the connection black-holed it,
     so it never landed; the request was refused 503) is settled as unanswered: its
-    settlement leaves sc:{acme}:settled:RID and the tombstone sc:{acme}:gone:BATCH,
+    settlement notes RID in sc:{acme}:settled and its batch in sc:{acme}:gone (the tombstone),
     so that the same reserve arriving after it (replayed here, byte for byte as the
     module sent it) replies {2} and changes nothing. Without the tombstone the very
     same command would reserve."""
@@ -385,10 +403,10 @@ def test_late_reserve_after_an_unanswered_settlement_does_nothing(nginx_factory,
         assert r.status_code == 503, r.text
         rid = r.headers["x-test-request-id"]
         proxy.heal()  # the module reconnects; its settlement goes again and lands
-        gone, marker = "sc:{acme}:gone:%s" % rid, "sc:{acme}:settled:%s" % rid
         assert wait_until(lambda: settled_count(rc) == 2, timeout=10), settled_count(rc)
-        assert 0 < rc.ttl(marker) <= 86400, "marker %s: ttl %s" % (marker, rc.ttl(marker))
-        assert 0 < rc.ttl(gone) <= 86400, "tombstone %s: ttl %s" % (gone, rc.ttl(gone))
+        marker, gone = marked_for(rc, "settled", rid), marked_for(rc, "gone", rid)
+        assert marker is not None and 0 < marker <= 86400, "marker of %s: %s s" % (rid, marker)
+        assert gone is not None and 0 < gone <= 86400, "tombstone of %s: %s s" % (rid, gone)
         assert_exact(rc, 1)  # the refused request counts nowhere
         assert len(fake.requests()) == 1
         # the reserve the black hole swallowed: one request, its batch its own id
@@ -397,7 +415,7 @@ def test_late_reserve_after_an_unanswered_settlement_does_nothing(nginx_factory,
         assert len(reserves) == 1, [cmd[:3] for cmd in sent]
         reserve = reserves[0]
         assert reserve_requests(reserve) == (rid, [rid])
-        assert "sc:{acme}:resv:%s" % rid in reserve
+        assert "sc:{acme}:reserved" in reserve
     finally:
         proxy.stop()
 
@@ -409,10 +427,10 @@ def test_late_reserve_after_an_unanswered_settlement_does_nothing(nginx_factory,
     assert not leftovers(rc)
 
     # the tombstone is what stops it: the same command reserves once it is gone
-    rc.delete(gone)
+    rc.zrem("sc:{acme}:gone", rid)
     reply = rc.execute_command(*reserve)
     assert reply[1] == 1, reply  # flat: the part's length, then {1 reserved, ...}
-    assert rc.hkeys("sc:{acme}:resv:%s" % rid) == [rid]
+    assert held_requests(rc) == [rid] and resv_records(rc) == [rid]
     assert all(v > COST for v in read_counters(rc, spend_keys()).values())
 
 

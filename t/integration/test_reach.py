@@ -102,7 +102,7 @@ def test_a_stored_response_cannot_run_past_a_small_cap(nginx, redis, fake):
     assert r.json()["error"]["code"] == "spend_limit_exceeded"
     assert fake.requests() == []
     redis_barrier(nginx)
-    assert {k: v for k, v in snapshot(redis).items() if ":reached:" not in k and not k.endswith(":events")} == before
+    assert {k: v for k, v in snapshot(redis).items() if ":markers:" not in k and not k.endswith(":events")} == before
 
 
 @pytest.mark.parametrize("case", sorted(OUTSIDE))
@@ -285,7 +285,7 @@ def test_requests_without_a_body_are_identified_forwarded_and_counted_nowhere(ng
         ("GET", "/v1/models"), ("HEAD", "/v1/models"), ("DELETE", "/v1/responses/resp_1"),
         ("GET", "/v1/responses/resp_1")]
     redis_barrier(nginx)
-    assert not any(":spend:" in k or ":reqs:" in k or ":resv:" in k for k in redis.scan_iter("*"))
+    assert not any(":spend:" in k or ":reqs:" in k or ":reserved" in k for k in redis.scan_iter("*"))
 
 
 @pytest.mark.nginx(policy=reach_policy())

@@ -7,7 +7,7 @@ that end together share one script call."""
 import datetime as dt
 
 from support import (SECRETS, RedisMonitor, balance_key, chat_body, default_policy, evalsha_keys, fresh_minute,
-                     is_barrier, is_reserve, is_settle, is_sweep, messages_body, monitor_barrier, post, rate_key,
+                     is_barrier, is_reserve, is_settle, is_sweep, is_sweep_script_load, messages_body, monitor_barrier, post, rate_key,
                      redis_int, reserve_requests,
                      rfc3339, set_limits, settle_requests, usd_nanos, utc_now, wait_settled, wait_until)
 
@@ -65,16 +65,16 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
         wait_settled(redis, N + 1)
         barrier = monitor_barrier(mon, ng)  # MONITOR's last lines are in
         sent = [args for args in nginx_commands() if not is_barrier(args, barrier)]
-    # our own client issued only the SCAN and GET sc:{acme}:settlements of wait_settled:
+    # our own client issued only the GET sc:{acme}:settlements and HGETALL
+    # sc:{acme}:reserved of wait_settled:
     # everything else is NGINX's, and apart from the per-request commands, worker 0
-    # sweeps each org's expired reservations once a second (EVALSHA of two keys,
-    # sc:{ORG}:deadlines and the legacy sc:{ORG}:reservations)
+    # sweeps each org once a second (is_sweep: a few EVALSHA, each naming the keys it
+    # touches)
     sent = [args for args in sent if args[0].upper() != "SCAN"
-            and args != ["GET", "sc:{acme}:settlements"]]
+            and args not in (["GET", "sc:{acme}:settlements"], ["HGETALL", "sc:{acme}:reserved"])]
     sweeps = [args for args in sent if is_sweep(args)]
     # (the sweeper's first call after a start meets NOSCRIPT and loads its script)
-    sweeps += [args for args in sent if args[0].upper() == "SCRIPT" and len(args) > 2
-               and "release_expired(ARGV[1]" in args[2]]
+    sweeps += [args for args in sent if is_sweep_script_load(args)]
     sent = [args for args in sent if args not in sweeps]
     names = [args[0].upper() for args in sent]
     reserves = [args for args in sent if is_reserve(args)]
@@ -88,7 +88,7 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
     for args in reserves:
         batch, members = reserve_requests(args)
         assert batch == members[0], (batch, members)
-        assert "sc:{acme}:resv:" + batch in evalsha_keys(args)
+        assert "sc:{acme}:reserved" in evalsha_keys(args)
     # and exactly one settlement each, as answered requests of the batch that reserved them
     batch_of = {rid: reserve_requests(args)[0] for args in reserves for rid in reserve_requests(args)[1]}
     settled = [item for args in settles for item in settle_requests(args)]

@@ -11,7 +11,7 @@ import pytest
 from support import (CAPS, CHAINS, SECRETS, Periods, all_counter_keys, anthropic_cost, body_of_length,
                      chat_body, counter_key, estimate_nanos, format_usd, messages_body, openai_cost, post,
                      read_counters, resv_records, settled_count, usd_nanos, wait_request_settled, wait_until)
-from support import sent_length
+from support import deadlines_key, held_requests, marked, reserved_fields, sent_length
 
 K1 = CHAINS["k1"]
 
@@ -28,13 +28,14 @@ def wait_counters(r, keys, expected, timeout=3.0):
 
 def assert_settled_once(r, org, rid):
     """The request (the test's only one) is settled once: the org's settlement counter
-    counted it, no batch record holds it any more (nor any deadline), and, its reserve
-    having been answered, no sc:{ORG}:settled:RID marker was written for it."""
+    counted it, no reservation of it is held any more (nor any deadline), and, its reserve
+    having been answered, it was not noted in sc:{ORG}:settled."""
     wait_request_settled(r, rid, settlements=1, org=org, timeout=2)
     # the reservation record is held until settlement only
     assert wait_until(lambda: not resv_records(r, org), timeout=1), "%s left after settlement" % resv_records(r, org)
-    assert r.zcard("sc:{%s}:deadlines" % org) == 0, r.zrange("sc:{%s}:deadlines" % org, 0, -1, withscores=True)
-    assert not r.exists("sc:{%s}:settled:%s" % (org, rid))
+    assert r.zcard(deadlines_key(org)) == 0, r.zrange(deadlines_key(org), 0, -1, withscores=True)
+    assert not held_requests(r, org) and not reserved_fields(r, org), reserved_fields(r, org)
+    assert not marked(r, "settled", rid, org)
     assert settled_count(r, org) == 1
 
 
@@ -146,10 +147,6 @@ def test_estimate_multiplies_output_by_choices(nginx, redis, extra, choices):
     assert nginx.log_entry(r.headers["x-test-request-id"])["reserved_usd"] == format_usd(estimate)
 
 
-def result_rid(resv_key):
-    return resv_key.rsplit(":", 1)[1]
-
-
 def test_reservation_held_while_in_flight(nginx, redis, fake):
     """During the upstream call every capped counter holds the estimate (k1's chain
     caps every spend window), the uncapped ones (requests, tokens) are untouched,
@@ -171,16 +168,16 @@ def test_reservation_held_while_in_flight(nginx, redis, fake):
         assert seen, "while in flight, counters should hold the estimate %d: %s" % (estimate, read_counters(redis, keys))
         counts = read_counters(redis, all_counter_keys(K1, "reqs") + all_counter_keys(K1, "tokens"))
         assert set(counts.values()) == {0}, "no cap reads them: counted only at settlement %s" % counts
-        resv = list(redis.scan_iter("sc:{acme}:resv:*"))
-        assert len(resv) == 1, "expected one reservation record, got %s" % resv
-        # a batch's record: a hash, one field per request of the batch (here one)
-        assert redis.type(resv[0]) == "hash", redis.type(resv[0])
-        fields = redis.hkeys(resv[0])
-        # it outlives its deadline (spend_cap_reservation_ttl, 15m) by a day, for the sweep
-        assert 86400 < redis.ttl(resv[0]) <= 86400 + 900
-        # its deadline: Redis's time + 15m, member the batch id
-        deadline = redis.zscore("sc:{acme}:deadlines", result_rid(resv[0]))
-        assert deadline is not None, redis.zrange("sc:{acme}:deadlines", 0, -1, withscores=True)
+        resv = resv_records(redis)
+        assert len(resv) == 1, "expected one batch held, got %s" % reserved_fields(redis)
+        # the org's reservations: the request's release lines, the batch's requests and
+        # how many of them still hold
+        fields = held_requests(redis)
+        batch = reserved_fields(redis)
+        assert batch["@" + resv[0]] == " ".join(fields) and batch["#" + resv[0]] == str(len(fields)), batch
+        # its deadline: Redis's time + 15m (spend_cap_reservation_ttl), member the batch id
+        deadline = redis.zscore(deadlines_key(), resv[0])
+        assert deadline is not None, redis.zrange(deadlines_key(), 0, -1, withscores=True)
         sec, usec = redis.time()
         assert 0 < deadline - (sec * 1000 + usec // 1000) <= 900_000, deadline
         assert settled_count(redis) == 0
@@ -190,7 +187,7 @@ def test_reservation_held_while_in_flight(nginx, redis, fake):
     assert result["r"].status_code == 200
     rid = result["r"].headers["x-test-request-id"]
     # one request alone in its batch: the batch id is its own request id
-    assert resv[0] == "sc:{acme}:resv:" + rid
+    assert resv[0] == rid
     assert fields == [rid], fields
     assert_settled_once(redis, "acme", rid)
     wait_counters(redis, keys, cost)

@@ -208,15 +208,18 @@ const std::string *get(const Fields &f, const std::string &name) { return field(
 TEST_F(AdminOpsTest, CreateKeyInAFileProject) {
     std::optional<Command> c =
         start("POST", "/keys", "", R"({"project":"acme-prod","id":"key_new","name":"ci","limits":{"monthly_usd":"3"}})");
-    // A file project: its org is known, the first command is the global create.
+    // A file project: its org is known. First the new secret's lookup (a
+    // fresh secret nobody presents yet), then the id (each global: a slot
+    // of its own), then the org's record.
     ASSERT_TRUE(c);
-    ASSERT_GE(c->argv.size(), 5u);
-    const std::string lookup_key = c->argv[4];
+    ASSERT_GE(c->argv.size(), 4u);
+    const std::string lookup_key = c->argv[3];
     ASSERT_EQ(lookup_key.rfind("sc:key:", 0), 0u);
     const std::string sha = lookup_key.substr(7);
     EXPECT_EQ(sha.size(), 64u);
-    EXPECT_EQ(expect_eval(c, {"sc:keyid:key_new", lookup_key}),
-              (std::vector<std::string>{"acme", "key_new", "acme-prod"}));
+    EXPECT_EQ(expect_eval(c, {lookup_key}), (std::vector<std::string>{"acme", "key_new", "acme-prod"}));
+    c = op->next(integer(1));
+    EXPECT_EQ(expect_eval(c, {"sc:keyid:key_new"}), (std::vector<std::string>{"acme"}));
 
     c = op->next(integer(1));
     const std::vector<std::string> args =
@@ -263,18 +266,22 @@ TEST_F(AdminOpsTest, CreateKeyInAFileProject) {
 TEST_F(AdminOpsTest, CreateKeyWithoutIdGeneratesOneAndEachSecretIsNew) {
     std::optional<Command> c = start("POST", "/keys", "", R"({"project":"acme-prod"})");
     ASSERT_TRUE(c);
-    ASSERT_GE(c->argv.size(), 5u);
+    ASSERT_GE(c->argv.size(), 4u);
+    const std::string lookup_key = c->argv[3];
+    std::unique_ptr<Operation> other = make("POST", "/keys", "", R"({"project":"acme-prod"})");
+    std::optional<Command> c2 = other->start();
+    ASSERT_TRUE(c2);
+    EXPECT_NE(c2->argv[3], lookup_key);
+
+    c = op->next(integer(1));
+    ASSERT_TRUE(c);
     const std::string id_key = c->argv[3];
     ASSERT_EQ(id_key.rfind("sc:keyid:key_", 0), 0u) << id_key;
     const std::string id = id_key.substr(9);
     EXPECT_TRUE(valid_id(id));
-    const std::string lookup_key = c->argv[4];
-
-    std::unique_ptr<Operation> other = make("POST", "/keys", "", R"({"project":"acme-prod"})");
-    std::optional<Command> c2 = other->start();
+    c2 = other->next(integer(1));
     ASSERT_TRUE(c2);
     EXPECT_NE(c2->argv[3], id_key);
-    EXPECT_NE(c2->argv[4], lookup_key);
 
     c = op->next(integer(1));
     ASSERT_TRUE(c);
@@ -288,18 +295,29 @@ TEST_F(AdminOpsTest, CreateKeyWithoutIdGeneratesOneAndEachSecretIsNew) {
 }
 
 TEST_F(AdminOpsTest, CreateKeyWhoseIdIsTakenIs409) {
+    // The id is taken (SET NX refused): the new secret's lookup is deleted
+    // again, then 409.
     std::optional<Command> c = start("POST", "/keys", "", R"({"project":"acme-prod","id":"key_dup"})");
     ASSERT_TRUE(c);
-    EXPECT_FALSE(op->next(integer(0)));  // SET NX refused: nothing done
+    std::string lookup_key = c->argv.at(3);
+    c = op->next(integer(1));
+    EXPECT_EQ(expect_eval(c, {"sc:keyid:key_dup"}), (std::vector<std::string>{"acme"}));
+    c = op->next(integer(0));
+    EXPECT_EQ(expect_eval(c, {lookup_key}), std::vector<std::string>{});
+    ASSERT_TRUE(c);
+    ASSERT_NE(c->script, nullptr);
+    EXPECT_NE(c->script->find("DEL"), std::string::npos);
+    EXPECT_FALSE(op->next(integer(1)));
     EXPECT_EQ(status(), 409);
     EXPECT_EQ(error_code(), "conflict");
     EXPECT_EQ(op->change(), "");
 
-    // The org step's `absent` failed (a record with that id): the new
-    // secret's lookup is deleted again, then 409.
+    // The org step's `absent` failed (a record with that id): the same.
     c = start("POST", "/keys", "", R"({"project":"acme-prod","id":"key_dup"})");
     ASSERT_TRUE(c);
-    const std::string lookup_key = c->argv.at(4);
+    lookup_key = c->argv.at(3);
+    c = op->next(integer(1));
+    ASSERT_TRUE(c);
     c = op->next(integer(1));
     ASSERT_TRUE(c);
     c = op->next(integer(0));
@@ -319,8 +337,9 @@ TEST_F(AdminOpsTest, CreateKeyInAnApiProjectAsksItsOrgFirst) {
     EXPECT_EQ(expect_eval(c, {"sc:project:beta-proj"}), std::vector<std::string>{});
     c = op->next(str("beta"));
     ASSERT_TRUE(c);
-    EXPECT_EQ(expect_eval(c, {"sc:keyid:key_b", c->argv.at(4)}),
-              (std::vector<std::string>{"beta", "key_b", "beta-proj"}));
+    EXPECT_EQ(expect_eval(c, {c->argv.at(3)}), (std::vector<std::string>{"beta", "key_b", "beta-proj"}));
+    c = op->next(integer(1));
+    EXPECT_EQ(expect_eval(c, {"sc:keyid:key_b"}), (std::vector<std::string>{"beta"}));
     c = op->next(integer(1));
     expect_eval(c, {"sc:{beta}:key:key_b", "sc:{beta}:config", "sc:{beta}:events", "sc:{beta}:keys"});
     EXPECT_FALSE(op->next(applied(false, {{"source", "api"}, {"project", "beta-proj"}})));
@@ -598,7 +617,7 @@ struct Script {
 TEST_F(AdminOpsTest, AnErrorReplyAtAnyStepIs503) {
     const std::vector<Script> scripts = {
         {"POST", "/keys", "", R"({"project":"beta-proj","id":"key_b"})",
-         {str("beta"), integer(1), applied(false, {{"source", "api"}})}},
+         {str("beta"), integer(1), integer(1), applied(false, {{"source", "api"}})}},
         {"GET", "/keys/k1", "", "", {array({})}},
         {"GET", "/keys/key_a", "", "", {str("beta"), fields({{"source", "api"}, {"project", "p"}})}},
         {"DELETE", "/keys/k1", "", "", {applied(false, {{"revoked", "1"}})}},

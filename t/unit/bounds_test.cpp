@@ -122,13 +122,14 @@ TEST(EstimateWorstCase, Int64MaxTokensDoNotWrap) {
     const std::vector<std::string> argv =
         reserve_command(l, Amounts{many.cost, many.tokens(), 1}, "r", false);
     ASSERT_FALSE(argv.empty());
-    // KEYS: 2 counters and 3 more; ARGV: C, M, H, prefix, ttl, batch id, then
-    // per counter kind, amount, cap, expire_at, warn thresholds.
-    ASSERT_EQ(argv.size(), 3u + (2 + 3) + 6 + 5 * 2 + 2 + 3 + 6 + 1);  // + the config version
-    const std::size_t first = 3 + (2 + 3) + 6;
+    // KEYS: 2 counters and 5 more (no markers: these counters have no label);
+    // ARGV: C, M, H, G, ttl, batch id, prefix length, check_due, then per
+    // counter kind, amount, cap, expire_at, warn thresholds, markers, label.
+    ASSERT_EQ(argv.size(), 3u + (2 + 5) + 8 + 7 * 2 + 2 + 3 + 6 + 1);  // + the config version
+    const std::size_t first = 3 + (2 + 5) + 8;
     // The caps go as they are: the script compares `current + delta <= cap` exactly.
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + first, argv.begin() + first + 10),
-              (std::vector<std::string>{"c", "t", "1000", "0", "", "s", "$", "1000", "0", ""}));
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + first, argv.begin() + first + 14),
+              (std::vector<std::string>{"c", "t", "1000", "0", "", "0", "", "s", "$", "1000", "0", "", "0", ""}));
     // The request: its estimate whole, and a release record that undoes it.
     EXPECT_EQ(std::vector<std::string>(argv.end() - 7, argv.end() - 1),
               (std::vector<std::string>{"r", "0", "1", "9223372036854775807", "9223372036854775807",

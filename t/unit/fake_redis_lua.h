@@ -6,6 +6,11 @@
 // is said):
 //  - KEYS / ARGV built from the EVALSHA argv the module sends, the script
 //    chosen by its SHA-1 (NOSCRIPT otherwise);
+//  - Redis Cluster's rules, stricter than a single Redis: a call whose KEYS
+//    span two slots (CRC16 of the hash tag) answers CROSSSLOT, and a command
+//    inside a script on a key that is not among its KEYS raises an error
+//    (Redis standalone would run it; a cluster node may not hold that key),
+//    so a script that builds a key name fails its unit tests;
 //  - libraries base, table, string, math; globals protected (creating or
 //    reading an undeclared global is an error, as in Redis);
 //  - redis.call / redis.pcall arguments: strings as they are, numbers as
@@ -35,7 +40,10 @@
 //    give; a small real hash answers in insertion order), HEXISTS, HLEN;
 //    PEXPIRE (NX, XX, GT, LT as Redis 7.0; now + ms, a result at or before
 //    now deletes the key and answers 1), PTTL (-2 missing, -1 no expiry),
-//    TYPE (status none / string / hash / zset / stream); Redis's strict
+//    TYPE (status none / string / hash / zset / stream / set); INCR, HGET,
+//    HSETNX, HINCRBY ("ERR hash value is not an integer"), ZREMRANGEBYSCORE,
+//    SADD, SMEMBERS (in member order), SRANDMEMBER with a count (the first
+//    members: a test must not rely on which); Redis's strict
 //    integer parsing ("ERR value is not an integer or out of range"),
 //    INCRBY's "ERR increment or decrement would overflow", WRONGTYPE across
 //    strings, hashes, streams and sorted sets (an expiry is the whole key's,
@@ -45,10 +53,10 @@
 //    key lives while now <= its expiry (Redis's keyIsExpired), an EXPIREAT
 //    at or before now deletes it;
 //  - maxmemory reached (`oom = true`): a command flagged denyoom in Redis
-//    (here SET, INCRBY, XADD, ZADD, HSET) fails with "OOM command not allowed when
+//    (here SET, INCR, INCRBY, XADD, ZADD, HSET, HSETNX, HINCRBY, SADD) fails with "OOM command not allowed when
 //    used memory > 'maxmemory'." outside a script, and inside one only while
 //    the script has written nothing: any write command that ran (DEL,
-//    EXPIREAT, PEXPIRE, ZREM and HDEL are writes without denyoom, and are
+//    EXPIREAT, PEXPIRE, ZREM, ZREMRANGEBYSCORE and HDEL are writes without denyoom, and are
 //    never refused)
 //    makes every later write of that script allowed, as Redis's
 //    SCRIPT_WRITE_DIRTY does for scripts without flags.
@@ -69,74 +77,26 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "redis/reply.h"
+
 namespace spendcap_test {
 
-struct Reply {
-    enum class Type { nil, integer, bulk, status, error, array };
-    Type type = Type::nil;
-    long long integer = 0;
-    std::string str;  // bulk, status, error
-    std::vector<Reply> elements;
+using Reply = spendcap::Reply;
 
-    static Reply nil() { return {}; }
-    static Reply of_integer(long long v) {
-        Reply r;
-        r.type = Type::integer;
-        r.integer = v;
-        return r;
-    }
-    static Reply bulk(std::string s) {
-        Reply r;
-        r.type = Type::bulk;
-        r.str = std::move(s);
-        return r;
-    }
-    static Reply status(std::string s) {
-        Reply r;
-        r.type = Type::status;
-        r.str = std::move(s);
-        return r;
-    }
-    static Reply error(std::string s) {
-        Reply r;
-        r.type = Type::error;
-        r.str = std::move(s);
-        return r;
-    }
-    static Reply array(std::vector<Reply> elements) {
-        Reply r;
-        r.type = Type::array;
-        r.elements = std::move(elements);
-        return r;
-    }
+}  // namespace spendcap_test
 
-    bool is_error() const { return type == Type::error; }
-    bool operator==(const Reply &o) const {
-        return type == o.type && integer == o.integer && str == o.str && elements == o.elements;
-    }
-    // An array of integers (what the reserve script answers), as the module's
-    // glue checks it before decode_reserve_reply; nullopt otherwise.
-    std::optional<std::vector<long long>> integers() const {
-        if (type != Type::array) return std::nullopt;
-        std::vector<long long> out;
-        for (const Reply &e : elements) {
-            if (e.type != Type::integer) return std::nullopt;
-            out.push_back(e.integer);
-        }
-        return out;
-    }
-};
-
+namespace spendcap {
 inline std::ostream &operator<<(std::ostream &os, const Reply &r) {
     switch (r.type) {
     case Reply::Type::nil: return os << "(nil)";
     case Reply::Type::integer: return os << "(integer) " << r.integer;
-    case Reply::Type::bulk: return os << '"' << r.str << '"';
+    case Reply::Type::string: return os << '"' << r.str << '"';
     case Reply::Type::status: return os << "+" << r.str;
     case Reply::Type::error: return os << "-" << r.str;
     case Reply::Type::array:
@@ -146,6 +106,9 @@ inline std::ostream &operator<<(std::ostream &os, const Reply &r) {
     }
     return os;
 }
+}  // namespace spendcap
+
+namespace spendcap_test {
 
 // Redis's string2ll: optional '-', no '+', no spaces, no leading zeros, fits int64.
 inline bool parse_redis_int(const std::string &s, long long &out) {
@@ -195,16 +158,17 @@ public:
         std::vector<std::string> fields;  // field, value, field, value, ...
         bool operator==(const StreamEntry &o) const { return id == o.id && fields == o.fields; }
     };
-    enum class Type { string, stream, zset, hash };
+    enum class Type { string, stream, zset, hash, set };
     struct Value {
         Type type = Type::string;
         std::string str;
         std::vector<StreamEntry> stream;
         std::map<std::string, double> zset;       // member -> score
         std::map<std::string, std::string> hash;  // field -> value
+        std::set<std::string> members;            // a set's
         std::int64_t expire_at_ms = 0;            // unix ms; 0 = no expiry
         bool operator==(const Value &o) const {
-            return type == o.type && str == o.str && stream == o.stream && zset == o.zset && hash == o.hash &&
+            return type == o.type && str == o.str && stream == o.stream && zset == o.zset && hash == o.hash && members == o.members &&
                    expire_at_ms == o.expire_at_ms;
         }
     };
@@ -273,6 +237,11 @@ public:
         const Value *v = find(key);
         return v && v->type == Type::hash ? v->hash : std::map<std::string, std::string>{};
     }
+    // A set's members; empty when the key is missing or not a set.
+    std::set<std::string> members(const std::string &key) {
+        const Value *v = find(key);
+        return v && v->type == Type::set ? v->members : std::set<std::string>{};
+    }
     // Sets one field, as HSET does on a hash (its expiry kept); a missing key
     // or one of another type becomes a new hash without expiry (as set()
     // replaces whatever was there).
@@ -287,9 +256,14 @@ public:
     }
 
     // Set by LuaRunner around a script, for the OOM rule.
-    void begin_script() {
+    // `keys`: the script's KEYS, the only keys it may touch (see
+    // undeclared_key()).
+    void begin_script(const std::vector<std::string> &keys = {}, bool declared_only = false) {
         in_script_ = true;
         script_wrote_ = false;
+        declared_only_ = declared_only;
+        declared_.clear();
+        declared_.insert(keys.begin(), keys.end());
     }
     void end_script() { in_script_ = false; }
 
@@ -303,34 +277,50 @@ public:
             Reply (FakeRedis::*run)(const std::vector<std::string> &);
             bool write;
             bool denyoom;
+            Keys keys = Keys::first;
         };
         static const Spec specs[] = {
             {"GET", &FakeRedis::cmd_get, false, false},
-            {"MGET", &FakeRedis::cmd_mget, false, false},
+            {"MGET", &FakeRedis::cmd_mget, false, false, Keys::all},
             {"SET", &FakeRedis::cmd_set, true, true},
             {"INCRBY", &FakeRedis::cmd_incrby, true, true},
             {"EXPIREAT", &FakeRedis::cmd_expireat, true, false},
-            {"DEL", &FakeRedis::cmd_del, true, false},
-            {"EXISTS", &FakeRedis::cmd_exists, false, false},
+            {"DEL", &FakeRedis::cmd_del, true, false, Keys::all},
+            {"EXISTS", &FakeRedis::cmd_exists, false, false, Keys::all},
+            {"INCR", &FakeRedis::cmd_incr, true, true},
             {"XADD", &FakeRedis::cmd_xadd, true, true},
-            {"TIME", &FakeRedis::cmd_time, false, false},
+            {"TIME", &FakeRedis::cmd_time, false, false, Keys::none},
             {"ZADD", &FakeRedis::cmd_zadd, true, true},
             {"ZREM", &FakeRedis::cmd_zrem, true, false},
             {"ZRANGEBYSCORE", &FakeRedis::cmd_zrangebyscore, false, false},
             {"ZSCORE", &FakeRedis::cmd_zscore, false, false},
             {"ZCARD", &FakeRedis::cmd_zcard, false, false},
+            {"ZREMRANGEBYSCORE", &FakeRedis::cmd_zremrangebyscore, true, false},
             {"HSET", &FakeRedis::cmd_hset, true, true},
             {"HMGET", &FakeRedis::cmd_hmget, false, false},
             {"HDEL", &FakeRedis::cmd_hdel, true, false},
             {"HGETALL", &FakeRedis::cmd_hgetall, false, false},
             {"HEXISTS", &FakeRedis::cmd_hexists, false, false},
             {"HLEN", &FakeRedis::cmd_hlen, false, false},
+            {"HGET", &FakeRedis::cmd_hget, false, false},
+            {"HSETNX", &FakeRedis::cmd_hsetnx, true, true},
+            {"HINCRBY", &FakeRedis::cmd_hincrby, true, true},
+            {"SADD", &FakeRedis::cmd_sadd, true, true},
+            {"SMEMBERS", &FakeRedis::cmd_smembers, false, false},
+            {"SRANDMEMBER", &FakeRedis::cmd_srandmember, false, false},
             {"PEXPIRE", &FakeRedis::cmd_pexpire, true, false},
             {"PTTL", &FakeRedis::cmd_pttl, false, false},
             {"TYPE", &FakeRedis::cmd_type, false, false},
         };
         for (const Spec &spec : specs) {
             if (name != spec.name) continue;
+            if (in_script_ && declared_only_) {
+                const std::size_t last = spec.keys == Keys::all ? args.size() : spec.keys == Keys::first ? 2 : 1;
+                for (std::size_t i = 1; i < last && i < args.size(); ++i)
+                    if (!declared_.count(args[i]))
+                        return Reply::error("ERR spend-cap fake: the script touched key '" + args[i] +
+                                            "', which is not among its KEYS");
+            }
             // Redis's scriptVerifyOOM / processCommand: a command that may
             // grow memory is refused, unless the script has written already.
             if (oom && spec.denyoom && !(in_script_ && script_wrote_)) return Reply::error(kOomError);
@@ -341,7 +331,10 @@ public:
     }
 
 private:
+    enum class Keys { none, first, all };  // which arguments of a command are keys
     std::map<std::string, Value> data_;
+    std::set<std::string> declared_;
+    bool declared_only_ = false;
     long long last_stream_ms_ = 0, stream_seq_ = 0;
     bool in_script_ = false, script_wrote_ = false;
 
@@ -517,6 +510,7 @@ private:
         case Type::stream: return Reply::status("stream");
         case Type::zset: return Reply::status("zset");
         case Type::hash: return Reply::status("hash");
+        case Type::set: return Reply::status("set");
         }
         return Reply::status("none");
     }
@@ -798,6 +792,120 @@ private:
         if (v->type != Type::hash) return wrong_type();
         return Reply::of_integer(static_cast<long long>(v->hash.size()));
     }
+
+    Reply cmd_incr(const std::vector<std::string> &a) {
+        if (a.size() != 2) return wrong_args("incr");
+        return cmd_incrby({"INCRBY", a[1], "1"});
+    }
+
+    Reply cmd_hget(const std::vector<std::string> &a) {
+        if (a.size() != 3) return wrong_args("hget");
+        const Value *v = find(a[1]);
+        if (!v) return Reply::nil();
+        if (v->type != Type::hash) return wrong_type();
+        auto it = v->hash.find(a[2]);
+        return it == v->hash.end() ? Reply::nil() : Reply::bulk(it->second);
+    }
+
+    Reply cmd_hsetnx(const std::vector<std::string> &a) {
+        if (a.size() != 4) return wrong_args("hsetnx");
+        Value *v = find(a[1]);
+        if (v && v->type != Type::hash) return wrong_type();
+        if (v && v->hash.count(a[2])) return Reply::of_integer(0);
+        if (!v) {
+            v = &data_[a[1]];
+            v->type = Type::hash;
+        }
+        v->hash[a[2]] = a[3];
+        return Reply::of_integer(1);
+    }
+
+    // HINCRBY: "ERR hash value is not an integer" for a field that is not one.
+    Reply cmd_hincrby(const std::vector<std::string> &a) {
+        if (a.size() != 4) return wrong_args("hincrby");
+        long long delta = 0;
+        if (!parse_redis_int(a[3], delta)) return not_integer();
+        Value *v = find(a[1]);
+        if (v && v->type != Type::hash) return wrong_type();
+        long long current = 0;
+        if (v) {
+            auto it = v->hash.find(a[2]);
+            if (it != v->hash.end() && !parse_redis_int(it->second, current))
+                return Reply::error("ERR hash value is not an integer");
+        }
+        long long result = 0;
+        if (__builtin_add_overflow(current, delta, &result))
+            return Reply::error("ERR increment or decrement would overflow");
+        if (!v) {
+            v = &data_[a[1]];
+            v->type = Type::hash;
+        }
+        v->hash[a[2]] = std::to_string(result);
+        return Reply::of_integer(result);
+    }
+
+    Reply cmd_zremrangebyscore(const std::vector<std::string> &a) {
+        if (a.size() != 4) return wrong_args("zremrangebyscore");
+        double min = 0, max = 0;
+        bool minex = false, maxex = false;
+        if (!parse_bound(a[2], min, minex) || !parse_bound(a[3], max, maxex))
+            return Reply::error("ERR min or max is not a float");
+        Value *v = find(a[1]);
+        if (!v) return Reply::of_integer(0);
+        if (v->type != Type::zset) return wrong_type();
+        long long removed = 0;
+        for (auto it = v->zset.begin(); it != v->zset.end();) {
+            const double score = it->second;
+            const bool in = (minex ? score > min : score >= min) && (maxex ? score < max : score <= max);
+            if (in) {
+                it = v->zset.erase(it);
+                ++removed;
+            } else {
+                ++it;
+            }
+        }
+        if (v->zset.empty()) data_.erase(a[1]);
+        return Reply::of_integer(removed);
+    }
+
+    Reply cmd_sadd(const std::vector<std::string> &a) {
+        if (a.size() < 3) return wrong_args("sadd");
+        Value *v = find(a[1]);
+        if (v && v->type != Type::set) return wrong_type();
+        if (!v) {
+            v = &data_[a[1]];
+            v->type = Type::set;
+        }
+        long long added = 0;
+        for (std::size_t i = 2; i < a.size(); ++i) added += v->members.insert(a[i]).second ? 1 : 0;
+        return Reply::of_integer(added);
+    }
+
+    Reply cmd_smembers(const std::vector<std::string> &a) {
+        if (a.size() != 2) return wrong_args("smembers");
+        const Value *v = find(a[1]);
+        Reply out = Reply::array({});
+        if (!v) return out;
+        if (v->type != Type::set) return wrong_type();
+        for (const std::string &m : v->members) out.elements.push_back(Reply::bulk(m));
+        return out;
+    }
+
+    // SRANDMEMBER key count (count >= 0): here the first `count` members.
+    Reply cmd_srandmember(const std::vector<std::string> &a) {
+        if (a.size() != 3) return wrong_args("srandmember");
+        long long count = 0;
+        if (!parse_redis_int(a[2], count) || count < 0) return not_integer();
+        const Value *v = find(a[1]);
+        Reply out = Reply::array({});
+        if (!v) return out;
+        if (v->type != Type::set) return wrong_type();
+        for (const std::string &m : v->members) {
+            if (static_cast<long long>(out.elements.size()) == count) break;
+            out.elements.push_back(Reply::bulk(m));
+        }
+        return out;
+    }
 };
 
 // Readable snapshots in gtest's failure messages.
@@ -810,6 +918,11 @@ inline void PrintTo(const FakeRedis::Value &v, std::ostream *os) {
         for (const auto &[member, score] : v.zset) *os << member << "=" << format_score(score) << " ";
         *os << "}";
         break;
+    case FakeRedis::Type::set:
+        *os << "set{";
+        for (const auto &m : v.members) *os << m << " ";
+        *os << "}";
+        break;
     case FakeRedis::Type::hash:
         *os << "hash{";
         for (const auto &[field, value] : v.hash) *os << field << "=\"" << value << "\" ";
@@ -817,6 +930,31 @@ inline void PrintTo(const FakeRedis::Value &v, std::ostream *os) {
         break;
     }
     if (v.expire_at_ms) *os << " px@" << v.expire_at_ms;
+}
+
+// Redis Cluster's slot of a key: CRC16 (XMODEM) of its hash tag (the part
+// between the first '{' and the next '}', when not empty), else of all of it.
+inline unsigned crc16(const std::string &s) {
+    unsigned crc = 0;
+    for (unsigned char c : s) {
+        crc ^= static_cast<unsigned>(c) << 8;
+        for (int i = 0; i < 8; ++i) crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    }
+    return crc;
+}
+inline unsigned key_slot(const std::string &key) {
+    const std::size_t open = key.find('{');
+    if (open != std::string::npos) {
+        const std::size_t close = key.find('}', open + 1);
+        if (close != std::string::npos && close != open + 1) return crc16(key.substr(open + 1, close - open - 1)) % 16384;
+    }
+    return crc16(key) % 16384;
+}
+// Whether a call's keys would all be on one node of a cluster.
+inline bool one_slot(const std::vector<std::string> &keys) {
+    for (const std::string &k : keys)
+        if (key_slot(k) != key_slot(keys.front())) return false;
+    return true;
 }
 
 // Runs scripts by SHA-1 against a FakeRedis, one fresh interpreter per call.
@@ -838,13 +976,17 @@ public:
             return Reply::error("ERR Number of keys can't be greater than number of args");
         std::vector<std::string> keys(argv.begin() + 3, argv.begin() + 3 + numkeys);
         std::vector<std::string> args(argv.begin() + 3 + numkeys, argv.end());
-        return run(script->second, keys, args, "f_" + argv[1]);
+        if (!one_slot(keys)) return Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
+        return run(script->second, keys, args, "f_" + argv[1], true);
     }
 
     // Runs `text` directly (helpers extracted from a script, checks on them).
     // `funcname` is what error replies call the script (Redis: f_SHA1).
+    // `declared_only`: a command on a key not among `keys` is an error (as
+    // for every script the module sends: evalsha).
     Reply run(const std::string &text, const std::vector<std::string> &keys,
-              const std::vector<std::string> &args, const std::string &funcname = "f_test") {
+              const std::vector<std::string> &args, const std::string &funcname = "f_test",
+              bool declared_only = false) {
         lua_State *L = luaL_newstate();
         if (!L) return Reply::error("ERR out of memory");
         open_libs(L);
@@ -869,7 +1011,7 @@ public:
         lua_pushcfunction(L, &LuaRunner::error_handler);
         const int handler = lua_gettop(L);
         Reply reply;
-        redis_.begin_script();
+        redis_.begin_script(keys, declared_only);
         if (luaL_loadbuffer(L, text.data(), text.size(), "@user_script") != 0) {
             reply = Reply::error(std::string("ERR Error compiling script (new function): ") + lua_tostring(L, -1));
         } else if (lua_pcall(L, 0, 1, handler) != 0) {
@@ -938,7 +1080,7 @@ end
         switch (r.type) {
         case Reply::Type::nil: lua_pushboolean(L, 0); break;
         case Reply::Type::integer: lua_pushnumber(L, static_cast<lua_Number>(r.integer)); break;
-        case Reply::Type::bulk: lua_pushlstring(L, r.str.data(), r.str.size()); break;
+        case Reply::Type::string: lua_pushlstring(L, r.str.data(), r.str.size()); break;
         case Reply::Type::status:
             lua_newtable(L);
             lua_pushlstring(L, r.str.data(), r.str.size());

@@ -66,7 +66,7 @@ return {type(missing), tostring(missing), set['ok'], tostring(again), n + 1, red
     EXPECT_EQ(r.elements[3].str, "false");    // SET NX on an existing key
     EXPECT_EQ(r.elements[4].integer, 42);     // integer -> number
     EXPECT_EQ(r.elements[5].integer, 2);
-    EXPECT_EQ(r.elements[6].type, Reply::Type::bulk);
+    EXPECT_EQ(r.elements[6].type, Reply::Type::string);
     EXPECT_EQ(redis.get("a"), "x");
 }
 
@@ -107,18 +107,42 @@ TEST(FakeRedisLua, NumbersAreSentAsRedisFormatsThem) {
     EXPECT_FALSE(redis.exists("k"));
 }
 
+std::string at_or(FakeRedis &redis, const std::string &key) { return redis.get(key).value_or("(nil)"); }
+
 TEST(FakeRedisLua, EvalshaSplitsKeysAndArgsAndKnowsScriptsBySha) {
     FakeRedis redis;
     LuaRunner lua(redis);
     lua.add_script("sha", "return {KEYS[1], KEYS[2], ARGV[1], tostring(KEYS[3]), #ARGV}");
-    const Reply r = lua.evalsha({"EVALSHA", "sha", "2", "k1", "k2", "a1"});
+    const Reply r = lua.evalsha({"EVALSHA", "sha", "2", "{t}k1", "{t}k2", "a1"});
     ASSERT_EQ(r.type, Reply::Type::array) << r;
-    EXPECT_EQ(r.elements[0].str, "k1");
-    EXPECT_EQ(r.elements[1].str, "k2");
+    EXPECT_EQ(r.elements[0].str, "{t}k1");
+    EXPECT_EQ(r.elements[1].str, "{t}k2");
     EXPECT_EQ(r.elements[2].str, "a1");
     EXPECT_EQ(r.elements[3].str, "nil");
     EXPECT_EQ(r.elements[4].integer, 1);
     EXPECT_EQ(lua.evalsha({"EVALSHA", "other", "0"}).str.substr(0, 8), "NOSCRIPT");
+}
+
+// As a Redis Cluster node would: the keys of one call in one slot, and a
+// script touching only the keys it declared (so that a script building a key
+// name fails here rather than in a cluster).
+TEST(FakeRedisLua, KeysAreDeclaredAndInOneSlot) {
+    FakeRedis redis;
+    LuaRunner lua(redis);
+    lua.add_script("sha", "redis.call('SET', KEYS[1], '1') return redis.call('GET', ARGV[1])");
+    EXPECT_EQ(lua.evalsha({"EVALSHA", "sha", "2", "k1", "k2", "k1"}).str,
+              "CROSSSLOT Keys in request don't hash to the same slot");
+    EXPECT_FALSE(redis.exists("k1"));
+    EXPECT_EQ(lua.evalsha({"EVALSHA", "sha", "2", "{o}:a", "{o}:b", "{o}:b"}), Reply::nil());
+    EXPECT_EQ(at_or(redis, "{o}:a"), "1");
+    const Reply r = lua.evalsha({"EVALSHA", "sha", "1", "{o}:a", "{o}:c"});
+    ASSERT_TRUE(r.is_error()) << r;
+    EXPECT_NE(r.str.find("'{o}:c', which is not among its KEYS"), std::string::npos) << r.str;
+    // The slots Redis Cluster computes (CLUSTER KEYSLOT).
+    EXPECT_EQ(spendcap_test::key_slot("foo"), 12182u);
+    EXPECT_EQ(spendcap_test::key_slot("{user1000}.following"), spendcap_test::key_slot("{user1000}.followers"));
+    EXPECT_EQ(spendcap_test::key_slot("sc:{acme}:events"), spendcap_test::key_slot("acme"));
+    EXPECT_EQ(spendcap_test::key_slot("a{}b"), spendcap_test::crc16("a{}b") % 16384);  // an empty tag is no tag
 }
 
 TEST(FakeRedisLua, PcallReturnsTheErrorAndCallRaisesItWithItsCode) {
@@ -421,12 +445,12 @@ TEST_F(LuaScripts, AnAllowedReservationWritesEveryCheckedCounterOnceAndNoOther) 
     // request's own id), the request's field saying how to give every
     // checked counter back, kept a day past its deadline, which is in the
     // org's sorted set of deadlines.
-    EXPECT_EQ(redis.command({"TYPE", P + "resv:req-1"}), Reply::status("hash"));
+    EXPECT_TRUE(has(batch_record("req-1")));
     EXPECT_EQ(record("req-1"), (std::map<std::string, std::string>{
                                    {"req-1", "-300 spend:key:k1:d:2026-11-18\n-300 spend:key:k1:m:2026-11\n"
                                              "-1 reqs:key:k1:d:2026-11-18\n-1 rate:key:k1:rpm:2026-11-18T11:06\n"}}));
     EXPECT_EQ(record("req-1", "req-1"), record_of(l, 300, 40));
-    EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), kNow * 1000 + kDefaultReservationTtlMs + 86'400'000);
+    EXPECT_EQ(deadline_of("req-1"), static_cast<double>(kNow * 1000 + kDefaultReservationTtlMs));
     EXPECT_EQ(deadlines(), (std::vector<std::pair<std::string, double>>{
                                {"req-1", static_cast<double>(kNow * 1000 + kDefaultReservationTtlMs)}}));
     EXPECT_TRUE(events().empty());
@@ -486,7 +510,7 @@ TEST_F(LuaScripts, ARefusalWritesNothingButTheReachedEvent) {
     const auto before = redis.data();
     const std::vector<long long> reply = reserve_ints(l, kUsd);
     EXPECT_EQ(reply, (std::vector<long long>{0, 2, 9'500'000'000, 0}));
-    EXPECT_EQ(without(P + "reached:"), before);
+    EXPECT_EQ(without(P + "markers:"), before);
     const ReserveOutcome o = decode_reserve_reply(l, reply);
     ASSERT_EQ(o.kind, ReserveOutcome::Kind::blocked) << o.error;
     EXPECT_EQ(o.refused_by, std::optional<std::size_t>(1));
@@ -519,9 +543,9 @@ TEST_F(LuaScripts, AWarningFiresWhenAReservationCrossesTheThreshold) {
     reserve_ints(l, 2 * kUsd, 0, "req-2");
     EXPECT_EQ(events(), (std::vector<Event>{
                             warning("key", "k1", "monthly", "2026-11", "0.5", "5000000000", "10000000000")}));
-    const std::string marker = P + "warned:key:k1:m:2026-11:10000000000:0.5";
-    EXPECT_TRUE(redis.exists(marker));
-    EXPECT_EQ(redis.expire_at(marker), kMonthExpire);  // expires with its counter
+    const Marker marker = warned_marker("key:k1:m:2026-11:10000000000:0.5");
+    EXPECT_TRUE(has(marker));
+    EXPECT_EQ(expire_at(marker), kMonthExpire);  // expires with its counter
     EXPECT_EQ(redis.trims[kEvents], "MAXLEN ~ 10000");
 }
 
@@ -543,7 +567,7 @@ TEST_F(LuaScripts, NoWarningWhenTheCounterStartsAtOrAboveTheThreshold) {
     redis.set(kKeyMonthly, "7000000000");
     reserve_ints(l, kUsd, 0, "req-2");
     EXPECT_TRUE(events().empty());
-    EXPECT_FALSE(redis.exists(P + "warned:key:k1:m:2026-11:10000000000:0.5"));
+    EXPECT_FALSE(has(warned_marker("key:k1:m:2026-11:10000000000:0.5")));
 }
 
 TEST_F(LuaScripts, AWarningFiresOnceEvenWhenTheCounterFallsBackAndCrossesAgain) {
@@ -586,13 +610,13 @@ TEST_F(LuaScripts, OneBigReservationFiresEveryFractionItCrossesOnce) {
 TEST_F(LuaScripts, EachPeriodWarnsOnItsOwn) {
     use(policy_yaml("{ daily_usd: 10 }"));
     reserve_ints(ledger(), 6 * kUsd, 0, "req-1");
-    EXPECT_EQ(redis.expire_at(P + "warned:key:k1:d:2026-11-18:10000000000:0.5"), kDayExpire);
+    EXPECT_EQ(expire_at(warned_marker("key:k1:d:2026-11-18:10000000000:0.5")), kDayExpire);
     redis.now = kNow + 86400;
     reserve_ints(ledger("", kNow + 86400), 6 * kUsd, 0, "req-2");
     EXPECT_EQ(events(), (std::vector<Event>{
                             warning("key", "k1", "daily", "2026-11-18", "0.5", "6000000000", "10000000000"),
                             warning("key", "k1", "daily", "2026-11-19", "0.5", "6000000000", "10000000000")}));
-    EXPECT_EQ(redis.expire_at(P + "warned:key:k1:d:2026-11-19:10000000000:0.5"), kNextDayExpire);
+    EXPECT_EQ(expire_at(warned_marker("key:k1:d:2026-11-19:10000000000:0.5")), kNextDayExpire);
 }
 
 TEST_F(LuaScripts, EachCapAmountWarnsOnItsOwn) {
@@ -616,9 +640,9 @@ TEST_F(LuaScripts, EveryCappedCounterWarnsInCheckOrder) {
                             warning("key", "k1", "lifetime", "", "0.5", "6000000000", "10000000000"),
                             warning("project", "p", "monthly", "2026-11", "0.5", "6000000000", "10000000000")}));
     // A lifetime marker never expires.
-    const std::string life_marker = P + "warned:key:k1:life:10000000000:0.5";
-    EXPECT_TRUE(redis.exists(life_marker));
-    EXPECT_EQ(redis.expire_at(life_marker), 0);
+    const Marker life_marker = warned_marker("key:k1:life:10000000000:0.5");
+    EXPECT_TRUE(has(life_marker));
+    EXPECT_EQ(expire_at(life_marker), 0);
 }
 
 TEST_F(LuaScripts, TheThresholdIsTheCeilingOfCapTimesFraction) {
@@ -703,9 +727,9 @@ TEST_F(LuaScripts, TheFirstRefusalByACostCapSaysTheCapIsReached) {
     EXPECT_EQ(reserve_ints(l, kUsd, 0, "req-1")[0], 0);
     EXPECT_EQ(reserve_ints(l, kUsd, 0, "req-2")[0], 0);
     EXPECT_EQ(events(), (std::vector<Event>{reached("key", "k1", "monthly", "2026-11", "9500000000", "10000000000")}));
-    const std::string marker = P + "reached:key:k1:m:2026-11:10000000000";
-    EXPECT_TRUE(redis.exists(marker));
-    EXPECT_EQ(redis.expire_at(marker), kMonthExpire);
+    const Marker marker = reached_marker("key:k1:m:2026-11:10000000000");
+    EXPECT_TRUE(has(marker));
+    EXPECT_EQ(expire_at(marker), kMonthExpire);
     // A new period, a new event.
     redis.now = kNow + 30 * 86400;  // 2026-12-18
     const Ledger december = ledger("", kNow + 30 * 86400);
@@ -756,7 +780,7 @@ TEST_F(LuaScripts, RequestCapsCountRequests) {
     EXPECT_EQ(third, (std::vector<long long>{0, sent_position(l, 3), 2, 0}));
     EXPECT_EQ(label_of(l, decode_reserve_reply(l, third)), "key:daily_requests");
     EXPECT_EQ(at(P + "reqs:key:k1:d:2026-11-18"), "2");
-    EXPECT_FALSE(redis.exists(P + "resv:req-3"));
+    EXPECT_FALSE(has(batch_record("req-3")));
     // An uncapped request counter is counted at settlement, not before.
     const std::string org_reqs = P + "reqs:org:acme:m:2026-11";
     EXPECT_FALSE(redis.exists(org_reqs));
@@ -1131,7 +1155,7 @@ TEST_F(LuaScripts, AnExpiredKeyIsReportedOnce) {
     EXPECT_EQ(lua.evalsha(argv).integer, 1);
     EXPECT_EQ(lua.evalsha(argv).integer, 1);
     EXPECT_EQ(events(), (std::vector<Event>{{"type", "key_expired", "id", "k1", "expires_at", "2026-11-01T00:00:00Z"}}));
-    EXPECT_EQ(redis.expire_at(marker), kNow + 400 * 86400);
+    EXPECT_EQ(expire_at(marker), kNow + 400 * 86400);
     // A key without expires_at has nothing to report.
     use(policy_yaml(""));
     EXPECT_TRUE(key_expired_command("acme", *policy->find_key(kHash), kNow).empty());
@@ -1223,9 +1247,9 @@ TEST_F(LuaScripts, ASettlementReplacesTheEstimateByTheRealAmounts) {
     }
     // Its record (the batch's last field) and deadline are gone; an answered
     // request needs no marker; the org counts one settlement.
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(has(batch_record("req-1")));
     EXPECT_TRUE(deadlines().empty());
-    EXPECT_FALSE(redis.exists(P + "settled:req-1"));
+    EXPECT_FALSE(has(settled_marker("req-1")));
     EXPECT_EQ(settlements(), "1");
     EXPECT_EQ(redis.expire_at(P + "settlements"), 0);
 }
@@ -1268,10 +1292,10 @@ TEST_F(LuaScripts, AnUnreservedSettlementAddsTheRealAmounts) {
         }
     }
     // Marked settled, and its reserve's batch (its own id) turned away for a day.
-    EXPECT_EQ(at(P + "settled:req-1"), "1");
-    EXPECT_EQ(redis.expire_at(P + "settled:req-1"), kNow + 86400);
-    EXPECT_EQ(at(P + "gone:req-1"), "1");
-    EXPECT_EQ(redis.expire_at(P + "gone:req-1"), kNow + 86400);
+    EXPECT_EQ(at(settled_marker("req-1")), "1");
+    EXPECT_EQ(expire_at(settled_marker("req-1")), kNow + 86400);
+    EXPECT_EQ(at(gone_marker("req-1")), "1");
+    EXPECT_EQ(expire_at(gone_marker("req-1")), kNow + 86400);
     // Resent: nothing.
     const auto once = redis.data();
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1", std::nullopt, false).integer, 0);
@@ -1284,7 +1308,7 @@ TEST_F(LuaScripts, AnUnreservedSettlementAddsTheRealAmounts) {
     EXPECT_EQ(at(P + "tokens:key:k1:m:2026-11"), "240");
     EXPECT_EQ(at(kBalance), "48000000000");
     EXPECT_FALSE(redis.exists(kHeld));
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(settlements(), "2");
 }
 
@@ -1364,13 +1388,13 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
                                              "-1 rate:key:k1:rpm:2026-11-18T11:06\n"
                                              "-300 rate:key:k1:tpm:2026-11-18T11:06\n-8000000000 balance:held\n"}}));
     EXPECT_EQ(deadlines(), (Deadlines{{"req-1", static_cast<double>(t0 + 1000)}}));
-    EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), t0 + 1000 + 86'400'000);
+    EXPECT_EQ(deadline_of("req-1"), static_cast<double>(t0 + 1000));
     redis.command({"DEL", rpm});  // its minute went (or it was evicted)
 
     // Not yet due: nothing given back.
     redis.set_now_ms(t0 + 999);
     EXPECT_EQ(sweep(8).integer, 0);
-    EXPECT_TRUE(redis.exists(P + "resv:req-1"));
+    EXPECT_TRUE(has(batch_record("req-1")));
     EXPECT_EQ(at(kKeyDaily), "9000000000");
 
     // Due: the next reserve of the org gives it back before its checks, so
@@ -1388,12 +1412,12 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
     EXPECT_EQ(at(kBalance), "42000000000");
     EXPECT_EQ(at(kHeld), "9000000000");
     EXPECT_EQ(at(tpm), "350");
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(has(batch_record("req-1")));
     EXPECT_EQ(deadlines(), (Deadlines{{"req-2", static_cast<double>(t0 + 1000 + kDefaultReservationTtlMs)}}));
     EXPECT_TRUE(events().empty());
     // req-1 is known to have been given back, for a day.
-    EXPECT_EQ(at(P + "released:req-1"), "1");
-    EXPECT_EQ(redis.expire_at(P + "released:req-1"), kNow + 1 + 86400);
+    EXPECT_EQ(at(released_marker("req-1")), "1");
+    EXPECT_EQ(expire_at(released_marker("req-1")), kNow + 1 + 86400);
 
     // Once: neither a sweep nor another reserve gives it back again.
     const auto released = redis.data();
@@ -1416,7 +1440,7 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
                         }
                     },
                     "after the late settlement");
-    EXPECT_FALSE(redis.exists(P + "released:req-1"));  // counted: the marker has done its work
+    EXPECT_FALSE(has(released_marker("req-1")));  // counted: the marker has done its work
     const auto late = redis.data();
     EXPECT_EQ(settle(l, {8 * kUsd, 300}, {2 * kUsd, 100}, "req-1").integer, 0);
     EXPECT_EQ(redis.data(), late);
@@ -1436,7 +1460,7 @@ TEST_F(LuaScripts, AReservationPastItsDeadlineIsGivenBackByTheNextReserveOnce) {
                         }
                     },
                     "at the end");
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(settlements(), "2");
 }
 
@@ -1461,7 +1485,7 @@ TEST_F(LuaScripts, TheSweepGivesBackAtMostMostAndOnlyWhatIsDue) {
     EXPECT_EQ(sweep(1).integer, 1);           // at most one: the earliest deadline
     EXPECT_EQ(deadlines(), (Deadlines{{"req-b", static_cast<double>(t0 + 2000)},
                                       {"req-c", static_cast<double>(t0 + 5000)}}));
-    EXPECT_FALSE(redis.exists(P + "resv:req-a"));
+    EXPECT_FALSE(has(batch_record("req-a")));
     EXPECT_EQ(at(kKeyDaily), "7000000000");
     EXPECT_EQ(at(tokens), "130");
     EXPECT_EQ(at(kBalance), "44000000000");
@@ -1470,7 +1494,7 @@ TEST_F(LuaScripts, TheSweepGivesBackAtMostMostAndOnlyWhatIsDue) {
     EXPECT_EQ(deadlines(), (Deadlines{{"req-c", static_cast<double>(t0 + 5000)}}));
     EXPECT_EQ(at(kKeyDaily), "5000000000");
     EXPECT_EQ(sweep(5).integer, 0);
-    EXPECT_TRUE(redis.exists(P + "resv:req-c"));
+    EXPECT_TRUE(has(batch_record("req-c")));
 
     redis.set_now_ms(t0 + 4999);
     EXPECT_EQ(sweep(5).integer, 0);
@@ -1479,11 +1503,11 @@ TEST_F(LuaScripts, TheSweepGivesBackAtMostMostAndOnlyWhatIsDue) {
     EXPECT_EQ(sweep(5).integer, 1);
     // Every counter, balance and hold as before; no record, no set; each
     // request given back is marked so for a day.
-    EXPECT_EQ(without(P + "released:"), before);
+    EXPECT_EQ(without(keys::released("acme")), before);
     for (const char *rid : {"req-a", "req-b", "req-c"}) {
-        EXPECT_EQ(at(P + "released:" + rid), "1") << rid;
-        EXPECT_GT(redis.expire_at(P + "released:" + rid), kNow + 86400 - 1) << rid;
-        EXPECT_LE(redis.expire_at(P + "released:" + rid), kNow + 5 + 86400) << rid;
+        EXPECT_EQ(at(released_marker(rid)), "1") << rid;
+        EXPECT_GT(expire_at(released_marker(rid)), kNow + 86400 - 1) << rid;
+        EXPECT_LE(expire_at(released_marker(rid)), kNow + 5 + 86400) << rid;
     }
 }
 
@@ -1509,7 +1533,7 @@ TEST_F(LuaScripts, AReserveGivesBackExpiredOnesOnlyWhenARequestWouldBeRefusedAtM
     EXPECT_EQ(left[1].first, "old-9");
     EXPECT_EQ(left[2].first, "big");  // the same deadline as "new": member order
     EXPECT_EQ(left[3].first, "new");
-    for (int i = 0; i < 8; ++i) EXPECT_EQ(at(P + "released:old-" + std::to_string(i)), "1") << i;
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(at(released_marker("old-" + std::to_string(i))), "1") << i;
     // Refused even then (98 - 2 + 5 > 100): the two left go back, and it is
     // still refused, told once.
     EXPECT_EQ(reserve_ints(l, 5 * kUsd, 0, "over")[0], 0);
@@ -1526,7 +1550,7 @@ TEST_F(LuaScripts, DeadlinesAreRedisTimeInMilliseconds) {
     ASSERT_EQ(reserve_ints(l, kUsd, 0, "req-1", false, 1000)[0], 1);
     const std::int64_t deadline = kNow * 1000 + 500 + 1000;
     EXPECT_EQ(deadlines(), (Deadlines{{"req-1", static_cast<double>(deadline)}}));
-    EXPECT_EQ(redis.pexpire_at(P + "resv:req-1"), deadline + 86'400'000);
+    EXPECT_EQ(deadline_of("req-1"), static_cast<double>(deadline));
     redis.now = kNow + 1;
     redis.micros = 499'999;  // 1 ms short
     EXPECT_EQ(sweep(8).integer, 0);
@@ -1548,8 +1572,8 @@ TEST_F(LuaScripts, ASettlementBeforeTheDeadlineEndsTheReservation) {
     ASSERT_EQ(deadlines().size(), 1u);
     redis.set_now_ms(kNow * 1000 + 999);
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1").integer, 1);
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_FALSE(redis.exists(P + "deadlines"));  // its deadline is gone with it
+    EXPECT_FALSE(has(batch_record("req-1")));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));  // its deadline is gone with it
     EXPECT_EQ(at(kKeyDaily), "1000000000");
     EXPECT_EQ(at(kBalance), "49000000000");
     EXPECT_EQ(at(kHeld), "0");
@@ -1575,8 +1599,8 @@ TEST_F(LuaScripts, ALateReserveAfterItsSettlementChangesNothing) {
     // Redis): its settlement counts the real cost and leaves a tombstone for
     // its reserve's batch (its own id), for a day.
     EXPECT_EQ(settle(l, {2 * kUsd, 5}, {kUsd, 3}, "req-1", std::nullopt, false).integer, 1);
-    EXPECT_EQ(at(P + "gone:req-1"), "1");
-    EXPECT_EQ(redis.expire_at(P + "gone:req-1"), kNow + 86400);
+    EXPECT_EQ(at(gone_marker("req-1")), "1");
+    EXPECT_EQ(expire_at(gone_marker("req-1")), kNow + 86400);
     EXPECT_EQ(at(kKeyDaily), "2000000000");  // req-0's 1 + req-1's real 1
     redis.set_now_ms(kNow * 1000 + 10);
     const auto before = redis.data();
@@ -1591,20 +1615,20 @@ TEST_F(LuaScripts, ALateReserveAfterItsSettlementChangesNothing) {
         EXPECT_EQ(o.error, "reserve script found the request already settled");
         EXPECT_FALSE(o.refused_by.has_value());
     }
-    EXPECT_TRUE(redis.exists(P + "resv:req-0"));  // due, and left for a reserve that runs
+    EXPECT_TRUE(has(batch_record("req-0")));  // due, and left for a reserve that runs
     // A request refused before the provider settles without a reservation;
     // its reserve, arriving after, is turned away the same way.
     EXPECT_EQ(settle(l, {2 * kUsd, 5}, {0, 0, 0}, "req-9", std::nullopt, false).integer, 1);
     const auto marked = redis.data();
     EXPECT_EQ(reserve_ints(l, 2 * kUsd, 5, "req-9"), (std::vector<long long>{2}));
     EXPECT_EQ(redis.data(), marked);
-    EXPECT_FALSE(redis.exists(P + "resv:req-9"));
+    EXPECT_FALSE(has(batch_record("req-9")));
     // An answered request's settlement leaves no tombstone: its reserve has
     // landed, there is nothing late to turn away.
     ASSERT_EQ(reserve_ints(l, kUsd, 1, "req-5")[0], 1);
     EXPECT_EQ(settle(l, {kUsd, 1}, {kUsd, 1}, "req-5").integer, 1);
-    EXPECT_FALSE(redis.exists(P + "gone:req-5"));
-    EXPECT_FALSE(redis.exists(P + "settled:req-5"));
+    EXPECT_FALSE(has(gone_marker("req-5")));
+    EXPECT_FALSE(has(settled_marker("req-5")));
 }
 
 // ---------------------------------------------------------------------------
@@ -1630,9 +1654,9 @@ TEST_F(LuaScripts, ARefusedRequestGivesBackEverythingItReserved) {
     // The unchecked counters were not even written (by the reserve or the settlement).
     for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark) > 0, checked(l, c)) << c.key;
     EXPECT_TRUE(events().empty());
-    EXPECT_FALSE(redis.exists(P + "settled:req-1"));  // answered: its record's end is the proof
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(has(settled_marker("req-1")));  // answered: its record's end is the proof
+    EXPECT_FALSE(has(batch_record("req-1")));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1").integer, 0);
     EXPECT_EQ(without(P + "settlements"), before);
     EXPECT_EQ(settlements(), "1");
@@ -1660,21 +1684,21 @@ TEST_F(LuaScripts, ARefusedRequestWithoutAReservationOnlyMarksItSettled) {
     redis.set(kBalance, "50000000000");
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-0", std::nullopt, false).integer, 1);
     EXPECT_EQ(redis.data().size(), 4u);
-    EXPECT_EQ(at(P + "settled:req-0"), "1");
-    EXPECT_EQ(at(P + "gone:req-0"), "1");
+    EXPECT_EQ(at(settled_marker("req-0")), "1");
+    EXPECT_EQ(at(gone_marker("req-0")), "1");
     EXPECT_EQ(settlements(), "1");
     EXPECT_EQ(at(kBalance), "50000000000");
     // Counters in use stay exactly as they are.
     preset(l);
-    const std::vector<std::string> marks = {P + "settled:", P + "gone:", P + "settlements"};
+    const std::vector<std::string> marks = {keys::settled("acme"), keys::gone("acme"), P + "settlements"};
     const auto before = without(marks);
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-1", std::nullopt, false).integer, 1);
     EXPECT_EQ(without(marks), before);
     EXPECT_TRUE(events().empty());
-    EXPECT_TRUE(redis.exists(P + "settled:req-1"));
-    EXPECT_TRUE(redis.exists(P + "gone:req-1"));
+    EXPECT_TRUE(has(settled_marker("req-1")));
+    EXPECT_TRUE(has(gone_marker("req-1")));
     EXPECT_EQ(settlements(), "2");
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     // Answered, a request with no field in its record is one already
     // settled: nothing at all changes.
     const auto all = redis.data();
@@ -1800,9 +1824,9 @@ TEST_F(LuaScripts, AReservationReleasedAtItsDeadlineLeavesUncheckedCountersUntou
     redis.set_now_ms(t0 + 1000);
     const std::size_t mark = redis.log.size();
     EXPECT_EQ(sweep(8).integer, 1);
-    EXPECT_EQ(without(P + "released:"), before);
-    EXPECT_EQ(at(P + "released:req-1"), "1");  // for its late settlement
-    EXPECT_EQ(redis.expire_at(P + "released:req-1"), kNow + 1 + 86400);
+    EXPECT_EQ(without(keys::released("acme")), before);
+    EXPECT_EQ(at(released_marker("req-1")), "1");  // for its late settlement
+    EXPECT_EQ(expire_at(released_marker("req-1")), kNow + 1 + 86400);
     for (const Counter &c : l.counters) EXPECT_EQ(incrbys(c.key, mark), checked(l, c) ? 1u : 0u) << c.key;
 
     // The settlement comes late: the real amounts go to every spend, request
@@ -1826,7 +1850,7 @@ TEST_F(LuaScripts, AReservationReleasedAtItsDeadlineLeavesUncheckedCountersUntou
                                   c.kind == CounterKind::held;
         EXPECT_EQ(incrbys(c.key, late), rate_or_hold ? 0u : 1u) << c.key;
     }
-    EXPECT_FALSE(redis.exists(P + "released:req-1"));
+    EXPECT_FALSE(has(released_marker("req-1")));
     EXPECT_EQ(settlements(), "1");
     const auto settled = redis.data();
     EXPECT_EQ(settle(l, {4 * kUsd, 300}, {kUsd, 100}, "req-1").integer, 0);
@@ -1912,7 +1936,7 @@ TEST_F(LuaScripts, AReserveThatCannotAddLeavesEverythingAsItWas) {
         for (const std::string &key : {kKeyDaily, kKeyMonthly, kBalance})
             EXPECT_EQ(incrbys(key, mark), c.writes) << c.what << " " << key;
         EXPECT_EQ(redis.data(), before) << c.what;  // no counter, record, deadline or expiry left behind
-        EXPECT_FALSE(redis.exists(P + "resv:req-1")) << c.what;
+        EXPECT_FALSE(has(batch_record("req-1"))) << c.what;
         EXPECT_EQ(deadlines().size(), 1u) << c.what;
         EXPECT_EQ(at(kKeyDaily), "1000000005") << c.what;
         EXPECT_EQ(at(kBalance), "49000000000") << c.what;
@@ -1955,7 +1979,7 @@ TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
     EXPECT_EQ(record("req-1", "req-1"), record_of(l, 200, 0));
     EXPECT_FALSE(redis.exists(P + "settlements"));
     EXPECT_EQ(deadlines().size(), 1u);
-    EXPECT_FALSE(redis.exists(P + "settled:req-1"));
+    EXPECT_FALSE(has(settled_marker("req-1")));
     EXPECT_EQ(settle(l, {200, 0}, {100, 0}, "req-1").integer, 1);
     EXPECT_EQ(at(org_life), "9223372036854775100");  // the real cost, once
     EXPECT_EQ(at(kKeyDaily), "100");
@@ -1983,8 +2007,8 @@ TEST_F(LuaScripts, ASettlementThatCannotAddLeavesEverythingAsItWas) {
     EXPECT_EQ(r.str, "ERR increment or decrement would overflow");
     EXPECT_EQ(redis.data(), before);
     EXPECT_EQ(at(kKeyDaily), "100");
-    EXPECT_FALSE(redis.exists(P + "settled:req-2"));
-    EXPECT_FALSE(redis.exists(P + "gone:req-2"));
+    EXPECT_FALSE(has(settled_marker("req-2")));
+    EXPECT_FALSE(has(gone_marker("req-2")));
     EXPECT_EQ(settlements(), "1");  // req-1's only: the count is all or nothing with the counters
 }
 
@@ -2032,26 +2056,32 @@ TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {
     EXPECT_EQ(at(kKeyDaily), "1000000000");
     EXPECT_EQ(at(kBalance), "49000000000");
     EXPECT_EQ(at(kHeld), "0");
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(settlements(), "1");
 }
 
-// Redis refuses only a script's first write; giving a reservation back
-// (ZREM, DEL: writes Redis never refuses for memory) comes first, so such a
-// reserve runs whole. Either way nothing is left half-done.
-TEST_F(LuaScripts, UnderOomAReserveThatGivesBackFirstRunsWhole) {
+// Redis refuses only a script's first write. Giving a reservation back
+// starts with one it never refuses (ZREM), so under maxmemory a reservation
+// past its deadline still goes back whole; the reserve sent again after it
+// is refused whole, as any reserve is then. Nothing is left half-done.
+TEST_F(LuaScripts, UnderOomAReservationPastItsDeadlineStillGoesBackWhole) {
     use(policy_yaml("{ daily_usd: 10 }", ""));
     const Ledger l = ledger();
     ASSERT_EQ(reserve_ints(l, 6 * kUsd, 0, "req-0", false, 1)[0], 1);
     redis.set_now_ms(kNow * 1000 + 1);
     redis.oom = true;
-    const std::vector<long long> reply = reserve_ints(l, 6 * kUsd, 0, "req-1");
-    ASSERT_GE(reply.size(), 4u);
-    EXPECT_EQ(reply[0], 1);
+    const Reply reply = reserve(l, 6 * kUsd, 0, "req-1");
+    EXPECT_EQ(given_back_first, 1);
+    ASSERT_TRUE(reply.is_error()) << reply;
+    EXPECT_EQ(reply.str.rfind("OOM", 0), 0u) << reply.str;
+    EXPECT_EQ(at(kKeyDaily), "0");
+    EXPECT_FALSE(has(batch_record("req-0")));
+    EXPECT_TRUE(has(released_marker("req-0")));
+    EXPECT_FALSE(has(batch_record("req-1")));
+    EXPECT_TRUE(deadlines().empty());
+    redis.oom = false;
+    EXPECT_EQ(reserve_ints(l, 6 * kUsd, 0, "req-1")[0], 1);
     EXPECT_EQ(at(kKeyDaily), "6000000000");
-    EXPECT_FALSE(redis.exists(P + "resv:req-0"));
-    EXPECT_TRUE(redis.exists(P + "resv:req-1"));
-    EXPECT_EQ(deadlines().size(), 1u);
 }
 
 
@@ -2072,11 +2102,12 @@ TEST_F(LuaScripts, ReserveAtAnotherConfigVersionIsStaleAndWritesNothing) {
     EXPECT_EQ(decode_reserve_reply(l, {3}).kind, ReserveOutcome::Kind::stale);
     EXPECT_EQ(redis.data(), before);  // no counter, no record, no deadline
     EXPECT_FALSE(redis.exists(kKeyDaily));
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(has(batch_record("req-1")));
     EXPECT_TRUE(deadlines().empty());
     EXPECT_TRUE(events().empty());
     for (std::size_t i = logged; i < redis.log.size(); ++i)
-        EXPECT_TRUE(redis.log[i][0] == "EXISTS" || redis.log[i][0] == "TIME" || redis.log[i][0] == "MGET")
+        EXPECT_TRUE(redis.log[i][0] == "EXISTS" || redis.log[i][0] == "TIME" || redis.log[i][0] == "MGET"
+                    || redis.log[i][0] == "ZSCORE")
             << redis.log[i][0];
     // A request the caps would refuse: still {3}, no spend_cap_reached.
     EXPECT_EQ(reserve(l, 11 * kUsd, 0, "req-2"), stale);
@@ -2129,70 +2160,9 @@ TEST_F(LuaScripts, BatchAtAnotherConfigVersionIsStaleForEveryRequest) {
 }
 
 // ---------------------------------------------------------------------------
-// The management API's scripts (admin_ops.cpp), taken from the Commands its
-// Operations send, run against the in-memory Redis. The fake has no INCR,
-// HGET, SADD or SMEMBERS: a prelude in front of each admin script maps them
-// onto what it has (INCRBY 1, HMGET's first value, a set kept as a hash of
-// members -> "1"), leaving the script's own text as it is.
+// The management API's scripts (admin/ops.cpp), taken from the Commands its
+// Operations send, run against the in-memory Redis as they are.
 
-const char *const kAdminShim = R"lua(local sc_call, sc_pcall = redis.call, redis.pcall
-local function sc_shim(f)
-  return function(cmd, ...)
-    local c = string.upper(cmd)
-    if c == 'INCR' then
-      local k = ...
-      return f('INCRBY', k, '1')
-    elseif c == 'HGET' then
-      local k, name = ...
-      local r = f('HMGET', k, name)
-      if type(r) == 'table' and r.err then return r end
-      return r[1]
-    elseif c == 'SADD' then
-      local args, added = {...}, 0
-      for i = 2, #args do
-        local r = f('HSET', args[1], args[i], '1')
-        if type(r) == 'table' and r.err then return r end
-        added = added + r
-      end
-      return added
-    elseif c == 'SMEMBERS' then
-      local r = f('HGETALL', (...))
-      if type(r) == 'table' and r.err then return r end
-      local out = {}
-      for i = 1, #r, 2 do out[#out + 1] = r[i] end
-      return out
-    end
-    return f(cmd, ...)
-  end
-end
-redis.call = sc_shim(sc_call)
-redis.pcall = sc_shim(sc_pcall)
-)lua";
-
-admin::Reply to_admin(const Reply &r) {
-    admin::Reply out;
-    switch (r.type) {
-    case Reply::Type::nil: out.type = admin::Reply::Type::nil; break;
-    case Reply::Type::integer:
-        out.type = admin::Reply::Type::integer;
-        out.integer = r.integer;
-        break;
-    case Reply::Type::bulk:
-    case Reply::Type::status:
-        out.type = admin::Reply::Type::string;
-        out.str = r.str;
-        break;
-    case Reply::Type::error:
-        out.type = admin::Reply::Type::error;
-        out.str = r.str;
-        break;
-    case Reply::Type::array:
-        out.type = admin::Reply::Type::array;
-        for (const Reply &e : r.elements) out.elements.push_back(to_admin(e));
-        break;
-    }
-    return out;
-}
 
 Fields fields_of(const Reply &r) {
     Fields out;
@@ -2216,19 +2186,19 @@ protected:
                                                   now * 1000);
     }
     // One command as Redis runs it (its script behind the shim).
-    Reply run(const admin::Command &c) {
+    Reply run(const Command &c) {
         EXPECT_NE(c.script, nullptr);
         EXPECT_EQ(c.argv.at(1), sha1_hex(*c.script));
-        lua.add_script(c.argv.at(1), std::string(kAdminShim) + *c.script);
+        lua.add_script(c.argv.at(1), *c.script);
         return lua.evalsha(c.argv);
     }
     // Runs the operation to its answer; the commands' replies.
     std::vector<Reply> drive(admin::Operation &op) {
         std::vector<Reply> replies;
-        std::optional<admin::Command> c = op.start();
+        std::optional<Command> c = op.start();
         for (int i = 0; c && i < 12; ++i) {
             replies.push_back(run(*c));
-            c = op.next(to_admin(replies.back()));
+            c = op.next(replies.back());
         }
         EXPECT_FALSE(c) << "the operation did not finish";
         return replies;
@@ -2250,17 +2220,17 @@ protected:
 
     // What the request path reads, through the real read scripts.
     std::optional<KeyLookup> read_lookup(const std::string &sha) {
-        const Reply r = lua.evalsha(key_lookup_command(sha));
+        const Reply r = lua.evalsha(key_lookup_command(sha).argv);
         return parse_key_lookup(fields_of(r));
     }
     OrgRecords read_records(const std::string &key_id, const std::string &project = "p",
                             const std::string &customer = "") {
-        const Reply r = lua.evalsha(org_records_command("acme", key_id, project, customer));
+        const Reply r = lua.evalsha(org_records_command("acme", key_id, project, customer).argv);
         OrgRecords records;
         EXPECT_EQ(r.type, Reply::Type::array) << r;
         EXPECT_EQ(r.elements.size(), 5u) << r;
         if (r.type != Reply::Type::array || r.elements.size() != 5) return records;
-        EXPECT_EQ(r.elements[0].type, Reply::Type::bulk) << r;
+        EXPECT_EQ(r.elements[0].type, Reply::Type::string) << r;
         records.version = r.elements[0].str;
         records.key = fields_of(r.elements[1]);
         records.project = fields_of(r.elements[2]);
@@ -2310,14 +2280,17 @@ TEST_F(LuaScriptsAdmin, OrgRecordsReadsTheVersionAndEveryRecord) {
 TEST_F(LuaScriptsAdmin, ApplyAbsentOnAnExistingRecordChangesNothing) {
     use(policy_yaml("{ daily_usd: 10 }"));
     auto op = make("POST", "/keys", R"({"project":"p","id":"key_x"})");
-    std::optional<admin::Command> c = op->start();
+    std::optional<Command> c = op->start();
     ASSERT_TRUE(c);
-    const std::string lookup_key = c->argv.at(4);
-    EXPECT_EQ(run(*c).integer, 1);  // the global step: the id is free
-    EXPECT_EQ(at("sc:keyid:key_x"), "acme");
+    const std::string lookup_key = c->argv.at(3);
+    EXPECT_EQ(run(*c).integer, 1);  // the global steps, each in its slot: the secret's lookup
     EXPECT_EQ(redis.hash(lookup_key), (std::map<std::string, std::string>{
                                           {"id", "key_x"}, {"org", "acme"}, {"project", "p"}}));
-    c = op->next(admin::Reply{admin::Reply::Type::integer, 1, "", {}});
+    c = op->next(Reply::of_integer(1));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(run(*c).integer, 1);  // and the id, free
+    EXPECT_EQ(at("sc:keyid:key_x"), "acme");
+    c = op->next(Reply::of_integer(1));
     ASSERT_TRUE(c);
     // Someone holds a record of that id in the org.
     redis.hset(P + "key:key_x", "source", "api");
@@ -2328,11 +2301,11 @@ TEST_F(LuaScriptsAdmin, ApplyAbsentOnAnExistingRecordChangesNothing) {
     EXPECT_EQ(redis.data(), before);  // no field, no version, no event, no set member
     EXPECT_TRUE(events().empty());
     // The operation gives the new secret's lookup back, then answers 409.
-    c = op->next(to_admin(r));
+    c = op->next(r);
     ASSERT_TRUE(c);
     run(*c);
     EXPECT_FALSE(redis.exists(lookup_key));
-    EXPECT_FALSE(op->next(admin::Reply{admin::Reply::Type::integer, 1, "", {}}));
+    EXPECT_FALSE(op->next(Reply::of_integer(1)));
     EXPECT_EQ(op->response().status, 409);
     EXPECT_EQ(redis.hash(P + "key:key_x"), (std::map<std::string, std::string>{{"source", "api"}}));
 }
@@ -2348,7 +2321,7 @@ TEST_F(LuaScriptsAdmin, CreatedKeyIsFoundByItsSecretAndCapped) {
     const std::string sha = sha256_hex(secret);
     EXPECT_EQ(at("sc:keyid:key_x"), "acme");
     EXPECT_EQ(at(P + "config"), "1");
-    EXPECT_EQ(redis.hash(P + "keys").count("key_x"), 1u);  // the org's set of API keys (a hash in the fake)
+    EXPECT_EQ(redis.members(P + "keys").count("key_x"), 1u);  // the org's set of API keys
     const auto record = redis.hash(P + "key:key_x");
     EXPECT_EQ(record.at("source"), "api");
     EXPECT_EQ(record.at("sha256"), sha);
@@ -2471,7 +2444,7 @@ TEST_F(LuaScriptsAdmin, TopupCreditsOncePerIdempotencyKey) {
     EXPECT_EQ(at(kBalance), "6000");
     const std::string marker = P + "topup:" + sha256_hex("t-1");
     EXPECT_EQ(at(marker), "1000 6000 0");  // amount, balance (reservations drawn), held
-    EXPECT_EQ(redis.expire_at(marker), kNow + 34560000);
+    EXPECT_EQ(expire_at(marker), kNow + 34560000);
     EXPECT_EQ(events(), (std::vector<Event>{{"type", "topup", "amount_nanousd", "1000", "idempotency_key", "t-1",
                                              "balance_nanousd", "6000", "by", "api"}}));
 

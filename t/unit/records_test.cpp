@@ -5,6 +5,7 @@
 // the two reads the request path sends.
 #include "base/digest.h"
 #include "identity/records.h"
+#include "redis/keys.h"
 #include "redis/script.h"
 
 #include <gtest/gtest.h>
@@ -504,11 +505,11 @@ TEST_F(RecordsTest, ParseKeyLookupNeedsThreeValidIds) {
 }
 
 TEST(RecordsLayout, KeyNames) {
-    EXPECT_EQ(org_key_prefix("acme"), "sc:{acme}:");
-    EXPECT_EQ(key_lookup_key("ab12"), "sc:key:ab12");
-    EXPECT_EQ(key_id_key("key_1"), "sc:keyid:key_1");
-    EXPECT_EQ(project_index_key("p1"), "sc:project:p1");
-    EXPECT_EQ(config_version_key("acme"), "sc:{acme}:config");
+    EXPECT_EQ(keys::org_prefix("acme"), "sc:{acme}:");
+    EXPECT_EQ(keys::key_lookup("ab12"), "sc:key:ab12");
+    EXPECT_EQ(keys::key_id("key_1"), "sc:keyid:key_1");
+    EXPECT_EQ(keys::project_index("p1"), "sc:project:p1");
+    EXPECT_EQ(keys::config("acme"), "sc:{acme}:config");
     const Fields f{{"a", "1"}, {"b", ""}};
     ASSERT_NE(field(f, "b"), nullptr);
     EXPECT_EQ(*field(f, "b"), "");
@@ -518,11 +519,11 @@ TEST(RecordsLayout, KeyNames) {
 // ---------------------------------------------------------------- commands
 
 TEST(RecordsCommands, OrgRecordsCommandShape) {
-    const std::vector<std::string> argv = org_records_command("acme", "k1", "acme-prod", "");
+    const std::vector<std::string> argv = org_records_command("acme", "k1", "acme-prod", "").argv;
     EXPECT_EQ(argv, (std::vector<std::string>{"EVALSHA", scripts::org_records().sha1, "4", "sc:{acme}:config",
                                               "sc:{acme}:key:k1", "sc:{acme}:project:acme-prod",
                                               "sc:{acme}:org"}));
-    const std::vector<std::string> with = org_records_command("acme", "k1", "acme-prod", "cust_42");
+    const std::vector<std::string> with = org_records_command("acme", "k1", "acme-prod", "cust_42").argv;
     EXPECT_EQ(with, (std::vector<std::string>{"EVALSHA", scripts::org_records().sha1, "5", "sc:{acme}:config",
                                               "sc:{acme}:key:k1", "sc:{acme}:project:acme-prod", "sc:{acme}:org",
                                               "sc:{acme}:customer:cust_42"}));
@@ -532,12 +533,12 @@ TEST(RecordsCommands, OrgRecordsCommandShape) {
 
 TEST(RecordsCommands, KeyLookupCommandShape) {
     const std::string sha = sha256_hex("x");
-    EXPECT_EQ(key_lookup_command(sha),
+    EXPECT_EQ(key_lookup_command(sha).argv,
               (std::vector<std::string>{"EVALSHA", scripts::hgetall().sha1, "1", "sc:key:" + sha}));
 }
 
 TEST(RecordsCommands, ApiOrgsSampleCommandShape) {
-    EXPECT_EQ(api_orgs_sample_command(8), (std::vector<std::string>{"EVALSHA", scripts::api_orgs_sample().sha1,
+    EXPECT_EQ(api_orgs_sample_command(8).argv, (std::vector<std::string>{"EVALSHA", scripts::api_orgs_sample().sha1,
                                                                       "1", "sc:orgs", "8"}));
 }
 

@@ -4,6 +4,7 @@
 // lua_scripts_test.cpp, against an in-memory Redis.)
 #include "base/digest.h"
 #include "accounting/reservation.h"
+#include "accounting/sweep.h"
 
 #include <gtest/gtest.h>
 
@@ -372,27 +373,119 @@ Ledger small_ledger() {
     return l;
 }
 
-TEST(SweepCommand, ArgvShape) {
-    // KEYS: the org's deadlines, and those of reservations made before batches.
-    EXPECT_EQ(sweep_command("acme", 8),
-              (std::vector<std::string>{"EVALSHA", scripts::sweep().sha1, "2", "sc:{acme}:deadlines",
-                                        "sc:{acme}:reservations", "sc:{acme}:", "8"}));
-    // At least one per run.
-    EXPECT_EQ(sweep_command("acme", 0).back(), "1");
-    EXPECT_EQ(sweep_command("acme", -5).back(), "1");
-    EXPECT_EQ(sweep_command("o", 1000).back(), "1000");
+std::vector<std::string> keys_of(const Command &c) {
+    const std::size_t n = std::stoul(c.argv.at(2));
+    return {c.argv.begin() + 3, c.argv.begin() + 3 + static_cast<std::ptrdiff_t>(n)};
+}
+std::vector<std::string> args_of(const Command &c) {
+    const std::size_t n = std::stoul(c.argv.at(2));
+    return {c.argv.begin() + 3 + static_cast<std::ptrdiff_t>(n), c.argv.end()};
+}
+Reply strings(std::vector<std::string> items) {
+    std::vector<Reply> out;
+    for (std::string &item : items) out.push_back(Reply::bulk(std::move(item)));
+    return Reply::array(std::move(out));
 }
 
-// A reserve argv taken apart (see the comment above kReserveBody): KEYS are
-// C counters, the batch's record, the deadlines, the events stream and, with
-// a plan's ceiling, sc:{ORG}:cleared; ARGV is C, M, H, prefix, ttl, batch id,
-// 5 fields per counter, R and the decided counter, 3 fields per row, the
-// chains (K and K indices), then 6 fields per request.
+TEST(ReservationSweep, EveryCommandNamesTheKeysItTouches) {
+    ReservationSweep sweep("acme", 8);
+    std::optional<Command> c = sweep.start();
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->argv[1], scripts::sweep().sha1);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:settled", "sc:{acme}:released", "sc:{acme}:gone"}));
+    c = sweep.next(Reply::of_integer(0));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->argv[1], scripts::due().sha1);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:reserved:deadlines", "sc:{acme}:reserved"}));
+    EXPECT_EQ(args_of(*c), (std::vector<std::string>{"8"}));
+    // Two batches due: the release names every counter their lines name, once.
+    Reply due = strings({"b1", "", "r1", "-5 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n", "b2", "",
+                         "r2", "-7 spend:key:k1:d:2026-11-18\n"});
+    due.elements[1] = Reply::of_integer(1);
+    due.elements[5] = Reply::of_integer(1);
+    c = sweep.next(due);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->argv[1], scripts::release().sha1);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:reserved", "sc:{acme}:reserved:deadlines",
+                                                     "sc:{acme}:released", "sc:{acme}:spend:key:k1:d:2026-11-18",
+                                                     "sc:{acme}:reqs:key:k1:m:2026-11"}));
+    EXPECT_EQ(args_of(*c), (std::vector<std::string>{"10", "b1", "b2"}));
+    // Then the layout before: a batch record and a single request's record.
+    c = sweep.next(Reply::of_integer(2));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->argv[1], scripts::legacy_due().sha1);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:deadlines", "sc:{acme}:reservations"}));
+    c = sweep.next(strings({"b0", "", "r0"}));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->argv[1], scripts::legacy_read().sha1);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:resv:b0"}));
+    c = sweep.next(strings({"r5", "-1 x\n"}));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->argv[1], scripts::legacy_release().sha1);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:deadlines", "sc:{acme}:resv:b0",
+                                                     "sc:{acme}:released:r5", "sc:{acme}:x"}));
+    EXPECT_EQ(args_of(*c), (std::vector<std::string>{"10", "b0", "1", "r5"}));
+    c = sweep.next(Reply::of_integer(1));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:resv:r0"}));
+    c = sweep.next(Reply::array({}));  // gone meanwhile: only its deadline goes
+    ASSERT_TRUE(c);
+    EXPECT_EQ(keys_of(*c), (std::vector<std::string>{"sc:{acme}:reservations", "sc:{acme}:resv:r0"}));
+    EXPECT_EQ(args_of(*c), (std::vector<std::string>{"10", "r0", "0"}));
+    EXPECT_FALSE(sweep.next(Reply::of_integer(0)));
+    EXPECT_EQ(sweep.given_back(), 3);
+    // Every command of one org stays in its slot (the global ones excepted).
+    for (const char *k : {"sc:{acme}:settled", "sc:{acme}:resv:r0"}) EXPECT_EQ(std::string(k).rfind("sc:{acme}:", 0), 0u);
+}
+
+TEST(ReservationSweep, DueOnlyAndWhatItSkips) {
+    ReservationSweep due("acme", 0, true);
+    std::optional<Command> c = due.start();
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->argv[1], scripts::due().sha1);
+    EXPECT_EQ(args_of(*c), (std::vector<std::string>{"1"}));  // at least one
+    EXPECT_FALSE(due.next(Reply::array({})));                  // nothing due: done
+    ReservationSweep malformed("acme", 4, true);
+    malformed.start();
+    // lines without a name, an error reply, a count past the reply: nothing released
+    Reply bad = strings({"b1", "", "r1", "-5\n"});
+    bad.elements[1] = Reply::of_integer(1);
+    EXPECT_FALSE(malformed.next(bad));
+    ReservationSweep error("acme", 4, true);
+    error.start();
+    EXPECT_FALSE(error.next(Reply::error("ERR boom")));
+    ReservationSweep overlong("acme", 4, true);
+    overlong.start();
+    Reply longer = strings({"b1", ""});
+    longer.elements[1] = Reply::of_integer(3);
+    EXPECT_FALSE(overlong.next(longer));
+}
+
+TEST(ReservationSweep, CountersNamed) {
+    std::vector<std::string> keys;
+    EXPECT_TRUE(counters_named("o", "", keys));
+    EXPECT_TRUE(keys.empty());
+    EXPECT_TRUE(counters_named("o", "-1 a\n-2 b\n-3 a\n", keys));
+    EXPECT_EQ(keys, (std::vector<std::string>{"sc:{o}:a", "sc:{o}:b"}));
+    for (const char *bad : {"-1 a", "-1\n", " a\n", "-1 \n"}) {
+        std::vector<std::string> k;
+        EXPECT_FALSE(counters_named("o", bad, k)) << bad;
+    }
+}
+
+// A reserve argv taken apart (reserve.lua's header): KEYS are C counters,
+// the org's reservations, their deadlines, the events stream, the config
+// version, the gone batches, G markers hashes and, with a plan's ceiling,
+// sc:{ORG}:cleared; ARGV is C, M, H, G, ttl, batch id, the prefix's length,
+// check_due, 7 fields per counter, R and the decided counter, 3 fields per
+// row, the chains (K and K indices), then 6 fields per request, then the
+// config version.
 struct ReserveArgs {
-    std::size_t counters = 0, requests = 0, chains_count = 0;
+    std::size_t counters = 0, requests = 0, chains_count = 0, markers = 0;
     std::vector<std::string> keys;                  // all KEYS
-    std::string prefix, ttl, batch, version;
+    std::string prefix_length, ttl, batch, version, check_due;
     std::vector<std::vector<std::string>> fields;   // per counter: kind, amount, cap, expire_at, warn
+    std::vector<std::string> marks, labels;         // per counter: its markers hash (index), its label
     std::size_t rows = 0, decided = 0;
     std::vector<std::vector<std::string>> ceiling;  // per row: cleared_min, cap, warn
     std::vector<std::vector<std::size_t>> chains;   // 1-based counter indices
@@ -405,23 +498,29 @@ ReserveArgs parse_reserve(const std::vector<std::string> &argv) {
     if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != scripts::reserve().sha1) return a;
     const std::size_t numkeys = std::stoul(argv[2]);
     std::size_t p = 3 + numkeys;
-    if (p + 6 > argv.size()) return a;
+    if (p + 8 > argv.size()) return a;
     a.keys.assign(argv.begin() + 3, argv.begin() + static_cast<std::ptrdiff_t>(p));
     a.counters = std::stoul(argv[p]);
     a.requests = std::stoul(argv[p + 1]);
     a.chains_count = std::stoul(argv[p + 2]);
-    a.prefix = argv[p + 3];
+    a.markers = std::stoul(argv[p + 3]);
     a.ttl = argv[p + 4];
     a.batch = argv[p + 5];
-    p += 6;
-    if (p + 5 * a.counters + 2 > argv.size()) return a;
-    for (std::size_t i = 0; i < a.counters; ++i, p += 5)
+    a.prefix_length = argv[p + 6];
+    a.check_due = argv[p + 7];
+    p += 8;
+    if (p + 7 * a.counters + 2 > argv.size()) return a;
+    for (std::size_t i = 0; i < a.counters; ++i, p += 7) {
         a.fields.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
                               argv.begin() + static_cast<std::ptrdiff_t>(p + 5));
+        a.marks.push_back(argv[p + 5]);
+        a.labels.push_back(argv[p + 6]);
+        if (std::stoul(argv[p + 5]) > a.markers) return a;
+    }
     a.rows = std::stoul(argv[p]);
     a.decided = std::stoul(argv[p + 1]);
     p += 2;
-    if (numkeys != a.counters + (a.decided > 0 ? 4 : 3)) return a;
+    if (numkeys != a.counters + 5 + a.markers + (a.decided > 0 ? 1 : 0)) return a;
     if (a.decided > a.counters || p + 3 * a.rows > argv.size()) return a;
     for (std::size_t r = 0; r < a.rows; ++r, p += 3)
         a.ceiling.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
@@ -458,14 +557,19 @@ TEST(ReserveCommand, ArgvShape) {
     EXPECT_EQ(reserve_command(l, Amounts{300'000'000, 40}, "rid", false),
               (std::vector<std::string>{
                   // only the checked counters: the uncapped lifetime spend gets no KEYS entry
-                  "EVALSHA", scripts::reserve().sha1, "5",
+                  "EVALSHA", scripts::reserve().sha1, "7",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                  "sc:{acme}:resv:rid", "sc:{acme}:deadlines", "sc:{acme}:events",
-                  // C, M, H, prefix, ttl (ms), batch id (a batch of one is its request's id)
-                  "2", "1", "1", "sc:{acme}:", "900000", "rid",
-                  // kind, what a request adds, cap, expire_at, warn thresholds (fraction=threshold)
-                  "s", "$", "2000000000", "1798070400", "0.5=1000000000",
-                  "c", "1", "100", "1830643200", "",  // thresholds only for cost caps
+                  // the org's reservations, their deadlines, the events, the config
+                  // version, the gone batches (no markers: these counters have no label)
+                  "sc:{acme}:reserved", "sc:{acme}:reserved:deadlines", "sc:{acme}:events", "sc:{acme}:config",
+                  "sc:{acme}:gone",
+                  // C, M, H, G, ttl (ms), batch id (a batch of one is its request's id),
+                  // the prefix's length, check_due
+                  "2", "1", "1", "0", "900000", "rid", "10", "1",
+                  // kind, what a request adds, cap, expire_at, warn thresholds
+                  // (fraction=threshold), markers hash (0 none), label
+                  "s", "$", "2000000000", "1798070400", "0.5=1000000000", "0", "",
+                  "c", "1", "100", "1830643200", "", "0", "",  // thresholds only for cost caps
                   "0", "0",                           // no ceiling rows, no counter they decide
                   "2", "1", "2",                      // one chain: both counters, in check order
                   // the request: id, dry run, chain, cost, tokens, and the release record
@@ -493,7 +597,7 @@ TEST(ReserveCommand, ArgvShape) {
 
 TEST(ReserveCommand, TheTtlIsBounded) {
     const Ledger l = small_ledger();
-    const std::size_t ttl = 3 + (2 + 3) + 4;  // ARGV[5], after 2 sent counters and 3 fixed keys
+    const std::size_t ttl = 3 + (2 + 5) + 4;  // ARGV[5], after 2 sent counters and 5 fixed keys
     ASSERT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false)[ttl + 1], "rid");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 5000)[ttl], "5000");
     EXPECT_EQ(reserve_command(l, Amounts{1, 1}, "rid", false, 0)[ttl], "1");
@@ -517,7 +621,7 @@ TEST(ReserveCommand, DryRunAndAnEstimateAboveTheCap) {
     const std::vector<std::string> dry = reserve_command(l, Amounts{3 * kUsd, 0}, "r", true);
     const ReserveArgs a = parse_reserve(dry);
     ASSERT_TRUE(a.ok);
-    ASSERT_EQ(dry.size(), 3u + (2 + 3) + 6 + 5 * 2 + 2 + 3 + 6 + 1);  // 2 checked counters sent, the lifetime spend not
+    ASSERT_EQ(dry.size(), 3u + (2 + 5) + 8 + 7 * 2 + 2 + 3 + 6 + 1);  // 2 checked counters sent, the lifetime spend not
     EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "2000000000", "1798070400", "0.5=1000000000"}));
     ASSERT_EQ(a.items.size(), 1u);
     EXPECT_EQ(a.items[0], (std::vector<std::string>{"r", "1", "1", "3000000000", "0",
@@ -548,13 +652,14 @@ TEST(ReserveCommand, WithCeilingsAndABalance) {
     l.ceilings = {CeilingRow{0, 0, 1000}, CeilingRow{50, 14, 3000}};
     EXPECT_EQ(reserve_command(l, Amounts{400, 9}, "r1", true),
               (std::vector<std::string>{
-                  "EVALSHA", scripts::reserve().sha1, "7",
+                  "EVALSHA", scripts::reserve().sha1, "9",
                   "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:balance", "sc:{o}:balance:held",
-                  "sc:{o}:resv:r1", "sc:{o}:deadlines", "sc:{o}:events", "sc:{o}:cleared",
-                  "3", "1", "1", "sc:{o}:", "900000", "r1",
-                  "s", "$", "", "1830643200", "",  // the ceiling's cap comes from its row
-                  "b", "-", "", "0", "",           // the balance: drawn, must hold at least the estimate
-                  "h", "$", "", "0", "",           // the hold: counted, not checked
+                  "sc:{o}:reserved", "sc:{o}:reserved:deadlines", "sc:{o}:events", "sc:{o}:config", "sc:{o}:gone",
+                  "sc:{o}:cleared",
+                  "3", "1", "1", "0", "900000", "r1", "7", "1",
+                  "s", "$", "", "1830643200", "", "0", "",  // the ceiling's cap comes from its row
+                  "b", "-", "", "0", "", "0", "",           // the balance: drawn, must hold at least the estimate
+                  "h", "$", "", "0", "", "0", "",           // the hold: counted, not checked
                   "2", "1",                        // rows, the counter they decide (1-based)
                   "0", "1000", "0.5=500",          // cleared_min, monthly cap, warn thresholds
                   "50", "3000", "0.5=1500",
@@ -564,7 +669,7 @@ TEST(ReserveCommand, WithCeilingsAndABalance) {
     // Another estimate changes the request's part only.
     const std::vector<std::string> small = reserve_command(l, Amounts{400, 9}, "r1", false);
     const std::vector<std::string> big = reserve_command(l, Amounts{2000, 0}, "r1", false);
-    ASSERT_EQ(big.size(), 3u + 7 + 6 + 15 + 2 + 6 + 4 + 6 + 1);
+    ASSERT_EQ(big.size(), 3u + 9 + 8 + 21 + 2 + 6 + 4 + 6 + 1);
     ASSERT_EQ(small.size(), big.size());
     EXPECT_EQ(std::vector<std::string>(big.begin(), big.end() - 7),
               std::vector<std::string>(small.begin(), small.end() - 7));
@@ -595,8 +700,10 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
         EXPECT_EQ(l.counters[i].cap.has_value(), std::find(capped.begin(), capped.end(), i) != capped.end())
             << l.counters[i].key;
     const std::size_t n = capped.size();
-    ASSERT_EQ(argv.size(), 3 + (n + 3) + 6 + 5 * n + 2 + (1 + n) + 6 + 1);
-    EXPECT_EQ(argv[2], std::to_string(n + 3));
+    // the markers hashes: one per window of a capped spend counter (d, m, life)
+    const std::size_t g = 3;
+    ASSERT_EQ(argv.size(), 3 + (n + 5 + g) + 8 + 7 * n + 2 + (1 + n) + 6 + 1);
+    EXPECT_EQ(argv[2], std::to_string(n + 5 + g));
     for (std::size_t k = 0; k < n; ++k) EXPECT_EQ(argv[3 + k], l.counters[capped[k]].key);
     // An uncapped counter appears nowhere in the argv.
     for (std::size_t i = 0; i < l.counters.size(); ++i) {
@@ -604,11 +711,12 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
             EXPECT_EQ(std::find(argv.begin(), argv.end(), l.counters[i].key), argv.end()) << l.counters[i].key;
         }
     }
-    EXPECT_EQ(argv[3 + n], "sc:{acme}:resv:req-1");
-    EXPECT_EQ(argv[4 + n], "sc:{acme}:deadlines");
-    EXPECT_EQ(argv[5 + n], "sc:{acme}:events");
-    EXPECT_EQ(std::vector<std::string>(argv.begin() + 6 + n, argv.begin() + 12 + n),
-              (std::vector<std::string>{std::to_string(n), "1", "1", "sc:{acme}:", "900000", "req-1"}));
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + 3 + n, argv.begin() + 8 + n + g),
+              (std::vector<std::string>{"sc:{acme}:reserved", "sc:{acme}:reserved:deadlines", "sc:{acme}:events",
+                                        "sc:{acme}:config", "sc:{acme}:gone", "sc:{acme}:markers:d:2026-11-18",
+                                        "sc:{acme}:markers:m:2026-11", "sc:{acme}:markers:life"}));
+    EXPECT_EQ(std::vector<std::string>(argv.begin() + 8 + n + g, argv.begin() + 16 + n + g),
+              (std::vector<std::string>{std::to_string(n), "1", "1", std::to_string(g), "900000", "req-1", "10", "1"}));
     const ReserveArgs a = parse_reserve(argv);
     ASSERT_TRUE(a.ok);
     ASSERT_EQ(a.fields.size(), n);
@@ -624,7 +732,18 @@ TEST(ReserveCommand, AFullLedgerFromThePolicy) {
         EXPECT_EQ(a.fields[k][2], std::to_string(*c.cap)) << c.key;
         EXPECT_EQ(a.fields[k][3], std::to_string(c.expire_at)) << c.key;
         EXPECT_EQ(a.fields[k][4].empty(), c.kind != CounterKind::spend) << c.key;  // thresholds of cost caps
+        // a spend counter names the markers hash of its window and its label for events
+        if (c.kind == CounterKind::spend) {
+            ASSERT_NE(a.marks[k], "0") << c.key;
+            EXPECT_EQ(a.keys[n + 5 + std::stoul(a.marks[k]) - 1], c.markers) << c.key;
+            EXPECT_EQ(a.labels[k], c.label) << c.key;
+        } else {
+            EXPECT_EQ(a.marks[k], "0") << c.key;
+            EXPECT_EQ(a.labels[k], "") << c.key;
+        }
     }
+    EXPECT_EQ(a.labels[0], "key key_prod_1 daily 2026-11-18");
+    EXPECT_EQ(a.labels[2], "key key_prod_1 lifetime ");
     EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "2000000000", "1798070400",
                                                      "0.5=1000000000;0.8=1600000000"}));
     // Counter 5, the 5th sent: the key's daily tokens, capped at 100000.
@@ -672,7 +791,8 @@ TEST(ReserveCommand, APrepaidPlanLedgerFromThePolicy) {
     EXPECT_EQ(a.keys, (std::vector<std::string>{
                           "sc:{acme}:spend:org:acme:m:2026-11", "sc:{acme}:balance",
                           "sc:{acme}:rate:org:acme:rpm:2026-11-18T11:06", "sc:{acme}:balance:held",
-                          "sc:{acme}:resv:r", "sc:{acme}:deadlines", "sc:{acme}:events", "sc:{acme}:cleared"}));
+                          "sc:{acme}:reserved", "sc:{acme}:reserved:deadlines", "sc:{acme}:events",
+                          "sc:{acme}:config", "sc:{acme}:gone", "sc:{acme}:markers:m:2026-11", "sc:{acme}:cleared"}));
     EXPECT_EQ(a.fields, (std::vector<std::vector<std::string>>{
                             {"s", "$", "", "1830643200", ""},
                             {"b", "-", "", "0", ""},
@@ -705,10 +825,11 @@ TEST(ReserveCommand, TheReleaseRecordHasALineForEachCheckedCounterOnly) {
         const Ledger l = ledger_of(*policy, kHashA);
         EXPECT_EQ(l.counters.size(), 21u);
         const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
-        EXPECT_EQ(argv.size(), 3 + (m + 3) + 6 + 5 * m + 2 + (1 + m) + 6 + 1);
-        EXPECT_EQ(argv.size() > 2 ? argv[2] : "", std::to_string(m + 3));
         const ReserveArgs a = parse_reserve(argv);
         EXPECT_TRUE(a.ok);
+        const std::size_t g = a.markers;  // the spend counters' windows
+        EXPECT_EQ(argv.size(), 3 + (m + 5 + g) + 8 + 7 * m + 2 + (1 + m) + 6 + 1);
+        EXPECT_EQ(argv.size() > 2 ? argv[2] : "", std::to_string(m + 5 + g));
         EXPECT_EQ(a.counters, m);
         return argv.empty() ? std::string("(none)") : argv[argv.size() - 2];
     };
@@ -745,13 +866,15 @@ TEST(ReserveCommand, AnUncappedCounterGetsNoKeysAndNoArgv) {
     ASSERT_FALSE(l.ceiling_counter.has_value());
     ASSERT_FALSE(l.balance.has_value());
     const std::vector<std::string> argv = reserve_command(l, Amounts{700, 30}, "r", false);
-    // numkeys: the one capped counter + resv, deadlines, events.
+    // numkeys: the one capped counter + the org's reservations, their
+    // deadlines, the events, the config version, the gone batches, and the
+    // markers hash of its window.
     EXPECT_EQ(argv, (std::vector<std::string>{
-                        "EVALSHA", scripts::reserve().sha1, "4",
-                        "sc:{acme}:spend:key:k1:m:2026-11", "sc:{acme}:resv:r", "sc:{acme}:deadlines",
-                        "sc:{acme}:events",
-                        "1", "1", "1", "sc:{acme}:", "900000", "r",
-                        "s", "$", "10000000000", "1830643200", "",  // no warn_at in this policy
+                        "EVALSHA", scripts::reserve().sha1, "7",
+                        "sc:{acme}:spend:key:k1:m:2026-11", "sc:{acme}:reserved", "sc:{acme}:reserved:deadlines",
+                        "sc:{acme}:events", "sc:{acme}:config", "sc:{acme}:gone", "sc:{acme}:markers:m:2026-11",
+                        "1", "1", "1", "1", "900000", "r", "10", "1",
+                        "s", "$", "10000000000", "1830643200", "", "1", "key k1 monthly 2026-11",  // no warn_at here
                         "0", "0",
                         "1", "1",
                         "r", "0", "1", "700", "30", "-700 spend:key:k1:m:2026-11\n", ""}));
@@ -790,7 +913,7 @@ TEST(ReserveCommand, NegativeAmountsNeverLoosenCaps) {
     const std::vector<std::string> argv = reserve_command(l, Amounts{-100, -3}, "r", false);
     const ReserveArgs a = parse_reserve(argv);
     ASSERT_TRUE(a.ok);
-    ASSERT_EQ(argv.size(), 3u + 4 + 6 + 5 + 2 + 2 + 6 + 1);
+    ASSERT_EQ(argv.size(), 3u + 6 + 8 + 7 + 2 + 2 + 6 + 1);
     EXPECT_EQ(a.fields[0], (std::vector<std::string>{"s", "$", "0", "0", ""}));  // a negative cap counts as 0
     // The estimate counts as 0 (never a negative delta), so the record has nothing to give back.
     EXPECT_EQ(a.items[0], (std::vector<std::string>{"r", "0", "1", "0", "0", ""}));
@@ -835,23 +958,33 @@ TEST(ReserveBatchCommand, TwoRequestsOfOneKeyShareOneChainAndEachCounterIsSentOn
     const std::vector<std::string> argv = reserve_batch_command(
         {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{l, Amounts{200, 7}, "b", true}}, "a");
     EXPECT_EQ(argv, (std::vector<std::string>{
-                        "EVALSHA", scripts::reserve().sha1, "5",
+                        "EVALSHA", scripts::reserve().sha1, "7",
                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                        "sc:{acme}:resv:a", "sc:{acme}:deadlines", "sc:{acme}:events",
-                        "2", "2", "1", "sc:{acme}:", "900000", "a",
-                        "s", "$", "2000000000", "1798070400", "0.5=1000000000",
-                        "c", "1", "100", "1830643200", "",
+                        "sc:{acme}:reserved", "sc:{acme}:reserved:deadlines", "sc:{acme}:events",
+                        "sc:{acme}:config", "sc:{acme}:gone",
+                        "2", "2", "1", "0", "900000", "a", "10", "1",
+                        "s", "$", "2000000000", "1798070400", "0.5=1000000000", "0", "",
+                        "c", "1", "100", "1830643200", "", "0", "",
                         "0", "0",
                         "2", "1", "2",
                         // each request its own dry run, the one chain, its estimate and record
                         "a", "0", "1", "100", "5", "-100 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n",
                         "b", "1", "1", "200", "7", "-200 spend:key:k1:d:2026-11-18\n-1 reqs:key:k1:m:2026-11\n", ""}));
-    // The batch id names the record, whatever the requests' ids.
+    // The batch id is the batch's, whatever the requests' ids; with
+    // check_due off (sent again after giving back due reservations) only
+    // that flag differs.
     const ReserveArgs other = parse_reserve(reserve_batch_command(
         {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{l, Amounts{200, 7}, "b", true}}, "batch-9"));
     ASSERT_TRUE(other.ok);
     EXPECT_EQ(other.batch, "batch-9");
-    EXPECT_EQ(other.keys[2], "sc:{acme}:resv:batch-9");
+    EXPECT_EQ(other.check_due, "1");
+    std::vector<std::string> again = reserve_batch_command(
+        {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{l, Amounts{200, 7}, "b", true}}, "a",
+        kDefaultReservationTtlMs, false);
+    ASSERT_EQ(again.size(), argv.size());
+    EXPECT_EQ(again[17], "0");
+    again[17] = "1";
+    EXPECT_EQ(again, argv);
     // Two copies of one ledger are two chains over the same counters.
     const ReserveArgs copies = parse_reserve(reserve_batch_command(
         {ReserveItem{l, Amounts{100, 5}, "a", false}, ReserveItem{shared(*l), Amounts{200, 7}, "b", false}}, "a"));
@@ -891,7 +1024,10 @@ TEST(ReserveBatchCommand, TwoKeysOfOneOrgHaveTwoChainsSharingTheProjectAndOrgCou
                           "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
                           "sc:{acme}:spend:org:acme:m:2026-11", "sc:{acme}:rate:org:acme:rpm:2026-11-18T11:06",
                           "sc:{acme}:reqs:key:k2:m:2026-11",
-                          "sc:{acme}:resv:r1", "sc:{acme}:deadlines", "sc:{acme}:events"}));
+                          "sc:{acme}:reserved", "sc:{acme}:reserved:deadlines", "sc:{acme}:events",
+                          "sc:{acme}:config", "sc:{acme}:gone",
+                          // the markers of the spend counters' windows, each once
+                          "sc:{acme}:markers:d:2026-11-18", "sc:{acme}:markers:m:2026-11"}));
     EXPECT_EQ(a.fields, (std::vector<std::vector<std::string>>{
                             {"s", "$", "2000000000", "1798070400", "0.5=1000000000"},
                             {"s", "$", "50000000000", "1830643200", "0.5=25000000000"},
@@ -989,8 +1125,9 @@ TEST(ReserveBatchCommand, TheCeilingSectionComesFromTheLedgerThatHasIt) {
         {ReserveItem{p, Amounts{5, 0}, "a", false}, ReserveItem{q, Amounts{6, 0}, "b", false}}, "a"));
     ASSERT_TRUE(a.ok);
     EXPECT_EQ(a.keys, (std::vector<std::string>{"sc:{o}:spend:key:a:d:2026-11-18", "sc:{o}:spend:key:b:d:2026-11-18",
-                                                "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:resv:a", "sc:{o}:deadlines",
-                                                "sc:{o}:events", "sc:{o}:cleared"}));
+                                                "sc:{o}:spend:org:o:m:2026-11", "sc:{o}:reserved",
+                                                "sc:{o}:reserved:deadlines", "sc:{o}:events", "sc:{o}:config",
+                                                "sc:{o}:gone", "sc:{o}:cleared"}));
     EXPECT_EQ(a.rows, 2u);
     EXPECT_EQ(a.decided, 3u);  // the org's monthly counter's place in the batch
     EXPECT_EQ(a.ceiling, (std::vector<std::vector<std::string>>{{"0", "1000", "0.5=500"}, {"50", "3000", "0.5=1500"}}));
@@ -1011,22 +1148,24 @@ TEST(ReserveBatchCommand, TheCeilingSectionComesFromTheLedgerThatHasIt) {
     ASSERT_TRUE(a.ok);
     EXPECT_EQ(a.rows, 0u);
     EXPECT_EQ(a.decided, 0u);
-    EXPECT_EQ(a.keys.back(), "sc:{o}:events");
+    EXPECT_EQ(a.keys.back(), "sc:{o}:gone");
 }
 
 // ---------------------------------------------------------------------------
 // settle_command / settle_batch_command
 
-// A settle argv taken apart (see the comment above kSettleBody): KEYS are C
-// counters, the events stream, the deadlines and sc:{ORG}:settlements; ARGV
-// is C, M, prefix, 5 fields per counter, low_balance and the balance / held
-// indexes, then each request's id, batch id, reserve answered, K and K
-// (counter, correction).
+// A settle argv taken apart (settle.lua's header): KEYS are C counters, the
+// events stream, the deadlines, sc:{ORG}:settlements, the reservations,
+// settled, released, gone, the low_balance marker and G markers hashes;
+// ARGV is C, M, G, the prefix's length, 7 fields per counter, low_balance
+// and the balance / held indexes, then each request's id, batch id, reserve
+// answered, and its corrections ("INDEX DELTA\n").
 struct SettleArgs {
-    std::size_t counters = 0, requests = 0;
-    std::string prefix;
+    std::size_t counters = 0, requests = 0, markers = 0;
+    std::string prefix_length;
     std::vector<std::string> keys;
     std::vector<std::vector<std::string>> fields;  // per counter: kind, delta, expire_at, cap, warn
+    std::vector<std::string> marks, labels;        // per counter: its markers hash (index), its label
     std::vector<std::string> low;                  // low_balance, balance index, held index
     std::vector<std::string> ids, batches, answered;
     std::vector<std::map<std::size_t, std::int64_t>> corrections;  // per request: counter (0-based) -> delta
@@ -1038,17 +1177,22 @@ SettleArgs parse_settle(const std::vector<std::string> &argv) {
     if (argv.size() < 3 || argv[0] != "EVALSHA" || argv[1] != scripts::settle().sha1) return a;
     const std::size_t numkeys = std::stoul(argv[2]);
     std::size_t p = 3 + numkeys;
-    if (p + 3 > argv.size()) return a;
+    if (p + 4 > argv.size()) return a;
     a.keys.assign(argv.begin() + 3, argv.begin() + static_cast<std::ptrdiff_t>(p));
     a.counters = std::stoul(argv[p]);
     a.requests = std::stoul(argv[p + 1]);
-    a.prefix = argv[p + 2];
-    if (numkeys != a.counters + 3) return a;
-    p += 3;
-    if (p + 5 * a.counters + 3 > argv.size()) return a;
-    for (std::size_t i = 0; i < a.counters; ++i, p += 5)
+    a.markers = std::stoul(argv[p + 2]);
+    a.prefix_length = argv[p + 3];
+    if (numkeys != a.counters + 8 + a.markers) return a;
+    p += 4;
+    if (p + 7 * a.counters + 3 > argv.size()) return a;
+    for (std::size_t i = 0; i < a.counters; ++i, p += 7) {
         a.fields.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
                               argv.begin() + static_cast<std::ptrdiff_t>(p + 5));
+        a.marks.push_back(argv[p + 5]);
+        a.labels.push_back(argv[p + 6]);
+        if (std::stoul(argv[p + 5]) > a.markers) return a;
+    }
     a.low.assign(argv.begin() + static_cast<std::ptrdiff_t>(p), argv.begin() + static_cast<std::ptrdiff_t>(p + 3));
     p += 3;
     for (std::size_t j = 0; j < a.requests; ++j) {
@@ -1097,16 +1241,18 @@ TEST(SettleCommand, ArgvShape) {
     EXPECT_EQ(settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt),
               (std::vector<std::string>{
                   // every counter of the ledger, checked or not
-                  "EVALSHA", scripts::settle().sha1, "6",
+                  "EVALSHA", scripts::settle().sha1, "11",
                   "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:m:2026-11",
-                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:events", "sc:{acme}:deadlines",
-                  "sc:{acme}:settlements",
-                  "3", "1", "sc:{acme}:",
-                  // kind, delta if reserved, expire_at, cap, warn thresholds (fraction=threshold)
-                  "c", "-200000000", "1798070400", "2000000000", "0.5=1000000000",
-                  "c", "0", "1830643200", "", "",  // a request cap is no cost cap: no warnings
+                  "sc:{acme}:spend:key:k1:life", "sc:{acme}:events", "sc:{acme}:reserved:deadlines",
+                  "sc:{acme}:settlements", "sc:{acme}:reserved", "sc:{acme}:settled", "sc:{acme}:released",
+                  "sc:{acme}:gone", "sc:{acme}:low_balance",
+                  "3", "1", "0", "10",
+                  // kind, delta if reserved, expire_at, cap, warn thresholds (fraction=threshold),
+                  // markers hash (0: these counters have no label), label
+                  "c", "-200000000", "1798070400", "2000000000", "0.5=1000000000", "0", "",
+                  "c", "0", "1830643200", "", "", "0", "",  // a request cap is no cost cap: no warnings
                   // uncapped: nothing was reserved, so the real cost either way
-                  "c", "100000000", "0", "", "",
+                  "c", "100000000", "0", "", "", "0", "",
                   "", "0", "0",
                   // the request, its batch (its own id), reserve answered, and what it adds
                   // on top when not reserved: the spend -200000000 + 300000000 = the real
@@ -1116,19 +1262,19 @@ TEST(SettleCommand, ArgvShape) {
     // reserved request is taken back, and without a reservation it adds none.
     const std::vector<std::string> refused =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30, 0}, "rid", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 17, refused.begin() + 22),
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 25, refused.begin() + 30),
               (std::vector<std::string>{"c", "-1", "1830643200", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 30, refused.end()),
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 42, refused.end()),
               (std::vector<std::string>{"rid", "rid", "1", "1 300000000\n2 1\n"}));  // -1 + 1 = 0
     // Nothing at all: every reserved delta comes back, nothing is added (the
     // uncapped counter, never reserved, is not written at all).
     const std::vector<std::string> nothing =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{0, 0, 0}, "rid", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(nothing.begin() + 12, nothing.end()),
+    EXPECT_EQ(std::vector<std::string>(nothing.begin() + 18, nothing.end()),
               (std::vector<std::string>{
-                  "c", "-300000000", "1798070400", "2000000000", "0.5=1000000000",
-                  "c", "-1", "1830643200", "", "",
-                  "c", "0", "0", "", "",
+                  "c", "-300000000", "1798070400", "2000000000", "0.5=1000000000", "0", "",
+                  "c", "-1", "1830643200", "", "", "0", "",
+                  "c", "0", "0", "", "", "0", "",
                   "", "0", "0",
                   "rid", "rid", "1", "1 300000000\n2 1\n"}));  // unreserved: 0 everywhere
     // requests is 0 or 1: more counts as 1, less as 0.
@@ -1144,7 +1290,7 @@ TEST(SettleCommand, ArgvShape) {
               settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30}, "rid", std::nullopt));
     const SettleArgs a = parse_settle(settle_command(l, Amounts{1, 1}, Amounts{1, 1}, "rid", std::nullopt));
     ASSERT_TRUE(a.ok);
-    EXPECT_EQ(a.keys.size(), 6u);
+    EXPECT_EQ(a.keys.size(), 11u);
 }
 
 TEST(SettleCommand, AReserveNotAnsweredIsSaidSo) {
@@ -1184,9 +1330,14 @@ TEST(SettleCommand, AnUncheckedCounterGetsTheRealAmountsWhetherReservedOrNot) {
     ASSERT_EQ(argv.counters, n);
     ASSERT_EQ(argv.requests, 1u);
     EXPECT_EQ(argv.ids, (std::vector<std::string>{"req-1"}));
-    EXPECT_EQ(argv.keys[n], "sc:{acme}:events");
-    EXPECT_EQ(argv.keys[n + 1], "sc:{acme}:deadlines");
-    EXPECT_EQ(argv.keys[n + 2], "sc:{acme}:settlements");
+    EXPECT_EQ(std::vector<std::string>(argv.keys.begin() + n, argv.keys.begin() + n + 8),
+              (std::vector<std::string>{"sc:{acme}:events", "sc:{acme}:reserved:deadlines", "sc:{acme}:settlements",
+                                        "sc:{acme}:reserved", "sc:{acme}:settled", "sc:{acme}:released",
+                                        "sc:{acme}:gone", "sc:{acme}:low_balance"}));
+    // the markers of the windows of the spend counters with warnings, each once
+    EXPECT_EQ(std::vector<std::string>(argv.keys.begin() + n + 8, argv.keys.end()),
+              (std::vector<std::string>{"sc:{acme}:markers:d:2026-11-18", "sc:{acme}:markers:m:2026-11",
+                                        "sc:{acme}:markers:life"}));
     for (std::size_t i = 0; i < n; ++i) {
         const Counter &c = l.counters[i];
         EXPECT_EQ(argv.keys[i], c.key);
@@ -1245,15 +1396,16 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     l.ceilings = {CeilingRow{0, 0, 1000}};
     const std::vector<std::string> argv = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", 3000);
     const std::vector<std::string> expected = {
-        "EVALSHA", scripts::settle().sha1, "9",
-        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:events", "sc:{o}:deadlines", "sc:{o}:settlements",
-        "6", "1", "sc:{o}:",
-        "c", "300", "1830643200", "3000", "0.5=1500",  // the ceiling the reservation saw
-        "c", "-4", "1798070400", "", "",
-        "c", "-300", "0", "", "",           // estimate - real comes back
-        "r", "0", "1795000080", "", "",     // rpm: final at reservation
-        "r", "-4", "1795000080", "", "",    // tpm settles to the real count
-        "c", "-400", "0", "", "",           // the hold ends
+        "EVALSHA", scripts::settle().sha1, "14",
+        "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:events", "sc:{o}:reserved:deadlines", "sc:{o}:settlements",
+        "sc:{o}:reserved", "sc:{o}:settled", "sc:{o}:released", "sc:{o}:gone", "sc:{o}:low_balance",
+        "6", "1", "0", "7",
+        "c", "300", "1830643200", "3000", "0.5=1500", "0", "",  // the ceiling the reservation saw
+        "c", "-4", "1798070400", "", "", "0", "",
+        "c", "-300", "0", "", "", "0", "",           // estimate - real comes back
+        "r", "0", "1795000080", "", "", "0", "",     // rpm: final at reservation
+        "r", "-4", "1795000080", "", "", "0", "",    // tpm settles to the real count
+        "c", "-400", "0", "", "", "0", "",           // the hold ends
         "50", "3", "6",                     // low_balance, balance and held (1-based)
         // unreserved: m 300 + 400 = the real 700, t -4 + 9 = 5, b -300 - 400 =
         // the real -700, rpm 0 (no correction: minute unknown), tpm -4 + 4 = 0
@@ -1262,33 +1414,33 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     EXPECT_EQ(argv, expected);
     // No ceiling cap known: no warnings against the ceiling counter.
     const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(plain.begin() + 15, plain.begin() + 20),
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 21, plain.begin() + 26),
               (std::vector<std::string>{"c", "300", "1830643200", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(plain.begin() + 20, plain.end()),
-              std::vector<std::string>(argv.begin() + 20, argv.end()));
+    EXPECT_EQ(std::vector<std::string>(plain.begin() + 28, plain.end()),
+              std::vector<std::string>(argv.begin() + 28, argv.end()));
     // Negative amounts count as 0 (the thresholds are sent whatever the delta:
     // the script compares the counter before and after the batch).
     const std::vector<std::string> neg = settle_command(l, Amounts{-1, -1}, Amounts{-5, -5, -5}, "r1", 3000);
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 15, neg.begin() + 20),
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 21, neg.begin() + 26),
               (std::vector<std::string>{"c", "0", "1830643200", "3000", "0.5=1500"}));
     // A refused request: the rpm it reserved comes back (it held nothing);
     // unreserved, the rpm gets nothing: -1 + 1.
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 30, neg.begin() + 35),
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 42, neg.begin() + 47),
               (std::vector<std::string>{"r", "-1", "1795000080", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 45, neg.end()),
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 63, neg.end()),
               (std::vector<std::string>{"", "0", "0", "r1", "r1", "1", "4 1\n"}));
     const std::vector<std::string> refused = settle_command(l, Amounts{400, 9}, Amounts{0, 0, 0}, "r1", 3000);
     const std::vector<std::string> refused_expected = {
-        "c", "-400", "1830643200", "3000", "0.5=1500",
-        "c", "-9", "1798070400", "", "",
-        "c", "400", "0", "", "",
-        "r", "-1", "1795000080", "", "",
-        "r", "-9", "1795000080", "", "",
-        "c", "-400", "0", "", "",
+        "c", "-400", "1830643200", "3000", "0.5=1500", "0", "",
+        "c", "-9", "1798070400", "", "", "0", "",
+        "c", "400", "0", "", "", "0", "",
+        "r", "-1", "1795000080", "", "", "0", "",
+        "r", "-9", "1795000080", "", "", "0", "",
+        "c", "-400", "0", "", "", "0", "",
         "", "0", "0",  // no cost: no low_balance check
         // unreserved: 0 everywhere
         "r1", "r1", "1", "1 400\n2 9\n3 -400\n4 1\n5 9\n6 400\n"};
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 15, refused.end()), refused_expected);
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 21, refused.end()), refused_expected);
     // Taken apart, each counter's two cases.
     const SettleArgs a = parse_settle(argv);
     ASSERT_TRUE(a.ok);
@@ -1321,16 +1473,17 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
          settle_item(k2, Amounts{200, 1}, Amounts{500, 1}, "r2", std::nullopt, "r1"),
          settle_item(k1, Amounts{50, 1}, Amounts{50, 1}, "r3", std::nullopt, "r3", false)});
     EXPECT_EQ(argv, (std::vector<std::string>{
-                        "EVALSHA", scripts::settle().sha1, "6",
+                        "EVALSHA", scripts::settle().sha1, "11",
                         // the three counters, each once, in the order first met
                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
-                        "sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:events", "sc:{acme}:deadlines",
-                        "sc:{acme}:settlements",
-                        "3", "3", "sc:{acme}:",
+                        "sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:events", "sc:{acme}:reserved:deadlines",
+                        "sc:{acme}:settlements", "sc:{acme}:reserved", "sc:{acme}:settled", "sc:{acme}:released",
+                        "sc:{acme}:gone", "sc:{acme}:low_balance",
+                        "3", "3", "0", "10",
                         // k1: (100 - 300) + (50 - 50); the project: -200 + 300 + 0; k2: 300
-                        "c", "-200", "1798070400", "2000000000", "0.5=1000000000",
-                        "c", "100", "1830643200", "50000000000", "0.5=25000000000",
-                        "c", "300", "1798070400", "2000000000", "0.5=1000000000",
+                        "c", "-200", "1798070400", "2000000000", "0.5=1000000000", "0", "",
+                        "c", "100", "1830643200", "50000000000", "0.5=25000000000", "0", "",
+                        "c", "300", "1798070400", "2000000000", "0.5=1000000000", "0", "",
                         "", "0", "0",
                         // each request's batch and whether its reserve was answered; unreserved,
                         // each request adds its real cost instead: r1 +300 on k1 and the
@@ -1352,14 +1505,14 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
          settle_item(shared(prepaid), Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt, "b")});
     // 5 counters, 2 requests: r2 with 2 corrections, r1 with 4 (k1, the
     // project, the balance -300, the hold +300).
-    ASSERT_EQ(low.size(), 3u + (5 + 3) + 3 + 5 * 5 + 3 + 4 + 4);
+    ASSERT_EQ(low.size(), 3u + (5 + 8) + 4 + 7 * 5 + 3 + 4 + 4);
     EXPECT_EQ(std::vector<std::string>(low.begin() + 3, low.begin() + 8),
               (std::vector<std::string>{"sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
                                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:balance",
                                         "sc:{acme}:balance:held"}));
-    EXPECT_EQ(std::vector<std::string>(low.begin() + 39, low.begin() + 42),
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 55, low.begin() + 58),
               (std::vector<std::string>{"5000000000", "4", "5"}));  // low_balance, balance and held (1-based)
-    EXPECT_EQ(std::vector<std::string>(low.begin() + 46, low.end()),
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 62, low.end()),
               (std::vector<std::string>{"r1", "b", "1", "3 300\n2 300\n4 -300\n5 300\n"}));
     const SettleArgs a = parse_settle(low);
     ASSERT_TRUE(a.ok);

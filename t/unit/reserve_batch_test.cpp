@@ -114,7 +114,7 @@ TEST_F(ReserveBatch, ThreeRequestsAgainstACapForTwoTheThirdIsRefusedAndTheCounte
     // One record for the batch: the reserved requests' fields, none for the refused one.
     EXPECT_EQ(record("batch-1"), (Fields{{"req-1", record_of(*l, 4 * kUsd, 0)}, {"req-2", record_of(*l, 4 * kUsd, 0)}}));
     EXPECT_EQ(record("batch-1", "req-1"), "-4000000000 spend:key:k1:d:2026-11-18\n");
-    EXPECT_EQ(redis.pexpire_at(P + "resv:batch-1"), kNow * 1000 + kDefaultReservationTtlMs + 86'400'000);
+    EXPECT_EQ(deadline_of("batch-1"), static_cast<double>(kNow * 1000 + kDefaultReservationTtlMs));
     for (const char *rid : {"req-1", "req-2", "req-3"}) EXPECT_FALSE(redis.exists(P + "resv:" + rid)) << rid;
     // One deadline, the batch's.
     EXPECT_EQ(deadlines(), (Deadlines{{"batch-1", static_cast<double>(kNow * 1000 + kDefaultReservationTtlMs)}}));
@@ -153,7 +153,7 @@ TEST_F(ReserveBatch, ABatchWhoseRequestsAreAllRefusedWritesNothingButTheReachedM
     const std::size_t mark = redis.log.size();
     const Parts parts = reserve_parts({item(l, 2 * kUsd, "req-1"), item(l, 3 * kUsd, "req-2")}, "req-1");
     EXPECT_EQ(parts, (Parts{{0, 1, 9'000'000'000, 0}, {0, 1, 9'000'000'000, 0}}));
-    EXPECT_EQ(without(P + "reached:"), before);  // no record, no deadline, no counter written
+    EXPECT_EQ(without(P + "markers:"), before);  // no record, no deadline, no counter written
     EXPECT_EQ(increments(kKeyDaily, mark), std::vector<std::string>{});
     // Two refusals by one cap in one batch: reached once.
     EXPECT_EQ(events(), (std::vector<Event>{reached("key", "k1", "daily", "2026-11-18", "9000000000", "10000000000")}));
@@ -221,7 +221,7 @@ TEST_F(ReserveBatch, TwoKeysOfOneOrgShareTheProjectCounterWrittenOnceWithBothDel
     EXPECT_EQ(at(kProjectMonthly), "44000000000");
     EXPECT_EQ(at(kKeyDaily), "2000000000");
     EXPECT_EQ(at(kK2Monthly), "2000000000");
-    EXPECT_FALSE(redis.exists(P + "resv:req-a"));
+    EXPECT_FALSE(has(batch_record("req-a")));
     EXPECT_TRUE(deadlines().empty());
     EXPECT_EQ(settlements(), "4");
 }
@@ -367,7 +367,7 @@ TEST_F(ReserveBatch, AnOverflowAfterADryRunsRefusalChangesNoCounter) {
     // No counter, record or deadline left. (The second dry run's refusal
     // reported the cap reached before the write failed: that marker and
     // event stay, as they did before batches.)
-    EXPECT_EQ(without(P + "reached:"), before);
+    EXPECT_EQ(without(P + "markers:"), before);
 }
 
 // ---------------------------------------------------------------------------
@@ -379,7 +379,7 @@ TEST_F(ReserveBatch, ABatchWithATombstoneRepliesTwoAndChangesNothing) {
     // A due reservation of another batch: not even given back.
     ASSERT_EQ(reserve_parts({item(l, kUsd, "old")}, "old", 1)[0][0], 1);
     redis.set_now_ms(kNow * 1000 + 5);
-    redis.command({"SET", P + "gone:batch-1", "1", "EX", "86400"});
+    redis.command({"ZADD", keys::gone("acme"), std::to_string(kNow * 1000 + 86'400'000), "batch-1"});
     const auto before = redis.data();
     const Reply reply = reserve_batch({item(l, kUsd, "req-1"), item(l, 20 * kUsd, "req-2"), item(l, kUsd, "req-3")},
                                       "batch-1");
@@ -394,7 +394,7 @@ TEST_F(ReserveBatch, ABatchWithATombstoneRepliesTwoAndChangesNothing) {
     // for the periodic sweep).
     EXPECT_EQ(reserve_parts({item(l, kUsd, "req-1")}, "batch-2")[0][0], 1);
     EXPECT_EQ(at(kKeyDaily), "2000000000");
-    EXPECT_TRUE(redis.exists(P + "resv:old"));
+    EXPECT_TRUE(has(batch_record("old")));
 }
 
 // ---------------------------------------------------------------------------
@@ -420,7 +420,7 @@ TEST_F(ReserveBatch, SettlingPartOfABatchKeepsTheRestAndAResendIsANoOp) {
     EXPECT_EQ(at(kBalance), "45000000000");
     EXPECT_EQ(at(kHeld), "4000000000");
     EXPECT_EQ(settlements(), "1");
-    EXPECT_FALSE(redis.exists(P + "settled:req-2"));  // answered: no marker
+    EXPECT_FALSE(has(settled_marker("req-2")));  // answered: no marker
     // Resent: reply 0, nothing changes, not even the count of settlements.
     auto was = redis.data();
     std::size_t mark = redis.log.size();
@@ -437,8 +437,8 @@ TEST_F(ReserveBatch, SettlingPartOfABatchKeepsTheRestAndAResendIsANoOp) {
     const std::vector<SettleItem> rest = {settle_item(l, {2 * kUsd, 0}, {kUsd, 0}, "req-1", "req-1"),
                                           settle_item(l, {2 * kUsd, 0}, {kUsd, 0}, "req-3", "req-1")};
     EXPECT_EQ(settle_batch(rest).integer, 1);
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(has(batch_record("req-1")));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(at(kKeyDaily), "3000000000");
     EXPECT_EQ(at(kBalance), "47000000000");
     EXPECT_EQ(at(kHeld), "0");
@@ -463,7 +463,7 @@ TEST_F(ReserveBatch, ASettlementBatchMayEndRequestsOfSeveralReserveBatches) {
               1);
     EXPECT_EQ(increments(kKeyDaily, mark), (std::vector<std::string>{"-1000000000"}));  // both, once
     EXPECT_EQ(at(kKeyDaily), "2000000000");
-    EXPECT_FALSE(redis.exists(P + "resv:a-1"));
+    EXPECT_FALSE(has(batch_record("a-1")));
     EXPECT_EQ(record("b-1"), (Fields{{"b-2", record_of(*l, kUsd, 0)}}));
     EXPECT_EQ(deadlines(), (Deadlines{{"b-1", static_cast<double>(kNow * 1000 + 2000)}}));
     EXPECT_EQ(settlements(), "2");
@@ -471,8 +471,8 @@ TEST_F(ReserveBatch, ASettlementBatchMayEndRequestsOfSeveralReserveBatches) {
     redis.set_now_ms(kNow * 1000 + 2000);
     EXPECT_EQ(sweep(8).integer, 1);
     EXPECT_EQ(at(kKeyDaily), "1000000000");
-    EXPECT_EQ(at(P + "released:b-2"), "1");
-    EXPECT_FALSE(redis.exists(P + "released:b-1"));
+    EXPECT_EQ(at(released_marker("b-2")), "1");
+    EXPECT_FALSE(has(released_marker("b-1")));
 }
 
 TEST_F(ReserveBatch, AnUnansweredSettlementBeforeItsReserveLandsLeavesATombstoneThatTurnsTheReserveAway) {
@@ -493,11 +493,11 @@ TEST_F(ReserveBatch, AnUnansweredSettlementBeforeItsReserveLandsLeavesATombstone
     EXPECT_FALSE(redis.exists(P + "rate:key:k1:rpm:2026-11-18T11:06"));  // its minute is not known to be live
     EXPECT_EQ(settlements(), "2");
     for (const char *rid : {"req-1", "req-2"}) {
-        EXPECT_EQ(at(P + "settled:" + rid), "1") << rid;
-        EXPECT_EQ(redis.expire_at(P + "settled:" + rid), kNow + 86400) << rid;
+        EXPECT_EQ(at(settled_marker(rid)), "1") << rid;
+        EXPECT_EQ(expire_at(settled_marker(rid)), kNow + 86400) << rid;
     }
-    EXPECT_EQ(at(P + "gone:req-1"), "1");
-    EXPECT_EQ(redis.expire_at(P + "gone:req-1"), kNow + 86400);
+    EXPECT_EQ(at(gone_marker("req-1")), "1");
+    EXPECT_EQ(expire_at(gone_marker("req-1")), kNow + 86400);
     // The settlement resent: nothing.
     auto was = redis.data();
     EXPECT_EQ(settle_batch(items).integer, 0);
@@ -506,7 +506,7 @@ TEST_F(ReserveBatch, AnUnansweredSettlementBeforeItsReserveLandsLeavesATombstone
     const Reply reply = lua.evalsha(late);
     EXPECT_EQ(reply, Reply::array({Reply::of_integer(2)}));
     EXPECT_EQ(redis.data(), was);
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(has(batch_record("req-1")));
     EXPECT_TRUE(deadlines().empty());
 }
 
@@ -525,8 +525,8 @@ TEST_F(ReserveBatch, AnUnansweredSettlementAfterItsReserveLandedReplacesTheReser
     EXPECT_EQ(at(kHeld), "2000000000");
     EXPECT_EQ(record("req-1"), (Fields{{"req-2", record_of(*l, 2 * kUsd, 0)}}));
     // Marked settled (it has no field to prove it), no tombstone (the reserve landed).
-    EXPECT_EQ(at(P + "settled:req-1"), "1");
-    EXPECT_FALSE(redis.exists(P + "gone:req-1"));
+    EXPECT_EQ(at(settled_marker("req-1")), "1");
+    EXPECT_FALSE(has(gone_marker("req-1")));
     const auto was = redis.data();
     EXPECT_EQ(settle_batch({one}).integer, 0);
     EXPECT_EQ(redis.data(), was);
@@ -534,7 +534,7 @@ TEST_F(ReserveBatch, AnUnansweredSettlementAfterItsReserveLandedReplacesTheReser
     EXPECT_EQ(settle_batch({settle_item(l, {2 * kUsd, 0}, {2 * kUsd, 0}, "req-2", "req-1")}).integer, 1);
     EXPECT_EQ(at(kKeyDaily), "3000000000");
     EXPECT_EQ(at(kHeld), "0");
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(has(batch_record("req-1")));
     EXPECT_TRUE(deadlines().empty());
     EXPECT_EQ(settlements(), "2");
 }
@@ -559,13 +559,13 @@ TEST_F(ReserveBatch, AReleasedBatchsLateSettlementCountsTheRealCostOnceAndDelete
     redis.now = kNow + 2;
     redis.micros = 0;
     EXPECT_EQ(sweep(8).integer, 2);
-    EXPECT_EQ(without(P + "released:"), before);
+    EXPECT_EQ(without(keys::released("acme")), before);
     for (const char *rid : {"req-1", "req-2"}) {
-        EXPECT_EQ(at(P + "released:" + rid), "1") << rid;
-        EXPECT_EQ(redis.expire_at(P + "released:" + rid), kNow + 2 + 86400) << rid;
+        EXPECT_EQ(at(released_marker(rid)), "1") << rid;
+        EXPECT_EQ(expire_at(released_marker(rid)), kNow + 2 + 86400) << rid;
     }
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(has(batch_record("req-1")));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(sweep(8).integer, 0);
     // req-1 settles late (answered): its real cost, added once; its marker gone.
     const SettleItem one = settle_item(l, {3 * kUsd, 100}, {kUsd, 40}, "req-1", "req-1");
@@ -577,8 +577,8 @@ TEST_F(ReserveBatch, AReleasedBatchsLateSettlementCountsTheRealCostOnceAndDelete
     EXPECT_EQ(at(kHeld), preset_value(l->counters[*l->held]));  // nothing held: not touched
     EXPECT_EQ(incrbys(kKeyDaily, mark), 1u);
     EXPECT_EQ(incrbys(kHeld, mark), 0u);
-    EXPECT_FALSE(redis.exists(P + "released:req-1"));
-    EXPECT_TRUE(redis.exists(P + "released:req-2"));
+    EXPECT_FALSE(has(released_marker("req-1")));
+    EXPECT_TRUE(has(released_marker("req-2")));
     EXPECT_EQ(settlements(), "1");
     // Resent: nothing.
     auto was = redis.data();
@@ -589,7 +589,7 @@ TEST_F(ReserveBatch, AReleasedBatchsLateSettlementCountsTheRealCostOnceAndDelete
     EXPECT_EQ(settle_batch({two}).integer, 1);
     EXPECT_EQ(at(kKeyDaily), plus(preset_value(l->counters[0]), kUsd + kUsd / 2));
     EXPECT_EQ(at(tokens), plus(preset_value(l->counters[5]), 50));
-    EXPECT_FALSE(redis.exists(P + "released:req-2"));
+    EXPECT_FALSE(has(released_marker("req-2")));
     was = redis.data();
     mark = redis.log.size();
     EXPECT_EQ(settle_batch({two}).integer, 0);
@@ -606,10 +606,42 @@ TEST_F(ReserveBatch, AReserveGivesBackDueBatchesOfItsOrgFirst) {
     // 8 more fit only because the due batch is given back before the checks.
     const Parts parts = reserve_parts({item(l, 8 * kUsd, "req-3")}, "req-3");
     EXPECT_EQ(parts, (Parts{{1, 0, 0, 0, 8'000'000'000}}));
-    EXPECT_FALSE(redis.exists(P + "resv:req-1"));
-    EXPECT_EQ(at(P + "released:req-1"), "1");
-    EXPECT_EQ(at(P + "released:req-2"), "1");
+    EXPECT_FALSE(has(batch_record("req-1")));
+    EXPECT_EQ(at(released_marker("req-1")), "1");
+    EXPECT_EQ(at(released_marker("req-2")), "1");
     EXPECT_EQ(deadlines(), (Deadlines{{"req-3", static_cast<double>(kNow * 1000 + 1 + kDefaultReservationTtlMs)}}));
+}
+
+// A batch record of the layout before sc:{ORG}:reserved (the hash
+// resv:BATCH by sc:{ORG}:deadlines), left by a node not yet upgraded: the
+// sweep gives each of its requests back once, marking each released:RID for
+// a day as that layout's settlement expects, and touches only keys it names.
+TEST_F(ReserveBatch, ASweepStillGivesBackLegacyBatchRecords) {
+    use(policy_yaml("{ daily_usd: 10 }", "", kPrepaid));
+    redis.set(kKeyDaily, "5000000000");
+    redis.set(kBalance, "5000000000");
+    redis.set(kHeld, "5000000000");
+    redis.hset(P + "resv:old", "r1", "-3000000000 spend:key:k1:d:2026-11-18\n3000000000 balance\n"
+                                     "-3000000000 balance:held\n");
+    redis.hset(P + "resv:old", "r2", "-2000000000 spend:key:k1:d:2026-11-18\n2000000000 balance\n"
+                                     "-2000000000 balance:held\n");
+    redis.command({"ZADD", P + "deadlines", std::to_string(kNow * 1000 - 1), "old"});
+    // and one whose deadline has not come
+    redis.hset(P + "resv:later", "r3", "-1 spend:key:k1:d:2026-11-18\n");
+    redis.command({"ZADD", P + "deadlines", std::to_string(kNow * 1000 + 1), "later"});
+    EXPECT_EQ(sweep(8).integer, 2);
+    EXPECT_EQ(at(kKeyDaily), "0");
+    EXPECT_EQ(at(kBalance), "10000000000");
+    EXPECT_EQ(at(kHeld), "0");
+    EXPECT_FALSE(redis.exists(P + "resv:old"));
+    for (const char *rid : {"r1", "r2"}) {
+        EXPECT_EQ(at(P + "released:" + rid), "1") << rid;
+        EXPECT_EQ(redis.expire_at(P + "released:" + rid), kNow + 86400) << rid;
+    }
+    EXPECT_TRUE(redis.exists(P + "resv:later"));
+    EXPECT_EQ(redis.zset(P + "deadlines").size(), 1u);
+    EXPECT_EQ(sweep(8).integer, 0);  // once
+    EXPECT_EQ(at(kKeyDaily), "0");
 }
 
 TEST_F(ReserveBatch, ASweepStillGivesBackLegacyStringRecords) {
@@ -631,8 +663,8 @@ TEST_F(ReserveBatch, ASweepStillGivesBackLegacyStringRecords) {
     EXPECT_EQ(at(kHeld), "1000000000");
     EXPECT_FALSE(redis.exists(P + "resv:old-1"));
     EXPECT_FALSE(redis.exists(P + "reservations"));
-    EXPECT_FALSE(redis.exists(P + "released:old-1"));  // no marker for a legacy record
-    EXPECT_TRUE(redis.exists(P + "resv:req-1"));
+    EXPECT_FALSE(redis.exists(P + "released:old-1"));  // no marker for a legacy string record
+    EXPECT_TRUE(has(batch_record("req-1")));
     EXPECT_EQ(sweep(8).integer, 0);
 }
 

@@ -76,12 +76,17 @@ TEST(Scripts, EveryFileIsEmbeddedAfterTheHelpersItUses) {
 }
 
 TEST(Scripts, EveryNamedOneExists) {
-    for (const Script *s : {&scripts::reserve(), &scripts::settle(), &scripts::sweep(), &scripts::key_expired(),
-                            &scripts::org_records(), &scripts::api_orgs_sample(), &scripts::get(), &scripts::mget(),
-                            &scripts::hgetall(), &scripts::create_key_global(), &scripts::undo_lookup(),
-                            &scripts::put_lookup(), &scripts::project_index(), &scripts::apply(), &scripts::rotate(),
-                            &scripts::identity_records(), &scripts::add_org(), &scripts::list_keys(),
-                            &scripts::topup(), &scripts::cleared(), &scripts::events()}) {
+    for (const Script *s : {&scripts::reserve(), &scripts::settle(), &scripts::sweep(), &scripts::due(),
+                            &scripts::release(), &scripts::legacy_due(), &scripts::legacy_read(),
+                            &scripts::legacy_release(), &scripts::key_expired(), &scripts::org_records(),
+                            &scripts::api_orgs_sample(), &scripts::get(), &scripts::mget(), &scripts::hgetall(),
+                            &scripts::hgetall_each(), &scripts::members(), &scripts::claim_key_id(),
+                            &scripts::undo_lookup(), &scripts::put_lookup(), &scripts::project_index(),
+                            &scripts::apply(), &scripts::rotate(), &scripts::add_org(), &scripts::topup(),
+                            &scripts::cleared(), &scripts::events()}) {
+        // each opens with what it takes
+        EXPECT_NE(s->text.find("\n-- KEYS:"), std::string::npos) << s->name;
+        EXPECT_NE(s->text.find("\n-- ARGV:"), std::string::npos) << s->name;
         EXPECT_FALSE(s->text.empty()) << s->name;
         EXPECT_EQ(s->sha1.size(), 40u) << s->name;
     }

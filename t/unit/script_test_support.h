@@ -22,6 +22,8 @@
 #include "policy/policy.h"
 #include "request/request.h"
 #include "accounting/reservation.h"
+#include "accounting/sweep.h"
+#include "redis/keys.h"
 
 namespace spendcap::test {
 
@@ -92,9 +94,16 @@ protected:
 public:
     // The reserve, settle and sweep scripts, known by their SHA-1.
     static void load_scripts(LuaRunner &runner) {
-        runner.add_script(scripts::reserve().sha1, scripts::reserve().text);
-        runner.add_script(scripts::settle().sha1, scripts::settle().text);
-        runner.add_script(sha1_hex(scripts::sweep().text), scripts::sweep().text);
+        for (const Script *s : {&scripts::reserve(), &scripts::settle(), &scripts::sweep(), &scripts::due(),
+                                &scripts::release(), &scripts::legacy_due(), &scripts::legacy_read(),
+                                &scripts::legacy_release(), &scripts::key_expired()})
+            runner.add_script(sha1_hex(s->text), s->text);
+    }
+    // Runs a sequence of commands (a sweep) to its end against the fake.
+    static void drive_into(LuaRunner &runner, Sequence &sequence) {
+        std::optional<Command> c = sequence.start();
+        for (int i = 0; c && i < 1000; ++i) c = sequence.next(runner.evalsha(c->argv));
+        EXPECT_FALSE(c) << "the sequence did not end";
     }
 
 protected:
@@ -115,7 +124,32 @@ protected:
                   bool dry_run = false, std::int64_t ttl_ms = kDefaultReservationTtlMs) {
         const std::vector<std::string> argv = reserve_command(l, Amounts{cost, tokens}, rid, dry_run, ttl_ms);
         EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
+        return as_the_glue_does(argv, [&] {
+            return reserve_batch_command({ReserveItem{std::make_shared<const Ledger>(l), Amounts{cost, tokens}, rid,
+                                                      dry_run}},
+                                         rid, ttl_ms, false);
+        });
+    }
+    // A reserve as the module's glue sends it: on {4} (a refusal while
+    // reservations are past their deadline) it gives those back
+    // (ReservationSweep, due only) and sends the batch again without the check.
+    template <typename Again>
+    Reply as_the_glue_does(const std::vector<std::string> &argv, Again again) {
+        Reply reply = lua.evalsha(argv);
+        if (reply == Reply::array({Reply::of_integer(4)})) {
+            ++given_back_first;
+            ReservationSweep due(argv.size() > 3 ? org_of(argv[3]) : "", kDueBatchesFirst, true);
+            drive_into(lua, due);
+            reply = lua.evalsha(again());
+        }
+        return reply;
+    }
+    // How many reserves met reservations past their deadline ({4}).
+    int given_back_first = 0;
+    // ORG of a key sc:{ORG}:...
+    static std::string org_of(const std::string &key) {
+        const std::size_t open = key.find('{'), close = key.find('}');
+        return open == std::string::npos || close == std::string::npos ? "" : key.substr(open + 1, close - open - 1);
     }
 
     // The part of a reserve reply for request `j` of its batch, as the module's
@@ -159,7 +193,7 @@ protected:
                         std::int64_t ttl_ms = kDefaultReservationTtlMs) {
         const std::vector<std::string> argv = reserve_batch_command(items, batch_id, ttl_ms);
         EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
+        return as_the_glue_does(argv, [&] { return reserve_batch_command(items, batch_id, ttl_ms, false); });
     }
 
     ReserveOutcome reserved(const Ledger &l, Nanos cost, std::int64_t tokens = 0,
@@ -178,25 +212,104 @@ protected:
         return lua.evalsha(argv);
     }
 
-    Reply sweep(std::int64_t most, const std::string &org = "acme") {
-        const std::vector<std::string> argv = sweep_command(org, most);
-        EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
+    // A whole sweep of the org (ReservationSweep); how many requests it gave back.
+    Reply sweep(std::int64_t most, const std::string &org = "acme", bool due_only = false) {
+        ReservationSweep sweeping(org, most, due_only);
+        drive_into(lua, sweeping);
+        return Reply::of_integer(sweeping.given_back());
     }
 
-    // The org's reservation deadlines (sc:{acme}:deadlines: one member per
+    // The org's reservation deadlines (keys::deadlines: one member per
     // batch, its batch id), by deadline.
-    Deadlines deadlines() { return redis.zset(P + "deadlines"); }
+    Deadlines deadlines() { return redis.zset(keys::deadlines("acme")); }
 
-    // A batch's reservation record (the hash sc:{acme}:resv:BATCH: request
-    // id -> its release lines), and one request's lines in it ("(nil)" when
-    // there is none).
-    std::map<std::string, std::string> record(const std::string &batch) { return redis.hash(P + "resv:" + batch); }
+    // A batch's requests still held (keys::reserved: its "@BATCH" field
+    // lists them; each request's field holds its release lines), and one
+    // request's lines ("(nil)" when there are none).
+    std::map<std::string, std::string> record(const std::string &batch) {
+        const std::map<std::string, std::string> all = redis.hash(keys::reserved("acme"));
+        std::map<std::string, std::string> out;
+        const auto ids = all.find("@" + batch);
+        if (ids == all.end()) return out;
+        std::size_t at = 0;
+        while (at < ids->second.size()) {
+            std::size_t end = ids->second.find(' ', at);
+            if (end == std::string::npos) end = ids->second.size();
+            const std::string rid = ids->second.substr(at, end - at);
+            const auto lines = all.find(rid);
+            if (lines != all.end()) out[rid] = lines->second;
+            at = end + 1;
+        }
+        return out;
+    }
     std::string record(const std::string &batch, const std::string &rid) {
         const auto fields = record(batch);
         const auto it = fields.find(rid);
         return it == fields.end() ? std::string("(nil)") : it->second;
     }
+    // A marker the scripts leave, wherever it lives: a field of a markers
+    // hash (warnings, reached caps: the hash expires with its window), a
+    // member of a sorted set scored by when it may go (settled, released,
+    // gone), or a batch held in the org's reservations ("@BATCH").
+    struct Marker {
+        enum class Kind { hash_field, zset_member, batch } kind;
+        std::string key, name;
+    };
+    // "SCOPE:ID:WINDOW[:PERIOD]:CAP:FRACTION" of a spend counter's warning
+    static Marker warned_marker(const std::string &rest, const std::string &org = "acme") {
+        const std::size_t fraction = rest.rfind(':'), cap = rest.rfind(':', fraction - 1);
+        return counter_marker("warned:", rest.substr(0, cap), rest.substr(cap, fraction - cap), org, rest.substr(fraction + 1));
+    }
+    // "SCOPE:ID:WINDOW[:PERIOD]:CAP" of a spend counter's reached cap
+    static Marker reached_marker(const std::string &rest, const std::string &org = "acme") {
+        const std::size_t cap = rest.rfind(':');
+        return counter_marker("reached:", rest.substr(0, cap), rest.substr(cap), org, "");
+    }
+    static Marker counter_marker(const std::string &type, const std::string &counter, const std::string &cap,
+                                 const std::string &org, const std::string &fraction) {
+        // the window: what follows SCOPE:ID: ("m:2026-11", "d:2026-11-18", "life")
+        const std::size_t id_end = counter.find(':', counter.find(':') + 1);
+        const std::string window = counter.substr(id_end + 1);
+        return {Marker::Kind::hash_field, keys::markers(org, window),
+                type + "spend:" + counter + cap + (fraction.empty() ? "" : ":" + fraction)};
+    }
+    static Marker settled_marker(const std::string &rid) {
+        return {Marker::Kind::zset_member, keys::settled("acme"), rid};
+    }
+    static Marker released_marker(const std::string &rid) {
+        return {Marker::Kind::zset_member, keys::released("acme"), rid};
+    }
+    static Marker gone_marker(const std::string &batch) {
+        return {Marker::Kind::zset_member, keys::gone("acme"), batch};
+    }
+    static Marker batch_record(const std::string &batch) {
+        return {Marker::Kind::batch, keys::reserved("acme"), "@" + batch};
+    }
+    bool has(const Marker &m) {
+        if (m.kind == Marker::Kind::zset_member) {
+            for (const auto &[member, score] : redis.zset(m.key))
+                if (member == m.name) return true;
+            return false;
+        }
+        return redis.hash(m.key).count(m.name) != 0;
+    }
+    std::string at(const Marker &m) { return has(m) ? "1" : "(nil)"; }
+    // When it goes (unix seconds): its hash's expiry, or its score; -1 none.
+    std::int64_t expire_at(const Marker &m) {
+        if (!has(m)) return -1;
+        if (m.kind == Marker::Kind::zset_member) {
+            for (const auto &[member, score] : redis.zset(m.key))
+                if (member == m.name) return static_cast<std::int64_t>(score) / 1000;
+        }
+        return redis.expire_at(m.key);
+    }
+    // A batch's deadline (Redis ms), -1 when it has none.
+    double deadline_of(const std::string &batch) {
+        for (const auto &[member, score] : deadlines())
+            if (member == batch) return score;
+        return -1;
+    }
+
     // The number of requests settled in the org (sc:{acme}:settlements).
     std::string settlements() { return at(P + "settlements"); }
 
@@ -235,6 +348,7 @@ protected:
 
     std::vector<Event> events() { return redis.events(kEvents); }
     std::string at(const std::string &key) { return redis.get(key).value_or("(nil)"); }
+    std::int64_t expire_at(const std::string &key) { return redis.expire_at(key); }
     // Everything but the events stream and the keys under `marker_prefix`.
     std::map<std::string, FakeRedis::Value> without(const std::string &marker_prefix) {
         return without(std::vector<std::string>{marker_prefix});

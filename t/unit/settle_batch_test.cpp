@@ -108,12 +108,12 @@ protected:
     void expect_settled(const std::vector<Req> &reqs) {
         for (const Req &r : reqs) {
             if (r.answered) {
-                EXPECT_FALSE(redis.exists(P + "settled:" + r.rid)) << r.rid;
+                EXPECT_FALSE(has(settled_marker(r.rid))) << r.rid;
             } else {
-                EXPECT_EQ(at(P + "settled:" + r.rid), "1") << r.rid;
-                EXPECT_EQ(redis.expire_at(P + "settled:" + r.rid), kNow + 86400) << r.rid;
+                EXPECT_EQ(at(settled_marker(r.rid)), "1") << r.rid;
+                EXPECT_EQ(expire_at(settled_marker(r.rid)), kNow + 86400) << r.rid;
             }
-            EXPECT_FALSE(redis.exists(P + "released:" + r.rid)) << r.rid;
+            EXPECT_FALSE(has(released_marker(r.rid))) << r.rid;
             if (!batch_of(r).empty()) EXPECT_FALSE(redis.exists(P + "resv:" + batch_of(r))) << r.rid;
         }
         EXPECT_TRUE(deadlines().empty());
@@ -123,7 +123,7 @@ protected:
     // (each request a batch of its own).
     void expect_unsettled(const std::vector<Req> &reqs) {
         for (const Req &r : reqs) {
-            EXPECT_FALSE(redis.exists(P + "settled:" + r.rid)) << r.rid;
+            EXPECT_FALSE(has(settled_marker(r.rid))) << r.rid;
             EXPECT_TRUE(record(batch_of(r)).count(r.rid)) << r.rid;
         }
         EXPECT_EQ(deadlines().size(), reqs.size());
@@ -188,7 +188,7 @@ TEST_F(SettleBatch, ThreeRequestsInOneBatchEndAsTheThreeSettledOneByOne) {
     EXPECT_EQ(redis.data(), one_by_one.redis.data());
     EXPECT_EQ(events(), one_by_one.redis.events(kEvents));
     expect_settled(reqs);
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(settlements(), "3");
     expect_counters(l,
                     [&](const Counter &c) {
@@ -233,9 +233,9 @@ TEST_F(SettleBatch, ReservedReleasedAndNeverReservedRequestsEachCountOnceAtTheir
     // req-2's deadline passes: the sweep gives its reservation back.
     redis.set_now_ms(kNow * 1000 + 1);
     ASSERT_EQ(sweep(8).integer, 1);
-    ASSERT_FALSE(redis.exists(P + "resv:req-2"));
-    ASSERT_TRUE(redis.exists(P + "resv:req-1"));
-    ASSERT_EQ(at(P + "released:req-2"), "1");
+    ASSERT_FALSE(has(batch_record("req-2")));
+    ASSERT_TRUE(has(batch_record("req-1")));
+    ASSERT_EQ(at(released_marker("req-2")), "1");
     ASSERT_EQ(at(kKeyDaily), plus(preset_value(l.counters[0]), 3 * kUsd));
     ASSERT_EQ(at(kRpm), "3");
     ASSERT_EQ(at(kTpm), "450");
@@ -263,7 +263,7 @@ TEST_F(SettleBatch, ReservedReleasedAndNeverReservedRequestsEachCountOnceAtTheir
                     "after the batch");
     expect_settled({reserved, released, fail_open});  // req-2's released marker gone too
     EXPECT_EQ(settlements(), "3");
-    EXPECT_FALSE(redis.exists(P + "gone:req-3"));  // no reserve was sent: no batch to turn away
+    EXPECT_FALSE(has(gone_marker("req-3")));  // no reserve was sent: no batch to turn away
     // Each counter written once (the rpm not at all: its sum is 0).
     for (const Counter &c : l.counters)
         EXPECT_EQ(incrbys(c.key, mark), c.kind == CounterKind::rpm ? 0u : 1u) << c.key;
@@ -298,7 +298,10 @@ TEST_F(SettleBatch, TwoKeysAndACustomerOfOneOrgShareTheProjectAndOrgCounters) {
     const std::size_t distinct = keys.size();
     ASSERT_LT(distinct, k1_c1.counters.size() + k2.counters.size() + k2_c1.counters.size());
     ASSERT_GT(argv.size(), 3 + std::stoul(argv[2]));
-    EXPECT_EQ(argv[2], std::to_string(distinct + 3));  // + events, deadlines, settlements
+    const std::size_t numkeys = std::stoul(argv[2]), markers = std::stoul(argv[3 + numkeys + 2]);  // ARGV[3]: G
+    EXPECT_GT(markers, 0u);
+    // + events, deadlines, settlements, reservations, settled, released, gone, low_balance
+    EXPECT_EQ(numkeys, distinct + 8 + markers);
     EXPECT_EQ(argv[3 + std::stoul(argv[2])], std::to_string(distinct));
     EXPECT_EQ(std::set<std::string>(argv.begin() + 3, argv.begin() + 3 + static_cast<std::ptrdiff_t>(distinct)), keys);
 
@@ -387,7 +390,7 @@ TEST_F(SettleBatch, AResendChangesNothingAndAPartlySettledBatchIsRefused) {
     // Without req-4, the other two settle.
     EXPECT_EQ(settlements(), "4");
     EXPECT_EQ(settle_batch(items_of(l, {more[1], more[2]})).integer, 1);
-    EXPECT_FALSE(redis.exists(P + "deadlines"));
+    EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
     EXPECT_EQ(settlements(), "6");
 }
 

@@ -3,6 +3,7 @@
 #include "accounting/ledger.h"
 
 #include "identity/records.h"
+#include "redis/keys.h"
 
 #include <algorithm>
 #include <functional>
@@ -16,9 +17,19 @@ Nanos warn_threshold(Nanos cap, const WarnFraction &fraction) {
 
 namespace {
 
+// A spend counter whose cap can tell events (warnings, the cap reached): its
+// label "SCOPE ID WINDOW PERIOD" and the markers hash of its window and period
+// (only those: a ledger is cached per key and minute, and most counters have no cap).
+void name_for_events(Counter &c, const std::string &org, const std::string &id, const std::string &suffix) {
+    // the period is the suffix's part after "d:" / "m:" (none for life)
+    const std::size_t colon = suffix.find(':');
+    c.label = std::string(scope_name(c.scope)) + " " + id + " " + window_name(c.window) + " "
+              + (colon == std::string::npos ? std::string() : suffix.substr(colon + 1));
+    c.markers = keys::markers(org, suffix);
+}
+
 Ledger build_ledger(const Policy &policy, const Key &key, const Project &project, const Org &org,
                     const std::string &customer, const Limits &customer_limits, const Periods &periods) {
-    const std::string prefix = org_key_prefix(org.id);
     Ledger ledger;
     ledger.org = org.id;
     ledger.key_id = key.id;
@@ -39,47 +50,48 @@ Ledger build_ledger(const Policy &policy, const Key &key, const Project &project
 
     std::vector<Counter> &counters = ledger.counters;
     counters.reserve(scopes.size() * 9 + 3);
-    auto add = [&](CounterKind kind, const ScopeOf &s, Window window, const std::string &key_name,
-                   std::optional<std::int64_t> cap, std::int64_t expire_at) {
-        counters.push_back(Counter{kind, s.scope, window, key_name, cap, expire_at});
-    };
-    auto scope_key = [&](const char *kind, const ScopeOf &s) {
-        return prefix + kind + ":" + scope_name(s.scope) + ":" + s.id + ":";
+    auto windowed = [&](CounterKind kind, keys::Measure measure, const ScopeOf &s, Window w,
+                        std::optional<std::int64_t> cap) {
+        const std::string suffix = window_suffix(periods, w);
+        Counter c{kind, s.scope, w, keys::counter(org.id, measure, s.scope, s.id, suffix), cap,
+                  window_expire_at(periods, w), "", ""};
+        if (kind == CounterKind::spend && cap) name_for_events(c, org.id, s.id, suffix);
+        counters.push_back(std::move(c));
     };
     for (const ScopeOf &s : scopes) {
         for (Window w : {Window::daily, Window::monthly, Window::lifetime})
-            add(CounterKind::spend, s, w, scope_key("spend", s) + window_suffix(periods, w),
-                s.limits.cost_cap(w), window_expire_at(periods, w));
+            windowed(CounterKind::spend, keys::Measure::spend, s, w, s.limits.cost_cap(w));
         const std::vector<CeilingRow> *ceiling = s.scope == Scope::org ? policy.dynamic_ceiling(org) : nullptr;
         if (ceiling != nullptr) {
             ledger.ceiling_counter = counters.size() - 2;  // the monthly one
+            name_for_events(counters[*ledger.ceiling_counter], org.id, s.id, window_suffix(periods, Window::monthly));
             const std::int64_t age = org.created_at ? periods.now - *org.created_at : 0;
             ledger.ceilings = ceilings_by_age(*ceiling, age);
         }
         for (Window w : {Window::daily, Window::monthly})
-            add(CounterKind::requests, s, w, scope_key("reqs", s) + window_suffix(periods, w),
-                s.limits.request_cap(w), window_expire_at(periods, w));
+            windowed(CounterKind::requests, keys::Measure::requests, s, w, s.limits.request_cap(w));
         for (Window w : {Window::daily, Window::monthly})
-            add(CounterKind::tokens, s, w, scope_key("tokens", s) + window_suffix(periods, w),
-                s.limits.token_cap(w), window_expire_at(periods, w));
+            windowed(CounterKind::tokens, keys::Measure::tokens, s, w, s.limits.token_cap(w));
     }
     if (org.prepaid) {
         ledger.balance = counters.size();
-        counters.push_back(Counter{CounterKind::balance, Scope::org, Window::lifetime, prefix + "balance",
-                                   std::nullopt, 0});
+        counters.push_back(Counter{CounterKind::balance, Scope::org, Window::lifetime, keys::balance(org.id),
+                                   std::nullopt, 0, "", ""});
     }
     for (const ScopeOf &s : scopes) {
         if (s.limits.rpm)
-            add(CounterKind::rpm, s, Window::daily, scope_key("rate", s) + "rpm:" + periods.minute,
-                s.limits.rpm, periods.minute_expire_at);
+            counters.push_back(Counter{CounterKind::rpm, s.scope, Window::daily,
+                                       keys::rate(org.id, s.scope, s.id, "rpm", periods.minute), s.limits.rpm,
+                                       periods.minute_expire_at, "", ""});
         if (s.limits.tpm)
-            add(CounterKind::tpm, s, Window::daily, scope_key("rate", s) + "tpm:" + periods.minute,
-                s.limits.tpm, periods.minute_expire_at);
+            counters.push_back(Counter{CounterKind::tpm, s.scope, Window::daily,
+                                       keys::rate(org.id, s.scope, s.id, "tpm", periods.minute), s.limits.tpm,
+                                       periods.minute_expire_at, "", ""});
     }
     if (org.prepaid) {
         ledger.held = counters.size();
-        counters.push_back(Counter{CounterKind::held, Scope::org, Window::lifetime, prefix + "balance:held",
-                                   std::nullopt, 0});
+        counters.push_back(Counter{CounterKind::held, Scope::org, Window::lifetime, keys::held(org.id), std::nullopt,
+                                   0, "", ""});
         ledger.low_balance = org.low_balance_usd;
     }
     return ledger;

@@ -34,6 +34,11 @@ struct Counter {
     std::string key;                 // e.g. sc:{acme}:spend:key:key_prod_1:m:2026-11
     std::optional<std::int64_t> cap; // none = counted, not checked (balance: checked against the estimate)
     std::int64_t expire_at = 0;      // EXPIREAT (0 = never)
+    // Capped spend counters and a plan's ceiling counter only (their events):
+    // "SCOPE ID WINDOW PERIOD", and the markers hash of their window and
+    // period (keys.h).
+    std::string label;
+    std::string markers;
 };
 
 // What a request adds to its counters: reserved as the worst case, settled

@@ -8,7 +8,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "identity/records.h"  // org_key_prefix
+#include "base/saturating.h"
+#include "redis/keys.h"
 #include "request/request.h"
 
 namespace spendcap {
@@ -16,15 +17,6 @@ namespace spendcap {
 namespace {
 
 std::string to_arg(std::int64_t v) { return std::to_string(v); }
-
-// a - b for the script's strings, saturating rather than wrapping, and
-// never INT64_MIN, so that every delta can be negated.
-std::int64_t minus(std::int64_t a, std::int64_t b) {
-    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
-    std::int64_t out;
-    if (__builtin_sub_overflow(a, b, &out)) return b > 0 ? -most : most;
-    return std::max(out, -most);
-}
 
 const char *kind_arg(CounterKind kind) {
     switch (kind) {
@@ -87,19 +79,12 @@ std::string release_record(const Ledger &ledger, const Amounts &estimate, std::s
         const Counter &c = ledger.counters[i];
         const std::int64_t delta = reserved_delta(ledger, i, estimate);
         if (delta == 0) continue;
-        record += to_arg(minus(0, delta));
+        record += to_arg(negatable_sub(0, delta));
         record += ' ';
         record.append(c.key, prefix_size, std::string::npos);
         record += '\n';
     }
     return record;
-}
-
-std::int64_t plus(std::int64_t a, std::int64_t b) {
-    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
-    std::int64_t out;
-    if (__builtin_add_overflow(a, b, &out)) return b > 0 ? most : -most;
-    return std::max(out, -most);
 }
 
 // "FRACTION=THRESHOLD;..." of a cost cap; empty without fractions.
@@ -114,26 +99,12 @@ std::string warn_thresholds(const std::vector<WarnFraction> &warn_at, Nanos cap)
 
 }  // namespace
 
-std::vector<std::string> sweep_command(const std::string &org, std::int64_t most) {
-    try {
-        const std::string &sha1 = scripts::sweep().sha1;
-        if (sha1.empty()) return {};
-        const std::string prefix = org_key_prefix(org);
-        return {"EVALSHA", sha1, "2", prefix + "deadlines", prefix + "reservations", prefix,
-                to_arg(std::max<std::int64_t>(most, 1))};
-    } catch (...) {
-        return {};
-    }
-}
-
 std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now) {
     try {
         const std::string &sha1 = scripts::key_expired().sha1;
         if (sha1.empty() || !key.expires_at) return {};
         const std::int64_t kMarkerSeconds = 400 * 86400;  // a key still knocking a year on is news again
-        return {"EVALSHA", sha1, "2",
-                org_key_prefix(org) + "expired:" + key.id + ":" + to_arg(*key.expires_at),
-                org_key_prefix(org) + "events",
+        return {"EVALSHA", sha1, "2", keys::key_expired(org, key.id, *key.expires_at), keys::events(org),
                 key.id, format_rfc3339(*key.expires_at), to_arg(now + kMarkerSeconds)};
     } catch (...) {
         return {};
@@ -158,15 +129,31 @@ const char *amount_arg(CounterKind kind) {
 
 }  // namespace
 
+namespace {
+
+// The markers hashes a script may set, each once: `index` maps a hash to its
+// place among them (1-based), for the counters' arguments.
+struct MarkerKeys {
+    std::vector<const std::string *> keys;
+    std::unordered_map<std::string_view, std::size_t> index;
+    std::string place_of(const std::string &markers) {
+        if (markers.empty()) return "0";
+        auto [it, added] = index.emplace(markers, keys.size() + 1);
+        if (added) keys.push_back(&markers);
+        return to_arg(static_cast<std::int64_t>(it->second));
+    }
+};
+
+}  // namespace
+
 std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &items, const std::string &batch_id,
-                                               std::int64_t ttl_ms) {
+                                               std::int64_t ttl_ms, bool check_due) {
     try {
         const std::string &sha1 = scripts::reserve().sha1;
         if (items.empty() || sha1.empty() || batch_id.empty()) return {};
         const Ledger *first = items.front().ledger.get();
         if (first == nullptr) return {};
         const std::string &org = first->org;
-        const std::string prefix = org_key_prefix(org);
 
         // The batch's counters, each once, and its chains: the counters of
         // one ledger (requests of one key share it, so it is mapped once).
@@ -183,7 +170,7 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
             if (ledger == nullptr || ledger->counters.empty() || ledger->org != org || items[j].request_id.empty()
                 || ledger->config_version != first->config_version)
                 return {};
-            // one field per request in the batch's record: an id twice would lose one
+            // one field per request in the org's reservations: an id twice would lose one
             if (!ids.insert(items[j].request_id).second) return {};
             std::size_t x = 0;
             while (x < chains.size() && chains[x] != ledger) ++x;
@@ -205,33 +192,46 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
         }
 
         const std::size_t c = counters.size();
+        MarkerKeys markers;
+        std::vector<std::string> counter_args;
+        counter_args.reserve(7 * c);
+        for (const Counter *counter : counters) {
+            const bool spend_cap = counter->kind == CounterKind::spend && counter->cap;
+            counter_args.emplace_back(counter->kind == CounterKind::held ? "h" : kind_arg(counter->kind));
+            counter_args.emplace_back(amount_arg(counter->kind));
+            // a negative cap, never produced by the policy, blocks rather than uncaps
+            counter_args.push_back(counter->cap ? to_arg(std::max<std::int64_t>(*counter->cap, 0)) : "");
+            counter_args.push_back(to_arg(std::max<std::int64_t>(counter->expire_at, 0)));
+            counter_args.push_back(spend_cap ? warn_thresholds(first->warn_at, *counter->cap) : "");
+            counter_args.push_back(markers.place_of(counter->markers));
+            counter_args.push_back(counter->label);
+        }
+        const std::size_t g = markers.keys.size();
+
         std::vector<std::string> argv;
-        argv.reserve(14 + 6 * c + 3 * (ceiling_ledger ? ceiling_ledger->ceilings.size() : 0) + 8 * chains.size()
-                     + 6 * items.size());
+        argv.reserve(12 + 9 * c + g + 3 * (ceiling_ledger ? ceiling_ledger->ceilings.size() : 0)
+                     + 8 * chains.size() + 6 * items.size());
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(to_arg(static_cast<std::int64_t>(c + (ceiling_ledger ? 4 : 3))));
+        argv.push_back(to_arg(static_cast<std::int64_t>(c + 5 + g + (ceiling_ledger ? 1 : 0))));
         for (const Counter *counter : counters) argv.push_back(counter->key);
-        argv.push_back(prefix + "resv:" + batch_id);
-        argv.push_back(prefix + "deadlines");
-        argv.push_back(prefix + "events");
-        if (ceiling_ledger) argv.push_back(prefix + "cleared");
+        argv.push_back(keys::reserved(org));
+        argv.push_back(keys::deadlines(org));
+        argv.push_back(keys::events(org));
+        argv.push_back(keys::config(org));
+        argv.push_back(keys::gone(org));
+        for (const std::string *k : markers.keys) argv.push_back(*k);
+        if (ceiling_ledger) argv.push_back(keys::cleared(org));
 
         argv.push_back(to_arg(static_cast<std::int64_t>(c)));
         argv.push_back(to_arg(static_cast<std::int64_t>(items.size())));
         argv.push_back(to_arg(static_cast<std::int64_t>(chains.size())));
-        argv.push_back(prefix);
+        argv.push_back(to_arg(static_cast<std::int64_t>(g)));
         argv.push_back(to_arg(std::clamp<std::int64_t>(ttl_ms, 1, kMaxReservationTtlMs)));
         argv.push_back(batch_id);
-        for (const Counter *counter : counters) {
-            const bool spend_cap = counter->kind == CounterKind::spend && counter->cap;
-            argv.emplace_back(counter->kind == CounterKind::held ? "h" : kind_arg(counter->kind));
-            argv.emplace_back(amount_arg(counter->kind));
-            // a negative cap, never produced by the policy, blocks rather than uncaps
-            argv.push_back(counter->cap ? to_arg(std::max<std::int64_t>(*counter->cap, 0)) : "");
-            argv.push_back(to_arg(std::max<std::int64_t>(counter->expire_at, 0)));
-            argv.push_back(spend_cap ? warn_thresholds(first->warn_at, *counter->cap) : "");
-        }
+        argv.push_back(to_arg(static_cast<std::int64_t>(keys::org_prefix(org).size())));
+        argv.emplace_back(check_due ? "1" : "0");
+        for (std::string &arg : counter_args) argv.push_back(std::move(arg));
         if (ceiling_ledger) {
             argv.push_back(to_arg(static_cast<std::int64_t>(ceiling_ledger->ceilings.size())));
             argv.push_back(to_arg(static_cast<std::int64_t>(ceiling_at)));
@@ -248,6 +248,7 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
             argv.push_back(to_arg(static_cast<std::int64_t>(at.size())));
             for (std::size_t i : at) argv.push_back(to_arg(static_cast<std::int64_t>(i)));
         }
+        const std::size_t prefix_size = keys::org_prefix(org).size();
         for (std::size_t j = 0; j < items.size(); ++j) {
             const ReserveItem &item = items[j];
             Amounts estimate = non_negative(item.estimate);
@@ -257,7 +258,7 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
             argv.push_back(to_arg(static_cast<std::int64_t>(chain_of[j] + 1)));
             argv.push_back(to_arg(estimate.cost));
             argv.push_back(to_arg(estimate.tokens));
-            argv.push_back(release_record(*chains[chain_of[j]], estimate, prefix.size()));
+            argv.push_back(release_record(*chains[chain_of[j]], estimate, prefix_size));
         }
         argv.push_back(first->config_version);
         return argv;
@@ -286,6 +287,10 @@ ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::s
         }
         if (flat.size() == 1 && flat[0] == 3) {
             out.stale = true;
+            return out;
+        }
+        if (flat.size() == 1 && flat[0] == 4) {
+            out.due = true;
             return out;
         }
         out.parts.reserve(requests);
@@ -453,7 +458,6 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
         const std::string &sha1 = scripts::settle().sha1;
         if (items.empty() || sha1.empty() || items.front().ledger == nullptr) return {};
         const std::string &org = items.front().ledger->org;
-        const std::string prefix = org_key_prefix(org);
         // A request settles once: an id already in the batch is what its
         // second settlement would be, nothing (counted twice, its
         // reservation would be given back twice).
@@ -512,7 +516,7 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
                 const std::int64_t reserved = reserved_delta(ledger, i, estimate);
                 // Replaces the reservation; without one (never made, or given
                 // back at its deadline) adds the real amounts.
-                std::int64_t if_reserved = minus(delta_of(c, real), reserved);
+                std::int64_t if_reserved = negatable_sub(delta_of(c, real), reserved);
                 std::int64_t if_unreserved = delta_of(c, real);
                 if (c.kind == CounterKind::held) {
                     if_reserved = -reserved;  // the hold ends
@@ -523,9 +527,9 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
                 // The plan's ceiling: the first request that knows the cap
                 // it was held to (a fail-open one never learnt it).
                 if (!total.cap && ledger.ceiling_counter == i && item.ceiling_cap) total.cap = item.ceiling_cap;
-                total.delta = plus(total.delta, if_reserved);
+                total.delta = negatable_add(total.delta, if_reserved);
                 if (if_unreserved != if_reserved)
-                    corrections[j].push_back(Correction{at[i], minus(if_unreserved, if_reserved)});
+                    corrections[j].push_back(Correction{at[i], negatable_sub(if_unreserved, if_reserved)});
                 if (ledger.balance == i) balance = at[i];
                 if (ledger.held == i) held = at[i];
             }
@@ -533,27 +537,43 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
         }
 
         const std::size_t c = totals.size(), m = batch.size();
+        MarkerKeys markers;
+        std::vector<std::string> counter_args;
+        counter_args.reserve(7 * c);
+        for (const Total &t : totals) {
+            const CounterKind kind = t.counter->kind;
+            const std::string warn = t.cap ? warn_thresholds(*t.warn_at, *t.cap) : "";
+            counter_args.emplace_back(kind == CounterKind::rpm || kind == CounterKind::tpm ? "r" : "c");
+            counter_args.push_back(to_arg(t.delta));
+            counter_args.push_back(to_arg(std::max<std::int64_t>(t.counter->expire_at, 0)));
+            counter_args.push_back(t.cap ? to_arg(*t.cap) : "");
+            counter_args.push_back(warn);
+            // only a counter that can warn needs its markers
+            counter_args.push_back(warn.empty() ? "0" : markers.place_of(t.counter->markers));
+            counter_args.push_back(warn.empty() ? "" : t.counter->label);
+        }
+        const std::size_t g = markers.keys.size();
         std::vector<std::string> argv;
-        argv.reserve(3 + c + 3 + 3 + 5 * c + 3 + 4 * m);
+        argv.reserve(12 + 8 * c + g + 4 * m);
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(to_arg(static_cast<std::int64_t>(c + 3)));
+        argv.push_back(to_arg(static_cast<std::int64_t>(c + 8 + g)));
         for (const Total &t : totals) argv.push_back(t.counter->key);
-        argv.push_back(prefix + "events");
-        argv.push_back(prefix + "deadlines");
-        argv.push_back(prefix + "settlements");
+        argv.push_back(keys::events(org));
+        argv.push_back(keys::deadlines(org));
+        argv.push_back(keys::settlements(org));
+        argv.push_back(keys::reserved(org));
+        argv.push_back(keys::settled(org));
+        argv.push_back(keys::released(org));
+        argv.push_back(keys::gone(org));
+        argv.push_back(keys::low_balance(org));
+        for (const std::string *k : markers.keys) argv.push_back(*k);
 
         argv.push_back(to_arg(static_cast<std::int64_t>(c)));
         argv.push_back(to_arg(static_cast<std::int64_t>(m)));
-        argv.push_back(prefix);
-        for (const Total &t : totals) {
-            const CounterKind kind = t.counter->kind;
-            argv.emplace_back(kind == CounterKind::rpm || kind == CounterKind::tpm ? "r" : "c");
-            argv.push_back(to_arg(t.delta));
-            argv.push_back(to_arg(std::max<std::int64_t>(t.counter->expire_at, 0)));
-            argv.push_back(t.cap ? to_arg(*t.cap) : "");
-            argv.push_back(t.cap ? warn_thresholds(*t.warn_at, *t.cap) : "");
-        }
+        argv.push_back(to_arg(static_cast<std::int64_t>(g)));
+        argv.push_back(to_arg(static_cast<std::int64_t>(keys::org_prefix(org).size())));
+        for (std::string &arg : counter_args) argv.push_back(std::move(arg));
         const bool low = low_balance && balance && held;
         argv.push_back(low ? to_arg(*low_balance) : "");
         argv.push_back(low ? to_arg(static_cast<std::int64_t>(*balance + 1)) : "0");

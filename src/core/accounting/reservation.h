@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "http/envelope.h"
+#include "accounting/cap.h"
 #include "accounting/ledger.h"
 #include "redis/script.h"
 #include "base/money.h"
@@ -39,23 +39,23 @@ struct ReserveItem {
 // as the requests before it in the batch left them and, only if all pass
 // (or in a dry run), adds the estimate to every counter a check reads (the
 // others get the real figure at settlement, once) and draws it from the
-// balance. If any request is refused, it gives back the org's reservations
-// whose deadline has passed (at most 8; their workers died) and, if there
-// were any, decides the batch again, so that they never refuse a request
-// (the periodic sweep returns the others). Then it writes each counter
-// once with the batch's sum, records
-// how to give each request back in the hash sc:{ORG}:resv:BATCH_ID with one
-// deadline `ttl_ms` from now (Redis's clock) in sc:{ORG}:deadlines, and
-// appends the warning events the batch crossed. Before anything, it checks
-// that the org's config version (sc:{ORG}:config, records.h) is the one the
-// ledgers were built at (Ledger::config_version, the same for every item):
-// if not, it does nothing and replies {3}. A request a cost cap refuses
-// appends spend_cap_reached once per cap and period. All or nothing; a batch
-// its worker gave up (every request already settled) changes nothing.
+// balance. With `check_due`, a refusal while reservations of the org are
+// past their deadline (their workers died) changes nothing and replies {4}:
+// the worker gives them back (release_sequence) and sends the batch again
+// without the check, so that they never refuse a request. Then it writes
+// each counter once with the batch's sum, records how to give each request
+// back in the org's reservations (keys::reserved) with one deadline `ttl_ms`
+// from now (Redis's clock) in keys::deadlines, and appends the warning
+// events the batch crossed. Before anything, it checks that the org's
+// config version (keys::config) is the one the ledgers were built at
+// (Ledger::config_version, the same for every item): if not, it does
+// nothing and replies {3}. A request a cost cap refuses appends
+// spend_cap_reached once per cap and period. All or nothing; a batch whose
+// requests were all settled before it arrived ({2}) changes nothing.
 // `batch_id` must be unique (the module uses its first request's id), and so
 // must the request ids within a batch (empty otherwise).
 std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &items, const std::string &batch_id,
-                                               std::int64_t ttl_ms = kDefaultReservationTtlMs);
+                                               std::int64_t ttl_ms = kDefaultReservationTtlMs, bool check_due = true);
 
 // One request as a batch of its own, `request_id` its batch id.
 std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &estimate,
@@ -87,6 +87,10 @@ struct ReserveReplyParts {
     std::vector<std::vector<long long>> parts;
     bool given_up = false;
     bool stale = false;  // {3}: the batch's config version is not the org's (nothing done)
+    // {4}: a request would be refused while reservations are past their
+    // deadline (nothing done): give them back (release_sequence), then send
+    // the batch again with check_due off
+    bool due = false;
     bool malformed = false;
 };
 ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::size_t requests);
@@ -127,19 +131,18 @@ struct SettleItem {
 // in one script call, each exactly once, every counter written once with
 // the batch's sum; all or nothing: a write Redis refuses leaves everything
 // as it was (the reply is that error). Per request: while its reservation
-// is recorded (in its batch's record), replaces the reserved `estimate` by
-// `real` in every counter (adds `real` to those the reservation left alone)
-// and the balance (rates only while their minute's counter lives); if it was
-// given back at its deadline (sc:{ORG}:released:RID) or never made, adds
-// `real`. A request whose reserve was answered needs no marker: its record
-// is gone once settled, so a resend does nothing. One whose reserve was not
-// answered (timeout, lost connection, never sent) leaves
-// sc:{ORG}:settled:RID (a day), and a tombstone sc:{ORG}:gone:BATCH if its
-// reserve never landed, so that a late one does nothing. Counts the
-// requests in sc:{ORG}:settlements. Appends the warning events a rise
-// crossed, and low_balance once when the real balance falls below
-// low_balance_usd. Reply: 1 settled now, 0 already settled. Empty if the
-// items are not all of one org.
+// is held (keys::reserved), replaces the reserved `estimate` by `real` in
+// every counter (adds `real` to those the reservation left alone) and the
+// balance (rates only while their minute's counter lives); if it was given
+// back at its deadline (keys::released) or never made, adds `real`. A
+// request whose reserve was answered needs no marker: its reservation is
+// gone once settled, so a resend does nothing. One whose reserve was not
+// answered (timeout, lost connection, never sent) is noted in keys::settled
+// for a day, and its batch in keys::gone if its reserve never landed, so
+// that a late one does nothing. Counts the requests in keys::settlements.
+// Appends the warning events a rise crossed, and low_balance once when the
+// real balance falls below low_balance_usd. Reply: 1 settled now, 0 already
+// settled. Empty if the items are not all of one org.
 std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items);
 
 // One request as a batch of its own; its reserve's batch is its own id (as
@@ -148,12 +151,6 @@ std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &est
                                         const Amounts &real, const std::string &request_id,
                                         const std::optional<Nanos> &ceiling_cap,
                                         bool reserve_answered = true);
-
-// Redis command argv (EVALSHA form) that gives back at most `most` of the
-// org's reservations whose deadline has passed (their workers died or their
-// settlements were lost); the reserve script does the same for the orgs it
-// serves. Reply: how many it gave back.
-std::vector<std::string> sweep_command(const std::string &org, std::int64_t most);
 
 // Redis command argv (EVALSHA form) that appends one key_expired event
 // (id, expires_at) the first time an expired key is refused; empty if the key

@@ -7,32 +7,12 @@
 
 #include "http/envelope.h"
 #include "accounting/ledger.h"
+#include "redis/keys.h"
 #include "redis/script.h"
 
 namespace spendcap::admin {
 
 namespace {
-
-Command eval(const Script &script, std::vector<std::string> keys, std::vector<std::string> args) {
-    Command c;
-    c.script = &script.text;
-    c.argv.reserve(3 + keys.size() + args.size());
-    c.argv.push_back("EVALSHA");
-    c.argv.push_back(script.sha1);
-    c.argv.push_back(std::to_string(keys.size()));
-    for (std::string &k : keys) c.argv.push_back(std::move(k));
-    for (std::string &a : args) c.argv.push_back(std::move(a));
-    return c;
-}
-
-bool to_fields(const Reply &r, Fields &out) {
-    if (r.type != Reply::Type::array || r.elements.size() % 2 != 0) return false;
-    for (std::size_t i = 0; i < r.elements.size(); i += 2) {
-        if (r.elements[i].type != Reply::Type::string || r.elements[i + 1].type != Reply::Type::string) return false;
-        out.emplace_back(r.elements[i].str, r.elements[i + 1].str);
-    }
-    return true;
-}
 
 // apply_script's reply: false when its precondition failed (or it is malformed).
 // `changed` false: its guard found the change already made (no event).
@@ -42,7 +22,7 @@ bool applied(const Reply &r, Fields &fields, bool &existed, bool *changed = null
         return false;
     existed = r.elements[0].integer == 1;
     if (changed != nullptr) *changed = r.elements[2].integer == 1;
-    return to_fields(r.elements[1], fields);
+    return fields_of(r.elements[1], fields);
 }
 
 using Pairs = std::vector<std::pair<std::string, std::string>>;
@@ -100,33 +80,21 @@ std::optional<std::int64_t> time_field(const Fields &f, const char *name) {
     return to_int(*t);
 }
 
-// identity_records_script's reply: the org's records, and the key's project.
-bool identity_records(const Reply &r, OrgRecords &records, std::string &project) {
-    if (r.type != Reply::Type::array || r.elements.size() != 6 || r.elements[0].type != Reply::Type::string
-        || r.elements[5].type != Reply::Type::string || !to_fields(r.elements[1], records.key)
-        || !to_fields(r.elements[2], records.project) || !to_fields(r.elements[3], records.org)
-        || !to_fields(r.elements[4], records.customer))
-        return false;
-    records.version = r.elements[0].str;
-    project = r.elements[5].str;
-    return true;
-}
-
 std::string opt_time(const std::optional<std::int64_t> &t) { return t ? std::to_string(*t) : ""; }
 
 // The counters of one scope that usage reads, in this order: spend d, m,
 // life; requests d, m; tokens d, m; rpm; tpm.
 std::vector<std::string> usage_keys(const std::string &org, Scope scope, const std::string &id, const Periods &p) {
-    const std::string base = org_key_prefix(org);
-    const std::string tail = std::string(scope_name(scope)) + ":" + id + ":";
-    std::vector<std::string> keys;
+    std::vector<std::string> out;
     for (Window w : {Window::daily, Window::monthly, Window::lifetime})
-        keys.push_back(base + "spend:" + tail + window_suffix(p, w));
-    for (Window w : {Window::daily, Window::monthly}) keys.push_back(base + "reqs:" + tail + window_suffix(p, w));
-    for (Window w : {Window::daily, Window::monthly}) keys.push_back(base + "tokens:" + tail + window_suffix(p, w));
-    keys.push_back(base + "rate:" + tail + "rpm:" + p.minute);
-    keys.push_back(base + "rate:" + tail + "tpm:" + p.minute);
-    return keys;
+        out.push_back(keys::counter(org, keys::Measure::spend, scope, id, window_suffix(p, w)));
+    for (Window w : {Window::daily, Window::monthly})
+        out.push_back(keys::counter(org, keys::Measure::requests, scope, id, window_suffix(p, w)));
+    for (Window w : {Window::daily, Window::monthly})
+        out.push_back(keys::counter(org, keys::Measure::tokens, scope, id, window_suffix(p, w)));
+    out.push_back(keys::rate(org, scope, id, "rpm", p.minute));
+    out.push_back(keys::rate(org, scope, id, "tpm", p.minute));
+    return out;
 }
 
 UsageView usage_of(Scope scope, const std::string &id, const std::string &org, const Limits &limits,
@@ -328,7 +296,7 @@ std::optional<Command> Operation::dispatch() {
 std::optional<Command> Operation::with_key(
     const std::string &id, std::function<std::optional<Command>(const std::string &org, const Key *file_key)> k) {
     if (const Key *file_key = file_key_by_id(policy_, id)) return k(policy_.project_of(*file_key).org, file_key);
-    return then(eval(scripts::get(), {key_id_key(id)}, {}), [this, id, k](const Reply &r) -> std::optional<Command> {
+    return then(eval(scripts::get(), {keys::key_id(id)}, {}), [this, id, k](const Reply &r) -> std::optional<Command> {
         if (r.type != Reply::Type::string || !valid_id(r.str)) return fail(not_found("no key `" + id + "`"));
         return k(r.str, nullptr);
     });
@@ -339,7 +307,7 @@ std::optional<Command> Operation::with_project_org(const std::string &id,
                                                    std::function<std::optional<Command>(const std::string &org)> k) {
     auto file = policy_.projects.find(id);
     if (file != policy_.projects.end()) return k(file->second.org);
-    return then(eval(scripts::get(), {project_index_key(id)}, {}),
+    return then(eval(scripts::get(), {keys::project_index(id)}, {}),
                 [this, id, k](const Reply &r) -> std::optional<Command> {
                     if (r.type != Reply::Type::string || !valid_id(r.str))
                         return fail(not_found("no project `" + id + "`"));
@@ -350,7 +318,7 @@ std::optional<Command> Operation::with_project_org(const std::string &id,
 // Org `id` exists: in the file, or as a record.
 std::optional<Command> Operation::with_org(const std::string &id, std::function<std::optional<Command>()> k) {
     if (policy_.orgs.count(id) != 0) return k();
-    return then(eval(scripts::hgetall(), {org_key_prefix(id) + "org"}, {}),
+    return then(eval(scripts::hgetall(), {keys::org_record(id)}, {}),
                 [this, id, k](const Reply &r) -> std::optional<Command> {
                     if (r.type != Reply::Type::array || r.elements.empty())
                         return fail(not_found("no org `" + id + "`"));
@@ -358,25 +326,43 @@ std::optional<Command> Operation::with_org(const std::string &id, std::function<
                 });
 }
 
+// The org's records for a key as the request path reads them
+// (org_records_command), its own record first for the project it names.
+std::optional<Command> Operation::with_records(const std::string &org, const std::string &key_id,
+                                               const std::string &file_project, RecordsStep k) {
+    return then(eval(scripts::hgetall(), {keys::key_record(org, key_id)}, {}),
+                [this, org, key_id, file_project, k](const Reply &r) -> std::optional<Command> {
+                    Fields key;
+                    if (!fields_of(r, key)) return fail(unavailable());
+                    const std::string *named = field(key, "project");
+                    const std::string project = named != nullptr ? *named : file_project;
+                    return then(org_records_command(org, key_id, project, ""),
+                                [this, project, k](const Reply &r2) -> std::optional<Command> {
+                                    OrgRecords records;
+                                    if (!parse_org_records(r2, records)) return fail(unavailable());
+                                    return k(records, project);
+                                });
+                });
+}
+
 // A key's identity as a request of it would see it now (no customer).
 std::optional<Command> Operation::with_identity(const std::string &org, const std::string &key_id,
                                                 const std::string &file_project, const Key *file_key,
                                                 std::function<std::optional<Command>(const Identity &)> k) {
-    const std::string prefix = org_key_prefix(org);
-    return then(eval(scripts::identity_records(), {prefix + "config", prefix + "key:" + key_id, prefix + "org"},
-                     {prefix, file_project, ""}),
-                [this, org, key_id, file_key, k](const Reply &r) -> std::optional<Command> {
-                    OrgRecords records;
-                    std::string project;
-                    if (!identity_records(r, records, project)) return fail(unavailable());
-                    const std::string *sha = field(records.key, "sha256");
-                    const std::string presented = sha != nullptr ? *sha : file_key != nullptr ? file_key->sha256 : "";
-                    std::optional<KeyLookup> lookup;
-                    if (file_key == nullptr) lookup = KeyLookup{key_id, org, project};
-                    Resolution found = resolve_identity(policy_, presented, file_key, lookup, "", records, now_ms_);
-                    if (found.identity == nullptr) return fail(not_found("key `" + key_id + "`: " + found.reason));
-                    return k(*found.identity);
-                });
+    return with_records(org, key_id, file_project,
+                        [this, org, key_id, file_key, k](const OrgRecords &records,
+                                                         const std::string &project) -> std::optional<Command> {
+                            const std::string *sha = field(records.key, "sha256");
+                            const std::string presented =
+                                sha != nullptr ? *sha : file_key != nullptr ? file_key->sha256 : "";
+                            std::optional<KeyLookup> lookup;
+                            if (file_key == nullptr) lookup = KeyLookup{key_id, org, project};
+                            Resolution found =
+                                resolve_identity(policy_, presented, file_key, lookup, "", records, now_ms_);
+                            if (found.identity == nullptr)
+                                return fail(not_found("key `" + key_id + "`: " + found.reason));
+                            return k(*found.identity);
+                        });
 }
 
 std::optional<Command> Operation::key_create() {
@@ -388,23 +374,27 @@ std::optional<Command> Operation::key_create() {
     auto create = [this, id, body = *body](const std::string &org) -> std::optional<Command> {
         const std::string secret = new_secret();
         const std::string sha = sha256_hex(secret);
-        return then(eval(scripts::create_key_global(), {key_id_key(id), key_lookup_key(sha)}, {org, id, body.project}),
+        // The secret's lookup first (a fresh secret: nobody presents it yet),
+        // then the id (global, so a slot of its own), then the record.
+        return then(eval(scripts::put_lookup(), {keys::key_lookup(sha)}, {org, id, body.project}),
+                    [this, id, body, org, secret, sha](const Reply &) -> std::optional<Command> {
+          return then(eval(scripts::claim_key_id(), {keys::key_id(id)}, {org}),
                     [this, id, body, org, secret, sha](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::integer || r.integer != 1)
-                            return fail(conflict("key `" + id + "` exists"));
-                        const std::string prefix = org_key_prefix(org);
+                            return then(eval(scripts::undo_lookup(), {keys::key_lookup(sha)}, {}),
+                                        [this, id](const Reply &) { return fail(conflict("key `" + id + "` exists")); });
                         const Pairs set{{"source", "api"}, {"project", body.project}, {"name", body.name},
                                         {"created_at", std::to_string(now_)}, {"expires_at", opt_time(body.expires_at)},
                                         {"revoked", "0"}, {"limits", limits_json(body.limits)}, {"sha256", sha}};
                         return then(eval(scripts::apply(),
-                                         {prefix + "key:" + id, prefix + "config", prefix + "events", prefix + "keys"},
+                                         {keys::key_record(org, id), keys::config(org), keys::events(org), keys::api_keys(org)},
                                          apply_args("absent", id, "key_created",
                                                     {{"id", id}, {"project", body.project}}, set, {})),
                                     [this, id, org, secret, sha](const Reply &r2) -> std::optional<Command> {
                                         Fields record;
                                         bool existed = false;
                                         if (!applied(r2, record, existed)) {
-                                            return then(eval(scripts::undo_lookup(), {key_lookup_key(sha)}, {}),
+                                            return then(eval(scripts::undo_lookup(), {keys::key_lookup(sha)}, {}),
                                                         [this, id](const Reply &) {
                                                             return fail(conflict("key `" + id + "` exists"));
                                                         });
@@ -413,6 +403,7 @@ std::optional<Command> Operation::key_create() {
                                         return finish(201, render_key(key_view(nullptr, id, org, record), secret));
                                     });
                     });
+                    });
     };
     return with_project_org(body->project, create);
 }
@@ -420,19 +411,32 @@ std::optional<Command> Operation::key_create() {
 std::optional<Command> Operation::keys_list() {
     auto project = route_.query.find("project");
     auto list = [this](const std::string &org, const std::string &only_project) -> std::optional<Command> {
-        std::vector<std::string> args{org_key_prefix(org)};
-        for (const auto &entry : policy_.keys_by_sha256)
-            if (policy_.project_of(entry.second).org == org) args.push_back(entry.second.id);
-        std::sort(args.begin() + 1, args.end());
-        return then(eval(scripts::list_keys(), {org_key_prefix(org) + "keys"}, std::move(args)),
-                    [this, org, only_project](const Reply &r) -> std::optional<Command> {
-                        if (r.type != Reply::Type::array || r.elements.size() % 2 != 0) return fail(unavailable());
+        return then(eval(scripts::members(), {keys::api_keys(org)}, {}),
+                    [this, org, only_project](const Reply &members) -> std::optional<Command> {
+                        // the API's keys, then the file's of the org
+                        std::vector<std::string> ids;
+                        if (!members.is_array()) return fail(unavailable());
+                        for (const Reply &m : members.elements) {
+                            if (!m.is_string()) return fail(unavailable());
+                            ids.push_back(m.str);
+                        }
+                        std::sort(ids.begin(), ids.end());
+                        std::vector<std::string> file_ids;
+                        for (const auto &entry : policy_.keys_by_sha256)
+                            if (policy_.project_of(entry.second).org == org
+                                && !std::binary_search(ids.begin(), ids.end(), entry.second.id))
+                                file_ids.push_back(entry.second.id);
+                        ids.insert(ids.end(), file_ids.begin(), file_ids.end());
+                        std::vector<std::string> records;
+                        for (const std::string &id : ids) records.push_back(keys::key_record(org, id));
+                        return then(eval(scripts::hgetall_each(), std::move(records), {}),
+                                    [this, org, only_project, ids](const Reply &r) -> std::optional<Command> {
+                        if (r.type != Reply::Type::array || r.elements.size() != ids.size()) return fail(unavailable());
                         std::vector<KeyView> keys;
-                        for (std::size_t i = 0; i < r.elements.size(); i += 2) {
+                        for (std::size_t i = 0; i < ids.size(); ++i) {
                             Fields record;
-                            if (r.elements[i].type != Reply::Type::string || !to_fields(r.elements[i + 1], record))
-                                return fail(unavailable());
-                            const std::string &id = r.elements[i].str;
+                            if (!fields_of(r.elements[i], record)) return fail(unavailable());
+                            const std::string &id = ids[i];
                             const Key *file_key = file_key_by_id(policy_, id);
                             if (file_key == nullptr && record.empty()) continue;
                             KeyView view = key_view(file_key, id, org, record);
@@ -441,6 +445,7 @@ std::optional<Command> Operation::keys_list() {
                         std::sort(keys.begin(), keys.end(),
                                   [](const KeyView &a, const KeyView &b) { return a.id < b.id; });
                         return finish(200, render_keys(keys));
+                                    });
                     });
     };
     if (project != route_.query.end()) {
@@ -453,10 +458,10 @@ std::optional<Command> Operation::keys_list() {
 
 std::optional<Command> Operation::key_get(const std::string &id) {
     return with_key(id, [this, id](const std::string &org, const Key *file_key) -> std::optional<Command> {
-        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "key:" + id}, {}),
+        return then(eval(scripts::hgetall(), {keys::key_record(org, id)}, {}),
                     [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
                         Fields record;
-                        if (!to_fields(r, record)) return fail(unavailable());
+                        if (!fields_of(r, record)) return fail(unavailable());
                         if (file_key == nullptr && record.empty()) return fail(not_found("no key `" + id + "`"));
                         return finish(200, render_key(key_view(file_key, id, org, record)));
                     });
@@ -474,13 +479,12 @@ std::optional<Command> Operation::key_change(const std::string &id) {
         if (!limits) return fail(error);
     }
     return with_key(id, [this, id, limits](const std::string &org, const Key *file_key) -> std::optional<Command> {
-        const std::string prefix = org_key_prefix(org);
         const bool revoke = route_.call == Call::key_revoke;
         if (revoke && file_key != nullptr && file_key->revoked) {
-            return then(eval(scripts::hgetall(), {prefix + "key:" + id}, {}),
+            return then(eval(scripts::hgetall(), {keys::key_record(org, id)}, {}),
                         [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
                             Fields record;
-                            if (!to_fields(r, record)) return fail(unavailable());
+                            if (!fields_of(r, record)) return fail(unavailable());
                             return finish(200, render_key(key_view(file_key, id, org, record)));
                         });
         }
@@ -500,7 +504,7 @@ std::optional<Command> Operation::key_change(const std::string &id) {
         // The limits now in force: those put, else the file's (an API key: none).
         const std::string in_force = limits_json(limits ? *limits : file_key != nullptr ? file_key->limits : Limits{});
         const Pairs event = revoke ? Pairs{{"id", id}} : Pairs{{"scope", "key"}, {"id", id}, {"limits", in_force}};
-        return then(eval(scripts::apply(), {prefix + "key:" + id, prefix + "config", prefix + "events"},
+        return then(eval(scripts::apply(), {keys::key_record(org, id), keys::config(org), keys::events(org)},
                          apply_args(file_key != nullptr ? "any" : "exists", "", revoke ? "key_revoked" : "limits_changed",
                                     event, set, del, guard)),
                     [this, id, org, file_key](const Reply &r) -> std::optional<Command> {
@@ -520,10 +524,10 @@ std::optional<Command> Operation::key_rotate(const std::string &id) {
     const std::int64_t grace = body->grace_seconds;
     return with_key(id, [this, id, grace](const std::string &org, const Key *file_key) -> std::optional<Command> {
         // The project for the new secret's lookup: the record's, else the file's.
-        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "key:" + id}, {}),
+        return then(eval(scripts::hgetall(), {keys::key_record(org, id)}, {}),
                     [this, id, org, file_key, grace](const Reply &r) -> std::optional<Command> {
                         Fields record;
-                        if (!to_fields(r, record)) return fail(unavailable());
+                        if (!fields_of(r, record)) return fail(unavailable());
                         if (file_key == nullptr && record.empty()) return fail(not_found("no key `" + id + "`"));
                         const KeyView view = key_view(file_key, id, org, record);
                         if (view.revoked) return fail(revoked_conflict(id));
@@ -531,11 +535,10 @@ std::optional<Command> Operation::key_rotate(const std::string &id) {
                         const std::string secret = new_secret();
                         const std::string sha = sha256_hex(secret);
                         return then(
-                            eval(scripts::put_lookup(), {key_lookup_key(sha)}, {org, id, project}),
+                            eval(scripts::put_lookup(), {keys::key_lookup(sha)}, {org, id, project}),
                             [this, id, org, file_key, grace, secret, sha](const Reply &) -> std::optional<Command> {
-                                const std::string prefix = org_key_prefix(org);
                                 return then(eval(scripts::rotate(),
-                                                 {prefix + "key:" + id, prefix + "config", prefix + "events"},
+                                                 {keys::key_record(org, id), keys::config(org), keys::events(org)},
                                                  {file_key != nullptr ? file_key->sha256 : "", sha,
                                                   std::to_string(now_ms_ + grace * 1000), id, std::to_string(grace),
                                                   file_key != nullptr ? "any" : "exists",
@@ -544,7 +547,7 @@ std::optional<Command> Operation::key_rotate(const std::string &id) {
                                                 if (r2.type == Reply::Type::integer && r2.integer == -1)
                                                     return fail(revoked_conflict(id));
                                                 Fields after;
-                                                if (!to_fields(r2, after)) return fail(not_found("no key `" + id + "`"));
+                                                if (!fields_of(r2, after)) return fail(not_found("no key `" + id + "`"));
                                                 change_ = "key_rotated " + id;
                                                 return finish(200, render_key(key_view(file_key, id, org, after), secret));
                                             });
@@ -576,10 +579,9 @@ std::optional<Command> Operation::key_usage(const std::string &id, bool budgets)
             keys.resize(3);
             keys.insert(keys.end(), project_keys.begin(), project_keys.begin() + 3);
             keys.insert(keys.end(), org_keys.begin(), org_keys.begin() + 3);
-            const std::string prefix = org_key_prefix(org);
-            keys.push_back(prefix + "cleared");
-            keys.push_back(prefix + "balance");
-            keys.push_back(prefix + "balance:held");
+            keys.push_back(keys::cleared(org));
+            keys.push_back(keys::balance(org));
+            keys.push_back(keys::held(org));
             const Identity copy = identity;
             return then(eval(scripts::mget(), std::move(keys), {}), [this, copy, p](const Reply &r) -> std::optional<Command> {
                 if (r.type != Reply::Type::array || r.elements.size() != 12) return fail(unavailable());
@@ -633,13 +635,9 @@ std::optional<Command> Operation::self_call() {
     const std::string sha = self_sha256_;
     auto go = [this, sha](const std::string &org, const std::string &id, const std::string &project,
                           const Key *file_key) -> std::optional<Command> {
-        const std::string prefix = org_key_prefix(org);
-        return then(eval(scripts::identity_records(), {prefix + "config", prefix + "key:" + id, prefix + "org"},
-                         {prefix, project, ""}),
-                    [this, sha, org, id, project, file_key](const Reply &r) -> std::optional<Command> {
-                        OrgRecords records;
-                        std::string record_project;
-                        if (!identity_records(r, records, record_project)) return fail(unavailable());
+        return with_records(org, id, project,
+                    [this, sha, org, id, project, file_key](const OrgRecords &records,
+                                                             const std::string &) -> std::optional<Command> {
                         std::optional<KeyLookup> lookup;
                         if (file_key == nullptr) lookup = KeyLookup{id, org, project};
                         Resolution found = resolve_identity(policy_, sha, file_key, lookup, "", records, now_ms_);
@@ -653,10 +651,10 @@ std::optional<Command> Operation::self_call() {
     if (sha.empty()) return fail(unauthorized());
     if (const Key *file_key = policy_.find_key(sha))
         return go(policy_.project_of(*file_key).org, file_key->id, file_key->project, file_key);
-    return then(eval(scripts::hgetall(), {key_lookup_key(sha)}, {}), [this, go](const Reply &r) -> std::optional<Command> {
+    return then(eval(scripts::hgetall(), {keys::key_lookup(sha)}, {}), [this, go](const Reply &r) -> std::optional<Command> {
         Fields fields;
         std::optional<KeyLookup> lookup;
-        if (to_fields(r, fields)) lookup = parse_key_lookup(fields);
+        if (fields_of(r, fields)) lookup = parse_key_lookup(fields);
         if (!lookup) return fail(unauthorized());
         // a file key's rotated secret is still the file's key
         return go(lookup->org, lookup->id, lookup->project, policy_.find_key_by_id(lookup->id));
@@ -675,15 +673,14 @@ std::optional<Command> Operation::project_call() {
         const std::string org = body->org;
         const Limits limits = body->limits;
         return with_org(org, [this, id, org, limits]() -> std::optional<Command> {
-            return then(eval(scripts::project_index(), {project_index_key(id)}, {org}),
+            return then(eval(scripts::project_index(), {keys::project_index(id)}, {org}),
                         [this, id, org, limits](const Reply &r) -> std::optional<Command> {
                             if (r.type != Reply::Type::string) return fail(unavailable());
                             if (!r.str.empty())
                                 return fail(conflict("project `" + id + "` belongs to org `" + r.str + "`"));
-                            const std::string prefix = org_key_prefix(org);
                             return then(eval(scripts::apply(),
-                                             {prefix + "project:" + id, prefix + "config", prefix + "events",
-                                              prefix + "projects"},
+                                             {keys::project_record(org, id), keys::config(org), keys::events(org),
+                                              keys::api_projects(org)},
                                              apply_args("any", id, "limits_changed",
                                                         {{"scope", "project"}, {"id", id},
                                                          {"limits", limits_json(limits)}},
@@ -701,12 +698,11 @@ std::optional<Command> Operation::project_call() {
         });
     }
     return with_project_org(id, [this, id, call](const std::string &org) -> std::optional<Command> {
-        const std::string prefix = org_key_prefix(org);
         if (call == Call::project_get) {
-            return then(eval(scripts::hgetall(), {prefix + "project:" + id}, {}),
+            return then(eval(scripts::hgetall(), {keys::project_record(org, id)}, {}),
                         [this, id, org](const Reply &r) -> std::optional<Command> {
                             Fields record;
-                            if (!to_fields(r, record)) return fail(unavailable());
+                            if (!fields_of(r, record)) return fail(unavailable());
                             std::optional<ProjectView> view = project_view(policy_, id, org, record);
                             if (!view) return fail(not_found("no project `" + id + "`"));
                             return finish(200, render_project(*view));
@@ -714,10 +710,10 @@ std::optional<Command> Operation::project_call() {
         }
         if (call == Call::project_usage) {
             const Periods p = periods_at(now_);
-            return then(eval(scripts::hgetall(), {prefix + "project:" + id}, {}),
+            return then(eval(scripts::hgetall(), {keys::project_record(org, id)}, {}),
                         [this, id, org, p](const Reply &r) -> std::optional<Command> {
                             Fields record;
-                            if (!to_fields(r, record)) return fail(unavailable());
+                            if (!fields_of(r, record)) return fail(unavailable());
                             std::optional<ProjectView> view = project_view(policy_, id, org, record);
                             if (!view) return fail(not_found("no project `" + id + "`"));
                             const Limits limits = view->limits;
@@ -745,7 +741,7 @@ std::optional<Command> Operation::project_call() {
         const std::pair<std::string, std::string> guard =
             limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
         const std::string in_force = limits_json(limits ? *limits : from_file ? file->second.limits : Limits{});
-        return then(eval(scripts::apply(), {prefix + "project:" + id, prefix + "config", prefix + "events"},
+        return then(eval(scripts::apply(), {keys::project_record(org, id), keys::config(org), keys::events(org)},
                          apply_args(from_file ? "any" : "exists", "", "limits_changed",
                                     {{"scope", "project"}, {"id", id}, {"limits", in_force}}, set, del, guard)),
                     [this, id, org](const Reply &r) -> std::optional<Command> {
@@ -763,10 +759,9 @@ std::optional<Command> Operation::project_call() {
 std::optional<Command> Operation::org_call() {
     const std::string id = route_.id;
     const Call call = route_.call;
-    const std::string prefix = org_key_prefix(id);
     const bool from_file = policy_.orgs.count(id) != 0;
     auto answer_org = [this, id](int status, const Fields &record) -> std::optional<Command> {
-        return then(eval(scripts::get(), {org_key_prefix(id) + "cleared"}, {}),
+        return then(eval(scripts::get(), {keys::cleared(id)}, {}),
                     [this, id, status, record](const Reply &r) -> std::optional<Command> {
                         std::optional<OrgView> view = org_view(policy_, id, record, to_int(r));
                         if (!view) return fail(not_found("no org `" + id + "`"));
@@ -774,17 +769,17 @@ std::optional<Command> Operation::org_call() {
                     });
     };
     if (call == Call::org_get) {
-        return then(eval(scripts::hgetall(), {prefix + "org"}, {}), [this, answer_org](const Reply &r) {
+        return then(eval(scripts::hgetall(), {keys::org_record(id)}, {}), [this, answer_org](const Reply &r) {
             Fields record;
-            if (!to_fields(r, record)) return fail(unavailable());
+            if (!fields_of(r, record)) return fail(unavailable());
             return answer_org(200, record);
         });
     }
     if (call == Call::org_usage) {
         const Periods p = periods_at(now_);
-        return then(eval(scripts::hgetall(), {prefix + "org"}, {}), [this, id, p](const Reply &r) -> std::optional<Command> {
+        return then(eval(scripts::hgetall(), {keys::org_record(id)}, {}), [this, id, p](const Reply &r) -> std::optional<Command> {
             Fields record;
-            if (!to_fields(r, record)) return fail(unavailable());
+            if (!fields_of(r, record)) return fail(unavailable());
             std::optional<OrgView> view = org_view(policy_, id, record, 0);
             if (!view) return fail(not_found("no org `" + id + "`"));
             Org org;
@@ -793,7 +788,7 @@ std::optional<Command> Operation::org_call() {
             org.created_at = view->created_at;
             org.limits = view->limits;
             std::vector<std::string> keys = usage_keys(id, Scope::org, id, p);
-            keys.push_back(org_key_prefix(id) + "cleared");
+            keys.push_back(keys::cleared(id));
             return then(eval(scripts::mget(), std::move(keys), {}), [this, id, org, p](const Reply &r2) -> std::optional<Command> {
                 if (r2.type != Reply::Type::array || r2.elements.size() != 10) return fail(unavailable());
                 std::optional<Nanos> monthly;
@@ -835,7 +830,7 @@ std::optional<Command> Operation::org_call() {
         // The limits now in force: the file's (an API org: none).
         limits_text = limits_json(from_file ? policy_.orgs.at(id).limits : Limits{});
     }
-    return then(eval(scripts::apply(), {prefix + "org", prefix + "config", prefix + "events"},
+    return then(eval(scripts::apply(), {keys::org_record(id), keys::config(id), keys::events(id)},
                      apply_args(call == Call::org_put || from_file ? "any" : "exists", "", "limits_changed",
                                 {{"scope", "org"}, {"id", id}, {"limits", limits_text}}, set, del, guard)),
                 [this, id, call, from_file, answer_org](const Reply &r) -> std::optional<Command> {
@@ -846,7 +841,7 @@ std::optional<Command> Operation::org_call() {
                     const int status = call == Call::org_put && !existed ? 201 : 200;
                     if (from_file) return answer_org(status, record);
                     // Known to every node's sweeper, which the file does not tell.
-                    return then(eval(scripts::add_org(), {"sc:orgs"}, {id}),
+                    return then(eval(scripts::add_org(), {keys::api_orgs()}, {id}),
                                 [answer_org, status, record](const Reply &) { return answer_org(status, record); });
                 });
 }
@@ -854,14 +849,13 @@ std::optional<Command> Operation::org_call() {
 std::optional<Command> Operation::customer_call() {
     const std::string org = route_.id, customer = route_.customer;
     const Call call = route_.call;
-    const std::string prefix = org_key_prefix(org);
-    return with_org(org, [this, org, customer, call, prefix]() -> std::optional<Command> {
+    return with_org(org, [this, org, customer, call]() -> std::optional<Command> {
         if (call == Call::customer_usage) {
             const Periods p = periods_at(now_);
-            return then(eval(scripts::hgetall(), {prefix + "customer:" + customer}, {}),
+            return then(eval(scripts::hgetall(), {keys::customer_record(org, customer)}, {}),
                         [this, org, customer, p](const Reply &r) -> std::optional<Command> {
                             Fields record;
-                            if (!to_fields(r, record)) return fail(unavailable());
+                            if (!fields_of(r, record)) return fail(unavailable());
                             Limits limits = policy_.customers.limits_for(customer);
                             if (const std::string *text = field(record, "limits")) {
                                 ApiError ignored;
@@ -891,7 +885,7 @@ std::optional<Command> Operation::customer_call() {
             limits ? std::pair<std::string, std::string>{} : std::pair<std::string, std::string>{"limits", ""};
         // What was put, else the limits now in force (the file's for this customer).
         const std::string in_force = limits_json(limits ? *limits : policy_.customers.limits_for(customer));
-        return then(eval(scripts::apply(), {prefix + "customer:" + customer, prefix + "config", prefix + "events"},
+        return then(eval(scripts::apply(), {keys::customer_record(org, customer), keys::config(org), keys::events(org)},
                          apply_args("any", "", "limits_changed",
                                     {{"scope", "customer"}, {"id", customer}, {"org", org}, {"limits", in_force}},
                                     set, del, guard)),
@@ -915,15 +909,14 @@ std::optional<Command> Operation::customer_call() {
 std::optional<Command> Operation::balance_get() {
     const std::string org = route_.id;
     return with_org(org, [this, org]() -> std::optional<Command> {
-        const std::string prefix = org_key_prefix(org);
-        return then(eval(scripts::mget(), {prefix + "balance", prefix + "balance:held"}, {}),
+        return then(eval(scripts::mget(), {keys::balance(org), keys::held(org)}, {}),
                     [this, org](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array || r.elements.size() != 2) return fail(unavailable());
-                        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "org"}, {}),
+                        return then(eval(scripts::hgetall(), {keys::org_record(org)}, {}),
                                     [this, org, drawn = to_int(r.elements[0]),
                                      held = to_int(r.elements[1])](const Reply &r2) -> std::optional<Command> {
                                         Fields record;
-                                        if (!to_fields(r2, record)) return fail(unavailable());
+                                        if (!fields_of(r2, record)) return fail(unavailable());
                                         std::optional<OrgView> view = org_view(policy_, org, record, 0);
                                         BalanceView b;
                                         b.org = org;
@@ -945,10 +938,9 @@ std::optional<Command> Operation::topup() {
     const std::string org = route_.id;
     const Topup t = *body;
     return with_org(org, [this, org, t]() -> std::optional<Command> {
-        const std::string prefix = org_key_prefix(org);
         return then(eval(scripts::topup(),
-                         {prefix + "topup:" + sha256_hex(t.idempotency_key), prefix + "balance", prefix + "events",
-                          prefix + "balance:held"},
+                         {keys::topup(org, sha256_hex(t.idempotency_key)), keys::balance(org), keys::events(org),
+                          keys::held(org)},
                          {std::to_string(t.amount), t.idempotency_key}),
                     [this, org, t](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array || r.elements.size() != 2
@@ -988,15 +980,14 @@ std::optional<Command> Operation::cleared_put() {
     const std::string org = route_.id;
     const Nanos value = *cleared;
     return with_org(org, [this, org, value]() -> std::optional<Command> {
-        const std::string prefix = org_key_prefix(org);
-        return then(eval(scripts::cleared(), {prefix + "cleared", prefix + "events"}, {std::to_string(value)}),
+        return then(eval(scripts::cleared(), {keys::cleared(org), keys::events(org)}, {std::to_string(value)}),
                     [this, org](const Reply &) -> std::optional<Command> {
                         change_ = "cleared_changed " + org;
-                        return then(eval(scripts::hgetall(), {org_key_prefix(org) + "org"}, {}),
+                        return then(eval(scripts::hgetall(), {keys::org_record(org)}, {}),
                                     [this, org](const Reply &r) -> std::optional<Command> {
                                         Fields record;
-                                        if (!to_fields(r, record)) return fail(unavailable());
-                                        return then(eval(scripts::get(), {org_key_prefix(org) + "cleared"}, {}),
+                                        if (!fields_of(r, record)) return fail(unavailable());
+                                        return then(eval(scripts::get(), {keys::cleared(org)}, {}),
                                                     [this, org, record](const Reply &r2) -> std::optional<Command> {
                                                         std::optional<OrgView> view =
                                                             org_view(policy_, org, record, to_int(r2));
@@ -1015,7 +1006,7 @@ std::optional<Command> Operation::events_get() {
     return with_org(org, [this, org, after, count]() -> std::optional<Command> {
         // Nothing can follow the largest id (and Redis refuses to start past it).
         if (after == kLastStreamId) return finish(200, render_events({}, after));
-        return then(eval(scripts::events(), {org_key_prefix(org) + "events"}, {after.empty() ? "-" : "(" + after, count}),
+        return then(eval(scripts::events(), {keys::events(org)}, {after.empty() ? "-" : "(" + after, count}),
                     [this, after](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array) return fail(unavailable());
                         std::vector<Event> events;
@@ -1025,7 +1016,7 @@ std::optional<Command> Operation::events_get() {
                                 return fail(unavailable());
                             Event e;
                             e.id = entry.elements[0].str;
-                            if (!to_fields(entry.elements[1], e.fields)) return fail(unavailable());
+                            if (!fields_of(entry.elements[1], e.fields)) return fail(unavailable());
                             events.push_back(std::move(e));
                         }
                         return finish(200, render_events(events, after));

@@ -16,21 +16,9 @@
 #include "admin/api.h"
 #include "policy/policy.h"
 #include "identity/records.h"
+#include "redis/command.h"
 
 namespace spendcap::admin {
-
-// A Redis reply, as the glue copies it out of hiredis.
-struct Reply {
-    enum class Type { nil, integer, string, array, error } type = Type::nil;
-    long long integer = 0;
-    std::string str;  // string, error
-    std::vector<Reply> elements;
-};
-
-struct Command {
-    std::vector<std::string> argv;          // EVALSHA form
-    const std::string *script = nullptr;    // the text, for NOSCRIPT
-};
 
 struct Response {
     int status = 200;
@@ -68,6 +56,9 @@ private:
     std::optional<Command> with_project_org(const std::string &id,
                                             std::function<std::optional<Command>(const std::string &org)> k);
     std::optional<Command> with_org(const std::string &id, std::function<std::optional<Command>()> k);
+    using RecordsStep = std::function<std::optional<Command>(const OrgRecords &, const std::string &project)>;
+    std::optional<Command> with_records(const std::string &org, const std::string &key_id,
+                                        const std::string &file_project, RecordsStep k);
     std::optional<Command> with_identity(const std::string &org, const std::string &key_id,
                                          const std::string &project, const Key *file_key,
                                          std::function<std::optional<Command>(const Identity &)> k);

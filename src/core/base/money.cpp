@@ -130,18 +130,4 @@ Nanos cost_of(std::initializer_list<PricedTokens> parts) {
     return static_cast<Nanos>(cost);
 }
 
-Nanos saturating_add(Nanos a, Nanos b) {
-    Nanos sum = 0;
-    if (__builtin_add_overflow(a, b, &sum))
-        return b > 0 ? std::numeric_limits<Nanos>::max() : std::numeric_limits<Nanos>::min();
-    return sum;
-}
-
-Nanos saturating_sub(Nanos a, Nanos b) {
-    Nanos difference = 0;
-    if (__builtin_sub_overflow(a, b, &difference))
-        return b < 0 ? std::numeric_limits<Nanos>::max() : std::numeric_limits<Nanos>::min();
-    return difference;
-}
-
 }  // namespace spendcap

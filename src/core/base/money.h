@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/saturating.h"  // saturating_add / saturating_sub, for money too
+
 namespace spendcap {
 
 using Nanos = std::int64_t;  // nano-USD: 1 USD = 1'000'000'000
@@ -21,10 +23,6 @@ bool parse_usd(std::string_view text, Nanos &out, std::string &error);
 // beyond that trimmed: 10 USD -> "10.00", 123 nanos -> "0.000000123",
 // negative values get a leading '-'.
 std::string format_usd(Nanos nanos);
-
-// a + b and a - b, held within int64 instead of overflowing.
-Nanos saturating_add(Nanos a, Nanos b);
-Nanos saturating_sub(Nanos a, Nanos b);
 
 // A token count and its price in nano-USD per million tokens.
 struct PricedTokens {

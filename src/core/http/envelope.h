@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "accounting/cap.h"
 #include "base/periods.h"
 #include "policy/policy.h"
 #include "request/request.h"
@@ -33,22 +34,7 @@ void append_json_string(std::string &out, std::string_view text);
 const char *error_code_name(ErrorCode c);  // "spend_limit_exceeded", ...
 int error_status(ErrorCode c);              // 402, 429, 401, 400, 503
 
-// What a cap counts.
-enum class LimitKind { spend, requests, tokens, rpm, tpm, balance };
-
-// Which cap tripped, for 402 / 429 bodies.
-struct CapRef {
-    Scope scope;
-    Window window;              // spend / requests / tokens
-    std::int64_t reset_at = 0;  // unix seconds; 0 (lifetime) -> "reset_at": null
-    LimitKind limit = LimitKind::spend;
-    std::int64_t retry_after = 0;  // rpm / tpm: seconds to the end of the minute
-};
-
 ErrorCode error_code_for(LimitKind limit);
-// For $spend_cap_blocked_by: "key:monthly" (cost caps), "key:daily_requests",
-// "project:monthly_tokens", "customer:rpm", "org:tpm", "org:balance".
-std::string blocked_by_label(const CapRef &cap);
 
 struct ErrorReply {
     int status = 0;

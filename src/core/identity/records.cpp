@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "admin/api.h"
+#include "redis/keys.h"
 #include "redis/script.h"
 
 namespace spendcap {
@@ -77,11 +78,22 @@ const std::string *field(const Fields &fields, const std::string &name) {
     return nullptr;
 }
 
-std::string org_key_prefix(const std::string &org) { return "sc:{" + org + "}:"; }
-std::string key_lookup_key(const std::string &sha256_hex) { return "sc:key:" + sha256_hex; }
-std::string key_id_key(const std::string &id) { return "sc:keyid:" + id; }
-std::string project_index_key(const std::string &id) { return "sc:project:" + id; }
-std::string config_version_key(const std::string &org) { return org_key_prefix(org) + "config"; }
+bool fields_of(const Reply &r, Fields &out) {
+    if (!r.is_array() || r.elements.size() % 2 != 0) return false;
+    out.reserve(out.size() + r.elements.size() / 2);
+    for (std::size_t i = 0; i < r.elements.size(); i += 2) {
+        if (!r.elements[i].is_string() || !r.elements[i + 1].is_string()) return false;
+        out.emplace_back(r.elements[i].str, r.elements[i + 1].str);
+    }
+    return true;
+}
+
+bool parse_org_records(const Reply &r, OrgRecords &out) {
+    return r.is_array() && r.elements.size() == 5 && r.elements[0].is_string()
+           && (out.version = r.elements[0].str, fields_of(r.elements[1], out.key))
+           && fields_of(r.elements[2], out.project) && fields_of(r.elements[3], out.org)
+           && fields_of(r.elements[4], out.customer);
+}
 
 std::optional<KeyLookup> parse_key_lookup(const Fields &fields) {
     const std::string *id = field(fields, "id"), *org = field(fields, "org"), *project = field(fields, "project");
@@ -215,23 +227,19 @@ Resolution resolve_file_identity(const Policy &policy, const Key &file_key, cons
     return r;
 }
 
-std::vector<std::string> key_lookup_command(const std::string &sha256) {
-    return {"EVALSHA", scripts::hgetall().sha1, "1", key_lookup_key(sha256)};
+Command key_lookup_command(const std::string &sha256) {
+    return eval(scripts::hgetall(), {keys::key_lookup(sha256)}, {});
 }
 
-std::vector<std::string> org_records_command(const std::string &org, const std::string &key_id,
-                                             const std::string &project, const std::string &customer) {
-    const std::string prefix = org_key_prefix(org);
-    std::vector<std::string> argv{"EVALSHA", scripts::org_records().sha1, customer.empty() ? "4" : "5",
-                                  prefix + "config", prefix + "key:" + key_id, prefix + "project:" + project,
-                                  prefix + "org"};
-    if (!customer.empty()) argv.push_back(prefix + "customer:" + customer);
-    return argv;
+Command org_records_command(const std::string &org, const std::string &key_id, const std::string &project,
+                            const std::string &customer) {
+    std::vector<std::string> records{keys::config(org), keys::key_record(org, key_id),
+                                     keys::project_record(org, project), keys::org_record(org)};
+    if (!customer.empty()) records.push_back(keys::customer_record(org, customer));
+    return eval(scripts::org_records(), std::move(records), {});
 }
 
-std::vector<std::string> api_orgs_sample_command(int n) {
-    return {"EVALSHA", scripts::api_orgs_sample().sha1, "1", "sc:orgs", std::to_string(n)};
-}
+Command api_orgs_sample_command(int n) { return eval(scripts::api_orgs_sample(), {keys::api_orgs()}, {std::to_string(n)}); }
 
 IdentityCache::IdentityCache(std::size_t capacity, std::int64_t unknown_ttl_ms)
     : capacity_(std::max<std::size_t>(capacity, 1)), unknown_(capacity_), unknown_ttl_ms_(unknown_ttl_ms) {}

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "policy/policy.h"
+#include "redis/command.h"
 
 namespace spendcap {
 
@@ -43,11 +44,8 @@ const std::string *field(const Fields &fields, const std::string &name);
 // else, overflow included.
 bool parse_int64(const std::string &text, std::int64_t &out);
 
-std::string org_key_prefix(const std::string &org);  // "sc:{ORG}:"
-std::string key_lookup_key(const std::string &sha256_hex);  // sc:key:SHA256
-std::string key_id_key(const std::string &id);              // sc:keyid:ID
-std::string project_index_key(const std::string &id);       // sc:project:ID
-std::string config_version_key(const std::string &org);     // sc:{ORG}:config
+// HGETALL's flat array as pairs; false if it is not one.
+bool fields_of(const Reply &reply, Fields &out);
 
 // sc:key:SHA256 of an API key (or of a file key's rotated secret).
 struct KeyLookup {
@@ -61,6 +59,8 @@ struct OrgRecords {
     std::string version;
     Fields key, project, org, customer;  // empty: no record
 };
+// org_records_command's reply; false when it is not one.
+bool parse_org_records(const Reply &reply, OrgRecords &out);
 
 // A request's key with everything that applies to it resolved: the file's
 // entities with the org's records over them, at one config version.
@@ -101,17 +101,17 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
 // Redis needed.
 Resolution resolve_file_identity(const Policy &policy, const Key &file_key, const std::string &customer);
 
-// Redis commands (EVALSHA argv) the request path sends before a reserve when
-// it lacks a key's records: the lookup of a secret (global; reply: HGETALL's
-// array), and the read of an org's records for a key (one slot; reply:
-// {version or "", key fields, project fields, org fields, customer fields}).
-std::vector<std::string> key_lookup_command(const std::string &sha256);
-std::vector<std::string> org_records_command(const std::string &org, const std::string &key_id,
-                                             const std::string &project, const std::string &customer);
+// The Redis commands the request path sends before a reserve when it lacks
+// a key's records (the admin API reads them the same way): the lookup of a
+// secret (global; reply: HGETALL's array), and the read of an org's records
+// for a key (one slot; parse_org_records).
+Command key_lookup_command(const std::string &sha256);
+Command org_records_command(const std::string &org, const std::string &key_id, const std::string &project,
+                            const std::string &customer);
 // A sample of `n` orgs the API created (sc:orgs, which the file does not
 // list), for the sweeper: sampling a few each second reaches all of them
 // with bounded work. Reply: an array of org ids.
-std::vector<std::string> api_orgs_sample_command(int n);
+Command api_orgs_sample_command(int n);
 
 // Per-worker caches of what the request path read, bounded whatever the
 // traffic: identities by (secret hash, customer) and each org's last known

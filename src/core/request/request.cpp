@@ -2,6 +2,8 @@
 // worst-case estimate, and the hashes keys and scripts are named by.
 #include "request/request.h"
 
+#include "base/saturating.h"
+
 #include <cctype>
 #include <limits>
 
@@ -366,11 +368,7 @@ std::optional<std::string> with_output_bound(std::string_view body, std::string_
     }
 }
 
-std::int64_t Estimate::tokens() const {
-    std::int64_t out;
-    return __builtin_add_overflow(input_tokens, output_tokens, &out) ? std::numeric_limits<std::int64_t>::max()
-                                                                     : out;
-}
+std::int64_t Estimate::tokens() const { return saturating_add(input_tokens, output_tokens); }
 
 std::string bounds_error(const RequestInfo &info, const ModelPrice &price) {
     try {

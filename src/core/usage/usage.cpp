@@ -3,6 +3,8 @@
 // identity or gzip / deflate) as it streams by.
 #include "usage/usage.h"
 
+#include "base/saturating.h"
+
 #include "json/event.h"
 #include "json/fields.h"
 
@@ -187,17 +189,6 @@ std::optional<Usage> parse_usage_object(std::string_view json, Surface surface) 
     if (!reader.read(json)) return parse_usage_object_with_jansson(json, surface);
     return surface == Surface::anthropic ? anthropic_usage(FieldSource{reader}) : openai_usage(FieldSource{reader});
 }
-
-namespace {
-std::int64_t saturating_sum(std::initializer_list<std::int64_t> parts) {
-    std::int64_t sum = 0;
-    for (std::int64_t v : parts) {
-        if (__builtin_add_overflow(sum, std::max<std::int64_t>(v, 0), &sum))
-            return std::numeric_limits<std::int64_t>::max();
-    }
-    return sum;
-}
-}  // namespace
 
 std::int64_t Usage::input_total() const {
     return saturating_sum({input, cached_input, cache_write, cache_write_1h, cache_read});

@@ -1,4 +1,7 @@
--- KEYS: sc:{ORG}:cleared, sc:{ORG}:events. ARGV: cleared (nano-USD).
+-- Sets an org's cleared spend (plans' ceilings read it), with its audit event.
+-- KEYS: sc:{ORG}:cleared, sc:{ORG}:events.
+-- ARGV: cleared (nano-USD).
+-- Reply: 1.
 redis.call('SET', KEYS[1], ARGV[1])
 redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'type', 'cleared_changed', 'cleared_nanousd', ARGV[1],
   'by', 'api')

@@ -1,2 +1,5 @@
--- KEYS[1]'s fields (a hash as HGETALL gives it: {} when none).
+-- A hash's fields.
+-- KEYS: the hash.
+-- ARGV: none.
+-- Reply: HGETALL's ({} when none).
 return redis.call('HGETALL', KEYS[1])

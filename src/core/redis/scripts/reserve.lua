@@ -1,48 +1,60 @@
 -- Reserves a batch: the requests of one org that were ready in the same
 -- event loop iteration, decided one after the other in arrival order, each
 -- against the counters as the requests before it left them.
--- KEYS: C counters, the batch's record sc:{ORG}:resv:BATCH, the deadlines
---   (sorted set sc:{ORG}:deadlines), the events stream, [sc:{ORG}:cleared].
--- ARGV: C, M requests, H chains, prefix, ttl (ms), batch id; per counter:
---   kind (s spend, c count, r rate, b balance, h held), what a request adds
---   ($ its cost, - minus its cost, t its tokens, 1 one), cap ("" none),
---   expire_at (0 never), warn thresholds ("FRACTION=THRESHOLD;..."; "" none);
+-- KEYS: C counters; the org's reservations (hash sc:{ORG}:reserved: per
+--   request its release lines, per batch "@BATCH" its request ids and
+--   "#BATCH" how many hold); their deadlines (sorted set); the events stream;
+--   the org's config version; the batches whose settlements came first
+--   (sorted set sc:{ORG}:gone); G markers hashes (of the counters' windows);
+--   [the org's cleared spend, when a plan's ceiling decides a cap].
+-- ARGV: C, M requests, H chains, G, ttl (ms), batch id, the org prefix's
+--   length, check_due (1: a refusal that meets reservations past their
+--   deadline answers {4}); per counter: kind (s spend, c count, r rate, b
+--   balance, h held), what a request adds ($ its cost, - minus its cost, t
+--   its tokens, 1 one), cap ("" none), expire_at (0 never), warn thresholds
+--   ("FRACTION=THRESHOLD;..."; "" none), its markers hash (its place among
+--   the G; 0 none), its label for events ("SCOPE ID WINDOW PERIOD"; "" none);
 --   then R ceiling rows and the counter they decide (0 none), per row:
 --   cleared_min, cap, warn thresholds; then per chain (the counters of one
 --   key, in check order): K and K counter indices; then per request: its
---   id, dry_run, chain, cost, tokens, and its release record ("DELTA KEY\n"
---   lines); last, the org's config version the batch's caps were read at
---   ("" none: see records.h).
--- Reply: {3} when sc:{ORG}:config holds another version (a record changed:
---   nothing done; the worker reads the records again); else one flat array (a nested one costs Redis a table per request to
---   convert): per request the length L of its part, then the part {1
---   reserved / 0 refused, refusing counter's place in its chain (0 none),
---   that counter's value, ceiling row (0 none), after_1, ..., after_K
---   (reserved only)}; {2}: its worker gave the batch up and settled its
---   requests (a late arrival): nothing done; an error reply when Redis
---   refused a write (nothing done either).
+--   id, dry_run, chain, cost, tokens, and its release lines ("DELTA NAME\n",
+--   NAME a counter's key without the org's prefix); last, the org's config
+--   version the batch's caps were read at ("" none).
+-- Reply: {2} the batch's settlements came first (a late arrival): nothing
+--   done; {3} sc:{ORG}:config holds another version (a record changed):
+--   nothing done, the worker reads the records again; {4} a request would be
+--   refused while reservations are past their deadline: nothing done, the
+--   worker gives them back and sends the batch again; else one flat array
+--   (a nested one costs Redis a table per request to convert): per request
+--   the length L of its part, then the part {1 reserved / 0 refused,
+--   refusing counter's place in its chain (0 none), that counter's value,
+--   ceiling row (0 none), after_1, ..., after_K (reserved only)}; an error
+--   reply when Redis refused a write (nothing done either).
 -- A check is `current + delta <= cap` (the balance: `balance >= estimate`);
 -- a request is reserved only if all pass (or in a dry run), and its deltas
--- then count for the requests after it. Expired reservations never refuse
--- a request: if one is refused, the org's expired ones are given back and
--- the batch decided again. Numbers are read from their strings once (a
--- conversion costs more than the arithmetic).
--- uses: prelude, numbers, counters, events, warnings, reservations
-local c, m, h = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local prefix, ttl, batch, version = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[#ARGV]
-local record_key, deadlines, stream = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3]
-if redis.call('EXISTS', prefix .. 'gone:' .. batch) == 1 then return {2} end
+-- then count for the requests after it. Numbers are read from their
+-- strings once (a conversion costs more than the arithmetic).
+-- uses: prelude, numbers, counters, events, warnings, clock
+local c, m, h, g = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, batch, plen, check_due = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
+local version = ARGV[#ARGV]
+local reserved, deadlines, stream, config, gone = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3], KEYS[c + 4], KEYS[c + 5]
+if redis.call('ZSCORE', gone, batch) then return {2} end
 local now = redis_now()
 
-local kind, what, cap, expire_at, warn = {}, {}, {}, {}, {}
+local per = 7  -- arguments per counter
+local kind, what, cap, expire_at, warn, marks, label = {}, {}, {}, {}, {}, {}, {}
 for i = 1, c do
-  local a = 6 + 5 * (i - 1)
+  local a = 8 + per * (i - 1)
   kind[i], what[i], cap[i], expire_at[i], warn[i] = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local mark = tonumber(ARGV[a + 6])
+  if mark > 0 then marks[i] = KEYS[c + 5 + mark] end
+  label[i] = ARGV[a + 7]
 end
-local a = 7 + 5 * c
+local a = 9 + per * c
 local rows, decided, row = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), 0
 if decided > 0 then
-  local cleared = int_at(KEYS[c + 4])
+  local cleared = int_at(KEYS[c + 6 + g])
   if string.byte(cleared, 1) == 45 then cleared = '0' end  -- a refund never removes the ceiling
   cap[decided], warn[decided] = '0', ''  -- no row applies: a cap of 0
   for r = 1, rows do
@@ -81,7 +93,7 @@ local function decide()
   -- One MGET for every counter (a nil is a missing key, or one of another
   -- type, which GET then refuses as before).
   -- with the config version first: caps read before a change never decide
-  local values = redis.call('MGET', prefix .. 'config', unpack(KEYS, 1, c))
+  local values = redis.call('MGET', config, unpack(KEYS, 1, c))
   if (values[1] or '') ~= version then return nil end
   local small = true
   for i = 1, c do
@@ -178,28 +190,38 @@ local function decide()
 end
 
 -- Reservations whose deadline has passed (their workers died) must never
--- refuse a request: when one is refused, the org's expired ones are given
--- back and the batch decided again. Otherwise the periodic sweep returns them.
+-- refuse a request: when one would, nothing is done and the worker gives them
+-- back first, then sends the batch again (with check_due off the second time).
 local outcome = decide()
 if not outcome then return {3} end
-if outcome.refusals > 0 and release_expired(prefix, deadlines, 8, now) > 0 then outcome = decide() end
+if outcome.refusals > 0 and check_due and #redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, 1) > 0 then
+  return {4}
+end
 local replies, fields, sum, cur, start = outcome.replies, outcome.fields, outcome.sum, outcome.cur, outcome.start
 for _, r in ipairs(outcome.reached) do
   local i, spent = r[1], r[2]
-  local rest, event = describe(prefix, KEYS[i], 'spend_cap_reached', {'spent', spent, 'cap', cap[i]})
-  if first_time(prefix .. 'reached:' .. rest .. ':' .. cap[i], expire_at[i]) then append_event(stream, event) end
+  if marks[i] and first_mark(marks[i], 'reached:' .. string.sub(KEYS[i], plen + 1) .. ':' .. cap[i], expire_at[i]) then
+    append_event(stream, counter_event('spend_cap_reached', label[i], {'spent', spent, 'cap', cap[i]}))
+  end
 end
 if #fields == 0 then return replies end
 
--- The record first: a settlement replaces exactly what it says, and a sweep
--- gives it back at the deadline. (pcall: Redis 5/6 would hide an OOM
+-- The record first: a settlement replaces exactly what it says, and a
+-- release gives it back at the deadline. (pcall: Redis 5/6 would hide an OOM
 -- refusal in a script error.)
-local set = redis.pcall('HSET', record_key, unpack(fields))
+local ids = {}
+for x = 1, #fields, 2 do ids[#ids + 1] = fields[x] end
+fields[#fields + 1], fields[#fields + 2] = '@' .. batch, table.concat(ids, ' ')
+fields[#fields + 1], fields[#fields + 2] = '#' .. batch, tostring(#ids)
+local set = redis.pcall('HSET', reserved, unpack(fields))
 if type(set) == 'table' then return set end
-redis.call('PEXPIRE', record_key, ttl + 86400000)
+local function take_back()
+  for x = 1, #fields, 2 do fields[(x + 1) / 2] = fields[x] end
+  redis.call('HDEL', reserved, unpack(fields, 1, #fields / 2))
+end
 local zadd = redis.pcall('ZADD', deadlines, string.format('%.0f', now + ttl), batch)
 if type(zadd) == 'table' then
-  redis.call('DEL', record_key)
+  take_back()
   return zadd
 end
 local keys, deltas, expires = {}, {}, {}
@@ -212,13 +234,14 @@ for i = 1, c do
 end
 local err = add_all(keys, deltas, expires, {})
 if err then
-  redis.call('DEL', record_key)
+  take_back()
   redis.call('ZREM', deadlines, batch)
   return err
 end
 for i = 1, c do
-  if warn[i] ~= '' and sum[i] then
-    warn_between(prefix, stream, KEYS[i], warn[i], cap[i], expire_at[i], start[i], str(cur[i]))
+  if warn[i] ~= '' and sum[i] and marks[i] then
+    warn_between(stream, marks[i], string.sub(KEYS[i], plen + 1), label[i], warn[i], cap[i], expire_at[i],
+      start[i], str(cur[i]))
   end
 end
 return replies

@@ -1,70 +1,77 @@
 -- Settles a batch of requests of one org in one call: their deltas are
 -- summed per counter by the worker, so each counter is written once per
 -- batch, whatever its size. Exactly once without a marker per request: a
--- request whose reserve was answered is settled while its record holds it
--- (a settlement deletes it; a resend finds it gone); one whose reserve was
--- not answered (a timeout, a lost connection, never sent) gets a marker
--- sc:{ORG}:settled:RID, and its reserve batch a tombstone sc:{ORG}:gone:BATCH
--- if that never landed, so that a late arrival does nothing.
--- KEYS: C counters, the events stream, the deadlines, sc:{ORG}:settlements.
--- ARGV: C, M requests, prefix; per counter: kind (r rate, c other), the
---   batch's delta if every request is still reserved, expire_at, cap and
---   warn thresholds ("FRACTION=THRESHOLD;..."; "" none); then low_balance
---   ("" none), index of the balance counter, of the held counter; then per
---   request: its id, its reserve's batch id ("" none sent), 1 if its
---   reserve was answered, and what to add on top when it is not reserved
---   (never, or given back at its deadline): "INDEX DELTA\n" lines (one
---   argument, read only then: most requests never need it).
+-- request whose reserve was answered is settled while the org's
+-- reservations hold it (a settlement deletes its field; a resend finds it
+-- gone); one whose reserve was not answered (a timeout, a lost connection,
+-- never sent) is noted in the sorted set `settled`, and its reserve batch in
+-- `gone` if that never landed, so that a late arrival does nothing (both for
+-- a day: the sweep empties them).
+-- KEYS: C counters; the events stream; the reservations' deadlines;
+--   sc:{ORG}:settlements; the reservations (hash); settled, released and
+--   gone (sorted sets, scored by when an entry may go); the low_balance
+--   marker; G markers hashes (of the counters' windows).
+-- ARGV: C, M requests, G, the org prefix's length; per counter: kind (r rate,
+--   c other), the batch's delta if every request is still reserved,
+--   expire_at, cap and warn thresholds ("FRACTION=THRESHOLD;..."; "" none),
+--   its markers hash (its place among the G; 0 none), its label for events
+--   ("SCOPE ID WINDOW PERIOD"; "" none); then low_balance ("" none), index of
+--   the balance counter, of the held counter; then per request: its id, its
+--   reserve's batch id ("" none sent), 1 if its reserve was answered, and
+--   what to add on top when it is not reserved (never, or given back at its
+--   deadline): "INDEX DELTA\n" lines (one argument, read only then: most
+--   requests never need it).
 -- Reply: 1 settled now, 0 already settled (a resend: a batch lands whole),
 --   an error reply when Redis refused a write (nothing done: send it again).
--- uses: prelude, numbers, counters, events, warnings
-local c, m, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+-- uses: prelude, numbers, counters, events, warnings, clock
+local c, m, g, plen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local stream, deadlines, settlements = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3]
-local a = 4 + 5 * c
+local reserved, settled, released_set, gone = KEYS[c + 4], KEYS[c + 5], KEYS[c + 6], KEYS[c + 7]
+local low_marker = KEYS[c + 8]
+local per = 7  -- arguments per counter
+local function arg(i, k) return ARGV[4 + per * (i - 1) + k] end
+local a = 5 + per * c
 local low, balance_key, held_key = ARGV[a], KEYS[tonumber(ARGV[a + 1])], KEYS[tonumber(ARGV[a + 2])]
 local rid, batch, answered, corrections = {}, {}, {}, {}
-local members, batches = {}, {}
+local asked = {}
 local p = a + 3
 for j = 1, m do
   rid[j], batch[j], answered[j], corrections[j] = ARGV[p], ARGV[p + 1], ARGV[p + 2] == '1', p + 3
-  if batch[j] ~= '' then
-    if not members[batch[j]] then
-      members[batch[j]] = {}
-      batches[#batches + 1] = batch[j]
-    end
-    local list = members[batch[j]]
-    list[#list + 1] = j
-  end
+  if batch[j] ~= '' then asked[#asked + 1] = j end
   p = p + 4
 end
 
 -- Everything is read before the first write.
-local state, held = {}, {}
-for _, b in ipairs(batches) do
+local state, held, order_of_batches = {}, {}, {}
+if #asked > 0 then
   local names = {}
-  for x, j in ipairs(members[b]) do names[x] = rid[j] end
-  local values = redis.call('HMGET', prefix .. 'resv:' .. b, unpack(names))
-  held[b] = {}
-  for x, j in ipairs(members[b]) do
+  for x, j in ipairs(asked) do names[x] = rid[j] end
+  local values = redis.call('HMGET', reserved, unpack(names))
+  for x, j in ipairs(asked) do
     if values[x] then
       state[j] = 'reserved'
+      local b = batch[j]
+      if not held[b] then
+        held[b] = {}
+        order_of_batches[#order_of_batches + 1] = b
+      end
       held[b][#held[b] + 1] = rid[j]
     end
   end
 end
-local done, released, tombstones = 0, {}, {}
+local done, released, tombstones, markers_due = 0, {}, {}, {}
 for j = 1, m do
   if not state[j] then
-    if not answered[j] and redis.call('EXISTS', prefix .. 'settled:' .. rid[j]) == 1 then
+    if not answered[j] and redis.call('ZSCORE', settled, rid[j]) then
       state[j] = 'done'
-    elseif redis.call('EXISTS', prefix .. 'released:' .. rid[j]) == 1 then
+    elseif redis.call('ZSCORE', released_set, rid[j]) then
       state[j] = 'unreserved'  -- given back at its deadline
-      released[#released + 1] = prefix .. 'released:' .. rid[j]
+      released[#released + 1] = rid[j]
     elseif answered[j] then
-      state[j] = 'done'        -- its record went with its settlement: a resend
+      state[j] = 'done'        -- its field went with its settlement: a resend
     else
       state[j] = 'unreserved'  -- its reserve never landed (and now never will)
-      if batch[j] ~= '' then tombstones[#tombstones + 1] = prefix .. 'gone:' .. batch[j] end
+      if batch[j] ~= '' then tombstones[#tombstones + 1] = batch[j] end
     end
     if state[j] == 'done' then done = done + 1 end
   end
@@ -74,7 +81,7 @@ if done > 0 then return redis.error_reply('ERR spend-cap: a settlement batch fou
 
 local kind, live = {}, {}
 for i = 1, c do
-  kind[i] = ARGV[4 + 5 * (i - 1)]
+  kind[i] = arg(i, 1)
   -- A rate counter whose minute has gone is left alone, not recreated.
   live[i] = kind[i] ~= 'r' or redis.call('EXISTS', KEYS[i]) == 1
 end
@@ -92,8 +99,8 @@ local function plan(i, delta)
 end
 local warned = {}
 for i = 1, c do
-  plan(i, ARGV[5 + 5 * (i - 1)])
-  if ARGV[8 + 5 * (i - 1)] ~= '' and live[i] then warned[#warned + 1] = i end
+  plan(i, arg(i, 2))
+  if arg(i, 5) ~= '' and live[i] and tonumber(arg(i, 6)) > 0 then warned[#warned + 1] = i end
 end
 for j = 1, m do
   if state[j] == 'unreserved' then
@@ -108,23 +115,31 @@ local keys, deltas, expires, at, values = {settlements}, {tostring(m)}, {'0'}, {
 for _, i in ipairs(order) do
   if planned[i] ~= '0' then
     local n = #keys + 1
-    keys[n], deltas[n], expires[n], at[i] = KEYS[i], planned[i], ARGV[6 + 5 * (i - 1)], n
+    keys[n], deltas[n], expires[n], at[i] = KEYS[i], planned[i], arg(i, 3), n
   end
 end
 local err = add_all(keys, deltas, expires, values)
 if err then return err end
-for _, b in ipairs(batches) do
-  if #held[b] > 0 then
-    local record = prefix .. 'resv:' .. b
-    redis.call('HDEL', record, unpack(held[b]))
-    if redis.call('EXISTS', record) == 0 then redis.call('ZREM', deadlines, b) end
+-- The reservations end: a batch whose last request settles leaves its deadline.
+for _, b in ipairs(order_of_batches) do
+  redis.call('HDEL', reserved, unpack(held[b]))
+  if redis.call('HINCRBY', reserved, '#' .. b, -#held[b]) <= 0 then
+    redis.call('HDEL', reserved, '@' .. b, '#' .. b)
+    redis.call('ZREM', deadlines, b)
   end
 end
-if #released > 0 then redis.call('DEL', unpack(released)) end
+if #released > 0 then redis.call('ZREM', released_set, unpack(released)) end
+local later = nil
 for j = 1, m do
-  if not answered[j] then redis.call('SET', prefix .. 'settled:' .. rid[j], '1', 'EX', 86400) end
+  if not answered[j] then
+    later = later or string.format('%.0f', redis_now() + 86400000)
+    redis.call('ZADD', settled, later, rid[j])
+  end
 end
-for _, t in ipairs(tombstones) do redis.call('SET', t, '1', 'EX', 86400) end
+for _, b in ipairs(tombstones) do
+  later = later or string.format('%.0f', redis_now() + 86400000)
+  redis.call('ZADD', gone, later, b)
+end
 
 -- A cap's fraction is crossed when the batch took its counter from below
 -- the threshold to at or above it; a counter the batch left alone crossed
@@ -133,8 +148,8 @@ for _, i in ipairs(warned) do
   if at[i] then
     local v = values[at[i]]
     local after = (v < two53 and v > -two53) and string.format('%.0f', v) or redis.call('GET', KEYS[i])
-    warn_between(prefix, stream, KEYS[i], ARGV[8 + 5 * (i - 1)], ARGV[7 + 5 * (i - 1)], ARGV[6 + 5 * (i - 1)],
-      add(after, neg(planned[i])), after)
+    warn_between(stream, KEYS[c + 8 + tonumber(arg(i, 6))], string.sub(KEYS[i], plen + 1), arg(i, 7), arg(i, 5),
+      arg(i, 4), arg(i, 3), add(after, neg(planned[i])), after)
   end
 end
 if low ~= '' then
@@ -142,13 +157,12 @@ if low ~= '' then
   local b, h = redis.call('GET', balance_key) or '0', redis.call('GET', held_key) or '0'
   if is_int(b) and is_int(h) then
     local real = add(b, h)
-    local marker = prefix .. 'low_balance'
     if not le(low, real) then
-      if redis.call('SET', marker, '1', 'NX') then
+      if redis.call('SET', low_marker, '1', 'NX') then
         append_event(stream, {'type', 'low_balance', 'balance', real, 'threshold', low})
       end
     else
-      redis.call('DEL', marker)
+      redis.call('DEL', low_marker)
     end
   end
 end

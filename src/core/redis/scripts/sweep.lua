@@ -1,10 +1,10 @@
--- KEYS: the org's deadlines, and those of reservations made before batches
--- (sc:{ORG}:reservations). ARGV: prefix, most.
--- Reply: how many expired reservations were given back.
--- uses: prelude, reservations
-local most = tonumber(ARGV[2])
-local now = redis_now()
-local released = release_expired(ARGV[1], KEYS[1], most, now)
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, most)
-for _, rid in ipairs(old) do released = released + release(ARGV[1], KEYS[2], rid) end
-return released
+-- Forgets what late settlements and reserves no longer need to recognise:
+-- the entries of `settled`, `released` and `gone` whose day has passed.
+-- KEYS: sc:{ORG}:settled, sc:{ORG}:released, sc:{ORG}:gone.
+-- ARGV: none.
+-- Reply: how many entries went.
+-- uses: prelude, clock
+local now = string.format('%.0f', redis_now())
+local gone = 0
+for i = 1, 3 do gone = gone + redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+return gone

@@ -1,3 +1,4 @@
+-- A top-up of a prepaid org's balance, once per idempotency key.
 -- KEYS: sc:{ORG}:topup:IDEMPOTENCY, sc:{ORG}:balance, sc:{ORG}:events,
 -- sc:{ORG}:balance:held.
 -- ARGV: amount (nano-USD), idempotency key.

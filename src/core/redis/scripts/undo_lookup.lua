@@ -1,4 +1,7 @@
--- The new secret's lookup, when the org already holds a record of that id
--- (its sc:keyid:ID had been lost: it names that org again). KEYS: sc:key:SHA256.
+-- Takes back a new secret's lookup when its key could not be created (the
+-- id is taken, or the org already holds a record of that id).
+-- KEYS: sc:key:SHA256.
+-- ARGV: none.
+-- Reply: 1.
 redis.call('DEL', KEYS[1])
 return 1

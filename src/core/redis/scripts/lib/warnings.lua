@@ -1,28 +1,36 @@
--- Warning events: a spend counter that crossed a fraction of its cap.
+-- The events of a spend counter against its cap: a fraction of it crossed
+-- (warnings), the cap reached. Each is told once per cap and period: a
+-- field of the markers hash of the counter's window and period, which
+-- expires with its counters.
 -- uses: prelude, numbers, events
-local window_names = {d = 'daily', m = 'monthly', life = 'lifetime'}
 
--- A spend counter's key sc:{ORG}:spend:SCOPE:ID:W[:PERIOD] without its
--- prefix, and an event of `type` naming its scope, id, window and period,
--- followed by `extra` fields.
-local function describe(prefix, key, type, extra)
-  local rest = string.sub(key, #prefix + 7)
-  local scope, id, w, period = string.match(rest, '^([^:]+):([^:]+):([^:]+):?(.*)$')
-  local fields = {'type', type, 'scope', scope, 'id', id, 'window', window_names[w] or w, 'period', period}
+-- An event of `type` about a counter, from its label "SCOPE ID WINDOW
+-- [PERIOD]" (the worker's words: Lua never takes a key name apart), then `extra`.
+local function counter_event(type, label, extra)
+  local scope, id, window, period = string.match(label, '^(%S+) (%S+) (%S+) ?(%S*)$')
+  local fields = {'type', type, 'scope', scope, 'id', id, 'window', window, 'period', period}
   for _, v in ipairs(extra) do fields[#fields + 1] = v end
-  return rest, fields
+  return fields
 end
 
--- spec: "FRACTION=THRESHOLD;..." of a cost cap. A counter that went from
--- `before` to `after` crossed THRESHOLD when before < THRESHOLD <= after;
--- each crossing is told once per cap and period.
-local function warn_between(prefix, stream, key, spec, cap, expire_at, before, after)
+-- True the first time `field` is set in the markers hash; the hash expires
+-- with its window's counters. A marker Redis refuses (OOM) just loses its event.
+local function first_mark(markers, field, expire_at)
+  local set = redis.pcall('HSETNX', markers, field, '1')
+  if type(set) ~= 'number' or set == 0 then return false end
+  if expire_at ~= '0' then redis.call('EXPIREAT', markers, expire_at) end
+  return true
+end
+
+-- spec: "FRACTION=THRESHOLD;..." of a cost cap. Counter `name` (its key
+-- without the org's prefix) went from `before` to `after`: it crossed
+-- THRESHOLD when before < THRESHOLD <= after.
+local function warn_between(stream, markers, name, label, spec, cap, expire_at, before, after)
   for fraction, threshold in string.gmatch(spec, '([^;=]+)=([^;=]+)') do
     if not le(threshold, before) and le(threshold, after) then
-      local rest, fields = describe(prefix, key, 'spend_cap_warning_threshold_reached',
-        {'fraction', fraction, 'spent', after, 'cap', cap})
-      if first_time(prefix .. 'warned:' .. rest .. ':' .. cap .. ':' .. fraction, expire_at) then
-        append_event(stream, fields)
+      if first_mark(markers, 'warned:' .. name .. ':' .. cap .. ':' .. fraction, expire_at) then
+        append_event(stream, counter_event('spend_cap_warning_threshold_reached', label,
+          {'fraction', fraction, 'spent', after, 'cap', cap}))
       end
     end
   end

@@ -1,0 +1,29 @@
+// Which cap refused a request: what the 402/429 answer, the log variable
+// and the x-spend-* headers say about it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/periods.h"
+#include "policy/policy.h"
+
+namespace spendcap {
+
+// What a cap counts.
+enum class LimitKind { spend, requests, tokens, rpm, tpm, balance };
+
+// Which cap tripped, for 402 / 429 bodies.
+struct CapRef {
+    Scope scope;
+    Window window;              // spend / requests / tokens
+    std::int64_t reset_at = 0;  // unix seconds; 0 (lifetime) -> "reset_at": null
+    LimitKind limit = LimitKind::spend;
+    std::int64_t retry_after = 0;  // rpm / tpm: seconds to the end of the minute
+};
+
+// For $spend_cap_blocked_by: "key:monthly" (cost caps), "key:daily_requests",
+// "project:monthly_tokens", "customer:rpm", "org:tpm", "org:balance".
+std::string blocked_by_label(const CapRef &cap);
+
+}  // namespace spendcap
