@@ -1,29 +1,24 @@
-// One Redis connection per worker, driven by hiredis's async API on NGINX's
-// event loop. Nothing here blocks: commands are queued, timeouts come from
-// NGINX timers, reconnects from a backoff timer, and a connection that stops
-// answering is noticed and replaced.
+// The worker's Redis client, on hiredis's async API and NGINX's event loop.
+// Nothing here blocks: commands are queued, timeouts come from NGINX timers,
+// reconnects from a backoff timer, and a connection that stops answering is
+// noticed and replaced (ngx_http_spend_cap_redis_connection.h). Every
+// command is an EVALSHA of one of the core's scripts, which names in its KEYS
+// every key it touches, all in one slot: the seam where a Redis Cluster node
+// set routes each command by the slot of its first key.
 #pragma once
 
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "ngx.h"
+#include "ngx_http_spend_cap_redis_backlog.h"     // RedisDescribe
+#include "ngx_http_spend_cap_redis_connection.h"  // RedisEndpoint
+#include "redis/command.h"
+#include "redis/reply.h"
 
 struct redisReply;
 
-#include "redis/reply.h"
-
 namespace spendcap_ngx {
-
-struct RedisEndpoint {
-    std::string host;       // numeric address, resolved at configuration time
-    int port = 6379;
-    std::string unix_path;  // set for unix:/path
-    std::string password;
-    int db = 0;
-    std::string display;    // as configured, for log lines
-};
 
 enum class RedisStatus {
     reply,        // `reply` holds Redis's answer (which may be an error reply)
@@ -40,15 +35,18 @@ using RedisDone = void (*)(void *data, RedisStatus status, const redisReply *rep
 
 struct RedisOp;
 
-// Starts the worker's connection (init_process) and ends it (exit_process).
+// Starts the worker's client (init_process) and ends it (exit_process).
 void redis_start(const RedisEndpoint &endpoint, ngx_log_t *log);
 void redis_stop();
 
-// Sends an EVALSHA command; on NOSCRIPT it is sent again once as EVAL with
-// `script`. Returns nullptr, calling nothing, when there is no connection.
-// `done` may be nullptr (nobody waits for the answer).
+// Sends an EVALSHA command; on NOSCRIPT the script is loaded and the command
+// sent again, once. Returns nullptr, calling nothing, when there is no
+// connection. `done` may be nullptr (nobody waits for the answer).
 RedisOp *redis_eval(std::vector<std::string> argv, const std::string *script,
                     ngx_msec_t timeout, RedisDone done, void *data);
+inline RedisOp *redis_eval(spendcap::Command command, ngx_msec_t timeout, RedisDone done, void *data) {
+    return redis_eval(std::move(command.argv), command.script, timeout, done, data);
+}
 
 // Its caller will not hear of `op` (sent by redis_eval, not yet answered:
 // the caller clears its pointer when `done` runs); the command still runs.
@@ -56,10 +54,6 @@ void redis_forget(RedisOp *op);
 
 // Whether a command would be taken now (a connection is up or being made).
 bool redis_ready();
-
-// What a write that must land is, for log lines (e.g. "settlement of
-// request R (org O, ...)"); called only when a line is written.
-using RedisDescribe = std::function<std::string()>;
 
 // A write that must land (a settlement): idempotent, so it is sent again
 // until Redis accepts it, in the order submitted. It waits in a bounded

@@ -1,0 +1,150 @@
+#include "ngx_http_spend_cap_redis_backlog.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "ngx_http_spend_cap_redis_adapter.h"  // redis_guarded
+
+namespace spendcap_ngx {
+namespace {
+
+constexpr ngx_msec_t kMaxBackoff = 5000;
+// The backlog of writes that must land, per worker: entries and bytes.
+constexpr std::size_t kMaxBacklog = 100000;
+constexpr std::size_t kMaxBacklogBytes = 32 << 20;
+// Writes that must land, sent and not answered yet: what hiredis's queue
+// may hold of them; the rest waits in the backlog.
+constexpr std::size_t kMaxInflight = 2000;
+constexpr std::size_t kMaxInflightBytes = 8 << 20;
+constexpr unsigned kLogLinesPerSecond = 10;
+// What an entry's description is counted as, besides its command.
+constexpr std::size_t kDescribeBytes = 256;
+
+std::string describe(const PendingWrite &w) {
+    try {
+        return w.describe ? w.describe() : std::string("a write");
+    } catch (...) {
+        return "a write";
+    }
+}
+
+}  // namespace
+
+WriteBacklog::WriteBacklog(ngx_log_t *log, void (*retry)()) : log_(log), retry_(retry) {
+    retry_timer_.handler = on_retry;
+    retry_timer_.log = log;
+    retry_timer_.data = this;
+    retry_timer_.cancelable = 1;
+}
+
+WriteBacklog::~WriteBacklog() {
+    if (retry_timer_.timer_set) {
+        ngx_del_timer(&retry_timer_);
+    }
+}
+
+// At most kLogLinesPerSecond lines a second of one kind; the rest is counted
+// and the count logged with the next line that passes.
+bool WriteBacklog::log_allowed(LogLimit &limit) {
+    const time_t now = ngx_time();
+    if (now != limit.second) {
+        if (limit.suppressed > 0) {
+            ngx_log_error(NGX_LOG_ERR, log_, 0, "spend_cap: %ui similar lines suppressed",
+                          (ngx_uint_t) limit.suppressed);
+        }
+        limit = LogLimit{now, 0, 0};
+    }
+    if (limit.lines < kLogLinesPerSecond) {
+        limit.lines++;
+        return true;
+    }
+    limit.suppressed++;
+    return false;
+}
+
+void WriteBacklog::lost(const PendingWrite &write, const char *why) {
+    if (log_allowed(drop_log_)) {
+        ngx_log_error(NGX_LOG_ERR, log_, 0, "spend_cap: %s lost: %s", describe(write).c_str(), why);
+    }
+}
+
+void WriteBacklog::insert(PendingWrite write) {
+    const std::size_t size = write.command.size() + kDescribeBytes;
+    while (!queue_.empty() && (queue_.size() >= kMaxBacklog || bytes_ + size > kMaxBacklogBytes)) {
+        PendingWrite &oldest = queue_.front();
+        if (oldest.seq > write.seq) {
+            lost(write, "the backlog of writes waiting for redis is full");
+            return;
+        }
+        bytes_ -= oldest.command.size() + kDescribeBytes;
+        lost(oldest, "the backlog of writes waiting for redis is full");
+        queue_.pop_front();
+    }
+    auto at = std::upper_bound(queue_.begin(), queue_.end(), write.seq,
+                               [](std::uint64_t seq, const PendingWrite &e) { return seq < e.seq; });
+    bytes_ += size;
+    queue_.insert(at, std::move(write));
+}
+
+bool WriteBacklog::can_send(bool connected) const {
+    return connected && !holding_ && inflight_ < kMaxInflight && inflight_bytes_ < kMaxInflightBytes;
+}
+
+std::optional<PendingWrite> WriteBacklog::take(bool connected) {
+    if (queue_.empty() || !can_send(connected)) {
+        return std::nullopt;
+    }
+    PendingWrite write = std::move(queue_.front());
+    queue_.pop_front();
+    bytes_ -= write.command.size() + kDescribeBytes;
+    return write;
+}
+
+void WriteBacklog::in_flight(const PendingWrite &write) {
+    inflight_++;
+    inflight_bytes_ += write.command.size();
+}
+
+void WriteBacklog::answered(const PendingWrite &write) {
+    inflight_--;
+    inflight_bytes_ -= write.command.size();
+}
+
+void WriteBacklog::hold(const char *error) {
+    if (log_allowed(retry_log_)) {
+        ngx_log_error(NGX_LOG_WARN, log_, 0, "spend_cap: redis answered \"%s\"; %uz writes wait, next try in %M ms",
+                      error, queue_.size(), retry_backoff_);
+    }
+    holding_ = true;
+    if (!retry_timer_.timer_set) {
+        retry_timer_.cancelable = 0;  // writes wait for it
+        ngx_add_timer(&retry_timer_, retry_backoff_);
+        retry_backoff_ = std::min(retry_backoff_ * 2, kMaxBackoff);
+    }
+}
+
+void WriteBacklog::on_retry(ngx_event_t *ev) {
+    auto *self = static_cast<WriteBacklog *>(ev->data);
+    redis_guarded(self->log_, "redis retry", [&] {
+        self->holding_ = false;
+        self->retry_();
+    });
+}
+
+void WriteBacklog::abandon() {
+    if (queue_.empty()) {
+        return;
+    }
+    ngx_log_error(NGX_LOG_ERR, log_, 0,
+                  "spend_cap: worker exits with %uz writes not accepted by redis; their "
+                  "reservations are given back at their deadline",
+                  queue_.size());
+    drop_log_ = LogLimit{};
+    for (const PendingWrite &w : queue_) {
+        lost(w, "the worker exits");
+    }
+    queue_.clear();
+    bytes_ = 0;
+}
+
+}  // namespace spendcap_ngx
