@@ -2,6 +2,8 @@
 // most (its body, read here), and the reservation of that worst case in
 // Redis, in one round trip (reserve); the answer of a refusal.
 #include "ngx_http_spend_cap_ctx.h"
+#include "ngx_http_spend_cap_answer.h"
+#include "ngx_http_spend_cap_identity.h"
 #include "base/digest.h"
 
 #include <hiredis/hiredis.h>
@@ -15,33 +17,13 @@
 
 namespace spendcap_ngx {
 
-// Sends a JSON error answer; the caller finalizes with the result.
+// Sends a refusal in the API's envelope; the caller finalizes with the result.
 static ngx_int_t send_error(ngx_http_request_t *r, const ErrorReply &e) {
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    ExtraHeaders headers;
+    if (e.retry_after > 0) {
+        headers.emplace_back("Retry-After", std::to_string(e.retry_after));
     }
-    r->headers_out.status = e.status;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = nullptr;
-    r->headers_out.content_length_n = e.body.size();
-    if (e.retry_after > 0 && add_header(r, "Retry-After", std::to_string(e.retry_after)) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-    ngx_buf_t *b = ngx_create_temp_buf(r->pool, e.body.size());
-    if (b == nullptr) {
-        return NGX_ERROR;
-    }
-    b->last = ngx_cpymem(b->pos, e.body.data(), e.body.size());
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-    ngx_chain_t out{b, nullptr};
-    return ngx_http_output_filter(r, &out);
+    return send_json(r, e.status, e.body, headers);
 }
 
 static ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorReply reply) {
@@ -101,183 +83,6 @@ static std::string caller_secret(ngx_http_request_t *r, const LocConf *lcf) {
     return caller_key(view_of(r->headers_in.authorization), view_of(find_header(r, "x-api-key", 9)));
 }
 
-// Appends key_expired to the org's events; Redis keeps it to once per key and
-// expiry, this worker to one command per key however often it knocks.
-static void report_key_expired(RequestCtx *ctx) {
-    static std::unordered_set<std::string> reported;
-    const std::string &org = ctx->identity->org.id;
-    if (reported.size() > 100000) {
-        reported.clear();  // bounded; Redis still tells each expiry once
-    }
-    if (!reported.insert(org + ":" + ctx->key->id + ":" + std::to_string(*ctx->key->expires_at)).second) {
-        return;
-    }
-    std::vector<std::string> command = key_expired_command(org, *ctx->key, ngx_time());
-    if (!command.empty()) {
-        std::string what = "key_expired event of key " + ctx->key->id;
-        redis_eval_reliably(std::move(command), &scripts::key_expired().text, [what] { return what; });
-    }
-}
-
-static void resume_phases(ngx_http_request_t *r) {
-    // Run on the request's own connection, not inside the Redis event.
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_core_run_phases;
-    ngx_post_event(r->connection->write, &ngx_posted_events);
-}
-
-// Who is calling: the key with its org's records over the file (records.h),
-// from this worker's cache when it holds them at the org's current version,
-// else read from Redis (a secret the file does not know: sc:key:SHA256
-// first). A refusal leaves its answer in ctx->error.
-enum class Resolve { ready, waiting, refused };
-
-static Resolve refuse(RequestCtx *ctx, ErrorCode code, const char *message) {
-    ctx->outcome = Outcome::error;
-    ctx->error = render_error(ctx->surface, code, message);
-    return Resolve::refused;
-}
-
-static Resolve take(RequestCtx *ctx, std::shared_ptr<const Identity> identity) {
-    if (identity->secret_until_ms && unix_ms() >= *identity->secret_until_ms) {
-        // A rotated secret whose grace has ended (no change of records says so).
-        identities.remember_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec));
-        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
-    }
-    ctx->identity = std::move(identity);
-    ctx->key = &ctx->identity->key;
-    if (ctx->key->revoked) {
-        return refuse(ctx, ErrorCode::api_key_revoked, "");
-    }
-    if (ctx->key->expires_at && *ctx->key->expires_at <= ngx_time()) {
-        report_key_expired(ctx);
-        return refuse(ctx, ErrorCode::api_key_expired, "");
-    }
-    return Resolve::ready;
-}
-
-static Resolve take(RequestCtx *ctx, const Resolution &found) {
-    if (found.problem == IdentityProblem::unknown || found.identity == nullptr) {
-        // A rotated-away secret, a key whose record is gone: asked again in a second at most.
-        identities.remember_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec));
-        ngx_log_error(NGX_LOG_INFO, ctx->r->connection->log, 0, "spend_cap: invalid api key: %s",
-                      found.reason.c_str());
-        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
-    }
-    identities.store(ctx->sha256, found.identity);
-    return take(ctx, found.identity);
-}
-
-// Redis did not answer a read of records. A file key failing open goes on
-// as the file has it (its reservation fails open too); else 503.
-static Resolve read_failed(RequestCtx *ctx, RedisStatus status, const Key *file_key) {
-    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
-    const char *why = status == RedisStatus::timeout ? "timed out" : status == RedisStatus::unavailable
-                                                                         ? "is unavailable"
-                                                                         : "gave a bad reply";
-    if (file_key != nullptr && lcf->fail_mode == fail_open) {
-        ngx_log_error(NGX_LOG_WARN, ctx->r->connection->log, 0,
-                      "spend_cap: redis %s reading key records, using the policy file's (fail_mode open)", why);
-        return take(ctx, resolve_file_identity(*ctx->policy, *file_key, ctx->customer).identity);
-    }
-    ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0,
-                  "spend_cap: redis %s reading key records, refusing the request", why);
-    ctx->outcome = Outcome::error;
-    ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
-    return Resolve::refused;
-}
-
-static void identity_known(RequestCtx *ctx, Resolve result) {
-    if (result != Resolve::waiting) {
-        ctx->stage = ctx->after_identity;
-        resume_phases(ctx->r);
-    }
-}
-
-static void on_records(void *data, RedisStatus status, const redisReply *reply) {
-    auto *ctx = static_cast<RequestCtx *>(data);
-    ctx->identity_op = nullptr;
-    Resolve result = Resolve::refused;
-    try {
-        const Key *file_key = ctx->policy->find_key(ctx->sha256);
-        OrgRecords records;
-        if (status != RedisStatus::reply || !parse_org_records(to_reply(reply), records)) {
-            result = read_failed(ctx, status == RedisStatus::reply ? RedisStatus::reply : status, file_key);
-        } else {
-            const std::string org = file_key != nullptr ? ctx->policy->project_of(*file_key).org : ctx->lookup->org;
-            identities.set_org_version(org, records.version);
-            result = take(ctx, resolve_identity(*ctx->policy, ctx->sha256, file_key, ctx->lookup, ctx->customer,
-                                                records, unix_ms()));
-        }
-    } catch (const std::exception &e) {
-        ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
-        ctx->outcome = Outcome::error;
-        ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
-    }
-    identity_known(ctx, result);
-}
-
-static Resolve read_records(RequestCtx *ctx, const std::string &org, const std::string &key_id,
-                            const std::string &project, const Key *file_key) {
-    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
-    Command read = org_records_command(org, key_id, project, ctx->customer);
-    ctx->identity_op = redis_eval(std::move(read.argv), read.script, lcf->timeout, on_records, ctx);
-    return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, file_key);
-}
-
-static void on_lookup(void *data, RedisStatus status, const redisReply *reply) {
-    auto *ctx = static_cast<RequestCtx *>(data);
-    ctx->identity_op = nullptr;
-    Resolve result = Resolve::refused;
-    try {
-        Fields fields;
-        if (status != RedisStatus::reply || !fields_of(to_reply(reply), fields)) {
-            result = read_failed(ctx, status, nullptr);
-        } else if (std::optional<KeyLookup> lookup = parse_key_lookup(fields)) {
-            identities.remember_lookup(ctx->sha256, *lookup);
-            ctx->lookup = lookup;
-            result = read_records(ctx, lookup->org, lookup->id, lookup->project, nullptr);
-        } else {
-            identities.remember_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec));
-            result = refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
-        }
-    } catch (const std::exception &e) {
-        ngx_log_error(NGX_LOG_ERR, ctx->r->connection->log, 0, "spend_cap: %s", e.what());
-        ctx->outcome = Outcome::error;
-        ctx->error = render_error(ctx->surface, ErrorCode::spend_cap_unavailable, "");
-    }
-    identity_known(ctx, result);
-}
-
-static Resolve resolve(RequestCtx *ctx) {
-    if (std::shared_ptr<const Identity> cached = identities.find(ctx->sha256, ctx->customer,
-                                                                 ctx->policy->generation)) {
-        return take(ctx, std::move(cached));
-    }
-    if (identities.known_unknown(ctx->sha256, static_cast<std::int64_t>(ngx_current_msec))) {
-        return refuse(ctx, ErrorCode::invalid_api_key, "invalid api key");
-    }
-    if (const Key *file_key = ctx->policy->find_key(ctx->sha256)) {
-        const std::string &org = ctx->policy->project_of(*file_key).org;
-        if (identities.org_version(org).empty()) {
-            // An org never changed through the API has no records: the file
-            // decides (the reserve script checks that this still holds).
-            return take(ctx, resolve_file_identity(*ctx->policy, *file_key, ctx->customer));
-        }
-        return read_records(ctx, org, file_key->id, file_key->project, file_key);
-    }
-    if (!ctx->lookup) {
-        ctx->lookup = identities.lookup(ctx->sha256);
-    }
-    if (ctx->lookup) {
-        return read_records(ctx, ctx->lookup->org, ctx->lookup->id, ctx->lookup->project, nullptr);
-    }
-    auto *lcf = static_cast<LocConf *>(ngx_http_get_module_loc_conf(ctx->r, ngx_http_spend_cap_module));
-    Command lookup = key_lookup_command(ctx->sha256);
-    ctx->identity_op = redis_eval(std::move(lookup.argv), lookup.script, lcf->timeout, on_lookup, ctx);
-    return ctx->identity_op != nullptr ? Resolve::waiting : read_failed(ctx, RedisStatus::unavailable, nullptr);
-}
-
 // The customer (spend_cap_customer), checked: it names Redis keys and
 // usually comes from the client, so it never reaches into another's layout.
 static bool read_customer(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf, ngx_int_t &rc) {
@@ -298,15 +103,6 @@ static bool read_customer(ngx_http_request_t *r, RequestCtx *ctx, const LocConf 
     return true;
 }
 
-// Waits for a read of records: the phases resume at ctx->after_identity.
-static ngx_int_t wait_for_identity(ngx_http_request_t *r, RequestCtx *ctx, Stage after) {
-    ctx->stage = Stage::identifying;
-    ctx->after_identity = after;
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
-    return NGX_AGAIN;
-}
-
 // Step 1: who is calling. Returns NGX_DECLINED to go on, NGX_AGAIN while
 // Redis is asked, else an answer.
 static ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf *lcf) {
@@ -319,7 +115,7 @@ static ngx_int_t identify(ngx_http_request_t *r, RequestCtx *ctx, const LocConf 
         return rc;
     }
     ctx->sha256 = sha256_hex(secret);
-    switch (resolve(ctx)) {
+    switch (resolve_caller(ctx)) {
     case Resolve::ready:
         return NGX_DECLINED;
     case Resolve::waiting:
@@ -463,7 +259,7 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
 
     if (ctx->identity == nullptr) {
         // Read again after a stale reserve.
-        switch (resolve(ctx)) {
+        switch (resolve_caller(ctx)) {
         case Resolve::ready:
             break;
         case Resolve::waiting:
@@ -511,9 +307,13 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     // Waiting first: the answer may come before reserve_later returns (a
     // batch that fills up and cannot be sent).
     ctx->stage = Stage::waiting_redis;
-    // Notice a client that goes away while we wait (as limit_req does).
+    // Notice a client that goes away while we wait (as limit_req does), its
+    // read event armed.
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_request_empty_handler;
+    if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
     if (!reserve_later(ctx->ticket, ReserveItem{ctx->ledger, ctx->reserved, ctx->request_id, lcf->dry_run != 0},
                        lcf->timeout, mcf->reservation_ttl, on_reserve_reply, ctx)) {
         r->read_event_handler = ngx_http_block_reading;

@@ -3,6 +3,7 @@
 // the core's Operation (admin_ops.h) driven over the worker's async Redis
 // connection. Routing, validation and the answers are the core's.
 #include "ngx_http_spend_cap_ctx.h"
+#include "ngx_http_spend_cap_answer.h"
 #include "base/digest.h"
 
 #include <hiredis/hiredis.h>
@@ -33,35 +34,20 @@ struct AdminCtx {
     }
 };
 
-ngx_int_t send_json(ngx_http_request_t *r, int status, const std::string &body, const std::string &allow) {
-    r->headers_out.status = status;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = nullptr;
-    r->headers_out.content_length_n = body.size();
-    if (!allow.empty() && add_header(r, "Allow", allow) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+// The answer, with Allow for a 405 and Retry-After for a 503.
+ngx_int_t send_answer(ngx_http_request_t *r, int status, const std::string &body, const std::string &allow) {
+    ExtraHeaders headers;
+    if (!allow.empty()) {
+        headers.emplace_back("Allow", allow);
     }
-    if (status == 503 && add_header(r, "Retry-After", "1") != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (status == 503) {
+        headers.emplace_back("Retry-After", "1");
     }
-    ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-    ngx_buf_t *b = ngx_create_temp_buf(r->pool, body.size());
-    if (b == nullptr) {
-        return NGX_ERROR;
-    }
-    b->last = ngx_cpymem(b->pos, body.data(), body.size());
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-    ngx_chain_t out{b, nullptr};
-    return ngx_http_output_filter(r, &out);
+    return send_json(r, status, body, headers);
 }
 
 ngx_int_t send_error(ngx_http_request_t *r, const admin::ApiError &e) {
-    return send_json(r, e.status, admin::render_error(e), e.allow);
+    return send_answer(r, e.status, admin::render_error(e), e.allow);
 }
 
 void finish(AdminCtx *ctx) {
@@ -70,7 +56,7 @@ void finish(AdminCtx *ctx) {
         ngx_log_error(NGX_LOG_NOTICE, ctx->r->connection->log, 0, "spend_cap: admin: %s",
                       ctx->operation->change().c_str());
     }
-    ngx_http_finalize_request(ctx->r, send_json(ctx->r, response.status, response.body, response.allow));
+    ngx_http_finalize_request(ctx->r, send_answer(ctx->r, response.status, response.body, response.allow));
 }
 
 void run(AdminCtx *ctx, std::optional<spendcap::Command> command);

@@ -86,4 +86,11 @@ bool passed(const RequestCtx *ctx) {
            || ctx->outcome == Outcome::fail_open;
 }
 
+void resume_phases(ngx_http_request_t *r) {
+    // Run on the request's own connection, not inside the Redis event.
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
 }  // namespace spendcap_ngx

@@ -131,6 +131,9 @@ std::string to_string(const ngx_str_t &s);
 std::int64_t unix_ms();
 ngx_str_t pool_str(ngx_pool_t *pool, const std::string &s);
 ngx_int_t add_header(ngx_http_request_t *r, const char *name, const std::string &value);
+// Runs the phases again from the request's own connection (after a wait on
+// Redis), not inside the Redis event that ended the wait.
+void resume_phases(ngx_http_request_t *r);
 
 // ngx_http_spend_cap_access.cpp: identify, estimate, reserve (preaccess phase)
 ngx_int_t preaccess_handler(ngx_http_request_t *r);

@@ -765,8 +765,9 @@ class Nginx:
             text = self.access_log.read_text(errors="replace")
         except OSError:
             return []
+        # NGINX may be mid-way through writing the last line: only whole lines count.
         out = []
-        for line in text.splitlines():
+        for line in text.split("\n")[:-1]:
             line = line.strip()
             if line:
                 out.append(json.loads(line))
