@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <unordered_set>
@@ -368,8 +369,11 @@ static ngx_int_t identified(ngx_http_request_t *r, RequestCtx *ctx) {
 }
 
 static ngx_int_t start_reading_body(ngx_http_request_t *r, RequestCtx *ctx) {
+    // Content-Length is the caller's word, not memory to set aside: room for
+    // at most 1 MiB up front, the rest as bytes arrive.
+    constexpr off_t kPresizeLimit = 1 << 20;
     if (r->headers_in.content_length_n > 0) {
-        ctx->body.reserve(static_cast<std::size_t>(r->headers_in.content_length_n));
+        ctx->body.reserve(static_cast<std::size_t>(std::min(r->headers_in.content_length_n, kPresizeLimit)));
     }
     ctx->stage = Stage::reading_body;
     ngx_int_t rc = ngx_http_read_client_request_body(r, body_read);

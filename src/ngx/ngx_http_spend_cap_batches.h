@@ -1,14 +1,12 @@
 // What reservation and settlement batches share: the batches waiting, one
 // per key, leave together at the end of the event loop iteration that
 // started the first of them (a posted event), or at once when one is full.
-// Nothing waits for a batch to fill.
+// Nothing waits for a batch to fill. The container and its hand-over rules
+// are the core's (base/keyed_batches.h); this adds the posted event.
 #pragma once
 
-#include <exception>
-#include <map>
-#include <utility>
-
 #include "ngx.h"
+#include "base/keyed_batches.h"
 
 namespace spendcap_ngx {
 
@@ -31,27 +29,23 @@ public:
             flush_.log = ngx_cycle->log;
             ngx_post_event(&flush_, &ngx_posted_events);
         }
-        return waiting_[key];
+        return batches_.waiting(key);
     }
 
     // Sends the batch of `key` now (it is full, or must go first).
     void send_now(const Key &key) {
-        auto at = waiting_.find(key);
-        if (at == waiting_.end()) {
-            return;
+        Batch batch{};
+        if (batches_.take(key, batch)) {
+            send_(std::move(batch));
         }
-        Batch batch = std::move(at->second);
-        waiting_.erase(at);
-        send_(std::move(batch));
     }
 
-    // Sends every waiting batch.
+    // Sends every waiting batch; one that fails to leave is logged and
+    // does not keep the others.
     void flush_all() {
-        std::map<Key, Batch> batches;
-        batches.swap(waiting_);
-        for (auto &entry : batches) {
-            send_(std::move(entry.second));
-        }
+        batches_.send_all(send_, [this](const Key &, const char *error) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: %s: %s", what_, error);
+        });
     }
 
     // exit_process: nothing is left waiting.
@@ -63,18 +57,11 @@ public:
     }
 
 private:
-    static void on_flush(ngx_event_t *ev) {
-        auto *self = static_cast<IterationBatches *>(ev->data);
-        try {
-            self->flush_all();
-        } catch (const std::exception &e) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: %s: %s", self->what_, e.what());
-        }
-    }
+    static void on_flush(ngx_event_t *ev) { static_cast<IterationBatches *>(ev->data)->flush_all(); }
 
     Send send_;
     const char *what_;
-    std::map<Key, Batch> waiting_;
+    spendcap::KeyedBatches<Key, Batch> batches_;
     ngx_event_t flush_{};
 };
 

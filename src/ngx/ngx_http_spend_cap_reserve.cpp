@@ -31,45 +31,72 @@ struct Batch {
 // Requests of one org whose caps were read at one config version.
 using BatchKey = std::tuple<std::string, std::string, ngx_msec_t, ngx_msec_t>;
 
-// Hands the answer to every request still there, then frees the batch.
-void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
-    const bool error_reply = reply != nullptr && reply->type == REDIS_REPLY_ERROR;
+// What a batch's reply says to each of its requests.
+struct BatchAnswer {
     spendcap::ReserveReplyParts split;
-    const char *error = error_reply ? reply->str : nullptr;
-    if (status == RedisStatus::reply && !error_reply) {
-        std::vector<long long> flat;
-        bool integers = reply->type == REDIS_REPLY_ARRAY;
-        if (integers) {
-            flat.reserve(reply->elements);
-            for (std::size_t k = 0; integers && k < reply->elements; ++k) {
-                integers = reply->element[k]->type == REDIS_REPLY_INTEGER;
-                flat.push_back(reply->element[k]->integer);
-            }
-        }
-        if (integers) {
-            split = spendcap::split_reserve_reply(flat, batch->tickets.size());
-        }
-        if (!integers || split.malformed) {
-            error = "reserve reply is not one part per request";
-        } else if (split.given_up) {
-            error = "reserve script found the batch already given up";
-        } else if (split.due) {
-            error = "reserve script met reservations past their deadline twice";
-        } else if (split.stale) {
-            // Every request gets {3}: decode_reserve_reply says stale.
-            split.parts.assign(batch->tickets.size(), std::vector<long long>{3});
+    const char *error = nullptr;  // the batch failed as a whole
+    bool error_reply = false;     // ... with an error reply from Redis
+};
+
+BatchAnswer read_answer(const Batch &batch, RedisStatus status, const redisReply *reply) {
+    BatchAnswer answer;
+    answer.error_reply = reply != nullptr && reply->type == REDIS_REPLY_ERROR;
+    answer.error = answer.error_reply ? reply->str : nullptr;
+    if (status != RedisStatus::reply || answer.error_reply) {
+        return answer;
+    }
+    std::vector<long long> flat;
+    bool integers = reply->type == REDIS_REPLY_ARRAY;
+    if (integers) {
+        flat.reserve(reply->elements);
+        for (std::size_t k = 0; integers && k < reply->elements; ++k) {
+            integers = reply->element[k]->type == REDIS_REPLY_INTEGER;
+            flat.push_back(reply->element[k]->integer);
         }
     }
-    const bool answered = error == nullptr && status == RedisStatus::reply;
+    if (integers) {
+        answer.split = spendcap::split_reserve_reply(flat, batch.tickets.size());
+    }
+    if (!integers || answer.split.malformed) {
+        answer.error = "reserve reply is not one part per request";
+    } else if (answer.split.given_up) {
+        answer.error = "reserve script found the batch already given up";
+    } else if (answer.split.due) {
+        answer.error = "reserve script met reservations past their deadline twice";
+    } else if (answer.split.stale) {
+        // Every request gets {3}: decode_reserve_reply says stale.
+        answer.split.parts.assign(batch.tickets.size(), std::vector<long long>{3});
+    }
+    return answer;
+}
+
+// Hands the answer to every request still there, then frees the batch. No
+// request is left waiting: one whose handler throws is logged, the others
+// are still answered.
+void answer_all(Batch *batch, RedisStatus status, const redisReply *reply) {
+    const std::unique_ptr<Batch> owned(batch);
+    BatchAnswer answer;
+    try {
+        answer = read_answer(*batch, status, reply);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: reading a reserve reply: %s", e.what());
+        status = RedisStatus::unavailable;
+        answer = BatchAnswer{};
+    }
+    const bool answered = answer.error == nullptr && status == RedisStatus::reply;
     for (std::size_t i = 0; i < batch->tickets.size(); ++i) {
         ReserveTicket *ticket = batch->tickets[i];
         if (ticket == nullptr) {
             continue;
         }
         ticket->batch = nullptr;
-        ticket->done(ticket->data, status, answered ? &split.parts[i] : nullptr, error, error_reply);
+        try {
+            ticket->done(ticket->data, status, answered ? &answer.split.parts[i] : nullptr, answer.error,
+                         answer.error_reply);
+        } catch (const std::exception &e) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: answering a reservation: %s", e.what());
+        }
     }
-    delete batch;
 }
 
 void send(std::unique_ptr<Batch> owned);
@@ -98,17 +125,18 @@ void on_batch_reply(void *data, RedisStatus status, const redisReply *reply) {
         if (give_back_due_first(batch, status, reply)) {
             return;
         }
-        answer_all(batch, status, reply);
     } catch (const std::exception &e) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: reserve reply: %s", e.what());
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: giving back due reservations: %s", e.what());
+        status = RedisStatus::unavailable;
+        reply = nullptr;
     }
+    answer_all(batch, status, reply);
 }
 
 // Sends a batch (its requests still there): their answers come through
 // on_batch_reply; with no connection or no command, at once. The batch
 // lives until then.
-void send(std::unique_ptr<Batch> owned) {
-    Batch *batch = owned.release();
+void send_or_throw(Batch *batch) {
     // Requests that left before it did are not reserved at all.
     std::size_t kept = 0;
     for (std::size_t i = 0; i < batch->tickets.size(); ++i) {
@@ -145,6 +173,19 @@ void send(std::unique_ptr<Batch> owned) {
     for (ReserveTicket *ticket : batch->tickets) {
         ticket->sent = true;
         ticket->batch_id = batch_id;
+    }
+}
+
+// A batch that cannot be sent (out of memory building its command) is
+// answered as if Redis were down, never left with requests waiting on it.
+void send(std::unique_ptr<Batch> owned) {
+    Batch *batch = owned.release();
+    try {
+        send_or_throw(batch);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: sending a reserve batch of org %s: %s",
+                      batch->org.c_str(), e.what());
+        answer_all(batch, RedisStatus::unavailable, nullptr);
     }
 }
 

@@ -1,5 +1,6 @@
 #include "ngx_http_spend_cap_settle.h"
 
+#include <exception>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -34,7 +35,14 @@ std::string describe(const std::vector<spendcap::SettleItem> &items) {
 }
 
 void send(Batch batch) {
-    std::vector<std::string> command = spendcap::settle_batch_command(batch.items);
+    std::vector<std::string> command;
+    try {
+        command = spendcap::settle_batch_command(batch.items);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0, "spend_cap: %s could not be settled: %s",
+                      describe(batch.items).c_str(), e.what());
+        return;
+    }
     if (command.empty()) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "spend_cap: %s could not be settled",
                       describe(batch.items).c_str());

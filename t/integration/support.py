@@ -632,7 +632,11 @@ class Nginx:
         location_directives = ""
         if module:
             addr = redis_addr or "127.0.0.1:%d" % redis_port
-            http_directives = "    spend_cap_redis %s;\n    spend_cap_policy %s;\n" % (addr, self.policy_path)
+            # A busy machine may keep Redis from answering within the default 100 ms:
+            # every test gets a generous reserve timeout (one that tests timeouts sets
+            # its own in its location) instead of a 503 no test asked for.
+            http_directives = ("    spend_cap_redis %s;\n    spend_cap_policy %s;\n    spend_cap_timeout 10s;\n"
+                               % (addr, self.policy_path))
             if spend_cap:
                 location_directives = "            spend_cap %s;\n" % spend_cap
         self.conf_text = NGINX_CONF.format(

@@ -170,3 +170,31 @@ def test_blocked_request_body_is_not_forwarded_even_if_large(nginx, redis, fake)
     redis_barrier(nginx)
     assert fake.requests() == []
     assert counter_state(redis) == before
+
+
+@pytest.mark.nginx(location_extra="client_max_body_size 0;")
+def test_absurd_content_length_is_not_allocated(nginx, redis, fake):
+    """A Content-Length of a petabyte (no client_max_body_size to refuse it) must
+    not be taken at its word: the copy of the body grows as bytes arrive. The
+    client sends a few bytes and closes: NGINX's 400 for a body cut short, not
+    a 500 from an allocation that failed."""
+    import socket
+    host, port = nginx.url.split("//")[1].split(":")
+    before = counter_state(redis)
+    logged = len(nginx.log_entries())
+    head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000000000000000\r\n\r\n" % SECRETS["k1"])
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head.encode() + b'{"model":"gpt-4o-mini","messages":[')
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert not answer.startswith(b"HTTP/1.1 500"), answer[:300]
+    entries = wait_until(lambda: nginx.log_entries()[logged:] or None, timeout=10)
+    assert entries and entries[0]["status"] == "400", entries
+    assert fake.requests() == []
+    assert counter_state(redis) == before

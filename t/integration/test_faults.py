@@ -90,11 +90,6 @@ def warm_up(ng, r, count=4, most=40):
     return sent
 
 
-# A burst's reserves are what these tests start from, not what they test: on a busy
-# machine they get all the time they need (spend_cap_timeout) rather than a 503.
-UNHURRIED = "spend_cap_timeout 10s;"
-
-
 def burst_in_flight(ng, r, fake, n, tag="burst"):
     """After a warm-up, n requests the provider holds until fake.release(tag)
     (join_all_ok does): returns (warm-up count, threads, results) once the
@@ -128,7 +123,7 @@ def wait_log(ng, text, timeout=10):
 def test_oom_while_settlements_are_in_flight(nginx_factory, redis_factory, fake):
     srv = redis_factory()
     rc = srv.client()
-    ng = nginx_factory(redis_addr="127.0.0.1:%d" % srv.port, http_extra=UNHURRIED)
+    ng = nginx_factory(redis_addr="127.0.0.1:%d" % srv.port)
     fake.reset()
     n = 40
     warm, threads, results = burst_in_flight(ng, rc, fake, n)
@@ -154,7 +149,7 @@ def test_settlements_survive_a_restart_that_loads_a_dataset(nginx_factory, redis
     srv = redis_factory(extra_args=["--enable-debug-command", "yes"])
     rc = srv.client()
     rc.execute_command("DEBUG", "POPULATE", "60000", "filler")
-    ng = nginx_factory(redis_addr="127.0.0.1:%d" % srv.port, http_extra=UNHURRIED)
+    ng = nginx_factory(redis_addr="127.0.0.1:%d" % srv.port)
     fake.reset()
     n = 30
     warm, threads, results = burst_in_flight(ng, rc, fake, n)
@@ -180,7 +175,7 @@ def test_settlements_wait_out_a_failover_to_a_replica(nginx_factory, redis_facto
     it is a master again."""
     srv = redis_factory()
     rc = srv.client()
-    ng = nginx_factory(redis_addr="127.0.0.1:%d" % srv.port, http_extra=UNHURRIED)
+    ng = nginx_factory(redis_addr="127.0.0.1:%d" % srv.port)
     fake.reset()
     n = 20
     warm, threads, results = burst_in_flight(ng, rc, fake, n)
@@ -322,7 +317,7 @@ def worker_pids(ng):
     return out
 
 
-@pytest.mark.nginx(http_extra="spend_cap_reservation_ttl 2s;\n" + UNHURRIED)
+@pytest.mark.nginx(http_extra="spend_cap_reservation_ttl 2s;")
 def test_reservations_of_killed_workers_are_given_back(nginx, redis, fake):
     nginx.expected_log_lines.append("exited on signal 9")
     n = 32
@@ -479,3 +474,42 @@ def test_implausible_usage_settles_at_the_reservation(nginx, redis, fake):
     r = post(nginx.url, "/v1/chat/completions", body, SECRETS["k_open"])
     assert r.status_code == 200
     assert wait_until(lambda: redis_int(redis, org_life) == estimate + COST, timeout=5)
+
+
+# ------------------------------------------------ a client that leaves while Redis is silent
+
+@pytest.mark.parametrize("secret,marker", [("sk-sc-nobody-knows-me", b"sc:key:"),
+                                           (SECRETS["k1"], b"sc:{acme}:config")],
+                         ids=["identity-lookup", "reserve"])
+def test_a_client_leaving_while_redis_is_silent_is_let_go(nginx_factory, redis_factory, fake, secret, marker):
+    """The request waits for Redis (its key's records, or its reservation) with a
+    timeout of 30 s; the client gives up. NGINX must notice the closed connection
+    while it waits (499 in the access log at once), not hold it for 30 s."""
+    import socket
+    srv = redis_factory()
+    proxy = TcpProxy(srv.port).start()
+    ng = nginx_factory(redis_addr="127.0.0.1:%d" % proxy.port, workers=1,
+                       location_extra="spend_cap_timeout 30s;")
+    try:
+        warm = post(ng.url, "/v1/chat/completions", chat_body(), SECRETS["k1"])
+        assert warm.status_code == 200
+        ng.log_entry(warm.headers["x-test-request-id"])
+        logged = len(ng.log_entries())
+        proxy.blackhole = True
+        body = chat_body()
+        head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (secret, len(body)))
+        host, port = ng.url.split("//")[1].split(":")
+        s = socket.create_connection((host, int(port)), timeout=30)
+        s.sendall(head.encode() + body)
+        # the request is waiting once its command reached the black hole
+        assert wait_until(lambda: any(marker in bytes(b) for b in list(proxy.swallowed.values())), timeout=20), \
+            "the request's command never reached Redis"
+        s.close()
+        entries = wait_until(lambda: ng.log_entries()[logged:] or None, timeout=20)
+        assert entries, "no access log line for the request that left"
+        assert entries[0]["status"] == "499", entries
+        assert fake.requests()[1:] == []
+    finally:
+        proxy.heal()
+        proxy.stop()
