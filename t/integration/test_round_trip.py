@@ -170,3 +170,15 @@ def _parent(pid):
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return None
+
+
+def test_one_worker_per_node_sweeps(nginx_factory, redis_server):
+    """Expired reservations are given back by one worker of a node (worker 0), not
+    by every worker each second: four workers, five sweep rounds, one connection."""
+    ng = nginx_factory(workers=4)
+    with RedisMonitor(redis_server.port) as mon:
+        rounds = lambda: [client for client, args in mon.commands()
+                          if client != "lua" and is_sweep(args) and evalsha_keys(args) == ["sc:orgs"]]
+        assert wait_until(lambda: len(rounds()) >= 5, timeout=3), "the sweeper did not run five rounds"
+        sweepers = {client for client, args in mon.commands() if client != "lua" and is_sweep(args)}
+    assert len(sweepers) == 1, sweepers
