@@ -25,9 +25,6 @@
 //   bytes) written as U+FFFD.
 #include "admin/api.h"
 
-#include "http/envelope.h"
-
-#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -36,19 +33,18 @@
 #include <initializer_list>
 #include <limits>
 #include <map>
-#include <memory>
-#include <new>
 #include <stdexcept>
 #include <utility>
 
+#include "json/object_reader.h"
+#include "json/writer.h"
+
 namespace spendcap::admin {
 
-namespace {
+using json::json_array;
+using json::ObjectWriter;
 
-struct JsonDeleter {
-    void operator()(json_t *value) const { json_decref(value); }
-};
-using JsonPtr = std::unique_ptr<json_t, JsonDeleter>;
+namespace {
 
 std::string quoted(std::string_view name) { return "`" + std::string(name) + "`"; }
 
@@ -57,340 +53,53 @@ constexpr std::size_t kMaxNameBytes = 256;
 constexpr std::size_t kMaxIdempotencyKeyBytes = 128;
 constexpr std::int64_t kDefaultEventCount = 100;
 constexpr std::int64_t kMaxEventCount = 1000;
-// Amounts a client wrote are quoted back in messages only when short.
-constexpr std::size_t kMaxQuotedAmount = 40;
 
-// ---------------------------------------------------------------- JSON out
-
-
-// One JSON object, its members appended in the order they are written.
-class ObjectWriter {
-public:
-    ObjectWriter &string(std::string_view name, std::string_view value) {
-        key(name);
-        append_json_string(out_, value);
-        return *this;
-    }
-    // "" is written as null.
-    ObjectWriter &string_or_null(std::string_view name, std::string_view value) {
-        return value.empty() ? null(name) : string(name, value);
-    }
-    ObjectWriter &integer(std::string_view name, std::int64_t value) {
-        key(name);
-        out_ += std::to_string(value);
-        return *this;
-    }
-    ObjectWriter &integer(std::string_view name, const std::optional<std::int64_t> &value) {
-        return value ? integer(name, *value) : null(name);
-    }
-    ObjectWriter &boolean(std::string_view name, bool value) {
-        key(name);
-        out_ += value ? "true" : "false";
-        return *this;
-    }
-    ObjectWriter &null(std::string_view name) {
-        key(name);
-        out_ += "null";
-        return *this;
-    }
-    // `json` is already JSON text (a nested object or array).
-    ObjectWriter &raw(std::string_view name, std::string_view json) {
-        key(name);
-        out_ += json;
-        return *this;
-    }
-    // Every amount twice: NAME_nanousd (integer) and NAME_usd (exact decimal).
-    ObjectWriter &amount(std::string_view name, const std::optional<Nanos> &nanos) {
-        const std::string base(name);
-        if (!nanos) return null(base + "_nanousd").null(base + "_usd");
-        return integer(base + "_nanousd", *nanos).string(base + "_usd", format_usd(*nanos));
-    }
-    // RFC 3339, or null.
-    ObjectWriter &time(std::string_view name, const std::optional<std::int64_t> &unix_seconds) {
-        return unix_seconds ? string(name, format_rfc3339(*unix_seconds)) : null(name);
-    }
-    // A reset time where 0 means none.
-    ObjectWriter &reset_time(std::string_view name, std::int64_t unix_seconds) {
-        return unix_seconds != 0 ? string(name, format_rfc3339(unix_seconds)) : null(name);
-    }
-    std::string done() {
-        out_ += '}';
-        return std::move(out_);
-    }
-
-private:
-    void key(std::string_view name) {
-        if (!first_) out_ += ',';
-        first_ = false;
-        append_json_string(out_, name);
-        out_ += ':';
-    }
-
-    std::string out_ = "{";
-    bool first_ = true;
-};
-
-std::string json_array(const std::vector<std::string> &elements) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < elements.size(); ++i) {
-        if (i) out += ',';
-        out += elements[i];
-    }
-    out += ']';
-    return out;
-}
+// ---------------------------------------------------------------- JSON
 
 Nanos remaining_of(Nanos cap, Nanos spent) { return std::max<Nanos>(saturating_sub(cap, spent), 0); }
-
-// ---------------------------------------------------------------- JSON in
-
-// The members a number sits under, from the root ({"limits", "rpm"}).
-using Path = std::vector<std::string>;
-
-// The text of every number held by objects only (no array on the way), by
-// its path. jansson gives a real as a double, which cannot say 0.1 exactly;
-// this is the number as the client wrote it. Runs on a body jansson has
-// accepted (duplicates refused), so each path names one number.
-class NumberTexts {
-public:
-    void scan(std::string_view json) {
-        struct Frame {
-            bool object = false;
-            bool expecting_key = false;
-            std::string key;
-        };
-        std::vector<Frame> frames;
-        std::size_t arrays = 0;  // open arrays: numbers under them are not kept
-        const std::size_t n = json.size();
-        std::size_t i = 0;
-        while (i < n) {
-            const char c = json[i];
-            if (c == '{' || c == '[') {
-                frames.push_back(Frame{c == '{', c == '{', {}});
-                if (c == '[') ++arrays;
-                ++i;
-            } else if (c == '}' || c == ']') {
-                if (!frames.empty()) {
-                    if (!frames.back().object) --arrays;
-                    frames.pop_back();
-                }
-                ++i;
-            } else if (c == ',') {
-                if (!frames.empty() && frames.back().object) frames.back().expecting_key = true;
-                ++i;
-            } else if (c == '"') {
-                const std::size_t start = i++;
-                while (i < n && json[i] != '"') i += json[i] == '\\' ? 2 : 1;
-                ++i;  // the closing quote
-                if (!frames.empty() && frames.back().expecting_key) {
-                    frames.back().key = decode_key(json.substr(start, std::min(i, n) - start));
-                    frames.back().expecting_key = false;
-                }
-            } else if (c == '-' || (c >= '0' && c <= '9')) {
-                const std::size_t start = i;
-                while (i < n && (json[i] == '-' || json[i] == '+' || json[i] == '.' || json[i] == 'e' ||
-                                 json[i] == 'E' || (json[i] >= '0' && json[i] <= '9')))
-                    ++i;
-                if (arrays == 0 && !frames.empty()) {
-                    Path path;
-                    for (const Frame &frame : frames) path.push_back(frame.key);
-                    texts_[std::move(path)] = json.substr(start, i - start);
-                }
-            } else {
-                ++i;  // whitespace, ':', the letters of true / false / null
-            }
-        }
-    }
-
-    std::optional<std::string_view> find(const Path &path) const {
-        auto found = texts_.find(path);
-        if (found == texts_.end()) return std::nullopt;
-        return found->second;
-    }
-
-private:
-    // A key as jansson decoded it ("monthly\u005fusd" is monthly_usd).
-    static std::string decode_key(std::string_view literal) {
-        if (literal.find('\\') == std::string_view::npos)
-            return std::string(literal.substr(1, literal.size() >= 2 ? literal.size() - 2 : 0));
-        json_error_t error;
-        JsonPtr decoded(json_loadb(literal.data(), literal.size(), JSON_DECODE_ANY, &error));
-        if (!decoded || !json_is_string(decoded.get())) return std::string(literal);
-        return std::string(json_string_value(decoded.get()), json_string_length(decoded.get()));
-    }
-
-    std::map<Path, std::string_view> texts_;
-};
-
-struct Body {
-    JsonPtr root;
-    NumberTexts numbers;
-};
 
 bool fail(ApiError &error, std::string message) {
     error = invalid_request(std::move(message));
     return false;
 }
 
-bool is_blank(std::string_view text) {
-    return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
+// A body's 400, for the caller to return.
+std::nullopt_t refuse(ApiError &error, std::string message) {
+    error = invalid_request(std::move(message));
+    return std::nullopt;
 }
 
-// Parses `text` strictly into a JSON object. `empty_is_object`: a blank
-// body reads as {} (a POST without a body).
-bool load_object(std::string_view text, Body &body, ApiError &error, bool empty_is_object = false) {
-    if (empty_is_object && is_blank(text)) {
-        body.root.reset(json_object());
-        if (!body.root) throw std::bad_alloc();
-        return true;
-    }
-    json_error_t json_error;
-    body.root.reset(json_loadb(text.data(), text.size(), JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &json_error));
-    if (!body.root)
-        return fail(error, "request body is not valid JSON: " + std::string(json_error.text) + " at line " +
-                               std::to_string(json_error.line) + " column " + std::to_string(json_error.column));
-    if (!json_is_object(body.root.get())) return fail(error, "request body must be a JSON object");
-    body.numbers.scan(text);
+// A string member that must be an id valid_id() accepts.
+bool read_id(json::ObjectReader &reader, const char *name, std::optional<std::string> &out) {
+    if (!reader.string(name, out)) return false;
+    if (out && !valid_id(*out)) return reader.fail(reader.label(name) + " " + kIdRule);
     return true;
 }
 
-// Reads the members of one object of a body, each error naming the member
-// by its path ("`limits.rpm`").
-class ObjectReader {
-public:
-    ObjectReader(json_t *object, const NumberTexts &numbers, Path path, ApiError &error)
-        : object_(object), numbers_(numbers), path_(std::move(path)), error_(error) {}
+// The members of a LIMITS object, as the file's `limits`; `out` is set only
+// when all of it reads.
+bool read_limits(json::ObjectReader &reader, Limits &out) {
+    Limits limits;
+    const bool ok = reader.only({"daily_usd", "monthly_usd", "lifetime_usd", "daily_requests", "monthly_requests",
+                                 "daily_tokens", "monthly_tokens", "rpm", "tpm"}) &&
+                    reader.amount("daily_usd", limits.daily_usd) &&
+                    reader.amount("monthly_usd", limits.monthly_usd) &&
+                    reader.amount("lifetime_usd", limits.lifetime_usd) &&
+                    reader.count("daily_requests", limits.daily_requests) &&
+                    reader.count("monthly_requests", limits.monthly_requests) &&
+                    reader.count("daily_tokens", limits.daily_tokens) &&
+                    reader.count("monthly_tokens", limits.monthly_tokens) && reader.count("rpm", limits.rpm) &&
+                    reader.count("tpm", limits.tpm);
+    if (ok) out = limits;
+    return ok;
+}
 
-    // Refuses members other than `known`.
-    bool only(std::initializer_list<std::string_view> known) {
-        const char *name;
-        json_t *value;
-        json_object_foreach(object_, name, value) {
-            (void)value;
-            if (std::find(known.begin(), known.end(), std::string_view(name)) == known.end())
-                return fail(error_, "unknown field " + label(name));
-        }
-        return true;
-    }
-
-    // The member, or nullptr when it is absent.
-    json_t *get(const char *name) const { return json_object_get(object_, name); }
-    bool has(const char *name) const { return get(name) != nullptr; }
-
-    std::string label(std::string_view name) const {
-        std::string dotted;
-        for (const std::string &part : path_) dotted += part + ".";
-        return quoted(dotted + std::string(name));
-    }
-
-    bool required(const char *name) {
-        return has(name) || fail(error_, label(name) + " is required");
-    }
-
-    bool string(const char *name, std::optional<std::string> &out) {
-        json_t *value = get(name);
-        if (!value) return true;
-        if (!json_is_string(value)) return fail(error_, label(name) + " must be a string");
-        out.emplace(json_string_value(value), json_string_length(value));
-        return true;
-    }
-
-    bool id(const char *name, std::optional<std::string> &out) {
-        if (!string(name, out)) return false;
-        if (out && !valid_id(*out)) return fail(error_, label(name) + " " + kIdRule);
-        return true;
-    }
-
-    bool count(const char *name, std::optional<std::int64_t> &out) {
-        json_t *value = get(name);
-        if (!value) return true;
-        if (!json_is_integer(value) || json_integer_value(value) < 0)
-            return fail(error_, label(name) + " must be a non-negative integer");
-        out = json_integer_value(value);
-        return true;
-    }
-
-    bool boolean(const char *name, bool &out) {
-        json_t *value = get(name);
-        if (!value) return true;
-        if (!json_is_boolean(value)) return fail(error_, label(name) + " must be true or false");
-        out = json_is_true(value);
-        return true;
-    }
-
-    bool time(const char *name, std::optional<std::int64_t> &out) {
-        json_t *value = get(name);
-        if (!value) return true;
-        std::int64_t when = 0;
-        if (!json_is_string(value) ||
-            !parse_rfc3339(std::string_view(json_string_value(value), json_string_length(value)), when))
-            return fail(error_, label(name) + " must be an RFC 3339 time such as \"2027-01-01T00:00:00Z\"");
-        out = when;
-        return true;
-    }
-
-    // A decimal USD amount, string or number, parsed exactly as the file's.
-    bool amount(const char *name, std::optional<Nanos> &out) {
-        json_t *value = get(name);
-        if (!value) return true;
-        const std::string rule = label(name) + " must be a non-negative decimal USD amount";
-        std::string_view text;
-        if (json_is_string(value)) {
-            text = std::string_view(json_string_value(value), json_string_length(value));
-        } else if (json_is_number(value)) {
-            Path path = path_;
-            path.emplace_back(name);
-            std::optional<std::string_view> written = numbers_.find(path);
-            if (!written) return fail(error_, rule);  // cannot happen for a body jansson accepted
-            text = *written;
-        } else {
-            return fail(error_, rule + ", a string or number such as \"10.50\"");
-        }
-        Nanos nanos = 0;
-        std::string reason;
-        if (!parse_usd(text, nanos, reason)) {
-            std::string message = rule + " such as \"10.50\": " + reason;
-            if (text.size() <= kMaxQuotedAmount) message += " (got \"" + std::string(text) + "\")";
-            return fail(error_, message);
-        }
-        out = nanos;
-        return true;
-    }
-
-    // A LIMITS object (or null: none), as the file's `limits`.
-    bool limits(const char *name, Limits &out) {
-        json_t *value = get(name);
-        if (!value || json_is_null(value)) return true;
-        if (!json_is_object(value)) return fail(error_, label(name) + " must be an object of limits");
-        Path path = path_;
-        path.emplace_back(name);
-        return read_limits(value, numbers_, std::move(path), error_, out);
-    }
-
-    static bool read_limits(json_t *object, const NumberTexts &numbers, Path path, ApiError &error,
-                            Limits &out) {
-        ObjectReader reader(object, numbers, std::move(path), error);
-        Limits limits;
-        const bool ok = reader.only({"daily_usd", "monthly_usd", "lifetime_usd", "daily_requests",
-                                     "monthly_requests", "daily_tokens", "monthly_tokens", "rpm", "tpm"}) &&
-                        reader.amount("daily_usd", limits.daily_usd) &&
-                        reader.amount("monthly_usd", limits.monthly_usd) &&
-                        reader.amount("lifetime_usd", limits.lifetime_usd) &&
-                        reader.count("daily_requests", limits.daily_requests) &&
-                        reader.count("monthly_requests", limits.monthly_requests) &&
-                        reader.count("daily_tokens", limits.daily_tokens) &&
-                        reader.count("monthly_tokens", limits.monthly_tokens) &&
-                        reader.count("rpm", limits.rpm) && reader.count("tpm", limits.tpm);
-        if (ok) out = limits;
-        return ok;
-    }
-
-private:
-    json_t *object_;
-    const NumberTexts &numbers_;
-    Path path_;
-    ApiError &error_;
-};
+// Member `name` as a LIMITS object (or null: none), as the file's `limits`.
+bool read_limits(json::ObjectReader &parent, const char *name, Limits &out) {
+    std::optional<json::ObjectReader> reader;
+    if (!parent.object_or_null(name, "an object of limits", reader)) return false;
+    return !reader || read_limits(*reader, out);
+}
 
 // ---------------------------------------------------------------- routing
 
@@ -767,24 +476,21 @@ bool token_matches(std::string_view expected, std::string_view presented) {
 // ---------------------------------------------------------------- bodies
 
 std::optional<KeyCreate> parse_key_create(std::string_view text, ApiError &error) {
-    Body body;
-    if (!load_object(text, body, error)) return std::nullopt;
-    ObjectReader reader(body.root.get(), body.numbers, {}, error);
+    json::Body body;
+    std::string message;
+    if (!json::load_object(text, body, message)) return refuse(error, message);
+    json::ObjectReader reader(body, message);
     KeyCreate create;
     std::optional<std::string> project, id, name;
     if (!reader.only({"project", "id", "name", "limits", "expires_at"}) || !reader.required("project") ||
-        !reader.id("project", project) || !reader.id("id", id) || !reader.string("name", name) ||
-        !reader.limits("limits", create.limits) || !reader.time("expires_at", create.expires_at))
-        return std::nullopt;
+        !read_id(reader, "project", project) || !read_id(reader, "id", id) || !reader.string("name", name) ||
+        !read_limits(reader, "limits", create.limits) || !reader.time("expires_at", create.expires_at))
+        return refuse(error, message);
     // /keys/self is the caller's own key: a key named so could not be reached.
-    if (id && *id == "self") {
-        fail(error, "`id` must not be `self`, which /keys/self keeps for the caller's own key");
-        return std::nullopt;
-    }
-    if (name && name->size() > kMaxNameBytes) {
-        fail(error, "`name` must be at most " + std::to_string(kMaxNameBytes) + " bytes");
-        return std::nullopt;
-    }
+    if (id && *id == "self")
+        return refuse(error, "`id` must not be `self`, which /keys/self keeps for the caller's own key");
+    if (name && name->size() > kMaxNameBytes)
+        return refuse(error, "`name` must be at most " + std::to_string(kMaxNameBytes) + " bytes");
     create.project = std::move(*project);
     create.id = std::move(id);
     create.name = name ? std::move(*name) : std::string();
@@ -792,97 +498,90 @@ std::optional<KeyCreate> parse_key_create(std::string_view text, ApiError &error
 }
 
 std::optional<Rotate> parse_rotate(std::string_view text, ApiError &error) {
-    Body body;
-    if (!load_object(text, body, error, true)) return std::nullopt;
-    ObjectReader reader(body.root.get(), body.numbers, {}, error);
+    json::Body body;
+    std::string message;
+    if (!json::load_object(text, body, message, true)) return refuse(error, message);
+    json::ObjectReader reader(body, message);
     std::optional<std::int64_t> grace;
-    if (!reader.only({"grace_seconds"})) return std::nullopt;
-    if (!reader.count("grace_seconds", grace) || (grace && *grace > kMaxGraceSeconds)) {
-        fail(error, "`grace_seconds` must be an integer from 0 to " + std::to_string(kMaxGraceSeconds) +
-                        " (30 days)");
-        return std::nullopt;
-    }
+    if (!reader.only({"grace_seconds"})) return refuse(error, message);
+    if (!reader.count("grace_seconds", grace) || (grace && *grace > kMaxGraceSeconds))
+        return refuse(error, "`grace_seconds` must be an integer from 0 to " + std::to_string(kMaxGraceSeconds) +
+                                 " (30 days)");
     Rotate rotate;
     rotate.grace_seconds = grace.value_or(0);
     return rotate;
 }
 
 std::optional<Limits> parse_limits(std::string_view text, ApiError &error) {
-    Body body;
-    if (!load_object(text, body, error)) return std::nullopt;
+    json::Body body;
+    std::string message;
+    if (!json::load_object(text, body, message)) return refuse(error, message);
+    json::ObjectReader reader(body, message);
     Limits limits;
-    if (!ObjectReader::read_limits(body.root.get(), body.numbers, {}, error, limits)) return std::nullopt;
+    if (!read_limits(reader, limits)) return refuse(error, message);
     return limits;
 }
 
 std::optional<ProjectPut> parse_project_put(std::string_view text, ApiError &error) {
-    Body body;
-    if (!load_object(text, body, error)) return std::nullopt;
-    ObjectReader reader(body.root.get(), body.numbers, {}, error);
+    json::Body body;
+    std::string message;
+    if (!json::load_object(text, body, message)) return refuse(error, message);
+    json::ObjectReader reader(body, message);
     ProjectPut put;
     std::optional<std::string> org;
-    if (!reader.only({"org", "limits"}) || !reader.required("org") || !reader.id("org", org) ||
-        !reader.limits("limits", put.limits))
-        return std::nullopt;
+    if (!reader.only({"org", "limits"}) || !reader.required("org") || !read_id(reader, "org", org) ||
+        !read_limits(reader, "limits", put.limits))
+        return refuse(error, message);
     put.org = std::move(*org);
     return put;
 }
 
 std::optional<OrgPut> parse_org_put(std::string_view text, const Policy &policy, ApiError &error) {
-    Body body;
-    if (!load_object(text, body, error)) return std::nullopt;
-    ObjectReader reader(body.root.get(), body.numbers, {}, error);
+    json::Body body;
+    std::string message;
+    if (!json::load_object(text, body, message)) return refuse(error, message);
+    json::ObjectReader reader(body, message);
     OrgPut put;
     std::optional<std::string> plan;
     if (!reader.only({"plan", "created_at", "prepaid", "low_balance_usd", "limits"}) ||
         !reader.string("plan", plan) || !reader.time("created_at", put.created_at) ||
         !reader.boolean("prepaid", put.prepaid) || !reader.amount("low_balance_usd", put.low_balance_usd) ||
-        !reader.limits("limits", put.limits))
-        return std::nullopt;
+        !read_limits(reader, "limits", put.limits))
+        return refuse(error, message);
     // The same cross-field rules as an org of the file.
     if (plan) {
         auto found = policy.plans.find(*plan);
-        if (found == policy.plans.end()) {
-            fail(error, "`plan` names plan " + quoted(*plan) + ", which is not defined in the policy file's `plans`");
-            return std::nullopt;
-        }
+        if (found == policy.plans.end())
+            return refuse(error,
+                          "`plan` names plan " + quoted(*plan) + ", which is not defined in the policy file's `plans`");
         // The ceilings' age_days are counted from created_at.
-        if (!found->second.ceilings.empty() && !put.limits.monthly_usd && !put.created_at) {
-            fail(error, "`created_at` is required with plan " + quoted(*plan) +
-                            ", whose monthly ceiling rises with account age (or give `limits.monthly_usd`)");
-            return std::nullopt;
-        }
+        if (!found->second.ceilings.empty() && !put.limits.monthly_usd && !put.created_at)
+            return refuse(error, "`created_at` is required with plan " + quoted(*plan) +
+                                     ", whose monthly ceiling rises with account age (or give `limits.monthly_usd`)");
         put.plan = std::move(*plan);
     }
     // Without a balance there is nothing for the threshold to watch.
-    if (put.low_balance_usd && !put.prepaid) {
-        fail(error, "`low_balance_usd` needs `\"prepaid\": true`");
-        return std::nullopt;
-    }
+    if (put.low_balance_usd && !put.prepaid) return refuse(error, "`low_balance_usd` needs `\"prepaid\": true`");
     return put;
 }
 
 std::optional<Topup> parse_topup(std::string_view text, ApiError &error) {
-    Body body;
-    if (!load_object(text, body, error)) return std::nullopt;
-    ObjectReader reader(body.root.get(), body.numbers, {}, error);
+    json::Body body;
+    std::string message;
+    if (!json::load_object(text, body, message)) return refuse(error, message);
+    json::ObjectReader reader(body, message);
     std::optional<Nanos> amount;
     std::optional<std::string> key;
     if (!reader.only({"amount_usd", "idempotency_key"}) || !reader.required("amount_usd") ||
         !reader.amount("amount_usd", amount) || !reader.required("idempotency_key") ||
         !reader.string("idempotency_key", key))
-        return std::nullopt;
-    if (*amount <= 0) {
-        fail(error, "`amount_usd` must be more than 0");
-        return std::nullopt;
-    }
+        return refuse(error, message);
+    if (*amount <= 0) return refuse(error, "`amount_usd` must be more than 0");
     // It becomes part of a Redis key and is echoed in answers.
     const bool printable = std::all_of(key->begin(), key->end(), [](char c) { return c >= 0x20 && c < 0x7f; });
-    if (key->empty() || key->size() > kMaxIdempotencyKeyBytes || !printable) {
-        fail(error, "`idempotency_key` must be 1 to " + std::to_string(kMaxIdempotencyKeyBytes) +
-                        " printable ASCII characters");
-        return std::nullopt;
-    }
+    if (key->empty() || key->size() > kMaxIdempotencyKeyBytes || !printable)
+        return refuse(error, "`idempotency_key` must be 1 to " + std::to_string(kMaxIdempotencyKeyBytes) +
+                                 " printable ASCII characters");
     Topup topup;
     topup.amount = *amount;
     topup.idempotency_key = std::move(*key);
@@ -890,12 +589,13 @@ std::optional<Topup> parse_topup(std::string_view text, ApiError &error) {
 }
 
 std::optional<Nanos> parse_cleared(std::string_view text, ApiError &error) {
-    Body body;
-    if (!load_object(text, body, error)) return std::nullopt;
-    ObjectReader reader(body.root.get(), body.numbers, {}, error);
+    json::Body body;
+    std::string message;
+    if (!json::load_object(text, body, message)) return refuse(error, message);
+    json::ObjectReader reader(body, message);
     std::optional<Nanos> cleared;
     if (!reader.only({"cleared_usd"}) || !reader.required("cleared_usd") || !reader.amount("cleared_usd", cleared))
-        return std::nullopt;
+        return refuse(error, message);
     return cleared;
 }
 

@@ -8,6 +8,7 @@
 
 #include "accounting/cap.h"
 #include "base/periods.h"
+#include "json/escape.h"  // append_json_string, which the envelopes are built with
 #include "policy/policy.h"
 #include "request/request.h"
 
@@ -26,10 +27,6 @@ enum class ErrorCode {
     model_not_priced,         // 400
     spend_cap_unavailable,    // 503
 };
-
-// Appends `text` as a JSON string literal; invalid UTF-8 becomes U+FFFD, so
-// the answer always parses whatever bytes a message or an id holds.
-void append_json_string(std::string &out, std::string_view text);
 
 const char *error_code_name(ErrorCode c);  // "spend_limit_exceeded", ...
 int error_status(ErrorCode c);              // 402, 429, 401, 400, 503
