@@ -6,7 +6,7 @@
 // - nothing crashes, leaks or trips a sanitizer, whatever the bytes;
 // - an error answer has a status and a code, and its JSON parses;
 // - limits a parser accepted come back the same through limits_json() and
-//   parse_limits() (what the records store is what the API accepted);
+//   parse_limits() (policy/limits_json.h: what the records store is what the API accepted);
 // - every answer rendered from an accepted body parses as JSON.
 #include <jansson.h>
 
@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "admin/api.h"
+#include "policy/limits_json.h"
 #include "policy/policy.h"
 
 using namespace spendcap;
@@ -58,7 +59,7 @@ void check_error(const ApiError &e) {
 void check_limits(const Limits &limits) {
     const std::string text = limits_json(limits);
     CHECK(parses(text));
-    ApiError error;
+    std::string error;
     std::optional<Limits> again = parse_limits(text, error);
     CHECK(again.has_value());
     CHECK(same(*again, limits));
@@ -109,7 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         }
         break;
     case 2:
-        if (std::optional<Limits> l = parse_limits(input, error)) check_limits(*l);
+        if (std::optional<Limits> l = parse_limits_put(input, error)) check_limits(*l);
         else check_error(error);
         break;
     case 3:

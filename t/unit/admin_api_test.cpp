@@ -1,6 +1,7 @@
 // The management API's logic: routes, body validation (naming the field, as
 // the policy file does) and the exact JSON of every answer.
 #include "admin/api.h"
+#include "policy/limits_json.h"
 
 #include <gtest/gtest.h>
 
@@ -333,14 +334,14 @@ std::string key_create_error(const std::string &body) {
 
 std::string limits_error(const std::string &body) {
     ApiError error;
-    EXPECT_FALSE(parse_limits(body, error)) << body;
+    EXPECT_FALSE(parse_limits_put(body, error)) << body;
     EXPECT_EQ(error.status, 400) << body;
     return error.message;
 }
 
 Limits limits_ok(const std::string &body) {
     ApiError error;
-    std::optional<Limits> limits = parse_limits(body, error);
+    std::optional<Limits> limits = parse_limits_put(body, error);
     EXPECT_TRUE(limits) << body << ": " << error.message;
     return limits.value_or(Limits{});
 }

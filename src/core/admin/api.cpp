@@ -38,6 +38,7 @@
 
 #include "json/object_reader.h"
 #include "json/writer.h"
+#include "policy/limits_json.h"
 
 namespace spendcap::admin {
 
@@ -74,31 +75,6 @@ bool read_id(json::ObjectReader &reader, const char *name, std::optional<std::st
     if (!reader.string(name, out)) return false;
     if (out && !valid_id(*out)) return reader.fail(reader.label(name) + " " + kIdRule);
     return true;
-}
-
-// The members of a LIMITS object, as the file's `limits`; `out` is set only
-// when all of it reads.
-bool read_limits(json::ObjectReader &reader, Limits &out) {
-    Limits limits;
-    const bool ok = reader.only({"daily_usd", "monthly_usd", "lifetime_usd", "daily_requests", "monthly_requests",
-                                 "daily_tokens", "monthly_tokens", "rpm", "tpm"}) &&
-                    reader.amount("daily_usd", limits.daily_usd) &&
-                    reader.amount("monthly_usd", limits.monthly_usd) &&
-                    reader.amount("lifetime_usd", limits.lifetime_usd) &&
-                    reader.count("daily_requests", limits.daily_requests) &&
-                    reader.count("monthly_requests", limits.monthly_requests) &&
-                    reader.count("daily_tokens", limits.daily_tokens) &&
-                    reader.count("monthly_tokens", limits.monthly_tokens) && reader.count("rpm", limits.rpm) &&
-                    reader.count("tpm", limits.tpm);
-    if (ok) out = limits;
-    return ok;
-}
-
-// Member `name` as a LIMITS object (or null: none), as the file's `limits`.
-bool read_limits(json::ObjectReader &parent, const char *name, Limits &out) {
-    std::optional<json::ObjectReader> reader;
-    if (!parent.object_or_null(name, "an object of limits", reader)) return false;
-    return !reader || read_limits(*reader, out);
 }
 
 // ---------------------------------------------------------------- routing
@@ -512,13 +488,10 @@ std::optional<Rotate> parse_rotate(std::string_view text, ApiError &error) {
     return rotate;
 }
 
-std::optional<Limits> parse_limits(std::string_view text, ApiError &error) {
-    json::Body body;
+std::optional<Limits> parse_limits_put(std::string_view text, ApiError &error) {
     std::string message;
-    if (!json::load_object(text, body, message)) return refuse(error, message);
-    json::ObjectReader reader(body, message);
-    Limits limits;
-    if (!read_limits(reader, limits)) return refuse(error, message);
+    std::optional<Limits> limits = parse_limits(text, message);
+    if (!limits) return refuse(error, message);
     return limits;
 }
 
@@ -600,23 +573,6 @@ std::optional<Nanos> parse_cleared(std::string_view text, ApiError &error) {
 }
 
 // ---------------------------------------------------------------- answers
-
-std::string limits_json(const Limits &limits) {
-    ObjectWriter object;
-    // In the order of Limits, which is the order the SPEC lists them in.
-    using Amount = std::pair<const char *, std::optional<Nanos> Limits::*>;
-    using Count = std::pair<const char *, std::optional<std::int64_t> Limits::*>;
-    for (const Amount &amount : {Amount{"daily_usd", &Limits::daily_usd}, Amount{"monthly_usd", &Limits::monthly_usd},
-                                 Amount{"lifetime_usd", &Limits::lifetime_usd}})
-        if (limits.*amount.second) object.string(amount.first, format_usd(*(limits.*amount.second)));
-    for (const Count &count : {Count{"daily_requests", &Limits::daily_requests},
-                               Count{"monthly_requests", &Limits::monthly_requests},
-                               Count{"daily_tokens", &Limits::daily_tokens},
-                               Count{"monthly_tokens", &Limits::monthly_tokens}, Count{"rpm", &Limits::rpm},
-                               Count{"tpm", &Limits::tpm}})
-        if (limits.*count.second) object.integer(count.first, *(limits.*count.second));
-    return object.done();
-}
 
 std::string new_secret() { return "sk-sc-" + random_base62(43); }
 std::string new_key_id() { return "key_" + random_base62(16); }

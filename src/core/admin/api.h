@@ -132,15 +132,12 @@ struct Topup {
 // plan needs created_at).
 std::optional<KeyCreate> parse_key_create(std::string_view body, ApiError &error);
 std::optional<Rotate> parse_rotate(std::string_view body, ApiError &error);  // "" = {}
-std::optional<Limits> parse_limits(std::string_view body, ApiError &error);  // a LIMITS object
+// PUT .../limits: a LIMITS object (policy/limits_json.h).
+std::optional<Limits> parse_limits_put(std::string_view body, ApiError &error);
 std::optional<ProjectPut> parse_project_put(std::string_view body, ApiError &error);
 std::optional<OrgPut> parse_org_put(std::string_view body, const Policy &policy, ApiError &error);
 std::optional<Topup> parse_topup(std::string_view body, ApiError &error);
 std::optional<Nanos> parse_cleared(std::string_view body, ApiError &error);  // {"cleared_usd": A}, A may be 0
-
-// LIMITS as the file writes it: amounts as exact decimal strings
-// ("10.00"), counts as integers, absent limits left out: {"monthly_usd": "10.00", "rpm": 600}.
-std::string limits_json(const Limits &limits);
 
 // A new secret: "sk-sc-" and 43 base62 characters (256 random bits), and a
 // new key id "key_" and 16 base62 characters. Throws std::runtime_error if

@@ -7,6 +7,7 @@
 
 #include "http/envelope.h"
 #include "accounting/ledger.h"
+#include "policy/limits_json.h"
 #include "redis/keys.h"
 #include "redis/script.h"
 
@@ -155,7 +156,7 @@ KeyView key_view(const Key *file_key, const std::string &id, const std::string &
     if (const std::string *project = field(record, "project")) v.project = *project;
     if (const std::string *name = field(record, "name")) v.name = *name;
     if (const std::string *limits = field(record, "limits")) {
-        ApiError ignored;
+        std::string ignored;
         if (std::optional<Limits> parsed = parse_limits(*limits, ignored)) v.limits = *parsed;
     }
     if (field(record, "expires_at") != nullptr) v.expires_at = time_field(record, "expires_at");
@@ -178,7 +179,7 @@ std::optional<ProjectView> project_view(const Policy &policy, const std::string 
         return std::nullopt;
     }
     if (const std::string *limits = field(record, "limits")) {
-        ApiError ignored;
+        std::string ignored;
         if (std::optional<Limits> parsed = parse_limits(*limits, ignored)) v.limits = *parsed;
     }
     return v;
@@ -204,7 +205,7 @@ std::optional<OrgView> org_view(const Policy &policy, const std::string &id, con
     if (const std::string *prepaid = field(record, "prepaid")) v.prepaid = *prepaid == "1";
     if (field(record, "low_balance") != nullptr) v.low_balance_usd = time_field(record, "low_balance");
     if (const std::string *limits = field(record, "limits")) {
-        ApiError ignored;
+        std::string ignored;
         if (std::optional<Limits> parsed = parse_limits(*limits, ignored)) v.limits = *parsed;
     }
     return v;
@@ -475,7 +476,7 @@ std::optional<Command> Operation::key_change(const std::string &id) {
     std::optional<Limits> limits;
     if (route_.call == Call::key_limits_put) {
         ApiError error;
-        limits = parse_limits(body_, error);
+        limits = parse_limits_put(body_, error);
         if (!limits) return fail(error);
     }
     return with_key(id, [this, id, limits](const std::string &org, const Key *file_key) -> std::optional<Command> {
@@ -729,7 +730,7 @@ std::optional<Command> Operation::project_call() {
         std::optional<Limits> limits;
         if (call == Call::project_limits_put) {
             ApiError error;
-            limits = parse_limits(body_, error);
+            limits = parse_limits_put(body_, error);
             if (!limits) return fail(error);
         }
         auto file = policy_.projects.find(id);
@@ -819,7 +820,7 @@ std::optional<Command> Operation::org_call() {
                {"limits", limits_text}};
     } else if (call == Call::org_limits_put) {
         ApiError error;
-        std::optional<Limits> limits = parse_limits(body_, error);
+        std::optional<Limits> limits = parse_limits_put(body_, error);
         if (!limits) return fail(error);
         limits_text = limits_json(*limits);
         set = {{"limits", limits_text}};
@@ -858,7 +859,7 @@ std::optional<Command> Operation::customer_call() {
                             if (!fields_of(r, record)) return fail(unavailable());
                             Limits limits = policy_.customers.limits_for(customer);
                             if (const std::string *text = field(record, "limits")) {
-                                ApiError ignored;
+                                std::string ignored;
                                 if (std::optional<Limits> parsed = parse_limits(*text, ignored))
                                     limits = parsed->or_else(policy_.customers.default_limits);
                             }
@@ -875,7 +876,7 @@ std::optional<Command> Operation::customer_call() {
         std::optional<Limits> limits;
         if (call == Call::customer_limits_put) {
             ApiError error;
-            limits = parse_limits(body_, error);
+            limits = parse_limits_put(body_, error);
             if (!limits) return fail(error);
         }
         Pairs set;
@@ -895,7 +896,7 @@ std::optional<Command> Operation::customer_call() {
                         if (!applied(r, record, existed, &changed)) return fail(unavailable());
                         Limits effective = policy_.customers.limits_for(customer);
                         if (const std::string *text = field(record, "limits")) {
-                            ApiError ignored;
+                            std::string ignored;
                             if (std::optional<Limits> parsed = parse_limits(*text, ignored))
                                 effective = parsed->or_else(policy_.customers.default_limits);
                         }

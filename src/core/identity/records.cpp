@@ -7,7 +7,7 @@
 #include <functional>
 #include <limits>
 
-#include "admin/api.h"
+#include "policy/limits_json.h"
 #include "redis/keys.h"
 #include "redis/script.h"
 
@@ -17,11 +17,11 @@ namespace {
 
 
 // A record's `limits` (JSON as the API wrote it); false if it does not read.
-bool read_limits(const Fields &fields, Limits &out) {
+bool read_record_limits(const Fields &fields, Limits &out) {
     const std::string *text = field(fields, "limits");
     if (text == nullptr) return true;
-    admin::ApiError error;
-    std::optional<Limits> limits = admin::parse_limits(*text, error);
+    std::string error;
+    std::optional<Limits> limits = parse_limits(*text, error);
     if (!limits) return false;
     out = *limits;
     return true;
@@ -154,7 +154,7 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
             return unknown("a secret of key " + id->key.id + " that was rotated away");
         id->secret_until_ms = until_ms;
     }
-    if (!read_limits(kr, id->key.limits) || !read_time(kr, "expires_at", id->key.expires_at))
+    if (!read_record_limits(kr, id->key.limits) || !read_time(kr, "expires_at", id->key.expires_at))
         return unknown("the record of key " + id->key.id + " does not read");
     if (const std::string *revoked = field(kr, "revoked")) id->key.revoked = id->key.revoked || *revoked == "1";
 
@@ -169,7 +169,7 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
         return unknown("project " + id->key.project + " of key " + id->key.id + " does not exist");
     }
     if (id->project.org != org_id) return unknown("key " + id->key.id + " names another org than its project");
-    if (!read_limits(records.project, id->project.limits))
+    if (!read_record_limits(records.project, id->project.limits))
         return unknown("the record of project " + id->project.id + " does not read");
 
     // Its org: likewise, every field of a record over the file's.
@@ -190,14 +190,14 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
         else if (parse_int64(*low, v)) id->org.low_balance_usd = v;
         else return unknown("the record of org " + org_id + " does not read");
     }
-    if (!read_time(orr, "created_at", id->org.created_at) || !read_limits(orr, id->org.limits))
+    if (!read_time(orr, "created_at", id->org.created_at) || !read_record_limits(orr, id->org.limits))
         return unknown("the record of org " + org_id + " does not read");
 
     if (!customer.empty()) {
         id->customer_limits = policy.customers.limits_for(customer);
         if (const std::string *text = field(records.customer, "limits")) {
-            admin::ApiError error;
-            std::optional<Limits> limits = admin::parse_limits(*text, error);
+            std::string error;
+            std::optional<Limits> limits = parse_limits(*text, error);
             if (!limits) return unknown("the record of customer " + customer + " does not read");
             id->customer_limits = limits->or_else(policy.customers.default_limits);
         }
