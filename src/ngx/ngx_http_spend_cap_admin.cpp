@@ -1,6 +1,6 @@
 // The management API (SPEC section 7) as a content handler: the token file
 // at configuration time, then per request the body, the bearer check, and
-// the core's Operation (admin_ops.h) driven over the worker's async Redis
+// the core's Operation (admin/ops.h) driven over the worker's async Redis
 // connection. Routing, validation and the answers are the core's.
 #include "ngx_http_spend_cap_ctx.h"
 #include "ngx_http_spend_cap_answer.h"
@@ -16,6 +16,9 @@
 
 #include "admin/api.h"
 #include "admin/ops.h"
+#include "admin/render.h"
+#include "admin/route.h"
+#include "admin/secret.h"
 
 namespace spendcap_ngx {
 

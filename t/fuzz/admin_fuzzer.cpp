@@ -17,6 +17,9 @@
 #include <string_view>
 
 #include "admin/api.h"
+#include "admin/body.h"
+#include "admin/render.h"
+#include "admin/route.h"
 #include "policy/limits_json.h"
 #include "policy/policy.h"
 

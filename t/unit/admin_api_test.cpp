@@ -1,6 +1,10 @@
 // The management API's logic: routes, body validation (naming the field, as
 // the policy file does) and the exact JSON of every answer.
 #include "admin/api.h"
+#include "admin/body.h"
+#include "admin/render.h"
+#include "admin/route.h"
+#include "admin/secret.h"
 #include "policy/limits_json.h"
 
 #include <gtest/gtest.h>

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "admin/body.h"
+#include "admin/secret.h"
 #include "http/envelope.h"
 #include "accounting/ledger.h"
 #include "policy/limits_json.h"

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "admin/api.h"
+#include "admin/render.h"  // KeyView, ProjectView, OrgView
+#include "admin/route.h"
 #include "policy/policy.h"
 #include "identity/records.h"
 #include "redis/command.h"

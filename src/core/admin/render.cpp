@@ -1,0 +1,184 @@
+// The management API's answers as JSON, built by hand in the documented field
+// order (json/writer.h), every string escaped (invalid UTF-8, as an id from a
+// path or a Redis field may hold, as U+FFFD).
+#include "admin/render.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "json/writer.h"
+#include "policy/limits_json.h"
+
+namespace spendcap::admin {
+
+using json::json_array;
+using json::ObjectWriter;
+
+namespace {
+
+Nanos remaining_of(Nanos cap, Nanos spent) { return std::max<Nanos>(saturating_sub(cap, spent), 0); }
+
+std::string key_object(const KeyView &key, const std::string &secret) {
+    ObjectWriter object;
+    object.string("id", key.id)
+        .string_or_null("name", key.name)
+        .string("project", key.project)
+        .string("org", key.org)
+        .raw("limits", limits_json(key.limits))
+        .time("expires_at", key.expires_at)
+        .boolean("revoked", key.revoked)
+        .time("created_at", key.created_at)
+        .string("source", key.from_file ? "file" : "api");
+    if (!secret.empty()) object.string("secret", secret);
+    return object.done();
+}
+
+std::string window_object(const WindowUsage &w) {
+    const bool lifetime = w.window == Window::lifetime;
+    ObjectWriter object;
+    object.string("window", window_name(w.window));
+    if (lifetime)
+        object.null("period").null("reset_at");
+    else
+        object.string_or_null("period", w.period).reset_time("reset_at", w.reset_at);
+    object.amount("spent", w.spent)
+        .amount("cap", w.cap)
+        .amount("remaining", w.cap ? std::optional<Nanos>(remaining_of(*w.cap, w.spent)) : std::nullopt)
+        // No lifetime counter of requests or tokens is kept (SPEC section 6): null, not 0.
+        .integer("requests", lifetime ? std::nullopt : std::optional<std::int64_t>(w.requests))
+        .integer("requests_cap", lifetime ? std::nullopt : w.requests_cap)
+        .integer("tokens", lifetime ? std::nullopt : std::optional<std::int64_t>(w.tokens))
+        .integer("tokens_cap", lifetime ? std::nullopt : w.tokens_cap);
+    return object.done();
+}
+
+std::string rate_object(const RateUsage &rate) {
+    if (!rate.cap) return "null";
+    return ObjectWriter()
+        .integer("used", rate.used)
+        .integer("cap", *rate.cap)
+        .reset_time("reset_at", rate.reset_at)
+        .done();
+}
+
+}  // namespace
+
+std::string render_error(const ApiError &e) {
+    const std::string inner = ObjectWriter().string("code", e.code).string("message", e.message).done();
+    return ObjectWriter().raw("error", inner).done();
+}
+
+std::string render_key(const KeyView &key, const std::string &secret) { return key_object(key, secret); }
+
+std::string render_keys(const std::vector<KeyView> &keys) {
+    std::vector<std::string> objects;
+    objects.reserve(keys.size());
+    for (const KeyView &key : keys) objects.push_back(key_object(key, ""));
+    return ObjectWriter().raw("keys", json_array(objects)).done();
+}
+
+std::string render_project(const ProjectView &project) {
+    return ObjectWriter()
+        .string("id", project.id)
+        .string("org", project.org)
+        .raw("limits", limits_json(project.limits))
+        .string("source", project.from_file ? "file" : "api")
+        .done();
+}
+
+std::string render_org(const OrgView &org) {
+    return ObjectWriter()
+        .string("id", org.id)
+        .string_or_null("plan", org.plan)
+        .time("created_at", org.created_at)
+        .boolean("prepaid", org.prepaid)
+        .amount("low_balance", org.low_balance_usd)
+        .raw("limits", limits_json(org.limits))
+        .amount("cleared", org.cleared)
+        .string("source", org.from_file ? "file" : "api")
+        .done();
+}
+
+std::string render_usage(const UsageView &usage) {
+    std::vector<std::string> windows;
+    windows.reserve(usage.windows.size());
+    for (const WindowUsage &w : usage.windows) windows.push_back(window_object(w));
+    return ObjectWriter()
+        .string("scope", scope_name(usage.scope))
+        .string("id", usage.id)
+        .string("org", usage.org)
+        .raw("windows", json_array(windows))
+        .raw("rates", ObjectWriter().raw("rpm", rate_object(usage.rpm)).raw("tpm", rate_object(usage.tpm)).done())
+        .done();
+}
+
+std::string render_budgets(const std::string &key_id, const std::vector<Layer> &layers) {
+    std::size_t binding = 0;  // the first with the least remaining
+    for (std::size_t i = 1; i < layers.size(); ++i)
+        if (layers[i].remaining < layers[binding].remaining) binding = i;
+    std::vector<std::string> objects;
+    objects.reserve(layers.size());
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        const Layer &layer = layers[i];
+        objects.push_back(ObjectWriter()
+                              .string("scope", scope_name(layer.scope))
+                              .string("id", layer.id)
+                              .string("window", layer.window)
+                              .amount("cap", layer.cap)
+                              .amount("spent", layer.spent)
+                              .amount("remaining", layer.remaining)
+                              .reset_time("reset_at", layer.reset_at)
+                              .boolean("binding", i == binding)
+                              .done());
+    }
+    return ObjectWriter().string("key", key_id).raw("budgets", json_array(objects)).done();
+}
+
+std::string render_balance(const BalanceView &b) {
+    return ObjectWriter()
+        .string("org", b.org)
+        .amount("balance", b.balance)
+        .amount("reserved", b.reserved)
+        .amount("available", saturating_sub(b.balance, b.reserved))
+        .amount("low_balance", b.low_balance)
+        .done();
+}
+
+std::string render_topup(const std::string &org, const Topup &topup, Nanos balance_after, bool applied) {
+    return ObjectWriter()
+        .string("org", org)
+        .string("idempotency_key", topup.idempotency_key)
+        .amount("amount", topup.amount)
+        .amount("balance", balance_after)
+        .boolean("applied", applied)
+        .done();
+}
+
+// An event field whose name is already taken in its object (the stream
+// entry's own "id": a warning event's `id` names the capped scope) is written
+// as "data_" + name, as the webhook body keeps fields under "data".
+std::string render_events(const std::vector<Event> &events, const std::string &after) {
+    std::vector<std::string> objects;
+    objects.reserve(events.size());
+    for (const Event &event : events) {
+        ObjectWriter object;
+        object.string("id", event.id);
+        std::vector<std::string> taken{"id"};
+        for (const auto &[name, value] : event.fields) {
+            std::string written = name;
+            while (std::find(taken.begin(), taken.end(), written) != taken.end()) written = "data_" + written;
+            object.string(written, value);
+            taken.push_back(std::move(written));
+        }
+        objects.push_back(object.done());
+    }
+    ObjectWriter answer;
+    answer.raw("events", json_array(objects));
+    if (!events.empty())
+        answer.string("next", events.back().id);
+    else
+        answer.string_or_null("next", after);
+    return answer.done();
+}
+
+}  // namespace spendcap::admin
