@@ -1,4 +1,4 @@
-// admin_ops.h: each management API call as an Operation, driven here with
+// admin/ops.h: each management API call as an Operation, driven here with
 // hand-made Redis replies (as Redis would answer the commands it asks for):
 // which commands it sends, in which order, with which KEYS and ARGV, and the
 // status and JSON of its answer. The scripts themselves run against an

@@ -2160,7 +2160,7 @@ TEST_F(LuaScripts, BatchAtAnotherConfigVersionIsStaleForEveryRequest) {
 }
 
 // ---------------------------------------------------------------------------
-// The management API's scripts (admin/ops.cpp), taken from the Commands its
+// The management API's scripts (admin/ops_*.cpp), taken from the Commands its
 // Operations send, run against the in-memory Redis as they are.
 
 

@@ -1,9 +1,5 @@
 // The management API's calls as short sequences of Redis commands: each call
-// is an Operation that says which command to send, hears the reply, and
-// either sends the next or has its answer. No NGINX and no socket here: the
-// glue (ngx_http_spend_cap_admin.cpp) sends the commands on the event loop,
-// and unit tests feed the replies. Every command touches one slot: the
-// global ones (sc:key:SHA256, sc:keyid:ID, sc:project:ID) and the org's.
+// is an Operation (operation.cpp; the calls in ops_keys, ops_projects, ops_orgs).
 #pragma once
 
 #include <cstdint>
@@ -14,10 +10,10 @@
 #include <vector>
 
 #include "admin/api.h"
-#include "admin/render.h"  // KeyView, ProjectView, OrgView
 #include "admin/route.h"
-#include "policy/policy.h"
+#include "admin/views.h"  // key_view, project_view, org_view, file_key_by_id
 #include "identity/records.h"
+#include "policy/policy.h"
 #include "redis/command.h"
 
 namespace spendcap::admin {
@@ -28,6 +24,11 @@ struct Response {
     std::string allow;  // 405
 };
 
+// An Operation says which command to send, hears the reply, and either
+// sends the next or has its answer. No NGINX and no socket here: the glue
+// (ngx_http_spend_cap_admin.cpp) sends the commands on the event loop, and
+// unit tests feed the replies. Every command touches one slot: the global
+// ones (sc:key:SHA256, sc:keyid:ID, sc:project:ID) and the org's.
 class Operation {
 public:
     // `policy` must outlive the operation (the glue holds its shared_ptr).
@@ -52,6 +53,7 @@ private:
     std::optional<Command> finish(int status, std::string body);
     std::optional<Command> fail(const ApiError &error);
 
+    // The machinery and the lookups calls start with (operation.cpp).
     std::optional<Command> dispatch();
     std::optional<Command> with_key(const std::string &id,
                                     std::function<std::optional<Command>(const std::string &org, const Key *file_key)> k);
@@ -65,15 +67,27 @@ private:
                                          const std::string &project, const Key *file_key,
                                          std::function<std::optional<Command>(const Identity &)> k);
 
+    // The calls: keys (ops_keys.cpp), projects (ops_projects.cpp), orgs and
+    // what hangs off them (ops_orgs.cpp). project_call and org_call pick
+    // their steps by route_.call.
     std::optional<Command> key_create();
     std::optional<Command> keys_list();
     std::optional<Command> key_get(const std::string &id);
     std::optional<Command> key_change(const std::string &id);
     std::optional<Command> key_rotate(const std::string &id);
     std::optional<Command> key_usage(const std::string &id, bool budgets);
+    std::optional<Command> key_budgets(const Identity &identity);
     std::optional<Command> self_call();
     std::optional<Command> project_call();
+    std::optional<Command> project_put(const std::string &id);
+    std::optional<Command> project_get(const std::string &id, const std::string &org);
+    std::optional<Command> project_usage(const std::string &id, const std::string &org);
+    std::optional<Command> project_limits(const std::string &id, const std::string &org);
     std::optional<Command> org_call();
+    // The org as org_get answers it, over `record`, with its cleared spend.
+    std::optional<Command> org_answer(const std::string &id, int status, const Fields &record);
+    std::optional<Command> org_usage(const std::string &id);
+    std::optional<Command> org_change(const std::string &id);
     std::optional<Command> customer_call();
     std::optional<Command> balance_get();
     std::optional<Command> topup();
@@ -90,15 +104,5 @@ private:
     Response response_;
     std::string change_;
 };
-
-// The views an answer renders, from the file's entity and the org's record
-// over it (either may be missing; nullopt when both are).
-KeyView key_view(const Key *file_key, const std::string &id, const std::string &org, const Fields &record);
-std::optional<ProjectView> project_view(const Policy &policy, const std::string &id, const std::string &org,
-                                        const Fields &record);
-std::optional<OrgView> org_view(const Policy &policy, const std::string &id, const Fields &record, Nanos cleared);
-
-// The file key with this id, if any (the file indexes keys by hash).
-const Key *file_key_by_id(const Policy &policy, const std::string &id);
 
 }  // namespace spendcap::admin
