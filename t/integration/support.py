@@ -834,6 +834,16 @@ def auth(secret, header="authorization"):
     return {header: secret}
 
 
+def read_to_eof(sock):
+    """Everything a raw socket receives until the peer closes."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def post(url, path, body, secret=None, headers=None, key_header="authorization", timeout=30):
     h = {"content-type": "application/json"}
     h.update(auth(secret, key_header))

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from support import (CHAINS, SECRETS, all_counter_keys, chat_body, counter_key, estimate_nanos, format_usd,
-                     openai_cost, post, read_counters, counter_state, resv_records, settled_count, usd_nanos,
+                     openai_cost, post, read_counters, read_to_eof, counter_state, resv_records, settled_count, usd_nanos,
                      wait_until)
 from support import redis_barrier
 
@@ -187,12 +187,7 @@ def test_absurd_content_length_is_not_allocated(nginx, redis, fake):
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(head.encode() + b'{"model":"gpt-4o-mini","messages":[')
         s.shutdown(socket.SHUT_WR)
-        answer = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        answer = read_to_eof(s)
     assert not answer.startswith(b"HTTP/1.1 500"), answer[:300]
     entries = wait_until(lambda: nginx.log_entries()[logged:] or None, timeout=10)
     assert entries and entries[0]["status"] == "400", entries

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from stream_support import completions_body, parse_sse, raw_post, responses_body, sse_json
-from support import chat_body, messages_body
+from support import chat_body, messages_body, read_to_eof
 
 
 def test_openai_stream_usage_only_when_asked(fake):
@@ -95,12 +95,7 @@ def http10(port, path, body, headers):
     head = "POST %s HTTP/1.0\r\nContent-Length: %d\r\n%s\r\n" % (
         path, len(body), "".join("%s: %s\r\n" % kv for kv in headers.items()))
     s.sendall(head.encode() + body)
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
+    data = read_to_eof(s)
     s.close()
     return data.split(b"\r\n\r\n", 1)[1]
 
