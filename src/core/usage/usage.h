@@ -1,4 +1,6 @@
 // The response side: token usage read from an upstream answer, and its cost.
+// Implemented in usage.cpp (values, cost), parse.cpp (a usage object),
+// headers.cpp, and scanner.cpp / sse.cpp / inflate.cpp (UsageScanner).
 #pragma once
 
 #include <cstddef>
@@ -122,7 +124,7 @@ public:
     // inflating, released when it returns.
     std::size_t memory_held() const;
     // An SSE event whose data is one line, all in one chunk, is read in one
-    // pass (json_event.h) unless this is off: for tests that compare it
+    // pass (json/event.h) unless this is off: for tests that compare it
     // with the byte-by-byte reader.
     void read_whole_events(bool on);
     static constexpr std::size_t kMaxMemoryIdentity = 10 * 1024;
