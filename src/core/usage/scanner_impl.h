@@ -79,6 +79,12 @@ struct UsageScanner::Impl {
 
     // sse format.
     void feed_sse(std::string_view chunk);
+    std::size_t skip_bom(const char *p, std::size_t n);
+    // The steps of feed_sse: each reads from p[i] (c) and returns where the next begins.
+    std::size_t start_line(char c, std::size_t i);
+    std::size_t read_field_name(const char *p, std::size_t n, std::size_t i);
+    std::size_t skip_value_space(char c, std::size_t i);
+    std::size_t read_to_line_end(const char *p, std::size_t n, std::size_t i);
     void begin_field();
     void field_value(const char *data, std::size_t size);
     void end_line(char c);

@@ -33,11 +33,35 @@ void UsageScanner::Impl::merge_max(Usage &into, const Usage &u) {
     into.output = std::max(into.output, u.output);
 }
 
+// An event stream, read line by line without holding a line. Each step reads
+// one part of a line (its first byte, the field name, the optional space after
+// the colon, the rest of the line) and returns where the next part begins.
 void UsageScanner::Impl::feed_sse(std::string_view chunk) {
     const char *p = chunk.data();
     const std::size_t n = chunk.size();
+    std::size_t i = skip_bom(p, n);
+    while (i < n && state == State::reading) {
+        const char c = p[i];
+        if (after_cr) {
+            after_cr = false;
+            if (c == '\n') {  // the LF of a CRLF, even across chunks
+                ++i;
+                continue;
+            }
+        }
+        switch (line) {
+        case Line::start: i = start_line(c, i); break;
+        case Line::name: i = read_field_name(p, n, i); break;
+        case Line::value_start: i = skip_value_space(c, i); break;
+        case Line::value:
+        case Line::comment: i = read_to_line_end(p, n, i); break;
+        }
+    }
+}
+
+// Skips a UTF-8 byte order mark at the very start; returns where the stream's own bytes begin.
+std::size_t UsageScanner::Impl::skip_bom(const char *p, std::size_t n) {
     std::size_t i = 0;
-    // A UTF-8 byte order mark at the very start is skipped.
     while (!bom_decided && i < n) {
         if (static_cast<unsigned char>(p[i]) == kBom[bom_matched]) {
             ++i;
@@ -51,76 +75,68 @@ void UsageScanner::Impl::feed_sse(std::string_view chunk) {
             }
         }
     }
-    while (i < n && state == State::reading) {
-        const char c = p[i];
-        if (after_cr) {
-            after_cr = false;
-            if (c == '\n') {  // the LF of a CRLF, even across chunks
-                ++i;
-                continue;
-            }
-        }
-        switch (line) {
-        case Line::start:
-            if (c == '\r' || c == '\n') {  // a blank line: dispatch
-                ++i;
-                after_cr = c == '\r';
-                dispatch_event();
-                continue;
-            }
-            if (c == ':') {
-                ++i;
-                line = Line::comment;
-                continue;
-            }
-            line = Line::name;
-            name_size = 0;
-            name_long = false;
-            continue;  // c is the name's first byte
-        case Line::name:
-            if (c == ':') {
-                ++i;
-                begin_field();
-                line = Line::value_start;
-                continue;
-            }
-            if (c == '\r' || c == '\n') {  // a field name alone: an empty value
-                ++i;
-                begin_field();
-                end_line(c);
-                continue;
-            }
-            if (name_size < kMaxName)
-                name[name_size++] = c;
-            else
-                name_long = true;
-            ++i;
-            continue;
-        case Line::value_start:
-            line = Line::value;
-            value_fresh = true;
-            if (c == ' ') ++i;  // one optional space after the colon
-            continue;
-        case Line::value:
-        case Line::comment: {
-            // The line's end: memchr runs over a whole event's data at once.
-            const char *lf = static_cast<const char *>(std::memchr(p + i, '\n', n - i));
-            const std::size_t lf_at = lf != nullptr ? static_cast<std::size_t>(lf - p) : n;
-            const char *cr = static_cast<const char *>(std::memchr(p + i, '\r', lf_at - i));
-            const std::size_t end = cr != nullptr ? static_cast<std::size_t>(cr - p) : lf_at;
-            if (line == Line::value && end > i && !(value_fresh && read_whole_event(p, n, i, end)))
-                field_value(p + i, end - i);
-            value_fresh = false;
-            if (end == n) {
-                i = n;
-                continue;
-            }
-            i = end + 1;
-            end_line(p[end]);
-            continue;
-        }
-        }
+    return i;
+}
+
+// A line's first byte: a blank line (dispatch), a comment or a field name.
+std::size_t UsageScanner::Impl::start_line(char c, std::size_t i) {
+    if (c == '\r' || c == '\n') {  // a blank line: dispatch
+        after_cr = c == '\r';
+        dispatch_event();
+        return i + 1;
     }
+    if (c == ':') {
+        line = Line::comment;
+        return i + 1;
+    }
+    line = Line::name;
+    name_size = 0;
+    name_long = false;
+    return i;  // c is the name's first byte
+}
+
+// The field name, up to its colon or line end (or the chunk's end).
+std::size_t UsageScanner::Impl::read_field_name(const char *p, std::size_t n, std::size_t i) {
+    for (; i < n; ++i) {
+        const char c = p[i];
+        if (c == ':') {
+            begin_field();
+            line = Line::value_start;
+            return i + 1;
+        }
+        if (c == '\r' || c == '\n') {  // a field name alone: an empty value
+            begin_field();
+            end_line(c);
+            return i + 1;
+        }
+        if (name_size < kMaxName)
+            name[name_size++] = c;
+        else
+            name_long = true;
+    }
+    return n;
+}
+
+// The value begins after the colon and one optional space.
+std::size_t UsageScanner::Impl::skip_value_space(char c, std::size_t i) {
+    line = Line::value;
+    value_fresh = true;
+    return c == ' ' ? i + 1 : i;
+}
+
+// The rest of a value or comment line, up to its end or the chunk's.
+std::size_t UsageScanner::Impl::read_to_line_end(const char *p, std::size_t n, std::size_t i) {
+    // The line's end: memchr runs over a whole event's data at once.
+    const char *lf = static_cast<const char *>(std::memchr(p + i, '\n', n - i));
+    const std::size_t lf_at = lf != nullptr ? static_cast<std::size_t>(lf - p) : n;
+    const char *cr = static_cast<const char *>(std::memchr(p + i, '\r', lf_at - i));
+    const std::size_t end = cr != nullptr ? static_cast<std::size_t>(cr - p) : lf_at;
+    if (line == Line::value && end > i && !(value_fresh && read_whole_event(p, n, i, end)))
+        field_value(p + i, end - i);
+    value_fresh = false;
+    if (end == n) return n;
+    end_line(p[end]);
+    return end + 1;
 }
 
 void UsageScanner::Impl::end_line(char c) {
