@@ -1,4 +1,5 @@
 // The policy file (SPEC section 2): prices, orgs, projects, keys and their caps.
+// policy.cpp holds the model's lookups and rules, parse.cpp reads the file.
 #pragma once
 
 #include <cstdint>
