@@ -146,6 +146,139 @@ struct MarkerKeys {
 
 }  // namespace
 
+namespace {
+
+// A reserve batch's counters, each once, and its chains: the counters of one
+// ledger (requests of one key share it, so it is mapped once).
+struct ReserveChains {
+    std::vector<const Counter *> counters;
+    std::unordered_map<std::string_view, std::size_t> index;  // counter key -> batch index (1-based)
+    std::vector<const Ledger *> chains;
+    std::vector<std::vector<std::size_t>> chain_counters;  // batch indices (1-based)
+    const Ledger *ceiling_ledger = nullptr;
+    std::size_t ceiling_at = 0;
+    std::vector<std::size_t> chain_of;  // per request: its chain
+};
+
+// The chain of `ledger`, its reserved counters added to the batch's the first
+// time it is seen (the first ledger with a plan's ceiling names the batch's).
+std::size_t chain_for(ReserveChains &batch, const Ledger *ledger) {
+    std::size_t x = 0;
+    while (x < batch.chains.size() && batch.chains[x] != ledger) ++x;
+    if (x == batch.chains.size()) {
+        std::vector<std::size_t> at;
+        for (std::size_t i : reserved_counters(*ledger)) {
+            auto [it, added] = batch.index.emplace(ledger->counters[i].key, batch.counters.size() + 1);
+            if (added) batch.counters.push_back(&ledger->counters[i]);
+            at.push_back(it->second);
+            if (ledger->ceiling_counter == i && batch.ceiling_ledger == nullptr) {
+                batch.ceiling_ledger = ledger;
+                batch.ceiling_at = it->second;
+            }
+        }
+        batch.chains.push_back(ledger);
+        batch.chain_counters.push_back(std::move(at));
+    }
+    return x;
+}
+
+// Maps every request to its chain; false when the requests cannot be one
+// batch (an empty ledger, another org or config version, an id missing or twice).
+bool map_reserve_chains(const std::vector<ReserveItem> &items, const Ledger &first, ReserveChains &batch) {
+    batch.chain_of.resize(items.size());
+    std::unordered_set<std::string_view> ids;
+    for (std::size_t j = 0; j < items.size(); ++j) {
+        const Ledger *ledger = items[j].ledger.get();
+        if (ledger == nullptr || ledger->counters.empty() || ledger->org != first.org || items[j].request_id.empty()
+            || ledger->config_version != first.config_version)
+            return false;
+        // one field per request in the org's reservations: an id twice would lose one
+        if (!ids.insert(items[j].request_id).second) return false;
+        batch.chain_of[j] = chain_for(batch, ledger);
+    }
+    return true;
+}
+
+// Seven arguments per counter: kind, amount, cap, expiry, warn thresholds,
+// place of its markers hash (registered in `markers`), label.
+std::vector<std::string> reserve_counter_args(const std::vector<const Counter *> &counters,
+                                              const std::vector<WarnFraction> &warn_at, MarkerKeys &markers) {
+    std::vector<std::string> counter_args;
+    counter_args.reserve(7 * counters.size());
+    for (const Counter *counter : counters) {
+        const bool spend_cap = counter->kind == CounterKind::spend && counter->cap;
+        counter_args.emplace_back(counter->kind == CounterKind::held ? "h" : kind_arg(counter->kind));
+        counter_args.emplace_back(amount_arg(counter->kind));
+        // a negative cap, never produced by the policy, blocks rather than uncaps
+        counter_args.push_back(counter->cap ? to_arg(std::max<std::int64_t>(*counter->cap, 0)) : "");
+        counter_args.push_back(to_arg(std::max<std::int64_t>(counter->expire_at, 0)));
+        counter_args.push_back(spend_cap ? warn_thresholds(warn_at, *counter->cap) : "");
+        counter_args.push_back(markers.place_of(counter->markers));
+        counter_args.push_back(counter->label);
+    }
+    return counter_args;
+}
+
+// The key count and the keys: the counters, the org's reservation keys, the
+// markers hashes and, with a plan's ceiling, its cleared spend.
+void append_reserve_keys(std::vector<std::string> &argv, const ReserveChains &batch, const MarkerKeys &markers,
+                         const std::string &org) {
+    const std::size_t c = batch.counters.size(), g = markers.keys.size();
+    argv.push_back(to_arg(static_cast<std::int64_t>(c + 5 + g + (batch.ceiling_ledger ? 1 : 0))));
+    for (const Counter *counter : batch.counters) argv.push_back(counter->key);
+    argv.push_back(keys::reserved(org));
+    argv.push_back(keys::deadlines(org));
+    argv.push_back(keys::events(org));
+    argv.push_back(keys::config(org));
+    argv.push_back(keys::gone(org));
+    for (const std::string *k : markers.keys) argv.push_back(*k);
+    if (batch.ceiling_ledger) argv.push_back(keys::cleared(org));
+}
+
+// The plan's ceiling: its row count, its counter, and per row the cleared
+// spend, the monthly cap and its warn thresholds; "0 0" without one.
+void append_ceiling_args(std::vector<std::string> &argv, const ReserveChains &batch) {
+    if (batch.ceiling_ledger) {
+        argv.push_back(to_arg(static_cast<std::int64_t>(batch.ceiling_ledger->ceilings.size())));
+        argv.push_back(to_arg(static_cast<std::int64_t>(batch.ceiling_at)));
+        for (const CeilingRow &row : batch.ceiling_ledger->ceilings) {
+            argv.push_back(to_arg(row.cleared_usd));
+            argv.push_back(to_arg(std::max<Nanos>(row.monthly_usd, 0)));
+            argv.push_back(warn_thresholds(batch.ceiling_ledger->warn_at, row.monthly_usd));
+        }
+    } else {
+        argv.emplace_back("0");
+        argv.emplace_back("0");
+    }
+}
+
+// Per chain: how many counters, then their batch indices.
+void append_chain_args(std::vector<std::string> &argv, const ReserveChains &batch) {
+    for (const std::vector<std::size_t> &at : batch.chain_counters) {
+        argv.push_back(to_arg(static_cast<std::int64_t>(at.size())));
+        for (std::size_t i : at) argv.push_back(to_arg(static_cast<std::int64_t>(i)));
+    }
+}
+
+// Per request: id, dry run, chain (1-based), estimated cost and tokens, and
+// the record that gives its reservation back.
+void append_request_args(std::vector<std::string> &argv, const std::vector<ReserveItem> &items,
+                         const ReserveChains &batch, std::size_t prefix_size) {
+    for (std::size_t j = 0; j < items.size(); ++j) {
+        const ReserveItem &item = items[j];
+        Amounts estimate = non_negative(item.estimate);
+        estimate.requests = 1;
+        argv.push_back(item.request_id);
+        argv.emplace_back(item.dry_run ? "1" : "0");
+        argv.push_back(to_arg(static_cast<std::int64_t>(batch.chain_of[j] + 1)));
+        argv.push_back(to_arg(estimate.cost));
+        argv.push_back(to_arg(estimate.tokens));
+        argv.push_back(release_record(*batch.chains[batch.chain_of[j]], estimate, prefix_size));
+    }
+}
+
+}  // namespace
+
 std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &items, const std::string &batch_id,
                                                std::int64_t ttl_ms, bool check_due) {
     try {
@@ -155,111 +288,32 @@ std::vector<std::string> reserve_batch_command(const std::vector<ReserveItem> &i
         if (first == nullptr) return {};
         const std::string &org = first->org;
 
-        // The batch's counters, each once, and its chains: the counters of
-        // one ledger (requests of one key share it, so it is mapped once).
-        std::vector<const Counter *> counters;
-        std::unordered_map<std::string_view, std::size_t> index;
-        std::vector<const Ledger *> chains;
-        std::vector<std::vector<std::size_t>> chain_counters;  // batch indices (1-based)
-        const Ledger *ceiling_ledger = nullptr;
-        std::size_t ceiling_at = 0;
-        std::vector<std::size_t> chain_of(items.size());
-        std::unordered_set<std::string_view> ids;
-        for (std::size_t j = 0; j < items.size(); ++j) {
-            const Ledger *ledger = items[j].ledger.get();
-            if (ledger == nullptr || ledger->counters.empty() || ledger->org != org || items[j].request_id.empty()
-                || ledger->config_version != first->config_version)
-                return {};
-            // one field per request in the org's reservations: an id twice would lose one
-            if (!ids.insert(items[j].request_id).second) return {};
-            std::size_t x = 0;
-            while (x < chains.size() && chains[x] != ledger) ++x;
-            if (x == chains.size()) {
-                std::vector<std::size_t> at;
-                for (std::size_t i : reserved_counters(*ledger)) {
-                    auto [it, added] = index.emplace(ledger->counters[i].key, counters.size() + 1);
-                    if (added) counters.push_back(&ledger->counters[i]);
-                    at.push_back(it->second);
-                    if (ledger->ceiling_counter == i && ceiling_ledger == nullptr) {
-                        ceiling_ledger = ledger;
-                        ceiling_at = it->second;
-                    }
-                }
-                chains.push_back(ledger);
-                chain_counters.push_back(std::move(at));
-            }
-            chain_of[j] = x;
-        }
-
-        const std::size_t c = counters.size();
+        ReserveChains batch;
+        if (!map_reserve_chains(items, *first, batch)) return {};
+        const std::size_t c = batch.counters.size();
         MarkerKeys markers;
-        std::vector<std::string> counter_args;
-        counter_args.reserve(7 * c);
-        for (const Counter *counter : counters) {
-            const bool spend_cap = counter->kind == CounterKind::spend && counter->cap;
-            counter_args.emplace_back(counter->kind == CounterKind::held ? "h" : kind_arg(counter->kind));
-            counter_args.emplace_back(amount_arg(counter->kind));
-            // a negative cap, never produced by the policy, blocks rather than uncaps
-            counter_args.push_back(counter->cap ? to_arg(std::max<std::int64_t>(*counter->cap, 0)) : "");
-            counter_args.push_back(to_arg(std::max<std::int64_t>(counter->expire_at, 0)));
-            counter_args.push_back(spend_cap ? warn_thresholds(first->warn_at, *counter->cap) : "");
-            counter_args.push_back(markers.place_of(counter->markers));
-            counter_args.push_back(counter->label);
-        }
+        std::vector<std::string> counter_args = reserve_counter_args(batch.counters, first->warn_at, markers);
         const std::size_t g = markers.keys.size();
 
         std::vector<std::string> argv;
-        argv.reserve(12 + 9 * c + g + 3 * (ceiling_ledger ? ceiling_ledger->ceilings.size() : 0)
-                     + 8 * chains.size() + 6 * items.size());
+        argv.reserve(12 + 9 * c + g + 3 * (batch.ceiling_ledger ? batch.ceiling_ledger->ceilings.size() : 0)
+                     + 8 * batch.chains.size() + 6 * items.size());
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(to_arg(static_cast<std::int64_t>(c + 5 + g + (ceiling_ledger ? 1 : 0))));
-        for (const Counter *counter : counters) argv.push_back(counter->key);
-        argv.push_back(keys::reserved(org));
-        argv.push_back(keys::deadlines(org));
-        argv.push_back(keys::events(org));
-        argv.push_back(keys::config(org));
-        argv.push_back(keys::gone(org));
-        for (const std::string *k : markers.keys) argv.push_back(*k);
-        if (ceiling_ledger) argv.push_back(keys::cleared(org));
+        append_reserve_keys(argv, batch, markers, org);
 
         argv.push_back(to_arg(static_cast<std::int64_t>(c)));
         argv.push_back(to_arg(static_cast<std::int64_t>(items.size())));
-        argv.push_back(to_arg(static_cast<std::int64_t>(chains.size())));
+        argv.push_back(to_arg(static_cast<std::int64_t>(batch.chains.size())));
         argv.push_back(to_arg(static_cast<std::int64_t>(g)));
         argv.push_back(to_arg(std::clamp<std::int64_t>(ttl_ms, 1, kMaxReservationTtlMs)));
         argv.push_back(batch_id);
         argv.push_back(to_arg(static_cast<std::int64_t>(keys::org_prefix(org).size())));
         argv.emplace_back(check_due ? "1" : "0");
         for (std::string &arg : counter_args) argv.push_back(std::move(arg));
-        if (ceiling_ledger) {
-            argv.push_back(to_arg(static_cast<std::int64_t>(ceiling_ledger->ceilings.size())));
-            argv.push_back(to_arg(static_cast<std::int64_t>(ceiling_at)));
-            for (const CeilingRow &row : ceiling_ledger->ceilings) {
-                argv.push_back(to_arg(row.cleared_usd));
-                argv.push_back(to_arg(std::max<Nanos>(row.monthly_usd, 0)));
-                argv.push_back(warn_thresholds(ceiling_ledger->warn_at, row.monthly_usd));
-            }
-        } else {
-            argv.emplace_back("0");
-            argv.emplace_back("0");
-        }
-        for (const std::vector<std::size_t> &at : chain_counters) {
-            argv.push_back(to_arg(static_cast<std::int64_t>(at.size())));
-            for (std::size_t i : at) argv.push_back(to_arg(static_cast<std::int64_t>(i)));
-        }
-        const std::size_t prefix_size = keys::org_prefix(org).size();
-        for (std::size_t j = 0; j < items.size(); ++j) {
-            const ReserveItem &item = items[j];
-            Amounts estimate = non_negative(item.estimate);
-            estimate.requests = 1;
-            argv.push_back(item.request_id);
-            argv.emplace_back(item.dry_run ? "1" : "0");
-            argv.push_back(to_arg(static_cast<std::int64_t>(chain_of[j] + 1)));
-            argv.push_back(to_arg(estimate.cost));
-            argv.push_back(to_arg(estimate.tokens));
-            argv.push_back(release_record(*chains[chain_of[j]], estimate, prefix_size));
-        }
+        append_ceiling_args(argv, batch);
+        append_chain_args(argv, batch);
+        append_request_args(argv, items, batch, keys::org_prefix(org).size());
         argv.push_back(first->config_version);
         return argv;
     } catch (...) {
@@ -314,82 +368,110 @@ ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::s
     return out;
 }
 
+namespace {
+
+// What the head of one request's reply decides before its counters are read:
+// true with an error, stale or blocked in `outcome`; false when the request
+// was allowed (`outcome` then names the refusing counter of a dry run and
+// the plan's ceiling that applied) and the reply holds one figure per
+// counter sent.
+bool decided_by_head(const Ledger &ledger, const std::vector<std::size_t> &sent,
+                     const std::vector<long long> &reply, ReserveOutcome &outcome) {
+    const std::size_t n = sent.size();
+    if (reply.size() == 1 && reply[0] == 2) {
+        outcome.error = "reserve script found the request already settled";
+        return true;
+    }
+    if (reply.size() == 1 && reply[0] == 3) {
+        outcome.kind = ReserveOutcome::Kind::stale;
+        return true;
+    }
+    if (reply.size() < 4 || (reply[0] != 0 && reply[0] != 1)) {
+        outcome.error = "reserve script gave a malformed reply";
+        return true;
+    }
+    if (reply[1] < 0 || static_cast<unsigned long long>(reply[1]) > n) {
+        outcome.error = "reserve script named counter " + std::to_string(reply[1]) + " of " +
+                        std::to_string(n);
+        return true;
+    }
+    if (reply[3] < 0 || static_cast<unsigned long long>(reply[3]) > ledger.ceilings.size()) {
+        outcome.error = "reserve script chose ceiling row " + std::to_string(reply[3]);
+        return true;
+    }
+    if (reply[1] > 0) outcome.refused_by = sent[static_cast<std::size_t>(reply[1] - 1)];
+    if (ledger.ceiling_counter)
+        outcome.ceiling_cap = reply[3] > 0 ? ledger.ceilings[reply[3] - 1].monthly_usd : 0;
+    if (reply[0] == 0) {
+        if (!outcome.refused_by) {
+            outcome.error = "reserve script refused without naming a counter";
+            return true;
+        }
+        outcome.kind = ReserveOutcome::Kind::blocked;
+        return true;
+    }
+    if (reply.size() != n + 4) {
+        outcome.error = "reserve script replied " + std::to_string(reply.size() - 4) +
+                        " counters, expected " + std::to_string(n);
+        return true;
+    }
+    return false;
+}
+
+// The cost cap with the least remaining after the reservation (ties: first
+// in check order) into `outcome`; returns what remains of it (0 without one).
+__int128 tightest_cost_cap(const Ledger &ledger, const std::vector<std::size_t> &sent,
+                           const std::vector<long long> &reply, ReserveOutcome &outcome) {
+    __int128 least = 0;
+    for (std::size_t k = 0; k < sent.size(); ++k) {
+        const std::size_t i = sent[k];
+        const Counter &c = ledger.counters[i];
+        if (c.kind != CounterKind::spend) continue;
+        std::optional<Nanos> cap = c.cap;
+        if (ledger.ceiling_counter == i) cap = outcome.ceiling_cap;
+        if (!cap) continue;
+        const __int128 remaining = static_cast<__int128>(*cap) - reply[k + 4];
+        if (!outcome.tightest_index || remaining < least) {  // ties: first in check order
+            outcome.tightest_index = i;
+            outcome.tightest_cap = *cap;
+            least = remaining;
+        }
+    }
+    return least;
+}
+
+// A prepaid org's balance binds when less of it is left than of any cost
+// cap (ties go to the cap: it comes first in check order). Its "limit" is
+// the settled balance: what is left plus what is held.
+void balance_if_tighter(const Ledger &ledger, const std::vector<std::size_t> &sent,
+                        const std::vector<long long> &reply, ReserveOutcome &outcome, __int128 &least) {
+    if (ledger.balance && ledger.held) {
+        std::optional<long long> left, held;
+        for (std::size_t k = 0; k < sent.size(); ++k) {
+            if (sent[k] == *ledger.balance) left = reply[k + 4];
+            if (sent[k] == *ledger.held) held = reply[k + 4];
+        }
+        // (compared as shown: nothing left is 0 for either)
+        const auto shown = [](__int128 v) { return v < 0 ? 0 : v; };
+        if (left && held && (!outcome.tightest_index || shown(*left) < shown(least))) {
+            outcome.tightest_index = *ledger.balance;
+            outcome.tightest_cap = saturating_add(*left, std::max<long long>(*held, 0));
+            least = *left;
+        }
+    }
+}
+
+}  // namespace
+
 ReserveOutcome decode_reserve_reply(const Ledger &ledger, const std::vector<long long> &reply) {
     ReserveOutcome outcome;
     try {
         // The reply names counters by their place among those the reserve sent.
         const std::vector<std::size_t> sent = reserved_counters(ledger);
-        const std::size_t n = sent.size();
-        if (reply.size() == 1 && reply[0] == 2) {
-            outcome.error = "reserve script found the request already settled";
-            return outcome;
-        }
-        if (reply.size() == 1 && reply[0] == 3) {
-            outcome.kind = ReserveOutcome::Kind::stale;
-            return outcome;
-        }
-        if (reply.size() < 4 || (reply[0] != 0 && reply[0] != 1)) {
-            outcome.error = "reserve script gave a malformed reply";
-            return outcome;
-        }
-        if (reply[1] < 0 || static_cast<unsigned long long>(reply[1]) > n) {
-            outcome.error = "reserve script named counter " + std::to_string(reply[1]) + " of " +
-                            std::to_string(n);
-            return outcome;
-        }
-        if (reply[3] < 0 || static_cast<unsigned long long>(reply[3]) > ledger.ceilings.size()) {
-            outcome.error = "reserve script chose ceiling row " + std::to_string(reply[3]);
-            return outcome;
-        }
-        if (reply[1] > 0) outcome.refused_by = sent[static_cast<std::size_t>(reply[1] - 1)];
-        if (ledger.ceiling_counter)
-            outcome.ceiling_cap = reply[3] > 0 ? ledger.ceilings[reply[3] - 1].monthly_usd : 0;
-        if (reply[0] == 0) {
-            if (!outcome.refused_by) {
-                outcome.error = "reserve script refused without naming a counter";
-                return outcome;
-            }
-            outcome.kind = ReserveOutcome::Kind::blocked;
-            return outcome;
-        }
-        if (reply.size() != n + 4) {
-            outcome.error = "reserve script replied " + std::to_string(reply.size() - 4) +
-                            " counters, expected " + std::to_string(n);
-            return outcome;
-        }
+        if (decided_by_head(ledger, sent, reply, outcome)) return outcome;
         outcome.kind = ReserveOutcome::Kind::allowed;
-        __int128 least = 0;
-        for (std::size_t k = 0; k < n; ++k) {
-            const std::size_t i = sent[k];
-            const Counter &c = ledger.counters[i];
-            if (c.kind != CounterKind::spend) continue;
-            std::optional<Nanos> cap = c.cap;
-            if (ledger.ceiling_counter == i) cap = outcome.ceiling_cap;
-            if (!cap) continue;
-            const __int128 remaining = static_cast<__int128>(*cap) - reply[k + 4];
-            if (!outcome.tightest_index || remaining < least) {  // ties: first in check order
-                outcome.tightest_index = i;
-                outcome.tightest_cap = *cap;
-                least = remaining;
-            }
-        }
-        // A prepaid org's balance binds when less of it is left than of any
-        // cost cap (ties go to the cap: it comes first in check order). Its
-        // "limit" is the settled balance: what is left plus what is held.
-        if (ledger.balance && ledger.held) {
-            std::optional<long long> left, held;
-            for (std::size_t k = 0; k < n; ++k) {
-                if (sent[k] == *ledger.balance) left = reply[k + 4];
-                if (sent[k] == *ledger.held) held = reply[k + 4];
-            }
-            // (compared as shown: nothing left is 0 for either)
-            const auto shown = [](__int128 v) { return v < 0 ? 0 : v; };
-            if (left && held && (!outcome.tightest_index || shown(*left) < shown(least))) {
-                outcome.tightest_index = *ledger.balance;
-                outcome.tightest_cap = saturating_add(*left, std::max<long long>(*held, 0));
-                least = *left;
-            }
-        }
+        __int128 least = tightest_cost_cap(ledger, sent, reply, outcome);
+        balance_if_tighter(ledger, sent, reply, outcome, least);
         if (least < 0) least = 0;
         if (least > std::numeric_limits<Nanos>::max()) least = std::numeric_limits<Nanos>::max();
         outcome.tightest_remaining = static_cast<Nanos>(least);
@@ -453,145 +535,213 @@ std::vector<std::string> settle_command(const Ledger &ledger, const Amounts &est
     }
 }
 
+namespace {
+
+// One counter of a settle batch, with the sum of what the batch's requests add to it.
+struct SettleTotal {
+    const Counter *counter;
+    std::int64_t delta = 0;
+    std::optional<Nanos> cap;  // for warnings
+    const std::vector<WarnFraction> *warn_at;
+};
+
+// What a request adds to a counter (an index into the totals) when its
+// reservation is not held, beyond what the batch's total adds.
+struct Correction {
+    std::size_t counter;
+    std::int64_t delta;
+};
+
+// A settle batch: its requests, each once, its counters, each once, with
+// their totals, and every request's corrections.
+struct SettleBatch {
+    std::vector<const SettleItem *> requests;
+    std::vector<SettleTotal> totals;
+    std::unordered_map<std::string_view, std::size_t> index;  // counter key -> index into totals
+    // Requests of one key share a ledger: its counters are looked up once.
+    std::vector<std::pair<const Ledger *, std::vector<std::size_t>>> mapped;
+    std::vector<std::vector<Correction>> corrections;  // per request
+    std::optional<std::size_t> balance, held;
+    std::optional<Nanos> low_balance;
+};
+
+// A request settles once: an id already in the batch is what its second
+// settlement would be, nothing (counted twice, its reservation would be
+// given back twice).
+std::vector<const SettleItem *> settle_once_each(const std::vector<SettleItem> &items) {
+    std::vector<const SettleItem *> batch;
+    batch.reserve(items.size());
+    std::unordered_set<std::string_view> ids;
+    for (const SettleItem &item : items)
+        if (ids.insert(item.request_id).second) batch.push_back(&item);
+    return batch;
+}
+
+// Where each counter of `ledger` is among the batch's totals, which gain
+// the counters not seen before (a plan's ceiling without a cap: the
+// requests tell it).
+const std::vector<std::size_t> &totals_of(SettleBatch &batch, const Ledger &ledger) {
+    std::size_t m = 0;
+    while (m < batch.mapped.size() && batch.mapped[m].first != &ledger) ++m;
+    if (m == batch.mapped.size()) {
+        std::vector<std::size_t> at;
+        at.reserve(ledger.counters.size());
+        for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+            const Counter &c = ledger.counters[i];
+            auto [it, added] = batch.index.emplace(c.key, batch.totals.size());
+            if (added) {
+                std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
+                if (ledger.ceiling_counter == i) cap.reset();
+                batch.totals.push_back(SettleTotal{&c, 0, cap, &ledger.warn_at});
+            }
+            at.push_back(it->second);
+        }
+        batch.mapped.emplace_back(&ledger, std::move(at));
+    }
+    return batch.mapped[m].second;
+}
+
+// Adds request j's settlement to the totals (as if its reservation were
+// held) and notes its corrections for when it is not.
+void add_settlement(SettleBatch &batch, std::size_t j, const std::vector<std::size_t> &at) {
+    const SettleItem &item = *batch.requests[j];
+    const Ledger &ledger = *item.ledger;
+    Amounts estimate = non_negative(item.estimate);
+    estimate.requests = 1;
+    const Amounts real = non_negative(item.real);
+    for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
+        const Counter &c = ledger.counters[i];
+        const std::int64_t reserved = reserved_delta(ledger, i, estimate);
+        // Replaces the reservation; without one (never made, or given
+        // back at its deadline) adds the real amounts.
+        std::int64_t if_reserved = negatable_sub(delta_of(c, real), reserved);
+        std::int64_t if_unreserved = delta_of(c, real);
+        if (c.kind == CounterKind::held) {
+            if_reserved = -reserved;  // the hold ends
+            if_unreserved = 0;        // nothing was held
+        }
+        if (c.kind == CounterKind::rpm || c.kind == CounterKind::tpm) if_unreserved = 0;  // minute gone
+        SettleTotal &total = batch.totals[at[i]];
+        // The plan's ceiling: the first request that knows the cap
+        // it was held to (a fail-open one never learnt it).
+        if (!total.cap && ledger.ceiling_counter == i && item.ceiling_cap) total.cap = item.ceiling_cap;
+        total.delta = negatable_add(total.delta, if_reserved);
+        if (if_unreserved != if_reserved)
+            batch.corrections[j].push_back(Correction{at[i], negatable_sub(if_unreserved, if_reserved)});
+        if (ledger.balance == i) batch.balance = at[i];
+        if (ledger.held == i) batch.held = at[i];
+    }
+    if (ledger.low_balance && real.cost > 0) batch.low_balance = ledger.low_balance;
+}
+
+// Totals every request of the batch; false when one cannot be in it (no
+// ledger or an empty one, another org, no id).
+bool total_settlements(SettleBatch &batch, const std::string &org) {
+    batch.corrections.resize(batch.requests.size());
+    for (std::size_t j = 0; j < batch.requests.size(); ++j) {
+        const SettleItem &item = *batch.requests[j];
+        if (item.ledger == nullptr) return false;
+        const Ledger &ledger = *item.ledger;
+        if (ledger.org != org || ledger.counters.empty() || item.request_id.empty()) return false;
+        const std::vector<std::size_t> &at = totals_of(batch, ledger);
+        add_settlement(batch, j, at);
+    }
+    return true;
+}
+
+// Seven arguments per counter: kind, total delta, expiry, cap, warn
+// thresholds, place of its markers hash (registered in `markers`), label.
+std::vector<std::string> settle_counter_args(const std::vector<SettleTotal> &totals, MarkerKeys &markers) {
+    std::vector<std::string> counter_args;
+    counter_args.reserve(7 * totals.size());
+    for (const SettleTotal &t : totals) {
+        const CounterKind kind = t.counter->kind;
+        const std::string warn = t.cap ? warn_thresholds(*t.warn_at, *t.cap) : "";
+        counter_args.emplace_back(kind == CounterKind::rpm || kind == CounterKind::tpm ? "r" : "c");
+        counter_args.push_back(to_arg(t.delta));
+        counter_args.push_back(to_arg(std::max<std::int64_t>(t.counter->expire_at, 0)));
+        counter_args.push_back(t.cap ? to_arg(*t.cap) : "");
+        counter_args.push_back(warn);
+        // only a counter that can warn needs its markers
+        counter_args.push_back(warn.empty() ? "0" : markers.place_of(t.counter->markers));
+        counter_args.push_back(warn.empty() ? "" : t.counter->label);
+    }
+    return counter_args;
+}
+
+// The key count and the keys: the counters, the org's settlement keys and
+// the markers hashes.
+void append_settle_keys(std::vector<std::string> &argv, const std::vector<SettleTotal> &totals,
+                        const MarkerKeys &markers, const std::string &org) {
+    argv.push_back(to_arg(static_cast<std::int64_t>(totals.size() + 8 + markers.keys.size())));
+    for (const SettleTotal &t : totals) argv.push_back(t.counter->key);
+    argv.push_back(keys::events(org));
+    argv.push_back(keys::deadlines(org));
+    argv.push_back(keys::settlements(org));
+    argv.push_back(keys::reserved(org));
+    argv.push_back(keys::settled(org));
+    argv.push_back(keys::released(org));
+    argv.push_back(keys::gone(org));
+    argv.push_back(keys::low_balance(org));
+    for (const std::string *k : markers.keys) argv.push_back(*k);
+}
+
+// The low-balance threshold and the balance's and the hold's counters
+// (1-based); "", "0", "0" unless a request spent from a watched balance.
+void append_low_balance_args(std::vector<std::string> &argv, const SettleBatch &batch) {
+    const bool low = batch.low_balance && batch.balance && batch.held;
+    argv.push_back(low ? to_arg(*batch.low_balance) : "");
+    argv.push_back(low ? to_arg(static_cast<std::int64_t>(*batch.balance + 1)) : "0");
+    argv.push_back(low ? to_arg(static_cast<std::int64_t>(*batch.held + 1)) : "0");
+}
+
+// Per request: id, its reserve's batch, whether that reserve was answered,
+// and its corrections as lines "COUNTER DELTA\n" (COUNTER 1-based).
+void append_settle_requests(std::vector<std::string> &argv, const SettleBatch &batch) {
+    for (std::size_t j = 0; j < batch.requests.size(); ++j) {
+        const SettleItem &item = *batch.requests[j];
+        argv.push_back(item.request_id);
+        argv.push_back(item.batch_id);
+        argv.emplace_back(item.reserve_answered && !item.batch_id.empty() ? "1" : "0");
+        std::string lines;
+        for (const Correction &k : batch.corrections[j]) {
+            lines += to_arg(static_cast<std::int64_t>(k.counter + 1));
+            lines += ' ';
+            lines += to_arg(k.delta);
+            lines += '\n';
+        }
+        argv.push_back(std::move(lines));
+    }
+}
+
+}  // namespace
+
 std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items) {
     try {
         const std::string &sha1 = scripts::settle().sha1;
         if (items.empty() || sha1.empty() || items.front().ledger == nullptr) return {};
         const std::string &org = items.front().ledger->org;
-        // A request settles once: an id already in the batch is what its
-        // second settlement would be, nothing (counted twice, its
-        // reservation would be given back twice).
-        std::vector<const SettleItem *> batch;
-        batch.reserve(items.size());
-        std::unordered_set<std::string_view> ids;
-        for (const SettleItem &item : items)
-            if (ids.insert(item.request_id).second) batch.push_back(&item);
+        SettleBatch batch;
+        batch.requests = settle_once_each(items);
+        if (!total_settlements(batch, org)) return {};
 
-        struct Total {
-            const Counter *counter;
-            std::int64_t delta = 0;
-            std::optional<Nanos> cap;  // for warnings
-            const std::vector<WarnFraction> *warn_at;
-        };
-        std::vector<Total> totals;
-        std::unordered_map<std::string_view, std::size_t> index;
-        // Requests of one key share a ledger: its counters are looked up once.
-        std::vector<std::pair<const Ledger *, std::vector<std::size_t>>> mapped;
-        struct Correction {
-            std::size_t counter;
-            std::int64_t delta;
-        };
-        std::vector<std::vector<Correction>> corrections(batch.size());
-        std::optional<std::size_t> balance, held;
-        std::optional<Nanos> low_balance;
-
-        for (std::size_t j = 0; j < batch.size(); ++j) {
-            const SettleItem &item = *batch[j];
-            if (item.ledger == nullptr) return {};
-            const Ledger &ledger = *item.ledger;
-            if (ledger.org != org || ledger.counters.empty() || item.request_id.empty()) return {};
-            std::size_t m = 0;
-            while (m < mapped.size() && mapped[m].first != &ledger) ++m;
-            if (m == mapped.size()) {
-                std::vector<std::size_t> at;
-                at.reserve(ledger.counters.size());
-                for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
-                    const Counter &c = ledger.counters[i];
-                    auto [it, added] = index.emplace(c.key, totals.size());
-                    if (added) {
-                        std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
-                        if (ledger.ceiling_counter == i) cap.reset();
-                        totals.push_back(Total{&c, 0, cap, &ledger.warn_at});
-                    }
-                    at.push_back(it->second);
-                }
-                mapped.emplace_back(&ledger, std::move(at));
-            }
-            const std::vector<std::size_t> &at = mapped[m].second;
-            Amounts estimate = non_negative(item.estimate);
-            estimate.requests = 1;
-            const Amounts real = non_negative(item.real);
-            for (std::size_t i = 0; i < ledger.counters.size(); ++i) {
-                const Counter &c = ledger.counters[i];
-                const std::int64_t reserved = reserved_delta(ledger, i, estimate);
-                // Replaces the reservation; without one (never made, or given
-                // back at its deadline) adds the real amounts.
-                std::int64_t if_reserved = negatable_sub(delta_of(c, real), reserved);
-                std::int64_t if_unreserved = delta_of(c, real);
-                if (c.kind == CounterKind::held) {
-                    if_reserved = -reserved;  // the hold ends
-                    if_unreserved = 0;        // nothing was held
-                }
-                if (c.kind == CounterKind::rpm || c.kind == CounterKind::tpm) if_unreserved = 0;  // minute gone
-                Total &total = totals[at[i]];
-                // The plan's ceiling: the first request that knows the cap
-                // it was held to (a fail-open one never learnt it).
-                if (!total.cap && ledger.ceiling_counter == i && item.ceiling_cap) total.cap = item.ceiling_cap;
-                total.delta = negatable_add(total.delta, if_reserved);
-                if (if_unreserved != if_reserved)
-                    corrections[j].push_back(Correction{at[i], negatable_sub(if_unreserved, if_reserved)});
-                if (ledger.balance == i) balance = at[i];
-                if (ledger.held == i) held = at[i];
-            }
-            if (ledger.low_balance && real.cost > 0) low_balance = ledger.low_balance;
-        }
-
-        const std::size_t c = totals.size(), m = batch.size();
+        const std::size_t c = batch.totals.size(), m = batch.requests.size();
         MarkerKeys markers;
-        std::vector<std::string> counter_args;
-        counter_args.reserve(7 * c);
-        for (const Total &t : totals) {
-            const CounterKind kind = t.counter->kind;
-            const std::string warn = t.cap ? warn_thresholds(*t.warn_at, *t.cap) : "";
-            counter_args.emplace_back(kind == CounterKind::rpm || kind == CounterKind::tpm ? "r" : "c");
-            counter_args.push_back(to_arg(t.delta));
-            counter_args.push_back(to_arg(std::max<std::int64_t>(t.counter->expire_at, 0)));
-            counter_args.push_back(t.cap ? to_arg(*t.cap) : "");
-            counter_args.push_back(warn);
-            // only a counter that can warn needs its markers
-            counter_args.push_back(warn.empty() ? "0" : markers.place_of(t.counter->markers));
-            counter_args.push_back(warn.empty() ? "" : t.counter->label);
-        }
+        std::vector<std::string> counter_args = settle_counter_args(batch.totals, markers);
         const std::size_t g = markers.keys.size();
         std::vector<std::string> argv;
         argv.reserve(12 + 8 * c + g + 4 * m);
         argv.emplace_back("EVALSHA");
         argv.push_back(sha1);
-        argv.push_back(to_arg(static_cast<std::int64_t>(c + 8 + g)));
-        for (const Total &t : totals) argv.push_back(t.counter->key);
-        argv.push_back(keys::events(org));
-        argv.push_back(keys::deadlines(org));
-        argv.push_back(keys::settlements(org));
-        argv.push_back(keys::reserved(org));
-        argv.push_back(keys::settled(org));
-        argv.push_back(keys::released(org));
-        argv.push_back(keys::gone(org));
-        argv.push_back(keys::low_balance(org));
-        for (const std::string *k : markers.keys) argv.push_back(*k);
+        append_settle_keys(argv, batch.totals, markers, org);
 
         argv.push_back(to_arg(static_cast<std::int64_t>(c)));
         argv.push_back(to_arg(static_cast<std::int64_t>(m)));
         argv.push_back(to_arg(static_cast<std::int64_t>(g)));
         argv.push_back(to_arg(static_cast<std::int64_t>(keys::org_prefix(org).size())));
         for (std::string &arg : counter_args) argv.push_back(std::move(arg));
-        const bool low = low_balance && balance && held;
-        argv.push_back(low ? to_arg(*low_balance) : "");
-        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*balance + 1)) : "0");
-        argv.push_back(low ? to_arg(static_cast<std::int64_t>(*held + 1)) : "0");
-        for (std::size_t j = 0; j < m; ++j) {
-            const SettleItem &item = *batch[j];
-            argv.push_back(item.request_id);
-            argv.push_back(item.batch_id);
-            argv.emplace_back(item.reserve_answered && !item.batch_id.empty() ? "1" : "0");
-            std::string lines;
-            for (const Correction &k : corrections[j]) {
-                lines += to_arg(static_cast<std::int64_t>(k.counter + 1));
-                lines += ' ';
-                lines += to_arg(k.delta);
-                lines += '\n';
-            }
-            argv.push_back(std::move(lines));
-        }
+        append_low_balance_args(argv, batch);
+        append_settle_requests(argv, batch);
         return argv;
     } catch (...) {
         return {};
