@@ -40,6 +40,11 @@ private:
     std::optional<Command> due();
     std::optional<Command> legacy_due();
     std::optional<Command> legacy_next();
+    // What each reply leads to: due.lua's batches given back (release.lua),
+    // legacy_due.lua's records queued, legacy_read.lua's record given back.
+    std::optional<Command> release_due(const Reply &reply);
+    std::optional<Command> queue_legacy(const Reply &reply);
+    std::optional<Command> release_legacy(const Reply &reply);
 
     std::string org_;
     std::int64_t most_;
