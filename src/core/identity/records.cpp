@@ -1,6 +1,7 @@
 // The management API's records as the request path reads them, and the
 // per-worker caches that keep a known key at one round trip.
 #include "identity/records.h"
+#include "identity/validity.h"
 #include "base/digest.h"
 
 #include <atomic>
@@ -108,33 +109,38 @@ std::uint64_t next_identity_serial() {
     return ++serial;
 }
 
-Resolution resolve_identity(const Policy &policy, const std::string &sha256, const Key *file_key,
-                            const std::optional<KeyLookup> &lookup, const std::string &customer,
-                            const OrgRecords &records, std::int64_t now_ms) {
-    const std::int64_t now = now_ms / 1000;
-    auto id = std::make_shared<Identity>();
-    id->version = records.version;
-    id->customer = customer;
-    std::string org_id;
-    // A file key's rotated secret is found through its lookup: still the
-    // file's key, with its limits and expiry (the record decides the secret).
+namespace {
+
+// Which key the secret is: the file's (`file_key`, or the file key a lookup
+// names: a file key's rotated secret is found through its lookup, still the
+// file's key, with its limits and expiry; the record decides the secret),
+// else the API key the lookup names. Sets the key and its org's id; false
+// when neither names one.
+bool name_the_key(const Policy &policy, const std::string &sha256, const Key *file_key,
+                  const std::optional<KeyLookup> &lookup, Identity &id, std::string &org_id) {
     if (file_key == nullptr && lookup) file_key = policy.find_key_by_id(lookup->id);
     if (file_key != nullptr) {
-        id->key = *file_key;
-        id->from_file = true;
+        id.key = *file_key;
+        id.from_file = true;
         org_id = policy.project_of(*file_key).org;
     } else if (lookup) {
-        id->key.id = lookup->id;
-        id->key.project = lookup->project;
-        id->key.sha256 = sha256;
+        id.key.id = lookup->id;
+        id.key.project = lookup->project;
+        id.key.sha256 = sha256;
         org_id = lookup->org;
     } else {
-        return unknown("no key has this secret");
+        return false;
     }
+    return true;
+}
 
-    // The key: an API key exists only while its record does.
-    const Fields &kr = records.key;
-    if (!id->from_file && kr.empty()) return unknown("key " + id->key.id + " has no record");
+// The key's record over it: whether the presented secret is its current
+// one, or its old one within the grace (then until when); its limits,
+// expiry and revocation. The reason the key is unknown, or nullopt.
+std::optional<std::string> read_key_record(const Fields &kr, const std::string &sha256, std::int64_t now_ms,
+                                           Identity &id) {
+    // An API key exists only while its record does.
+    if (!id.from_file && kr.empty()) return "key " + id.key.id + " has no record";
     const std::string *current = field(kr, "sha256");
     if (current != nullptr && *current != sha256) {
         // The grace's end in milliseconds (old_until_ms); a record rotated
@@ -150,48 +156,91 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
             until_read = until_ms <= std::numeric_limits<std::int64_t>::max() / 1000;
             until_ms *= 1000;
         }
-        if (old == nullptr || *old != sha256 || !until_read || now_ms >= until_ms)
-            return unknown("a secret of key " + id->key.id + " that was rotated away");
-        id->secret_until_ms = until_ms;
+        if (old == nullptr || *old != sha256 || !until_read)
+            return "a secret of key " + id.key.id + " that was rotated away";
+        id.secret_until_ms = until_ms;
+        // key_standing judges the secret before anything else, so this is
+        // the grace's end alone (now_ms >= until_ms), whatever else is read yet.
+        if (key_standing(id, now_ms) == KeyStanding::grace_over)
+            return "a secret of key " + id.key.id + " that was rotated away";
     }
-    if (!read_record_limits(kr, id->key.limits) || !read_time(kr, "expires_at", id->key.expires_at))
-        return unknown("the record of key " + id->key.id + " does not read");
-    if (const std::string *revoked = field(kr, "revoked")) id->key.revoked = id->key.revoked || *revoked == "1";
+    if (!read_record_limits(kr, id.key.limits) || !read_time(kr, "expires_at", id.key.expires_at))
+        return "the record of key " + id.key.id + " does not read";
+    if (const std::string *revoked = field(kr, "revoked")) id.key.revoked = id.key.revoked || *revoked == "1";
+    return std::nullopt;
+}
 
-    // Its project: the file's, or the API's; a record's limits replace the file's.
-    auto file_project = policy.projects.find(id->key.project);
+// Its project: the file's, or the API's; a record's limits replace the
+// file's. The reason the key is unknown, or nullopt.
+std::optional<std::string> resolve_project(const Policy &policy, const OrgRecords &records,
+                                           const std::string &org_id, Identity &id) {
+    auto file_project = policy.projects.find(id.key.project);
     if (file_project != policy.projects.end()) {
-        id->project = file_project->second;
+        id.project = file_project->second;
     } else if (!records.project.empty()) {
-        id->project.id = id->key.project;
-        id->project.org = org_id;
+        id.project.id = id.key.project;
+        id.project.org = org_id;
     } else {
-        return unknown("project " + id->key.project + " of key " + id->key.id + " does not exist");
+        return "project " + id.key.project + " of key " + id.key.id + " does not exist";
     }
-    if (id->project.org != org_id) return unknown("key " + id->key.id + " names another org than its project");
-    if (!read_record_limits(records.project, id->project.limits))
-        return unknown("the record of project " + id->project.id + " does not read");
+    if (id.project.org != org_id) return "key " + id.key.id + " names another org than its project";
+    if (!read_record_limits(records.project, id.project.limits))
+        return "the record of project " + id.project.id + " does not read";
+    return std::nullopt;
+}
 
-    // Its org: likewise, every field of a record over the file's.
+// Its org: likewise, every field of a record over the file's. The reason
+// the key is unknown, or nullopt.
+std::optional<std::string> resolve_org(const Policy &policy, const Fields &orr, const std::string &org_id,
+                                       Identity &id) {
     auto file_org = policy.orgs.find(org_id);
-    const Fields &orr = records.org;
     if (file_org != policy.orgs.end()) {
-        id->org = file_org->second;
+        id.org = file_org->second;
     } else if (!orr.empty()) {
-        id->org.id = org_id;
+        id.org.id = org_id;
     } else {
-        return unknown("org " + org_id + " of key " + id->key.id + " does not exist");
+        return "org " + org_id + " of key " + id.key.id + " does not exist";
     }
-    if (const std::string *plan = field(orr, "plan")) id->org.plan = *plan;
-    if (const std::string *prepaid = field(orr, "prepaid")) id->org.prepaid = *prepaid == "1";
+    if (const std::string *plan = field(orr, "plan")) id.org.plan = *plan;
+    if (const std::string *prepaid = field(orr, "prepaid")) id.org.prepaid = *prepaid == "1";
     if (const std::string *low = field(orr, "low_balance")) {
         std::int64_t v = 0;
-        if (low->empty()) id->org.low_balance_usd.reset();
-        else if (parse_int64(*low, v)) id->org.low_balance_usd = v;
-        else return unknown("the record of org " + org_id + " does not read");
+        if (low->empty()) id.org.low_balance_usd.reset();
+        else if (parse_int64(*low, v)) id.org.low_balance_usd = v;
+        else return "the record of org " + org_id + " does not read";
     }
-    if (!read_time(orr, "created_at", id->org.created_at) || !read_record_limits(orr, id->org.limits))
-        return unknown("the record of org " + org_id + " does not read");
+    if (!read_time(orr, "created_at", id.org.created_at) || !read_record_limits(orr, id.org.limits))
+        return "the record of org " + org_id + " does not read";
+    return std::nullopt;
+}
+
+// A resolved key as key_standing judges it at now_ms. A secret whose grace
+// is over never gets here (read_key_record found it unknown).
+Resolution judged(std::shared_ptr<Identity> id, std::int64_t now_ms) {
+    Resolution r;
+    switch (key_standing(*id, now_ms)) {
+    case KeyStanding::valid: r.problem = IdentityProblem::none; break;
+    case KeyStanding::revoked: r.problem = IdentityProblem::revoked; break;
+    case KeyStanding::expired: r.problem = IdentityProblem::expired; break;
+    case KeyStanding::grace_over: return unknown("a secret of key " + id->key.id + " that was rotated away");
+    }
+    r.identity = std::move(id);
+    return r;
+}
+
+}  // namespace
+
+Resolution resolve_identity(const Policy &policy, const std::string &sha256, const Key *file_key,
+                            const std::optional<KeyLookup> &lookup, const std::string &customer,
+                            const OrgRecords &records, std::int64_t now_ms) {
+    auto id = std::make_shared<Identity>();
+    id->version = records.version;
+    id->customer = customer;
+    std::string org_id;
+    if (!name_the_key(policy, sha256, file_key, lookup, *id, org_id)) return unknown("no key has this secret");
+    if (std::optional<std::string> why = read_key_record(records.key, sha256, now_ms, *id)) return unknown(*why);
+    if (std::optional<std::string> why = resolve_project(policy, records, org_id, *id)) return unknown(*why);
+    if (std::optional<std::string> why = resolve_org(policy, records.org, org_id, *id)) return unknown(*why);
 
     if (!customer.empty()) {
         id->customer_limits = policy.customers.limits_for(customer);
@@ -204,12 +253,7 @@ Resolution resolve_identity(const Policy &policy, const std::string &sha256, con
     }
     id->serial = next_identity_serial();
     id->policy_generation = policy.generation;
-    Resolution r;
-    r.problem = id->key.revoked ? IdentityProblem::revoked
-                : (id->key.expires_at && *id->key.expires_at <= now) ? IdentityProblem::expired
-                                                                     : IdentityProblem::none;
-    r.identity = std::move(id);
-    return r;
+    return judged(std::move(id), now_ms);
 }
 
 Resolution resolve_file_identity(const Policy &policy, const Key &file_key, const std::string &customer) {
