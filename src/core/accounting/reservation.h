@@ -93,6 +93,10 @@ struct ReserveReplyParts {
     bool due = false;
     bool malformed = false;
 };
+// The counters a reserve sends, in check order (the script neither reads nor
+// writes the others, and gets no arguments for them); its reply follows them.
+std::vector<std::size_t> reserved_counters(const Ledger &ledger);
+
 ReserveReplyParts split_reserve_reply(const std::vector<long long> &flat, std::size_t requests);
 
 // One request's part of the reply.
