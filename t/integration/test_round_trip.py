@@ -53,6 +53,7 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
     redis.config_resetstat()
 
     with RedisMonitor(redis_server.port) as mon:
+        before = redis.info("commandstats")  # MONITOR shows this INFO: it opens the window counted below
         rids = []
         for i in range(1, N + 1):
             r = call(i)
@@ -65,12 +66,18 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
         wait_settled(redis, N + 1)
         barrier = monitor_barrier(mon, ng)  # MONITOR's last lines are in
         sent = [args for args in nginx_commands() if not is_barrier(args, barrier)]
-    # our own client issued only the GET sc:{acme}:settlements and HGETALL
-    # sc:{acme}:reserved of wait_settled:
+        after = redis.info("commandstats")  # ... and this one closes it
+        infos = lambda: [i for i, (client, args) in enumerate(mon.commands())
+                         if client != "lua" and [a.lower() for a in args] == ["info", "commandstats"]]
+        assert wait_until(lambda: len(infos()) >= 2), "MONITOR did not show both INFO commands"
+        opened, closed = infos()[:2]
+        window = mon.commands()[opened + 1:closed]
+    # our own client issued only the INFOs, and the GET sc:{acme}:settlements and
+    # HGETALL sc:{acme}:reserved of wait_settled:
     # everything else is NGINX's, and apart from the per-request commands, worker 0
     # sweeps each org once a second (is_sweep: a few EVALSHA, each naming the keys it
     # touches)
-    sent = [args for args in sent if args[0].upper() != "SCAN"
+    sent = [args for args in sent if args[0].upper() not in ("SCAN", "INFO")
             and args not in (["GET", "sc:{acme}:settlements"], ["HGETALL", "sc:{acme}:reserved"])]
     sweeps = [args for args in sent if is_sweep(args)]
     # (the sweeper's first call after a start meets NOSCRIPT and loads its script)
@@ -96,13 +103,18 @@ def test_two_evalsha_per_allowed_request(nginx_factory, redis, redis_server, fak
     assert all(answered and batch == batch_of[rid] for rid, batch, answered in settled), settled
     assert len(reserves) <= N and len(settles) <= N
 
-    stats = redis.info("commandstats")
-    # (a sweep may also run between the stats reset and MONITOR, or after it)
-    evalsha_sweeps = sum(1 for args in sweeps if args[0].upper() == "EVALSHA")
-    calls = len(reserves) + len(settles) + len(barrier)  # (the barrier's lookups are EVALSHA too)
-    assert calls + evalsha_sweeps <= stats["cmdstat_evalsha"]["calls"] <= calls + evalsha_sweeps + 4, \
-        stats.get("cmdstat_evalsha")
-    assert "cmdstat_eval" not in stats, stats.get("cmdstat_eval")
+    # Redis itself counted no script call MONITOR did not show between the two INFOs,
+    # and those are the requests', the barrier's and the sweeper's
+    calls_of = lambda stats: stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    counted = calls_of(after) - calls_of(before)
+    shown = [args for client, args in window if client != "lua" and args[0].upper() == "EVALSHA"]
+    assert counted == len(shown), (counted, len(shown))
+    # (the barrier's lookups are EVALSHA too, the first of a worker twice: NOSCRIPT, then
+    # loaded and sent again)
+    calls = len(reserves) + len(settles) + sum(1 for args in shown if is_barrier(args, barrier))
+    assert len(shown) == calls + sum(1 for args in shown if is_sweep(args)), \
+        [args[:4] for args in shown if not is_reserve(args) and not is_settle(args)]
+    assert "cmdstat_eval" not in after, after.get("cmdstat_eval")
 
     # and every feature did take part
     assert redis_int(redis, balance_key("acme")) < usd_nanos("10")
