@@ -108,3 +108,13 @@ TEST(ClassifyRedisError, NeverReadsPastTheMessage) {
 
 }  // namespace
 }  // namespace spendcap
+
+TEST(ClassifyRedisError, AClusterChangingShapeIsSaid) {
+    for (const char *e : {"TRYAGAIN Multiple keys request during rehashing of slot", "CLUSTERDOWN The cluster is down",
+                          "CLUSTERDOWN Hash slot not served"}) {
+        EXPECT_TRUE(spendcap::classify_redis_error(e).cluster_changing) << e;
+    }
+    for (const char *e : {"LOADING x", "READONLY x", "MOVED 1 h:1", "ASK 1 h:1", "ERR x"}) {
+        EXPECT_FALSE(spendcap::classify_redis_error(e).cluster_changing) << e;
+    }
+}

@@ -17,6 +17,9 @@ struct RedisErrorClass {
     // The connection itself is stale: a restart lost its AUTH (NOAUTH), or it
     // reaches a replica after a failover (READONLY). Reconnect before retrying.
     bool reconnect = false;
+    // A Redis Cluster's slot being migrated (TRYAGAIN) or a failover under
+    // way (CLUSTERDOWN): read the slot map again, send again shortly.
+    bool cluster_changing = false;
 };
 
 // Classifies an error reply by its code (the first word), as go-redis's
