@@ -1699,12 +1699,39 @@ TEST_F(LuaScripts, ARefusedRequestWithoutAReservationOnlyMarksItSettled) {
     EXPECT_TRUE(has(gone_marker("req-1")));
     EXPECT_EQ(settlements(), "2");
     EXPECT_FALSE(redis.exists(keys::deadlines("acme")));
-    // Answered, a request with no field in its record is one already
-    // settled: nothing at all changes.
+    // Answered, a request with no field in its record at a resend is one
+    // already settled: nothing at all changes.
+    sent_settlements.insert("req-2");
     const auto all = redis.data();
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {0, 0, 0}, "req-2").integer, 0);
     EXPECT_EQ(settle(l, {3 * kUsd, 400}, {kUsd, 10}, "req-2").integer, 0);
     EXPECT_EQ(redis.data(), all);
+}
+
+// A failover can lose the reservations of its last moments (Redis
+// replicates after it answers): the request's first settlement finds no
+// reservation, no release and no earlier settlement, and counts the real
+// cost, once; a resend after it changes nothing.
+TEST_F(LuaScripts, AReservationLostInAFailoverIsCountedAtItsRealCostOnce) {
+    use(policy_yaml("{ daily_usd: 10 }", "", ""));
+    const Ledger l = ledger();
+    ASSERT_EQ(reserve_ints(l, 3 * kUsd, 400, "req-1")[0], 1);
+    // The master answered the reserve and died; its replica, promoted, never had it.
+    FakeRedis promoted_redis;
+    promoted_redis.now = kNow;
+    LuaRunner promoted{promoted_redis};
+    load_scripts(promoted);
+    const std::vector<std::string> argv = settle_command(l, {3 * kUsd, 400}, {kUsd, 120}, "req-1", std::nullopt);
+    EXPECT_EQ(promoted.evalsha(argv).integer, 1);
+    const std::string daily = P + "spend:key:k1:d:2026-11-18";
+    const auto &data = promoted_redis.data();
+    ASSERT_TRUE(data.count(daily));
+    EXPECT_EQ(data.at(daily).str, "1000000000");  // its real cost, not less
+    EXPECT_TRUE(data.at(keys::settled("acme")).zset.count("req-1"));
+    const auto once = promoted_redis.data();
+    EXPECT_EQ(promoted.evalsha(resent(argv)).integer, 0);  // a resend: nothing more
+    EXPECT_EQ(promoted.evalsha(argv).integer, 0);          // even one that says it is the first
+    EXPECT_EQ(promoted_redis.data(), once);
 }
 
 // ---------------------------------------------------------------------------
@@ -2051,8 +2078,8 @@ TEST_F(LuaScripts, UnderOomNothingIsWrittenAndTheSettlementLandsLater) {
     EXPECT_EQ(redis.data(), before);
     // Memory back: the same settlement lands, once.
     redis.oom = false;
-    EXPECT_EQ(lua.evalsha(argv).integer, 1);
-    EXPECT_EQ(lua.evalsha(argv).integer, 0);
+    EXPECT_EQ(lua.evalsha(argv).integer, 1);  // (the OOM's send did nothing: still a first send)
+    EXPECT_EQ(lua.evalsha(resent(argv)).integer, 0);
     EXPECT_EQ(at(kKeyDaily), "1000000000");
     EXPECT_EQ(at(kBalance), "49000000000");
     EXPECT_EQ(at(kHeld), "0");

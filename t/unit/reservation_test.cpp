@@ -1218,7 +1218,9 @@ SettleArgs parse_settle(const std::vector<std::string> &argv) {
         if (!argv[p - 1].empty() && argv[p - 1].back() != '\n') return a;
         a.corrections.push_back(c);
     }
-    a.ok = p == argv.size();
+    // Last, whether it was sent before: "0" as built (the glue turns it to "1").
+    if (p + 1 != argv.size() || argv[p] != kFirstSend) return a;
+    a.ok = true;
     return a;
 }
 
@@ -1257,7 +1259,7 @@ TEST(SettleCommand, ArgvShape) {
                   // the request, its batch (its own id), reserve answered, and what it adds
                   // on top when not reserved: the spend -200000000 + 300000000 = the real
                   // 100000000, the request 0 + 1; the uncapped counter needs no correction
-                  "rid", "rid", "1", "1 300000000\n2 1\n"}));
+                  "rid", "rid", "1", "1 300000000\n2 1\n", "0"}));
     // A request refused before the provider (real.requests = 0): its
     // reserved request is taken back, and without a reservation it adds none.
     const std::vector<std::string> refused =
@@ -1265,7 +1267,7 @@ TEST(SettleCommand, ArgvShape) {
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 25, refused.begin() + 30),
               (std::vector<std::string>{"c", "-1", "1830643200", "", ""}));
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 42, refused.end()),
-              (std::vector<std::string>{"rid", "rid", "1", "1 300000000\n2 1\n"}));  // -1 + 1 = 0
+              (std::vector<std::string>{"rid", "rid", "1", "1 300000000\n2 1\n", "0"}));  // -1 + 1 = 0
     // Nothing at all: every reserved delta comes back, nothing is added (the
     // uncapped counter, never reserved, is not written at all).
     const std::vector<std::string> nothing =
@@ -1276,7 +1278,7 @@ TEST(SettleCommand, ArgvShape) {
                   "c", "-1", "1830643200", "", "", "0", "",
                   "c", "0", "0", "", "", "0", "",
                   "", "0", "0",
-                  "rid", "rid", "1", "1 300000000\n2 1\n"}));  // unreserved: 0 everywhere
+                  "rid", "rid", "1", "1 300000000\n2 1\n", "0"}));  // unreserved: 0 everywhere
     // requests is 0 or 1: more counts as 1, less as 0.
     EXPECT_EQ(settle_command(l, Amounts{1, 1}, Amounts{1, 1, 7}, "rid", std::nullopt),
               settle_command(l, Amounts{1, 1}, Amounts{1, 1, 1}, "rid", std::nullopt));
@@ -1410,7 +1412,7 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         // unreserved: m 300 + 400 = the real 700, t -4 + 9 = 5, b -300 - 400 =
         // the real -700, rpm 0 (no correction: minute unknown), tpm -4 + 4 = 0
         // (minute unknown), h -400 + 400 = 0 (nothing was held)
-        "r1", "r1", "1", "1 400\n2 9\n3 -400\n5 4\n6 400\n"};
+        "r1", "r1", "1", "1 400\n2 9\n3 -400\n5 4\n6 400\n", "0"};
     EXPECT_EQ(argv, expected);
     // No ceiling cap known: no warnings against the ceiling counter.
     const std::vector<std::string> plain = settle_command(l, Amounts{400, 9}, Amounts{700, 5}, "r1", std::nullopt);
@@ -1428,7 +1430,7 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
     EXPECT_EQ(std::vector<std::string>(neg.begin() + 42, neg.begin() + 47),
               (std::vector<std::string>{"r", "-1", "1795000080", "", ""}));
     EXPECT_EQ(std::vector<std::string>(neg.begin() + 63, neg.end()),
-              (std::vector<std::string>{"", "0", "0", "r1", "r1", "1", "4 1\n"}));
+              (std::vector<std::string>{"", "0", "0", "r1", "r1", "1", "4 1\n", "0"}));
     const std::vector<std::string> refused = settle_command(l, Amounts{400, 9}, Amounts{0, 0, 0}, "r1", 3000);
     const std::vector<std::string> refused_expected = {
         "c", "-400", "1830643200", "3000", "0.5=1500", "0", "",
@@ -1439,7 +1441,7 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         "c", "-400", "0", "", "", "0", "",
         "", "0", "0",  // no cost: no low_balance check
         // unreserved: 0 everywhere
-        "r1", "r1", "1", "1 400\n2 9\n3 -400\n4 1\n5 9\n6 400\n"};
+        "r1", "r1", "1", "1 400\n2 9\n3 -400\n4 1\n5 9\n6 400\n", "0"};
     EXPECT_EQ(std::vector<std::string>(refused.begin() + 21, refused.end()), refused_expected);
     // Taken apart, each counter's two cases.
     const SettleArgs a = parse_settle(argv);
@@ -1490,7 +1492,7 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
                         // project, r2 +200 on both of its (in its ledger's order), r3 +50 on both
                         "r1", "r1", "1", "1 300\n2 300\n",
                         "r2", "r1", "1", "3 200\n2 200\n",
-                        "r3", "r3", "0", "1 50\n2 50\n"}));
+                        "r3", "r3", "0", "1 50\n2 50\n", "0"}));
     // The balance and held indexes are those of the batch's counters.
     Ledger prepaid = ledger_of_key("k1");
     prepaid.counters.push_back(counter(CounterKind::balance, Scope::org, Window::lifetime, "sc:{acme}:balance",
@@ -1505,7 +1507,7 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
          settle_item(shared(prepaid), Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt, "b")});
     // 5 counters, 2 requests: r2 with 2 corrections, r1 with 4 (k1, the
     // project, the balance -300, the hold +300).
-    ASSERT_EQ(low.size(), 3u + (5 + 8) + 4 + 7 * 5 + 3 + 4 + 4);
+    ASSERT_EQ(low.size(), 3u + (5 + 8) + 4 + 7 * 5 + 3 + 4 + 4 + 1);  // ... and whether it was sent before
     EXPECT_EQ(std::vector<std::string>(low.begin() + 3, low.begin() + 8),
               (std::vector<std::string>{"sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
                                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:balance",
@@ -1513,7 +1515,7 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
     EXPECT_EQ(std::vector<std::string>(low.begin() + 55, low.begin() + 58),
               (std::vector<std::string>{"5000000000", "4", "5"}));  // low_balance, balance and held (1-based)
     EXPECT_EQ(std::vector<std::string>(low.begin() + 62, low.end()),
-              (std::vector<std::string>{"r1", "b", "1", "3 300\n2 300\n4 -300\n5 300\n"}));
+              (std::vector<std::string>{"r1", "b", "1", "3 300\n2 300\n4 -300\n5 300\n", "0"}));
     const SettleArgs a = parse_settle(low);
     ASSERT_TRUE(a.ok);
     EXPECT_EQ(a.ids, (std::vector<std::string>{"r2", "r1"}));

@@ -54,7 +54,9 @@ protected:
     Reply settle_batch(const std::vector<SettleItem> &items) {
         const std::vector<std::string> argv = settle_batch_command(items);
         EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
+        std::vector<std::string> rids;
+        for (const SettleItem &item : items) rids.push_back(item.request_id);
+        return send_settlement(argv, rids);
     }
 
     // The increments INCRBY sent to `key` since log entry `from`.

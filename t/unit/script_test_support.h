@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -85,6 +86,23 @@ protected:
     FakeRedis redis;
     LuaRunner lua{redis};
     std::shared_ptr<const Policy> policy;
+    // Requests whose settlement was sent: sending one again is a resend, and
+    // says so as the glue does (its earlier send may have landed).
+    std::set<std::string> sent_settlements;
+
+    // A settle command as the glue sends it: flagged when it is a resend.
+    Reply send_settlement(std::vector<std::string> argv, const std::vector<std::string> &rids) {
+        bool again = false;
+        for (const std::string &rid : rids) again = !sent_settlements.insert(rid).second || again;
+        if (again && !argv.empty()) argv.back() = kSentBefore;
+        return lua.evalsha(argv);
+    }
+
+    // The same settle command sent again after a send that may have landed.
+    static std::vector<std::string> resent(std::vector<std::string> argv) {
+        argv.back() = kSentBefore;
+        return argv;
+    }
 
     ScriptTest() {
         redis.now = kNow;
@@ -209,7 +227,7 @@ protected:
                  const std::optional<Nanos> &ceiling_cap = std::nullopt, bool reserve_answered = true) {
         const std::vector<std::string> argv = settle_command(l, estimate, real, rid, ceiling_cap, reserve_answered);
         EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
+        return send_settlement(argv, {rid});
     }
 
     // A whole sweep of the org (ReservationSweep); how many requests it gave back.

@@ -92,7 +92,9 @@ protected:
     Reply settle_batch(const std::vector<SettleItem> &items) {
         const std::vector<std::string> argv = settle_batch_command(items);
         EXPECT_FALSE(argv.empty());
-        return lua.evalsha(argv);
+        std::vector<std::string> rids;
+        for (const SettleItem &item : items) rids.push_back(item.request_id);
+        return send_settlement(argv, rids);
     }
 
     static bool reserve_in(LuaRunner &runner, const Ledger &l, const Req &r,
@@ -355,11 +357,11 @@ TEST_F(SettleBatch, AResendChangesNothingAndAPartlySettledBatchIsRefused) {
     for (const Req &r : reqs) ASSERT_TRUE(reserve_in(lua, l, r)) << r.rid;
     const std::vector<std::string> argv = settle_batch_command(items_of(l, reqs));
     ASSERT_FALSE(argv.empty());
-    EXPECT_EQ(lua.evalsha(argv).integer, 1);
+    EXPECT_EQ(send_settlement(argv, {"req-1", "req-2", "req-3"}).integer, 1);
     const auto settled = redis.data();
     std::size_t mark = redis.log.size();
     // The same argv again (its reply was lost), or other amounts for the same requests.
-    Reply r = lua.evalsha(argv);
+    Reply r = lua.evalsha(resent(argv));
     ASSERT_EQ(r.type, Reply::Type::integer) << r;
     EXPECT_EQ(r.integer, 0);
     std::vector<Req> other = reqs;
@@ -421,7 +423,7 @@ TEST_F(SettleBatch, AnOverflowOnOneCounterLeavesEveryKeyAsItWas) {
     // Room again: the same argv lands, once.
     redis.set(org_life, "5");
     EXPECT_EQ(lua.evalsha(argv).integer, 1);
-    EXPECT_EQ(lua.evalsha(argv).integer, 0);
+    EXPECT_EQ(lua.evalsha(resent(argv)).integer, 0);
     EXPECT_EQ(at(org_life), "3005");
     EXPECT_EQ(at(kKeyDaily), plus(preset_value(l.counters[0]), 3000));
     expect_settled(reqs);
@@ -455,7 +457,7 @@ TEST_F(SettleBatch, UnderOomNothingIsWrittenAndTheSameBatchLandsLaterOnce) {
     redis.oom = false;
     EXPECT_EQ(lua.evalsha(argv).integer, 1);
     const auto settled = redis.data();
-    EXPECT_EQ(lua.evalsha(argv).integer, 0);
+    EXPECT_EQ(lua.evalsha(resent(argv)).integer, 0);
     EXPECT_EQ(redis.data(), settled);
     expect_settled(reqs);
     EXPECT_EQ(at(kKeyDaily), plus(preset_value(l.counters[0]), kUsd + kUsd / 2 + kUsd / 4));

@@ -555,6 +555,7 @@ std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &ite
         for (std::string &arg : counter_args) argv.push_back(std::move(arg));
         append_low_balance_args(argv, batch);
         append_settle_requests(argv, batch);
+        argv.emplace_back(kFirstSend);
         return argv;
     } catch (...) {
         return {};

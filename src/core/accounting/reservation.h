@@ -147,7 +147,13 @@ struct SettleItem {
 // Appends the warning events a rise crossed, and low_balance once when the
 // real balance falls below low_balance_usd. Reply: 1 settled now, 0 already
 // settled. Empty if the items are not all of one org.
+// Its last argument is kFirstSend; a resend after an outcome not known (its
+// reply lost, or WAIT not confirming it) carries kSentBefore instead: a
+// reservation missing at a first send never reached Redis (a failover lost
+// it), and its request is then counted at its real cost.
 std::vector<std::string> settle_batch_command(const std::vector<SettleItem> &items);
+inline constexpr const char *kFirstSend = "0";
+inline constexpr const char *kSentBefore = "1";
 
 // One request as a batch of its own; its reserve's batch is its own id (as
 // reserve_command makes it).

@@ -20,7 +20,11 @@
 --   reserve's batch id ("" none sent), 1 if its reserve was answered, and
 --   what to add on top when it is not reserved (never, or given back at its
 --   deadline): "INDEX DELTA\n" lines (one argument, read only then: most
---   requests never need it).
+--   requests never need it); last, 1 if an earlier send of this same call
+--   may have landed (its reply was lost, or WAIT did not confirm it), else 0.
+-- A reservation that is not here when its request's first send arrives
+-- never reached this Redis (a failover lost it before a replica had it):
+-- the request is counted at its real cost, once (noted in `settled`).
 -- Reply: 1 settled now, 0 already settled (a resend: a batch lands whole),
 --   an error reply when Redis refused a write (nothing done: send it again).
 -- uses: prelude, numbers, counters, events, warnings, clock
@@ -32,6 +36,7 @@ local per = 7  -- arguments per counter
 local function arg(i, k) return ARGV[4 + per * (i - 1) + k] end
 local a = 5 + per * c
 local low, balance_key, held_key = ARGV[a], KEYS[tonumber(ARGV[a + 1])], KEYS[tonumber(ARGV[a + 2])]
+local again = ARGV[#ARGV] == '1'
 local rid, batch, answered, corrections = {}, {}, {}, {}
 local asked = {}
 local p = a + 3
@@ -59,16 +64,19 @@ if #asked > 0 then
     end
   end
 end
-local done, released, tombstones, markers_due = 0, {}, {}, {}
+local done, released, tombstones, markers_due, noted = 0, {}, {}, {}, {}
 for j = 1, m do
   if not state[j] then
-    if not answered[j] and redis.call('ZSCORE', settled, rid[j]) then
+    if redis.call('ZSCORE', settled, rid[j]) then
       state[j] = 'done'
     elseif redis.call('ZSCORE', released_set, rid[j]) then
       state[j] = 'unreserved'  -- given back at its deadline
       released[#released + 1] = rid[j]
+    elseif answered[j] and again then
+      state[j] = 'done'        -- its field went with an earlier send: a resend
     elseif answered[j] then
-      state[j] = 'done'        -- its field went with its settlement: a resend
+      state[j] = 'unreserved'  -- its reservation never reached this Redis
+      noted[j] = true
     else
       state[j] = 'unreserved'  -- its reserve never landed (and now never will)
       if batch[j] ~= '' then tombstones[#tombstones + 1] = batch[j] end
@@ -131,7 +139,7 @@ end
 if #released > 0 then redis.call('ZREM', released_set, unpack(released)) end
 local later = nil
 for j = 1, m do
-  if not answered[j] then
+  if not answered[j] or noted[j] then
     later = later or string.format('%.0f', redis_now() + 86400000)
     redis.call('ZADD', settled, later, rid[j])
   end
