@@ -33,12 +33,13 @@ constexpr ngx_uint_t stream_usage_off = 0, stream_usage_inject = 1;
 // C++ state of the http block, owned by the configuration pool.
 struct MainState {
     std::shared_ptr<const Policy> policy;
-    RedisEndpoint redis;
+    RedisSettings redis;  // spend_cap_redis (one seed) or spend_cap_redis_cluster
 };
 
 struct MainConf {
     MainState *state;
     ngx_flag_t redis_set;
+    ngx_int_t redis_replicas;
     ngx_int_t request_id_index;
     ngx_msec_t reservation_ttl;
 };

@@ -34,19 +34,28 @@ void *create_main_conf(ngx_conf_t *cf) {
     try {
         mcf->state = new (cln->data) MainState();
         cln->handler = [](void *p) { static_cast<MainState *>(p)->~MainState(); };
-        mcf->state->redis.host = "127.0.0.1";
-        mcf->state->redis.display = "127.0.0.1:6379";
+        RedisEndpoint local;
+        local.host = "127.0.0.1";
+        local.display = "127.0.0.1:6379";
+        mcf->state->redis.seeds.push_back(local);
     } catch (const std::exception &) {
         return nullptr;
     }
     mcf->request_id_index = NGX_ERROR;
     mcf->reservation_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->redis_replicas = NGX_CONF_UNSET;
     return mcf;
 }
 
 char *init_main_conf(ngx_conf_t *cf, void *conf) {
     auto *mcf = static_cast<MainConf *>(conf);
     ngx_conf_init_msec_value(mcf->reservation_ttl, kDefaultReservationTtlMs);
+    ngx_conf_init_value(mcf->redis_replicas, 0);
+    if (mcf->redis_replicas < 0 || mcf->redis_replicas > 16) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"spend_cap_redis_replicas\" must be between 0 and 16");
+        return (char *) NGX_CONF_ERROR;
+    }
+    mcf->state->redis.replicas = static_cast<int>(mcf->redis_replicas);
     if (mcf->reservation_ttl < 1000 || mcf->reservation_ttl > (ngx_msec_t) kMaxReservationTtlMs) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"spend_cap_reservation_ttl\" must be between 1s and 12h");
         return (char *) NGX_CONF_ERROR;
@@ -120,64 +129,112 @@ char *set_policy(ngx_conf_t *cf, ngx_command_t *, void *conf) {
     return NGX_CONF_OK;
 }
 
-// spend_cap_redis host:port|unix:/path [password=P] [db=N]; host names are
-// resolved here, at configuration time, never by a worker.
-char *set_redis_unsafe(ngx_conf_t *cf, void *conf) {
+// One Redis address: host:port (a name is resolved here, at configuration
+// time, never by a worker; with NGINX's `resolver` set, a worker resolves it
+// again, without blocking, at each connect) or unix:/path.
+bool parse_endpoint(ngx_conf_t *cf, const char *directive, ngx_str_t value, RedisEndpoint &ep) {
+    ep.display = to_string(value);
+    if (ngx_strncmp(value.data, "unix:", 5) == 0) {
+        ep.unix_path = ep.display.substr(5);
+        return true;
+    }
+    ngx_url_t u;
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value;
+    u.default_port = 6379;
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s: %s \"%V\"", directive, u.err ? u.err : "cannot resolve",
+                           &u.url);
+        return false;
+    }
+    u_char text[NGX_SOCKADDR_STRLEN];
+    size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text, NGX_SOCKADDR_STRLEN, 0);
+    ep.host.assign(reinterpret_cast<const char *>(text), len);
+    ep.port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    if (ngx_inet_addr(u.host.data, u.host.len) == INADDR_NONE && !(u.host.len > 0 && u.host.data[0] == '[')) {
+        ep.hostname = to_string(u.host);
+    }
+    return true;
+}
+
+// spend_cap_redis ADDR [password=P] [db=N];
+// spend_cap_redis_cluster ADDR ... [password=P];
+char *set_redis_unsafe(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
     auto *mcf = static_cast<MainConf *>(conf);
+    const bool cluster = cmd->name.len == sizeof("spend_cap_redis_cluster") - 1;
+    const char *directive = cluster ? "spend_cap_redis_cluster" : "spend_cap_redis";
     if (mcf->redis_set) {
-        return (char *) "is duplicate";
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s: the redis is already set (spend_cap_redis or "
+                           "spend_cap_redis_cluster, once)", directive);
+        return (char *) NGX_CONF_ERROR;
     }
     mcf->redis_set = 1;
     ngx_str_t *value = static_cast<ngx_str_t *>(cf->args->elts);
-    RedisEndpoint ep;
-    ep.display = to_string(value[1]);
-
-    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+    std::string password;
+    int db = 0;
+    std::vector<ngx_str_t> addresses;
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
         std::string arg = to_string(value[i]);
         if (arg.rfind("password=", 0) == 0) {
-            ep.password = arg.substr(9);
-        } else if (arg.rfind("db=", 0) == 0) {
-            ngx_int_t db = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (db == NGX_ERROR) {
+            password = arg.substr(9);
+        } else if (arg.rfind("db=", 0) == 0 && !cluster) {
+            ngx_int_t n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid redis db \"%V\"", &value[i]);
                 return (char *) NGX_CONF_ERROR;
             }
-            ep.db = static_cast<int>(db);
+            db = static_cast<int>(n);
+        } else if (arg.find('=') == std::string::npos && (cluster || addresses.empty())) {
+            addresses.push_back(value[i]);
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"", &value[i]);
             return (char *) NGX_CONF_ERROR;
         }
     }
-
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        ep.unix_path = ep.display.substr(5);
-    } else {
-        ngx_url_t u;
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.url = value[1];
-        u.default_port = 6379;
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "spend_cap_redis: %s \"%V\"",
-                               u.err ? u.err : "cannot resolve", &u.url);
+    if (addresses.empty()) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s: no address", directive);
+        return (char *) NGX_CONF_ERROR;
+    }
+    RedisSettings &settings = mcf->state->redis;
+    settings.seeds.clear();
+    settings.cluster = cluster;
+    for (ngx_str_t address : addresses) {
+        RedisEndpoint ep;
+        if (!parse_endpoint(cf, directive, address, ep)) {
             return (char *) NGX_CONF_ERROR;
         }
-        u_char text[NGX_SOCKADDR_STRLEN];
-        size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
-                                   NGX_SOCKADDR_STRLEN, 0);
-        ep.host.assign(reinterpret_cast<const char *>(text), len);
-        ep.port = ngx_inet_get_port(u.addrs[0].sockaddr);
+        if (cluster && !ep.unix_path.empty()) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s: a cluster node is host:port, not \"%V\"", directive,
+                               &address);
+            return (char *) NGX_CONF_ERROR;
+        }
+        ep.password = password;
+        ep.db = db;
+        settings.seeds.push_back(std::move(ep));
     }
-    mcf->state->redis = ep;
     return NGX_CONF_OK;
 }
 
-char *set_redis(ngx_conf_t *cf, ngx_command_t *, void *conf) {
+char *set_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) {
     try {
-        return set_redis_unsafe(cf, conf);
+        return set_redis_unsafe(cf, cmd, conf);
     } catch (const std::exception &e) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "spend_cap_redis: %s", e.what());
         return (char *) NGX_CONF_ERROR;
     }
+}
+
+// NGINX's resolver of the http block, when one is configured.
+ngx_resolver_t *configured_resolver(ngx_cycle_t *cycle) {
+    auto *ctx = reinterpret_cast<ngx_http_conf_ctx_t *>(ngx_get_conf(cycle->conf_ctx, ngx_http_module));
+    if (ctx == nullptr) {
+        return nullptr;
+    }
+    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(ctx->loc_conf[ngx_http_core_module.ctx_index]);
+    if (clcf == nullptr || clcf->resolver == nullptr || clcf->resolver->connections.nelts == 0) {
+        return nullptr;
+    }
+    return clcf->resolver;
 }
 
 ngx_conf_enum_t surfaces[] = {
@@ -204,6 +261,10 @@ const ngx_uint_t loc_contexts = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTT
 ngx_command_t commands[] = {
     {ngx_string("spend_cap_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, set_redis,
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("spend_cap_redis_cluster"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, set_redis,
+     NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("spend_cap_redis_replicas"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_num_slot,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, redis_replicas), nullptr},
     {ngx_string("spend_cap_policy"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_policy,
      NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("spend_cap_reservation_ttl"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_msec_slot,
@@ -271,7 +332,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) {
         return NGX_OK;  // the cache manager and loader never talk to Redis
     }
     try {
-        redis_start(mcf->state->redis, cycle->log);
+        redis_start(mcf->state->redis, configured_resolver(cycle), cycle->log);
         if (ngx_worker == 0) {  // one sweeper per node; a reserve that would refuse sweeps its org too
             sweep_start(mcf->state->policy, cycle->log);
         }

@@ -3,8 +3,8 @@
 // reconnects from a backoff timer, and a connection that stops answering is
 // noticed and replaced (ngx_http_spend_cap_redis_connection.h). Every
 // command is an EVALSHA of one of the core's scripts, which names in its KEYS
-// every key it touches, all in one slot: the seam where a Redis Cluster node
-// set routes each command by the slot of its first key.
+// every key it touches, all in one slot: on a Redis Cluster each goes to the
+// master of its first key's slot (ngx_http_spend_cap_redis_nodes.h).
 #pragma once
 
 #include <string>
@@ -12,7 +12,7 @@
 
 #include "ngx.h"
 #include "ngx_http_spend_cap_redis_backlog.h"     // RedisDescribe
-#include "ngx_http_spend_cap_redis_connection.h"  // RedisEndpoint
+#include "ngx_http_spend_cap_redis_nodes.h"       // RedisSettings
 #include "redis/command.h"
 #include "redis/reply.h"
 
@@ -36,7 +36,9 @@ using RedisDone = void (*)(void *data, RedisStatus status, const redisReply *rep
 struct RedisOp;
 
 // Starts the worker's client (init_process) and ends it (exit_process).
-void redis_start(const RedisEndpoint &endpoint, ngx_log_t *log);
+// `resolver`: NGINX's, when one is configured (host names are then resolved
+// again at each connect).
+void redis_start(RedisSettings settings, ngx_resolver_t *resolver, ngx_log_t *log);
 void redis_stop();
 
 // Sends an EVALSHA command; on NOSCRIPT the script is loaded and the command
@@ -61,6 +63,9 @@ bool redis_ready();
 // clears by itself (LOADING, BUSY, OOM, READONLY, ...), retried with backoff;
 // a reply that can never succeed drops it with one error line naming what
 // `describe` says.
-void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, RedisDescribe describe);
+// `says_sent_before`: its last argument is "0", and becomes "1" once a send
+// may have landed without its reply (or WAIT's confirmation) coming back.
+void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, RedisDescribe describe,
+                         bool says_sent_before = false);
 
 }  // namespace spendcap_ngx

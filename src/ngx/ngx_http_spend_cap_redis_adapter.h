@@ -24,6 +24,14 @@ struct RedisAdapterFlags {
 // frees the context.
 bool redis_attach(redisAsyncContext *ac, ngx_log_t *log, RedisAdapterFlags *flags);
 
+// A timer of the Redis client's own (never one that keeps a stopping worker).
+inline void redis_init_timer(ngx_event_t *ev, ngx_event_handler_pt handler, ngx_log_t *log, void *data) {
+    ev->handler = handler;
+    ev->log = log;
+    ev->data = data;
+    ev->cancelable = 1;
+}
+
 // Exceptions never cross into NGINX or hiredis: every callback runs its body
 // through this.
 template <typename F>

@@ -22,6 +22,10 @@ struct PendingWrite {
     std::uint64_t seq = 0;                // submission order
     std::string command;                  // RESP-encoded
     const std::string *script = nullptr;  // for NOSCRIPT
+    int slot = -1;                        // a Redis Cluster's slot of its keys (-1: any node)
+    // Its last argument says whether it was sent before (a settlement: "0"
+    // first, "1" once a send may have landed unseen).
+    bool says_sent_before = false;
     RedisDescribe describe;
 };
 

@@ -34,21 +34,14 @@ void setup_reply(void *r, void *privdata, ngx_log_t *log, const char *what) {
     }
 }
 
-void init_timer(ngx_event_t *ev, ngx_event_handler_pt handler, ngx_log_t *log, void *data) {
-    ev->handler = handler;
-    ev->log = log;
-    ev->data = data;
-    ev->cancelable = 1;
-}
-
 }  // namespace
 
-RedisConnection::RedisConnection(RedisEndpoint endpoint, ngx_log_t *log, Owner &owner)
-    : endpoint_(std::move(endpoint)), log_(log), owner_(owner), backoff_(kMinBackoff) {
-    init_timer(&reconnect_timer_, on_reconnect_timer, log, this);
-    init_timer(&connect_timer_, on_connect_timeout, log, this);
-    init_timer(&liveness_timer_, on_liveness_tick, log, this);
-    init_timer(&drop_timer_, on_drop_timer, log, this);
+RedisConnection::RedisConnection(RedisEndpoint endpoint, ngx_log_t *log, Owner &owner, ngx_resolver_t *resolver)
+    : endpoint_(std::move(endpoint)), log_(log), owner_(owner), resolver_(resolver), backoff_(kMinBackoff) {
+    redis_init_timer(&reconnect_timer_, on_reconnect_timer, log, this);
+    redis_init_timer(&connect_timer_, on_connect_timeout, log, this);
+    redis_init_timer(&liveness_timer_, on_liveness_tick, log, this);
+    redis_init_timer(&drop_timer_, on_drop_timer, log, this);
 }
 
 RedisConnection::~RedisConnection() { stop(); }
@@ -60,6 +53,11 @@ void RedisConnection::start() {
 
 void RedisConnection::stop() {
     stopping_ = true;
+    if (resolving_ != nullptr) {
+        ngx_resolver_ctx_t *ctx = resolving_;
+        resolving_ = nullptr;
+        ngx_resolve_name_done(ctx);  // cancels it
+    }
     for (ngx_event_t *timer : {&reconnect_timer_, &connect_timer_, &liveness_timer_, &drop_timer_}) {
         if (timer->timer_set) {
             ngx_del_timer(timer);
@@ -107,6 +105,7 @@ void RedisConnection::drop(const char *why) {
     }
     redisAsyncFree(ac);
     schedule_reconnect();
+    owner_.connection_lost(*this);
 }
 
 void RedisConnection::drop_soon(std::string_view why) {
@@ -147,6 +146,13 @@ bool RedisConnection::send_setup(int argc, const char **argv, const size_t *lens
     return true;
 }
 
+bool RedisConnection::send_asking() {
+    const char *argv[] = {"ASKING"};
+    return send_setup(1, argv, nullptr, [](redisAsyncContext *ac, void *r, void *p) {
+        setup_reply(r, p, of(ac)->log_, "ASKING");
+    });
+}
+
 bool RedisConnection::load_script(const std::string &script) {
     const char *argv[] = {"SCRIPT", "LOAD", script.c_str()};
     const size_t lens[] = {6, 4, script.size()};
@@ -156,8 +162,65 @@ bool RedisConnection::load_script(const std::string &script) {
 }
 
 void RedisConnection::connect_now() {
+    if (resolver_ != nullptr && !endpoint_.hostname.empty() && endpoint_.unix_path.empty()) {
+        resolve_then_connect();
+        return;
+    }
+    connect_to(endpoint_.host);
+}
+
+// A managed endpoint's name follows its primary: it is asked again before
+// each connect, without blocking (NGINX's resolver). An answer that does not
+// come leaves the address last found.
+void RedisConnection::resolve_then_connect() {
+    ngx_resolver_ctx_t *ctx = ngx_resolve_start(resolver_, nullptr);
+    if (ctx == nullptr || ctx == NGX_NO_RESOLVER) {
+        connect_to(endpoint_.host);
+        return;
+    }
+    ctx->name.data = reinterpret_cast<u_char *>(const_cast<char *>(endpoint_.hostname.data()));
+    ctx->name.len = endpoint_.hostname.size();
+    ctx->handler = resolve_handler;
+    ctx->data = this;
+    ctx->timeout = kConnectTimeout;
+    ctx->cancelable = 1;
+    resolving_ = ctx;
+    if (ngx_resolve_name(ctx) != NGX_OK) {  // (nginx freed ctx)
+        resolving_ = nullptr;
+        connect_to(endpoint_.host);
+    }
+}
+
+void RedisConnection::resolve_handler(ngx_resolver_ctx_t *ctx) {
+    auto *self = static_cast<RedisConnection *>(ctx->data);
+    redis_guarded(self->log_, "redis resolve", [&] { self->on_resolved(ctx); });
+}
+
+void RedisConnection::on_resolved(ngx_resolver_ctx_t *ctx) {
+    std::string host = endpoint_.host;
+    if (ctx->state == NGX_OK && ctx->naddrs > 0) {
+        u_char text[NGX_SOCKADDR_STRLEN];
+        size_t len = ngx_sock_ntop(ctx->addrs[0].sockaddr, ctx->addrs[0].socklen, text, NGX_SOCKADDR_STRLEN, 0);
+        host.assign(reinterpret_cast<const char *>(text), len);
+        if (host != endpoint_.host) {
+            ngx_log_error(NGX_LOG_NOTICE, log_, 0, "spend_cap: redis %s is now at %s", endpoint_.display.c_str(),
+                          host.c_str());
+            endpoint_.host = host;
+        }
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log_, 0, "spend_cap: cannot resolve redis %s (%i: %s), using %s",
+                      endpoint_.display.c_str(), ctx->state, ngx_resolver_strerror(ctx->state), host.c_str());
+    }
+    resolving_ = nullptr;
+    ngx_resolve_name_done(ctx);
+    if (!stopping_ && ac_ == nullptr) {
+        connect_to(host);
+    }
+}
+
+void RedisConnection::connect_to(const std::string &host) {
     const RedisEndpoint &ep = endpoint_;
-    redisAsyncContext *ac = ep.unix_path.empty() ? redisAsyncConnect(ep.host.c_str(), ep.port)
+    redisAsyncContext *ac = ep.unix_path.empty() ? redisAsyncConnect(host.c_str(), ep.port)
                                                  : redisAsyncConnectUnix(ep.unix_path.c_str());
     if (ac == nullptr || ac->err) {
         ngx_log_error(NGX_LOG_ERR, log_, 0, "spend_cap: cannot connect to redis %s: %s", ep.display.c_str(),
@@ -204,6 +267,7 @@ void RedisConnection::on_connect(int status) {
         ac_ = nullptr;  // hiredis frees it after this callback
         flags_.connected = false;
         schedule_reconnect();
+        owner_.connection_lost(*this);
         return;
     }
     ngx_log_error(NGX_LOG_INFO, log_, 0, "spend_cap: connected to redis %s", endpoint_.display.c_str());
@@ -220,6 +284,9 @@ void RedisConnection::on_disconnect(int status) {
     ac_ = nullptr;
     flags_.connected = false;
     schedule_reconnect();
+    if (!stopping_) {
+        owner_.connection_lost(*this);
+    }
 }
 
 void RedisConnection::connect_callback(const redisAsyncContext *ac, int status) {
@@ -264,7 +331,7 @@ void RedisConnection::on_liveness_tick(ngx_event_t *ev) {
 void RedisConnection::on_reconnect_timer(ngx_event_t *ev) {
     auto *self = static_cast<RedisConnection *>(ev->data);
     redis_guarded(self->log_, "redis reconnect", [&] {
-        if (self->ac_ == nullptr && !self->stopping_) {
+        if (self->ac_ == nullptr && self->resolving_ == nullptr && !self->stopping_) {
             self->connect_now();
         }
     });

@@ -1,9 +1,10 @@
-// One connection to one Redis server, kept alive: connect (with a timeout),
-// AUTH and SELECT ahead of everything, reconnect with backoff, and liveness
-// (a connection whose commands get no reply is dropped; an idle one is
-// probed). What goes over it, and what a failure means for each command, is
-// its owner's business (ngx_http_spend_cap_redis.cpp). A Redis Cluster
-// client holds one per node.
+// One connection to one Redis server, kept alive: connect (with a timeout,
+// the host name resolved again first when NGINX's `resolver` is set), AUTH
+// and SELECT ahead of everything, reconnect with backoff, and liveness (a
+// connection whose commands get no reply is dropped; an idle one is probed).
+// What goes over it, and what a failure means for each command, is its
+// owner's business (ngx_http_spend_cap_redis.cpp). A Redis Cluster client
+// holds one per master (ngx_http_spend_cap_redis_nodes.h).
 #pragma once
 
 #include <string>
@@ -19,6 +20,7 @@ namespace spendcap_ngx {
 
 struct RedisEndpoint {
     std::string host;       // numeric address, resolved at configuration time
+    std::string hostname;   // the name configured, when not an address: resolved again at each connect with a resolver
     int port = 6379;
     std::string unix_path;  // set for unix:/path
     std::string password;
@@ -37,13 +39,16 @@ public:
         // Whether writes that must land still wait: its timers then keep a
         // stopping worker alive (bounded by worker_shutdown_timeout).
         virtual bool writes_waiting() const = 0;
+        // The connection failed or was lost (it reconnects by itself).
+        virtual void connection_lost(RedisConnection &) {}
     };
 
     // The hiredis callback of a command: `reply` nullptr when the connection
     // failed or was dropped before the reply (hiredis calls it then, at once).
     using Callback = void (*)(redisAsyncContext *ac, void *reply, void *privdata);
 
-    RedisConnection(RedisEndpoint endpoint, ngx_log_t *log, Owner &owner);
+    // `resolver`: NGINX's, when configured (nullptr: the address found at load).
+    RedisConnection(RedisEndpoint endpoint, ngx_log_t *log, Owner &owner, ngx_resolver_t *resolver = nullptr);
     ~RedisConnection();
     RedisConnection(const RedisConnection &) = delete;
     RedisConnection &operator=(const RedisConnection &) = delete;
@@ -57,11 +62,14 @@ public:
     bool usable() const { return ac_ != nullptr; }
     bool connected() const { return flags_.connected; }
     const std::string &name() const { return endpoint_.display; }
+    const RedisEndpoint &endpoint() const { return endpoint_; }
 
     // Queues a RESP-encoded command; false when there is no connection.
     bool send(const std::string &resp, Callback done, void *privdata);
     // SCRIPT LOAD, queued ahead of what follows on this connection.
     bool load_script(const std::string &script);
+    // ASKING, queued just ahead of the command a Cluster's ASK sends here.
+    bool send_asking();
     // A reply to a command of send() came (the owner's callback says so).
     void replied();
     // Ends the connection soon, outside the hiredis callback that found why.
@@ -69,6 +77,9 @@ public:
 
 private:
     void connect_now();
+    void connect_to(const std::string &host);
+    void resolve_then_connect();
+    void on_resolved(ngx_resolver_ctx_t *ctx);
     void schedule_reconnect();
     void drop(const char *why);
     void arm(ngx_event_t *timer, ngx_msec_t after);
@@ -84,10 +95,13 @@ private:
     static void on_connect_timeout(ngx_event_t *ev);
     static void on_liveness_tick(ngx_event_t *ev);
     static void on_drop_timer(ngx_event_t *ev);
+    static void resolve_handler(ngx_resolver_ctx_t *ctx);
 
     RedisEndpoint endpoint_;
     ngx_log_t *log_;
     Owner &owner_;
+    ngx_resolver_t *resolver_;
+    ngx_resolver_ctx_t *resolving_ = nullptr;  // a name being resolved
     redisAsyncContext *ac_ = nullptr;  // nullptr while disconnected
     RedisAdapterFlags flags_;
     bool stopping_ = false;

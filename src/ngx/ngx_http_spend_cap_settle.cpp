@@ -49,7 +49,8 @@ void send(Batch batch) {
         return;
     }
     auto items = std::make_shared<const std::vector<spendcap::SettleItem>>(std::move(batch.items));
-    redis_eval_reliably(std::move(command), &spendcap::scripts::settle().text, [items] { return describe(*items); });
+    redis_eval_reliably(std::move(command), &spendcap::scripts::settle().text, [items] { return describe(*items); },
+                        true);
 }
 
 // Settlements wait per org.
