@@ -410,8 +410,9 @@ def anthropic_cost(model, inp, out, cache_write=0, cache_read=0, policy=None):
 # ---------------------------------------------------------------- processes
 
 class RedisServer:
-    def __init__(self, workdir, port=None, extra_args=(), password=None, unixsocket=None):
+    def __init__(self, workdir, port=None, extra_args=(), password=None, unixsocket=None, bind="127.0.0.1"):
         self.workdir = Path(workdir)
+        self.bind = bind
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)
         self.port = port or free_port()
@@ -427,7 +428,7 @@ class RedisServer:
 
     def start(self, timeout=10):
         self.proc = subprocess.Popen(
-            [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [REDIS_BIN, "--port", str(self.port), "--bind", self.bind, "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
              "--daemonize", "no", "--protected-mode", "no"] + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -445,7 +446,7 @@ class RedisServer:
         raise RuntimeError("redis-server did not answer PING on port %d" % self.port)
 
     def client(self, db=0):
-        return redis_lib.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True,
+        return redis_lib.Redis(host=self.bind, port=self.port, socket_timeout=5, decode_responses=True,
                                password=self.password, db=db)
 
     def log(self):
@@ -475,7 +476,7 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
-        wait_until(lambda: not port_open(self.port), timeout=5)
+        wait_until(lambda: not port_open(self.port, self.bind), timeout=5)
 
 
 class FakeProvider:
@@ -599,7 +600,7 @@ class Nginx:
 
     def __init__(self, workdir, *, fake_port, redis_port=None, redis_addr=None, policy=None,
                  location_extra="", server_extra="", http_extra="", main_extra="", module=True,
-                 spend_cap="on", workers=2, port=None, binary=None):
+                 spend_cap="on", workers=2, port=None, binary=None, redis_directive=None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
@@ -631,12 +632,13 @@ class Nginx:
         http_directives = ""
         location_directives = ""
         if module:
-            addr = redis_addr or "127.0.0.1:%d" % redis_port
             # A busy machine may keep Redis from answering within the default 100 ms:
             # every test gets a generous reserve timeout (one that tests timeouts sets
             # its own in its location) instead of a 503 no test asked for.
-            http_directives = ("    spend_cap_redis %s;\n    spend_cap_policy %s;\n    spend_cap_timeout 10s;\n"
-                               % (addr, self.policy_path))
+            # redis_directive: the whole line instead (e.g. spend_cap_redis_cluster SEEDS...;)
+            redis_line = redis_directive or "spend_cap_redis %s;" % (redis_addr or "127.0.0.1:%d" % redis_port)
+            http_directives = ("    %s\n    spend_cap_policy %s;\n    spend_cap_timeout 10s;\n"
+                               % (redis_line, self.policy_path))
             if spend_cap:
                 location_directives = "            spend_cap %s;\n" % spend_cap
         self.conf_text = NGINX_CONF.format(
@@ -1014,7 +1016,8 @@ def reserve_requests(args):
 def settle_requests(args):
     """[(request id, batch id, answered), ...] of a settle call (ARGV: C, M, G, prefix
     length; 7 per counter; low_balance, balance index, held index; per request id,
-    batch, answered and its corrections, "INDEX DELTA\n" lines)."""
+    batch, answered and its corrections, "INDEX DELTA\n" lines; last, whether it was
+    sent before)."""
     argv = evalsha_argv(args)
     c, m = int(argv[0]), int(argv[1])
     p = 4 + 7 * c + 3
@@ -1022,7 +1025,7 @@ def settle_requests(args):
     for _ in range(m):
         out.append((argv[p], argv[p + 1], argv[p + 2] == "1"))
         p += 4
-    assert p == len(argv), "settle argv of unexpected length: %r" % args
+    assert p + 1 == len(argv) and argv[p] in ("0", "1"), "settle argv of unexpected length: %r" % args
     return out
 
 
