@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Fault drills under load (scripts/drill.sh runs this; not part of the test suite).
 
+The `failover` and `reshard` drills run on a Redis Cluster of 3 masters and 3
+replicas (NGINX with spend_cap_redis_cluster and spend_cap_redis_replicas 1): kill
+-9 of the org's master (its replica promoted, the killed node brought back as a
+replica), and the org's slot migrated to another master under load.
+
 Each drill starts its own redis-server, fake provider and NGINX with the module
 (2 workers), sends requests from CLIENTS threads for SECONDS, injects one real
 fault in the middle, lets everything settle, and prints per drill: requests
@@ -15,6 +20,7 @@ of those; counted spend is the key's lifetime counter once all is settled.
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -41,10 +47,14 @@ INT64_MAX = 2 ** 63 - 1
 
 
 class Drill:
-    def __init__(self, name, workdir, args, ttl="2s", timeout="100ms", via_proxy=False, dataset=0):
+    def __init__(self, name, workdir, args, ttl="2s", timeout="100ms", via_proxy=False, dataset=0, cluster=False):
         self.name = name
         self.args = args
         self.dir = Path(workdir) / name
+        self.cluster = None
+        if cluster:
+            self._start_on_cluster(ttl, timeout)
+            return
         redis_args = ["--enable-debug-command", "yes"] if dataset else []
         self.redis = RedisServer(self.dir / "redis", extra_args=redis_args).start()
         self.rc = self.redis.client()
@@ -58,6 +68,24 @@ class Drill:
                            location_extra="spend_cap_timeout %s;" % timeout).start()
         self.statuses = Counter()
         self.implausible_ok = 0   # 2xx answers the drill asked to report absurd usage for
+        self.absurd_sent = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.extra = {}
+
+    def _start_on_cluster(self, ttl, timeout):
+        from cluster_support import RedisCluster
+        self.cluster = RedisCluster(self.dir / "cluster").start()
+        self.redis = self.proxy = None
+        self.rc = self.cluster.cluster_client()
+        self.fake = self.args.fake
+        seeds = self.cluster.seeds()
+        self.nginx = Nginx(self.dir / "nginx", fake_port=self.fake.port, policy=default_policy(),
+                           redis_directive="spend_cap_redis_cluster %s %s;" % (seeds[0], seeds[-1]),
+                           http_extra="spend_cap_reservation_ttl %s;\nspend_cap_redis_replicas 1;" % ttl,
+                           location_extra="spend_cap_timeout %s;" % timeout).start()
+        self.statuses = Counter()
+        self.implausible_ok = 0
         self.absurd_sent = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -134,7 +162,10 @@ class Drill:
         self.nginx.stop(check=False)
         if self.proxy:
             self.proxy.stop()
-        self.redis.stop()
+        if self.cluster:
+            self.cluster.stop()
+        else:
+            self.redis.stop()
 
 
 def oom(d):
@@ -200,6 +231,26 @@ def absurd(d):
     pass  # the clients mix in max_tokens 2^63-1 and usage of 10^18 tokens throughout
 
 
+def failover(d):
+    from cluster_support import key_slot
+    master = d.cluster.master_of_slot(key_slot("{acme}"))
+    t0 = time.monotonic()
+    d.cluster.kill_master(master)
+    d.extra["failover_seconds"] = round(time.monotonic() - t0, 1)
+    time.sleep(d.args.seconds / 4)
+    d.cluster.restart_node(master)  # back as a replica: WAIT 1 confirms again
+
+
+def reshard(d):
+    from cluster_support import key_slot
+    slot = key_slot("{acme}")
+    src = d.cluster.master_of_slot(slot)
+    dst = next(p for p in d.cluster.masters() if p != src)
+    t0 = time.monotonic()
+    d.extra["keys_moved"] = d.cluster.migrate_slot(slot, dst, batch=5)
+    d.extra["reshard_seconds"] = round(time.monotonic() - t0, 2)
+
+
 DRILLS = {
     "oom": (oom, {}),
     "loading": (loading, {"dataset": 20000}),
@@ -208,10 +259,14 @@ DRILLS = {
     "kill9": (kill9, {}),
     "ttl": (outlive_ttl, {"ttl": "1s"}),
     "absurd": (absurd, {}),
+    "failover": (failover, {"cluster": True, "timeout": "1s"}),
+    "reshard": (reshard, {"cluster": True, "timeout": "1s"}),
 }
 
 
 def main():
+    # redis-py's cluster client logs each MOVED it follows while reading the counters
+    logging.getLogger("redis").setLevel(logging.CRITICAL)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("drills", nargs="*", default=list(DRILLS))
     ap.add_argument("--clients", type=int, default=16)
@@ -250,7 +305,9 @@ def print_row(row, as_json):
         print(json.dumps(row))
         return
     answered = " ".join("%s:%s" % kv for kv in row["answered"].items())
-    extra = " ".join("%s=%s" % (k, v) for k, v in row.items() if k in ("loading_seconds", "workers_killed"))
+    extra = " ".join("%s=%s" % (k, v) for k, v in row.items() if k in ("loading_seconds", "workers_killed",
+                                                                       "failover_seconds", "keys_moved",
+                                                                       "reshard_seconds"))
     print("%-10s sent %5d  answered %-30s settled %5d  lost %d req / %d nUSD  leaked %d req / %d nUSD  "
           "reservations left %d  %s"
           % (row["drill"], row["sent"], answered, row["settled"], row["lost_requests"], row["lost_nanousd"],
