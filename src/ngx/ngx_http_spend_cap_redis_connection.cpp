@@ -255,6 +255,12 @@ void RedisConnection::connect_to(const std::string &host) {
         const char *argv[] = {"SELECT", db.c_str()};
         send_setup(2, argv, nullptr, [](redisAsyncContext *c, void *r, void *p) { setup_reply(r, p, of(c)->log_, "SELECT"); });
     }
+    // Named, so that CLIENT LIST tells spend-cap's connections apart; a server
+    // (or proxy) that refuses the name is no reason to log anything.
+    const char *name[] = {"CLIENT", "SETNAME", "spend-cap"};
+    send_setup(3, name, nullptr, [](redisAsyncContext *, void *r, void *p) {
+        if (r != nullptr) static_cast<RedisConnection *>(p)->replied();
+    });
 }
 
 void RedisConnection::on_connect(int status) {

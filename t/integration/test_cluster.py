@@ -106,6 +106,23 @@ def test_caps_exact_on_every_master_from_two_nodes(nginx_factory, redis_cluster,
     for ng in (a, b):
         text = ng.error_text()
         assert "redis cluster of 3 masters" in text, text[-2000:]
+    # Connections stay bounded: one per worker and master (2 nodes x 2 workers), none
+    # to a replica (b's seed is one: its connection is closed once the map is read).
+    masters = set(cluster.masters())
+    replicas = [n.port for n in cluster.nodes if n.port not in masters]
+    assert int(seeds[-1].split(":")[1]) in replicas
+    assert wait_until(lambda: all(nginx_clients(cluster, p) == 0 for p in replicas), timeout=10), \
+        {p: nginx_clients(cluster, p) for p in replicas}
+    assert all(nginx_clients(cluster, p) == 4 for p in masters), {p: nginx_clients(cluster, p) for p in masters}
+
+
+def nginx_clients(cluster, port):
+    """The connections of NGINX workers to a node (the module names them spend-cap)."""
+    c = cluster.node_client(port)
+    try:
+        return sum(1 for x in c.client_list() if x.get("name") == "spend-cap")
+    finally:
+        c.close()
 
 
 # ----------------------------------------------------------------- under load

@@ -90,3 +90,25 @@ def test_missing_policy_file(nginx_factory):
     ng.log_checked = True
     assert res.returncode != 0
     assert str(ng.policy_path) in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("directives,reason", [
+    ("spend_cap_redis_cluster 127.0.0.1:7000 127.0.0.1:7001;", None),
+    ("spend_cap_redis_cluster 127.0.0.1:7000 password=secret;\nspend_cap_redis_replicas 1;", None),
+    ("spend_cap_redis_cluster 127.0.0.1:7000;\nspend_cap_redis 127.0.0.1:6379;", "already set"),
+    ("spend_cap_redis_cluster 127.0.0.1:7000 db=2;", "invalid parameter"),
+    ("spend_cap_redis_cluster unix:/tmp/redis.sock;", "a cluster node is host:port"),
+    ("spend_cap_redis_cluster password=secret;", "no address"),
+    ("spend_cap_redis 127.0.0.1:6379;\nspend_cap_redis_replicas 17;", "between 0 and 16"),
+    ("spend_cap_redis 127.0.0.1:6379 127.0.0.1:6380;", "invalid parameter"),
+])
+def test_redis_directives(nginx_factory, directives, reason):
+    """spend_cap_redis_cluster / spend_cap_redis_replicas at load: the seeds need not
+    answer (nginx -t connects to nothing), a bad combination names its reason."""
+    ng = nginx_factory(start=False, redis_directive=directives)
+    res = ng.test_config()
+    ng.log_checked = True
+    if reason is None:
+        assert res.returncode == 0, res.stderr
+    else:
+        assert res.returncode != 0 and reason in res.stderr, res.stderr
