@@ -216,6 +216,7 @@ void on_reliable_reply(RedisOp *op, const ReplyGist &reply, bool confirmed) {
             // is sent again (a no-op where it landed) until WAIT confirms it.
             backlog.hold("WAIT: fewer replicas than spend_cap_redis_replicas confirm it");
             sent_before(op->work);
+            op->work.unconfirmed = true;
             backlog.insert(std::move(op->work));
             finish(op, RedisStatus::unavailable, nullptr);
             return;

@@ -28,6 +28,13 @@ std::string describe(const PendingWrite &w) {
     }
 }
 
+// Why an entry gives way to a newer one when the backlog is full.
+const char *full_why(const PendingWrite &w) {
+    return w.unconfirmed ? "the backlog of writes waiting for redis is full (it was applied on the master; only "
+                           "WAIT's confirmation that a replica holds it is given up)"
+                         : "the backlog of writes waiting for redis is full";
+}
+
 }  // namespace
 
 WriteBacklog::WriteBacklog(ngx_log_t *log, void (*retry)()) : log_(log), retry_(retry) {
@@ -73,11 +80,11 @@ void WriteBacklog::insert(PendingWrite write) {
     while (!queue_.empty() && (queue_.size() >= kMaxBacklog || bytes_ + size > kMaxBacklogBytes)) {
         PendingWrite &oldest = queue_.front();
         if (oldest.seq > write.seq) {
-            lost(write, "the backlog of writes waiting for redis is full");
+            lost(write, full_why(write));
             return;
         }
         bytes_ -= oldest.command.size() + kDescribeBytes;
-        lost(oldest, "the backlog of writes waiting for redis is full");
+        lost(oldest, full_why(oldest));
         queue_.pop_front();
     }
     auto at = std::upper_bound(queue_.begin(), queue_.end(), write.seq,

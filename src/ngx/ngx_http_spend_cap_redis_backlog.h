@@ -26,6 +26,8 @@ struct PendingWrite {
     // Its last argument says whether it was sent before (a settlement: "0"
     // first, "1" once a send may have landed unseen).
     bool says_sent_before = false;
+    // Applied on the master, not yet confirmed by WAIT (kept to be sent again).
+    bool unconfirmed = false;
     RedisDescribe describe;
 };
 
