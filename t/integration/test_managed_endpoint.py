@@ -114,3 +114,47 @@ def test_the_name_moves_to_the_promoted_replica_and_nothing_is_lost(nginx_factor
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_reservation_the_failover_lost_is_counted_at_its_real_cost_once(nginx_factory, tmp_path, fake, dns):
+    """The bound of SPEC section 10: a reservation answered by a primary that died
+    before its replica had it is lost, and its request is still counted at its real
+    cost, once, when it settles on the promoted replica."""
+    port = free_port()
+    servers = []
+    try:
+        dns.set(NAME, "127.0.0.1")
+        primary = RedisServer(tmp_path / "primary", port=port).start()
+        servers.append(primary)
+        replica = RedisServer(tmp_path / "replica", port=port, bind="127.0.0.2").start()
+        servers.append(replica)
+        ng = nginx_factory(redis_addr="%s:%d" % (NAME, port), workers=1,
+                           http_extra="resolver 127.0.0.1:%d valid=1s ipv6=off;\nspend_cap_redis_replicas 1;"
+                           % dns.port)
+        # The replica never gets the reservation (it is not replicating: the extreme
+        # of a replica lagging behind when its primary dies).
+        answer = {}
+        t = threading.Thread(target=lambda: answer.update(r=chat(ng, **{"x-fake-hold": "lost"})))
+        t.start()
+        assert wait_until(lambda: len(fake.requests()) == 1, timeout=10)
+        assert len(held(primary.client())) == 1 and not held(replica.client())
+        dns.set(NAME, "127.0.0.2")
+        primary.proc.kill()
+        primary.proc.wait()
+        primary.proc = None
+        fake.release("lost")
+        t.join(timeout=30)
+        assert answer["r"].status_code == 200
+        # Its first settlement finds no reservation: the real cost, once, and a marker.
+        r = replica.client()
+        assert wait_until(lambda: spent(r) == COST, timeout=20), spent(r)
+        assert r.zcard("sc:{acme}:settled") == 1
+        # The replica has no replica of its own: WAIT keeps the settlement in the
+        # backlog, sent again (a no-op) until one confirms it.
+        before = int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+        assert wait_until(lambda: int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)) > before,
+                          timeout=20)
+        assert spent(r) == COST and int(r.get("sc:{acme}:settlements") or 0) == 1
+    finally:
+        for s in servers:
+            s.stop()
