@@ -9,9 +9,14 @@
 #   SMOKE=1 scripts/bench.sh         CI: 3 s per side, and the counters must be exact
 #   KEY_SOURCE=api scripts/bench.sh  the keys are created through the management API
 #                                    (records in Redis) instead of listed in the file
+#   REDIS=cluster scripts/bench.sh   a Redis Cluster of 3 masters (no replicas) instead of
+#                                    one redis-server (REDIS=standalone, the default)
 #
 # Starts, on free 127.0.0.1 ports, in a temp dir that it removes at exit:
-#   - its own redis-server;
+#   - its own redis-server; REDIS=cluster: 3 (each its own cluster bus port), made a
+#     cluster with redis-cli --cluster create, and the module front names all 3 as
+#     seeds in spend_cap_redis_cluster (every key of an org carries the hash tag {ORG},
+#     so an org's keys sit on one master);
 #   - a fake upstream: an NGINX server block answering every request with a fixed
 #     OpenAI chat completion (with usage), so the upstream is not the bottleneck;
 #   - "plain":  NGINX, proxy_pass to the fake upstream (keepalive 64);
@@ -47,6 +52,7 @@
 #   redis cmds/req  INFO commandstats calls (commands run inside scripts count too; the
 #                   harness's own INFO does not) / requests, the 5 biggest by name, and
 #                   EVALSHA's usec / requests
+#                   (REDIS=cluster: each summed over the 3 masters; the key count too)
 # then the module/plain ratio of requests/s and the module − plain worker µs/req, and
 # at the end a markdown table of it all.
 #
@@ -87,11 +93,13 @@ conns=${CONNS:-64}
 threads=$(( conns < 2 ? 1 : 2 ))
 read -r -a sides <<< "${SIDES:-plain module}"   # SIDES=plain: check the harness alone
 read -r -a cases <<< "${CASES:-json stream}"
+redis_mode=${REDIS:-standalone}
 
 say() { printf 'bench.sh: %s\n' "$*"; }
 die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
 
 [[ "$nkeys" =~ ^[1-9][0-9]*$ ]] || die "KEYS=$nkeys: a positive number"
+[[ "$redis_mode" =~ ^(standalone|cluster)$ ]] || die "REDIS=$redis_mode: standalone or cluster"
 if [ -z "$norgs" ]; then
     norgs=$(( (nkeys + 99) / 100 ))
     [ "$norgs" -le 100 ] || norgs=100
@@ -112,7 +120,7 @@ fi
 
 dir=$(mktemp -d /tmp/spend-cap-bench.XXXXXX)
 chmod 755 "$dir"   # NGINX workers run as nobody when we are root
-redis_pid=""
+redis_pids=""   # every redis-server started (3 for REDIS=cluster)
 cleanup() {
     local p
     for p in upstream plain module; do
@@ -120,7 +128,7 @@ cleanup() {
             "$nginx_bin" -p "$dir/$p" -c "$dir/$p/nginx.conf" -e "$dir/$p/error.log" -s stop 2>/dev/null || true
         fi
     done
-    if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
+    if [ -n "$redis_pids" ]; then kill $redis_pids 2>/dev/null || true; fi
     sleep 0.3
     rm -rf -- "$dir"
 }
@@ -139,13 +147,13 @@ fi
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 used_ports=" "
 redis_port="" up_port="" plain_port="" module_port="" admin_port=""
-# Sets redis_port, up_port, plain_port, module_port, admin_port to distinct free ports.
+# Sets each variable named in $@ to a distinct free port, below Linux's ephemeral range
+# (32768-60999): a port an outgoing connection holds cannot be bound, and is not open.
 pick_ports() {
-    local n
-    for n in redis_port up_port plain_port module_port admin_port; do
-        local p
+    local n p
+    for n in "$@"; do
         while :; do
-            p=$((20000 + RANDOM % 30000))
+            p=$((20000 + RANDOM % 12000))
             [[ "$used_ports" == *" $p "* ]] && continue
             port_open "$p" && continue
             break
@@ -154,7 +162,13 @@ pick_ports() {
         printf -v "$n" '%s' "$p"
     done
 }
-pick_ports
+pick_ports redis_port up_port plain_port module_port admin_port
+# The masters' ports, space-separated: the helper reads and sums over all of them.
+redis_ports=$redis_port
+if [ "$redis_mode" = cluster ]; then
+    pick_ports redis_port_2 redis_port_3 bus_port_1 bus_port_2 bus_port_3
+    redis_ports="$redis_port $redis_port_2 $redis_port_3"
+fi
 
 # --- The helper: policy, Redis figures, the smoke check (integers for money) -------
 cat > "$dir/bench.py" <<'PY'
@@ -211,6 +225,51 @@ class Redis:
         for i in range(0, len(keys), 1000):
             values += self.pipe([("GET", k) for k in keys[i:i + 1000]])
         return [int(v) if v is not None else 0 for v in values]
+
+
+def key_slot(key):
+    """Redis Cluster's slot of a key: CRC16 (XMODEM) of its {hash tag}, or of the whole
+    key if it has none, mod 16384."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start >= 0 and end > start + 1:
+        key = key[start + 1:end]
+    crc = 0
+    for byte in key.encode():
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc % 16384
+
+
+class Masters:
+    """The Redis the module uses, as one: a redis-server, or (several ports) a cluster's
+    masters: each key read on the master of its slot (CLUSTER SLOTS), SCAN on every one."""
+    def __init__(self, ports):
+        self.nodes = {int(p): Redis(p) for p in ports.split()}
+        first = next(iter(self.nodes.values()))
+        self.owner = [first] * 16384
+        if len(self.nodes) > 1:
+            for start, end, master, *_ in first.cmd("CLUSTER", "SLOTS"):
+                self.owner[start:end + 1] = [self.nodes[int(master[1])]] * (end + 1 - start)
+
+    def scan(self, pattern):
+        for r in self.nodes.values():
+            yield from r.scan(pattern)
+
+    def cmd(self, *args):
+        """A command on one key, args[1]."""
+        return self.owner[key_slot(args[1])].cmd(*args)
+
+    def get_many(self, keys):
+        by_node = {}
+        for i, k in enumerate(keys):
+            by_node.setdefault(self.owner[key_slot(k)], []).append(i)
+        values = [0] * len(keys)
+        for r, indexes in by_node.items():
+            for i, v in zip(indexes, r.get_many([keys[i] for i in indexes])):
+                values[i] = v
+        return values
 
 
 def key_set(case, n, orgs):
@@ -272,10 +331,10 @@ def api_keys(admin_port, token_file, n, orgs, out_dir):
                     f.write(json.loads(answer.read())["secret"] + "\n")
 
 
-def counted(port, key_list, day):
+def counted(ports, key_list, day):
     """Requests and spend the keys of key_list counted on day."""
     pairs = [line.split() for line in open(key_list)]
-    r = Redis(port)
+    r = Masters(ports)
     reqs = r.get_many(["sc:{%s}:reqs:key:%s:d:%s" % (o, k, day) for o, k in pairs])
     spend = r.get_many(["sc:{%s}:spend:key:%s:d:%s" % (o, k, day) for o, k in pairs])
     print(sum(reqs), sum(spend))
@@ -290,9 +349,9 @@ def held(r):
     return n
 
 
-def quiet(port, timeout):
+def quiet(ports, timeout):
     """Waits until no reservation is held; prints how many are left and after how long."""
-    r = Redis(port)
+    r = Masters(ports)
     t0 = time.monotonic()
     while True:
         left = held(r)
@@ -315,18 +374,17 @@ def fixed(text, digits):
 
 
 def info(path):
-    fields, calls, usec = {}, {}, {}
+    """CPU µs, calls and usec by command, summed over the INFOs in path (one a master)."""
+    cpu_us, calls, usec = 0, {}, {}
     for line in open(path):
         line = line.strip()
         if line.startswith("cmdstat_"):
             name, _, stats = line[len("cmdstat_"):].partition(":")
             kv = dict(s.split("=", 1) for s in stats.split(","))
-            calls[name] = int(kv["calls"])
-            usec[name] = int(kv["usec"])
-        elif ":" in line:
-            k, _, v = line.partition(":")
-            fields[k] = v
-    cpu_us = fixed(fields["used_cpu_sys"], 6) + fixed(fields["used_cpu_user"], 6)
+            calls[name] = calls.get(name, 0) + int(kv["calls"])
+            usec[name] = usec.get(name, 0) + int(kv["usec"])
+        elif line.startswith(("used_cpu_sys:", "used_cpu_user:")):
+            cpu_us += fixed(line.partition(":")[2], 6)
     return cpu_us, calls, usec
 
 
@@ -346,7 +404,7 @@ def redis_delta(before, after, requests):
         ",".join("%s:%.2f" % (n, per(c)) for n, c in top) or "-"))
 
 
-def check(port, log, json_cost, sse_cost):
+def check(ports, log, json_cost, sse_cost):
     """SMOKE: the access log's costs against the counters, exactly."""
     expected = {"json": int(json_cost), "stream": int(sse_cost)}
     failures = []
@@ -381,7 +439,7 @@ def check(port, log, json_cost, sse_cost):
             wrong_usage += 1
     logged_total = sum(cost.values())
 
-    r = Redis(port)
+    r = Masters(ports)
     left = held(r)
 
     def counters(pattern, scope, tail):
@@ -461,14 +519,52 @@ PY
 helper() { "$python" "$dir/bench.py" "$@"; }
 
 # --- Redis -----------------------------------------------------------------------
-redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-    --daemonize no --logfile "$dir/redis.log" &
-redis_pid=$!
-for _ in $(seq 1 50); do
-    redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break
-    sleep 0.1
+if [ "$redis_mode" = standalone ]; then
+    redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+        --daemonize no --logfile "$dir/redis.log" &
+    redis_pids=$!
+else
+    # 3 masters, each in its own dir and with an explicit cluster bus port (not port + 10000,
+    # which nothing checked was free); seeds counts the nodes started so far
+    bus_ports=("$bus_port_1" "$bus_port_2" "$bus_port_3") seeds=()
+    for p in $redis_ports; do
+        mkdir -p "$dir/redis-$p"
+        redis-server --bind 127.0.0.1 --port "$p" --dir "$dir/redis-$p" --cluster-enabled yes \
+            --cluster-config-file "$dir/redis-$p/nodes.conf" --cluster-node-timeout 5000 \
+            --cluster-port "${bus_ports[${#seeds[@]}]}" --save "" --appendonly no \
+            --daemonize no --logfile "$dir/redis-$p/redis.log" &
+        redis_pids+=" $!"
+        seeds+=("127.0.0.1:$p")
+    done
+fi
+for p in $redis_ports; do
+    for _ in $(seq 1 50); do
+        redis-cli -p "$p" ping 2>/dev/null | grep -q PONG && break
+        sleep 0.1
+    done
+    redis-cli -p "$p" ping 2>/dev/null | grep -q PONG \
+        || die "redis-server on port $p did not start: $(cat "$dir/redis.log" "$dir/redis-$p/redis.log" 2>/dev/null | tail -2)"
 done
-redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || die "redis-server did not start"
+redis_what=""   # how the run's Redis differs from one redis-server, for the summaries
+if [ "$redis_mode" = cluster ]; then
+    redis-cli --cluster create "${seeds[@]}" --cluster-replicas 0 --cluster-yes > "$dir/cluster-create.log" 2>&1 \
+        || die "redis-cli --cluster create failed: $(tail -5 "$dir/cluster-create.log")"
+    # ready once every node says cluster_state:ok and sees 3 masters with slots
+    cluster_ready() {
+        local p
+        for p in $redis_ports; do
+            [[ "$(redis-cli -p "$p" cluster info)" == *cluster_state:ok* ]] || return 1
+            [ "$(redis-cli -p "$p" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ && NF >= 9' | wc -l)" = 3 ] || return 1
+        done
+    }
+    for _ in $(seq 1 100); do
+        cluster_ready && break
+        sleep 0.1
+    done
+    cluster_ready || die "the Redis Cluster is not ready after 10 s: $(redis-cli -p "$redis_port" cluster info | head -3 | tr -d '\r')"
+    redis_what="redis: cluster of 3 masters (no replicas), ports ${redis_ports// /, }"
+    say "$redis_what"
+fi
 
 # --- Policy: KEYS keys per case, over ORGS orgs, generous caps -------------------
 key_source=${KEY_SOURCE:-file}
@@ -557,7 +653,11 @@ front() { # $1 = prefix, $2 = port, $3 = with module (0/1)
     echo "http {"
     temp_paths "$1"
     if [ "$3" = 1 ]; then
-        echo "    spend_cap_redis 127.0.0.1:$redis_port;"
+        if [ "$redis_mode" = cluster ]; then
+            echo "    spend_cap_redis_cluster ${seeds[*]};"
+        else
+            echo "    spend_cap_redis 127.0.0.1:$redis_port;"
+        fi
         echo "    spend_cap_policy $dir/policy.yaml;"
     fi
     if [ "$3" = 1 ] && [ -n "$smoke" ]; then
@@ -648,12 +748,29 @@ worker_ticks() {
     [ ${#files[@]} -gt 0 ] || { echo 0; return; }
     cat "${files[@]}" 2>/dev/null | awk '{sub(/^.*\) /, ""); s += $12 + $13} END {print s + 0}'
 }
-# Redis's CPU and command counters, to file $1.
-redis_snapshot() { { redis-cli -p "$redis_port" info cpu; redis-cli -p "$redis_port" info commandstats; } > "$1"; }
+# Redis's CPU and command counters, to file $1 (every master's, one after the other).
+redis_snapshot() {
+    local p
+    for p in $redis_ports; do redis-cli -p "$p" info cpu; redis-cli -p "$p" info commandstats; done > "$1"
+}
+# "N keys, M used"; REDIS=cluster: the keys summed and the memory of each master.
+redis_size() {
+    local p keys=0 each=() mem=()
+    for p in $redis_ports; do
+        each+=("$(redis-cli -p "$p" dbsize)")
+        keys=$((keys + ${each[-1]}))
+        mem+=("$(redis-cli -p "$p" info memory | sed -n 's/^used_memory_human:\([^\r]*\).*/\1/p')")
+    done
+    if [ "$redis_mode" = cluster ]; then
+        echo "$keys keys ($(printf '%s + ' "${each[@]}" | sed 's/ + $//') over the 3 masters), $(printf '%s / ' "${mem[@]}" | sed 's, / $,,') used"
+    else
+        echo "$keys keys, ${mem[0]} used"
+    fi
+}
 # Waits (at most $1 s) until every reservation is settled: none held in sc:{*}:reserved.
 settled() {
     local out
-    out=$(helper quiet "$redis_port" "$1") && return 0
+    out=$(helper quiet "$redis_ports" "$1") && return 0
     say "after ${out#* } s, ${out%% *} reservations are still held"
     return 1
 }
@@ -790,6 +907,7 @@ summary() { # $1 = case
     echo
     if [ "$c" = json ]; then
         echo "=== summary (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs; $keys_what)"
+        [ -z "$redis_what" ] || echo "$redis_what"
     else
         echo "=== summary, streaming: $((sse_events + 4))-event SSE answers (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs)"
     fi
@@ -848,12 +966,12 @@ summary() { # $1 = case
             what="12 prompt + $sse_events completion tokens in the final chunk = $sse_per_request_nanousd nano-USD a request"
         fi
         settled 10 || true
-        read -r counted spent <<< "$(helper counted "$redis_port" "$list" "$(date -u +%F)")"
+        read -r counted spent <<< "$(helper counted "$redis_ports" "$list" "$(date -u +%F)")"
         [ "$c" = json ] || echo "($what; the requests wrk leaves in flight when it stops are client aborts, settled at their reservation)"
         echo "redis: requests counted $counted over $nkeys key(s) (wrk's measured run: $(field "${result[module$suffix]}" requests), plus warm-up and one sanity request);" \
              "spend $spent nano-USD = $(awk -v s="$spent" -v n="$counted" 'BEGIN {printf "%.1f", (n > 0 ? s / n : 0)}')" \
              "a request (usage says $per)"
-        [ "$c" = json ] && echo "redis: $(redis-cli -p "$redis_port" dbsize) keys, $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human:' | cut -d: -f2 | tr -d '\r') used"
+        [ "$c" = json ] && echo "redis: $(redis_size)"
     fi
     return 0
 }
@@ -868,6 +986,7 @@ done
 echo
 echo "=== table (wrk -t$threads -c$conns -d${duration}s, $workers worker(s) per front, $(nproc) CPUs; KEYS=$nkeys${smoke:+, SMOKE: the module front writes an access log})"
 echo
+[ -z "$redis_what" ] || printf '%s\n\n' "$redis_what"
 echo "| case | side | req/s | p50 ms | p99 ms | worker µs/req | redis µs/req | redis cmds/req | module/plain req/s |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${table_rows[@]}"
@@ -880,7 +999,7 @@ smoke_failed=0
 if [ -n "$smoke" ]; then
     echo
     settled 15 || true
-    helper check "$redis_port" "$dir/module/access.log" "$per_request_nanousd" "$sse_per_request_nanousd" || smoke_failed=1
+    helper check "$redis_ports" "$dir/module/access.log" "$per_request_nanousd" "$sse_per_request_nanousd" || smoke_failed=1
 fi
 if grep -q '\[alert\]\|\[emerg\]\|\[crit\]' "$dir"/*/error.log; then
     echo "error logs have alert/crit/emerg lines:"

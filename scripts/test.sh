@@ -6,7 +6,8 @@
 #      then fuzzes the core for FUZZ_SECONDS per fuzzer (t/fuzz/run.sh, clang-14, build/fuzz)
 #   4. installs the SDK test dependencies (npm ci in t/sdk) when needed
 #   5. a 3-second smoke of scripts/bench.sh (SMOKE=1: every answer 2xx, counters exact; no timings),
-#      with file keys and with keys made through the management API (KEY_SOURCE=api),
+#      with file keys, with keys made through the management API (KEY_SOURCE=api) and on a
+#      Redis Cluster of 3 masters (REDIS=cluster),
 #      and of scripts/bench_scripts.sh (it builds and runs)
 #   6. runs the integration tests (pytest t/integration)
 #   7. builds the module with AddressSanitizer and UndefinedBehaviorSanitizer and runs
@@ -96,6 +97,9 @@ SMOKE=1 ./scripts/bench.sh
 
 step "bench smoke with keys made through the management API (3 s, JSON)"
 SMOKE=1 KEY_SOURCE=api CASES=json ./scripts/bench.sh
+
+step "bench smoke on a Redis Cluster of 3 masters (3 s, JSON)"
+SMOKE=1 REDIS=cluster CASES=json ./scripts/bench.sh
 
 step "script bench smoke (the tool runs; no timings)"
 BATCHES="1 5" ROUNDS=3 ./scripts/bench_scripts.sh
