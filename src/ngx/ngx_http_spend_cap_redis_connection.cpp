@@ -166,6 +166,12 @@ void RedisConnection::connect_now() {
         resolve_then_connect();
         return;
     }
+    if (endpoint_.host.empty() && endpoint_.unix_path.empty()) {  // a name only a resolver could find
+        ngx_log_error(NGX_LOG_ERR, log_, 0, "spend_cap: redis %s is a host name: set NGINX's resolver to reach it",
+                      endpoint_.display.c_str());
+        schedule_reconnect();
+        return;
+    }
     connect_to(endpoint_.host);
 }
 
@@ -173,9 +179,9 @@ void RedisConnection::connect_now() {
 // each connect, without blocking (NGINX's resolver). An answer that does not
 // come leaves the address last found.
 void RedisConnection::resolve_then_connect() {
-    ngx_resolver_ctx_t *ctx = ngx_resolve_start(resolver_, nullptr);
+    ngx_resolver_ctx_t *ctx = endpoint_.hostname.size() > 255 ? nullptr : ngx_resolve_start(resolver_, nullptr);
     if (ctx == nullptr || ctx == NGX_NO_RESOLVER) {
-        connect_to(endpoint_.host);
+        connect_known(endpoint_.host);
         return;
     }
     ctx->name.data = reinterpret_cast<u_char *>(const_cast<char *>(endpoint_.hostname.data()));
@@ -187,7 +193,7 @@ void RedisConnection::resolve_then_connect() {
     resolving_ = ctx;
     if (ngx_resolve_name(ctx) != NGX_OK) {  // (nginx freed ctx)
         resolving_ = nullptr;
-        connect_to(endpoint_.host);
+        connect_known(endpoint_.host);
     }
 }
 
@@ -197,7 +203,7 @@ void RedisConnection::resolve_handler(ngx_resolver_ctx_t *ctx) {
 }
 
 void RedisConnection::on_resolved(ngx_resolver_ctx_t *ctx) {
-    std::string host = endpoint_.host;
+    std::string host = endpoint_.host;  // (empty for a name never found)
     if (ctx->state == NGX_OK && ctx->naddrs > 0) {
         u_char text[NGX_SOCKADDR_STRLEN];
         size_t len = ngx_sock_ntop(ctx->addrs[0].sockaddr, ctx->addrs[0].socklen, text, NGX_SOCKADDR_STRLEN, 0);
@@ -209,13 +215,23 @@ void RedisConnection::on_resolved(ngx_resolver_ctx_t *ctx) {
         }
     } else {
         ngx_log_error(NGX_LOG_ERR, log_, 0, "spend_cap: cannot resolve redis %s (%i: %s), using %s",
-                      endpoint_.display.c_str(), ctx->state, ngx_resolver_strerror(ctx->state), host.c_str());
+                      endpoint_.display.c_str(), ctx->state, ngx_resolver_strerror(ctx->state),
+                      host.empty() ? "none yet" : host.c_str());
     }
     resolving_ = nullptr;
     ngx_resolve_name_done(ctx);
     if (!stopping_ && ac_ == nullptr) {
-        connect_to(host);
+        connect_known(host);
     }
+}
+
+// A name whose address is not known yet is asked again at the next try.
+void RedisConnection::connect_known(const std::string &host) {
+    if (host.empty()) {
+        schedule_reconnect();
+        return;
+    }
+    connect_to(host);
 }
 
 void RedisConnection::connect_to(const std::string &host) {

@@ -78,6 +78,7 @@ public:
 private:
     void connect_now();
     void connect_to(const std::string &host);
+    void connect_known(const std::string &host);
     void resolve_then_connect();
     void on_resolved(ngx_resolver_ctx_t *ctx);
     void schedule_reconnect();

@@ -3,6 +3,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <arpa/inet.h>
+
 #include <utility>
 
 #include "ngx_http_spend_cap_redis.h"  // to_reply
@@ -89,8 +91,15 @@ void RedisNodes::add_seeds() {
 // A node the cluster names: same password, db 0 (a cluster has no other).
 RedisNodes::Node *RedisNodes::node_at(const spendcap::NodeAddress &address) {
     RedisEndpoint endpoint;
-    endpoint.host = address.host;
     endpoint.port = address.port;
+    // A node announced by name (cluster-preferred-endpoint-type hostname) is
+    // resolved by NGINX's resolver: hiredis would block on getaddrinfo.
+    in6_addr any;
+    if (inet_pton(AF_INET, address.host.c_str(), &any) == 1 || inet_pton(AF_INET6, address.host.c_str(), &any) == 1) {
+        endpoint.host = address.host;
+    } else {
+        endpoint.hostname = address.host;
+    }
     endpoint.display = address.name();
     if (!settings_.seeds.empty()) {
         endpoint.password = settings_.seeds.front().password;

@@ -400,3 +400,48 @@ def test_the_sweeper_gives_back_a_killed_workers_reservations_on_the_cluster(ngi
     # given back at the deadline by the respawned worker 0's sweeper, on the org's master
     assert wait_until(lambda: not held(cluster, org) and int(cluster.get(daily_key(org)) or 0) == 0, timeout=15)
     assert len(cluster.read("sc:{%s}:released" % org, "ZRANGE", 0, -1)) == 4
+
+
+def test_nodes_announced_by_host_name_are_resolved_by_nginx(nginx_factory, redis_cluster, fake):
+    """A cluster that announces its nodes by name (cluster-preferred-endpoint-type
+    hostname) is reached through NGINX's resolver, never a blocking lookup; without a
+    resolver, a clear line says what is missing."""
+    import sys as _sys
+    import os as _os
+    _sys.path.insert(0, _os.path.join(_os.path.dirname(__file__), ".."))
+    from dns_server import DnsServer
+    cluster = redis_cluster
+    orgs = org_per_master(cluster)
+    dns = DnsServer().start()
+    try:
+        for node in cluster.nodes:
+            name = "n%d.cluster.test" % node.port
+            dns.set(name, "127.0.0.1")
+            c = cluster.node_client(node.port)
+            c.config_set("cluster-announce-hostname", name)
+            c.config_set("cluster-preferred-endpoint-type", "hostname")
+            c.close()
+
+        def by_name():
+            c = cluster.node_client(cluster.nodes[0].port)
+            try:
+                return all(r[2][0].endswith(".cluster.test") for r in c.execute_command("CLUSTER", "SLOTS"))
+            finally:
+                c.close()
+        assert wait_until(by_name, timeout=20)
+        seed = cluster.seeds()[0]
+        resolving = cluster_nginx(nginx_factory, cluster, seed, orgs,
+                                  http_extra="resolver 127.0.0.1:%d valid=1s ipv6=off;" % dns.port)
+        for org in orgs:
+            r = httpx.post(resolving.url + "/v1/chat/completions",
+                           content=body_of_length(BODY_LEN, max_tokens=MAX_TOKENS), headers=headers(org, delay_ms=0),
+                           timeout=30)
+            assert r.status_code == 200, r.text
+        assert all(dns.query_count("n%d.cluster.test" % p) > 0 for p in cluster.masters())
+        blind = cluster_nginx(nginx_factory, cluster, seed, orgs)
+        r = httpx.post(blind.url + "/v1/chat/completions", content=body_of_length(BODY_LEN, max_tokens=MAX_TOKENS),
+                       headers=headers(orgs[0], delay_ms=0), timeout=30)
+        assert r.status_code == 503
+        assert wait_until(lambda: "is a host name: set NGINX's resolver" in blind.error_text(), timeout=10)
+    finally:
+        dns.stop()
