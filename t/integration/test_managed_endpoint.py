@@ -49,26 +49,49 @@ def chat(ng, **headers):
     return post(ng.url, "/v1/chat/completions", chat_body(max_tokens=100), SECRETS["k_open"], headers=h)
 
 
+def primary_and_replica(tmp_path, port, servers, replicating=True):
+    """A primary on 127.0.0.1:PORT and a second server on 127.0.0.2:PORT, its replica
+    (or, replicating=False, one that never gets its writes)."""
+    primary = RedisServer(tmp_path / "primary", port=port).start()
+    servers.append(primary)
+    extra = ["--replicaof", "127.0.0.1", str(port)] if replicating else []
+    replica = RedisServer(tmp_path / "replica", port=port, bind="127.0.0.2", extra_args=extra).start()
+    servers.append(replica)
+    if replicating:
+        assert wait_until(lambda: link_up(replica), timeout=10)
+    return primary, replica
+
+
+def managed_nginx(nginx_factory, port, dns):
+    """One worker, Redis by NAME, NGINX's resolver on the test's DNS server, WAIT 1."""
+    return nginx_factory(redis_addr="%s:%d" % (NAME, port), workers=1,
+                         http_extra="resolver 127.0.0.1:%d valid=1s ipv6=off;\nspend_cap_redis_replicas 1;" % dns.port)
+
+
+def held_request(ng, fake, tag):
+    """A request the provider holds until released (its reserve answered); -> (thread, answer)."""
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(r=chat(ng, **{"x-fake-hold": tag})))
+    t.start()
+    assert wait_until(lambda: len(fake.requests()) == 1, timeout=10)
+    return t, answer
+
+
+def kill(server):
+    server.proc.kill()
+    server.proc.wait()
+    server.proc = None
+
+
 def test_the_name_moves_to_the_promoted_replica_and_nothing_is_lost(nginx_factory, tmp_path, fake, dns):
     port = free_port()
     servers = []
     try:
         dns.set(NAME, "127.0.0.1")
-        primary = RedisServer(tmp_path / "primary", port=port).start()
-        servers.append(primary)
-        replica = RedisServer(tmp_path / "replica", port=port, bind="127.0.0.2",
-                              extra_args=["--replicaof", "127.0.0.1", str(port)]).start()
-        servers.append(replica)
-        assert wait_until(lambda: link_up(replica), timeout=10)
-        ng = nginx_factory(redis_addr="%s:%d" % (NAME, port), workers=1,
-                           http_extra="resolver 127.0.0.1:%d valid=1s ipv6=off;\nspend_cap_redis_replicas 1;"
-                           % dns.port)
-
+        primary, replica = primary_and_replica(tmp_path, port, servers)
+        ng = managed_nginx(nginx_factory, port, dns)
         # A request held at the provider: its reservation reaches the replica.
-        answer = {}
-        t = threading.Thread(target=lambda: answer.update(r=chat(ng, **{"x-fake-hold": "a"})))
-        t.start()
-        assert wait_until(lambda: len(fake.requests()) == 1, timeout=10)
+        t, answer = held_request(ng, fake, "a")
         assert wait_until(lambda: len(held(replica.client())) == 1, timeout=10)
         # The replica is cut off (it now serves on its own, as a replica promoted in
         # a partition would): the settlement lands on the primary only, and WAIT 1
@@ -83,9 +106,7 @@ def test_the_name_moves_to_the_promoted_replica_and_nothing_is_lost(nginx_factor
 
         # The primary dies and the name moves to the replica.
         dns.set(NAME, "127.0.0.2")
-        primary.proc.kill()
-        primary.proc.wait()
-        primary.proc = None
+        kill(primary)
         # The module reconnects to the name's new address and sends the settlement
         # again: the real cost replaces the reservation the replica had, once.
         r = replica.client()
@@ -124,24 +145,14 @@ def test_a_reservation_the_failover_lost_is_counted_at_its_real_cost_once(nginx_
     servers = []
     try:
         dns.set(NAME, "127.0.0.1")
-        primary = RedisServer(tmp_path / "primary", port=port).start()
-        servers.append(primary)
-        replica = RedisServer(tmp_path / "replica", port=port, bind="127.0.0.2").start()
-        servers.append(replica)
-        ng = nginx_factory(redis_addr="%s:%d" % (NAME, port), workers=1,
-                           http_extra="resolver 127.0.0.1:%d valid=1s ipv6=off;\nspend_cap_redis_replicas 1;"
-                           % dns.port)
         # The replica never gets the reservation (it is not replicating: the extreme
         # of a replica lagging behind when its primary dies).
-        answer = {}
-        t = threading.Thread(target=lambda: answer.update(r=chat(ng, **{"x-fake-hold": "lost"})))
-        t.start()
-        assert wait_until(lambda: len(fake.requests()) == 1, timeout=10)
+        primary, replica = primary_and_replica(tmp_path, port, servers, replicating=False)
+        ng = managed_nginx(nginx_factory, port, dns)
+        t, answer = held_request(ng, fake, "lost")
         assert len(held(primary.client())) == 1 and not held(replica.client())
         dns.set(NAME, "127.0.0.2")
-        primary.proc.kill()
-        primary.proc.wait()
-        primary.proc = None
+        kill(primary)
         fake.release("lost")
         t.join(timeout=30)
         assert answer["r"].status_code == 200
