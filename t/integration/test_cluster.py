@@ -4,11 +4,16 @@ counters are exact whichever node and master a request meets."""
 
 import asyncio
 import itertools
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
 
 import httpx
-import pytest
 
-from cluster_support import key_slot, redis_cluster, redis_cluster_factory  # noqa: F401
+from cluster_support import key_slot, redis_cluster  # noqa: F401 (a fixture)
 from support import (MODELS, body_of_length, counter_key, estimate_nanos, openai_cost, sha256_hex, usd_nanos,
                      wait_until)
 
@@ -136,7 +141,6 @@ class Load:
     the NGINX urls, until stop(); every answer recorded (status, when it came)."""
 
     def __init__(self, urls, org, threads=6):
-        import threading
         self.urls, self.org = urls, org
         self.results = []
         self.lock = threading.Lock()
@@ -144,7 +148,6 @@ class Load:
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
     def _run(self, i):
-        import time
         body = body_of_length(BODY_LEN, max_tokens=MAX_TOKENS)
         h = headers(self.org, LOAD_TOKENS, delay_ms=5)
         n = i
@@ -181,7 +184,6 @@ class Load:
                                                          self.statuses())
 
     def statuses(self):
-        from collections import Counter
         with self.lock:
             return dict(Counter(s for s, _ in self.results))
 
@@ -229,7 +231,6 @@ def test_a_slot_migrated_under_load_asks_then_moves(nginx_factory, redis_cluster
     in batches, SETSLOT NODE) while its requests flow: the module retries TRYAGAIN,
     follows ASK (ASKING on the new owner) and then MOVED (the old owner refuses the
     slot), counters stay exact, and once the move is done no request gets a 5xx."""
-    import time
     cluster = redis_cluster
     orgs = org_per_master(cluster)
     org = orgs[0]
@@ -278,7 +279,6 @@ def failover_under_load(nginx_factory, cluster, fake, graceful):
     a = cluster_nginx(nginx_factory, cluster, seeds[0], orgs, http_extra=extra)
     b = cluster_nginx(nginx_factory, cluster, seeds[-1], orgs, http_extra=extra)
     load = Load([a.url, b.url], org).start()
-    import time
     try:
         load.wait_for(50)
         if graceful:
@@ -345,8 +345,7 @@ def test_the_management_api_on_the_cluster(admin_factory, redis_cluster, fake):
 
 # ----------------------------------------------------------------- start and sweep
 
-def test_seeds_all_unreachable_at_start_fail_closed_until_one_answers(nginx_factory, redis_cluster_factory, tmp_path,
-                                                                      fake):
+def test_seeds_all_unreachable_at_start_fail_closed_until_one_answers(nginx_factory, tmp_path, fake):
     """A cluster none of whose seeds answers at start: NGINX starts, says so in one
     clear line, answers 503 (fail closed), and serves as soon as the cluster is up."""
     from cluster_support import RedisCluster
@@ -371,9 +370,6 @@ def test_seeds_all_unreachable_at_start_fail_closed_until_one_answers(nginx_fact
 
 
 def test_the_sweeper_gives_back_a_killed_workers_reservations_on_the_cluster(nginx_factory, redis_cluster, fake):
-    import os
-    import signal
-    import threading
     cluster = redis_cluster
     orgs = org_per_master(cluster)
     org = orgs[2]
@@ -406,9 +402,7 @@ def test_nodes_announced_by_host_name_are_resolved_by_nginx(nginx_factory, redis
     """A cluster that announces its nodes by name (cluster-preferred-endpoint-type
     hostname) is reached through NGINX's resolver, never a blocking lookup; without a
     resolver, a clear line says what is missing."""
-    import sys as _sys
-    import os as _os
-    _sys.path.insert(0, _os.path.join(_os.path.dirname(__file__), ".."))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from dns_server import DnsServer
     cluster = redis_cluster
     orgs = org_per_master(cluster)
