@@ -42,7 +42,7 @@ static ngx_int_t answer_decided(ngx_http_request_t *r, RequestCtx *ctx) {
 
 static ngx_int_t answer(ngx_http_request_t *r, RequestCtx *ctx, ErrorCode code,
                  const std::string &message) {
-    ctx->outcome = Outcome::error;
+    ctx->outcome = callers_error(code) ? Outcome::reject : Outcome::error;
     return answer(r, ctx, render_error(ctx->surface, code, message));
 }
 

@@ -17,6 +17,7 @@ const char *outcome_name(Outcome o) {
     switch (o) {
     case Outcome::allow: return "allow";
     case Outcome::block: return "block";
+    case Outcome::reject: return "reject";
     case Outcome::dry_run_block: return "dry_run_block";
     case Outcome::fail_open: return "fail_open";
     case Outcome::error: return "error";

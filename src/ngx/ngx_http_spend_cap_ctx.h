@@ -56,7 +56,7 @@ struct LocConf {
     ngx_str_t admin_token;     // spend_cap_admin's token (len 0: not the API); never logged
 };
 
-enum class Outcome { none, allow, block, dry_run_block, fail_open, error };
+enum class Outcome { none, allow, block, reject, dry_run_block, fail_open, error };
 
 // $spend_cap_decision's value.
 const char *outcome_name(Outcome o);

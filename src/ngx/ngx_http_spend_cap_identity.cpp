@@ -30,7 +30,7 @@ void report_key_expired(RequestCtx *ctx) {
 }
 
 Resolve refuse(RequestCtx *ctx, ErrorCode code, const char *message) {
-    ctx->outcome = Outcome::error;
+    ctx->outcome = callers_error(code) ? Outcome::reject : Outcome::error;
     ctx->error = render_error(ctx->surface, code, message);
     return Resolve::refused;
 }

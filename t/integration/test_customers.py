@@ -147,7 +147,7 @@ def assert_invalid_customer(r, surface):
 def test_invalid_customer_id(nginx, redis, fake, customer):
     r = send(nginx, customer, secret=SECRETS["k1"])
     assert_invalid_customer(r, "openai")
-    assert nginx.log_entry(r.headers["x-test-request-id"])["decision"] == "error"
+    assert nginx.log_entry(r.headers["x-test-request-id"])["decision"] == "reject"  # the caller's own error
     redis_barrier(nginx)
     assert fake.requests() == []
     assert list(redis.scan_iter("*")) == [], "a refused request wrote to Redis"

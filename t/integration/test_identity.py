@@ -52,6 +52,7 @@ def test_identity_errors(nginx, redis, fake, surface, path, body, who, code):
     secret = {"missing": None, "unknown": "sk-not-a-known-key"}.get(who) or SECRETS.get(who)
     r = post(nginx.url, path, body, secret)
     assert_error(r, 401, code, surface)
+    assert nginx.log_entry(r.headers["x-test-request-id"])["decision"] == "reject"  # the caller's, not the gateway's
     if who == "k_expired":
         assert wait_until(lambda: redis.exists("sc:{acme}:events"))
         redis.delete("sc:{acme}:events", "sc:{acme}:expired:k_expired:1577836800")
@@ -124,6 +125,7 @@ def test_spend_cap_key_directive(nginx, redis, fake):
 def test_bad_requests(nginx, redis, fake, surface, path, body, code):
     r = post(nginx.url, path, body, SECRETS["k1"])
     assert_error(r, 400, code, surface)
+    assert nginx.log_entry(r.headers["x-test-request-id"])["decision"] == "reject"
     assert_untouched(nginx, redis, fake)
 
 

@@ -28,6 +28,18 @@ TEST(ErrorCodes, NamesAndStatuses) {
     EXPECT_EQ(error_status(ErrorCode::spend_cap_unavailable), 503);
 }
 
+TEST(ErrorCodes, TheCallersOwnErrorsAreItsKeyAndItsBody) {
+    for (ErrorCode c : {ErrorCode::invalid_api_key, ErrorCode::api_key_expired, ErrorCode::api_key_revoked,
+                        ErrorCode::invalid_request, ErrorCode::model_not_priced}) {
+        EXPECT_TRUE(callers_error(c)) << error_code_name(c);
+    }
+    for (ErrorCode c : {ErrorCode::spend_limit_exceeded, ErrorCode::request_limit_exceeded,
+                        ErrorCode::token_limit_exceeded, ErrorCode::insufficient_credit,
+                        ErrorCode::rate_limit_exceeded, ErrorCode::spend_cap_unavailable}) {
+        EXPECT_FALSE(callers_error(c)) << error_code_name(c);
+    }
+}
+
 TEST(CapMessage, UsesTheScopeWordAndWindow) {
     EXPECT_EQ(cap_message({Scope::key, Window::monthly, k2026_12_01}),
               "api key has reached its monthly spend limit");

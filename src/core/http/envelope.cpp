@@ -78,6 +78,11 @@ const char *error_code_name(ErrorCode c) {
     return "invalid_request";
 }
 
+bool callers_error(ErrorCode c) {
+    const int status = error_status(c);
+    return status == 400 || status == 401;
+}
+
 int error_status(ErrorCode c) {
     switch (c) {
     case ErrorCode::spend_limit_exceeded:

@@ -30,6 +30,9 @@ enum class ErrorCode {
 
 const char *error_code_name(ErrorCode c);  // "spend_limit_exceeded", ...
 int error_status(ErrorCode c);              // 402, 429, 401, 400, 503
+// The caller's own error (its key or its body: 401, 400), not a cap's
+// refusal nor the gateway's failure: $spend_cap_decision `reject`.
+bool callers_error(ErrorCode c);
 
 ErrorCode error_code_for(LimitKind limit);
 
