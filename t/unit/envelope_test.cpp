@@ -183,6 +183,16 @@ TEST(BlockedBy, NamesScopeAndLimit) {
     EXPECT_EQ(blocked_by_label({Scope::org, Window::lifetime, 0, LimitKind::balance}), "org:balance");
 }
 
+TEST(BlockedBy, TheLimitAsThePolicyFileNamesIt) {
+    EXPECT_EQ(limit_label({Scope::key, Window::monthly, 0}), "monthly_usd");
+    EXPECT_EQ(limit_label({Scope::key, Window::lifetime, 0}), "lifetime_usd");
+    EXPECT_EQ(limit_label({Scope::key, Window::daily, 0, LimitKind::requests}), "daily_requests");
+    EXPECT_EQ(limit_label({Scope::project, Window::monthly, 0, LimitKind::tokens}), "monthly_tokens");
+    EXPECT_EQ(limit_label({Scope::customer, Window::daily, 0, LimitKind::rpm}), "rpm");
+    EXPECT_EQ(limit_label({Scope::org, Window::daily, 0, LimitKind::tpm}), "tpm");
+    EXPECT_EQ(limit_label({Scope::org, Window::lifetime, 0, LimitKind::balance}), "balance");
+}
+
 TEST(RenderError, CapFieldsOnlyForCapErrors) {
     // A cap passed with another code must not leak scope/window fields.
     const ErrorReply reply = render_error(Surface::openai, ErrorCode::invalid_api_key, "",

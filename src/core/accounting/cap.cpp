@@ -1,4 +1,4 @@
-// The label of a cap, for $spend_cap_blocked_by.
+// The labels of a cap: $spend_cap_blocked_by's, and the metrics' limit.
 #include "accounting/cap.h"
 
 namespace spendcap {
@@ -14,6 +14,19 @@ std::string blocked_by_label(const CapRef &cap) {
     case LimitKind::balance: return label + "balance";
     }
     return label;
+}
+
+std::string limit_label(const CapRef &cap) {
+    const std::string window = window_name(cap.window);
+    switch (cap.limit) {
+    case LimitKind::spend: return window + "_usd";
+    case LimitKind::requests: return window + "_requests";
+    case LimitKind::tokens: return window + "_tokens";
+    case LimitKind::rpm: return "rpm";
+    case LimitKind::tpm: return "tpm";
+    case LimitKind::balance: return "balance";
+    }
+    return window;
 }
 
 }  // namespace spendcap

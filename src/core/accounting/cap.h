@@ -26,4 +26,9 @@ struct CapRef {
 // "project:monthly_tokens", "customer:rpm", "org:tpm", "org:balance".
 std::string blocked_by_label(const CapRef &cap);
 
+// The limit's name as the policy file writes it, for the metrics'
+// spend_cap_blocked_total{scope,limit}: "monthly_usd", "daily_requests",
+// "lifetime_usd", "monthly_tokens", "rpm", "tpm", "balance".
+std::string limit_label(const CapRef &cap);
+
 }  // namespace spendcap
