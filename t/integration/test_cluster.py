@@ -13,7 +13,7 @@ from collections import Counter
 
 import httpx
 
-from cluster_support import key_slot, redis_cluster  # noqa: F401 (a fixture)
+from cluster_support import key_slot, redis_cluster, redis_cluster_factory  # noqa: F401 (fixtures)
 from support import (MODELS, body_of_length, counter_key, estimate_nanos, openai_cost, sha256_hex, usd_nanos,
                      wait_until)
 
