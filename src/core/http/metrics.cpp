@@ -108,6 +108,9 @@ std::string render_metrics(const MetricsView &view) {
     sample(out, "spend_cap_tokens_total", prometheus_labels({{"kind", "output"}}), view.output_tokens);
     family(out, "spend_cap_settlements_total", "counter", "Settlements by what they were settled from.");
     samples(out, "spend_cap_settlements_total", view.settlements);
+    family(out, "spend_cap_settlements_lost_total", "counter",
+           "Settlements given up: the backlog was full, or Redis refused them for good.");
+    samples(out, "spend_cap_settlements_lost_total", view.settlements_lost);
     family(out, "spend_cap_settlement_backlog", "gauge", "Settlements not yet landed in Redis.");
     sample(out, "spend_cap_settlement_backlog", "", view.backlog);
     family(out, "spend_cap_redis_up", "gauge", "1 when Redis answers.");

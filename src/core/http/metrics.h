@@ -11,6 +11,9 @@
 
 namespace spendcap {
 
+// spend_cap_info{version}: the module's release.
+inline constexpr const char *kModuleVersion = "0.19.0";
+
 // The reserve round trip's buckets (seconds, as `le`): 0.25 ms to 1 s.
 inline constexpr std::array<const char *, 12> kRedisSecondsBounds = {
     "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1"};
@@ -40,6 +43,7 @@ struct MetricsView {
     std::uint64_t reserved_nanousd = 0;
     std::uint64_t input_tokens = 0, output_tokens = 0;
     std::vector<MetricSample> settlements;   // {from}
+    std::vector<MetricSample> settlements_lost;  // {reason}: never landed
     std::uint64_t backlog = 0;               // settlements not yet landed
     bool redis_up = false;
     std::vector<MetricSample> redis_errors;  // {kind}
