@@ -9,6 +9,8 @@
 #   SMOKE=1 scripts/bench.sh         CI: 3 s per side, and the counters must be exact
 #   KEY_SOURCE=api scripts/bench.sh  the keys are created through the management API
 #                                    (records in Redis) instead of listed in the file
+#   STATUS=0 scripts/bench.sh        no spend_cap_status location on the module front (to
+#                                    measure a module from before it had one)
 #   REDIS=cluster scripts/bench.sh   a Redis Cluster of 3 masters (no replicas) instead of
 #                                    one redis-server (REDIS=standalone, the default)
 #
@@ -76,6 +78,7 @@ module_built="${MODULE:-$root/build/ngx_http_spend_cap_module.so}"   # MODULE=pa
 nginx_bin=${NGINX:-/usr/sbin/nginx}
 python=${PYTHON:-/usr/bin/python3}
 smoke=${SMOKE:-0}
+status=${STATUS:-1}
 [ "$smoke" = 0 ] && smoke=""
 if [ -n "$smoke" ]; then
     duration=${DURATION:-3}
@@ -404,8 +407,21 @@ def redis_delta(before, after, requests):
         ",".join("%s:%.2f" % (n, per(c)) for n, c in top) or "-"))
 
 
-def check(ports, log, json_cost, sse_cost):
-    """SMOKE: the access log's costs against the counters, exactly."""
+def metrics(port):
+    """spend_cap_status of the module front: {sample line's name and labels: value}."""
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = int(value) if value.isdigit() else value
+    return out
+
+
+def check(ports, log, json_cost, sse_cost, metrics_port):
+    """SMOKE: the access log's costs against the counters, exactly; and against the
+    module's own metrics."""
     expected = {"json": int(json_cost), "stream": int(sse_cost)}
     failures = []
     lines = with_cost = 0
@@ -493,6 +509,21 @@ def check(ports, log, json_cost, sse_cost):
         failures.append("%d requests settled from usage at another cost than their usage's" % wrong_usage)
     if with_cost == 0:
         failures.append("no request was logged with a cost")
+    m = metrics(metrics_port) if metrics_port != "-" else {
+        "spend_cap_cost_nanousd_total": logged_total, 'spend_cap_requests_total{decision="allow"}': with_cost,
+        "spend_cap_settlement_backlog": 0}  # (STATUS=0: nothing to compare)
+    print("  metrics: cost %s nano-USD, requests allowed %s, settlement backlog %s"
+          % (m.get("spend_cap_cost_nanousd_total"), m.get('spend_cap_requests_total{decision="allow"}'),
+             m.get("spend_cap_settlement_backlog")))
+    if m.get("spend_cap_cost_nanousd_total") != logged_total:
+        failures.append("spend_cap_cost_nanousd_total %s != logged costs %d"
+                        % (m.get("spend_cap_cost_nanousd_total"), logged_total))
+    # (a 499 that left before its reserve was answered has no decision: counted nowhere)
+    if m.get('spend_cap_requests_total{decision="allow"}') != with_cost:
+        failures.append("spend_cap_requests_total{decision=\"allow\"} %s != %d requests with a cost"
+                        % (m.get('spend_cap_requests_total{decision="allow"}'), with_cost))
+    if m.get("spend_cap_settlement_backlog") != 0:
+        failures.append("spend_cap_settlement_backlog is %s, not 0" % m.get("spend_cap_settlement_backlog"))
     for f in failures[:20]:
         print("  FAIL: " + f)
     print("  smoke check: " + ("FAILED" if failures else "exact"))
@@ -679,6 +710,7 @@ $([ "$3" = 1 ] && [ "$key_source" = api ] && printf '    server {\n        liste
     server {
         listen 127.0.0.1:$2 backlog=4096;
         keepalive_requests 1000000;
+$([ "$3" = 1 ] && [ "$status" = 1 ] && echo "        location = /metrics { spend_cap_status; }")
         location /v1/ {
 $([ "$3" = 1 ] && echo "            spend_cap on;")
             proxy_pass http://fake;
@@ -999,7 +1031,8 @@ smoke_failed=0
 if [ -n "$smoke" ]; then
     echo
     settled 15 || true
-    helper check "$redis_ports" "$dir/module/access.log" "$per_request_nanousd" "$sse_per_request_nanousd" || smoke_failed=1
+    helper check "$redis_ports" "$dir/module/access.log" "$per_request_nanousd" "$sse_per_request_nanousd" \
+        "$([ "$status" = 1 ] && echo "$module_port" || echo -)" || smoke_failed=1
 fi
 if grep -q '\[alert\]\|\[emerg\]\|\[crit\]' "$dir"/*/error.log; then
     echo "error logs have alert/crit/emerg lines:"

@@ -305,6 +305,10 @@ What it has spent, per window, against its caps:
 
 curl -s http://127.0.0.1:$admin_port/spend-cap/keys/demo_user/usage -H "Authorization: Bearer \$(cat $prefix/conf/admin.token)"
 
+Prometheus metrics of this NGINX (requests by decision, blocks by cap, cost, Redis round trip, backlog):
+
+curl -s http://127.0.0.1:$admin_port/metrics
+
 EOF
 }
 

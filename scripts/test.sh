@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 PACKAGES=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev redis-server libgtest-dev
-          libssl-dev zlib1g-dev libpcre2-dev cmake pkg-config python3-pytest python3-redis python3-httpx python3-jsonschema python3-yaml
+          libssl-dev zlib1g-dev libpcre2-dev cmake pkg-config python3-pytest python3-redis python3-httpx python3-jsonschema python3-yaml python3-prometheus-client prometheus
           wrk curl nodejs npm clang-14 libclang-rt-14-dev libfuzzer-14-dev liblua5.1-0-dev)
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -61,7 +61,7 @@ SANITIZED_TESTS=(t/integration/test_faults.py t/integration/test_redis_failures.
                  t/integration/test_api_hardening.py t/integration/test_property_reservation.py
                  t/integration/test_example_configs.py t/integration/test_identity.py
                  t/integration/test_edge.py t/integration/test_cluster.py
-                 t/integration/test_managed_endpoint.py)
+                 t/integration/test_managed_endpoint.py t/integration/test_metrics.py)
 
 if [[ "${SANITIZE:-0}" == 1 ]]; then
     step "build the module with AddressSanitizer and UndefinedBehaviorSanitizer"

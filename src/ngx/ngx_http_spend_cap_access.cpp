@@ -151,6 +151,8 @@ static void on_reserve_reply(void *data, RedisStatus status, const std::vector<l
         if (ints != nullptr) {
             ctx->decided = decode_reserve_reply(ledger, *ints);
         }
+        // (allowed includes a dry run's would-be block: it reserved too)
+        status_count_reserve(ctx, ints != nullptr && ctx->decided.kind == ReserveOutcome::Kind::allowed);
         if (ints != nullptr && ctx->decided.kind == ReserveOutcome::Kind::stale) {
             // The org's records changed since its caps were read here: Redis
             // did nothing. Read them again and reserve again (twice at most:
@@ -186,6 +188,7 @@ static void on_reserve_reply(void *data, RedisStatus status, const std::vector<l
             ctx->blocked_by = blocked_by_label(cap);
             ErrorReply refusal = render_error(ctx->surface, error_code_for(cap.limit), "", cap);
             if (decided.kind == ReserveOutcome::Kind::blocked) {
+                status_count_block(cap);
                 ctx->outcome = Outcome::block;
                 ctx->error = std::move(refusal);
             } else {
@@ -315,6 +318,7 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+    ctx->reserve_started_us = monotonic_micros();
     if (!reserve_later(ctx->ticket, ReserveItem{ctx->ledger, ctx->reserved, ctx->request_id, lcf->dry_run != 0},
                        lcf->timeout, mcf->reservation_ttl, on_reserve_reply, ctx)) {
         r->read_event_handler = ngx_http_block_reading;

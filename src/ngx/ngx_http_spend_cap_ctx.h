@@ -10,6 +10,7 @@
 #include <string>
 
 #include "http/envelope.h"
+#include "accounting/cap.h"
 #include "accounting/ledger.h"
 #include "base/money.h"
 #include "policy/policy.h"
@@ -42,6 +43,9 @@ struct MainConf {
     ngx_int_t redis_replicas;
     ngx_int_t request_id_index;
     ngx_msec_t reservation_ttl;
+    ngx_int_t status_orgs;     // spend_cap_status_orgs
+    ngx_flag_t status_used;    // a location has spend_cap_status
+    ngx_shm_zone_t *zone;      // the node's shared zone (ngx_http_spend_cap_zone.h)
 };
 
 struct LocConf {
@@ -91,6 +95,7 @@ struct RequestCtx {
     std::string request_id;
     ReserveTicket ticket;                  // its reservation's place in a batch
     bool reserve_sent = false;
+    std::uint64_t reserve_started_us = 0;  // when its reserve was queued (spend_cap_redis_seconds)
     bool reserve_answered = false;         // Redis reserved it (allowed, or a dry run)
     bool reserve_not_done = false;         // Redis answered it with an error: it changed nothing
     std::optional<ErrorReply> error;       // answer to send when decided
@@ -146,6 +151,13 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in);
 ngx_int_t log_handler(ngx_http_request_t *r);
 // ngx_http_spend_cap_admin.cpp: the management API (spend_cap_admin)
 char *set_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+// ngx_http_spend_cap_status.cpp: spend_cap_status, and what it counts
+char *set_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+std::uint64_t monotonic_micros();
+void status_count_request(const RequestCtx *ctx);   // its decision (log phase)
+void status_count_settled(const RequestCtx *ctx);   // its cost and tokens
+void status_count_block(const CapRef &cap);
+void status_count_reserve(const RequestCtx *ctx, bool reserved);  // its reserve answered
 // ngx_http_spend_cap_variables.cpp: $spend_cap_*
 ngx_int_t add_variables(ngx_conf_t *cf);
 

@@ -24,8 +24,11 @@ void report_key_expired(RequestCtx *ctx) {
     }
     std::vector<std::string> command = key_expired_command(org, *ctx->key, ngx_time());
     if (!command.empty()) {
-        std::string what = "key_expired event of key " + ctx->key->id;
-        redis_eval_reliably(std::move(command), &scripts::key_expired().text, [what] { return what; });
+        MustLand what;
+        what.script = &scripts::key_expired();
+        what.summary = "key_expired event of key " + ctx->key->id;
+        what.describe = [summary = what.summary] { return summary; };
+        redis_eval_reliably(std::move(command), std::move(what));
     }
 }
 

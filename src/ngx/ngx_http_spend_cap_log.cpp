@@ -45,8 +45,12 @@ static void settle_cost(ngx_http_request_t *r, RequestCtx *ctx) {
 
 ngx_int_t log_handler(ngx_http_request_t *r) {
     RequestCtx *ctx = get_ctx(r);
-    if (ctx == nullptr || r != r->main || !is_metered(ctx->endpoint)) {
-        return NGX_OK;  // (a free request: counted nowhere)
+    if (ctx == nullptr || r != r->main) {
+        return NGX_OK;
+    }
+    status_count_request(ctx);
+    if (!is_metered(ctx->endpoint)) {
+        return NGX_OK;  // (a free request: counted in Redis nowhere)
     }
     try {
         if (ctx->reserve_sent) {
@@ -65,6 +69,9 @@ ngx_int_t log_handler(ngx_http_request_t *r) {
         // gives back a reservation Redis may still have made (commands on one
         // connection run in order; a late one finds the settlement and does
         // nothing). Every counter then ends as if the request never came.
+        if (reached_provider) {
+            status_count_settled(ctx);
+        }
         Amounts real{ctx->cost, ctx->usage.total(), reached_provider ? 1 : 0};
         settle_later(SettleItem{ctx->ledger, ctx->reserved, real, ctx->request_id, ctx->decided.ceiling_cap,
                                 plan.in_batch ? ctx->ticket.batch_id : std::string(), ctx->reserve_answered});

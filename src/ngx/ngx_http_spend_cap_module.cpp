@@ -14,6 +14,7 @@
 
 #include "ngx_http_spend_cap_settle.h"
 #include "ngx_http_spend_cap_sweep.h"
+#include "ngx_http_spend_cap_zone.h"
 
 namespace {
 
@@ -44,6 +45,7 @@ void *create_main_conf(ngx_conf_t *cf) {
     mcf->request_id_index = NGX_ERROR;
     mcf->reservation_ttl = NGX_CONF_UNSET_MSEC;
     mcf->redis_replicas = NGX_CONF_UNSET;
+    mcf->status_orgs = NGX_CONF_UNSET;
     return mcf;
 }
 
@@ -59,6 +61,18 @@ char *init_main_conf(ngx_conf_t *cf, void *conf) {
     if (mcf->reservation_ttl < 1000 || mcf->reservation_ttl > (ngx_msec_t) kMaxReservationTtlMs) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"spend_cap_reservation_ttl\" must be between 1s and 12h");
         return (char *) NGX_CONF_ERROR;
+    }
+    ngx_conf_init_value(mcf->status_orgs, static_cast<ngx_int_t>(kDefaultStatusOrgs));
+    if (mcf->status_orgs < 0 || mcf->status_orgs > static_cast<ngx_int_t>(kMaxStatusOrgs)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"spend_cap_status_orgs\" must be between 0 and %uz",
+                           kMaxStatusOrgs);
+        return (char *) NGX_CONF_ERROR;
+    }
+    if (mcf->state->policy || mcf->status_used) {
+        mcf->zone = zone_add(cf, static_cast<std::size_t>(mcf->status_orgs));
+        if (mcf->zone == nullptr) {
+            return (char *) NGX_CONF_ERROR;
+        }
     }
     return NGX_CONF_OK;
 }
@@ -287,6 +301,10 @@ ngx_command_t commands[] = {
      NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, stream_usage), stream_usage_modes},
     {ngx_string("spend_cap_admin"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, set_admin, NGX_HTTP_LOC_CONF_OFFSET, 0,
      nullptr},
+    {ngx_string("spend_cap_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_status, NGX_HTTP_LOC_CONF_OFFSET, 0,
+     nullptr},
+    {ngx_string("spend_cap_status_orgs"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_num_slot,
+     NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, status_orgs), nullptr},
     ngx_null_command,
 };
 
@@ -325,7 +343,11 @@ ngx_int_t postconfiguration(ngx_conf_t *cf) {
 
 ngx_int_t init_process(ngx_cycle_t *cycle) {
     auto *mcf = static_cast<MainConf *>(ngx_http_cycle_get_module_main_conf(cycle, ngx_http_spend_cap_module));
-    if (mcf == nullptr || !mcf->state->policy) {
+    if (mcf == nullptr) {
+        return NGX_OK;
+    }
+    zone_attach(mcf->zone);
+    if (!mcf->state->policy) {
         return NGX_OK;  // spend_cap is not configured in this http block
     }
     if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) {

@@ -16,6 +16,8 @@
 
 #include "ngx_http_spend_cap_redis_backlog.h"
 #include "ngx_http_spend_cap_redis_nodes.h"
+#include "ngx_http_spend_cap_shared_backlog.h"
+#include "ngx_http_spend_cap_zone.h"
 #include "redis/cluster.h"
 #include "redis/errors.h"
 
@@ -33,8 +35,20 @@ constexpr unsigned kMaxRedirects = 5;
 // TRYAGAIN / CLUSTERDOWN: a command whose caller still waits is sent again
 // after this, doubling up to the most.
 constexpr ngx_msec_t kFirstRetry = 10, kMostRetry = 200;
+// How often a worker looks for writes that workers now gone left in the
+// node's shared backlog.
+constexpr ngx_msec_t kAdoptEvery = 1000;
 
 void flush_backlog();
+void on_adopt_timer(ngx_event_t *ev);
+
+// spend_cap_redis_errors_total{kind}
+void count_error(std::size_t kind) {
+    if (spendcap::StatusCounters *counters = status_counters()) {
+        counters->count_redis_error(kind);
+    }
+}
+constexpr std::size_t kConnectionError = 0, kTimeoutError = 1, kReplyError = 2;
 
 struct Client : RedisConnection::Owner {
     Client(RedisSettings settings, ngx_resolver_t *resolver, ngx_log_t *log)
@@ -50,12 +64,16 @@ struct Client : RedisConnection::Owner {
         flush_backlog();
     }
     bool writes_waiting() const override { return backlog.waiting(); }
-    void connection_lost(RedisConnection &connection) override { nodes.connection_lost(connection); }
+    void connection_lost(RedisConnection &connection) override {
+        count_error(kConnectionError);
+        nodes.connection_lost(connection);
+    }
 
     ngx_log_t *log;
     WriteBacklog backlog;  // (before the nodes: stopping them returns writes here)
     RedisNodes nodes;
     std::string wait_command;  // WAIT N TIMEOUT, with replicas to wait for
+    ngx_event_t adopt_timer{};
 };
 
 Client *client;  // one per worker process
@@ -222,6 +240,8 @@ void on_reliable_reply(RedisOp *op, const ReplyGist &reply, bool confirmed) {
             return;
         }
         backlog.landed();
+        shared_backlog_done(op->work.shared);
+        op->work.shared = nullptr;
         finish(op, RedisStatus::reply, nullptr);
         flush_backlog();
         return;
@@ -242,6 +262,7 @@ void on_reliable_reply(RedisOp *op, const ReplyGist &reply, bool confirmed) {
         return;
     }
     backlog.answered(op->work);
+    count_error(kReplyError);
     if (error.kind == RedisErrorKind::permanent) {
         backlog.lost(op->work, reply.text.c_str());
         finish(op, RedisStatus::unavailable, nullptr);
@@ -302,6 +323,7 @@ void on_direct_reply(RedisOp *op, redisReply *reply) {
         if (follow_redirect(op, text) || retry_later(op, error)) {
             return;
         }
+        count_error(kReplyError);
         if (error.reconnect && op->connection != nullptr) {
             op->connection->drop_soon(text);
         }
@@ -350,6 +372,7 @@ void on_op_timeout(ngx_event_t *ev) {
         RedisDone done = op->done;
         op->done = nullptr;  // the reply (or the retry timer), when it comes, frees the op silently
         if (done != nullptr) {
+            count_error(kTimeoutError);
             done(op->data, RedisStatus::timeout, nullptr);
         }
     });
@@ -375,6 +398,7 @@ bool send_reliably(PendingWrite work) {
         finish(op, RedisStatus::unavailable, nullptr);
         return false;
     }
+    shared_backlog_sent(op->work.shared);
     client->backlog.in_flight(op->work);
     return true;
 }
@@ -389,6 +413,53 @@ void flush_backlog() {
                 client->nodes.refresh_soon();
                 break;
             }
+        }
+    });
+}
+
+// Writes that workers now gone left in the node's shared backlog become
+// this worker's: sent after its own, saying they may have been sent before
+// when their worker had sent them (settle.lua then counts each once).
+void adopt_writes() {
+    WriteBacklog &backlog = client->backlog;
+    const std::size_t mine = backlog.size() + backlog.in_flight_count();
+    if (!shared_backlog_others_wait(mine)) {
+        return;
+    }
+    std::vector<AdoptedWrite> adopted = shared_backlog_adopt(kSharedBacklogEntries - std::min(mine, kSharedBacklogEntries));
+    if (adopted.empty()) {
+        return;
+    }
+    ngx_log_error(NGX_LOG_WARN, client->log, 0,
+                  "spend_cap: sending %uz writes that workers now gone left in the shared backlog", adopted.size());
+    for (AdoptedWrite &a : adopted) {
+        PendingWrite work;
+        work.seq = backlog.next_seq();
+        work.command = std::move(a.command);
+        work.script = &spendcap::lua_script(a.script).text;
+        work.slot = a.slot;
+        work.says_sent_before = a.says_sent_before;
+        work.shared = a.write;
+        const ngx_pid_t from = a.from;
+        work.describe = [summary = std::move(a.summary), from] {
+            return summary + " (left by worker " + std::to_string(from) + ")";
+        };
+        if (a.sent) {
+            sent_before(work);
+        }
+        backlog.insert(std::move(work));
+    }
+    flush_backlog();
+}
+
+void on_adopt_timer(ngx_event_t *ev) {
+    redis_guarded(log_of(), "redis shared backlog", [&] {
+        if (client == nullptr) {
+            return;
+        }
+        adopt_writes();
+        if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+            ngx_add_timer(ev, kAdoptEvery);
         }
     });
 }
@@ -443,11 +514,16 @@ spendcap::Reply to_reply(const redisReply *reply) {
 void redis_start(RedisSettings settings, ngx_resolver_t *resolver, ngx_log_t *log) {
     client = new Client(std::move(settings), resolver, log);
     client->nodes.start();
+    redis_init_timer(&client->adopt_timer, on_adopt_timer, log, client);
+    ngx_add_timer(&client->adopt_timer, 1);  // what a worker that died left, at once
 }
 
 void redis_stop() {
     if (client == nullptr) {
         return;
+    }
+    if (client->adopt_timer.timer_set) {
+        ngx_del_timer(&client->adopt_timer);
     }
     client->nodes.stop();  // what waits for a reply joins the backlog
     client->backlog.abandon();
@@ -479,15 +555,30 @@ void redis_forget(RedisOp *op) {
 
 bool redis_ready() { return client != nullptr && client->nodes.usable(); }
 
-void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, RedisDescribe describe,
-                         bool says_sent_before) {
+bool redis_up() { return client != nullptr && client->nodes.all_connected(); }
+
+void redis_eval_reliably(std::vector<std::string> argv, MustLand what) {
     if (client == nullptr) {
         return;
     }
-    PendingWrite work = pending(std::move(argv), script);
+    PendingWrite work = pending(std::move(argv), what.script != nullptr ? &what.script->text : nullptr);
     work.seq = client->backlog.next_seq();
-    work.describe = std::move(describe);
-    work.says_sent_before = says_sent_before;
+    work.says_sent_before = what.says_sent_before;
+    work.settlements = what.settlements;
+    if (zone_pool() != nullptr) {
+        SharedWriteInfo info;
+        info.command = work.command;
+        info.script = what.script != nullptr ? std::string_view(what.script->name) : std::string_view();
+        info.summary = what.summary;
+        info.slot = work.slot;
+        info.settlements = what.settlements;
+        info.says_sent_before = what.says_sent_before;
+        work.shared = shared_backlog_keep(info);
+        if (work.shared == nullptr) {
+            return;  // the backlog is full: said and counted
+        }
+    }
+    work.describe = std::move(what.describe);
     if (client->backlog.empty() && client->backlog.can_send(client->nodes.connected())) {
         send_reliably(std::move(work));
     } else {

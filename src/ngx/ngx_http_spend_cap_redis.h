@@ -15,6 +15,7 @@
 #include "ngx_http_spend_cap_redis_nodes.h"       // RedisSettings
 #include "redis/command.h"
 #include "redis/reply.h"
+#include "redis/script.h"
 
 struct redisReply;
 
@@ -56,16 +57,29 @@ void redis_forget(RedisOp *op);
 
 // Whether a command would be taken now (a connection is up or being made).
 bool redis_ready();
+// Whether every connection of this worker is up (spend_cap_redis_up).
+bool redis_up();
+
+// A write that must land, besides its command.
+struct MustLand {
+    const spendcap::Script *script = nullptr;  // for NOSCRIPT
+    // What it is, for this worker's log lines; called only when one is written.
+    RedisDescribe describe;
+    // What it is, short, kept with it in the node's shared backlog for the
+    // worker that sends it if this one is gone ("3 settlements of org acme").
+    std::string summary;
+    unsigned settlements = 0;  // what the backlog gauge counts of it
+    // Its last argument is "0", and becomes "1" once a send may have landed
+    // without its reply (or WAIT's confirmation) coming back.
+    bool says_sent_before = false;
+};
 
 // A write that must land (a settlement): idempotent, so it is sent again
-// until Redis accepts it, in the order submitted. It waits in a bounded
-// per-worker backlog while Redis is unreachable or answers an error that
-// clears by itself (LOADING, BUSY, OOM, READONLY, ...), retried with backoff;
-// a reply that can never succeed drops it with one error line naming what
-// `describe` says.
-// `says_sent_before`: its last argument is "0", and becomes "1" once a send
-// may have landed without its reply (or WAIT's confirmation) coming back.
-void redis_eval_reliably(std::vector<std::string> argv, const std::string *script, RedisDescribe describe,
-                         bool says_sent_before = false);
+// until Redis accepts it, in the order submitted. It waits in the node's
+// bounded shared backlog while Redis is unreachable or answers an error that
+// clears by itself (LOADING, BUSY, OOM, READONLY, ...), retried with backoff,
+// and is sent by another worker if this one is gone; a reply that can never
+// succeed drops it with one error line naming what `describe` says.
+void redis_eval_reliably(std::vector<std::string> argv, MustLand what);
 
 }  // namespace spendcap_ngx

@@ -4,21 +4,24 @@
 #include <utility>
 
 #include "ngx_http_spend_cap_redis_adapter.h"  // redis_guarded
+#include "ngx_http_spend_cap_zone.h"
 
 namespace spendcap_ngx {
 namespace {
 
 constexpr ngx_msec_t kMaxBackoff = 5000;
-// The backlog of writes that must land, per worker: entries and bytes.
-constexpr std::size_t kMaxBacklog = 100000;
-constexpr std::size_t kMaxBacklogBytes = 32 << 20;
+// What an entry's description is counted as, besides its command.
+constexpr std::size_t kDescribeBytes = 256;
+// The backlog of writes that must land, per worker: entries and bytes. The
+// node's shared backlog bounds what it takes in first; these hold only where
+// a worker has taken over those of workers that are gone.
+constexpr std::size_t kMaxBacklog = kSharedBacklogEntries;
+constexpr std::size_t kMaxBacklogBytes = kSharedBacklogBytes + kSharedBacklogEntries * kDescribeBytes;
 // Writes that must land, sent and not answered yet: what hiredis's queue
 // may hold of them; the rest waits in the backlog.
 constexpr std::size_t kMaxInflight = 2000;
 constexpr std::size_t kMaxInflightBytes = 8 << 20;
 constexpr unsigned kLogLinesPerSecond = 10;
-// What an entry's description is counted as, besides its command.
-constexpr std::size_t kDescribeBytes = 256;
 
 std::string describe(const PendingWrite &w) {
     try {
@@ -69,7 +72,11 @@ bool WriteBacklog::log_allowed(LogLimit &limit) {
     return false;
 }
 
-void WriteBacklog::lost(const PendingWrite &write, const char *why) {
+void WriteBacklog::lost(const PendingWrite &write, const char *why, bool full) {
+    shared_backlog_done(write.shared);
+    if (spendcap::StatusCounters *counters = status_counters()) {
+        counters->count_lost(full ? 0 : 1, write.settlements);
+    }
     if (log_allowed(drop_log_)) {
         ngx_log_error(NGX_LOG_ERR, log_, 0, "spend_cap: %s lost: %s", describe(write).c_str(), why);
     }
@@ -80,11 +87,11 @@ void WriteBacklog::insert(PendingWrite write) {
     while (!queue_.empty() && (queue_.size() >= kMaxBacklog || bytes_ + size > kMaxBacklogBytes)) {
         PendingWrite &oldest = queue_.front();
         if (oldest.seq > write.seq) {
-            lost(write, full_why(write));
+            lost(write, full_why(write), true);
             return;
         }
         bytes_ -= oldest.command.size() + kDescribeBytes;
-        lost(oldest, full_why(oldest));
+        lost(oldest, full_why(oldest), true);
         queue_.pop_front();
     }
     auto at = std::upper_bound(queue_.begin(), queue_.end(), write.seq,
@@ -142,13 +149,20 @@ void WriteBacklog::abandon() {
     if (queue_.empty()) {
         return;
     }
-    ngx_log_error(NGX_LOG_ERR, log_, 0,
-                  "spend_cap: worker exits with %uz writes not accepted by redis; their "
-                  "reservations are given back at their deadline",
-                  queue_.size());
+    std::size_t kept = 0;
     drop_log_ = LogLimit{};
     for (const PendingWrite &w : queue_) {
-        lost(w, "the worker exits");
+        if (w.shared != nullptr) {
+            kept++;
+        } else {
+            lost(w, "the worker exits");
+        }
+    }
+    if (kept > 0) {
+        ngx_log_error(NGX_LOG_WARN, log_, 0,
+                      "spend_cap: worker exits with %uz writes not accepted by redis; they wait in the shared "
+                      "backlog for another worker of this nginx",
+                      kept);
     }
     queue_.clear();
     bytes_ = 0;

@@ -1,5 +1,6 @@
-// The backlog of writes that must land (settlements): bounded per worker,
-// in submission order, sent while the connection takes them and held after
+// The backlog of writes that must land (settlements): this worker's queue of
+// them (each also kept in the node's shared memory zone until it lands:
+// ngx_http_spend_cap_shared_backlog.h), in submission order, sent while the connection takes them and held after
 // an error that clears by itself (LOADING, OOM, READONLY, ...) until a
 // retry timer, with backoff. Entries the backlog cannot keep are logged,
 // each naming what it was.
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "ngx.h"
+#include "ngx_http_spend_cap_shared_backlog.h"
 
 namespace spendcap_ngx {
 
@@ -29,6 +31,8 @@ struct PendingWrite {
     // Applied on the master, not yet confirmed by WAIT (kept to be sent again).
     bool unconfirmed = false;
     RedisDescribe describe;
+    SharedWrite *shared = nullptr;  // its copy in the zone, freed when it lands or is lost
+    unsigned settlements = 0;       // what it counts for in the metrics
 };
 
 class WriteBacklog {
@@ -41,6 +45,7 @@ public:
     std::size_t size() const { return queue_.size(); }
     // Whether writes wait here or in flight (a stopping worker stays for them).
     bool waiting() const { return !queue_.empty() || inflight_ > 0; }
+    std::size_t in_flight_count() const { return inflight_; }
     std::uint64_t next_seq() { return next_seq_++; }
 
     // Back in, in submission order; the oldest entries give way when it is full.
@@ -51,13 +56,14 @@ public:
     bool can_send(bool connected) const;
     void in_flight(const PendingWrite &write);
     void answered(const PendingWrite &write);
-    // A reply that can never succeed, or the worker stopping: logged, lost.
-    void lost(const PendingWrite &write, const char *why);
+    // A reply that can never succeed (or no room): logged, counted, lost.
+    void lost(const PendingWrite &write, const char *why, bool full = false);
     // A transient error: everything waits for the retry timer (backoff).
     void hold(const char *error);
     // A write landed: the next hold starts from the shortest backoff.
     void landed() { retry_backoff_ = kMinBackoff; }
-    // The worker exits: what is left is logged.
+    // The worker exits: what is left stays in the zone for the node's other
+    // workers (lost, and logged, only where it has no copy there).
     void abandon();
 
 private:

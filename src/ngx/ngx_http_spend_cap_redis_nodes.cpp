@@ -157,6 +157,13 @@ bool RedisNodes::connected() const {
     return false;
 }
 
+bool RedisNodes::all_connected() const {
+    for (const auto &entry : nodes_) {
+        if (!entry.second->commands->connected()) return false;
+    }
+    return !nodes_.empty();
+}
+
 void RedisNodes::refresh_soon() {
     if (!settings_.cluster) {
         return;

@@ -53,6 +53,8 @@ public:
     bool usable() const;
     // Some connection is up.
     bool connected() const;
+    // Every node's connection is up (spend_cap_redis_up).
+    bool all_connected() const;
 
     // From the connections' owner.
     void connection_ready();

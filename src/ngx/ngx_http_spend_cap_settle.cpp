@@ -48,9 +48,16 @@ void send(Batch batch) {
                       describe(batch.items).c_str());
         return;
     }
+    MustLand what;
+    what.script = &spendcap::scripts::settle();
+    what.settlements = static_cast<unsigned>(batch.items.size());
+    what.summary = std::to_string(batch.items.size()) + " settlements of org " + batch.items.front().ledger->org
+                   + " (requests " + batch.items.front().request_id
+                   + (batch.items.size() > 1 ? " to " + batch.items.back().request_id : std::string()) + ")";
+    what.says_sent_before = true;
     auto items = std::make_shared<const std::vector<spendcap::SettleItem>>(std::move(batch.items));
-    redis_eval_reliably(std::move(command), &spendcap::scripts::settle().text, [items] { return describe(*items); },
-                        true);
+    what.describe = [items] { return describe(*items); };
+    redis_eval_reliably(std::move(command), std::move(what));
 }
 
 // Settlements wait per org.

@@ -16,11 +16,11 @@ import time
 
 
 class TcpProxy:
-    def __init__(self, target_port, host="127.0.0.1"):
+    def __init__(self, target_port, host="127.0.0.1", port=None):
         self.target = (host, target_port)
         self.delay = 0.0
         self.blackhole = False
-        self.port = None
+        self.port = port  # None: a free one (a proxy started again may take its old port)
         self.connections = 0  # accepted so far
         self.swallowed = {}   # connection number (1, 2, ...) -> bytearray the client sent into the black hole
         self._loop = None
@@ -35,7 +35,7 @@ class TcpProxy:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._accept, "127.0.0.1", 0))
+                asyncio.start_server(self._accept, "127.0.0.1", self.port or 0, reuse_address=True))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()

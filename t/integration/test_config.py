@@ -112,3 +112,22 @@ def test_redis_directives(nginx_factory, directives, reason):
         assert res.returncode == 0, res.stderr
     else:
         assert res.returncode != 0 and reason in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("http_extra,server_extra,reason", [
+    ("spend_cap_status_orgs 0;", "location = /metrics { spend_cap_status; }", None),
+    ("spend_cap_status_orgs 10000;", "location = /metrics { spend_cap_status; }", None),
+    ("spend_cap_status_orgs 10001;", "", "between 0 and 10000"),
+    ("spend_cap_status_orgs many;", "", "invalid number"),
+    ("", "location = /metrics { spend_cap_status on; }", "invalid number of arguments"),
+    ("", "spend_cap_status;", "is not allowed here"),
+])
+def test_status_directives(nginx_factory, http_extra, server_extra, reason):
+    """spend_cap_status (a location's) and spend_cap_status_orgs (http, bounded)."""
+    ng = nginx_factory(start=False, http_extra=http_extra, server_extra=server_extra)
+    res = ng.test_config()
+    ng.log_checked = True
+    if reason is None:
+        assert res.returncode == 0, res.stderr
+    else:
+        assert res.returncode != 0 and reason in res.stderr, res.stderr
