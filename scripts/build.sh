@@ -13,7 +13,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build="$repo/build"
 deps=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev libssl-dev
-      zlib1g-dev libpcre2-dev g++ make)
+      zlib1g-dev libpcre2-dev g++ make cmake pkg-config libcurl4-openssl-dev)
 
 missing=()
 for pkg in "${deps[@]}"; do
@@ -68,3 +68,14 @@ make -f "$objs/Makefile" -C "$src" -j"$(nproc)" modules > "$out/make.log" 2>&1 \
 cp "$objs/ngx_http_spend_cap_module.so" "$out/.ngx_http_spend_cap_module.so.new"
 mv -f "$out/.ngx_http_spend_cap_module.so.new" "$out/ngx_http_spend_cap_module.so"
 echo "build.sh: built $out/ngx_http_spend_cap_module.so"
+
+# spend-cap-relay (src/relay), with the same compiler, against the same core.
+if [ "${SANITIZE:-0}" != 1 ]; then
+    cmake -S "$repo" -B "$build/relay" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPEND_CAP_TESTS=OFF \
+        > "$build/relay-cmake.log" 2>&1 || { tail -20 "$build/relay-cmake.log"; exit 1; }
+    cmake --build "$build/relay" --target spend-cap-relay -j"$(nproc)" > "$build/relay-make.log" 2>&1 \
+        || { grep -E "error|Error" "$build/relay-make.log" | head -40; exit 1; }
+    cp "$build/relay/spend-cap-relay" "$build/.spend-cap-relay.new"
+    mv -f "$build/.spend-cap-relay.new" "$build/spend-cap-relay"
+    echo "build.sh: built $build/spend-cap-relay"
+fi

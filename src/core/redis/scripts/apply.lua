@@ -8,6 +8,7 @@
 --   ("" for absent), the change is already made: nothing is done, no event.
 -- Reply: 0 when `need` does not hold (nothing done), else {1 if the record
 -- existed before / 0, the record's fields after, 1 changed / 0 already so}.
+-- uses: events
 local need = ARGV[1]
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if (need == 'exists' and not exists) or (need == 'absent' and exists) then return 0 end
@@ -29,5 +30,5 @@ redis.call('INCR', KEYS[2])
 if s > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, first_set, first_set + 2 * s - 1)) end
 if d > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, p + 1, p + d)) end
 if KEYS[4] and ARGV[2] ~= '' then redis.call('SADD', KEYS[4], ARGV[2]) end
-redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', unpack(event))
+append_event(KEYS[3], event)
 return {existed, redis.call('HGETALL', KEYS[1]), 1}

@@ -2,7 +2,7 @@
 -- KEYS: sc:{ORG}:cleared, sc:{ORG}:events.
 -- ARGV: cleared (nano-USD).
 -- Reply: 1.
+-- uses: events
 redis.call('SET', KEYS[1], ARGV[1])
-redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'type', 'cleared_changed', 'cleared_nanousd', ARGV[1],
-  'by', 'api')
+append_event(KEYS[2], {'type', 'cleared_changed', 'cleared_nanousd', ARGV[1], 'by', 'api'})
 return 1

@@ -6,6 +6,7 @@
 -- with the reservations in flight drawn, and those: their sum is the settled
 -- balance); {-1, Redis's error} when the balance would overflow or holds no
 -- integer (nothing done).
+-- uses: events
 local prior = redis.call('GET', KEYS[1])
 if prior then return {0, prior} end
 local added = redis.pcall('INCRBY', KEYS[2], ARGV[1])
@@ -13,6 +14,6 @@ if type(added) == 'table' and added.err then return {-1, added.err} end
 local after = redis.call('GET', KEYS[2])
 local answer = ARGV[1] .. ' ' .. after .. ' ' .. (redis.call('GET', KEYS[4]) or '0')
 redis.call('SET', KEYS[1], answer, 'EX', 34560000)
-redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'topup', 'amount_nanousd', ARGV[1],
-  'idempotency_key', ARGV[2], 'balance_nanousd', after, 'by', 'api')
+append_event(KEYS[3], {'type', 'topup', 'amount_nanousd', ARGV[1], 'idempotency_key', ARGV[2],
+  'balance_nanousd', after, 'by', 'api'})
 return {1, answer}
