@@ -74,10 +74,13 @@ std::optional<StreamEvent> first_event(const Reply &reply, const std::string &or
 }
 
 // One org's delivery to one endpoint.
+struct Lane;
+void mark_work(Lane &lane);
 struct Lane {
     std::string org;
     std::size_t endpoint = 0;
     bool work = false;      // something may wait in the stream
+    std::uint64_t wakes = 0;  // times told so: a read that saw nothing clears `work` only if none came since
     bool busy = false;      // a delivery thread has it
     bool disabled = false;  // 410 Gone: until the relay restarts
     std::int64_t next_at = 0;
@@ -86,6 +89,11 @@ struct Lane {
     std::int64_t first_attempt = 0;
     std::int64_t head_ms = 0;
 };
+
+void mark_work(Lane &lane) {
+    lane.work = true;
+    lane.wakes++;
+}
 
 struct OrgState {
     std::vector<std::size_t> lanes;
@@ -190,7 +198,7 @@ struct Relay::Impl {
                 }
                 if (pending == 0 && lag == 0) continue;
                 for (std::size_t li : orgs[org].lanes) {
-                    if (config.endpoints[lanes[li].endpoint].name == name) lanes[li].work = true;
+                    if (config.endpoints[lanes[li].endpoint].name == name) mark_work(lanes[li]);
                 }
             }
         }
@@ -298,7 +306,7 @@ struct Relay::Impl {
         if (!event) {
             lock.lock();
             Lane &l = lanes[li];
-            l.work = false;  // caught up
+            if (l.wakes == lane.wakes) l.work = false;  // caught up (unless an event came meanwhile)
             l.head.clear();
             return;
         }
@@ -523,7 +531,7 @@ void Relay::run(const std::atomic<bool> &stop) {
                 woken.swap(d.woken);
                 for (const std::string &org : woken) {
                     d.add_org(org);
-                    for (std::size_t li : d.orgs[org].lanes) d.lanes[li].work = true;
+                    for (std::size_t li : d.orgs[org].lanes) mark_work(d.lanes[li]);
                 }
             }
             d.tend_leases(now);

@@ -257,3 +257,16 @@ def test_relay_follows_a_redis_cluster(redis_cluster_factory, relay_factory, rec
         assert [i for i in got if i.startswith(org + ":")] == [org + ":" + i for i in ids[org]]
     c.close()
     assert relay.stop() == 0
+
+
+def test_sigterm_finishes_the_attempt_in_flight(relay_factory, receiver, redis):
+    relay = relay_factory([endpoint(receiver)], retry=FAST)
+    receiver.plan("/hooks", fail=0, delay_ms=2000)
+    xadd(redis, "term", 1)
+    assert wait_until(lambda: len(receiver.received("/hooks")) == 1, timeout=15)  # the answer is 2 s away
+    started = time.time()
+    assert relay.stop() == 0
+    assert time.time() - started >= 1.0, "it did not wait for the answer"
+    # acknowledged before it exited: nothing pending, nothing to send again
+    assert redis.xpending("sc:{term}:events", "billing")["pending"] == 0
+    assert redis.get("sc:{term}:relay:lease") is None  # given back
