@@ -18,11 +18,6 @@
 
 namespace spendcap::relay {
 
-RelayConfigError::RelayConfigError(std::string file, int line, std::string reason)
-    : std::runtime_error(file + ":" + std::to_string(line) + ": " + reason),
-      file_(std::move(file)),
-      line_(line),
-      reason_(std::move(reason)) {}
 
 bool Endpoint::accepts(const std::string &type, const std::string &org) const {
     return (types.empty() || types.count(type)) && (orgs.empty() || orgs.count(org));
@@ -394,17 +389,10 @@ RelayConfig parse_relay_config(const std::string &text, const std::string &name_
 }
 
 RelayConfig load_relay_config(const std::string &path) {
-    std::FILE *file = std::fopen(path.c_str(), "rb");
-    if (!file) throw RelayConfigError(path, 0, std::string("cannot open the relay file: ") + std::strerror(errno));
-    std::string text;
-    char buffer[65536];
-    std::size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) text.append(buffer, n);
-    const bool failed = std::ferror(file) != 0;
-    const int read_errno = errno;
-    std::fclose(file);
-    if (failed) throw RelayConfigError(path, 0, std::string("cannot read the relay file: ") + std::strerror(read_errno));
-    return parse_relay_config(text, path);
+    std::string why_not;
+    std::optional<std::string> text = read_text_file(path, "the relay file", why_not);
+    if (!text) throw RelayConfigError(path, 0, why_not);
+    return parse_relay_config(*text, path);
 }
 
 }  // namespace spendcap::relay

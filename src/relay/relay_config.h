@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/text_file.h"
 #include "relay/backoff.h"  // RetryConfig
 
 namespace spendcap::relay {
@@ -50,17 +51,9 @@ std::optional<HostPort> parse_host_port(std::string_view text);
 
 // A bad relay file: what() is "FILE:LINE: REASON" (the line 1-based, 0 when
 // the mistake has no line, such as a file that cannot be read).
-class RelayConfigError : public std::runtime_error {
+class RelayConfigError : public FileError {
 public:
-    RelayConfigError(std::string file, int line, std::string reason);
-    const std::string &file() const { return file_; }
-    int line() const { return line_; }
-    const std::string &reason() const { return reason_; }
-
-private:
-    std::string file_;
-    int line_;
-    std::string reason_;
+    using FileError::FileError;
 };
 
 // Parses and validates the relay's YAML: exactly one of redis and cluster,

@@ -16,11 +16,6 @@
 
 namespace spendcap {
 
-PolicyError::PolicyError(std::string file, int line, std::string reason)
-    : std::runtime_error(file + ":" + std::to_string(line) + ": " + reason),
-      file_(std::move(file)),
-      line_(line),
-      reason_(std::move(reason)) {}
 
 namespace {
 
@@ -572,17 +567,10 @@ std::shared_ptr<const Policy> parse_policy(const std::string &yaml_text, const s
 }
 
 std::shared_ptr<const Policy> load_policy_file(const std::string &path) {
-    std::FILE *file = std::fopen(path.c_str(), "rb");
-    if (!file) throw PolicyError(path, 0, std::string("cannot open policy file: ") + std::strerror(errno));
-    std::string text;
-    char buffer[65536];
-    std::size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) text.append(buffer, n);
-    const bool failed = std::ferror(file) != 0;
-    const int read_errno = errno;
-    std::fclose(file);
-    if (failed) throw PolicyError(path, 0, std::string("cannot read policy file: ") + std::strerror(read_errno));
-    return parse_policy(text, path);
+    std::string why_not;
+    std::optional<std::string> text = read_text_file(path, "policy file", why_not);
+    if (!text) throw PolicyError(path, 0, why_not);
+    return parse_policy(*text, path);
 }
 
 }  // namespace spendcap

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/money.h"
+#include "base/text_file.h"
 #include "base/periods.h"
 
 namespace spendcap {
@@ -181,17 +182,9 @@ std::optional<Nanos> ceiling_for(const std::vector<CeilingRow> &rows, Nanos clea
 
 // A bad policy file: names the file, the line (1-based, 0 if unknown) and the reason.
 // what() is "FILE:LINE: REASON".
-class PolicyError : public std::runtime_error {
+class PolicyError : public FileError {
 public:
-    PolicyError(std::string file, int line, std::string reason);
-    const std::string &file() const { return file_; }
-    int line() const { return line_; }
-    const std::string &reason() const { return reason_; }
-
-private:
-    std::string file_;
-    int line_;
-    std::string reason_;
+    using FileError::FileError;
 };
 
 // Parses and validates policy YAML. Throws PolicyError for bad YAML, unknown
