@@ -3,8 +3,9 @@
 # machine: installs what is missing).
 #
 #   scripts/run.sh [start]   build, start Redis (if none answers), the fake provider
-#                            (unless UPSTREAM is set) and NGINX; restarts what it
-#                            started before. NGINX runs in the background.
+#                            (unless UPSTREAM is set) and NGINX, then spend-cap-relay
+#                            and a local webhook receiver it delivers the events to;
+#                            restarts what it started before. NGINX runs in the background.
 #   scripts/run.sh stop      stop everything this script started
 #   scripts/run.sh status    show what is running
 #   scripts/run.sh render    only write the rendered configuration ($prefix/conf/nginx.conf)
@@ -18,7 +19,7 @@
 #   UPSTREAM_KEY_HEADER=x-api-key     which header carries UPSTREAM_KEY (authorization or
 #                                     x-api-key; default: by UPSTREAM, as above)
 #   FOREGROUND=1                      keep NGINX in the foreground (daemon off); Ctrl-C
-#                                     stops it and the fake provider
+#                                     stops it, the fake provider, the relay and the receiver
 #   PORT=8080                         the gateway's port on 127.0.0.1
 #   ADMIN_PORT=8081                   the management API's port on 127.0.0.1 (its token:
 #                                     build/run/conf/admin.token, made on the first run)
@@ -28,9 +29,13 @@
 #                                     where it all lives, the module loaded, the ports
 #                                     of Redis and the fake provider (the tests render
 #                                     the configuration with these)
+#   RECEIVER_PORT=9300                the webhook receiver's port on 127.0.0.1
+#                                     (t/webhook_receiver.py: it prints what it gets)
+#   RELAY_METRICS_PORT=9150           spend-cap-relay's /metrics on 127.0.0.1
 #
-# Everything runtime lives in build/run/: conf/, logs/ (error.log, access.log,
-# fake_provider.log, redis.log), and the pid files.
+# Everything runtime lives in build/run/: conf/ (nginx.conf, relay.yaml, admin.token),
+# logs/ (error.log, access.log, fake_provider.log, redis.log, relay.log, webhooks.log),
+# and the pid files.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,6 +50,12 @@ upstream_key=${UPSTREAM_KEY:-}
 upstream_key_header=${UPSTREAM_KEY_HEADER:-}
 fake_port=${FAKE_PORT:-9100}
 redis_port=${REDIS_PORT:-6379}
+relay_bin="$root/build/spend-cap-relay"
+receiver_port=${RECEIVER_PORT:-9300}
+relay_metrics_port=${RELAY_METRICS_PORT:-9150}
+# The demo endpoint's Standard Webhooks secret (whsec_ and base64 of 32 bytes): a
+# demo's, printed below so that a receiver of your own can verify with it.
+demo_webhook_secret=whsec_c3BlbmQtY2FwIGRlbW8gd2ViaG9vayBzZWNyZXQhISE=
 
 say() { printf 'run.sh: %s\n' "$*"; }
 die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -86,6 +97,9 @@ stop_pidfile() {
 stop_nginx() { stop_pidfile "$prefix/nginx.pid" "nginx: master process" nginx QUIT; }
 stop_fake()  { stop_pidfile "$prefix/fake_provider.pid" "fake_provider.py" "fake provider"; }
 stop_redis() { stop_pidfile "$prefix/redis.pid" "redis-server" redis; }
+# SIGTERM: the relay finishes the attempts in flight (the receiver must still be up).
+stop_relay() { stop_pidfile "$prefix/relay.pid" "spend-cap-relay" relay; }
+stop_receiver() { stop_pidfile "$prefix/webhook_receiver.pid" "webhook_receiver.py" "webhook receiver"; }
 remove_temp() {
     if [ -f "$prefix/tempdir" ]; then
         rm -rf -- "$(cat "$prefix/tempdir")"
@@ -95,23 +109,30 @@ remove_temp() {
 
 stop_all() {
     stop_nginx
+    stop_relay
+    stop_receiver
     stop_fake
     stop_redis
     remove_temp
 }
 
+# One line: whether what $1 names (its pidfile and command) runs, and where.
+say_running() { # $1 name, $2 pidfile, $3 command pattern, $4 where
+    local pid
+    if pid=$(live_pid "$2" "$3"); then
+        say "$1: running (pid $pid), $4"
+    else
+        say "$1: not running"
+    fi
+}
+
 status() {
     local pid
-    if pid=$(live_pid "$prefix/nginx.pid" "nginx: master process"); then
-        say "nginx: running (master pid $pid), http://127.0.0.1:$port"
-    else
-        say "nginx: not running"
-    fi
-    if pid=$(live_pid "$prefix/fake_provider.pid" "fake_provider.py"); then
-        say "fake provider: running (pid $pid), http://127.0.0.1:$fake_port"
-    else
-        say "fake provider: not running"
-    fi
+    say_running nginx "$prefix/nginx.pid" "nginx: master process" "http://127.0.0.1:$port"
+    say_running "fake provider" "$prefix/fake_provider.pid" "fake_provider.py" "http://127.0.0.1:$fake_port"
+    say_running relay "$prefix/relay.pid" "spend-cap-relay" "metrics http://127.0.0.1:$relay_metrics_port/metrics"
+    say_running "webhook receiver" "$prefix/webhook_receiver.pid" "webhook_receiver.py" \
+        "http://127.0.0.1:$receiver_port/hooks"
     if pid=$(live_pid "$prefix/redis.pid" "redis-server"); then
         say "redis: started by run.sh (pid $pid), 127.0.0.1:$redis_port"
     elif redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null | grep -q PONG; then
@@ -123,9 +144,10 @@ status() {
 
 install_missing() {
     # package:command-or-file pairs
+    # python3: the fake provider and the webhook receiver
     local pairs=("redis-server:/usr/bin/redis-server" "redis-tools:/usr/bin/redis-cli"
-                 "curl:/usr/bin/curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt")
-    [ -n "$upstream" ] || pairs+=("python3:/usr/bin/python3")
+                 "curl:/usr/bin/curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt"
+                 "python3:/usr/bin/python3")
     local missing=() p
     for p in "${pairs[@]}"; do
         [ -e "${p#*:}" ] || missing+=("${p%%:*}")
@@ -166,21 +188,72 @@ start_redis() {
     say "redis: started on 127.0.0.1:$redis_port (data in $prefix/redis)"
 }
 
-start_fake() {
-    local script="$root/t/fake_provider.py" pid i
-    [ -f "$script" ] || die "$script is missing; set UPSTREAM=https://... to use a real provider"
-    port_open "$fake_port" && die "127.0.0.1:$fake_port is taken; stop what listens there or set UPSTREAM"
-    setsid nohup /usr/bin/python3 "$script" --host 127.0.0.1 --port "$fake_port" \
-        >> "$prefix/logs/fake_provider.log" 2>&1 < /dev/null &
+# Starts "$@" in the background, detached, logging to $3 with its pid in $4, and
+# waits until it listens on 127.0.0.1:$2; $1 names it in messages.
+spawn_listening() {
+    local name=$1 listen_port=$2 log=$3 pidfile=$4 pid i
+    shift 4
+    setsid nohup "$@" >> "$log" 2>&1 < /dev/null &
     pid=$!
-    echo "$pid" > "$prefix/fake_provider.pid"
+    echo "$pid" > "$pidfile"
     for i in $(seq 1 50); do
-        port_open "$fake_port" && break
+        port_open "$listen_port" && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    port_open "$fake_port" || die "the fake provider did not start; see $prefix/logs/fake_provider.log"
-    say "fake provider: started on 127.0.0.1:$fake_port (pid $pid)"
+    port_open "$listen_port" || die "$name did not start; see $log"
+    spawned_pid=$pid
+}
+
+start_fake() {
+    local script="$root/t/fake_provider.py"
+    [ -f "$script" ] || die "$script is missing; set UPSTREAM=https://... to use a real provider"
+    port_open "$fake_port" && die "127.0.0.1:$fake_port is taken; stop what listens there or set UPSTREAM"
+    spawn_listening "the fake provider" "$fake_port" "$prefix/logs/fake_provider.log" "$prefix/fake_provider.pid" \
+        /usr/bin/python3 "$script" --host 127.0.0.1 --port "$fake_port"
+    say "fake provider: started on 127.0.0.1:$fake_port (pid $spawned_pid)"
+}
+
+# The webhook receiver of the demo: every delivery one line in webhooks.log.
+start_receiver() {
+    local script="$root/t/webhook_receiver.py"
+    [ -f "$script" ] || die "$script is missing"
+    port_open "$receiver_port" && die "127.0.0.1:$receiver_port is taken; stop what listens there or set RECEIVER_PORT"
+    spawn_listening "the webhook receiver" "$receiver_port" "$prefix/logs/webhooks.log" \
+        "$prefix/webhook_receiver.pid" /usr/bin/python3 "$script" --host 127.0.0.1 --port "$receiver_port" --print
+    say "webhook receiver: started on 127.0.0.1:$receiver_port (pid $spawned_pid)"
+}
+
+# spend-cap-relay: ready once its metrics port listens (it connected to Redis and
+# set up the endpoint's consumer groups before).
+start_relay() {
+    port_open "$relay_metrics_port" && \
+        die "127.0.0.1:$relay_metrics_port is taken; stop what listens there or set RELAY_METRICS_PORT"
+    spawn_listening "spend-cap-relay" "$relay_metrics_port" "$prefix/logs/relay.log" "$prefix/relay.pid" \
+        "$relay_bin" -c "$prefix/conf/relay.yaml"
+    say "relay: started (pid $spawned_pid), delivering to http://127.0.0.1:$receiver_port/hooks"
+}
+
+# The relay's file for the demo (conf/relay.yaml is the annotated example): the demo's
+# Redis and policy, one signed endpoint, the receiver.
+render_relay_conf() {
+    local out="$prefix/conf/relay.yaml"
+    mkdir -p "$prefix/conf"
+    # single-quoted YAML: a ' is written twice
+    cat > "$out.new" <<EOF
+# Rendered by scripts/run.sh for the demo; conf/relay.yaml is the annotated example.
+redis: 127.0.0.1:$redis_port
+policy: '${policy//\'/\'\'}'
+metrics: 127.0.0.1:$relay_metrics_port
+endpoints:
+  - name: demo
+    url: http://127.0.0.1:$receiver_port/hooks
+    secret: $demo_webhook_secret
+retry: { first: 1s }
+EOF
+    chmod 600 "$out.new"
+    mv "$out.new" "$out"
+    "$relay_bin" --check -c "$out" >/dev/null || die "spend-cap-relay --check failed for $out"
 }
 
 # Renders conf/nginx.conf with this checkout's paths into $prefix/conf/nginx.conf.
@@ -270,10 +343,10 @@ wait_ready() {
 }
 
 print_usage() {
-    local logs_extra=", redis.log, fake_provider.log"
-    [ -z "$upstream" ] || logs_extra=", redis.log"
+    local logs_extra=", redis.log, fake_provider.log, relay.log, webhooks.log"
+    [ -z "$upstream" ] || logs_extra=", redis.log, relay.log, webhooks.log"
     local stop_how="scripts/run.sh stop"
-    [ "${FOREGROUND:-0}" != 1 ] || stop_how="Ctrl-C (NGINX and the fake provider; then scripts/run.sh stop for Redis)"
+    [ "${FOREGROUND:-0}" != 1 ] || stop_how="Ctrl-C (NGINX, the fake provider, the relay and the receiver; then scripts/run.sh stop for Redis)"
     # Anthropic upstream: the Messages API and x-api-key; else Chat Completions.
     local path=/v1/chat/completions auth='Authorization: Bearer' extra=""
     local body='{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
@@ -309,6 +382,19 @@ Prometheus metrics of this NGINX (requests by decision, blocks by cap, cost, Red
 
 curl -s http://127.0.0.1:$admin_port/metrics
 
+Webhooks: spend-cap-relay ($prefix/conf/relay.yaml) delivers every event to a local
+receiver, signed with $demo_webhook_secret. Watch them arrive:
+
+tail -f $prefix/logs/webhooks.log
+
+Make an event (limits_changed in org demo) from another terminal; it is printed at once:
+
+curl -s -X PUT http://127.0.0.1:$admin_port/spend-cap/orgs/demo/limits -H "Authorization: Bearer \$(cat $prefix/conf/admin.token)" -H 'Content-Type: application/json' -d '{"daily_usd":"20"}'
+
+The relay's metrics (delivered, failed by status, dead letters, lag):
+
+curl -s http://127.0.0.1:$relay_metrics_port/metrics
+
 EOF
 }
 
@@ -334,10 +420,13 @@ start() {
     [ -x "$nginx_bin" ] || [ "$(id -u)" = 0 ] || die "$nginx_bin not found (run as root to install it)"
     if [ "${SKIP_BUILD:-0}" = 1 ] && [ -f "$module" ]; then
         say "SKIP_BUILD=1: using $module as it is"
+        # build.sh builds the module and the relay; SKIP_BUILD=1 without a relay builds both.
+        [ -x "$relay_bin" ] || { say "$relay_bin is missing: building it"; "$root/scripts/build.sh"; }
     else
         "$root/scripts/build.sh"
     fi
     [ -f "$module" ] || die "$module was not built"
+    [ -x "$relay_bin" ] || die "$relay_bin was not built"
     [ -x "$nginx_bin" ] || die "$nginx_bin not found"
     [ -f "$policy" ] || die "policy file $policy not found"
     install_missing
@@ -346,31 +435,43 @@ start() {
     # Restart cleanly: what a previous run started goes first (Redis stays: it holds
     # the spend counters).
     stop_nginx
+    stop_relay
+    stop_receiver
     stop_fake
     remove_temp
     if port_open "$port"; then
         if command -v ss >/dev/null; then ss -ltnp "sport = :$port" >&2 || true; fi
         die "127.0.0.1:$port is taken by another program"
     fi
+    port_open "$receiver_port" && die "127.0.0.1:$receiver_port is taken; stop what listens there or set RECEIVER_PORT"
+    port_open "$relay_metrics_port" && \
+        die "127.0.0.1:$relay_metrics_port is taken; stop what listens there or set RELAY_METRICS_PORT"
 
     start_redis
     [ -n "$upstream" ] || start_fake
     render_conf
     nginx_cmd -t -q || die "nginx -t failed for $prefix/conf/nginx.conf"
+    render_relay_conf
 
     if [ "${FOREGROUND:-0}" = 1 ]; then
         "$nginx_bin" -p "$prefix" -e "$prefix/logs/error.log" -c "$prefix/conf/nginx.conf" \
             -g 'daemon off;' &
         local npid=$!
-        trap 'kill -QUIT $npid 2>/dev/null; wait $npid 2>/dev/null; stop_fake; exit 0' INT TERM
+        trap 'kill -QUIT $npid 2>/dev/null; wait $npid 2>/dev/null; stop_relay; stop_receiver; stop_fake; exit 0' INT TERM
         wait_ready || { kill -QUIT "$npid" 2>/dev/null || true; die "nginx did not answer on 127.0.0.1:$port; see $prefix/logs/error.log"; }
+        start_receiver
+        start_relay
         [ -n "$upstream" ] || smoke_check
         print_usage
         wait "$npid" || true
+        stop_relay
+        stop_receiver
         stop_fake
     else
         nginx_cmd
         wait_ready || die "nginx did not answer on 127.0.0.1:$port; see $prefix/logs/error.log"
+        start_receiver
+        start_relay
         [ -n "$upstream" ] || smoke_check
         print_usage
     fi

@@ -272,7 +272,7 @@ struct Relay::Impl {
             std::lock_guard<std::mutex> lock(mutex);
             for (const Endpoint &e : config.endpoints) lag[e.name] = 0;
             for (const Lane &l : lanes) {
-                if (!l.head.empty() && l.head_ms > 0) {
+                if (!l.head.empty() && l.head_ms > 0 && !l.disabled) {  // (a 410'd lane waits for a restart)
                     double &worst = lag[config.endpoints[l.endpoint].name];
                     worst = std::max(worst, static_cast<double>(now - l.head_ms) / 1000.0);
                 }

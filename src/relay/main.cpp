@@ -68,6 +68,7 @@ int main(int argc, char **argv) {
     }
     http_init();
     std::signal(SIGPIPE, SIG_IGN);
+    std::signal(SIGHUP, SIG_IGN);  // no reload: a changed file takes a restart (a closed terminal stops nothing)
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, nullptr);

@@ -1,6 +1,7 @@
 #include "relay/metrics_server.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -20,8 +21,16 @@ int listen_metrics(const std::string &host, int port) {
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<std::uint16_t>(port));
     if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-        close(fd);
-        throw std::runtime_error("metrics: \"" + host + "\" is not an IPv4 address");
+        // A name (localhost): resolved once, at start (the relay may block).
+        addrinfo hints{}, *found = nullptr;
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) {
+            close(fd);
+            throw std::runtime_error("metrics: cannot resolve \"" + host + "\" to an IPv4 address");
+        }
+        addr.sin_addr = reinterpret_cast<sockaddr_in *>(found->ai_addr)->sin_addr;
+        freeaddrinfo(found);
     }
     if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || listen(fd, 16) != 0) {
         const std::string why = std::strerror(errno);
