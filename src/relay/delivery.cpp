@@ -295,6 +295,12 @@ struct Relay::Impl {
         // short by a crash), then what is new.
         Reply r = redis.command({"XREADGROUP", "GROUP", endpoint.name, kConsumer, "COUNT", "1", "STREAMS", key, "0"},
                                 7);
+        if (r.type == Reply::Type::error && r.str.rfind("NOGROUP", 0) == 0) {
+            // Redis lost the group (restarted without persistence, flushed): made
+            // again where the endpoint started, as at the relay's start.
+            redis.command({"XGROUP", "CREATE", key, endpoint.name, since[lane.endpoint], "MKSTREAM"}, 2);
+            r = redis.command({"XREADGROUP", "GROUP", endpoint.name, kConsumer, "COUNT", "1", "STREAMS", key, "0"}, 7);
+        }
         std::optional<StreamEvent> event = first_event(r, lane.org);
         if (!event) {
             r = redis.command({"XREADGROUP", "GROUP", endpoint.name, kConsumer, "COUNT", "1", "STREAMS", key, ">"},

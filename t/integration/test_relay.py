@@ -270,3 +270,15 @@ def test_sigterm_finishes_the_attempt_in_flight(relay_factory, receiver, redis):
     # acknowledged before it exited: nothing pending, nothing to send again
     assert redis.xpending("sc:{term}:events", "billing")["pending"] == 0
     assert redis.get("sc:{term}:relay:lease") is None  # given back
+
+
+def test_delivery_goes_on_after_redis_loses_its_data(relay_factory, receiver, redis):
+    """A Redis restarted without persistence (here: FLUSHALL) loses the groups and the
+    lease: the relay makes the group again where the endpoint started and goes on."""
+    relay_factory([endpoint(receiver)], retry=FAST)
+    xadd(redis, "lost", 1, prefix="before")
+    assert wait_until(lambda: len(receiver.delivered("/hooks")) == 1, timeout=15)
+    redis.flushall()
+    xadd(redis, "lost", 1, prefix="after")
+    assert wait_until(lambda: len(receiver.delivered("/hooks")) == 2, timeout=20)
+    assert [body(e)["data"]["idempotency_key"] for e in receiver.delivered("/hooks")] == ["before0", "after0"]
