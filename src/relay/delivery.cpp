@@ -1,7 +1,5 @@
 #include "relay/delivery.h"
 
-#include <hiredis/hiredis.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,22 +13,18 @@
 
 #include "relay/backoff.h"
 #include "relay/http_post.h"
+#include "relay/leases.h"
 #include "relay/redis_link.h"
+#include "relay/wakeups.h"
 #include "relay/webhook.h"
 
 namespace spendcap::relay {
 namespace {
 
 constexpr const char *kConsumer = "relay";
-constexpr const char *kWakeChannel = "sc:events";
-constexpr std::int64_t kLeaseMs = 10000, kRenewEveryMs = 3000;
 constexpr std::int64_t kSweepEveryMs = 5000, kOrgsEveryMs = 10000, kLeaseRetryMs = 1000;
 constexpr unsigned kDeliveryThreads = 8;
 
-// Gives the lease back, or renews it, only while it is ours.
-const char *kRenewLua =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
-const char *kReleaseLua = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 std::int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -43,7 +37,6 @@ void say(const std::string &line) {
 }
 
 std::string events_key(const std::string &org) { return "sc:{" + org + "}:events"; }
-std::string lease_key(const std::string &org) { return "sc:{" + org + "}:relay:lease"; }
 std::string dead_key(const std::string &org, const std::string &endpoint) {
     return "sc:{" + org + "}:events:dead:" + endpoint;
 }
@@ -223,23 +216,22 @@ struct Relay::Impl {
                 } else if (state.leased && !work && !busy) {
                     state.leased = false;
                     give_back.push_back(org);
-                } else if (state.leased && now - state.renewed >= kRenewEveryMs) {
+                } else if (state.leased && now - state.renewed >= kLeaseRenewEveryMs) {
                     renew.push_back(org);
                 }
             }
         }
         for (const std::string &org : want) {
-            Reply r = control->command({"SET", lease_key(org), id, "NX", "PX", std::to_string(kLeaseMs)});
-            if (r.type == Reply::Type::status) {
+            if (take_lease(*control, org, id)) {
                 std::lock_guard<std::mutex> lock(mutex);
                 orgs[org].leased = true;
                 orgs[org].renewed = now;
             }
         }
         for (const std::string &org : renew) {
-            Reply r = control->command({"EVAL", kRenewLua, "1", lease_key(org), id, std::to_string(kLeaseMs)}, 3);
+            const bool still_ours = renew_lease(*control, org, id);
             std::lock_guard<std::mutex> lock(mutex);
-            if (r.type == Reply::Type::integer && r.integer == 1) {
+            if (still_ours) {
                 orgs[org].renewed = now;
             } else {
                 orgs[org].leased = false;  // another relay has it now: it delivers this org
@@ -247,7 +239,7 @@ struct Relay::Impl {
             }
         }
         for (const std::string &org : give_back) {
-            control->command({"EVAL", kReleaseLua, "1", lease_key(org), id}, 3);
+            give_back_lease(*control, org, id);
         }
     }
 
@@ -439,66 +431,7 @@ struct Relay::Impl {
         }
     }
 
-    // PUBLISH sc:events ORG (the scripts' wake-up): the org's lanes have work.
-    void subscriber_thread(const std::atomic<bool> &stop) {
-        while (!stop) {
-            redisContext *c = nullptr;
-            try {
-                RedisLink seed(config.redis_nodes, config.cluster, config.password);
-                if (config.cluster) seed.connect();
-                c = seed.subscriber();
-                redisReply *r = static_cast<redisReply *>(redisCommand(c, "SUBSCRIBE %s", kWakeChannel));
-                if (r != nullptr) freeReplyObject(r);
-                while (!stop) {
-                    pollfd p{c->fd, POLLIN, 0};
-                    const int ready_fds = poll(&p, 1, 1000);  // a second at most: look at `stop`
-                    if (ready_fds == 0) continue;
-                    if (ready_fds < 0 || redisBufferRead(c) != REDIS_OK) break;
-                    void *reply = nullptr;
-                    while (redisGetReplyFromReader(c, &reply) == REDIS_OK && reply != nullptr) {
-                        auto *m = static_cast<redisReply *>(reply);
-                        if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 && m->element[2]->type == REDIS_REPLY_STRING) {
-                            std::lock_guard<std::mutex> lock(mutex);
-                            woken.insert(std::string(m->element[2]->str, m->element[2]->len));
-                        }
-                        freeReplyObject(m);
-                        reply = nullptr;
-                    }
-                    wake.notify_all();
-                }
-            } catch (const std::exception &e) {
-                say(std::string("wake-ups: ") + e.what());
-            }
-            if (c != nullptr) redisFree(c);
-            if (!stop) std::this_thread::sleep_for(std::chrono::seconds(1));
-        }
-    }
 };
-
-std::string RelayMetrics::render() {
-    std::lock_guard<std::mutex> lock(mutex);
-    std::string out;
-    out += "# HELP spend_cap_relay_delivered_total Events delivered (a 2xx answer).\n";
-    out += "# TYPE spend_cap_relay_delivered_total counter\n";
-    for (const auto &[e, n] : delivered) out += "spend_cap_relay_delivered_total{endpoint=\"" + e + "\"} " + std::to_string(n) + "\n";
-    out += "# HELP spend_cap_relay_failed_total Attempts that failed, by HTTP status (error: no answer).\n";
-    out += "# TYPE spend_cap_relay_failed_total counter\n";
-    for (const auto &[k, n] : failed) {
-        out += "spend_cap_relay_failed_total{endpoint=\"" + k.first + "\",status=\"" + k.second + "\"} "
-               + std::to_string(n) + "\n";
-    }
-    out += "# HELP spend_cap_relay_dead_total Events given up after give_up_after (moved to the dead-letter stream).\n";
-    out += "# TYPE spend_cap_relay_dead_total counter\n";
-    for (const auto &[e, n] : dead) out += "spend_cap_relay_dead_total{endpoint=\"" + e + "\"} " + std::to_string(n) + "\n";
-    out += "# HELP spend_cap_relay_lag_seconds Age of the oldest event being delivered, per endpoint.\n";
-    out += "# TYPE spend_cap_relay_lag_seconds gauge\n";
-    for (const auto &[e, v] : lag_seconds) {
-        char value[32];
-        std::snprintf(value, sizeof value, "%.3f", v);
-        out += "spend_cap_relay_lag_seconds{endpoint=\"" + e + "\"} " + value + "\n";
-    }
-    return out;
-}
 
 Relay::Relay(RelayConfig config, std::vector<std::string> file_orgs)
     : impl_(new Impl(std::move(config), std::move(file_orgs), metrics_)) {
@@ -521,7 +454,15 @@ void Relay::run(const std::atomic<bool> &stop) {
     Impl &d = *impl_;
     std::vector<std::thread> threads;
     for (unsigned i = 0; i < kDeliveryThreads; ++i) threads.emplace_back([&d] { d.delivery_thread(); });
-    std::thread subscriber([&d, &stop] { d.subscriber_thread(stop); });
+    std::thread subscriber([&d, &stop] {
+        listen_for_wakeups(d.config, stop, [&d](std::string org) {
+            {
+                std::lock_guard<std::mutex> lock(d.mutex);
+                d.woken.insert(std::move(org));
+            }
+            d.wake.notify_all();
+        });
+    });
     std::thread sweeper([&d, &stop] { d.sweep_thread(stop); });
     std::int64_t discovered = now_ms();
     while (!stop) {
@@ -566,7 +507,7 @@ void Relay::run(const std::atomic<bool> &stop) {
     sweeper.join();
     try {
         for (auto &[org, state] : d.orgs) {
-            if (state.leased) d.control->command({"EVAL", kReleaseLua, "1", lease_key(org), d.id}, 3);
+            if (state.leased) give_back_lease(*d.control, org, d.id);
         }
     } catch (const std::exception &) {
     }

@@ -24,17 +24,10 @@
 #include <vector>
 
 #include "relay/relay_config.h"
+#include "relay/relay_metrics.h"
 
 namespace spendcap::relay {
 
-// Prometheus text of the relay: delivered, failed by status, dead, lag.
-struct RelayMetrics {
-    std::mutex mutex;
-    std::map<std::string, std::uint64_t> delivered, dead;                      // by endpoint
-    std::map<std::pair<std::string, std::string>, std::uint64_t> failed;       // endpoint, status
-    std::map<std::string, double> lag_seconds;                                 // by endpoint
-    std::string render();
-};
 
 class Relay {
 public:
