@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "policy/policy.h"  // valid_id, kIdRule: the org ids of the filters
-#include "relay/webhook.h"  // decode_secret
+#include "relay/signing.h"  // decode_secret
 
 namespace spendcap::relay {
 

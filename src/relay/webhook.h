@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "relay/relay_config.h"  // Endpoint
+#include "relay/signing.h"
 
 namespace spendcap::relay {
 
@@ -25,14 +26,6 @@ struct WebhookRequest {
     std::vector<std::pair<std::string, std::string>> headers;
 };
 
-// The HMAC key of a "whsec_BASE64" secret. Throws std::invalid_argument
-// (whose message never holds the secret) unless the prefix is there and the
-// rest is canonical, padded, non-empty base64.
-std::vector<unsigned char> decode_secret(std::string_view whsec);
-
-// "v1," and base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
-std::string sign(const std::vector<unsigned char> &key, std::string_view id, std::int64_t timestamp,
-                 std::string_view body);
 // webhook-signature: one "v1,..." per key, space-separated; "" without keys.
 std::string signature_header(const Endpoint &endpoint, std::string_view id, std::int64_t timestamp,
                              std::string_view body);
