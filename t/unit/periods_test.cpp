@@ -205,5 +205,39 @@ TEST(Rfc3339, RoundTrips) {
     }
 }
 
+
+// Python's date.isocalendar() gives the same names; the instants are noon UTC.
+TEST(IsoWeek, NamesTheWeekByTheYearOfItsThursday) {
+    struct Case {
+        std::int64_t noon;
+        const char *name;
+        std::int64_t reset;
+    };
+    const Case cases[] = {
+        {1796472000, "2026-W49", 1796601600},  // Saturday 2026-12-05
+        {1609502400, "2020-W53", 1609718400},  // Friday 2021-01-01: the week of 2020's last Thursday
+        {1735560000, "2025-W01", 1736121600},  // Monday 2024-12-30: 2025's first Thursday
+        {1798977600, "2026-W53", 1799020800},  // Sunday 2027-01-03: 2026 has 53 weeks
+        {1798459200, "2026-W53", 1799020800},  // Monday 2026-12-28
+        {43200, "1970-W01", 345600},           // Thursday 1970-01-01
+        {946814400, "1999-W52", 946857600},    // Sunday 2000-01-02
+    };
+    for (const Case &c : cases) {
+        const IsoWeek w = iso_week_at(c.noon);
+        EXPECT_EQ(w.name, c.name) << c.noon;
+        EXPECT_EQ(w.reset, c.reset) << c.noon;
+        EXPECT_EQ(w.reset - w.start, 7 * kDay) << c.noon;
+    }
+}
+
+TEST(IsoWeek, StartsAtMondayMidnightExactly) {
+    const IsoWeek w = iso_week_at(1796472000);  // in 2026-W49
+    EXPECT_EQ(iso_week_at(w.start).name, "2026-W49");
+    EXPECT_EQ(iso_week_at(w.start - 1).name, "2026-W48");
+    EXPECT_EQ(iso_week_at(w.reset - 1).name, "2026-W49");
+    EXPECT_EQ(iso_week_at(w.reset).name, "2026-W50");
+    EXPECT_EQ(iso_week_at(-1).name, "1970-W01");  // Wednesday 1969-12-31: the week of 1970's first Thursday
+}
+
 }  // namespace
 }  // namespace spendcap

@@ -118,6 +118,21 @@ Periods periods_at(std::int64_t unix_seconds) {
     return p;
 }
 
+IsoWeek iso_week_at(std::int64_t unix_seconds) {
+    const std::int64_t days = floor_div(unix_seconds, kSecondsPerDay);
+    const std::int64_t weekday = days - floor_div(days + 3, 7) * 7 + 3;  // 0 Monday .. 6 Sunday (1970-01-01: Thursday)
+    const std::int64_t monday = days - weekday;
+    const std::int64_t year = civil_from_days(monday + 3).year;  // the week's Thursday names its year
+    const std::int64_t week = (monday + 3 - days_from_civil(year, 1, 1)) / 7 + 1;
+    IsoWeek w;
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%04lld-W%02lld", static_cast<long long>(year), static_cast<long long>(week));
+    w.name = buffer;
+    w.start = monday * kSecondsPerDay;
+    w.reset = (monday + 7) * kSecondsPerDay;
+    return w;
+}
+
 std::string window_suffix(const Periods &p, Window w) {
     switch (w) {
     case Window::daily: return "d:" + p.day;

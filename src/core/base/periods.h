@@ -38,6 +38,16 @@ std::int64_t window_reset(const Periods &p, Window w);
 // EXPIREAT for the window's counter (0 = never, for lifetime).
 std::int64_t window_expire_at(const Periods &p, Window w);
 
+// The ISO 8601 week a moment falls in (UTC), for weekly windows (SPEC
+// section 2b): weeks start on Monday 00:00, and a week belongs to the year of
+// its Thursday, so 2027-01-03 is in "2026-W53" and 2024-12-30 in "2025-W01".
+struct IsoWeek {
+    std::string name;         // "2026-W49": counters ...:w:2026-W49
+    std::int64_t start = 0;   // unix seconds of its Monday 00:00
+    std::int64_t reset = 0;   // ... of the next Monday 00:00
+};
+IsoWeek iso_week_at(std::int64_t unix_seconds);
+
 // "2026-12-01T00:00:00Z"
 std::string format_rfc3339(std::int64_t unix_seconds);
 // Accepts "2026-01-10T00:00:00Z", "2026-01-10T00:00:00+02:00",
