@@ -14,7 +14,7 @@ COPY . .
 
 RUN ./scripts/build.sh \
  && apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends nginx redis-server ca-certificates \
+ && apt-get install -y -qq --no-install-recommends nginx redis-server ca-certificates libdate-tz3 tzdata \
  && install -D -m 0644 build/ngx_http_spend_cap_module.so \
         /usr/lib/nginx/modules/ngx_http_spend_cap_module.so \
  && mkdir -p /etc/spend-cap \

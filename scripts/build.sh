@@ -13,7 +13,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build="$repo/build"
 deps=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev libssl-dev
-      zlib1g-dev libpcre2-dev g++ make cmake pkg-config libcurl4-openssl-dev)
+      zlib1g-dev libpcre2-dev g++ make cmake pkg-config libcurl4-openssl-dev
+      libhowardhinnant-date-dev tzdata)
 
 missing=()
 for pkg in "${deps[@]}"; do
