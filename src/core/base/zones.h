@@ -35,6 +35,12 @@ bool preload_time_zones();
 // The calendar of `zone` ("" or "UTC" = UTC, computed without the tz library) at `unix_seconds`.
 // An unknown zone falls back to UTC (validation happens where names are accepted).
 // Never throws for any zone name; moments outside years 1..9999 are clamped into them.
+// Limitation of libdate-tz 3.0.1 over the OS database: it reads a zone file's
+// transitions but not its POSIX footer, so past the file's last transition (2037 in
+// Debian's "fat" files) a zone keeps its last offset and daylight saving stops.
+// A period is [first instant of local day D, first instant of D + 1): where a zone
+// falls back across midnight, the new day's name holds while the wall clock reads
+// the old date again, so a period never returns after its reset.
 LocalCalendar local_calendar(std::string_view zone, std::int64_t unix_seconds);
 
 // A per-worker cache (not thread-safe, bounded: at most 1024 zones, evicting when full) that answers
