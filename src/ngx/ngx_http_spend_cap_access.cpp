@@ -297,7 +297,22 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
     ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy, static_cast<std::int64_t>(sent_bytes),
                                         parsed.info.max_output_tokens, parsed.info.choices, reach);
     ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
-    ctx->ledger = ledgers.get(*ctx->policy, *ctx->identity, ngx_time());
+    ctx->ledger = ledgers.get(*ctx->policy, *ctx->identity, ngx_time(), parsed.info.model);
+    if (ctx->ledger->model_refused_by) {
+        // allowed_models (SPEC section 2b): refused before anything is reserved
+        const Scope scope = *ctx->ledger->model_refused_by;
+        ctx->blocked_by = std::string(scope_name(scope)) + ":allowed_models";
+        ErrorReply refusal = render_error(ctx->surface, ErrorCode::model_not_allowed,
+                                          model_not_allowed_message(parsed.info.model, scope));
+        if (lcf->dry_run == 0) {
+            status_count_block(scope, "allowed_models");
+            ctx->outcome = Outcome::block;
+            return answer(r, ctx, std::move(refusal));
+        }
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "spend_cap: dry run: request would have been refused by %s (403 model_not_allowed)",
+                      ctx->blocked_by.c_str());
+    }
 
     ngx_http_variable_value_t *id = ngx_http_get_indexed_variable(r, mcf->request_id_index);
     if (id == nullptr || id->not_found) {

@@ -157,6 +157,8 @@ std::uint64_t monotonic_micros();
 void status_count_request(const RequestCtx *ctx);   // its decision (log phase)
 void status_count_settled(const RequestCtx *ctx);   // its cost and tokens
 void status_count_block(const CapRef &cap);
+// A refusal that is no counter's (allowed_models).
+void status_count_block(Scope scope, const char *limit);
 void status_count_reserve(const RequestCtx *ctx, bool reserved);  // its reserve answered
 // ngx_http_spend_cap_variables.cpp: $spend_cap_*
 ngx_int_t add_variables(ngx_conf_t *cf);

@@ -6,6 +6,7 @@
 // usage; log: settlement; variables). Pricing, policy, envelopes and Redis
 // scripts live in the plain C++ core (src/core).
 
+#include "base/zones.h"
 #include "ngx_http_spend_cap_ctx.h"
 
 #include <cstring>
@@ -312,6 +313,13 @@ ngx_int_t postconfiguration(ngx_conf_t *cf) {
     auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
         ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
     auto *mcf = static_cast<MainConf *>(ngx_http_conf_get_module_main_conf(cf, ngx_http_spend_cap_module));
+
+    // Every zone's rules read now, in the master: a worker that meets an
+    // org's time zone later never reads a file (SPEC section 2b).
+    if (!preload_time_zones()) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "spend_cap: the tz database (package tzdata) could not be read; orgs' time zones read as UTC");
+    }
 
     // Preaccess, like limit_req: `satisfy any` cannot skip a spend cap.
     auto *h = static_cast<ngx_http_handler_pt *>(ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers));

@@ -106,6 +106,12 @@ void status_count_block(const CapRef &cap) {
     }
 }
 
+void status_count_block(Scope scope, const char *limit) {
+    if (StatusCounters *counters = status_counters()) {
+        counters->count_block(scope_name(scope), limit);
+    }
+}
+
 void status_count_reserve(const RequestCtx *ctx, bool reserved) {
     StatusCounters *counters = status_counters();
     if (counters == nullptr) {

@@ -374,7 +374,7 @@ def test_validation_errors_name_the_field(api):
         ("POST", "/orgs/acme/topups", {"amount_usd": "1"}, "idempotency_key"),
         ("POST", "/keys/k1/rotate", {"grace_seconds": -1}, "grace_seconds"),
         ("PUT", "/orgs/acme/cleared", {"cleared_usd": "1e3"}, "cleared_usd"),
-        ("PUT", "/keys/k1/limits", {"monthly_usd": "1", "weekly_usd": "2"}, "weekly_usd"),
+        ("PUT", "/keys/k1/limits", {"monthly_usd": "1", "hourly_usd": "2"}, "hourly_usd"),
         ("POST", "/keys", {"project": "acme-prod", "expires_at": "tomorrow"}, "expires_at"),
         ("PUT", "/projects/p2", {"limits": {}}, "org"),
     ]

@@ -59,7 +59,7 @@ def test_good_policy_passes(nginx_factory):
     (mutate(4, "    outptu: 0.60"), {4}),                   # unknown field
     (mutate(5, "unknown_model: gpt-5-nonexistent"), {5}),   # not a listed model
     (mutate(8, "    limits: { daily_usd: ten }"), {8}),
-    (mutate(8, "    limits: { weekly_usd: 5 }"), {8}),
+    (mutate(8, "    limits: { hourly_usd: 5 }"), {8}),
     (mutate(11, "    org: nope"), {10, 11}),
     (mutate(14, "    sha256: not-a-sha"), {14}),
     (mutate(15, "    project: nope"), {13, 15}),

@@ -340,7 +340,7 @@ def test_check_rejects_other_wrong_values():
     rejected("GET", "/keys/key_prod_1", 200, dict(KEY, source="redis"), "source")
     rejected("GET", "/keys/key_prod_1", 200, dict(KEY, expires_at="2027-01-01"), "expires_at")
     rejected("GET", "/keys/key_prod_1", 200, dict(KEY, limits={"rpm": -1}))
-    rejected("GET", "/keys/key_prod_1", 200, dict(KEY, limits={"weekly_usd": "1.00"}), "weekly_usd")
+    rejected("GET", "/keys/key_prod_1", 200, dict(KEY, limits={"hourly_usd": "1.00"}), "hourly_usd")
     rejected("POST", "/keys", 201, dict(API_KEY, secret="sk-sc-short"), "secret")
     rejected("GET", "/keys/key_prod_1", 200, dict(KEY, secret=SECRET), "secret")  # never outside create/rotate
     rejected("DELETE", "/keys/key_prod_1", 200, KEY)  # revoked must be true

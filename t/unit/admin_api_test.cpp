@@ -383,7 +383,7 @@ TEST(AdminParse, KeyCreateHappyPath) {
 
 TEST(AdminParse, KeyCreateErrorsNameTheField) {
     EXPECT_EQ(key_create_error(R"({"project":"p","foo":1})"), "unknown field `foo`");
-    EXPECT_EQ(key_create_error(R"({"project":"p","limits":{"weekly_usd":1}})"), "unknown field `limits.weekly_usd`");
+    EXPECT_EQ(key_create_error(R"({"project":"p","limits":{"hourly_usd":1}})"), "unknown field `limits.hourly_usd`");
     EXPECT_EQ(key_create_error(R"({})"), "`project` is required");
     EXPECT_EQ(key_create_error(R"({"name":"x"})"), "`project` is required");
     EXPECT_EQ(key_create_error(R"({"project":7})"), "`project` must be a string");
@@ -758,7 +758,7 @@ TEST(AdminRender, ProjectsAndOrgs) {
     org.from_file = true;
     EXPECT_EQ(render_org(org),
               R"({"id":"acme","plan":null,"created_at":null,"prepaid":false,)"
-              R"("low_balance_nanousd":null,"low_balance_usd":null,"limits":{},)"
+              R"("low_balance_nanousd":null,"low_balance_usd":null,"timezone":"UTC","limits":{},)"
               R"("cleared_nanousd":0,"cleared_usd":"0.00","source":"file"})");
 
     org.plan = "paid";
@@ -770,7 +770,7 @@ TEST(AdminRender, ProjectsAndOrgs) {
     org.from_file = false;
     EXPECT_EQ(render_org(org),
               R"({"id":"acme","plan":"paid","created_at":"2026-01-10T00:00:00Z","prepaid":true,)"
-              R"("low_balance_nanousd":5000000000,"low_balance_usd":"5.00","limits":{"daily_usd":"20.00"},)"
+              R"("low_balance_nanousd":5000000000,"low_balance_usd":"5.00","timezone":"UTC","limits":{"daily_usd":"20.00"},)"
               R"("cleared_nanousd":123,"cleared_usd":"0.000000123","source":"api"})");
 }
 

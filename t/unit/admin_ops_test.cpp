@@ -360,7 +360,7 @@ TEST_F(AdminOpsTest, CreateKeyInAnUnknownProjectIs404) {
 
 TEST_F(AdminOpsTest, CreateKeyWithABadBodyIs400WithoutAnyCommand) {
     for (const char *bad : {R"({"project":"acme-prod","limits":{"monthly_usd":"ten"}})",
-                            R"({"project":"acme-prod","limits":{"weekly_usd":1}})",
+                            R"({"project":"acme-prod","limits":{"hourly_usd":1}})",
                             R"({"project":"acme-prod","limits":{"rpm":-1}})", R"({"id":"x"})", "not json",
                             R"({"project":"acme-prod","colour":"red"})"}) {
         EXPECT_FALSE(start("POST", "/keys", "", bad)) << bad;
@@ -787,6 +787,7 @@ TEST_F(AdminOpsTest, PutApiOrgWritesEveryField) {
                              {"created_at", ""},
                              {"prepaid", "1"},
                              {"low_balance", "2000000000"},
+                             {"timezone", ""},
                              {"limits", "{}"}}));
     c = op->next(applied(false, a.set));
     // An API org is added to sc:orgs (the sweeper visits it), then its cleared spend read.

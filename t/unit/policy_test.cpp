@@ -212,8 +212,8 @@ projects:
                  6, "unknown field `owner` in project `p`");
     expect_error(with_key("    sha256: " + std::string(kHashA) + "\n    project: p\n    name: prod\n"), 12,
                  "unknown field `name` in key `k1`");
-    expect_error(with_key("    sha256: " + std::string(kHashA) + "\n    project: p\n    limits: { weekly_usd: 3 }\n"),
-                 12, "unknown field `weekly_usd` in limits of key `k1`");
+    expect_error(with_key("    sha256: " + std::string(kHashA) + "\n    project: p\n    limits: { hourly_usd: 3 }\n"),
+                 12, "unknown field `hourly_usd` in limits of key `k1`");
 }
 
 TEST(Policy, EveryLimitParses) {
@@ -442,8 +442,8 @@ TEST(PolicyErrors, BadPlans) {
     expect_error("plans:\n  free: 5\n", 2, "plan `free` must be a mapping with `limits` or `ceilings`");
     expect_error("plans:\n  free:\n    limits: { monthly_usd: 1 }\n    price: 10\n", 4,
                  "unknown field `price` in plan `free`");
-    expect_error("plans:\n  free:\n    limits: { monthly_usd: 1, weekly_usd: 1 }\n", 3,
-                 "unknown field `weekly_usd` in limits of plan `free`");
+    expect_error("plans:\n  free:\n    limits: { monthly_usd: 1, hourly_usd: 1 }\n", 3,
+                 "unknown field `hourly_usd` in limits of plan `free`");
     expect_error("plans:\n  free:\n    limits: { monthly_usd: one }\n", 3,
                  "`monthly_usd` in limits of plan `free` is not an exact decimal amount (\"one\"): "
                  "amount must start with a digit");
@@ -593,8 +593,8 @@ TEST(PolicyErrors, BadCustomers) {
     expect_error("customers:\n  default_limits: 5\n", 2, "`customers.default_limits` must be a mapping");
     expect_error("customers:\n  default_limits: { rpm: 1.5 }\n", 2,
                  "`rpm` in `customers.default_limits` must be a non-negative integer");
-    expect_error("customers:\n  default_limits: { weekly_usd: 1 }\n", 2,
-                 "unknown field `weekly_usd` in `customers.default_limits`");
+    expect_error("customers:\n  default_limits: { hourly_usd: 1 }\n", 2,
+                 "unknown field `hourly_usd` in `customers.default_limits`");
     expect_error("customers:\n  overrides: [cust_42]\n", 2, "`customers.overrides` must be a mapping");
     expect_error("customers:\n  overrides:\n    \"cust 42\": { rpm: 1 }\n", 3,
                  std::string("customer id `cust 42` ") + kIdRule);

@@ -448,7 +448,7 @@ TEST_F(RecordsTest, MalformedRecordsAreUnknownAndNeverThrow) {
     add("key limits not JSON", [](OrgRecords &r) { r.key = {{"limits", "{not json"}}; });
     add("key limits not an object", [](OrgRecords &r) { r.key = {{"limits", "[1,2]"}}; });
     add("key limits bad amount", [](OrgRecords &r) { r.key = {{"limits", R"({"monthly_usd":"ten"})"}}; });
-    add("key limits unknown field", [](OrgRecords &r) { r.key = {{"limits", R"({"weekly_usd":"1"})"}}; });
+    add("key limits unknown field", [](OrgRecords &r) { r.key = {{"limits", R"({"hourly_usd":"1"})"}}; });
     add("key limits empty", [](OrgRecords &r) { r.key = {{"limits", ""}}; });
     add("key expires_at", [](OrgRecords &r) { r.key = {{"expires_at", "tomorrow"}}; });
     add("key expires_at huge", [](OrgRecords &r) { r.key = {{"expires_at", "99999999999999999999999"}}; });

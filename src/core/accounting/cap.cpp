@@ -3,16 +3,25 @@
 
 namespace spendcap {
 
-std::string blocked_by_label(const CapRef &cap) {
-    std::string label = std::string(scope_name(cap.scope)) + ":";
+namespace {
+
+std::string limit_part(const CapRef &cap) {
     switch (cap.limit) {
-    case LimitKind::spend: return label + window_name(cap.window);
-    case LimitKind::requests: return label + window_name(cap.window) + "_requests";
-    case LimitKind::tokens: return label + window_name(cap.window) + "_tokens";
-    case LimitKind::rpm: return label + "rpm";
-    case LimitKind::tpm: return label + "tpm";
-    case LimitKind::balance: return label + "balance";
+    case LimitKind::spend: return window_name(cap.window);
+    case LimitKind::requests: return std::string(window_name(cap.window)) + "_requests";
+    case LimitKind::tokens: return std::string(window_name(cap.window)) + "_tokens";
+    case LimitKind::rpm: return "rpm";
+    case LimitKind::tpm: return "tpm";
+    case LimitKind::balance: return "balance";
     }
+    return "";
+}
+
+}  // namespace
+
+std::string blocked_by_label(const CapRef &cap) {
+    std::string label = std::string(scope_name(cap.scope)) + ":" + limit_part(cap);
+    if (!cap.model.empty()) label += ":" + cap.model;
     return label;
 }
 

@@ -15,15 +15,17 @@ enum class LimitKind { spend, requests, tokens, rpm, tpm, balance };
 
 // Which cap tripped, for 402 / 429 bodies.
 struct CapRef {
-    Scope scope;
-    Window window;              // spend / requests / tokens
+    Scope scope = Scope::key;
+    Window window = Window::daily;  // spend / requests / tokens
     std::int64_t reset_at = 0;  // unix seconds; 0 (lifetime) -> "reset_at": null
     LimitKind limit = LimitKind::spend;
     std::int64_t retry_after = 0;  // rpm / tpm: seconds to the end of the minute
+    std::string model;             // a per-model limit's pattern ("" the scope's own)
 };
 
 // For $spend_cap_blocked_by: "key:monthly" (cost caps), "key:daily_requests",
-// "project:monthly_tokens", "customer:rpm", "org:tpm", "org:balance".
+// "project:monthly_tokens", "customer:rpm", "org:tpm", "org:balance", and a
+// per-model limit's with its pattern: "key:monthly:gpt-4o*".
 std::string blocked_by_label(const CapRef &cap);
 
 // The limit's name as the policy file writes it, for the metrics'

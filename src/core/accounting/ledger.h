@@ -39,6 +39,8 @@ struct Counter {
     // period (keys.h).
     std::string label;
     std::string markers;
+    // The pattern of a per-model limit (SPEC section 2b), "" for the scope's own.
+    std::string model;
 };
 
 // What a request adds to its counters: reserved as the worst case, settled
@@ -51,12 +53,22 @@ struct Amounts {
 };
 
 // Every Redis entry one request touches, in check order: scopes key ->
-// project -> org -> customer (each: spend daily/monthly/lifetime, requests
-// daily/monthly, tokens daily/monthly), then the prepaid balance, then the
-// rates of each scope that has one, then the balance's `held` counter.
+// project -> org -> customer (each: spend daily/weekly/monthly/lifetime,
+// requests and tokens daily/weekly/monthly, weekly ones only for a scope
+// with a weekly limit; then the windows of the per-model limits whose
+// pattern matches the request's model), then the prepaid balance, then the
+// rates of each scope (its own, then its models'), then the balance's
+// `held` counter.
 struct Ledger {
     std::string org;
     std::string key_id;
+    // The request's model when any scope has per-model limits or allowed
+    // models (the ledger then depends on it), else "".
+    std::string model;
+    bool by_model = false;
+    // The first scope whose allowed_models the model is outside of: the
+    // request is refused with 403 model_not_allowed before any reserve.
+    std::optional<Scope> model_refused_by;
     std::vector<Counter> counters;
     std::optional<std::size_t> balance;        // index of the balance counter (prepaid orgs)
     std::optional<std::size_t> held;           // index of its held counter
@@ -71,13 +83,16 @@ struct Ledger {
     std::string config_version;
 };
 
-// Empty `customer` = no customer scope. Throws only std::bad_alloc.
+// Empty `customer` = no customer scope. `model`: the request's (per-model
+// limits and allowed models look at it). Throws only std::bad_alloc.
 Ledger ledger_for(const Policy &policy, const Key &key, const std::string &customer,
-                  const Periods &periods);
+                  const Periods &periods, const std::string &model = "");
 
 struct Identity;
 // The same for a key resolved with the org's records (records.h).
-Ledger ledger_for(const Policy &policy, const Identity &identity, const Periods &periods);
+Ledger ledger_for(const Policy &policy, const Identity &identity, const Periods &periods,
+                  const std::string &model = "");
+
 
 // The spend a warn_at fraction of a cap stands for: ceil(cap * fraction).
 // A counter crosses it when it goes from below it to at or above it.
@@ -95,9 +110,10 @@ public:
     // `policy_generation` tells policies apart (Policy::generation): a Key
     // pointer is only compared within one policy.
     std::shared_ptr<const Ledger> get(const Policy &policy, const Key &key, const std::string &customer,
-                                      std::int64_t now);
+                                      std::int64_t now, const std::string &model = "");
     // By the identity's serial (unique, never reused) and the minute.
-    std::shared_ptr<const Ledger> get(const Policy &policy, const Identity &identity, std::int64_t now);
+    std::shared_ptr<const Ledger> get(const Policy &policy, const Identity &identity, std::int64_t now,
+                                      const std::string &model = "");
     std::size_t hits() const { return hits_; }
     std::size_t misses() const { return misses_; }
 
@@ -110,7 +126,13 @@ private:
         std::int64_t minute = -1;
         std::shared_ptr<const Ledger> ledger;
     };
+    // A ledger that depends on the model is looked for again in a second
+    // slot that mixes the model in, so that two models of one key do not
+    // evict each other.
+    template <typename Same, typename Build>
+    std::shared_ptr<const Ledger> lookup(std::uint64_t hash, const std::string &model, Same same, Build build);
     std::vector<Slot> slots_;
+    PeriodsCache calendars_;
     std::size_t hits_ = 0, misses_ = 0;
 };
 

@@ -178,7 +178,11 @@ std::optional<SpendHeaders> spend_headers(const Ledger &ledger, const ReserveOut
 
 CapRef cap_ref(const Ledger &ledger, std::size_t i, std::int64_t now) {
     const Counter &c = ledger.counters.at(i);
-    CapRef cap{c.scope, c.window, window_reset(ledger.periods, c.window)};
+    CapRef cap;
+    cap.scope = c.scope;
+    cap.window = c.window;
+    cap.reset_at = window_reset(ledger.periods, c.window);
+    cap.model = c.model;
     switch (c.kind) {
     case CounterKind::spend: cap.limit = LimitKind::spend; break;
     case CounterKind::requests: cap.limit = LimitKind::requests; break;

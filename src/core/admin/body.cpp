@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "base/zones.h"
 #include "json/object_reader.h"
 #include "policy/limits_json.h"
 
@@ -103,7 +104,9 @@ std::optional<OrgPut> parse_org_put(std::string_view text, const Policy &policy,
     json::ObjectReader reader(body, message);
     OrgPut put;
     std::optional<std::string> plan;
-    if (!reader.only({"plan", "created_at", "prepaid", "low_balance_usd", "limits"}) ||
+    std::optional<std::string> zone;
+    if (!reader.only({"plan", "created_at", "prepaid", "low_balance_usd", "timezone", "limits"}) ||
+        !reader.string("timezone", zone) ||
         !reader.string("plan", plan) || !reader.time("created_at", put.created_at) ||
         !reader.boolean("prepaid", put.prepaid) || !reader.amount("low_balance_usd", put.low_balance_usd) ||
         !read_limits(reader, "limits", put.limits))
@@ -122,6 +125,12 @@ std::optional<OrgPut> parse_org_put(std::string_view text, const Policy &policy,
     }
     // Without a balance there is nothing for the threshold to watch.
     if (put.low_balance_usd && !put.prepaid) return refuse(error, "`low_balance_usd` needs `\"prepaid\": true`");
+    if (zone) {
+        if (!known_time_zone(*zone))
+            return refuse(error, "`timezone` " + quoted(*zone) +
+                                     " is not a time zone of the tz database (such as Europe/Berlin)");
+        put.timezone = *zone == "UTC" ? "" : std::move(*zone);
+    }
     return put;
 }
 

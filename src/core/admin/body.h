@@ -34,6 +34,7 @@ struct OrgPut {
     std::optional<std::int64_t> created_at;    // unix seconds
     bool prepaid = false;
     std::optional<Nanos> low_balance_usd;      // only with prepaid
+    std::string timezone;                      // "" = UTC; a zone of the tz database
     Limits limits;
 };
 struct Topup {

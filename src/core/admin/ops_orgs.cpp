@@ -95,7 +95,7 @@ std::optional<Command> Operation::org_change(const std::string &id) {
         set = {{"source", "api"}, {"plan", body->plan},
                {"created_at", opt_time(body->created_at)}, {"prepaid", body->prepaid ? "1" : "0"},
                {"low_balance", body->low_balance_usd ? std::to_string(*body->low_balance_usd) : ""},
-               {"limits", limits_text}};
+               {"timezone", body->timezone}, {"limits", limits_text}};
     } else if (call == Call::org_limits_put) {
         ApiError error;
         std::optional<Limits> limits = parse_limits_put(body_, error);

@@ -93,6 +93,7 @@ std::string render_org(const OrgView &org) {
         .time("created_at", org.created_at)
         .boolean("prepaid", org.prepaid)
         .amount("low_balance", org.low_balance_usd)
+        .string("timezone", org.timezone.empty() ? "UTC" : org.timezone)
         .raw("limits", limits_json(org.limits))
         .amount("cleared", org.cleared)
         .string("source", org.from_file ? "file" : "api")

@@ -45,12 +45,13 @@ struct OrgView {
     std::optional<std::int64_t> created_at;
     bool prepaid = false;
     std::optional<Nanos> low_balance_usd;
+    std::string timezone;                     // "" -> "UTC"
     Limits limits;
     Nanos cleared = 0;
     bool from_file = false;
 };
 // {"id", "plan", "created_at", "prepaid", "low_balance_nanousd"/"low_balance_usd" (null),
-//  "limits", "cleared_nanousd"/"cleared_usd", "source"}
+//  "timezone", "limits", "cleared_nanousd"/"cleared_usd", "source"}
 std::string render_org(const OrgView &org);
 
 // USAGE. A window's figures; a cap absent is null, and so is its remaining.

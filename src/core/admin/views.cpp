@@ -75,6 +75,7 @@ std::optional<OrgView> org_view(const Policy &policy, const std::string &id, con
         v.created_at = file->second.created_at;
         v.prepaid = file->second.prepaid;
         v.low_balance_usd = file->second.low_balance_usd;
+        v.timezone = file->second.timezone;
         v.limits = file->second.limits;
         v.from_file = true;
     } else if (record.empty()) {
@@ -84,6 +85,7 @@ std::optional<OrgView> org_view(const Policy &policy, const std::string &id, con
     if (field(record, "created_at") != nullptr) v.created_at = time_field(record, "created_at");
     if (const std::string *prepaid = field(record, "prepaid")) v.prepaid = *prepaid == "1";
     if (field(record, "low_balance") != nullptr) v.low_balance_usd = time_field(record, "low_balance");
+    if (const std::string *zone = field(record, "timezone")) v.timezone = *zone;
     override_limits(record, v.limits);
     return v;
 }

@@ -11,6 +11,7 @@ namespace {
 
 constexpr std::int64_t kSecondsPerDay = 86'400;
 constexpr std::int64_t kDailyCounterLifetimeDays = 35;
+constexpr std::int64_t kWeeklyCounterLifetimeDays = 60;
 constexpr std::int64_t kMonthlyCounterLifetimeDays = 400;
 
 struct CivilDate {
@@ -79,9 +80,16 @@ bool expect(std::string_view text, std::size_t &pos, char c) {
 
 }  // namespace
 
+void set_expiries(Periods &p) {
+    p.day_expire_at = p.day_reset + kDailyCounterLifetimeDays * kSecondsPerDay;
+    p.week_expire_at = p.week_reset + kWeeklyCounterLifetimeDays * kSecondsPerDay;
+    p.month_expire_at = p.month_reset + kMonthlyCounterLifetimeDays * kSecondsPerDay;
+}
+
 const char *window_name(Window w) {
     switch (w) {
     case Window::daily: return "daily";
+    case Window::weekly: return "weekly";
     case Window::monthly: return "monthly";
     case Window::lifetime: return "lifetime";
     }
@@ -101,13 +109,17 @@ Periods periods_at(std::int64_t unix_seconds) {
     std::snprintf(buffer, sizeof buffer, "%04lld-%02d", static_cast<long long>(date.year), date.month);
     p.month = buffer;
 
+    p.day_start = days * kSecondsPerDay;
     p.day_reset = (days + 1) * kSecondsPerDay;
+    const IsoWeek week = iso_week_at(unix_seconds);
+    p.week = week.name;
+    p.week_start = week.start;
+    p.week_reset = week.reset;
+    p.month_start = days_from_civil(date.year, date.month, 1) * kSecondsPerDay;
     const std::int64_t next_month_year = date.month == 12 ? date.year + 1 : date.year;
     const int next_month = date.month == 12 ? 1 : date.month + 1;
     p.month_reset = days_from_civil(next_month_year, next_month, 1) * kSecondsPerDay;
-
-    p.day_expire_at = p.day_reset + kDailyCounterLifetimeDays * kSecondsPerDay;
-    p.month_expire_at = p.month_reset + kMonthlyCounterLifetimeDays * kSecondsPerDay;
+    set_expiries(p);
 
     const std::int64_t second_of_day = unix_seconds - days * kSecondsPerDay;
     std::snprintf(buffer, sizeof buffer, "%sT%02d:%02d", p.day.c_str(),
@@ -133,9 +145,30 @@ IsoWeek iso_week_at(std::int64_t unix_seconds) {
     return w;
 }
 
+Periods PeriodsCache::periods(const std::string &zone, std::int64_t now) {
+    if (zone.empty() || zone == "UTC") return periods_at(now);
+    return periods_in(calendars_.at(zone, now), now);
+}
+
+Periods periods_in(const LocalCalendar &calendar, std::int64_t now) {
+    Periods p = periods_at(now);  // the UTC minute
+    p.day = calendar.day;
+    p.week = calendar.week;
+    p.month = calendar.month;
+    p.day_start = calendar.day_start;
+    p.day_reset = calendar.day_reset;
+    p.week_start = calendar.week_start;
+    p.week_reset = calendar.week_reset;
+    p.month_start = calendar.month_start;
+    p.month_reset = calendar.month_reset;
+    set_expiries(p);
+    return p;
+}
+
 std::string window_suffix(const Periods &p, Window w) {
     switch (w) {
     case Window::daily: return "d:" + p.day;
+    case Window::weekly: return "w:" + p.week;
     case Window::monthly: return "m:" + p.month;
     case Window::lifetime: return "life";
     }
@@ -145,7 +178,18 @@ std::string window_suffix(const Periods &p, Window w) {
 std::int64_t window_reset(const Periods &p, Window w) {
     switch (w) {
     case Window::daily: return p.day_reset;
+    case Window::weekly: return p.week_reset;
     case Window::monthly: return p.month_reset;
+    case Window::lifetime: return 0;
+    }
+    return 0;
+}
+
+std::int64_t window_start(const Periods &p, Window w) {
+    switch (w) {
+    case Window::daily: return p.day_start;
+    case Window::weekly: return p.week_start;
+    case Window::monthly: return p.month_start;
     case Window::lifetime: return 0;
     }
     return 0;
@@ -154,6 +198,7 @@ std::int64_t window_reset(const Periods &p, Window w) {
 std::int64_t window_expire_at(const Periods &p, Window w) {
     switch (w) {
     case Window::daily: return p.day_expire_at;
+    case Window::weekly: return p.week_expire_at;
     case Window::monthly: return p.month_expire_at;
     case Window::lifetime: return 0;
     }

@@ -6,20 +6,28 @@
 #include <string>
 #include <string_view>
 
+#include "base/zones.h"
+
 namespace spendcap {
 
-enum class Window { daily, monthly, lifetime };
+// In check order (SPEC section 2b puts weekly between daily and monthly).
+enum class Window { daily, weekly, monthly, lifetime };
 
-const char *window_name(Window w);  // "daily", "monthly", "lifetime"
+const char *window_name(Window w);  // "daily", "weekly", "monthly", "lifetime"
 
 struct Periods {
     std::int64_t now = 0;           // unix seconds the periods were taken at
     std::string day;                // "2026-11-21"
+    std::string week;               // "2026-W47" (ISO week)
     std::string month;              // "2026-11"
-    std::int64_t day_reset = 0;     // unix seconds of the next UTC day's start
-    std::int64_t month_reset = 0;   // unix seconds of the next UTC month's start
-    std::int64_t day_expire_at = 0;   // counters expire 35 days after their day ends
-    std::int64_t month_expire_at = 0; // ... and 400 days after their month ends
+    // Unix seconds each period started and resets at (the next one's start):
+    // local midnights of the org's time zone, UTC by default.
+    std::int64_t day_start = 0, day_reset = 0;
+    std::int64_t week_start = 0, week_reset = 0;
+    std::int64_t month_start = 0, month_reset = 0;
+    std::int64_t day_expire_at = 0;   // counters expire 35 days after their day ends,
+    std::int64_t week_expire_at = 0;  // 60 days after their week,
+    std::int64_t month_expire_at = 0; // and 400 days after their month
     // Per-minute rates (rpm / tpm) count over fixed UTC minutes.
     std::string minute;               // "2026-11-21T10:05"
     std::int64_t minute_reset = 0;    // unix seconds of the next minute's start
@@ -30,11 +38,30 @@ struct Periods {
 };
 
 Periods periods_at(std::int64_t unix_seconds);
+// The counters' EXPIREAT from the periods' resets (35, 60 and 400 days on).
+void set_expiries(Periods &p);
 
-// Suffix of a counter key for a window: "d:2026-11-21", "m:2026-11", "life".
+// The periods of a time zone's windows ("" = UTC), for the windows of an
+// org that sets one (SPEC section 2b); per-minute rates stay UTC. Keeps
+// each zone's calendar until its local day ends, so a worker works a
+// zone's day out once, not per request.
+class PeriodsCache {
+public:
+    Periods periods(const std::string &zone, std::int64_t now);
+
+private:
+    CalendarCache calendars_;
+};
+
+// The periods of a local calendar (zones.h) at `now` (in it); the minute is UTC.
+Periods periods_in(const LocalCalendar &calendar, std::int64_t now);
+
+// Suffix of a counter key for a window: "d:2026-11-21", "w:2026-W47", "m:2026-11", "life".
 std::string window_suffix(const Periods &p, Window w);
 // Unix seconds of the window's reset (0 for lifetime).
 std::int64_t window_reset(const Periods &p, Window w);
+// Unix seconds the window's period started (0 for lifetime).
+std::int64_t window_start(const Periods &p, Window w);
 // EXPIREAT for the window's counter (0 = never, for lifetime).
 std::int64_t window_expire_at(const Periods &p, Window w);
 

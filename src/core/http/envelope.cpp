@@ -21,6 +21,7 @@ const char *anthropic_type(int status) {
     case 400: return "invalid_request_error";
     case 401: return "authentication_error";
     case 402: return "billing_error";
+    case 403: return "permission_error";
     case 429: return "rate_limit_error";
     default: return "api_error";
     }
@@ -33,6 +34,7 @@ const char *default_message(ErrorCode code) {
     case ErrorCode::token_limit_exceeded: return "token limit reached";
     case ErrorCode::insufficient_credit: return "insufficient credit balance";
     case ErrorCode::rate_limit_exceeded: return "rate limit exceeded";
+    case ErrorCode::model_not_allowed: return "model is not allowed";
     case ErrorCode::invalid_api_key: return "invalid api key";
     case ErrorCode::api_key_expired: return "api key has expired";
     case ErrorCode::api_key_revoked: return "api key has been revoked";
@@ -57,6 +59,10 @@ void append_cap_fields(std::string &out, const CapRef &cap) {
         out += "null";
     else
         append_json_string(out, format_rfc3339(cap.reset_at));
+    if (!cap.model.empty()) {
+        out += ",\"model\":";
+        append_json_string(out, cap.model);
+    }
 }
 
 }  // namespace
@@ -68,6 +74,7 @@ const char *error_code_name(ErrorCode c) {
     case ErrorCode::token_limit_exceeded: return "token_limit_exceeded";
     case ErrorCode::insufficient_credit: return "insufficient_credit";
     case ErrorCode::rate_limit_exceeded: return "rate_limit_exceeded";
+    case ErrorCode::model_not_allowed: return "model_not_allowed";
     case ErrorCode::invalid_api_key: return "invalid_api_key";
     case ErrorCode::api_key_expired: return "api_key_expired";
     case ErrorCode::api_key_revoked: return "api_key_revoked";
@@ -90,6 +97,7 @@ int error_status(ErrorCode c) {
     case ErrorCode::token_limit_exceeded:
     case ErrorCode::insufficient_credit: return 402;
     case ErrorCode::rate_limit_exceeded: return 429;
+    case ErrorCode::model_not_allowed: return 403;
     case ErrorCode::invalid_api_key:
     case ErrorCode::api_key_expired:
     case ErrorCode::api_key_revoked: return 401;
@@ -112,7 +120,9 @@ ErrorCode error_code_for(LimitKind limit) {
     return ErrorCode::spend_limit_exceeded;
 }
 
-std::string cap_message(const CapRef &cap) {
+namespace {
+
+std::string plain_cap_message(const CapRef &cap) {
     const std::string who = scope_word(cap.scope);
     switch (cap.limit) {
     case LimitKind::spend: return who + " has reached its " + window_name(cap.window) + " spend limit";
@@ -123,6 +133,18 @@ std::string cap_message(const CapRef &cap) {
     case LimitKind::balance: return "insufficient credit balance";
     }
     return who + " has reached a limit";
+}
+
+}  // namespace
+
+std::string cap_message(const CapRef &cap) {
+    std::string message = plain_cap_message(cap);
+    if (!cap.model.empty()) message += " for " + cap.model;
+    return message;
+}
+
+std::string model_not_allowed_message(const std::string &model, Scope scope) {
+    return "model " + model + " is not allowed for this " + scope_word(scope);
 }
 
 ErrorReply render_error(Surface surface, ErrorCode code, const std::string &message,

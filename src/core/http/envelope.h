@@ -20,6 +20,7 @@ enum class ErrorCode {
     token_limit_exceeded,     // 402
     insufficient_credit,      // 402 (prepaid balance)
     rate_limit_exceeded,      // 429 (rpm / tpm)
+    model_not_allowed,        // 403 (allowed_models)
     invalid_api_key,          // 401
     api_key_expired,          // 401
     api_key_revoked,          // 401
@@ -44,8 +45,11 @@ struct ErrorReply {
 
 // "api key has reached its monthly spend limit", "project has reached its
 // daily request limit", "customer has exceeded its requests per minute limit",
-// "insufficient credit balance".
+// "insufficient credit balance"; a per-model limit's ends "for gpt-4o*".
 std::string cap_message(const CapRef &cap);
+
+// "model gpt-4o is not allowed for this api key" (403 model_not_allowed).
+std::string model_not_allowed_message(const std::string &model, Scope scope);
 
 // Renders the envelope. For a cap's code pass the cap (message from
 // cap_message, plus "scope", and but for the balance "window" ("minute" for
@@ -53,7 +57,7 @@ std::string cap_message(const CapRef &cap);
 // is used as is (a default per code when empty). OpenAI surface:
 // {"error":{"message":...,"type":"invalid_request_error","param":null,"code":...}}
 // Anthropic: {"type":"error","error":{"type":<per status>,"message":...,"code":...}}
-// with Anthropic types 402 billing_error, 429 rate_limit_error, 401
+// with Anthropic types 402 billing_error, 403 permission_error, 429 rate_limit_error, 401
 // authentication_error, 400 invalid_request_error, 503 api_error.
 // 503 carries retry_after = 1.
 ErrorReply render_error(Surface surface, ErrorCode code, const std::string &message,

@@ -203,6 +203,7 @@ std::optional<std::string> resolve_org(const Policy &policy, const Fields &orr, 
     }
     if (const std::string *plan = field(orr, "plan")) id.org.plan = *plan;
     if (const std::string *prepaid = field(orr, "prepaid")) id.org.prepaid = *prepaid == "1";
+    if (const std::string *zone = field(orr, "timezone")) id.org.timezone = *zone;
     if (const std::string *low = field(orr, "low_balance")) {
         std::int64_t v = 0;
         if (low->empty()) id.org.low_balance_usd.reset();

@@ -213,4 +213,37 @@ bool ObjectReader::object_or_null(const char *name, std::string_view what, std::
     return true;
 }
 
+bool ObjectReader::each_object(const char *name, std::string_view what,
+                               const std::function<bool(const std::string &member, ObjectReader &reader)> &visit) {
+    json_t *value = get(name);
+    if (!value || json_is_null(value)) return true;
+    if (!json_is_object(value)) return fail(label(name) + " must be " + std::string(what));
+    const char *member = nullptr;
+    json_t *inner = nullptr;
+    json_object_foreach(value, member, inner) {
+        Path path = path_;
+        path.emplace_back(name);
+        path.emplace_back(member);
+        if (!json_is_object(inner)) return fail(label(std::string(name) + "." + member) + " must be an object");
+        ObjectReader reader(inner, numbers_, std::move(path), error_);
+        if (!visit(member, reader)) return false;
+    }
+    return true;
+}
+
+bool ObjectReader::strings(const char *name, std::optional<std::vector<std::string>> &out) {
+    json_t *value = get(name);
+    if (!value || json_is_null(value)) return true;
+    if (!json_is_array(value)) return fail(label(name) + " must be an array of strings");
+    std::vector<std::string> items;
+    std::size_t index = 0;
+    json_t *item = nullptr;
+    json_array_foreach(value, index, item) {
+        if (!json_is_string(item)) return fail(label(name) + " must be an array of strings");
+        items.emplace_back(json_string_value(item), json_string_length(item));
+    }
+    out = std::move(items);
+    return true;
+}
+
 }  // namespace spendcap::json

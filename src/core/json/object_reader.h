@@ -5,6 +5,7 @@
 #include <jansson.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -84,6 +85,12 @@ public:
     // the policy file also takes empty); another type fails with "`name`
     // must be " + `what`.
     bool object_or_null(const char *name, std::string_view what, std::optional<ObjectReader> &out);
+    // A nested object of objects ({"gpt-4o*": {...}}): `visit` reads each
+    // member's object, in the order written. Null reads as absent.
+    bool each_object(const char *name, std::string_view what,
+                     const std::function<bool(const std::string &member, ObjectReader &reader)> &visit);
+    // An array of strings; null reads as absent.
+    bool strings(const char *name, std::optional<std::vector<std::string>> &out);
 
 private:
     json_t *object_;

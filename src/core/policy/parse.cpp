@@ -6,6 +6,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "base/zones.h"
+#include "policy/model_patterns.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -247,34 +250,68 @@ private:
     }
 
     // `where` names the limits in field messages, `what` the mapping itself.
-    Limits parse_limits(const YAML::Node &node, const std::string &where, const std::string &what) {
+    // `nested`: the limits of one model pattern, which hold no patterns of their own.
+    Limits parse_limits(const YAML::Node &node, const std::string &where, const std::string &what,
+                        bool nested = false) {
         Limits limits;
         if (!expect_map_or_empty(node, what)) return limits;
+        using Amount = std::optional<Nanos> Limits::*;
+        using Count = std::optional<std::int64_t> Limits::*;
+        static const std::map<std::string, Amount> kAmounts = {
+            {"daily_usd", &Limits::daily_usd}, {"weekly_usd", &Limits::weekly_usd},
+            {"monthly_usd", &Limits::monthly_usd}, {"lifetime_usd", &Limits::lifetime_usd}};
+        static const std::map<std::string, Count> kCounts = {
+            {"daily_requests", &Limits::daily_requests}, {"weekly_requests", &Limits::weekly_requests},
+            {"monthly_requests", &Limits::monthly_requests}, {"daily_tokens", &Limits::daily_tokens},
+            {"weekly_tokens", &Limits::weekly_tokens}, {"monthly_tokens", &Limits::monthly_tokens},
+            {"rpm", &Limits::rpm}, {"tpm", &Limits::tpm}};
         for_each_field(node, where, [&](const std::string &field, const YAML::Node &key,
                                         const YAML::Node &value) {
             const std::string field_what = quoted(field) + " in " + where;
-            if (field == "daily_usd")
-                limits.daily_usd = usd_amount(value, field_what);
-            else if (field == "monthly_usd")
-                limits.monthly_usd = usd_amount(value, field_what);
-            else if (field == "lifetime_usd")
-                limits.lifetime_usd = usd_amount(value, field_what);
-            else if (field == "daily_requests")
-                limits.daily_requests = non_negative_integer(value, field_what);
-            else if (field == "monthly_requests")
-                limits.monthly_requests = non_negative_integer(value, field_what);
-            else if (field == "daily_tokens")
-                limits.daily_tokens = non_negative_integer(value, field_what);
-            else if (field == "monthly_tokens")
-                limits.monthly_tokens = non_negative_integer(value, field_what);
-            else if (field == "rpm")
-                limits.rpm = non_negative_integer(value, field_what);
-            else if (field == "tpm")
-                limits.tpm = non_negative_integer(value, field_what);
+            if (auto amount = kAmounts.find(field); amount != kAmounts.end())
+                limits.*(amount->second) = usd_amount(value, field_what);
+            else if (auto count = kCounts.find(field); count != kCounts.end())
+                limits.*(count->second) = non_negative_integer(value, field_what);
+            else if (field == "models" && !nested)
+                limits.models = parse_model_limits(value, where);
+            else if (field == "allowed_models" && !nested)
+                limits.allowed_models = parse_allowed_models(value, field_what);
+            else if (nested && (field == "models" || field == "allowed_models"))
+                fail(key, quoted(field) + " cannot be nested in " + where);
             else
                 fail(key, "unknown field " + quoted(field) + " in " + where);
         });
         return limits;
+    }
+
+    std::string model_pattern(const YAML::Node &node, const std::string &what) {
+        const std::string pattern = node.IsScalar() ? node.Scalar() : std::string();
+        const std::string problem = model_pattern_problem(pattern);
+        if (!problem.empty()) fail(node, what + ": " + problem + " (got " + quoted(pattern) + ")");
+        return pattern;
+    }
+
+    // `models: {PATTERN: LIMITS}` of a LIMITS object.
+    std::vector<ModelLimits> parse_model_limits(const YAML::Node &node, const std::string &where) {
+        std::vector<ModelLimits> out;
+        const std::string what = "`models` in " + where;
+        if (!expect_map_or_empty(node, what)) return out;
+        for_each_field(node, what, [&](const std::string &pattern, const YAML::Node &key, const YAML::Node &value) {
+            ModelLimits entry;
+            entry.pattern = model_pattern(key, "a pattern of " + what);
+            const std::string inner = "limits of model " + quoted(pattern) + " in " + where;
+            entry.limits = parse_limits(value, inner, "`" + pattern + "` in " + what, true);
+            out.push_back(std::move(entry));
+        });
+        return out;
+    }
+
+    // `allowed_models: [PATTERN, ...]`.
+    std::vector<std::string> parse_allowed_models(const YAML::Node &node, const std::string &what) {
+        if (!node.IsSequence()) fail(node, what + " must be a list of model patterns such as [gpt-4o-mini, \"claude-*\"]");
+        std::vector<std::string> out;
+        for (const YAML::Node &entry : node) out.push_back(model_pattern(entry, "an entry of " + what));
+        return out;
     }
 
     // "0.50" and "0.5" are one fraction: the label is rebuilt from the value.
@@ -422,6 +459,11 @@ private:
                     } else if (field == "low_balance_usd") {
                         org.low_balance_usd = usd_amount(value, "`low_balance_usd` of " + where);
                         low_balance_line = line_of(key);
+                    } else if (field == "timezone") {
+                        org.timezone = string_value(value, "`timezone` of " + where);
+                        if (!known_time_zone(org.timezone))
+                            fail(value, "`timezone` of " + where + " is " + quoted(org.timezone) +
+                                            ", which is not a time zone of the tz database (such as Europe/Berlin)");
                     } else {
                         fail(key, "unknown field " + quoted(field) + " in " + where);
                     }

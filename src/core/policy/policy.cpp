@@ -30,6 +30,7 @@ const char *scope_word(Scope s) {
 const std::optional<Nanos> &Limits::cost_cap(Window w) const {
     switch (w) {
     case Window::daily: return daily_usd;
+    case Window::weekly: return weekly_usd;
     case Window::monthly: return monthly_usd;
     case Window::lifetime: return lifetime_usd;
     }
@@ -43,6 +44,7 @@ const std::optional<std::int64_t> kNoCount;  // no request / token counter for l
 const std::optional<std::int64_t> &Limits::request_cap(Window w) const {
     switch (w) {
     case Window::daily: return daily_requests;
+    case Window::weekly: return weekly_requests;
     case Window::monthly: return monthly_requests;
     case Window::lifetime: break;
     }
@@ -52,6 +54,7 @@ const std::optional<std::int64_t> &Limits::request_cap(Window w) const {
 const std::optional<std::int64_t> &Limits::token_cap(Window w) const {
     switch (w) {
     case Window::daily: return daily_tokens;
+    case Window::weekly: return weekly_tokens;
     case Window::monthly: return monthly_tokens;
     case Window::lifetime: break;
     }
@@ -61,11 +64,14 @@ const std::optional<std::int64_t> &Limits::token_cap(Window w) const {
 Limits Limits::or_else(const Limits &fallback) const {
     Limits merged = *this;
     // Every field, so a new limit added to Limits must be added here too.
-    for (auto field : {&Limits::daily_usd, &Limits::monthly_usd, &Limits::lifetime_usd})
+    for (auto field : {&Limits::daily_usd, &Limits::weekly_usd, &Limits::monthly_usd, &Limits::lifetime_usd})
         if (!(merged.*field)) merged.*field = fallback.*field;
-    for (auto field : {&Limits::daily_requests, &Limits::monthly_requests, &Limits::daily_tokens,
-                       &Limits::monthly_tokens, &Limits::rpm, &Limits::tpm})
+    for (auto field : {&Limits::daily_requests, &Limits::weekly_requests, &Limits::monthly_requests,
+                       &Limits::daily_tokens, &Limits::weekly_tokens, &Limits::monthly_tokens, &Limits::rpm,
+                       &Limits::tpm})
         if (!(merged.*field)) merged.*field = fallback.*field;
+    if (merged.models.empty()) merged.models = fallback.models;
+    if (!merged.allowed_models) merged.allowed_models = fallback.allowed_models;
     return merged;
 }
 

@@ -23,25 +23,46 @@ enum class Scope { key, project, org, customer };
 const char *scope_name(Scope s);  // "key", "project", "org", "customer" (Redis keys, x-spend-scope)
 const char *scope_word(Scope s);  // "api key", "project", "account", "customer" (messages)
 
+struct ModelLimits;
+
 // Caps of one scope; absent = no cap. Cost caps in nano-USD, the others are
 // counts of requests or tokens (rpm / tpm per UTC minute).
 struct Limits {
     std::optional<Nanos> daily_usd;
+    std::optional<Nanos> weekly_usd;
     std::optional<Nanos> monthly_usd;
     std::optional<Nanos> lifetime_usd;
     std::optional<std::int64_t> daily_requests;
+    std::optional<std::int64_t> weekly_requests;
     std::optional<std::int64_t> monthly_requests;
     std::optional<std::int64_t> daily_tokens;
+    std::optional<std::int64_t> weekly_tokens;
     std::optional<std::int64_t> monthly_tokens;
     std::optional<std::int64_t> rpm;
     std::optional<std::int64_t> tpm;
+    // Limits of the requests whose model matches a pattern (SPEC section 2b),
+    // in the order written; their own limits hold no `models` or
+    // `allowed_models` of their own.
+    std::vector<ModelLimits> models;
+    // The patterns a request's model must match (none: any model).
+    std::optional<std::vector<std::string>> allowed_models;
 
     const std::optional<Nanos> &cost_cap(Window w) const;
-    // Request / token caps exist for the daily and monthly windows only.
+    // Request / token caps exist for the daily, weekly and monthly windows only.
     const std::optional<std::int64_t> &request_cap(Window w) const;
     const std::optional<std::int64_t> &token_cap(Window w) const;
-    // Field by field: this one's limit where set, else `fallback`'s.
+    // Whether any weekly limit is set: only then are weekly counters kept.
+    bool has_weekly() const { return weekly_usd || weekly_requests || weekly_tokens; }
+    // Whether any limit of window `w` is set (cost, requests or tokens).
+    bool has_window(Window w) const { return cost_cap(w) || request_cap(w) || token_cap(w); }
+    // Field by field: this one's limit where set, else `fallback`'s
+    // (`models` and `allowed_models` each as a whole).
     Limits or_else(const Limits &fallback) const;
+};
+
+struct ModelLimits {
+    std::string pattern;  // "gpt-4o*" (policy/model_patterns.h)
+    Limits limits;
 };
 
 // A fraction of a cost cap that emits a warning event, parsed exactly.
@@ -92,6 +113,9 @@ struct Org {
     std::optional<std::int64_t> created_at; // unix seconds (needed with a ceilings plan)
     bool prepaid = false;                   // also draws from sc:{ORG}:balance
     std::optional<Nanos> low_balance_usd;   // only with prepaid
+    // IANA time zone of its (and its projects', keys' and customers') daily,
+    // weekly and monthly windows (SPEC section 2b); "" = UTC.
+    std::string timezone;
 };
 
 // Customer caps: every customer gets default_limits; an override replaces
