@@ -37,8 +37,10 @@ struct AdminCtx {
     }
 };
 
-// The answer, with Allow for a 405 and Retry-After for a 503.
-ngx_int_t send_answer(ngx_http_request_t *r, int status, const std::string &body, const std::string &allow) {
+// The answer (JSON unless `content_type` says otherwise), with Allow for a
+// 405 and Retry-After for a 503.
+ngx_int_t send_answer(ngx_http_request_t *r, int status, const std::string &body, const std::string &allow,
+                      const std::string &content_type = "application/json") {
     ExtraHeaders headers;
     if (!allow.empty()) {
         headers.emplace_back("Allow", allow);
@@ -46,7 +48,7 @@ ngx_int_t send_answer(ngx_http_request_t *r, int status, const std::string &body
     if (status == 503) {
         headers.emplace_back("Retry-After", "1");
     }
-    return send_json(r, status, body, headers);
+    return send_body(r, status, content_type, body, headers);
 }
 
 ngx_int_t send_error(ngx_http_request_t *r, const admin::ApiError &e) {
@@ -59,7 +61,8 @@ void finish(AdminCtx *ctx) {
         ngx_log_error(NGX_LOG_NOTICE, ctx->r->connection->log, 0, "spend_cap: admin: %s",
                       ctx->operation->change().c_str());
     }
-    ngx_http_finalize_request(ctx->r, send_answer(ctx->r, response.status, response.body, response.allow));
+    ngx_http_finalize_request(ctx->r, send_answer(ctx->r, response.status, response.body, response.allow,
+                                                     response.content_type));
 }
 
 void run(AdminCtx *ctx, std::optional<spendcap::Command> command);

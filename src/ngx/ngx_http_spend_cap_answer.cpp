@@ -5,11 +5,24 @@
 namespace spendcap_ngx {
 
 ngx_int_t send_json(ngx_http_request_t *r, int status, std::string_view body, const ExtraHeaders &headers) {
+    return send_body(r, status, "application/json", body, headers);
+}
+
+ngx_int_t send_body(ngx_http_request_t *r, int status, std::string_view content_type, std::string_view body,
+                    const ExtraHeaders &headers) {
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+    u_char *type = static_cast<u_char *>(ngx_pnalloc(r->pool, content_type.size()));
+    if (type == nullptr && !content_type.empty()) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!content_type.empty()) {
+        ngx_memcpy(type, content_type.data(), content_type.size());
+    }
     r->headers_out.status = status;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type.data = type;
+    r->headers_out.content_type.len = content_type.size();
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = nullptr;
     r->headers_out.content_length_n = static_cast<off_t>(body.size());

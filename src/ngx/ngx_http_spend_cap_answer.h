@@ -18,5 +18,8 @@ using ExtraHeaders = std::vector<std::pair<const char *, std::string>>;
 // finalizes the request with the result. The request body, if any is left,
 // is discarded first.
 ngx_int_t send_json(ngx_http_request_t *r, int status, std::string_view body, const ExtraHeaders &headers = {});
+// The same with another Content-Type (copied into the request's pool).
+ngx_int_t send_body(ngx_http_request_t *r, int status, std::string_view content_type, std::string_view body,
+                    const ExtraHeaders &headers = {});
 
 }  // namespace spendcap_ngx

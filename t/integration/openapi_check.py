@@ -209,10 +209,52 @@ def _amount_problems(value, at="$"):
     return problems
 
 
+def _media_type(headers):
+    """The Content-Type of `headers` without its parameters, lower case ("" none)."""
+    if headers is None:
+        return ""
+    for name, value in headers.items():
+        if name.lower() == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def _csv_problems(text):
+    """In a CSV answer (a header row, then rows), every X_usd / X_nanousd column pair
+    of a row holds the same amount, rendered as the module renders amounts."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        return ["no header row"]
+    header = lines[0].split(",")
+    problems = []
+    for n, line in enumerate(lines[1:], start=2):
+        cells = line.split(",")
+        if len(cells) != len(header):
+            problems.append("line %d has %d cells, the header %d" % (n, len(cells), len(header)))
+            continue
+        row = dict(zip(header, cells))
+        for name, value in row.items():
+            if name.endswith("_nanousd") and name[: -len("_nanousd")] + "_usd" in row:
+                twin = name[: -len("_nanousd")] + "_usd"
+                try:
+                    nanos = int(value)
+                except ValueError:
+                    problems.append("line %d: %s is %r, not an integer" % (n, name, value))
+                    continue
+                if row[twin] != format_usd(nanos):
+                    problems.append("line %d: %s is %d but %s is %r (expected %r)"
+                                    % (n, name, nanos, twin, row[twin], format_usd(nanos)))
+    return problems
+
+
 def check(method, path, status, body, headers=None):
     """Asserts that `body` (bytes, str, or already parsed JSON) is what docs/openapi.yaml
     documents for `method` `path` answering `status`. `headers` (optional, a mapping)
-    is checked for the headers the response requires (405: Allow)."""
+    is checked for the headers the response requires (405: Allow). A body whose
+    Content-Type (in `headers`) is text/csv is checked against the documented text/csv
+    schema (a string: its pattern), and its amount columns as JSON's amounts are."""
     where, response = find_response(method, path, status)
     content = response.get("content") or {}
     media = content.get("application/json")
@@ -222,6 +264,22 @@ def check(method, path, status, body, headers=None):
             header = _deref(header)
             if header.get("required") and name.lower() not in present:
                 raise AssertionError("%s: the response lacks the %s header" % (where, name))
+    if _media_type(headers) == "text/csv":
+        csv = content.get("text/csv")
+        if csv is None:
+            raise AssertionError("%s: text/csv is not documented for this response (documented: %s)"
+                                 % (where, ", ".join(sorted(content)) or "no body"))
+        text = bytes(body).decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
+        if not isinstance(text, str):
+            raise AssertionError("%s: a text/csv body must be text, got %r" % (where, type(body)))
+        errors = list(jsonschema.Draft202012Validator(csv.get("schema", {}), resolver=resolver()).iter_errors(text))
+        if errors:
+            raise AssertionError("%s: the CSV does not match its schema: %s\nbody: %r"
+                                 % (where, jsonschema.exceptions.best_match(errors).message[:300], text[:2000]))
+        problems = _csv_problems(text)
+        if problems:
+            raise AssertionError("%s: CSV amounts: %s\nbody: %r" % (where, "; ".join(problems), text[:2000]))
+        return
     if media is None:
         if body not in (None, b"", ""):
             raise AssertionError("%s: the documented response has no body, got %r" % (where, body))

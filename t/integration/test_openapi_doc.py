@@ -42,9 +42,17 @@ SPEC_PATHS = {
     "/orgs/{id}/topups": {"post"},
     "/orgs/{id}/cleared": {"put"},
     "/orgs/{id}/events": {"get"},
+    # section 11: what the dashboard reads
+    "/orgs": {"get"},
+    "/projects": {"get"},
+    "/keys/{id}/usage/daily": {"get"},
+    "/keys/self/usage/daily": {"get"},
+    "/projects/{id}/usage/daily": {"get"},
+    "/orgs/{id}/usage/daily": {"get"},
+    "/orgs/{org}/customers/{customer}/usage/daily": {"get"},
 }
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
-SELF_PATHS = {"/keys/self", "/keys/self/usage", "/keys/self/budgets"}
+SELF_PATHS = {"/keys/self", "/keys/self/usage", "/keys/self/budgets", "/keys/self/usage/daily"}
 ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "payload_too_large", 503: "unavailable"}
 
@@ -86,7 +94,8 @@ def test_schema_is_valid_2020_12(name):
 
 def test_required_schemas_exist():
     for name in ("Key", "KeyWithSecret", "Project", "Org", "Limits", "Usage", "Window", "Rate", "Layer",
-                 "Budgets", "Balance", "Topup", "Events", "Error"):
+                 "Budgets", "Balance", "Topup", "Events", "Error", "OrgList", "ProjectList", "DailyUsage",
+                 "Day"):
         assert name in SCHEMAS, name
 
 
@@ -212,6 +221,13 @@ EVENTS = {"events": [
      "spent": "8000000000", "cap": "10000000000"}],
     "next": "1764000000123-1"}
 CUSTOMER_LIMITS = {"org": "acme", "customer": "cust_42", "limits": {"monthly_usd": "5.00", "rpm": 30}}
+DAILY = {"scope": "key", "id": "key_prod_1", "org": "acme", "days": [
+    {"date": "2026-11-19", "spent_nanousd": 0, "spent_usd": "0.00", "requests": 0, "tokens": 0},
+    {"date": "2026-11-20", "spent_nanousd": 1500000123, "spent_usd": "1.500000123", "requests": 3, "tokens": 42}]}
+DAILY_CSV = ("date,spent_usd,spent_nanousd,requests,tokens\n"
+             "2026-11-19,0.00,0,0,0\n"
+             "2026-11-20,1.500000123,1500000123,3,42\n")
+CSV = {"Content-Type": "text/csv; charset=utf-8"}
 
 # (method, path, status, a valid answer): every answer shape, on paths written as a
 # client writes them (ids, a query, a trailing slash).
@@ -249,6 +265,18 @@ VALID = [
     ("PUT", "/orgs/acme/cleared", 200, ORG),
     ("GET", "/orgs/acme/events?after=1763999999999-0&count=10", 200, EVENTS),
     ("GET", "/orgs/acme/events", 200, {"events": [], "next": None}),
+    ("GET", "/orgs", 200, {"orgs": [ORG, dict(ORG_PLAIN, id="newco")]}),
+    ("GET", "/orgs/", 200, {"orgs": []}),
+    ("GET", "/projects?org=acme", 200, {"projects": [dict(PROJECT, source="file"), dict(PROJECT, id="api-p")]}),
+    ("GET", "/keys/key_prod_1/usage/daily?days=2", 200, DAILY),
+    ("GET", "/keys/self/usage/daily", 200, DAILY),
+    ("GET", "/projects/acme-prod/usage/daily", 200, dict(DAILY, scope="project", id="acme-prod")),
+    ("GET", "/orgs/acme/usage/daily", 200, dict(DAILY, scope="org", id="acme")),
+    ("GET", "/orgs/acme/customers/cust_42/usage/daily", 200, dict(DAILY, scope="customer", id="cust_42")),
+    ("GET", "/orgs/acme/usage/daily?days=0", 400,
+     {"error": {"code": "invalid_request", "message": "`days` must be an integer from 1 to 35"}}),
+    ("GET", "/projects", 400, {"error": {"code": "invalid_request", "message": "`org` is required"}}),
+    ("GET", "/projects?org=nope", 404, {"error": {"code": "not_found", "message": "no org `nope`"}}),
     ("POST", "/keys", 409, {"error": {"code": "conflict", "message": "key `k` exists"}}),
     ("GET", "/keys/nope", 404, {"error": {"code": "not_found", "message": "no key `nope`"}}),
     ("PUT", "/orgs/acme/limits", 413, {"error": {"code": "payload_too_large", "message": "too large"}}),
@@ -291,6 +319,9 @@ SHAPES = [
      ("windows", 0, "cap_usd")),
     ("PUT", "/orgs/acme/customers/cust_42/limits", 200, CUSTOMER_LIMITS, ("customer",), ("limits", "monthly_usd")),
     ("GET", "/keys/k", 404, {"error": {"code": "not_found", "message": "m"}}, ("error", "message"), None),
+    ("GET", "/orgs/acme/usage/daily", 200, DAILY, ("days", 1, "tokens"), ("days", 1, "spent_usd")),
+    ("GET", "/orgs", 200, {"orgs": [ORG]}, ("orgs", 0, "cleared_usd"), ("orgs", 0, "low_balance_usd")),
+    ("GET", "/projects?org=acme", 200, {"projects": [PROJECT]}, ("projects", 0, "org"), None),
 ]
 
 
@@ -409,4 +440,40 @@ def test_path_parameters_and_operation_ids():
         assert in_path == named, (method, template)
         assert all(p["required"] for p in params if p["in"] == "path"), (method, template)
         ids.append(op["operationId"])
-    assert len(ids) == len(set(ids)) == 29
+    assert len(ids) == len(set(ids)) == 36
+
+
+# ---------------------------------------------------------------- CSV answers
+
+def test_check_accepts_the_daily_csv():
+    for path in ("/keys/k/usage/daily?format=csv", "/keys/self/usage/daily?format=csv&days=2",
+                 "/projects/p/usage/daily?format=csv", "/orgs/o/usage/daily?format=csv",
+                 "/orgs/o/customers/c/usage/daily?format=csv"):
+        check("GET", path, 200, DAILY_CSV, headers=CSV)
+        check("GET", path, 200, DAILY_CSV.encode(), headers=CSV)
+    one = "date,spent_usd,spent_nanousd,requests,tokens\n2026-11-20,0.00,0,0,0\n"
+    check("GET", "/orgs/o/usage/daily?format=csv&days=1", 200, one, headers=CSV)
+
+
+def rejected_csv(path, body, *words):
+    with pytest.raises(AssertionError) as e:
+        check("GET", path, 200, body, headers=CSV)
+    for word in words:
+        assert word in str(e.value), str(e.value)
+
+
+def test_check_rejects_a_wrong_csv():
+    for bad in ["", "date,spent_usd,spent_nanousd,requests,tokens\n",  # no day
+                DAILY_CSV.replace("\n", "\r\n"),  # LF, not CRLF
+                DAILY_CSV.replace("date,", "day,"),
+                DAILY_CSV.rstrip("\n"),
+                DAILY_CSV.replace("2026-11-19", "19.11.2026"),
+                DAILY_CSV + "2026-11-21,0.00,0,0\n"]:
+        rejected_csv("/orgs/o/usage/daily?format=csv", bad, "CSV")
+    rejected_csv("/orgs/o/usage/daily?format=csv", DAILY_CSV.replace("1.500000123", "1.50"), "spent_usd")
+    # text/csv only where it is documented
+    rejected_csv("/orgs/o/usage?format=csv", DAILY_CSV, "text/csv")
+    # a CSV body that says it is JSON is no JSON
+    rejected("GET", "/orgs/o/usage/daily?format=csv", 200, DAILY_CSV, "not JSON")
+    # the CSV's call answers JSON when it is asked for none
+    check("GET", "/orgs/o/usage/daily", 200, DAILY, headers={"Content-Type": "application/json"})

@@ -2,6 +2,7 @@
 // the policy file does) and the exact JSON of every answer.
 #include "admin/api.h"
 #include "admin/body.h"
+#include "admin/daily.h"
 #include "admin/render.h"
 #include "admin/route.h"
 #include "admin/secret.h"
@@ -71,6 +72,13 @@ TEST(AdminRoute, EveryCallByMethodAndPath) {
         {"POST", "/orgs/acme/topups", "", Call::topup, "acme", ""},
         {"PUT", "/orgs/acme/cleared", "", Call::cleared_put, "acme", ""},
         {"GET", "/orgs/acme/events", "", Call::events_get, "acme", ""},
+        {"GET", "/orgs", "", Call::orgs_list, "", ""},
+        {"GET", "/projects", "org=acme", Call::projects_list, "", ""},
+        {"GET", "/keys/key_1/usage/daily", "", Call::key_usage_daily, "key_1", ""},
+        {"GET", "/keys/self/usage/daily", "days=7", Call::self_usage_daily, "", ""},
+        {"GET", "/projects/acme-prod/usage/daily", "format=csv", Call::project_usage_daily, "acme-prod", ""},
+        {"GET", "/orgs/acme/usage/daily/", "", Call::org_usage_daily, "acme", ""},
+        {"GET", "/orgs/acme/customers/cust_42/usage/daily", "", Call::customer_usage_daily, "acme", "cust_42"},
     };
     std::set<Call> seen;
     for (const RouteCase &c : cases) {
@@ -81,7 +89,8 @@ TEST(AdminRoute, EveryCallByMethodAndPath) {
         EXPECT_EQ(r.customer, c.customer);
         seen.insert(c.call);
     }
-    EXPECT_EQ(seen.size(), static_cast<std::size_t>(Call::events_get) + 1) << "a call of the enum is not covered";
+    EXPECT_EQ(seen.size(), static_cast<std::size_t>(Call::customer_usage_daily) + 1)
+        << "a call of the enum is not covered";
 }
 
 TEST(AdminRoute, LeadingAndTrailingSlashesAreOptional) {
@@ -110,9 +119,11 @@ TEST(AdminRoute, SelfNeverNamesAKey) {
 }
 
 TEST(AdminRoute, UnknownPathsAre404) {
-    for (const char *path : {"", "/", "/foo", "/keys/key_1/nothing", "/keys/key_1/limits/extra", "/projects",
-                             "/orgs", "/orgs/acme/customers", "/orgs/acme/customers/c", "/orgs/acme/customers/c/x",
-                             "/keys//limits", "//keys", "/keys/key_1//", "/Keys", "/orgs/acme/topup"}) {
+    for (const char *path : {"", "/", "/foo", "/keys/key_1/nothing", "/keys/key_1/limits/extra", "/project",
+                             "/org", "/orgs/acme/customers", "/orgs/acme/customers/c", "/orgs/acme/customers/c/x",
+                             "/keys//limits", "//keys", "/keys/key_1//", "/Keys", "/orgs/acme/topup",
+                             "/orgs/acme/usage/weekly", "/keys/key_1/usage/daily/x", "/keys/self/daily",
+                             "/orgs/acme/balance/daily", "/projects/p/usage/Daily"}) {
         const ApiError e = routed_error("GET", path);
         EXPECT_EQ(e.status, 404) << path;
         EXPECT_EQ(e.code, "not_found") << path;
@@ -247,6 +258,60 @@ TEST(AdminRoute, EventsTakeAfterAndCount) {
         EXPECT_EQ(e.message, "`count` must be an integer from 1 to 1000") << query;
     }
     EXPECT_EQ(routed_error("GET", "/orgs/acme/events", "before=1-0").message, "unknown query parameter `before`");
+}
+
+TEST(AdminRoute, ListsAndDailyUsageAreGetOnly) {
+    for (const char *path : {"/orgs", "/projects", "/keys/k/usage/daily", "/keys/self/usage/daily",
+                             "/projects/p/usage/daily", "/orgs/o/usage/daily", "/orgs/o/customers/c/usage/daily"}) {
+        const ApiError e = routed_error("POST", path, "org=o");
+        EXPECT_EQ(e.status, 405) << path;
+        EXPECT_EQ(e.allow, "GET") << path;
+    }
+    EXPECT_EQ(routed_ok("HEAD", "/orgs").call, Call::orgs_list);
+    EXPECT_TRUE(routed_ok("GET", "/orgs").query.empty());
+    EXPECT_EQ(routed_error("GET", "/orgs", "org=acme").message, "unknown query parameter `org`");
+}
+
+TEST(AdminRoute, ProjectsListNeedsOneValidOrg) {
+    EXPECT_EQ(routed_ok("GET", "/projects", "org=acme").query.at("org"), "acme");
+    EXPECT_EQ(routed_ok("GET", "/projects", "org=a%2Bb").query.at("org"), "a+b");
+    ApiError e = routed_error("GET", "/projects");
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "invalid_request");
+    EXPECT_EQ(e.message, "`org` is required");
+    EXPECT_EQ(routed_error("GET", "/projects", "org=").status, 400);
+    EXPECT_EQ(routed_error("GET", "/projects", "org=a%2Fb").status, 400);
+    EXPECT_EQ(routed_error("GET", "/projects", "project=p").message, "unknown query parameter `project`");
+    EXPECT_EQ(routed_error("GET", "/projects", "org=a&org=b").status, 400);
+}
+
+TEST(AdminRoute, DailyUsageTakesDaysAndFormat) {
+    // days: 1..35, "30" when not given, always in the Route
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/usage/daily").query.at("days"), "30");
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/usage/daily", "days=1").query.at("days"), "1");
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/usage/daily", "days=35").query.at("days"), "35");
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/usage/daily", "days=07").query.at("days"), "7");
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/usage/daily", "days=%33%35").query.at("days"), "35");
+    for (const char *bad : {"days=0", "days=36", "days=x", "days=", "days", "days=100", "days=-1", "days=+5",
+                            "days=1.5", "days=%20"}) {
+        const ApiError e = routed_error("GET", "/keys/k/usage/daily", bad);
+        EXPECT_EQ(e.status, 400) << bad;
+        EXPECT_EQ(e.code, "invalid_request") << bad;
+        EXPECT_EQ(e.message, "`days` must be an integer from 1 to 35") << bad;
+    }
+    // format: csv, or left out for JSON
+    const Route csv = routed_ok("GET", "/orgs/acme/customers/c/usage/daily", "format=csv&days=2");
+    EXPECT_EQ(csv.query.at("format"), "csv");
+    EXPECT_EQ(csv.query.at("days"), "2");
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/usage/daily").query.count("format"), 0u);
+    for (const char *bad : {"format=json", "format=CSV", "format=", "format=tsv"}) {
+        const ApiError e = routed_error("GET", "/keys/self/usage/daily", bad);
+        EXPECT_EQ(e.status, 400) << bad;
+        EXPECT_NE(e.message.find("`format`"), std::string::npos) << e.message;
+    }
+    EXPECT_EQ(routed_error("GET", "/projects/p/usage/daily", "days=3&days=4").status, 400);
+    EXPECT_EQ(routed_error("GET", "/projects/p/usage/daily", "since=2026-01-01").message,
+              "unknown query parameter `since`");
 }
 
 TEST(AdminRoute, OtherCallsTakeNoQuery) {
@@ -915,6 +980,80 @@ TEST(AdminRender, Events) {
               R"({"events":[{"id":"5-0","note":"a \"b\"\n)"
               "\xc3\xa9"
               R"(\ufffd","data_note":"again"}],"next":"5-0"})");
+}
+
+// ------------------------------------------------------------------ daily usage
+
+TEST(AdminDaily, RecentDaysStepBackWholeCivilDays) {
+    using V = std::vector<std::string>;
+    EXPECT_EQ(recent_days("2026-12-05", 1), V{"2026-12-05"});
+    EXPECT_EQ(recent_days("2026-12-05", 3), (V{"2026-12-03", "2026-12-04", "2026-12-05"}));
+    // a month's end, a year's end
+    EXPECT_EQ(recent_days("2026-12-01", 2), (V{"2026-11-30", "2026-12-01"}));
+    EXPECT_EQ(recent_days("2027-01-02", 4), (V{"2026-12-30", "2026-12-31", "2027-01-01", "2027-01-02"}));
+    // February: leap years (2028, 2000) and not (2026, 2100)
+    EXPECT_EQ(recent_days("2028-03-01", 3), (V{"2028-02-28", "2028-02-29", "2028-03-01"}));
+    EXPECT_EQ(recent_days("2026-03-01", 2), (V{"2026-02-28", "2026-03-01"}));
+    EXPECT_EQ(recent_days("2000-03-01", 2), (V{"2000-02-29", "2000-03-01"}));
+    EXPECT_EQ(recent_days("2100-03-01", 2), (V{"2100-02-28", "2100-03-01"}));
+    EXPECT_EQ(recent_days("2028-02-29", 1), V{"2028-02-29"});
+    // 35 days: oldest first, each one day after the one before, ending today
+    const V days = recent_days("2026-03-04", 35);
+    ASSERT_EQ(days.size(), 35u);
+    EXPECT_EQ(days.front(), "2026-01-29");
+    EXPECT_EQ(days[30], "2026-02-28");
+    EXPECT_EQ(days[31], "2026-03-01");
+    EXPECT_EQ(days.back(), "2026-03-04");
+    EXPECT_EQ(recent_days("2029-01-15", 35).front(), "2028-12-12");
+    // nothing for a date that is not one, or no days
+    for (const char *bad : {"", "2026-12", "2026-13-01", "2026-02-29", "2026-04-31", "2026-00-10", "2026-01-00",
+                            "26-12-05", "2026/12/05", "2026-12-05T00:00", "2026-1-05", "abcd-ef-gh"})
+        EXPECT_TRUE(recent_days(bad, 3).empty()) << bad;
+    EXPECT_TRUE(recent_days("2026-12-05", 0).empty());
+    EXPECT_TRUE(recent_days("2026-12-05", -1).empty());
+    EXPECT_TRUE(recent_days("0000-01-01", 2).empty());  // no year before 0000
+}
+
+TEST(AdminDaily, KeysAreThreePerDateInTheOrgsSlot) {
+    EXPECT_EQ(daily_keys("acme", Scope::customer, "c1", {"2026-11-30", "2026-12-01"}),
+              (std::vector<std::string>{"sc:{acme}:spend:customer:c1:d:2026-11-30",
+                                        "sc:{acme}:reqs:customer:c1:d:2026-11-30",
+                                        "sc:{acme}:tokens:customer:c1:d:2026-11-30",
+                                        "sc:{acme}:spend:customer:c1:d:2026-12-01",
+                                        "sc:{acme}:reqs:customer:c1:d:2026-12-01",
+                                        "sc:{acme}:tokens:customer:c1:d:2026-12-01"}));
+    EXPECT_TRUE(daily_keys("acme", Scope::key, "k", {}).empty());
+}
+
+TEST(AdminDaily, RenderedAsJsonAndCsv) {
+    auto value = [](const char *text) {
+        Reply r;
+        if (text != nullptr) {
+            r.type = Reply::Type::string;
+            r.str = text;
+        }
+        return r;
+    };
+    const std::vector<std::string> dates{"2026-12-31", "2027-01-01"};
+    DailyView view;
+    ASSERT_TRUE(daily_of(Scope::project, "acme-prod", "acme", dates,
+                         {value("1500000123"), value("3"), value("4200"), value(nullptr), value(nullptr),
+                          value("junk")},
+                         view));
+    EXPECT_EQ(render_daily(view),
+              R"({"scope":"project","id":"acme-prod","org":"acme","days":[)"
+              R"({"date":"2026-12-31","spent_nanousd":1500000123,"spent_usd":"1.500000123","requests":3,"tokens":4200},)"
+              R"({"date":"2027-01-01","spent_nanousd":0,"spent_usd":"0.00","requests":0,"tokens":0}]})");
+    EXPECT_EQ(render_daily_csv(view),
+              "date,spent_usd,spent_nanousd,requests,tokens\n"
+              "2026-12-31,1.500000123,1500000123,3,4200\n"
+              "2027-01-01,0.00,0,0,0\n");
+    DailyView none;
+    ASSERT_TRUE(daily_of(Scope::org, "acme", "acme", {}, {}, none));
+    EXPECT_EQ(render_daily(none), R"({"scope":"org","id":"acme","org":"acme","days":[]})");
+    EXPECT_EQ(render_daily_csv(none), "date,spent_usd,spent_nanousd,requests,tokens\n");
+    // not three values per date
+    EXPECT_FALSE(daily_of(Scope::org, "acme", "acme", dates, {value("1")}, none));
 }
 
 }  // namespace

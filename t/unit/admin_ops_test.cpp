@@ -10,12 +10,14 @@
 #include <jansson.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "policy/policy.h"
+#include "redis/script.h"
 #include "identity/records.h"
 #include "request/request.h"  // sha1_hex, sha256_hex
 
@@ -852,6 +854,236 @@ TEST_F(AdminOpsTest, BalanceAddsTheHeldReservationsBack) {
     EXPECT_FALSE(op->next(array({})));
     j = body();
     EXPECT_EQ(jint(j.get(), "balance_nanousd"), 0);
+}
+
+// ---------------------------------------------------------------- lists and daily usage
+
+TEST_F(AdminOpsTest, DailyUsageOfAFileOrgIsOneMgetOfItsDays) {
+    std::optional<Command> c = start("GET", "/orgs/acme/usage/daily", "days=3");
+    // today is 2026-11-18 (kNow): the 16th, 17th and 18th, spend, requests and tokens of each
+    expect_eval(c, {"sc:{acme}:spend:org:acme:d:2026-11-16", "sc:{acme}:reqs:org:acme:d:2026-11-16",
+                    "sc:{acme}:tokens:org:acme:d:2026-11-16", "sc:{acme}:spend:org:acme:d:2026-11-17",
+                    "sc:{acme}:reqs:org:acme:d:2026-11-17", "sc:{acme}:tokens:org:acme:d:2026-11-17",
+                    "sc:{acme}:spend:org:acme:d:2026-11-18", "sc:{acme}:reqs:org:acme:d:2026-11-18",
+                    "sc:{acme}:tokens:org:acme:d:2026-11-18"});
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->script, &scripts::mget().text);
+    EXPECT_FALSE(op->next(array({str("7"), str("1"), str("30"), nil(), nil(), nil(), str("2000000000"), integer(2),
+                                 str("50")})));
+    EXPECT_EQ(status(), 200);
+    EXPECT_EQ(op->response().content_type, "application/json");
+    EXPECT_EQ(op->response().body,
+              R"({"scope":"org","id":"acme","org":"acme","days":[)"
+              R"({"date":"2026-11-16","spent_nanousd":7,"spent_usd":"0.000000007","requests":1,"tokens":30},)"
+              R"({"date":"2026-11-17","spent_nanousd":0,"spent_usd":"0.00","requests":0,"tokens":0},)"
+              R"({"date":"2026-11-18","spent_nanousd":2000000000,"spent_usd":"2.00","requests":2,"tokens":50}]})");
+    EXPECT_EQ(op->change(), "");
+
+    // 30 days when not given; as CSV
+    c = start("GET", "/orgs/acme/usage/daily", "format=csv");
+    ASSERT_TRUE(c);
+    ASSERT_EQ(c->argv.size(), 3u + 90u);
+    EXPECT_EQ(c->argv[3], "sc:{acme}:spend:org:acme:d:2026-10-20");
+    EXPECT_EQ(c->argv.back(), "sc:{acme}:tokens:org:acme:d:2026-11-18");
+    std::vector<Reply> values(90);
+    values[89] = str("12");
+    EXPECT_FALSE(op->next(array(values)));
+    EXPECT_EQ(status(), 200);
+    EXPECT_EQ(op->response().content_type, "text/csv; charset=utf-8");
+    const std::string &csv = op->response().body;
+    EXPECT_EQ(csv.rfind("date,spent_usd,spent_nanousd,requests,tokens\n2026-10-20,0.00,0,0,0\n", 0), 0u) << csv;
+    EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 31);
+    EXPECT_NE(csv.find("\n2026-11-18,0.00,0,0,12\n"), std::string::npos) << csv;
+
+    // a reply that is not one value per key: 503
+    start("GET", "/orgs/acme/usage/daily", "days=1");
+    EXPECT_FALSE(op->next(array({nil()})));
+    EXPECT_EQ(status(), 503);
+}
+
+TEST_F(AdminOpsTest, DailyUsageFindsTheScopesOrgFirst) {
+    // an API key: its org from its index
+    std::optional<Command> c = start("GET", "/keys/key_a/usage/daily", "days=1");
+    expect_eval(c, {"sc:keyid:key_a"});
+    c = op->next(str("beta"));
+    expect_eval(c, {"sc:{beta}:spend:key:key_a:d:2026-11-18", "sc:{beta}:reqs:key:key_a:d:2026-11-18",
+                    "sc:{beta}:tokens:key:key_a:d:2026-11-18"});
+    EXPECT_FALSE(op->next(array({str("5"), str("1"), str("9")})));
+    Json j = body();
+    EXPECT_EQ(jstr(j.get(), "scope"), "key");
+    EXPECT_EQ(jstr(j.get(), "org"), "beta");
+    // unknown: 404
+    start("GET", "/keys/nobody/usage/daily");
+    EXPECT_FALSE(op->next(nil()));
+    EXPECT_EQ(status(), 404);
+
+    // a file key, project and org need no lookup
+    c = start("GET", "/keys/k1/usage/daily", "days=1");
+    expect_eval(c, {"sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:reqs:key:k1:d:2026-11-18",
+                    "sc:{acme}:tokens:key:k1:d:2026-11-18"});
+    c = start("GET", "/projects/acme-prod/usage/daily", "days=1");
+    expect_eval(c, {"sc:{acme}:spend:project:acme-prod:d:2026-11-18", "sc:{acme}:reqs:project:acme-prod:d:2026-11-18",
+                    "sc:{acme}:tokens:project:acme-prod:d:2026-11-18"});
+    // an API project through its index; none: 404
+    c = start("GET", "/projects/api-p/usage/daily", "days=1");
+    expect_eval(c, {"sc:project:api-p"});
+    expect_eval(op->next(str("beta")), {"sc:{beta}:spend:project:api-p:d:2026-11-18",
+                                        "sc:{beta}:reqs:project:api-p:d:2026-11-18",
+                                        "sc:{beta}:tokens:project:api-p:d:2026-11-18"});
+    start("GET", "/projects/api-p/usage/daily");
+    EXPECT_FALSE(op->next(nil()));
+    EXPECT_EQ(status(), 404);
+
+    // a customer of a file org; of an org that does not exist: 404
+    c = start("GET", "/orgs/acme/customers/cust_42/usage/daily", "days=1&format=csv");
+    expect_eval(c, {"sc:{acme}:spend:customer:cust_42:d:2026-11-18", "sc:{acme}:reqs:customer:cust_42:d:2026-11-18",
+                    "sc:{acme}:tokens:customer:cust_42:d:2026-11-18"});
+    EXPECT_FALSE(op->next(array({nil(), nil(), nil()})));
+    EXPECT_EQ(op->response().body, "date,spent_usd,spent_nanousd,requests,tokens\n2026-11-18,0.00,0,0,0\n");
+    c = start("GET", "/orgs/nope/customers/cust_42/usage/daily");
+    expect_eval(c, {"sc:{nope}:org"});
+    EXPECT_FALSE(op->next(array({})));
+    EXPECT_EQ(status(), 404);
+    EXPECT_EQ(op->response().content_type, "application/json");
+    c = start("GET", "/orgs/nope/usage/daily", "format=csv");
+    EXPECT_FALSE(op->next(array({})));
+    EXPECT_EQ(status(), 404);
+    EXPECT_EQ(op->response().content_type, "application/json");
+}
+
+TEST_F(AdminOpsTest, SelfDailyUsageNeedsTheKeysOwnSecret) {
+    Routed routed = route("GET", "/keys/self/usage/daily", "days=2");
+    ASSERT_TRUE(routed.route);
+    EXPECT_TRUE(is_self_call(routed.route->call));
+    op = std::make_unique<Operation>(*policy, *routed.route, "", kNow * 1000, k1_sha());
+    std::optional<Command> c = op->start();
+    expect_eval(c, {"sc:{acme}:key:k1"});  // its record, then the org's records as a request reads them
+    c = op->next(array({}));
+    ASSERT_TRUE(c);
+    // no records (version ""): the file's key, valid
+    c = op->next(array({str(""), array({}), array({}), array({}), array({})}));
+    expect_eval(c, {"sc:{acme}:spend:key:k1:d:2026-11-17", "sc:{acme}:reqs:key:k1:d:2026-11-17",
+                    "sc:{acme}:tokens:key:k1:d:2026-11-17", "sc:{acme}:spend:key:k1:d:2026-11-18",
+                    "sc:{acme}:reqs:key:k1:d:2026-11-18", "sc:{acme}:tokens:key:k1:d:2026-11-18"});
+    EXPECT_FALSE(op->next(array({str("1"), str("1"), str("1"), str("2"), str("2"), str("2")})));
+    EXPECT_EQ(status(), 200);
+    Json j = body();
+    EXPECT_EQ(jstr(j.get(), "id"), "k1");
+    json_t *days = at(j.get(), "days");
+    ASSERT_EQ(json_array_size(days), 2u);
+    EXPECT_EQ(jstr(json_array_get(days, 1), "date"), "2026-11-18");
+    EXPECT_EQ(jint(json_array_get(days, 1), "tokens"), 2);
+
+    // a secret that is no key's: 401
+    op = std::make_unique<Operation>(*policy, *routed.route, "", kNow * 1000, sha256_hex("sk-nobody"));
+    c = op->start();
+    expect_eval(c, {"sc:key:" + sha256_hex("sk-nobody")});
+    EXPECT_FALSE(op->next(array({})));
+    EXPECT_EQ(status(), 401);
+}
+
+TEST_F(AdminOpsTest, OrgsListsTheFilesAndTheApisOncePerIdByIdWithTheirClearedSpend) {
+    std::optional<Command> c = start("GET", "/orgs");
+    expect_eval(c, {"sc:orgs"});
+    // the API's: beta, zeta, acme (an API record over the file's org), and an id no org can have
+    c = op->next(array({str("zeta"), str("acme"), str("bad{id}"), str("beta")}));
+    expect_eval(c, {"sc:{acme}:org", "sc:{acme}:cleared"});
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->script, &scripts::org_read().text);
+    c = op->next(array({fields({{"source", "file"}, {"limits", R"({"daily_usd":"3"})"}}), str("123")}));
+    expect_eval(c, {"sc:{beta}:org", "sc:{beta}:cleared"});
+    c = op->next(array({fields({{"source", "api"}, {"plan", "free"}, {"prepaid", "1"}}), nil()}));
+    expect_eval(c, {"sc:{zeta}:org", "sc:{zeta}:cleared"});
+    // zeta's record is gone: no org
+    EXPECT_FALSE(op->next(array({array({}), nil()})));
+    EXPECT_EQ(status(), 200);
+    Json j = body();
+    json_t *orgs = at(j.get(), "orgs");
+    ASSERT_TRUE(json_is_array(orgs));
+    ASSERT_EQ(json_array_size(orgs), 2u);
+    json_t *acme = json_array_get(orgs, 0), *beta = json_array_get(orgs, 1);
+    EXPECT_EQ(jstr(acme, "id"), "acme");
+    EXPECT_EQ(jstr(acme, "source"), "file");
+    EXPECT_EQ(jstr(acme, "limits.daily_usd"), "3.00");
+    EXPECT_EQ(jint(acme, "cleared_nanousd"), 123);
+    EXPECT_EQ(jstr(beta, "id"), "beta");
+    EXPECT_EQ(jstr(beta, "source"), "api");
+    EXPECT_EQ(jstr(beta, "plan"), "free");
+    EXPECT_TRUE(jtrue(beta, "prepaid"));
+
+    // none from the API: the file's alone; a malformed reply: 503
+    c = start("GET", "/orgs");
+    expect_eval(op->next(array({})), {"sc:{acme}:org", "sc:{acme}:cleared"});
+    EXPECT_FALSE(op->next(array({array({}), nil()})));
+    j = body();
+    ASSERT_EQ(json_array_size(at(j.get(), "orgs")), 1u);
+    EXPECT_EQ(jstr(json_array_get(at(j.get(), "orgs"), 0), "id"), "acme");
+    start("GET", "/orgs");
+    EXPECT_FALSE(op->next(str("x")));
+    EXPECT_EQ(status(), 503);
+    start("GET", "/orgs");
+    ASSERT_TRUE(op->next(array({})));
+    EXPECT_FALSE(op->next(array({nil()})));
+    EXPECT_EQ(status(), 503);
+}
+
+TEST_F(AdminOpsTest, OrgsListIsBoundedToTheFirstByIdAndNeverDeep) {
+    std::optional<Command> c = start("GET", "/orgs");
+    std::vector<Reply> members;
+    for (std::size_t i = 0; i < kMaxListedOrgs + 5; ++i) {
+        char id[16];
+        std::snprintf(id, sizeof id, "o%06zu", kMaxListedOrgs + 4 - i);
+        members.push_back(str(id));
+    }
+    c = op->next(array(members));
+    std::size_t reads = 0;
+    while (c) {
+        ++reads;
+        c = op->next(array({fields({{"source", "api"}}), nil()}));
+    }
+    EXPECT_EQ(reads, kMaxListedOrgs);
+    EXPECT_EQ(status(), 200);
+    Json j = body();
+    json_t *orgs = at(j.get(), "orgs");
+    ASSERT_EQ(json_array_size(orgs), kMaxListedOrgs);
+    // "acme" (the file's) sorts before "o...": the first; the last API ones are left out
+    EXPECT_EQ(jstr(json_array_get(orgs, 0), "id"), "acme");
+    EXPECT_EQ(jstr(json_array_get(orgs, 1), "id"), "o000000");
+    EXPECT_EQ(jstr(json_array_get(orgs, kMaxListedOrgs - 1), "id"), "o009998");
+}
+
+TEST_F(AdminOpsTest, ProjectsOfAnOrgAreTheFilesAndTheApis) {
+    std::optional<Command> c = start("GET", "/projects", "org=acme");
+    expect_eval(c, {"sc:{acme}:projects"});
+    // the API's: api-p, and acme-prod which is the file's (listed once)
+    c = op->next(array({str("api-p"), str("acme-prod")}));
+    expect_eval(c, {"sc:{acme}:project:acme-prod", "sc:{acme}:project:api-p"});
+    EXPECT_FALSE(op->next(array({fields({{"limits", R"({"rpm":5})"}, {"source", "file"}}),
+                                 fields({{"source", "api"}, {"limits", R"({"monthly_usd":"3"})"}})})));
+    EXPECT_EQ(status(), 200);
+    Json j = body();
+    json_t *projects = at(j.get(), "projects");
+    ASSERT_EQ(json_array_size(projects), 2u);
+    EXPECT_EQ(jstr(json_array_get(projects, 0), "id"), "acme-prod");
+    EXPECT_EQ(jstr(json_array_get(projects, 0), "source"), "file");
+    EXPECT_EQ(jint(json_array_get(projects, 0), "limits.rpm"), 5);
+    EXPECT_EQ(jstr(json_array_get(projects, 1), "id"), "api-p");
+    EXPECT_EQ(jstr(json_array_get(projects, 1), "org"), "acme");
+    EXPECT_EQ(jstr(json_array_get(projects, 1), "source"), "api");
+    EXPECT_EQ(jstr(json_array_get(projects, 1), "limits.monthly_usd"), "3.00");
+
+    // an API org with no project: no second command
+    c = start("GET", "/projects", "org=newco");
+    expect_eval(c, {"sc:{newco}:org"});
+    c = op->next(fields({{"source", "api"}}));
+    expect_eval(c, {"sc:{newco}:projects"});
+    EXPECT_FALSE(op->next(array({})));
+    EXPECT_EQ(op->response().body, R"({"projects":[]})");
+    // an org that does not exist: 404
+    c = start("GET", "/projects", "org=nope");
+    EXPECT_FALSE(op->next(array({})));
+    EXPECT_EQ(status(), 404);
+    EXPECT_EQ(error_code(), "not_found");
 }
 
 // ---------------------------------------------------------------- views

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "base/digest.h"
+#include "admin/daily.h"
 #include "admin/ops.h"
 #include "http/envelope.h"
 #include "fake_redis_lua.h"
@@ -2302,6 +2303,40 @@ TEST_F(LuaScriptsAdmin, OrgRecordsReadsTheVersionAndEveryRecord) {
     r = read_records("k1", "p", "");
     EXPECT_TRUE(r.customer.empty());
     EXPECT_EQ(r.key, (Fields{{"revoked", "1"}}));
+}
+
+TEST_F(LuaScriptsAdmin, ListsAndDailyUsageReadWhatTheCallsWrote) {
+    use(policy_yaml("{ daily_usd: 10 }"));
+    EXPECT_EQ(call("PUT", "/orgs/newco", R"({"limits":{"daily_usd":"1"}})").status, 201);
+    EXPECT_EQ(call("PUT", "/projects/np", R"({"org":"newco"})").status, 201);
+    EXPECT_EQ(call("PUT", "/projects/ap", R"({"org":"acme"})").status, 201);
+    EXPECT_EQ(call("PUT", "/orgs/acme/cleared", R"({"cleared_usd":"2"})").status, 200);
+
+    admin::Response orgs = call("GET", "/orgs");
+    EXPECT_EQ(orgs.status, 200) << orgs.body;
+    EXPECT_EQ(orgs.body.find(R"({"orgs":[{"id":"acme",)"), 0u) << orgs.body;
+    EXPECT_NE(orgs.body.find(R"("cleared_nanousd":2000000000)"), std::string::npos) << orgs.body;
+    EXPECT_NE(orgs.body.find(R"({"id":"newco",)"), std::string::npos) << orgs.body;
+    EXPECT_EQ(orgs.body, R"({"orgs":[)" + call("GET", "/orgs/acme").body + "," + call("GET", "/orgs/newco").body +
+                             "]}");
+
+    admin::Response projects = call("GET", "/projects", "", "org=acme");
+    EXPECT_EQ(projects.body, R"({"projects":[)" + call("GET", "/projects/ap").body + "," +
+                                 call("GET", "/projects/p").body + "]}");
+    EXPECT_EQ(call("GET", "/projects", "", "org=newco").body,
+              R"({"projects":[{"id":"np","org":"newco","limits":{},"source":"api"}]})");
+
+    // kNow's day and the one before, seeded; the day before that has nothing
+    const std::string today = periods_at(kNow).day;
+    const std::vector<std::string> days = admin::recent_days(today, 3);
+    redis.set(P + "spend:project:p:d:" + days[1], "1500000000");
+    redis.set(P + "reqs:project:p:d:" + days[1], "3");
+    redis.set(P + "tokens:project:p:d:" + today, "42");
+    admin::Response daily = call("GET", "/projects/p/usage/daily", "", "days=3&format=csv");
+    EXPECT_EQ(daily.status, 200);
+    EXPECT_EQ(daily.content_type, "text/csv; charset=utf-8");
+    EXPECT_EQ(daily.body, "date,spent_usd,spent_nanousd,requests,tokens\n" + days[0] + ",0.00,0,0,0\n" + days[1] +
+                              ",1.50,1500000000,3,0\n" + today + ",0.00,0,0,42\n");
 }
 
 TEST_F(LuaScriptsAdmin, ApplyAbsentOnAnExistingRecordChangesNothing) {

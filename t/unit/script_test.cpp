@@ -80,7 +80,7 @@ TEST(Scripts, EveryNamedOneExists) {
                             &scripts::release(), &scripts::legacy_due(), &scripts::legacy_read(),
                             &scripts::legacy_release(), &scripts::key_expired(), &scripts::org_records(),
                             &scripts::api_orgs_sample(), &scripts::get(), &scripts::mget(), &scripts::hgetall(),
-                            &scripts::hgetall_each(), &scripts::members(), &scripts::claim_key_id(),
+                            &scripts::hgetall_each(), &scripts::org_read(), &scripts::members(), &scripts::claim_key_id(),
                             &scripts::undo_lookup(), &scripts::put_lookup(), &scripts::project_index(),
                             &scripts::apply(), &scripts::rotate(), &scripts::add_org(), &scripts::topup(),
                             &scripts::cleared(), &scripts::events()}) {

@@ -36,11 +36,20 @@ const char *call_name(Call c) {
     case Call::topup: return "topup";
     case Call::cleared_put: return "cleared_put";
     case Call::events_get: return "events_get";
+    case Call::orgs_list: return "orgs_list";
+    case Call::projects_list: return "projects_list";
+    case Call::key_usage_daily: return "key_usage_daily";
+    case Call::self_usage_daily: return "self_usage_daily";
+    case Call::project_usage_daily: return "project_usage_daily";
+    case Call::org_usage_daily: return "org_usage_daily";
+    case Call::customer_usage_daily: return "customer_usage_daily";
     }
     return "unknown";
 }
 
-bool is_self_call(Call c) { return c == Call::self_get || c == Call::self_usage || c == Call::self_budgets; }
+bool is_self_call(Call c) {
+    return c == Call::self_get || c == Call::self_usage || c == Call::self_budgets || c == Call::self_usage_daily;
+}
 
 bool is_change(Call c) {
     switch (c) {

@@ -40,6 +40,13 @@ enum class Call {
     topup,                 // POST   /orgs/ID/topups
     cleared_put,           // PUT    /orgs/ID/cleared
     events_get,            // GET    /orgs/ID/events?after=EID&count=N
+    orgs_list,             // GET    /orgs
+    projects_list,         // GET    /projects?org=O
+    key_usage_daily,       // GET    /keys/ID/usage/daily?days=N&format=csv
+    self_usage_daily,      // GET    /keys/self/usage/daily   (the key's own secret as bearer)
+    project_usage_daily,   // GET    /projects/ID/usage/daily
+    org_usage_daily,       // GET    /orgs/ID/usage/daily
+    customer_usage_daily,  // GET    /orgs/O/customers/C/usage/daily
 };
 
 // "key_create", ... (log lines, tests).

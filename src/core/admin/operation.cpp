@@ -26,6 +26,13 @@ std::optional<Command> Operation::finish(int status, std::string body) {
     step_ = nullptr;
     response_.status = status;
     response_.body = std::move(body);
+    response_.content_type = "application/json";
+    return std::nullopt;
+}
+
+std::optional<Command> Operation::finish_csv(std::string body) {
+    finish(200, std::move(body));
+    response_.content_type = "text/csv; charset=utf-8";
     return std::nullopt;
 }
 
@@ -90,6 +97,13 @@ std::optional<Command> Operation::dispatch() {
     case Call::topup: return topup();
     case Call::cleared_put: return cleared_put();
     case Call::events_get: return events_get();
+    case Call::orgs_list: return orgs_list();
+    case Call::projects_list: return projects_list();
+    case Call::self_usage_daily: return self_call();
+    case Call::key_usage_daily:
+    case Call::project_usage_daily:
+    case Call::org_usage_daily:
+    case Call::customer_usage_daily: return daily_call();
     }
     return fail(not_found("no such call"));
 }

@@ -22,7 +22,11 @@ struct Response {
     int status = 200;
     std::string body;
     std::string allow;  // 405
+    std::string content_type = "application/json";  // the CSV of daily usage: text/csv; charset=utf-8
 };
+
+// GET /orgs answers at most this many orgs, the first by id.
+constexpr std::size_t kMaxListedOrgs = 10000;
 
 // An Operation says which command to send, hears the reply, and either
 // sends the next or has its answer. No NGINX and no socket here: the glue
@@ -51,6 +55,7 @@ private:
     using Step = std::function<std::optional<Command>(const Reply &)>;
     std::optional<Command> then(Command command, Step step);
     std::optional<Command> finish(int status, std::string body);
+    std::optional<Command> finish_csv(std::string body);  // 200 text/csv
     std::optional<Command> fail(const ApiError &error);
 
     // The machinery and the lookups calls start with (operation.cpp).
@@ -93,6 +98,13 @@ private:
     std::optional<Command> topup();
     std::optional<Command> cleared_put();
     std::optional<Command> events_get();
+    // The lists (ops_orgs.cpp, ops_projects.cpp) and daily usage (ops_daily.cpp).
+    struct OrgsList;
+    std::optional<Command> orgs_list();
+    std::optional<Command> orgs_read(std::shared_ptr<OrgsList> list);
+    std::optional<Command> projects_list();
+    std::optional<Command> daily_call();
+    std::optional<Command> usage_daily(Scope scope, const std::string &id, const std::string &org);
 
     const Policy &policy_;
     Route route_;

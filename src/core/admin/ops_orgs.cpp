@@ -3,6 +3,7 @@
 #include "admin/ops.h"
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "admin/body.h"
@@ -269,6 +270,48 @@ std::optional<Command> Operation::cleared_put() {
                                     });
                     });
     });
+}
+
+// GET /orgs: the file's orgs and the API's (sc:orgs), each once, by id;
+// then each org read as org_get reads it (its record and cleared spend, in
+// its own slot: one command per org).
+struct Operation::OrgsList {
+    std::vector<std::string> ids;
+    std::size_t next = 0;
+    std::vector<std::string> objects;  // ORG of each id read so far (none for an org gone)
+};
+
+std::optional<Command> Operation::orgs_list() {
+    return then(eval(scripts::members(), {keys::api_orgs()}, {}), [this](const Reply &members) -> std::optional<Command> {
+        if (!members.is_array()) return fail(unavailable());
+        auto list = std::make_shared<OrgsList>();
+        for (const auto &entry : policy_.orgs) list->ids.push_back(entry.first);
+        for (const Reply &m : members.elements) {
+            if (!m.is_string()) return fail(unavailable());
+            if (valid_id(m.str)) list->ids.push_back(m.str);
+        }
+        std::sort(list->ids.begin(), list->ids.end());
+        list->ids.erase(std::unique(list->ids.begin(), list->ids.end()), list->ids.end());
+        if (list->ids.size() > kMaxListedOrgs) list->ids.resize(kMaxListedOrgs);
+        list->objects.reserve(list->ids.size());
+        return orgs_read(std::move(list));
+    });
+}
+
+std::optional<Command> Operation::orgs_read(std::shared_ptr<OrgsList> list) {
+    if (list->next == list->ids.size())
+        return finish(200, json::ObjectWriter().raw("orgs", json::json_array(list->objects)).done());
+    const std::string id = list->ids[list->next++];
+    return then(eval(scripts::org_read(), {keys::org_record(id), keys::cleared(id)}, {}),
+                [this, id, list](const Reply &r) -> std::optional<Command> {
+                    Fields record;
+                    if (r.type != Reply::Type::array || r.elements.size() != 2 || !fields_of(r.elements[0], record))
+                        return fail(unavailable());
+                    // An API org whose record is gone (a FLUSHALL) is no org.
+                    if (std::optional<OrgView> view = org_view(policy_, id, record, to_int(r.elements[1])))
+                        list->objects.push_back(render_org(*view));
+                    return orgs_read(list);
+                });
 }
 
 std::optional<Command> Operation::events_get() {

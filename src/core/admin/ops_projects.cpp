@@ -2,11 +2,13 @@
 // put and delete (an override over a file project's).
 #include "admin/ops.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "admin/body.h"
 #include "admin/ops_support.h"
 #include "admin/render.h"
+#include "json/writer.h"
 #include "policy/limits_json.h"
 #include "redis/keys.h"
 #include "redis/script.h"
@@ -119,6 +121,45 @@ std::optional<Command> Operation::project_limits(const std::string &id, const st
                     if (changed) change_ = std::string(call_name(route_.call)) + " " + id;
                     return finish(200, render_project(*view));
                 });
+}
+
+// GET /projects?org=O: the API's projects of the org (its set) and the
+// file's, each once, by id, as project_get shows them.
+std::optional<Command> Operation::projects_list() {
+    const std::string org = route_.query.count("org") ? route_.query.at("org") : "";
+    return with_org(org, [this, org]() -> std::optional<Command> {
+        return then(eval(scripts::members(), {keys::api_projects(org)}, {}),
+                    [this, org](const Reply &members) -> std::optional<Command> {
+            if (!members.is_array()) return fail(unavailable());
+            std::vector<std::string> ids;
+            for (const auto &entry : policy_.projects)
+                if (entry.second.org == org) ids.push_back(entry.first);
+            for (const Reply &m : members.elements) {
+                if (!m.is_string()) return fail(unavailable());
+                // a file project of another org cannot be this org's
+                if (valid_id(m.str) && policy_.projects.count(m.str) == 0) ids.push_back(m.str);
+            }
+            std::sort(ids.begin(), ids.end());
+            ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+            if (ids.empty()) return finish(200, R"({"projects":[]})");
+            std::vector<std::string> records;
+            records.reserve(ids.size());
+            for (const std::string &id : ids) records.push_back(keys::project_record(org, id));
+            return then(eval(scripts::hgetall_each(), std::move(records), {}),
+                        [this, org, ids](const Reply &r) -> std::optional<Command> {
+                if (r.type != Reply::Type::array || r.elements.size() != ids.size()) return fail(unavailable());
+                std::vector<std::string> objects;
+                for (std::size_t i = 0; i < ids.size(); ++i) {
+                    Fields record;
+                    if (!fields_of(r.elements[i], record)) return fail(unavailable());
+                    // an API project whose record is gone is no project
+                    if (std::optional<ProjectView> view = project_view(policy_, ids[i], org, record))
+                        objects.push_back(render_project(*view));
+                }
+                return finish(200, json::ObjectWriter().raw("projects", json::json_array(objects)).done());
+            });
+        });
+    });
 }
 
 }  // namespace spendcap::admin

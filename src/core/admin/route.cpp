@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "admin/daily.h"  // kMaxDailyDays, kDefaultDailyDays
 #include "policy/policy.h"
 
 namespace spendcap::admin {
@@ -76,22 +77,29 @@ const std::map<std::string, PathMethods> &path_table() {
         {"keys/self", {{{"GET", Call::self_get}}}},
         {"keys/self/usage", {{{"GET", Call::self_usage}}}},
         {"keys/self/budgets", {{{"GET", Call::self_budgets}}}},
+        {"keys/self/usage/daily", {{{"GET", Call::self_usage_daily}}}},
         {"keys/:", {{{"GET", Call::key_get}, {"DELETE", Call::key_revoke}}}},
         {"keys/:/rotate", {{{"POST", Call::key_rotate}}}},
         {"keys/:/limits", {{{"PUT", Call::key_limits_put}, {"DELETE", Call::key_limits_delete}}}},
         {"keys/:/usage", {{{"GET", Call::key_usage}}}},
+        {"keys/:/usage/daily", {{{"GET", Call::key_usage_daily}}}},
         {"keys/:/budgets", {{{"GET", Call::key_budgets}}}},
+        {"projects", {{{"GET", Call::projects_list}}}},
         {"projects/:", {{{"GET", Call::project_get}, {"PUT", Call::project_put}}}},
         {"projects/:/usage", {{{"GET", Call::project_usage}}}},
+        {"projects/:/usage/daily", {{{"GET", Call::project_usage_daily}}}},
         {"projects/:/limits", {{{"PUT", Call::project_limits_put}, {"DELETE", Call::project_limits_delete}}}},
+        {"orgs", {{{"GET", Call::orgs_list}}}},
         {"orgs/:", {{{"GET", Call::org_get}, {"PUT", Call::org_put}}}},
         {"orgs/:/usage", {{{"GET", Call::org_usage}}}},
+        {"orgs/:/usage/daily", {{{"GET", Call::org_usage_daily}}}},
         {"orgs/:/limits", {{{"PUT", Call::org_limits_put}, {"DELETE", Call::org_limits_delete}}}},
         {"orgs/:/balance", {{{"GET", Call::balance_get}}}},
         {"orgs/:/topups", {{{"POST", Call::topup}}}},
         {"orgs/:/cleared", {{{"PUT", Call::cleared_put}}}},
         {"orgs/:/events", {{{"GET", Call::events_get}}}},
         {"orgs/:/customers/:/usage", {{{"GET", Call::customer_usage}}}},
+        {"orgs/:/customers/:/usage/daily", {{{"GET", Call::customer_usage_daily}}}},
         {"orgs/:/customers/:/limits",
          {{{"PUT", Call::customer_limits_put}, {"DELETE", Call::customer_limits_delete}}}},
     };
@@ -163,6 +171,36 @@ bool check_query(Route &route, ApiError &error) {
         query["count"] = std::to_string(count);
         return true;
     }
+    case Call::projects_list:
+        if (!refuse_others({"org"})) return false;
+        if (query.count("org") == 0) return fail(error, "`org` is required");
+        if (!valid_id(query.at("org"))) return fail(error, "`org` " + std::string(kIdRule));
+        return true;
+    case Call::key_usage_daily:
+    case Call::self_usage_daily:
+    case Call::project_usage_daily:
+    case Call::org_usage_daily:
+    case Call::customer_usage_daily: {
+        if (!refuse_others({"days", "format"})) return false;
+        auto format = query.find("format");
+        if (format != query.end() && format->second != "csv")
+            return fail(error, "`format` must be \"csv\" (or left out for JSON)");
+        int days = kDefaultDailyDays;
+        auto given = query.find("days");
+        if (given != query.end()) {
+            days = 0;
+            const std::string &text = given->second;
+            bool ok = !text.empty() && text.size() <= 2;
+            for (char c : text) {
+                if (c < '0' || c > '9') ok = false;
+                if (ok) days = days * 10 + (c - '0');
+            }
+            if (!ok || days < 1 || days > kMaxDailyDays)
+                return fail(error, "`days` must be an integer from 1 to " + std::to_string(kMaxDailyDays));
+        }
+        query["days"] = std::to_string(days);
+        return true;
+    }
     default:
         return refuse_others({});
     }
@@ -196,7 +234,9 @@ bool parse_query(std::string_view query, std::map<std::string, std::string> &out
 //   twice or a malformed escape is 400, for every call. keys_list takes
 //   exactly one of project= and org=; events_get takes after= (a stream id
 //   "MS-SEQ") and count= (1..1000), and its Route always holds "count",
-//   normalized ("100" when not given).
+//   normalized ("100" when not given). projects_list needs org=. The
+//   .../usage/daily calls take days= (1..35; their Route always holds
+//   "days", "30" when not given) and format= (only "csv").
 Routed route(std::string_view method, std::string_view path, std::string_view query) {
     std::string_view trimmed = path;
     if (!trimmed.empty() && trimmed.front() == '/') trimmed.remove_prefix(1);

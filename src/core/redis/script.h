@@ -43,6 +43,7 @@ const Script &rotate();
 const Script &add_org();
 const Script &members();
 const Script &hgetall_each();
+const Script &org_read();
 const Script &topup();
 const Script &cleared();
 const Script &events();
