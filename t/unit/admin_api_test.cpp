@@ -876,15 +876,15 @@ TEST(AdminRender, Usage) {
               R"({"window":"daily","period":"2026-11-21","reset_at":"2026-11-22T00:00:00Z",)"
               R"("spent_nanousd":1500000000,"spent_usd":"1.50","cap_nanousd":2000000000,"cap_usd":"2.00",)"
               R"("remaining_nanousd":500000000,"remaining_usd":"0.50","requests":12,"requests_cap":100,)"
-              R"("tokens":3400,"tokens_cap":null},)"
+              R"("tokens":3400,"tokens_cap":null,"forecast_exhausted_at":null},)"
               R"({"window":"monthly","period":"2026-11","reset_at":"2026-12-01T00:00:00Z",)"
               R"("spent_nanousd":12000000000,"spent_usd":"12.00","cap_nanousd":10000000000,"cap_usd":"10.00",)"
               R"("remaining_nanousd":0,"remaining_usd":"0.00","requests":0,"requests_cap":null,)"
-              R"("tokens":5,"tokens_cap":9},)"
+              R"("tokens":5,"tokens_cap":9,"forecast_exhausted_at":null},)"
               R"({"window":"lifetime","period":null,"reset_at":null,)"
               R"("spent_nanousd":7,"spent_usd":"0.000000007","cap_nanousd":null,"cap_usd":null,)"
               R"("remaining_nanousd":null,"remaining_usd":null,"requests":null,"requests_cap":null,)"
-              R"("tokens":null,"tokens_cap":null}],)"
+              R"("tokens":null,"tokens_cap":null,"forecast_exhausted_at":null}],)"
               R"("rates":{"rpm":{"used":3,"cap":600,"reset_at":"2026-11-22T00:00:00Z"},"tpm":null}})");
 
     UsageView customer;
@@ -928,16 +928,16 @@ TEST(AdminRender, BudgetsBindOnTheFirstLeastRemaining) {
               R"({"key":"key_1","budgets":[)"
               R"({"scope":"key","id":"key_1","window":"monthly","cap_nanousd":10000000000,"cap_usd":"10.00",)"
               R"("spent_nanousd":9000000000,"spent_usd":"9.00","remaining_nanousd":1000000000,"remaining_usd":"1.00",)"
-              R"("reset_at":"2026-12-01T00:00:00Z","binding":false},)"
+              R"("reset_at":"2026-12-01T00:00:00Z","forecast_exhausted_at":null,"model":null,"binding":false},)"
               R"({"scope":"project","id":"acme-prod","window":"daily","cap_nanousd":2000000000,"cap_usd":"2.00",)"
               R"("spent_nanousd":1750000000,"spent_usd":"1.75","remaining_nanousd":250000000,"remaining_usd":"0.25",)"
-              R"("reset_at":"2026-11-22T00:00:00Z","binding":false},)"
+              R"("reset_at":"2026-11-22T00:00:00Z","forecast_exhausted_at":null,"model":null,"binding":false},)"
               R"({"scope":"org","id":"acme","window":"lifetime","cap_nanousd":100,"cap_usd":"0.0000001",)"
               R"("spent_nanousd":99,"spent_usd":"0.000000099","remaining_nanousd":1,"remaining_usd":"0.000000001",)"
-              R"("reset_at":null,"binding":true},)"
+              R"("reset_at":null,"forecast_exhausted_at":null,"model":null,"binding":true},)"
               R"({"scope":"org","id":"acme","window":"balance","cap_nanousd":5,"cap_usd":"0.000000005",)"
               R"("spent_nanousd":4,"spent_usd":"0.000000004","remaining_nanousd":1,"remaining_usd":"0.000000001",)"
-              R"("reset_at":null,"binding":false}]})");
+              R"("reset_at":null,"forecast_exhausted_at":null,"model":null,"binding":false}]})");
     EXPECT_EQ(render_budgets("key_1", {}), R"({"key":"key_1","budgets":[]})");
 
     const std::string one = render_budgets("k", {{Scope::key, "k", "daily", 1, 1, 0, 0}});

@@ -906,6 +906,9 @@ TEST_F(AdminOpsTest, DailyUsageFindsTheScopesOrgFirst) {
     std::optional<Command> c = start("GET", "/keys/key_a/usage/daily", "days=1");
     expect_eval(c, {"sc:keyid:key_a"});
     c = op->next(str("beta"));
+    // an API org: its record for its time zone
+    expect_eval(c, {"sc:{beta}:org"});
+    c = op->next(array({str("source"), str("api")}));
     expect_eval(c, {"sc:{beta}:spend:key:key_a:d:2026-11-18", "sc:{beta}:reqs:key:key_a:d:2026-11-18",
                     "sc:{beta}:tokens:key:key_a:d:2026-11-18"});
     EXPECT_FALSE(op->next(array({str("5"), str("1"), str("9")})));
@@ -927,7 +930,8 @@ TEST_F(AdminOpsTest, DailyUsageFindsTheScopesOrgFirst) {
     // an API project through its index; none: 404
     c = start("GET", "/projects/api-p/usage/daily", "days=1");
     expect_eval(c, {"sc:project:api-p"});
-    expect_eval(op->next(str("beta")), {"sc:{beta}:spend:project:api-p:d:2026-11-18",
+    expect_eval(op->next(str("beta")), {"sc:{beta}:org"});
+    expect_eval(op->next(array({str("timezone"), str("Europe/Berlin")})), {"sc:{beta}:spend:project:api-p:d:2026-11-18",
                                         "sc:{beta}:reqs:project:api-p:d:2026-11-18",
                                         "sc:{beta}:tokens:project:api-p:d:2026-11-18"});
     start("GET", "/projects/api-p/usage/daily");

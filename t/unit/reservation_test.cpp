@@ -1185,8 +1185,8 @@ SettleArgs parse_settle(const std::vector<std::string> &argv) {
     a.prefix_length = argv[p + 3];
     if (numkeys != a.counters + 8 + a.markers) return a;
     p += 4;
-    if (p + 7 * a.counters + 3 > argv.size()) return a;
-    for (std::size_t i = 0; i < a.counters; ++i, p += 7) {
+    if (p + 8 * a.counters + 3 > argv.size()) return a;
+    for (std::size_t i = 0; i < a.counters; ++i, p += 8) {
         a.fields.emplace_back(argv.begin() + static_cast<std::ptrdiff_t>(p),
                               argv.begin() + static_cast<std::ptrdiff_t>(p + 5));
         a.marks.push_back(argv[p + 5]);
@@ -1251,10 +1251,10 @@ TEST(SettleCommand, ArgvShape) {
                   "3", "1", "0", "10",
                   // kind, delta if reserved, expire_at, cap, warn thresholds (fraction=threshold),
                   // markers hash (0: these counters have no label), label
-                  "c", "-200000000", "1798070400", "2000000000", "0.5=1000000000", "0", "",
-                  "c", "0", "1830643200", "", "", "0", "",  // a request cap is no cost cap: no warnings
+                  "c", "-200000000", "1798070400", "2000000000", "0.5=1000000000", "0", "", "",
+                  "c", "0", "1830643200", "", "", "0", "", "",  // a request cap is no cost cap: no warnings
                   // uncapped: nothing was reserved, so the real cost either way
-                  "c", "100000000", "0", "", "", "0", "",
+                  "c", "100000000", "0", "", "", "0", "", "",
                   "", "0", "0",
                   // the request, its batch (its own id), reserve answered, and what it adds
                   // on top when not reserved: the spend -200000000 + 300000000 = the real
@@ -1264,9 +1264,9 @@ TEST(SettleCommand, ArgvShape) {
     // reserved request is taken back, and without a reservation it adds none.
     const std::vector<std::string> refused =
         settle_command(l, Amounts{300'000'000, 40}, Amounts{100'000'000, 30, 0}, "rid", std::nullopt);
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 25, refused.begin() + 30),
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 26, refused.begin() + 31),
               (std::vector<std::string>{"c", "-1", "1830643200", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(refused.begin() + 42, refused.end()),
+    EXPECT_EQ(std::vector<std::string>(refused.begin() + 45, refused.end()),
               (std::vector<std::string>{"rid", "rid", "1", "1 300000000\n2 1\n", "0"}));  // -1 + 1 = 0
     // Nothing at all: every reserved delta comes back, nothing is added (the
     // uncapped counter, never reserved, is not written at all).
@@ -1274,9 +1274,9 @@ TEST(SettleCommand, ArgvShape) {
         settle_command(l, Amounts{300'000'000, 40}, Amounts{0, 0, 0}, "rid", std::nullopt);
     EXPECT_EQ(std::vector<std::string>(nothing.begin() + 18, nothing.end()),
               (std::vector<std::string>{
-                  "c", "-300000000", "1798070400", "2000000000", "0.5=1000000000", "0", "",
-                  "c", "-1", "1830643200", "", "", "0", "",
-                  "c", "0", "0", "", "", "0", "",
+                  "c", "-300000000", "1798070400", "2000000000", "0.5=1000000000", "0", "", "",
+                  "c", "-1", "1830643200", "", "", "0", "", "",
+                  "c", "0", "0", "", "", "0", "", "",
                   "", "0", "0",
                   "rid", "rid", "1", "1 300000000\n2 1\n", "0"}));  // unreserved: 0 everywhere
     // requests is 0 or 1: more counts as 1, less as 0.
@@ -1402,12 +1402,12 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
         "m", "t", "b", "rpm", "tpm", "h", "sc:{o}:events", "sc:{o}:reserved:deadlines", "sc:{o}:settlements",
         "sc:{o}:reserved", "sc:{o}:settled", "sc:{o}:released", "sc:{o}:gone", "sc:{o}:low_balance",
         "6", "1", "0", "7",
-        "c", "300", "1830643200", "3000", "0.5=1500", "0", "",  // the ceiling the reservation saw
-        "c", "-4", "1798070400", "", "", "0", "",
-        "c", "-300", "0", "", "", "0", "",           // estimate - real comes back
-        "r", "0", "1795000080", "", "", "0", "",     // rpm: final at reservation
-        "r", "-4", "1795000080", "", "", "0", "",    // tpm settles to the real count
-        "c", "-400", "0", "", "", "0", "",           // the hold ends
+        "c", "300", "1830643200", "3000", "0.5=1500", "0", "", "",  // the ceiling the reservation saw
+        "c", "-4", "1798070400", "", "", "0", "", "",
+        "c", "-300", "0", "", "", "0", "", "",           // estimate - real comes back
+        "r", "0", "1795000080", "", "", "0", "", "",     // rpm: final at reservation
+        "r", "-4", "1795000080", "", "", "0", "", "",    // tpm settles to the real count
+        "c", "-400", "0", "", "", "0", "", "",           // the hold ends
         "50", "3", "6",                     // low_balance, balance and held (1-based)
         // unreserved: m 300 + 400 = the real 700, t -4 + 9 = 5, b -300 - 400 =
         // the real -700, rpm 0 (no correction: minute unknown), tpm -4 + 4 = 0
@@ -1427,18 +1427,18 @@ TEST(SettleCommand, BalanceHeldRatesAndTheCeilingCap) {
               (std::vector<std::string>{"c", "0", "1830643200", "3000", "0.5=1500"}));
     // A refused request: the rpm it reserved comes back (it held nothing);
     // unreserved, the rpm gets nothing: -1 + 1.
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 42, neg.begin() + 47),
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 45, neg.begin() + 50),
               (std::vector<std::string>{"r", "-1", "1795000080", "", ""}));
-    EXPECT_EQ(std::vector<std::string>(neg.begin() + 63, neg.end()),
+    EXPECT_EQ(std::vector<std::string>(neg.begin() + 69, neg.end()),
               (std::vector<std::string>{"", "0", "0", "r1", "r1", "1", "4 1\n", "0"}));
     const std::vector<std::string> refused = settle_command(l, Amounts{400, 9}, Amounts{0, 0, 0}, "r1", 3000);
     const std::vector<std::string> refused_expected = {
-        "c", "-400", "1830643200", "3000", "0.5=1500", "0", "",
-        "c", "-9", "1798070400", "", "", "0", "",
-        "c", "400", "0", "", "", "0", "",
-        "r", "-1", "1795000080", "", "", "0", "",
-        "r", "-9", "1795000080", "", "", "0", "",
-        "c", "-400", "0", "", "", "0", "",
+        "c", "-400", "1830643200", "3000", "0.5=1500", "0", "", "",
+        "c", "-9", "1798070400", "", "", "0", "", "",
+        "c", "400", "0", "", "", "0", "", "",
+        "r", "-1", "1795000080", "", "", "0", "", "",
+        "r", "-9", "1795000080", "", "", "0", "", "",
+        "c", "-400", "0", "", "", "0", "", "",
         "", "0", "0",  // no cost: no low_balance check
         // unreserved: 0 everywhere
         "r1", "r1", "1", "1 400\n2 9\n3 -400\n4 1\n5 9\n6 400\n", "0"};
@@ -1483,9 +1483,9 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
                         "sc:{acme}:gone", "sc:{acme}:low_balance",
                         "3", "3", "0", "10",
                         // k1: (100 - 300) + (50 - 50); the project: -200 + 300 + 0; k2: 300
-                        "c", "-200", "1798070400", "2000000000", "0.5=1000000000", "0", "",
-                        "c", "100", "1830643200", "50000000000", "0.5=25000000000", "0", "",
-                        "c", "300", "1798070400", "2000000000", "0.5=1000000000", "0", "",
+                        "c", "-200", "1798070400", "2000000000", "0.5=1000000000", "0", "", "",
+                        "c", "100", "1830643200", "50000000000", "0.5=25000000000", "0", "", "",
+                        "c", "300", "1798070400", "2000000000", "0.5=1000000000", "0", "", "",
                         "", "0", "0",
                         // each request's batch and whether its reserve was answered; unreserved,
                         // each request adds its real cost instead: r1 +300 on k1 and the
@@ -1507,14 +1507,14 @@ TEST(SettleBatchCommand, ACounterSharedByTheBatchIsSentOnceWithTheSumAndEachRequ
          settle_item(shared(prepaid), Amounts{300, 1}, Amounts{100, 1}, "r1", std::nullopt, "b")});
     // 5 counters, 2 requests: r2 with 2 corrections, r1 with 4 (k1, the
     // project, the balance -300, the hold +300).
-    ASSERT_EQ(low.size(), 3u + (5 + 8) + 4 + 7 * 5 + 3 + 4 + 4 + 1);  // ... and whether it was sent before
+    ASSERT_EQ(low.size(), 3u + (5 + 8) + 4 + 8 * 5 + 3 + 4 + 4 + 1);  // ... and whether it was sent before
     EXPECT_EQ(std::vector<std::string>(low.begin() + 3, low.begin() + 8),
               (std::vector<std::string>{"sc:{acme}:spend:key:k2:d:2026-11-18", "sc:{acme}:spend:project:p:m:2026-11",
                                         "sc:{acme}:spend:key:k1:d:2026-11-18", "sc:{acme}:balance",
                                         "sc:{acme}:balance:held"}));
-    EXPECT_EQ(std::vector<std::string>(low.begin() + 55, low.begin() + 58),
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 60, low.begin() + 63),
               (std::vector<std::string>{"5000000000", "4", "5"}));  // low_balance, balance and held (1-based)
-    EXPECT_EQ(std::vector<std::string>(low.begin() + 62, low.end()),
+    EXPECT_EQ(std::vector<std::string>(low.begin() + 67, low.end()),
               (std::vector<std::string>{"r1", "b", "1", "3 300\n2 300\n4 -300\n5 300\n", "0"}));
     const SettleArgs a = parse_settle(low);
     ASSERT_TRUE(a.ok);

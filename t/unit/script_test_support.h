@@ -364,7 +364,18 @@ protected:
     }
     std::size_t incrbys(const std::string &key, std::size_t from = 0) { return incrbys_in(redis, key, from); }
 
-    std::vector<Event> events() { return redis.events(kEvents); }
+    // The events but the forecasts, which depend on the clock's place in the
+    // period (most tests are about something else: forecasts() has them).
+    std::vector<Event> events() { return of_forecasts(false); }
+    std::vector<Event> forecasts() { return of_forecasts(true); }
+    std::vector<Event> of_forecasts(bool forecast) {
+        std::vector<Event> out;
+        for (Event &e : redis.events(kEvents)) {
+            const bool is_forecast = e.size() > 1 && e[1] == "spend_cap_forecast_exhaustion";
+            if (is_forecast == forecast) out.push_back(std::move(e));
+        }
+        return out;
+    }
     std::string at(const std::string &key) { return redis.get(key).value_or("(nil)"); }
     std::int64_t expire_at(const std::string &key) { return redis.expire_at(key); }
     // Everything but the events stream and the keys under `marker_prefix`.

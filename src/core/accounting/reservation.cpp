@@ -356,6 +356,7 @@ struct SettleTotal {
     std::int64_t delta = 0;
     std::optional<Nanos> cap;  // for warnings
     const std::vector<WarnFraction> *warn_at;
+    std::string forecast;      // "START RESET" of a capped daily / weekly / monthly spend counter
 };
 
 // What a request adds to a counter (an index into the totals) when its
@@ -405,7 +406,11 @@ const std::vector<std::size_t> &totals_of(SettleBatch &batch, const Ledger &ledg
             if (added) {
                 std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
                 if (ledger.ceiling_counter == i) cap.reset();
-                batch.totals.push_back(SettleTotal{&c, 0, cap, &ledger.warn_at});
+                std::string forecast;
+                if (cap && c.window != Window::lifetime && !c.markers.empty())
+                    forecast = to_arg(window_start(ledger.periods, c.window)) + " " +
+                               to_arg(window_reset(ledger.periods, c.window));
+                batch.totals.push_back(SettleTotal{&c, 0, cap, &ledger.warn_at, std::move(forecast)});
             }
             at.push_back(it->second);
         }
@@ -466,7 +471,7 @@ bool total_settlements(SettleBatch &batch, const std::string &org) {
 // thresholds, place of its markers hash (registered in `markers`), label.
 std::vector<std::string> settle_counter_args(const std::vector<SettleTotal> &totals, MarkerKeys &markers) {
     std::vector<std::string> counter_args;
-    counter_args.reserve(7 * totals.size());
+    counter_args.reserve(8 * totals.size());
     for (const SettleTotal &t : totals) {
         const CounterKind kind = t.counter->kind;
         const std::string warn = t.cap ? warn_thresholds(*t.warn_at, *t.cap) : "";
@@ -475,9 +480,11 @@ std::vector<std::string> settle_counter_args(const std::vector<SettleTotal> &tot
         counter_args.push_back(to_arg(std::max<std::int64_t>(t.counter->expire_at, 0)));
         counter_args.push_back(t.cap ? to_arg(*t.cap) : "");
         counter_args.push_back(warn);
-        // only a counter that can warn needs its markers
-        counter_args.push_back(warn.empty() ? "0" : markers.place_of(t.counter->markers));
-        counter_args.push_back(warn.empty() ? "" : t.counter->label);
+        // only a counter that can warn or forecast needs its markers
+        const bool events = !warn.empty() || !t.forecast.empty();
+        counter_args.push_back(events ? markers.place_of(t.counter->markers) : "0");
+        counter_args.push_back(events ? t.counter->label : "");
+        counter_args.push_back(t.forecast);
     }
     return counter_args;
 }

@@ -142,6 +142,19 @@ std::optional<Command> Operation::with_org(const std::string &id, std::function<
                 });
 }
 
+std::optional<Command> Operation::with_org_periods(const std::string &id,
+                                                   std::function<std::optional<Command>(const Periods &)> k) {
+    if (auto file = policy_.orgs.find(id); file != policy_.orgs.end())
+        return k(periods_in_zone(file->second.timezone, now_));
+    return then(eval(scripts::hgetall(), {keys::org_record(id)}, {}),
+                [this, id, k](const Reply &r) -> std::optional<Command> {
+                    Fields record;
+                    if (!fields_of(r, record) || record.empty()) return fail(not_found("no org `" + id + "`"));
+                    const std::string *zone = field(record, "timezone");
+                    return k(periods_in_zone(zone != nullptr ? *zone : "", now_));
+                });
+}
+
 // The org's records for a key as the request path reads them
 // (org_records_command), its own record first for the project it names.
 std::optional<Command> Operation::with_records(const std::string &org, const std::string &key_id,

@@ -65,6 +65,8 @@ private:
     std::optional<Command> with_project_org(const std::string &id,
                                             std::function<std::optional<Command>(const std::string &org)> k);
     std::optional<Command> with_org(const std::string &id, std::function<std::optional<Command>()> k);
+    // The same, with the periods of the org's time zone now.
+    std::optional<Command> with_org_periods(const std::string &id, std::function<std::optional<Command>(const Periods &)> k);
     using RecordsStep = std::function<std::optional<Command>(const OrgRecords &, const std::string &project)>;
     std::optional<Command> with_records(const std::string &org, const std::string &key_id,
                                         const std::string &file_project, RecordsStep k);

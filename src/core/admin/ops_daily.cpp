@@ -38,7 +38,7 @@ std::optional<Command> Operation::daily_call() {
 // The dates are whole days back from Periods::day, taken as every usage call
 // takes its periods (so that today is the day the counters of today are named by).
 std::optional<Command> Operation::usage_daily(Scope scope, const std::string &id, const std::string &org) {
-    const Periods p = periods_at(now_);
+  return with_org_periods(org, [this, scope, id, org](const Periods &p) -> std::optional<Command> {
     const int n = route_.query.count("days") ? std::atoi(route_.query.at("days").c_str()) : kDefaultDailyDays;
     const bool csv = route_.query.count("format") != 0;
     std::vector<std::string> dates = recent_days(p.day, n);
@@ -53,6 +53,7 @@ std::optional<Command> Operation::usage_daily(Scope scope, const std::string &id
                     if (csv) return finish_csv(render_daily_csv(view));
                     return finish(200, render_daily(view));
                 });
+  });
 }
 
 }  // namespace spendcap::admin

@@ -22,11 +22,6 @@ ApiError revoked_conflict(const std::string &id) {
     return conflict("key `" + id + "` is revoked: a new secret for it would never work");
 }
 
-Nanos remaining(Nanos cap, Nanos spent) {
-    if (spent <= 0) return cap;
-    return cap > spent ? cap - spent : 0;
-}
-
 }  // namespace
 
 std::optional<Command> Operation::key_create() {
@@ -225,11 +220,13 @@ std::optional<Command> Operation::key_usage(const std::string &id, bool budgets)
         return with_identity(org, id, file_key != nullptr ? file_key->project : "", file_key,
                              [this, budgets](const Identity &identity) -> std::optional<Command> {
             if (budgets) return key_budgets(identity);
-            const Periods p = periods_at(now_);
+            const Periods p = periods_in_zone(identity.org.timezone, now_);
             const Identity copy = identity;
-            return then(eval(scripts::mget(), usage_keys(identity.org.id, Scope::key, identity.key.id, p), {}),
+            return then(eval(scripts::mget(), usage_keys(identity.org.id, Scope::key, identity.key.id, p,
+                                                         identity.key.limits), {}),
                         [this, copy, p](const Reply &r) -> std::optional<Command> {
-                            if (r.type != Reply::Type::array || r.elements.size() != 9) return fail(unavailable());
+                            if (r.type != Reply::Type::array || r.elements.size() != usage_key_count(copy.key.limits))
+                                return fail(unavailable());
                             return finish(200, render_usage(usage_of(Scope::key, copy.key.id, copy.org.id,
                                                                      copy.key.limits, std::nullopt, r.elements, p)));
                         });
@@ -240,55 +237,42 @@ std::optional<Command> Operation::key_usage(const std::string &id, bool budgets)
 // Budgets: the key's, project's and org's spend counters, the org's cleared
 // spend (a plan ceiling), its balance and held.
 std::optional<Command> Operation::key_budgets(const Identity &identity) {
-    const Periods p = periods_at(now_);
+    const Periods p = periods_in_zone(identity.org.timezone, now_);
     const std::string &org = identity.org.id;
-    std::vector<std::string> keys = usage_keys(org, Scope::key, identity.key.id, p);
-    std::vector<std::string> project_keys = usage_keys(org, Scope::project, identity.project.id, p);
-    std::vector<std::string> org_keys = usage_keys(org, Scope::org, org, p);
-    keys.resize(3);
-    keys.insert(keys.end(), project_keys.begin(), project_keys.begin() + 3);
-    keys.insert(keys.end(), org_keys.begin(), org_keys.begin() + 3);
+    const Limits org_limits = policy_.org_limits(identity.org);
+    std::vector<std::string> keys = usage_keys(org, Scope::key, identity.key.id, p, identity.key.limits);
+    for (const std::string &k : usage_keys(org, Scope::project, identity.project.id, p, identity.project.limits))
+        keys.push_back(k);
+    for (const std::string &k : usage_keys(org, Scope::org, org, p, org_limits)) keys.push_back(k);
+    const std::size_t extra = keys.size();  // then cleared, balance, held
     keys.push_back(keys::cleared(org));
     keys.push_back(keys::balance(org));
     keys.push_back(keys::held(org));
     const Identity copy = identity;
-    return then(eval(scripts::mget(), std::move(keys), {}), [this, copy, p](const Reply &r) -> std::optional<Command> {
-        if (r.type != Reply::Type::array || r.elements.size() != 12) return fail(unavailable());
-        std::vector<Layer> layers;
-        const Window windows[] = {Window::daily, Window::monthly, Window::lifetime};
-        Limits org_limits = policy_.org_limits(copy.org);
+    return then(eval(scripts::mget(), std::move(keys), {}),
+                [this, copy, p, org_limits, extra](const Reply &r) -> std::optional<Command> {
+        if (r.type != Reply::Type::array || r.elements.size() != extra + 3) return fail(unavailable());
+        std::optional<Nanos> ceiling;
         if (const std::vector<CeilingRow> *rows = policy_.dynamic_ceiling(copy.org)) {
             const std::int64_t age = copy.org.created_at ? p.now - *copy.org.created_at : 0;
-            org_limits.monthly_usd = ceiling_for(*rows, std::max<Nanos>(to_int(r.elements[9]), 0), age);
+            ceiling = ceiling_for(*rows, std::max<Nanos>(to_int(r.elements[extra]), 0), age);
         }
-        struct Of {
-            Scope scope;
-            std::string id;
-            Limits limits;
-        } scopes[] = {{Scope::key, copy.key.id, copy.key.limits},
-                      {Scope::project, copy.project.id, copy.project.limits},
-                      {Scope::org, copy.org.id, org_limits}};
-        for (int s = 0; s < 3; ++s) {
-            for (int w = 0; w < 3; ++w) {
-                const std::optional<Nanos> &cap = scopes[s].limits.cost_cap(windows[w]);
-                if (!cap) continue;
-                Layer l;
-                l.scope = scopes[s].scope;
-                l.id = scopes[s].id;
-                l.window = window_name(windows[w]);
-                l.cap = *cap;
-                l.spent = to_int(r.elements[static_cast<std::size_t>(3 * s + w)]);
-                l.remaining = remaining(l.cap, l.spent);
-                l.reset_at = window_reset(p, windows[w]);
-                layers.push_back(l);
-            }
-        }
+        std::vector<Layer> layers;
+        std::size_t at = 0;
+        append_layers(usage_of(Scope::key, copy.key.id, copy.org.id, copy.key.limits, std::nullopt, r.elements, p, at),
+                      layers);
+        at += usage_key_count(copy.key.limits);
+        append_layers(usage_of(Scope::project, copy.project.id, copy.org.id, copy.project.limits, std::nullopt,
+                               r.elements, p, at),
+                      layers);
+        at += usage_key_count(copy.project.limits);
+        append_layers(usage_of(Scope::org, copy.org.id, copy.org.id, org_limits, ceiling, r.elements, p, at), layers);
         if (copy.org.prepaid) {
             Layer l;
             l.scope = Scope::org;
             l.id = copy.org.id;
             l.window = "balance";
-            const Nanos available = to_int(r.elements[10]), held = to_int(r.elements[11]);
+            const Nanos available = to_int(r.elements[extra + 1]), held = to_int(r.elements[extra + 2]);
             l.spent = held;
             l.cap = saturating_add(available, std::max<Nanos>(held, 0));
             l.remaining = std::max<Nanos>(available, 0);

@@ -49,9 +49,8 @@ std::optional<Command> Operation::org_answer(const std::string &id, int status, 
 }
 
 std::optional<Command> Operation::org_usage(const std::string &id) {
-    const Periods p = periods_at(now_);
     return then(eval(scripts::hgetall(), {keys::org_record(id)}, {}),
-                [this, id, p](const Reply &r) -> std::optional<Command> {
+                [this, id](const Reply &r) -> std::optional<Command> {
         Fields record;
         if (!fields_of(r, record)) return fail(unavailable());
         std::optional<OrgView> view = org_view(policy_, id, record, 0);
@@ -61,15 +60,17 @@ std::optional<Command> Operation::org_usage(const std::string &id) {
         org.plan = view->plan;
         org.created_at = view->created_at;
         org.limits = view->limits;
-        std::vector<std::string> keys = usage_keys(id, Scope::org, id, p);
+        const Periods p = periods_in_zone(view->timezone, now_);
+        std::vector<std::string> keys = usage_keys(id, Scope::org, id, p, policy_.org_limits(org));
+        const std::size_t count = keys.size();
         keys.push_back(keys::cleared(id));
         return then(eval(scripts::mget(), std::move(keys), {}),
-                    [this, id, org, p](const Reply &r2) -> std::optional<Command> {
-            if (r2.type != Reply::Type::array || r2.elements.size() != 10) return fail(unavailable());
+                    [this, id, org, p, count](const Reply &r2) -> std::optional<Command> {
+            if (r2.type != Reply::Type::array || r2.elements.size() != count + 1) return fail(unavailable());
             std::optional<Nanos> monthly;
             if (const std::vector<CeilingRow> *rows = policy_.dynamic_ceiling(org)) {
                 const std::int64_t age = org.created_at ? p.now - *org.created_at : 0;
-                monthly = ceiling_for(*rows, std::max<Nanos>(to_int(r2.elements[9]), 0), age);
+                monthly = ceiling_for(*rows, std::max<Nanos>(to_int(r2.elements[count]), 0), age);
             }
             return finish(200, render_usage(usage_of(Scope::org, id, id, policy_.org_limits(org), monthly,
                                                      r2.elements, p)));
@@ -131,21 +132,23 @@ std::optional<Command> Operation::customer_call() {
     const Call call = route_.call;
     return with_org(org, [this, org, customer, call]() -> std::optional<Command> {
         if (call == Call::customer_usage) {
-            const Periods p = periods_at(now_);
+          return with_org_periods(org, [this, org, customer](const Periods &p) -> std::optional<Command> {
             return then(eval(scripts::hgetall(), {keys::customer_record(org, customer)}, {}),
                         [this, org, customer, p](const Reply &r) -> std::optional<Command> {
                             Fields record;
                             if (!fields_of(r, record)) return fail(unavailable());
                             const Limits limits = customer_limits(policy_, customer, record);
-                            return then(eval(scripts::mget(), usage_keys(org, Scope::customer, customer, p), {}),
+                            return then(eval(scripts::mget(), usage_keys(org, Scope::customer, customer, p, limits), {}),
                                         [this, org, customer, limits, p](const Reply &r2) -> std::optional<Command> {
-                                            if (r2.type != Reply::Type::array || r2.elements.size() != 9)
+                                            if (r2.type != Reply::Type::array
+                                                || r2.elements.size() != usage_key_count(limits))
                                                 return fail(unavailable());
                                             return finish(200, render_usage(usage_of(Scope::customer, customer, org,
                                                                                      limits, std::nullopt,
                                                                                      r2.elements, p)));
                                         });
                         });
+          });
         }
         std::optional<Limits> limits;
         if (call == Call::customer_limits_put) {

@@ -74,7 +74,7 @@ std::optional<Command> Operation::project_get(const std::string &id, const std::
 }
 
 std::optional<Command> Operation::project_usage(const std::string &id, const std::string &org) {
-    const Periods p = periods_at(now_);
+  return with_org_periods(org, [this, id, org](const Periods &p) -> std::optional<Command> {
     return then(eval(scripts::hgetall(), {keys::project_record(org, id)}, {}),
                 [this, id, org, p](const Reply &r) -> std::optional<Command> {
                     Fields record;
@@ -82,14 +82,15 @@ std::optional<Command> Operation::project_usage(const std::string &id, const std
                     std::optional<ProjectView> view = project_view(policy_, id, org, record);
                     if (!view) return fail(not_found("no project `" + id + "`"));
                     const Limits limits = view->limits;
-                    return then(eval(scripts::mget(), usage_keys(org, Scope::project, id, p), {}),
+                    return then(eval(scripts::mget(), usage_keys(org, Scope::project, id, p, limits), {}),
                                 [this, id, org, limits, p](const Reply &r2) -> std::optional<Command> {
-                                    if (r2.type != Reply::Type::array || r2.elements.size() != 9)
+                                    if (r2.type != Reply::Type::array || r2.elements.size() != usage_key_count(limits))
                                         return fail(unavailable());
                                     return finish(200, render_usage(usage_of(Scope::project, id, org, limits,
                                                                              std::nullopt, r2.elements, p)));
                                 });
                 });
+  });
 }
 
 // Put or delete the project's limits: a file project's override, an API project's own.

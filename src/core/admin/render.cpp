@@ -48,7 +48,8 @@ std::string window_object(const WindowUsage &w) {
         .integer("requests", lifetime ? std::nullopt : std::optional<std::int64_t>(w.requests))
         .integer("requests_cap", lifetime ? std::nullopt : w.requests_cap)
         .integer("tokens", lifetime ? std::nullopt : std::optional<std::int64_t>(w.tokens))
-        .integer("tokens_cap", lifetime ? std::nullopt : w.tokens_cap);
+        .integer("tokens_cap", lifetime ? std::nullopt : w.tokens_cap)
+        .time("forecast_exhausted_at", w.forecast);
     return object.done();
 }
 
@@ -100,23 +101,46 @@ std::string render_org(const OrgView &org) {
         .done();
 }
 
+namespace {
+
+std::string windows_array(const std::vector<WindowUsage> &windows) {
+    std::vector<std::string> objects;
+    objects.reserve(windows.size());
+    for (const WindowUsage &w : windows) objects.push_back(window_object(w));
+    return json_array(objects);
+}
+
+std::string rates_object(const RateUsage &rpm, const RateUsage &tpm) {
+    return ObjectWriter().raw("rpm", rate_object(rpm)).raw("tpm", rate_object(tpm)).done();
+}
+
+}  // namespace
+
 std::string render_usage(const UsageView &usage) {
-    std::vector<std::string> windows;
-    windows.reserve(usage.windows.size());
-    for (const WindowUsage &w : usage.windows) windows.push_back(window_object(w));
-    return ObjectWriter()
-        .string("scope", scope_name(usage.scope))
+    ObjectWriter object;
+    object.string("scope", scope_name(usage.scope))
         .string("id", usage.id)
         .string("org", usage.org)
-        .raw("windows", json_array(windows))
-        .raw("rates", ObjectWriter().raw("rpm", rate_object(usage.rpm)).raw("tpm", rate_object(usage.tpm)).done())
-        .done();
+        .raw("windows", windows_array(usage.windows))
+        .raw("rates", rates_object(usage.rpm, usage.tpm));
+    if (!usage.models.empty()) {
+        std::vector<std::string> models;
+        for (const ModelUsage &m : usage.models)
+            models.push_back(ObjectWriter()
+                                 .string("model", m.model)
+                                 .raw("windows", windows_array(m.windows))
+                                 .raw("rates", rates_object(m.rpm, m.tpm))
+                                 .done());
+        object.raw("models", json_array(models));
+    }
+    return object.done();
 }
 
 std::string render_budgets(const std::string &key_id, const std::vector<Layer> &layers) {
-    std::size_t binding = 0;  // the first with the least remaining
-    for (std::size_t i = 1; i < layers.size(); ++i)
-        if (layers[i].remaining < layers[binding].remaining) binding = i;
+    std::size_t binding = layers.size();  // the first with the least remaining that every request meets
+    for (std::size_t i = 0; i < layers.size(); ++i)
+        if (layers[i].model.empty() && (binding == layers.size() || layers[i].remaining < layers[binding].remaining))
+            binding = i;
     std::vector<std::string> objects;
     objects.reserve(layers.size());
     for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -129,6 +153,8 @@ std::string render_budgets(const std::string &key_id, const std::vector<Layer> &
                               .amount("spent", layer.spent)
                               .amount("remaining", layer.remaining)
                               .reset_time("reset_at", layer.reset_at)
+                              .time("forecast_exhausted_at", layer.forecast)
+                              .string_or_null("model", layer.model)
                               .boolean("binding", i == binding)
                               .done());
     }

@@ -65,21 +65,30 @@ struct WindowUsage {
     std::optional<std::int64_t> requests_cap;  // lifetime: always null
     std::int64_t tokens = 0;
     std::optional<std::int64_t> tokens_cap;
+    std::optional<std::int64_t> forecast;      // forecast_exhausted_at (accounting/forecast.h)
 };
 struct RateUsage {
     std::int64_t used = 0;
     std::optional<std::int64_t> cap;
     std::int64_t reset_at = 0;
 };
+// A per-model limit's windows and rates.
+struct ModelUsage {
+    std::string model;                  // the pattern
+    std::vector<WindowUsage> windows;   // the windows it caps
+    RateUsage rpm, tpm;
+};
 struct UsageView {
     Scope scope = Scope::key;
     std::string id, org;
-    std::vector<WindowUsage> windows;   // daily, monthly, lifetime
+    std::vector<WindowUsage> windows;   // daily, weekly (with a weekly limit), monthly, lifetime
     RateUsage rpm, tpm;                 // rendered null when their cap is absent
+    std::vector<ModelUsage> models;     // rendered only when the limits have any
 };
 // {"scope", "id", "org", "windows": [{"window", "period", "reset_at", "spent_nanousd",
 //  "spent_usd", "cap_nanousd", "cap_usd", "remaining_nanousd", "remaining_usd",
-//  "requests", "requests_cap", "tokens", "tokens_cap"}...], "rates": {"rpm": R|null, "tpm": R|null}}
+//  "requests", "requests_cap", "tokens", "tokens_cap", "forecast_exhausted_at"}...],
+//  "rates": {"rpm": R|null, "tpm": R|null}[, "models": [{"model", "windows", "rates"}...]]}
 // remaining = max(cap - spent, 0).
 std::string render_usage(const UsageView &usage);
 
@@ -92,9 +101,12 @@ struct Layer {
     Nanos spent = 0;             // the balance layer: reserved
     Nanos remaining = 0;         // the balance layer: available
     std::int64_t reset_at = 0;   // 0 -> null
+    std::optional<std::int64_t> forecast;  // forecast_exhausted_at
+    std::string model;           // a per-model cap's pattern; "" -> null
 };
 // {"key": ID, "budgets": [LAYER...]}; "binding": true on the first layer with
-// the least remaining, false on the others.
+// the least remaining among those every request meets (a per-model cap
+// binds only its models' requests), false on the others.
 std::string render_budgets(const std::string &key_id, const std::vector<Layer> &layers);
 
 struct BalanceView {

@@ -4,7 +4,11 @@
 
 #include "admin/ops_support.h"
 #include "policy/limits_json.h"
+#include "accounting/forecast.h"
+#include "policy/model_patterns.h"
 #include "redis/keys.h"
+
+#include <algorithm>
 
 namespace spendcap::admin {
 
@@ -100,45 +104,124 @@ Limits customer_limits(const Policy &policy, const std::string &customer, const 
     return limits;
 }
 
-std::vector<std::string> usage_keys(const std::string &org, Scope scope, const std::string &id, const Periods &p) {
-    std::vector<std::string> out;
-    for (Window w : {Window::daily, Window::monthly, Window::lifetime})
-        out.push_back(keys::counter(org, keys::Measure::spend, scope, id, window_suffix(p, w)));
-    for (Window w : {Window::daily, Window::monthly})
-        out.push_back(keys::counter(org, keys::Measure::requests, scope, id, window_suffix(p, w)));
-    for (Window w : {Window::daily, Window::monthly})
-        out.push_back(keys::counter(org, keys::Measure::tokens, scope, id, window_suffix(p, w)));
-    out.push_back(keys::rate(org, scope, id, "rpm", p.minute));
-    out.push_back(keys::rate(org, scope, id, "tpm", p.minute));
+namespace {
+
+std::vector<Window> windows_of(const Limits &limits, bool model) {
+    std::vector<Window> out;
+    for (Window w : {Window::daily, Window::weekly, Window::monthly, Window::lifetime}) {
+        // a scope's own: every window but weekly; a per-model limit's: those it caps
+        const bool kept = model ? limits.has_window(w) : (w != Window::weekly || limits.has_weekly());
+        if (kept) out.push_back(w);
+    }
     return out;
 }
 
+std::string with_model(const std::string &id, const std::string &pattern) {
+    return pattern.empty() ? id : id + ":model:" + encode_pattern(pattern);
+}
+
+void append_keys(std::vector<std::string> &out, const std::string &org, Scope scope, const std::string &id,
+                 const Periods &p, const std::vector<Window> &windows) {
+    for (Window w : windows) {
+        out.push_back(keys::counter(org, keys::Measure::spend, scope, id, window_suffix(p, w)));
+        if (w == Window::lifetime) continue;
+        out.push_back(keys::counter(org, keys::Measure::requests, scope, id, window_suffix(p, w)));
+        out.push_back(keys::counter(org, keys::Measure::tokens, scope, id, window_suffix(p, w)));
+    }
+    out.push_back(keys::rate(org, scope, id, "rpm", p.minute));
+    out.push_back(keys::rate(org, scope, id, "tpm", p.minute));
+}
+
+std::size_t count_of(const std::vector<Window> &windows) {
+    std::size_t n = 2;
+    for (Window w : windows) n += w == Window::lifetime ? 1 : 3;
+    return n;
+}
+
+// Windows and rates of one scope or one pattern, read from values[at...].
+void read_windows(const Limits &limits, const std::vector<Window> &windows, std::optional<Nanos> monthly_cap,
+                  const std::vector<Reply> &values, std::size_t &at, const Periods &p,
+                  std::vector<WindowUsage> &out, RateUsage &rpm, RateUsage &tpm) {
+    for (Window window : windows) {
+        WindowUsage w;
+        w.window = window;
+        w.period = window == Window::daily     ? p.day
+                   : window == Window::weekly  ? p.week
+                   : window == Window::monthly ? p.month
+                                               : "";
+        w.reset_at = window_reset(p, window);
+        w.spent = to_int(values.at(at++));
+        w.cap = limits.cost_cap(window);
+        if (window == Window::monthly && monthly_cap) w.cap = monthly_cap;
+        if (window != Window::lifetime) {
+            w.requests = to_int(values.at(at++));
+            w.requests_cap = limits.request_cap(window);
+            w.tokens = to_int(values.at(at++));
+            w.tokens_cap = limits.token_cap(window);
+            if (w.cap) w.forecast = forecast_exhaustion(w.spent, *w.cap, window_start(p, window), w.reset_at, p.now);
+        }
+        out.push_back(w);
+    }
+    rpm = RateUsage{to_int(values.at(at)), limits.rpm, p.minute_reset};
+    tpm = RateUsage{to_int(values.at(at + 1)), limits.tpm, p.minute_reset};
+    at += 2;
+}
+
+}  // namespace
+
+std::vector<std::string> usage_keys(const std::string &org, Scope scope, const std::string &id, const Periods &p,
+                                    const Limits &limits) {
+    std::vector<std::string> out;
+    append_keys(out, org, scope, id, p, windows_of(limits, false));
+    for (const ModelLimits &m : limits.models)
+        append_keys(out, org, scope, with_model(id, m.pattern), p, windows_of(m.limits, true));
+    return out;
+}
+
+std::size_t usage_key_count(const Limits &limits) {
+    std::size_t n = count_of(windows_of(limits, false));
+    for (const ModelLimits &m : limits.models) n += count_of(windows_of(m.limits, true));
+    return n;
+}
+
 UsageView usage_of(Scope scope, const std::string &id, const std::string &org, const Limits &limits,
-                   std::optional<Nanos> monthly_cap, const std::vector<Reply> &values, const Periods &p) {
+                   std::optional<Nanos> monthly_cap, const std::vector<Reply> &values, const Periods &p,
+                   std::size_t first) {
     UsageView u;
     u.scope = scope;
     u.id = id;
     u.org = org;
-    const Window windows[] = {Window::daily, Window::monthly, Window::lifetime};
-    for (int i = 0; i < 3; ++i) {
-        WindowUsage w;
-        w.window = windows[i];
-        w.period = i == 0 ? p.day : i == 1 ? p.month : "";
-        w.reset_at = window_reset(p, windows[i]);
-        w.spent = to_int(values[static_cast<std::size_t>(i)]);
-        w.cap = limits.cost_cap(windows[i]);
-        if (i == 1 && monthly_cap) w.cap = monthly_cap;
-        if (i < 2) {
-            w.requests = to_int(values[static_cast<std::size_t>(3 + i)]);
-            w.requests_cap = limits.request_cap(windows[i]);
-            w.tokens = to_int(values[static_cast<std::size_t>(5 + i)]);
-            w.tokens_cap = limits.token_cap(windows[i]);
-        }
-        u.windows.push_back(w);
+    std::size_t at = first;
+    read_windows(limits, windows_of(limits, false), monthly_cap, values, at, p, u.windows, u.rpm, u.tpm);
+    for (const ModelLimits &m : limits.models) {
+        ModelUsage model;
+        model.model = m.pattern;
+        read_windows(m.limits, windows_of(m.limits, true), std::nullopt, values, at, p, model.windows, model.rpm,
+                     model.tpm);
+        u.models.push_back(std::move(model));
     }
-    u.rpm = RateUsage{to_int(values[7]), limits.rpm, p.minute_reset};
-    u.tpm = RateUsage{to_int(values[8]), limits.tpm, p.minute_reset};
     return u;
+}
+
+void append_layers(const UsageView &usage, std::vector<Layer> &layers) {
+    auto add = [&](const std::vector<WindowUsage> &windows, const std::string &model) {
+        for (const WindowUsage &w : windows) {
+            if (!w.cap) continue;
+            Layer l;
+            l.scope = usage.scope;
+            l.id = usage.id;
+            l.window = window_name(w.window);
+            l.cap = *w.cap;
+            l.spent = w.spent;
+            l.remaining = std::max<Nanos>(saturating_sub(l.cap, l.spent), 0);
+            l.reset_at = w.reset_at;
+            l.forecast = w.forecast;
+            l.model = model;
+            layers.push_back(l);
+        }
+    };
+    add(usage.windows, "");
+    for (const ModelUsage &m : usage.models) add(m.windows, m.model);
 }
 
 }  // namespace spendcap::admin

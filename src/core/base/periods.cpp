@@ -150,6 +150,11 @@ Periods PeriodsCache::periods(const std::string &zone, std::int64_t now) {
     return periods_in(calendars_.at(zone, now), now);
 }
 
+Periods periods_in_zone(const std::string &zone, std::int64_t now) {
+    if (zone.empty() || zone == "UTC") return periods_at(now);
+    return periods_in(local_calendar(zone, now), now);
+}
+
 Periods periods_in(const LocalCalendar &calendar, std::int64_t now) {
     Periods p = periods_at(now);  // the UTC minute
     p.day = calendar.day;

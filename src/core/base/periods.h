@@ -53,6 +53,10 @@ private:
     CalendarCache calendars_;
 };
 
+// The periods of time zone `zone` ("" = UTC) at `now`, worked out afresh
+// (the management API's reads; the request path keeps a PeriodsCache).
+Periods periods_in_zone(const std::string &zone, std::int64_t now);
+
 // The periods of a local calendar (zones.h) at `now` (in it); the minute is UTC.
 Periods periods_in(const LocalCalendar &calendar, std::int64_t now);
 

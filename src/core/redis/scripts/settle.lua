@@ -15,7 +15,8 @@
 --   c other), the batch's delta if every request is still reserved,
 --   expire_at, cap and warn thresholds ("FRACTION=THRESHOLD;..."; "" none),
 --   its markers hash (its place among the G; 0 none), its label for events
---   ("SCOPE ID WINDOW PERIOD"; "" none); then low_balance ("" none), index of
+--   ("SCOPE ID WINDOW PERIOD[ MODEL]"; "" none), its forecast's period
+--   ("START RESET" unix seconds; "" none); then low_balance ("" none), index of
 --   the balance counter, of the held counter; then per request: its id, its
 --   reserve's batch id ("" none sent), 1 if its reserve was answered, and
 --   what to add on top when it is not reserved (never, or given back at its
@@ -27,12 +28,12 @@
 -- the request is counted at its real cost, once (noted in `settled`).
 -- Reply: 1 settled now, 0 already settled (a resend: a batch lands whole),
 --   an error reply when Redis refused a write (nothing done: send it again).
--- uses: prelude, numbers, counters, events, warnings, clock
+-- uses: prelude, numbers, counters, events, warnings, clock, forecast
 local c, m, g, plen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local stream, deadlines, settlements = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3]
 local reserved, settled, released_set, gone = KEYS[c + 4], KEYS[c + 5], KEYS[c + 6], KEYS[c + 7]
 local low_marker = KEYS[c + 8]
-local per = 7  -- arguments per counter
+local per = 8  -- arguments per counter
 local function arg(i, k) return ARGV[4 + per * (i - 1) + k] end
 local a = 5 + per * c
 local low, balance_key, held_key = ARGV[a], KEYS[tonumber(ARGV[a + 1])], KEYS[tonumber(ARGV[a + 2])]
@@ -105,10 +106,11 @@ local function plan(i, delta)
     order[#order + 1] = i
   end
 end
-local warned = {}
+local warned, forecast = {}, {}
 for i = 1, c do
   plan(i, arg(i, 2))
   if arg(i, 5) ~= '' and live[i] and tonumber(arg(i, 6)) > 0 then warned[#warned + 1] = i end
+  if arg(i, 8) ~= '' and live[i] and tonumber(arg(i, 6)) > 0 then forecast[#forecast + 1] = i end
 end
 for j = 1, m do
   if state[j] == 'unreserved' then
@@ -158,6 +160,14 @@ for _, i in ipairs(warned) do
     local after = (v < two53 and v > -two53) and string.format('%.0f', v) or redis.call('GET', KEYS[i])
     warn_between(stream, KEYS[c + 8 + tonumber(arg(i, 6))], string.sub(KEYS[i], plen + 1), arg(i, 7), arg(i, 5),
       arg(i, 4), arg(i, 3), add(after, neg(planned[i])), after)
+  end
+end
+for _, i in ipairs(forecast) do
+  if at[i] then
+    local v = values[at[i]]
+    local after = (v < two53 and v > -two53) and string.format('%.0f', v) or redis.call('GET', KEYS[i])
+    forecast_check(stream, KEYS[c + 8 + tonumber(arg(i, 6))], string.sub(KEYS[i], plen + 1), arg(i, 7), arg(i, 4),
+      arg(i, 3), arg(i, 8), after)
   end
 end
 if low ~= '' then

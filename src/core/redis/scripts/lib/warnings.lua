@@ -5,10 +5,15 @@
 -- uses: prelude, numbers, events
 
 -- An event of `type` about a counter, from its label "SCOPE ID WINDOW
--- [PERIOD]" (the worker's words: Lua never takes a key name apart), then `extra`.
+-- [PERIOD][ MODEL]" (the worker's words: Lua never takes a key name apart),
+-- then `extra`. A per-model limit's events name its pattern.
 local function counter_event(type, label, extra)
-  local scope, id, window, period = string.match(label, '^(%S+) (%S+) (%S+) ?(%S*)$')
+  local scope, id, window, period, model = string.match(label, '^(%S+) (%S+) (%S+) ?(%S*) ?(%S*)$')
   local fields = {'type', type, 'scope', scope, 'id', id, 'window', window, 'period', period}
+  if model and model ~= '' then
+    fields[#fields + 1] = 'model'
+    fields[#fields + 1] = model
+  end
   for _, v in ipairs(extra) do fields[#fields + 1] = v end
   return fields
 end
