@@ -666,6 +666,34 @@ TEST_F(LuaScripts, ASettlementThatRaisesTheCounterCanCross) {
                             warning("key", "k1", "monthly", "2026-11", "0.5", "6000000000", "10000000000")}));
 }
 
+// SPEC section 2b: at 6 of 10 USD on 2026-11-18T11:06:40Z, 17 days 11:06:40
+// into November, the pace reaches the cap on 2026-11-30T02:31:07Z, before
+// the reset: one forecast event, and one only, however many settlements follow.
+TEST_F(LuaScripts, AForecastBeforeTheResetIsToldOncePerCapAndPeriod) {
+    use(policy_yaml("{ monthly_usd: 10 }"));
+    const Ledger l = ledger();
+    reserve_ints(l, 4 * kUsd, 0, "req-1");
+    EXPECT_TRUE(forecasts().empty());
+    EXPECT_EQ(settle(l, {4 * kUsd, 0}, {6 * kUsd, 0}, "req-1").integer, 1);
+    const std::vector<Event> expected = {
+        {"type", "spend_cap_forecast_exhaustion", "scope", "key", "id", "k1", "window", "monthly", "period",
+         "2026-11", "spent", "6000000000", "cap", "10000000000", "forecast_exhausted_at", "2026-11-30T02:31:07Z",
+         "reset_at", "2026-12-01T00:00:00Z"}};
+    EXPECT_EQ(forecasts(), expected);
+    reserve_ints(l, kUsd, 0, "req-2");
+    EXPECT_EQ(settle(l, {kUsd, 0}, {kUsd, 0}, "req-2").integer, 1);
+    EXPECT_EQ(forecasts(), expected);
+}
+
+// 1 of 10 USD seventeen days in: the pace reaches the cap in December, after the reset.
+TEST_F(LuaScripts, NoForecastWhenThePaceReachesTheCapAfterTheReset) {
+    use(policy_yaml("{ monthly_usd: 10 }"));
+    const Ledger l = ledger();
+    reserve_ints(l, kUsd, 0, "req-1");
+    EXPECT_EQ(settle(l, {kUsd, 0}, {kUsd, 0}, "req-1").integer, 1);
+    EXPECT_TRUE(forecasts().empty());
+}
+
 TEST_F(LuaScripts, AnUnreservedSettlementCanCross) {
     use(policy_yaml("{ monthly_usd: 10 }"));
     const Ledger l = ledger();
