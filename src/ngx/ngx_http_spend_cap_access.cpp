@@ -2,6 +2,7 @@
 // most (its body, read here), and the reservation of that worst case in
 // Redis, in one round trip (reserve); the answer of a refusal.
 #include "ngx_http_spend_cap_ctx.h"
+#include "http/assessment.h"
 #include "ngx_http_spend_cap_answer.h"
 #include "ngx_http_spend_cap_identity.h"
 #include "base/digest.h"
@@ -273,37 +274,25 @@ static ngx_int_t reserve(ngx_http_request_t *r, RequestCtx *ctx) {
         }
     }
 
-    RequestParse parsed = parse_request_body(ctx->body);
-    if (!parsed.ok) {
-        return answer(r, ctx, ErrorCode::invalid_request, parsed.error);
+    const BodyAssessment assessed =
+        assess_body(*ctx->policy, ctx->body, view_of(find_header(r, "anthropic-beta", 14)).value_or(""));
+    if (assessed.refusal) {
+        return answer(r, ctx, *assessed.refusal, assessed.message);
     }
-    const RequestReach reach = reach_of(ctx->body, view_of(find_header(r, "anthropic-beta", 14)).value_or(""));
-    if (!reach.refusal.empty()) {
-        return answer(r, ctx, ErrorCode::invalid_request, reach.refusal);
-    }
-    ctx->price = ctx->policy->price_for(parsed.info.model);
-    if (ctx->price == nullptr) {
-        return answer(r, ctx, ErrorCode::model_not_priced,
-                      "model `" + parsed.info.model + "` is not priced");
-    }
-    std::string too_much = bounds_error(parsed.info, *ctx->price);
-    if (!too_much.empty()) {
-        return answer(r, ctx, ErrorCode::invalid_request, too_much);
-    }
+    ctx->price = assessed.price;
     std::size_t sent_bytes = 0;
-    if (edit_body(r, ctx, parsed.info, sent_bytes) != NGX_OK) {
+    if (edit_body(r, ctx, assessed.info, sent_bytes) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    ctx->estimate = estimate_worst_case(*ctx->price, *ctx->policy, static_cast<std::int64_t>(sent_bytes),
-                                        parsed.info.max_output_tokens, parsed.info.choices, reach);
+    ctx->estimate = estimate_of(assessed, *ctx->policy, static_cast<std::int64_t>(sent_bytes));
     ctx->reserved = Amounts{ctx->estimate.cost, ctx->estimate.tokens(), 1};
-    ctx->ledger = ledgers.get(*ctx->policy, *ctx->identity, ngx_time(), parsed.info.model);
+    ctx->ledger = ledgers.get(*ctx->policy, *ctx->identity, ngx_time(), assessed.info.model);
     if (ctx->ledger->model_refused_by) {
         // allowed_models (SPEC section 2b): refused before anything is reserved
         const Scope scope = *ctx->ledger->model_refused_by;
         ctx->blocked_by = std::string(scope_name(scope)) + ":allowed_models";
         ErrorReply refusal = render_error(ctx->surface, ErrorCode::model_not_allowed,
-                                          model_not_allowed_message(parsed.info.model, scope));
+                                          model_not_allowed_message(assessed.info.model, scope));
         if (lcf->dry_run == 0) {
             status_count_block(scope, "allowed_models");
             ctx->outcome = Outcome::block;

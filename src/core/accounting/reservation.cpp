@@ -102,6 +102,16 @@ std::string warn_thresholds(const std::vector<WarnFraction> &warn_at, Nanos cap)
 
 }  // namespace
 
+std::vector<std::string> check_command(const Ledger &ledger, const Amounts &estimate, const std::string &check_id) {
+    std::vector<std::string> argv = reserve_command(ledger, estimate, check_id, false);
+    if (argv.size() < 3) return {};
+    // ARGV[8], check_due, after EVALSHA, the sha, the key count and the keys
+    const std::size_t at = 3 + static_cast<std::size_t>(std::stoul(argv[2])) + 7;
+    if (at >= argv.size()) return {};
+    argv[at] = "c";
+    return argv;
+}
+
 std::vector<std::string> key_expired_command(const std::string &org, const Key &key, std::int64_t now) {
     try {
         const std::string &sha1 = scripts::key_expired().sha1;

@@ -62,6 +62,11 @@ std::vector<std::string> reserve_command(const Ledger &ledger, const Amounts &es
                                          const std::string &request_id, bool dry_run,
                                          std::int64_t ttl_ms = kDefaultReservationTtlMs);
 
+// The same command as reserve_command deciding only: the script answers as
+// it would for a reserve and writes nothing (no counter, record or event);
+// POST /keys/ID/check's "would this pass?".
+std::vector<std::string> check_command(const Ledger &ledger, const Amounts &estimate, const std::string &check_id);
+
 struct ReserveOutcome {
     // stale: the org's records changed since the ledger's caps were read
     // (nothing done: read them again, then reserve again).

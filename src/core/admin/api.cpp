@@ -40,6 +40,8 @@ const char *call_name(Call c) {
     case Call::projects_list: return "projects_list";
     case Call::key_usage_daily: return "key_usage_daily";
     case Call::self_usage_daily: return "self_usage_daily";
+    case Call::key_check: return "key_check";
+    case Call::self_check: return "self_check";
     case Call::project_usage_daily: return "project_usage_daily";
     case Call::org_usage_daily: return "org_usage_daily";
     case Call::customer_usage_daily: return "customer_usage_daily";
@@ -48,7 +50,8 @@ const char *call_name(Call c) {
 }
 
 bool is_self_call(Call c) {
-    return c == Call::self_get || c == Call::self_usage || c == Call::self_budgets || c == Call::self_usage_daily;
+    return c == Call::self_get || c == Call::self_usage || c == Call::self_budgets || c == Call::self_usage_daily
+           || c == Call::self_check;
 }
 
 bool is_change(Call c) {

@@ -47,6 +47,8 @@ enum class Call {
     project_usage_daily,   // GET    /projects/ID/usage/daily
     org_usage_daily,       // GET    /orgs/ID/usage/daily
     customer_usage_daily,  // GET    /orgs/O/customers/C/usage/daily
+    key_check,             // POST   /keys/ID/check     (an LLM request body: would it pass now?)
+    self_check,            // POST   /keys/self/check   (the key's own secret as bearer)
 };
 
 // "key_create", ... (log lines, tests).

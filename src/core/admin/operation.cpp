@@ -99,7 +99,9 @@ std::optional<Command> Operation::dispatch() {
     case Call::events_get: return events_get();
     case Call::orgs_list: return orgs_list();
     case Call::projects_list: return projects_list();
-    case Call::self_usage_daily: return self_call();
+    case Call::self_usage_daily:
+    case Call::self_check: return self_call();
+    case Call::key_check: return key_check(id);
     case Call::key_usage_daily:
     case Call::project_usage_daily:
     case Call::org_usage_daily:
@@ -158,14 +160,15 @@ std::optional<Command> Operation::with_org_periods(const std::string &id,
 // The org's records for a key as the request path reads them
 // (org_records_command), its own record first for the project it names.
 std::optional<Command> Operation::with_records(const std::string &org, const std::string &key_id,
-                                               const std::string &file_project, RecordsStep k) {
+                                               const std::string &file_project, RecordsStep k,
+                                               const std::string &customer) {
     return then(eval(scripts::hgetall(), {keys::key_record(org, key_id)}, {}),
-                [this, org, key_id, file_project, k](const Reply &r) -> std::optional<Command> {
+                [this, org, key_id, file_project, k, customer](const Reply &r) -> std::optional<Command> {
                     Fields key;
                     if (!fields_of(r, key)) return fail(unavailable());
                     const std::string *named = field(key, "project");
                     const std::string project = named != nullptr ? *named : file_project;
-                    return then(org_records_command(org, key_id, project, ""),
+                    return then(org_records_command(org, key_id, project, customer),
                                 [this, project, k](const Reply &r2) -> std::optional<Command> {
                                     OrgRecords records;
                                     if (!parse_org_records(r2, records)) return fail(unavailable());

@@ -69,7 +69,8 @@ private:
     std::optional<Command> with_org_periods(const std::string &id, std::function<std::optional<Command>(const Periods &)> k);
     using RecordsStep = std::function<std::optional<Command>(const OrgRecords &, const std::string &project)>;
     std::optional<Command> with_records(const std::string &org, const std::string &key_id,
-                                        const std::string &file_project, RecordsStep k);
+                                        const std::string &file_project, RecordsStep k,
+                                        const std::string &customer = "");
     std::optional<Command> with_identity(const std::string &org, const std::string &key_id,
                                          const std::string &project, const Key *file_key,
                                          std::function<std::optional<Command>(const Identity &)> k);
@@ -85,6 +86,8 @@ private:
     std::optional<Command> key_usage(const std::string &id, bool budgets);
     std::optional<Command> key_budgets(const Identity &identity);
     std::optional<Command> self_call();
+    // POST /keys/ID/check (ops_check.cpp).
+    std::optional<Command> key_check(const std::string &id);
     std::optional<Command> project_call();
     std::optional<Command> project_put(const std::string &id);
     std::optional<Command> project_get(const std::string &id, const std::string &org);

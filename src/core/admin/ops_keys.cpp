@@ -297,6 +297,7 @@ std::optional<Command> Operation::self_call() {
                         if (route_.call == Call::self_get)
                             return finish(200, render_key(key_view(file_key, id, org, records.key)));
                         if (route_.call == Call::self_usage_daily) return usage_daily(Scope::key, id, org);
+                        if (route_.call == Call::self_check) return key_check(id);
                         return key_usage(id, route_.call == Call::self_budgets);
                     });
     };

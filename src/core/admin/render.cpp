@@ -161,6 +161,46 @@ std::string render_budgets(const std::string &key_id, const std::vector<Layer> &
     return ObjectWriter().string("key", key_id).raw("budgets", json_array(objects)).done();
 }
 
+namespace {
+
+std::string layer_object(const Layer &layer, bool binding) {
+    return ObjectWriter()
+        .string("scope", scope_name(layer.scope))
+        .string("id", layer.id)
+        .string("window", layer.window)
+        .amount("cap", layer.cap)
+        .amount("spent", layer.spent)
+        .amount("remaining", layer.remaining)
+        .reset_time("reset_at", layer.reset_at)
+        .time("forecast_exhausted_at", layer.forecast)
+        .string_or_null("model", layer.model)
+        .boolean("binding", binding)
+        .done();
+}
+
+}  // namespace
+
+std::string render_check(const CheckView &check) {
+    ObjectWriter object;
+    object.boolean("allowed", check.allowed)
+        .integer("status", check.status)
+        .string_or_null("code", check.code);
+    if (check.scope)
+        object.string("scope", scope_name(*check.scope));
+    else
+        object.null("scope");
+    object.string_or_null("window", check.window)
+        .string_or_null("model", check.model)
+        .string_or_null("message", check.message)
+        .amount("estimate", check.estimate)
+        .integer("estimate_tokens", check.estimate_tokens);
+    if (check.binding)
+        object.raw("binding", layer_object(*check.binding, true));
+    else
+        object.null("binding");
+    return object.done();
+}
+
 std::string render_balance(const BalanceView &b) {
     return ObjectWriter()
         .string("org", b.org)

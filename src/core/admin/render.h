@@ -109,6 +109,23 @@ struct Layer {
 // binds only its models' requests), false on the others.
 std::string render_budgets(const std::string &key_id, const std::vector<Layer> &layers);
 
+// POST /keys/ID/check's answer: what the access phase would decide now.
+struct CheckView {
+    bool allowed = false;
+    int status = 200;
+    std::string code;                    // "" -> null (allowed)
+    std::optional<Scope> scope;          // the refusing cap's (or allowed_models') scope
+    std::string window;                  // "" -> null
+    std::string model;                   // the refusing per-model limit's pattern; "" -> null
+    std::string message;                 // the envelope's message; "" -> null
+    Nanos estimate = 0;
+    std::int64_t estimate_tokens = 0;
+    std::optional<Layer> binding;        // allowed: the budget with the least remaining after it
+};
+// {"allowed", "status", "code", "scope", "window", "model", "message", "estimate_nanousd",
+//  "estimate_usd", "estimate_tokens", "binding": LAYER|null}
+std::string render_check(const CheckView &check);
+
 struct BalanceView {
     std::string org;
     Nanos balance = 0;     // settled

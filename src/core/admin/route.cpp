@@ -78,6 +78,8 @@ const std::map<std::string, PathMethods> &path_table() {
         {"keys/self/usage", {{{"GET", Call::self_usage}}}},
         {"keys/self/budgets", {{{"GET", Call::self_budgets}}}},
         {"keys/self/usage/daily", {{{"GET", Call::self_usage_daily}}}},
+        {"keys/self/check", {{{"POST", Call::self_check}}}},
+        {"keys/:/check", {{{"POST", Call::key_check}}}},
         {"keys/:", {{{"GET", Call::key_get}, {"DELETE", Call::key_revoke}}}},
         {"keys/:/rotate", {{{"POST", Call::key_rotate}}}},
         {"keys/:/limits", {{{"PUT", Call::key_limits_put}, {"DELETE", Call::key_limits_delete}}}},

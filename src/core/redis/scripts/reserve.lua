@@ -9,7 +9,8 @@
 --   [the org's cleared spend, when a plan's ceiling decides a cap].
 -- ARGV: C, M requests, H chains, G, ttl (ms), batch id, the org prefix's
 --   length, check_due (1: a refusal that meets reservations past their
---   deadline answers {4}); per counter: kind (s spend, c count, r rate, b
+--   deadline answers {4}; c: decide and write nothing, not even an event,
+--   for POST /keys/ID/check); per counter: kind (s spend, c count, r rate, b
 --   balance, h held), what a request adds ($ its cost, - minus its cost, t
 --   its tokens, 1 one), cap ("" none), expire_at (0 never), warn thresholds
 --   ("FRACTION=THRESHOLD;..."; "" none), its markers hash (its place among
@@ -37,6 +38,7 @@
 -- uses: prelude, numbers, counters, events, warnings, clock
 local c, m, h, g = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local ttl, batch, plen, check_due = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
+local check_only = ARGV[8] == 'c'
 local version = ARGV[#ARGV]
 local reserved, deadlines, stream, config, gone = KEYS[c + 1], KEYS[c + 2], KEYS[c + 3], KEYS[c + 4], KEYS[c + 5]
 if redis.call('ZSCORE', gone, batch) then return {2} end
@@ -194,6 +196,7 @@ end
 -- back first, then sends the batch again (with check_due off the second time).
 local outcome = decide()
 if not outcome then return {3} end
+if check_only then return outcome.replies end
 if outcome.refusals > 0 and check_due and #redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, 1) > 0 then
   return {4}
 end
