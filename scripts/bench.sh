@@ -11,6 +11,8 @@
 #                                    (records in Redis) instead of listed in the file
 #   STATUS=0 scripts/bench.sh        no spend_cap_status location on the module front (to
 #                                    measure a module from before it had one)
+#   MODEL_LIMIT=1 scripts/bench.sh   every key also has a per-model limit on its model
+#                                    (models: {"gpt-4o*": {daily_usd: 1000000}}, SPEC 2b)
 #   REDIS=cluster scripts/bench.sh   a Redis Cluster of 3 masters (no replicas) instead of
 #                                    one redis-server (REDIS=standalone, the default)
 #
@@ -175,7 +177,7 @@ fi
 
 # --- The helper: policy, Redis figures, the smoke check (integers for money) -------
 cat > "$dir/bench.py" <<'PY'
-import hashlib, socket, sys, time
+import hashlib, os, socket, sys, time
 
 class Redis:
     """Just enough RESP for the harness, with exact integers."""
@@ -304,8 +306,10 @@ def policy(n, orgs, out_dir, with_keys=True):
             for secret, kid, org in key_set(case, n, orgs):
                 sha = hashlib.sha256(secret.encode()).hexdigest()
                 if with_keys:
+                    per_model = (', models: { "gpt-4o*": { daily_usd: 1000000 } }'
+                                 if os.environ.get("MODEL_LIMIT") == "1" else "")
                     lines.append("  - { id: %s, sha256: %s, project: %s-prod, limits: { daily_usd: 1000000, "
-                                 "monthly_usd: 1000000, lifetime_usd: 1000000 } }" % (kid, sha, org))
+                                 "monthly_usd: 1000000, lifetime_usd: 1000000%s } }" % (kid, sha, org, per_model))
                 f.write("%s %s\n" % (org, kid))
     if not with_keys:
         lines[-1] = "keys: []"

@@ -162,12 +162,14 @@ for _, i in ipairs(warned) do
       arg(i, 4), arg(i, 3), add(after, neg(planned[i])), after)
   end
 end
+local now_s = nil
 for _, i in ipairs(forecast) do
   if at[i] then
     local v = values[at[i]]
     local after = (v < two53 and v > -two53) and string.format('%.0f', v) or redis.call('GET', KEYS[i])
+    now_s = now_s or math.floor(redis_now() / 1000)
     forecast_check(stream, KEYS[c + 8 + tonumber(arg(i, 6))], string.sub(KEYS[i], plen + 1), arg(i, 7), arg(i, 4),
-      arg(i, 3), arg(i, 8), after)
+      arg(i, 3), arg(i, 8), after, now_s)
   end
 end
 if low ~= '' then

@@ -5,7 +5,7 @@
 -- field of the markers hash). accounting/forecast.cpp does the same sum
 -- for the API's answers; here it is in doubles (a time, not money: a second
 -- either way changes nothing).
--- uses: prelude, events, warnings, clock
+-- uses: prelude, events, warnings
 
 -- "2026-12-31T23:00:00Z" of unix seconds (Howard Hinnant's civil_from_days).
 local function rfc3339(t)
@@ -25,12 +25,12 @@ local function rfc3339(t)
 end
 
 -- spec: "START RESET" of the counter's period (unix seconds); `after` its
--- spend now (a decimal string), `cap` its cap.
-local function forecast_check(stream, markers, name, label, cap, expire_at, spec, after)
+-- spend now (a decimal string), `cap` its cap; `now` Redis's clock in
+-- seconds (read once per script: TIME is a command).
+local function forecast_check(stream, markers, name, label, cap, expire_at, spec, after, now)
   local start, reset = string.match(spec, '^(%d+) (%d+)$')
   if not start then return end
   start, reset = tonumber(start), tonumber(reset)
-  local now = math.floor(redis_now() / 1000)
   local spent, limit = tonumber(after), tonumber(cap)
   local elapsed = now - start
   if not spent or not limit or spent <= 0 or elapsed < 3600 or now >= reset then return end
