@@ -31,6 +31,12 @@ void name_for_events(Counter &c, const std::string &org, const std::string &id, 
     c.markers = keys::markers(org, suffix);
 }
 
+// "START RESET" of a capped spend counter's period (not lifetime's).
+void name_for_forecast(Counter &c, const Periods &periods) {
+    if (c.window == Window::lifetime) return;
+    c.forecast = std::to_string(window_start(periods, c.window)) + " " + std::to_string(window_reset(periods, c.window));
+}
+
 struct ScopeOf {
     Scope scope;
     std::string id;
@@ -82,8 +88,11 @@ Ledger build_ledger(const Policy &policy, const Key &key, const Project &project
         const std::string suffix = window_suffix(periods, w);
         const std::string id = pattern.empty() ? s.id : s.id + ":model:" + encode_pattern(pattern);
         Counter c{kind, s.scope, w, keys::counter(org.id, measure, s.scope, id, suffix), cap,
-                  window_expire_at(periods, w), "", "", pattern};
-        if (kind == CounterKind::spend && cap) name_for_events(c, org.id, s.id, suffix);
+                  window_expire_at(periods, w), "", "", pattern, ""};
+        if (kind == CounterKind::spend && cap) {
+            name_for_events(c, org.id, s.id, suffix);
+            name_for_forecast(c, periods);
+        }
         counters.push_back(std::move(c));
     };
     for (std::size_t x = 0; x < scopes.size(); ++x) {
@@ -119,18 +128,18 @@ Ledger build_ledger(const Policy &policy, const Key &key, const Project &project
     if (org.prepaid) {
         ledger.balance = counters.size();
         counters.push_back(Counter{CounterKind::balance, Scope::org, Window::lifetime, keys::balance(org.id),
-                                   std::nullopt, 0, "", "", ""});
+                                   std::nullopt, 0, "", "", "", ""});
     }
     auto rates = [&](const ScopeOf &s, const Limits &limits, const std::string &pattern) {
         const std::string id = pattern.empty() ? s.id : s.id + ":model:" + encode_pattern(pattern);
         if (limits.rpm)
             counters.push_back(Counter{CounterKind::rpm, s.scope, Window::daily,
                                        keys::rate(org.id, s.scope, id, "rpm", periods.minute), limits.rpm,
-                                       periods.minute_expire_at, "", "", pattern});
+                                       periods.minute_expire_at, "", "", pattern, ""});
         if (limits.tpm)
             counters.push_back(Counter{CounterKind::tpm, s.scope, Window::daily,
                                        keys::rate(org.id, s.scope, id, "tpm", periods.minute), limits.tpm,
-                                       periods.minute_expire_at, "", "", pattern});
+                                       periods.minute_expire_at, "", "", pattern, ""});
     };
     for (std::size_t x = 0; x < scopes.size(); ++x) {
         rates(scopes[x], scopes[x].limits, "");
@@ -139,7 +148,7 @@ Ledger build_ledger(const Policy &policy, const Key &key, const Project &project
     if (org.prepaid) {
         ledger.held = counters.size();
         counters.push_back(Counter{CounterKind::held, Scope::org, Window::lifetime, keys::held(org.id), std::nullopt,
-                                   0, "", "", ""});
+                                   0, "", "", "", ""});
         ledger.low_balance = org.low_balance_usd;
     }
     return ledger;

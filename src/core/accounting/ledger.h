@@ -41,6 +41,9 @@ struct Counter {
     std::string markers;
     // The pattern of a per-model limit (SPEC section 2b), "" for the scope's own.
     std::string model;
+    // A capped daily / weekly / monthly spend counter's period, "START RESET"
+    // (unix seconds), for the settlement's forecast; "" none.
+    std::string forecast;
 };
 
 // What a request adds to its counters: reserved as the worst case, settled

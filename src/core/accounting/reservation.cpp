@@ -366,7 +366,7 @@ struct SettleTotal {
     std::int64_t delta = 0;
     std::optional<Nanos> cap;  // for warnings
     const std::vector<WarnFraction> *warn_at;
-    std::string forecast;      // "START RESET" of a capped daily / weekly / monthly spend counter
+    const std::string *forecast;  // "START RESET" of a capped daily / weekly / monthly spend counter
 };
 
 // What a request adds to a counter (an index into the totals) when its
@@ -416,11 +416,7 @@ const std::vector<std::size_t> &totals_of(SettleBatch &batch, const Ledger &ledg
             if (added) {
                 std::optional<Nanos> cap = c.kind == CounterKind::spend ? c.cap : std::nullopt;
                 if (ledger.ceiling_counter == i) cap.reset();
-                std::string forecast;
-                if (cap && c.window != Window::lifetime && !c.markers.empty())
-                    forecast = to_arg(window_start(ledger.periods, c.window)) + " " +
-                               to_arg(window_reset(ledger.periods, c.window));
-                batch.totals.push_back(SettleTotal{&c, 0, cap, &ledger.warn_at, std::move(forecast)});
+                batch.totals.push_back(SettleTotal{&c, 0, cap, &ledger.warn_at, cap ? &c.forecast : nullptr});
             }
             at.push_back(it->second);
         }
@@ -491,10 +487,12 @@ std::vector<std::string> settle_counter_args(const std::vector<SettleTotal> &tot
         counter_args.push_back(t.cap ? to_arg(*t.cap) : "");
         counter_args.push_back(warn);
         // only a counter that can warn or forecast needs its markers
-        const bool events = !warn.empty() || !t.forecast.empty();
+        static const std::string kNone;
+        const std::string &forecast = t.forecast != nullptr ? *t.forecast : kNone;
+        const bool events = !warn.empty() || !forecast.empty();
         counter_args.push_back(events ? markers.place_of(t.counter->markers) : "0");
         counter_args.push_back(events ? t.counter->label : "");
-        counter_args.push_back(t.forecast);
+        counter_args.push_back(forecast);
     }
     return counter_args;
 }
