@@ -10,6 +10,7 @@
 #include "accounting/forecast.h"
 #include "accounting/ledger.h"
 #include "accounting/reservation.h"
+#include "http/assessment.h"
 #include "http/envelope.h"
 #include "policy/limits_json.h"
 #include "policy/model_patterns.h"
@@ -187,6 +188,20 @@ TEST(BudgetShapes, TheFileRefusesBadPatternsAndZones) {
         EXPECT_NE(std::string(e.what()).find("z.yaml:5:"), std::string::npos) << e.what();
     }
     EXPECT_THROW(parse_policy(base + "    limits: { models: { m: { models: {} } } }\n", "z.yaml"), PolicyError);
+}
+
+TEST(BudgetShapes, AModelNameLongerThan256BytesIsRefusedBeforeAnyMatching) {
+    const auto policy = parse_policy("models:\n  m: { input: 1, output: 1 }\nunknown_model: m\n", "m.yaml");
+    const std::string body = R"({"model":")" + std::string(257, 'a') + R"(","messages":[]})";
+    const BodyAssessment long_name = assess_body(*policy, body, "");
+    ASSERT_TRUE(long_name.refusal);
+    EXPECT_EQ(*long_name.refusal, ErrorCode::invalid_request);
+    EXPECT_EQ(long_name.message, "`model` is longer than 256 bytes");
+    const BodyAssessment fits =
+        assess_body(*policy, R"({"model":")" + std::string(256, 'a') + R"(","messages":[]})", "");
+    EXPECT_FALSE(fits.refusal) << fits.message;
+    ASSERT_NE(fits.price, nullptr);
+    EXPECT_EQ(fits.price->name, "m");  // priced as the unknown_model stand-in
 }
 
 }  // namespace

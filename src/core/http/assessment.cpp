@@ -13,6 +13,11 @@ BodyAssessment assess_body(const Policy &policy, std::string_view body, std::str
         return out;
     }
     out.info = std::move(parsed.info);
+    if (out.info.model.size() > kMaxModelNameBytes) {
+        out.refusal = ErrorCode::invalid_request;
+        out.message = "`model` is longer than " + std::to_string(kMaxModelNameBytes) + " bytes";
+        return out;
+    }
     out.reach = reach_of(body, anthropic_beta);
     if (!out.reach.refusal.empty()) {
         out.refusal = ErrorCode::invalid_request;

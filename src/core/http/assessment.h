@@ -15,6 +15,11 @@
 
 namespace spendcap {
 
+// A model name longer than this is refused (400): no provider names a model
+// so, and model patterns (policy/model_patterns.h) are matched against it on
+// every request, in time proportional to its length.
+constexpr std::size_t kMaxModelNameBytes = 256;
+
 struct BodyAssessment {
     // Set: the request is refused (400 invalid_request / model_not_priced)
     // with `message`, before anything is reserved.
