@@ -14,7 +14,7 @@ if [[ ! -f "$root/build/core/libspendcap_core.a" ]]; then
     cmake --build "$root/build/core" --target spendcap_core -j"$(nproc)" >/dev/null
 fi
 g++ -O2 -std=c++17 -I"$root/src/core" "$root/t/bench/scripts_bench.cpp" "$root/build/core/libspendcap_core.a" \
-    -lhiredis $(pkg-config --libs jansson) -lyaml-cpp -lcrypto -lz -o "$work/scripts_bench"
+    -lhiredis $(pkg-config --libs jansson) -lyaml-cpp -lcrypto -lz -ldate-tz -pthread -o "$work/scripts_bench"
 port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --dir "$work" --logfile "$work/redis.log" >/dev/null
