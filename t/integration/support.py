@@ -1015,12 +1015,12 @@ def reserve_requests(args):
 
 def settle_requests(args):
     """[(request id, batch id, answered), ...] of a settle call (ARGV: C, M, G, prefix
-    length; 7 per counter; low_balance, balance index, held index; per request id,
+    length; 8 per counter; low_balance, balance index, held index; per request id,
     batch, answered and its corrections, "INDEX DELTA\n" lines; last, whether it was
     sent before)."""
     argv = evalsha_argv(args)
     c, m = int(argv[0]), int(argv[1])
-    p = 4 + 7 * c + 3
+    p = 4 + 8 * c + 3
     out = []
     for _ in range(m):
         out.append((argv[p], argv[p + 1], argv[p + 2] == "1"))
