@@ -136,31 +136,6 @@ std::string render_usage(const UsageView &usage) {
     return object.done();
 }
 
-std::string render_budgets(const std::string &key_id, const std::vector<Layer> &layers) {
-    std::size_t binding = layers.size();  // the first with the least remaining that every request meets
-    for (std::size_t i = 0; i < layers.size(); ++i)
-        if (layers[i].model.empty() && (binding == layers.size() || layers[i].remaining < layers[binding].remaining))
-            binding = i;
-    std::vector<std::string> objects;
-    objects.reserve(layers.size());
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-        const Layer &layer = layers[i];
-        objects.push_back(ObjectWriter()
-                              .string("scope", scope_name(layer.scope))
-                              .string("id", layer.id)
-                              .string("window", layer.window)
-                              .amount("cap", layer.cap)
-                              .amount("spent", layer.spent)
-                              .amount("remaining", layer.remaining)
-                              .reset_time("reset_at", layer.reset_at)
-                              .time("forecast_exhausted_at", layer.forecast)
-                              .string_or_null("model", layer.model)
-                              .boolean("binding", i == binding)
-                              .done());
-    }
-    return ObjectWriter().string("key", key_id).raw("budgets", json_array(objects)).done();
-}
-
 namespace {
 
 std::string layer_object(const Layer &layer, bool binding) {
@@ -179,6 +154,18 @@ std::string layer_object(const Layer &layer, bool binding) {
 }
 
 }  // namespace
+
+std::string render_budgets(const std::string &key_id, const std::vector<Layer> &layers) {
+    std::size_t binding = layers.size();  // the first with the least remaining that every request meets
+    for (std::size_t i = 0; i < layers.size(); ++i)
+        if (layers[i].model.empty() && (binding == layers.size() || layers[i].remaining < layers[binding].remaining))
+            binding = i;
+    std::vector<std::string> objects;
+    objects.reserve(layers.size());
+    for (std::size_t i = 0; i < layers.size(); ++i) objects.push_back(layer_object(layers[i], i == binding));
+    return ObjectWriter().string("key", key_id).raw("budgets", json_array(objects)).done();
+}
+
 
 std::string render_check(const CheckView &check) {
     ObjectWriter object;

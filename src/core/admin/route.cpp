@@ -16,6 +16,19 @@ namespace spendcap::admin {
 
 namespace {
 
+// A query's count: 1 to `digits` decimal digits, from 1 to `max`.
+bool bounded_count(const std::string &text, std::size_t digits, std::int64_t max, std::int64_t &out) {
+    if (text.empty() || text.size() > digits) return false;
+    std::int64_t value = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return false;
+        value = value * 10 + (c - '0');
+    }
+    if (value < 1 || value > max) return false;
+    out = value;
+    return true;
+}
+
 constexpr std::int64_t kDefaultEventCount = 100;
 constexpr std::int64_t kMaxEventCount = 1000;
 
@@ -159,17 +172,8 @@ bool check_query(Route &route, ApiError &error) {
             return fail(error, "`after` must be an event id such as \"1700000000000-0\"");
         std::int64_t count = kDefaultEventCount;
         auto given = query.find("count");
-        if (given != query.end()) {
-            count = 0;
-            const std::string &text = given->second;
-            bool ok = !text.empty() && text.size() <= 7;
-            for (char c : text) {
-                if (c < '0' || c > '9') ok = false;
-                if (ok) count = count * 10 + (c - '0');
-            }
-            if (!ok || count < 1 || count > kMaxEventCount)
-                return fail(error, "`count` must be an integer from 1 to " + std::to_string(kMaxEventCount));
-        }
+        if (given != query.end() && !bounded_count(given->second, 7, kMaxEventCount, count))
+            return fail(error, "`count` must be an integer from 1 to " + std::to_string(kMaxEventCount));
         query["count"] = std::to_string(count);
         return true;
     }
@@ -187,19 +191,10 @@ bool check_query(Route &route, ApiError &error) {
         auto format = query.find("format");
         if (format != query.end() && format->second != "csv")
             return fail(error, "`format` must be \"csv\" (or left out for JSON)");
-        int days = kDefaultDailyDays;
+        std::int64_t days = kDefaultDailyDays;
         auto given = query.find("days");
-        if (given != query.end()) {
-            days = 0;
-            const std::string &text = given->second;
-            bool ok = !text.empty() && text.size() <= 2;
-            for (char c : text) {
-                if (c < '0' || c > '9') ok = false;
-                if (ok) days = days * 10 + (c - '0');
-            }
-            if (!ok || days < 1 || days > kMaxDailyDays)
-                return fail(error, "`days` must be an integer from 1 to " + std::to_string(kMaxDailyDays));
-        }
+        if (given != query.end() && !bounded_count(given->second, 2, kMaxDailyDays, days))
+            return fail(error, "`days` must be an integer from 1 to " + std::to_string(kMaxDailyDays));
         query["days"] = std::to_string(days);
         return true;
     }
