@@ -245,6 +245,12 @@ def test_projects_orgs_and_customers_read_and_limit(api):
     rest = api.get("/orgs/acme/events?after=%s" % events["next"]).json()["events"]
     assert [e["type"] for e in rest] == ["limits_changed", "limits_changed", "cleared_changed"]
     assert api.get("/orgs/acme/events?count=0").status_code == 400
+    # the newest ones (the dashboard's latest events), still oldest first
+    everything = events["events"] + rest
+    latest = api.get("/orgs/acme/events?latest=2").json()
+    assert latest["events"] == everything[-2:] and latest["next"] == everything[-1]["id"]
+    assert api.get("/orgs/acme/events?latest=1000").json()["events"] == everything
+    assert api.get("/orgs/acme/events?latest=2&count=2").status_code == 400
 
 
 @pytest.mark.nginx  # the default policy

@@ -260,6 +260,20 @@ TEST(AdminRoute, EventsTakeAfterAndCount) {
     EXPECT_EQ(routed_error("GET", "/orgs/acme/events", "before=1-0").message, "unknown query parameter `before`");
 }
 
+TEST(AdminRoute, EventsTakeLatestAlone) {
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/events", "latest=050").query,
+              (std::map<std::string, std::string>{{"latest", "50"}}));
+    EXPECT_EQ(routed_ok("GET", "/orgs/acme/events", "latest=1000").query.at("latest"), "1000");
+    for (const char *query : {"latest=0", "latest=1001", "latest=", "latest=x", "latest=-3"})
+        EXPECT_EQ(routed_error("GET", "/orgs/acme/events", query).message,
+                  "`latest` must be an integer from 1 to 1000")
+            << query;
+    for (const char *query : {"latest=5&count=5", "latest=5&after=1-0"})
+        EXPECT_EQ(routed_error("GET", "/orgs/acme/events", query).message,
+                  "`latest` is given alone (not with `after` or `count`)")
+            << query;
+}
+
 TEST(AdminRoute, ListsAndDailyUsageAreGetOnly) {
     for (const char *path : {"/orgs", "/projects", "/keys/k/usage/daily", "/keys/self/usage/daily",
                              "/projects/p/usage/daily", "/orgs/o/usage/daily", "/orgs/o/customers/c/usage/daily"}) {

@@ -723,6 +723,12 @@ TEST_F(AdminOpsTest, EventsAreTheStreamOldestFirst) {
     EXPECT_EQ(json_array_size(at(j.get(), "events")), 0u);
     EXPECT_TRUE(jnull(j.get(), "next"));
 
+    // The newest N: the script's "latest" mode (it answers them oldest first).
+    c = start("GET", "/orgs/acme/events", "latest=20");
+    EXPECT_EQ(expect_eval(c, {"sc:{acme}:events"}), (std::vector<std::string>{"-", "20", "latest"}));
+    EXPECT_FALSE(op->next(array({array({str("9-0"), fields({{"type", "topup"}})})})));
+    EXPECT_EQ(jstr(body().get(), "next"), "9-0");
+
     // Nothing after `after`: next stays `after`.
     start("GET", "/orgs/acme/events", "after=5-1");
     EXPECT_FALSE(op->next(array({})));

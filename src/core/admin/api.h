@@ -39,7 +39,7 @@ enum class Call {
     balance_get,           // GET    /orgs/ID/balance
     topup,                 // POST   /orgs/ID/topups
     cleared_put,           // PUT    /orgs/ID/cleared
-    events_get,            // GET    /orgs/ID/events?after=EID&count=N
+    events_get,            // GET    /orgs/ID/events?after=EID&count=N or ?latest=N
     orgs_list,             // GET    /orgs
     projects_list,         // GET    /projects?org=O
     key_usage_daily,       // GET    /keys/ID/usage/daily?days=N&format=csv

@@ -321,10 +321,13 @@ std::optional<Command> Operation::events_get() {
     const std::string org = route_.id;
     const std::string after = route_.query.count("after") ? route_.query.at("after") : "";
     const std::string count = route_.query.count("count") ? route_.query.at("count") : "100";
-    return with_org(org, [this, org, after, count]() -> std::optional<Command> {
+    const std::string latest = route_.query.count("latest") ? route_.query.at("latest") : "";
+    return with_org(org, [this, org, after, count, latest]() -> std::optional<Command> {
         // Nothing can follow the largest id (and Redis refuses to start past it).
         if (after == kLastStreamId) return finish(200, render_events({}, after));
-        return then(eval(scripts::events(), {keys::events(org)}, {after.empty() ? "-" : "(" + after, count}),
+        std::vector<std::string> args{after.empty() ? "-" : "(" + after, count};
+        if (!latest.empty()) args = {"-", latest, "latest"};
+        return then(eval(scripts::events(), {keys::events(org)}, args),
                     [this, after](const Reply &r) -> std::optional<Command> {
                         if (r.type != Reply::Type::array) return fail(unavailable());
                         std::vector<Event> events;

@@ -166,7 +166,18 @@ bool check_query(Route &route, ApiError &error) {
         return true;
     }
     case Call::events_get: {
-        if (!refuse_others({"after", "count"})) return false;
+        if (!refuse_others({"after", "count", "latest"})) return false;
+        auto latest = query.find("latest");
+        if (latest != query.end()) {
+            // The newest N (a page's "latest events"), still oldest first.
+            if (query.count("after") || query.count("count"))
+                return fail(error, "`latest` is given alone (not with `after` or `count`)");
+            std::int64_t n = 0;
+            if (!bounded_count(latest->second, 7, kMaxEventCount, n))
+                return fail(error, "`latest` must be an integer from 1 to " + std::to_string(kMaxEventCount));
+            latest->second = std::to_string(n);
+            return true;
+        }
         auto after = query.find("after");
         if (after != query.end() && !valid_stream_id(after->second))
             return fail(error, "`after` must be an event id such as \"1700000000000-0\"");
@@ -230,8 +241,8 @@ bool parse_query(std::string_view query, std::map<std::string, std::string> &out
 //   nothing needs it as one). A parameter the call does not take, one given
 //   twice or a malformed escape is 400, for every call. keys_list takes
 //   exactly one of project= and org=; events_get takes after= (a stream id
-//   "MS-SEQ") and count= (1..1000), and its Route always holds "count",
-//   normalized ("100" when not given). projects_list needs org=. The
+//   "MS-SEQ") and count= (1..1000), and its Route then always holds "count",
+//   normalized ("100" when not given), or latest= (1..1000) alone. projects_list needs org=. The
 //   .../usage/daily calls take days= (1..35; their Route always holds
 //   "days", "30" when not given) and format= (only "csv").
 Routed route(std::string_view method, std::string_view path, std::string_view query) {
