@@ -3,6 +3,7 @@ static site on a loopback http.server: console errors, requests and foreign
 requests, storage, downloads, screenshots, horizontal overflow and the failure
 screenshot. The dashboard tests rely on each of these catching what it claims."""
 
+import base64
 import functools
 import http.server
 import os
@@ -56,7 +57,7 @@ FOREIGN = """<!doctype html><html><head><link rel="icon" href="data:,"></head><b
 """
 
 LONG = """<!doctype html><html><head><link rel="icon" href="data:,">
-<style>body { margin: 0; } div { height: 1000px; border-bottom: 4px solid #333; }</style></head>
+<style>body { margin: 0; } div { height: 1000px; border-bottom: 4px solid #333; } #last { background: #c33; }</style></head>
 <body><div>1</div><div>2</div><div id="last">3</div></body></html>
 """
 
@@ -99,6 +100,17 @@ def shots(tmp_path, monkeypatch):
     return d
 
 
+def pixel(browser, png, x, y):
+    """[r, g, b, a] of a pixel of a PNG file, decoded by the browser (no PIL here)."""
+    return browser.js("""const img = new Image();
+        img.src = 'data:image/png;base64,' + arguments[0];
+        return img.decode().then(() => {
+          const c = document.createElement('canvas'); c.width = img.width; c.height = img.height;
+          const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+          return Array.from(g.getImageData(arguments[1], arguments[2], 1, 1).data);
+        });""", base64.b64encode(png.read_bytes()).decode(), x, y)
+
+
 def messages(entries):
     return [e["message"] for e in entries]
 
@@ -107,12 +119,12 @@ def test_console_errors_catch_console_error_only_after_the_click(browser, site):
     browser.open(site + "/")
     browser.wait_for("#greeting", text="hello from json")
     # console.log and console.warn ran at load: neither is an error
-    assert wait_until(lambda: any("careful" in m for m in messages(browser.console_entries())), 10)
+    assert wait_until(lambda: any("careful" in m for m in messages(browser.console_entries())), 30)
     before = browser.console_errors()
     assert before == [], before
     browser.click("#boom")
     errors = []
-    assert wait_until(lambda: errors.extend(browser.console_errors()) or errors, 10), "no console error after the click"
+    assert wait_until(lambda: errors.extend(browser.console_errors()) or errors, 30), "no console error after the click"
     assert len(errors) == 1 and '"boom"' in errors[0]["message"], errors
     assert browser.console_errors() == []  # each error is reported once
 
@@ -120,14 +132,14 @@ def test_console_errors_catch_console_error_only_after_the_click(browser, site):
 def test_requested_urls_and_foreign_requests(browser, site):
     browser.open(site + "/")
     browser.wait_for("#greeting", text="hello from json")
-    assert wait_until(lambda: site + "/data.json" in browser.requested_urls(), 10), browser.requested_urls()
+    assert wait_until(lambda: site + "/data.json" in browser.requested_urls(), 30), browser.requested_urls()
     urls = browser.requested_urls()
     assert site + "/" in urls and site + "/app.js" in urls, urls
     assert browser.foreign_requests(site) == []
 
     browser.open(site + "/foreign.html")
     browser.wait_for("#here")
-    assert wait_until(lambda: browser.foreign_requests(site), 10) == ["http://127.0.0.2:1/x.png"]
+    assert wait_until(lambda: browser.foreign_requests(site), 30) == ["http://127.0.0.2:1/x.png"]
     assert site + "/foreign.html" in browser.requested_urls()
 
 
@@ -185,6 +197,9 @@ def test_screenshots_are_pngs(browser, site, shots):
     full = browser.full_page_screenshot("whole")
     w, h = png_size(full)
     assert (w, h) == (800, 3012)  # the viewport's width, all three 1004 px blocks
+    # and they are drawn: the last block (red, beyond the viewport) is red in the picture
+    assert pixel(browser, full, 400, 2900) == [0xcc, 0x33, 0x33, 255]
+    assert pixel(browser, full, 400, 100) == [255, 255, 255, 255]
     assert browser.js("return window.innerHeight") == 600  # the capture left the viewport alone
 
 
