@@ -169,3 +169,32 @@ def admin_factory(nginx_factory, tmp_path, redis, fake):
 @pytest.fixture
 def api(admin_factory):
     return admin_factory()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test (item.rep_setup, rep_call, rep_teardown):
+    the browser fixture takes a screenshot when the test failed."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def browser(tmp_path, request):
+    """A headless chromium (browser_support.Browser) with its own profile under tmp_path;
+    quit at teardown, after a screenshot named after the test when the test failed."""
+    from browser_support import Browser  # selenium is only needed by the browser tests
+    b = Browser(tmp_path / "browser")
+    yield b
+    try:
+        failed = any(getattr(request.node, "rep_" + when, None) is not None
+                     and getattr(request.node, "rep_" + when).failed for when in ("setup", "call"))
+        if failed:
+            try:
+                path = b.screenshot("%s__%s" % (request.node.path.stem, request.node.name))
+                sys.stderr.write("screenshot of the failed test: %s\n" % path)
+            except Exception as e:  # the browser may be what failed
+                sys.stderr.write("no screenshot of the failed test: %s\n" % e)
+    finally:
+        b.quit()
