@@ -369,6 +369,10 @@ A capped key (402 spend_limit_exceeded; the request never reaches the provider):
 
 curl -i http://127.0.0.1:$port$path -H '$auth sk-demo-capped'$extra -H 'Content-Type: application/json' -d '$body'
 
+The dashboard: open http://127.0.0.1:$admin_port/spend-cap/ui/ in a browser (on another machine:
+ssh -L $admin_port:127.0.0.1:$admin_port THIS-HOST first) and sign in as the operator with the admin
+token (cat $prefix/conf/admin.token), or as a key holder with an API key (e.g. sk-demo-allowed).
+
 The management API on http://127.0.0.1:$admin_port/spend-cap/ (token in $prefix/conf/admin.token).
 Create a key with a \$1 monthly cap (the answer shows its secret, once):
 
@@ -409,10 +413,12 @@ smoke_check() {
     local m
     m=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$admin_port/spend-cap/keys/key_demo_allowed" \
         -H "Authorization: Bearer $(cat "$prefix/conf/admin.token")" || true)
-    if [ "$a" = 200 ] && [ "$c" = 402 ] && [ "$m" = 200 ]; then
-        say "check: sk-demo-allowed -> $a, sk-demo-capped -> $c, the management API -> $m"
+    local d
+    d=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$admin_port/spend-cap/ui/" || true)
+    if [ "$a" = 200 ] && [ "$c" = 402 ] && [ "$m" = 200 ] && [ "$d" = 200 ]; then
+        say "check: sk-demo-allowed -> $a, sk-demo-capped -> $c, the management API -> $m, the dashboard -> $d"
     else
-        say "WARNING: sk-demo-allowed -> $a (want 200), sk-demo-capped -> $c (want 402), the management API -> $m (want 200); see $prefix/logs/error.log"
+        say "WARNING: sk-demo-allowed -> $a (want 200), sk-demo-capped -> $c (want 402), the management API -> $m (want 200), the dashboard -> $d (want 200); see $prefix/logs/error.log"
     fi
 }
 

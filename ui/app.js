@@ -37,8 +37,7 @@ function signInView() {
         }
         saveSession(session.kind, session.credential);
         credential.value = '';
-        if (location.hash && location.hash !== '#/') location.hash = '#/';
-        else render();
+        render();  // the page the URL names (a link opened before signing in)
     });
     return el('div', {class: 'page narrow'}, form);
 }

@@ -177,14 +177,24 @@ function drawDaily(container, status, total, daily) {
         legend: {show: true},
         cursor: {points: {show: false}},
         scales: {x: {time: true}, y: {range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1]}},
-        axes: [{space: 50}, {size: 70, values: (u, values) => values.map((v) => '$' + formatAxis(v))}],
+        axes: [{space: 50},
+               {values: (u, values) => values.map((v) => '$' + formatAxis(v)),
+                // wide enough for the longest label ("$0.000060")
+                size: (u, values) => 14 + 7.5 * Math.max(4, ...(values || []).map((v) => String(v).length))}],
         series: [{value: (u, v) => v === null ? '' : new Date(v * 1000).toISOString().slice(0, 10)},
                  {label: 'spent (USD)', fill: 'rgba(31, 111, 235, 0.35)', stroke: '#1f6feb', width: 1,
                   paths: uPlot.paths.bars({size: [0.7, 40]}), points: {show: false},
                   value: (u, v, s, i) => i === null || i === undefined ? '' : usd(days[i].spent_usd)}],
     };
     const plot = new uPlot(options, [xs, ys], container);
-    const observer = new ResizeObserver(() => plot.setSize({width: width(), height: 200}));
+    const observer = new ResizeObserver(() => {
+        if (!container.isConnected) {  // the view was replaced: let the chart go
+            observer.disconnect();
+            plot.destroy();
+            return;
+        }
+        plot.setSize({width: width(), height: 200});
+    });
     observer.observe(container);
 }
 
@@ -194,18 +204,25 @@ function formatAxis(v) {
     return v.toPrecision(2);
 }
 
+// "12.345" from 12345000000n nano-USD (at least two decimals, as the API writes).
 function nanoToDecimal(n) {
-    const whole = n / 1000000000n;
-    const fraction = (n % 1000000000n).toString().padStart(9, '0').replace(/0+$/, '');
-    return whole.toString() + '.' + (fraction.length >= 2 ? fraction : fraction.padEnd(2, '0'));
+    const negative = n < 0n;
+    const magnitude = negative ? -n : n;
+    const whole = magnitude / 1000000000n;
+    const fraction = (magnitude % 1000000000n).toString().padStart(9, '0').replace(/0+$/, '');
+    return (negative ? '-' : '') + whole.toString() + '.' + (fraction.length >= 2 ? fraction : fraction.padEnd(2, '0'));
 }
 
-const EVENT_FIELDS_SHOWN = ['scope', 'data_id', 'key', 'project', 'customer', 'window', 'model', 'limit', 'spent_usd',
-                            'cap_usd', 'amount_usd', 'balance_usd', 'cleared_usd', 'grace_seconds', 'by', 'status'];
+// The fields of an event worth a line, in this order; amounts in events are
+// nano-USD strings (README, "Events").
+const EVENT_FIELDS = ['scope', 'data_id', 'key', 'project', 'customer', 'window', 'period', 'model', 'fraction',
+                      'spent', 'cap', 'balance', 'threshold', 'amount_nanousd', 'forecast_exhausted_at',
+                      'grace_seconds', 'by'];
+const EVENT_AMOUNTS = new Set(['spent', 'cap', 'balance', 'threshold', 'amount_nanousd']);
 
 // The org's latest events, newest first: warnings, blocks, top-ups, key changes.
 export function eventsPanel(org, {only} = {}) {
-    const list = el('ol', {class: 'events', reversed: true});
+    const list = el('ol', {class: 'events'});
     const status = el('p', {class: 'muted'}, 'Loading…');
     const panel = section('Latest events', {id: 'events'}, status, list);
     get('orgs/' + encodeURIComponent(org) + '/events?latest=50').then((answer) => {
@@ -220,9 +237,10 @@ export function eventsPanel(org, {only} = {}) {
 function eventItem(event) {
     const millis = Number(String(event.id).split('-')[0]);
     const when = Number.isFinite(millis) ? new Date(millis).toISOString() : null;
-    const fields = EVENT_FIELDS_SHOWN.filter((f) => event[f] !== undefined && event[f] !== null && event[f] !== '')
-        .map((f) => el('span', {class: 'field'}, f.replace(/_usd$/, '') + ': ',
-                       f.endsWith('_usd') ? usd(event[f]) : String(event[f])));
+    const fields = EVENT_FIELDS.filter((f) => event[f] !== undefined && event[f] !== null && event[f] !== '')
+        .map((f) => el('span', {class: 'field'}, f.replace(/_nanousd$/, '').replace(/^data_/, '') + ': ',
+                       EVENT_AMOUNTS.has(f) && /^-?\d+$/.test(event[f]) ? usd(nanoToDecimal(BigInt(event[f])))
+                                                                         : String(event[f])));
     return el('li', {class: 'event', dataset: {type: event.type, id: event.id}},
               el('span', {class: 'event-type'}, event.type), ' ', when ? timeEl(when) : null,
               fields.length ? el('div', {class: 'event-fields'}, fields) : null);

@@ -63,7 +63,10 @@ export function orgView(id) {
                 ['Limits', limitsSummary(org.limits), 'limits'], ['Defined in', org.source === 'file' ? 'the policy file' : 'the API', 'source']]));
         }));
         panels.append(fill(placeholder('Spend and caps', 'usage'), async () => usagePanel(await get(base + '/usage'))));
-        panels.append(fill(placeholder('Prepaid balance', 'balance'), async () => balancePanel(await get(base + '/balance'))));
+        panels.append(fill(placeholder('Prepaid balance', 'balance'), async () => {
+            const [org, balance] = await Promise.all([get(base), get(base + '/balance')]);
+            return balancePanel(balance, org.prepaid ? null : note('Not a prepaid org: its requests do not draw on the balance.'));
+        }));
         panels.append(dailyPanel(base + '/usage/daily', 'org-' + id));
         panels.append(fill(placeholder('Projects', 'projects'), async () => {
             const {projects} = await get('projects?org=' + seg(id));

@@ -96,3 +96,13 @@ def test_the_callers_secret_never_reaches_the_provider(example, fake, redis, env
             assert got == {"x-api-key": PROVIDER_KEY}, got
         else:
             assert got == {}, got
+
+
+def test_the_example_serves_the_dashboard_beside_the_api(example):
+    """conf/nginx.conf's admin listener: the dashboard page, pointed at the API beside it."""
+    ng = example()
+    page = httpx.get("http://127.0.0.1:%d/spend-cap/ui/" % ng.admin_port, timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<meta name="spend-cap-api" content="/spend-cap/">' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
