@@ -53,10 +53,10 @@ fi
 flags+=("${sanitize[@]}")
 
 # Reconfigure only when the flags, the addon script, the list of sources
-# (any file added or removed under src/) or a Lua script (embedded at
-# configure time) changed.
+# (any file added or removed under src/), a Lua script or a dashboard file
+# (both embedded at configure time) changed.
 stamp="$objs/.spend-cap-configured"
-want="$(printf '%s\n' "$src" "${flags[@]}" | sha256sum)$(sha256sum < "$repo/config")$(ls "$repo"/src/ngx/* "$repo"/src/core/*/* | sha256sum)$(cat "$repo"/src/core/redis/scripts/*.lua "$repo"/src/core/redis/scripts/lib/*.lua | sha256sum)"
+want="$(printf '%s\n' "$src" "${flags[@]}" | sha256sum)$(sha256sum < "$repo/config")$(ls "$repo"/src/ngx/* "$repo"/src/core/*/* | sha256sum)$(cat "$repo"/src/core/redis/scripts/*.lua "$repo"/src/core/redis/scripts/lib/*.lua | sha256sum)$(cd "$repo" && find ui -type f ! -name '.*' | LC_ALL=C sort | xargs -d '\n' sha256sum | sha256sum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     (cd "$src" && ./configure "${flags[@]}" --add-dynamic-module="$repo" --builddir="$objs") \
         > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }

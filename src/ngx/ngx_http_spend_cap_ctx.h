@@ -23,6 +23,10 @@
 
 extern ngx_module_t ngx_http_spend_cap_module;
 
+namespace spendcap::dashboard {
+class Dashboard;
+}
+
 namespace spendcap_ngx {
 
 using namespace spendcap;
@@ -58,6 +62,7 @@ struct LocConf {
     ngx_uint_t fail_mode;
     ngx_uint_t stream_usage;
     ngx_str_t admin_token;     // spend_cap_admin's token (len 0: not the API); never logged
+    const spendcap::dashboard::Dashboard *dashboard;  // spend_cap_dashboard's page and files (null: not one)
 };
 
 enum class Outcome { none, allow, block, reject, dry_run_block, fail_open, error };
@@ -151,6 +156,8 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in);
 ngx_int_t log_handler(ngx_http_request_t *r);
 // ngx_http_spend_cap_admin.cpp: the management API (spend_cap_admin)
 char *set_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+// ngx_http_spend_cap_dashboard.cpp: the dashboard's page and files (spend_cap_dashboard)
+char *set_dashboard(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 // ngx_http_spend_cap_status.cpp: spend_cap_status, and what it counts
 char *set_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 std::uint64_t monotonic_micros();

@@ -98,9 +98,10 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child) {
     auto *prev = static_cast<LocConf *>(parent);
     auto *conf = static_cast<LocConf *>(child);
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
-    if (conf->admin_token.len != 0) {
-        // The API answers itself: an http-level `spend_cap on` must not make it
-        // ask its callers for an API key to reserve against.
+    if (conf->admin_token.len != 0 || conf->dashboard != nullptr) {
+        // The API and the dashboard answer themselves: an http-level
+        // `spend_cap on` must not make them ask their callers for an API key
+        // to reserve against.
         conf->enable = 0;
     }
     ngx_conf_merge_uint_value(conf->surface, prev->surface, surface_auto);
@@ -304,6 +305,8 @@ ngx_command_t commands[] = {
      nullptr},
     {ngx_string("spend_cap_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_status, NGX_HTTP_LOC_CONF_OFFSET, 0,
      nullptr},
+    {ngx_string("spend_cap_dashboard"), NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, set_dashboard, NGX_HTTP_LOC_CONF_OFFSET,
+     0, nullptr},
     {ngx_string("spend_cap_status_orgs"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, ngx_conf_set_num_slot,
      NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, status_orgs), nullptr},
     ngx_null_command,

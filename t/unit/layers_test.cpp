@@ -15,7 +15,8 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::vector<std::string> kLayers = {"base",  "json",     "policy",     "request", "usage",
-                                          "redis", "identity", "accounting", "http",    "admin"};
+                                          "redis", "identity", "accounting", "http",    "admin",
+                                          "dashboard"};
 
 std::ptrdiff_t rank_of(const std::string &layer) {
     auto at = std::find(kLayers.begin(), kLayers.end(), layer);
