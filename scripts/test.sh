@@ -64,7 +64,7 @@ SANITIZED_TESTS=(t/integration/test_faults.py t/integration/test_redis_failures.
                  t/integration/test_edge.py t/integration/test_cluster.py
                  t/integration/test_managed_endpoint.py t/integration/test_metrics.py
                  t/integration/test_budget_shapes.py t/integration/test_check_forecast.py
-                 t/integration/test_dashboard_serving.py)
+                 t/integration/test_dashboard_serving.py t/integration/test_dashboard.py)
 
 if [[ "${SANITIZE:-0}" == 1 ]]; then
     step "build the module with AddressSanitizer and UndefinedBehaviorSanitizer"
