@@ -71,8 +71,9 @@ give_up() {
 
 log "reading the nginx source indexes of ${releases[*]} (deb-src, $mirror)"
 # A failed index (one suite missing, say) need not stop us: the others may do.
-if ! apt-get -q "${apt_opts[@]}" update > "$tmp/update.log" 2>&1; then
-    failed+=("apt-get update: $(grep -E '^(E|W|Err):' "$tmp/update.log" | head -5 | tr '\n' ' ')")
+apt-get -q "${apt_opts[@]}" update > "$tmp/update.log" 2>&1 || true
+if grep -qE '^(E|W|Err):' "$tmp/update.log"; then
+    failed+=("apt-get update: $(grep -E '^(E|W|Err):' "$tmp/update.log" | head -6 | tr '\n' ' ')")
 fi
 
 # Candidates: "release version" per line, releases in the order asked, newest version first.
