@@ -5,10 +5,11 @@
 #   docker build -t spend-cap .
 #   docker run --rm -p 8080:8080 spend-cap
 #
-# The build is scripts/build.sh, exactly as on a host.
-FROM debian:bookworm
+# The build is scripts/build.sh, exactly as on a host (against Debian's nginx-dev).
+# t/integration/test_dockerfile.py checks this file (no image is built there).
+FROM debian:12.11
 
-ENV DEBIAN_FRONTEND=noninteractive
+ARG DEBIAN_FRONTEND=noninteractive
 WORKDIR /src/spend-cap
 COPY . .
 
@@ -26,4 +27,7 @@ RUN ./scripts/build.sh \
  && rm -rf /var/lib/apt/lists/*
 
 EXPOSE 8080
+# Runs as root: NGINX's master process, as in Debian's nginx service (its workers run
+# as nobody, NGINX's default user: conf/nginx.conf has no user directive); Redis is a
+# loopback-only demo instance.
 CMD ["sh", "-c", "redis-server --bind 127.0.0.1 --dir /var/lib/redis --daemonize yes && exec nginx -c /etc/spend-cap/nginx.conf -g 'daemon off;'"]
