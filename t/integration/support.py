@@ -600,16 +600,19 @@ class Nginx:
 
     def __init__(self, workdir, *, fake_port, redis_port=None, redis_addr=None, policy=None,
                  location_extra="", server_extra="", http_extra="", main_extra="", module=True,
-                 spend_cap="on", workers=2, port=None, binary=None, redis_directive=None):
+                 spend_cap="on", workers=2, port=None, binary=None, redis_directive=None,
+                 module_path=None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.module = module
-        # An NGINX with the module built in (--add-module) needs no load_module.
+        # An NGINX with the module built in (--add-module) needs no load_module;
+        # module_path: the .so another binary loads (default MODULE_LOADED).
         self.binary = binary or NGINX_BIN
-        self.loads_module = module and binary is None
+        self.module_path = module_path
+        self.loads_module = module and (binary is None or module_path is not None)
         self.policy_path = self.dir / "policy.yaml"
         self.conf_path = self.dir / "nginx.conf"
         self.error_log = self.dir / "error.log"
@@ -645,7 +648,7 @@ class Nginx:
             user="user root;" if os.geteuid() == 0 else "",
             workers=workers,
             tmp=self.dir,
-            load_module="load_module %s;" % MODULE_LOADED if self.loads_module else "",
+            load_module="load_module %s;" % (module_path or MODULE_LOADED) if self.loads_module else "",
             main_extra=main_extra,
             log_fields="{" + ",".join(fields) + "}",
             http_directives=http_directives,
@@ -673,7 +676,7 @@ class Nginx:
         return sanitizer_reports(self.dir)
 
     def start(self, timeout=10):
-        if self.loads_module and not Path(MODULE_LOADED).exists():
+        if self.loads_module and not Path(self.module_path or MODULE_LOADED).exists():
             raise RuntimeError("the module is not built: %s (run scripts/build.sh, or set SPEND_CAP_MODULE)"
                                % MODULE)
         self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
