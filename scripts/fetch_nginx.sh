@@ -13,7 +13,8 @@
 # deb.debian.org; the machine's own apt sources and state are not touched), so this
 # works without root. apt checks the mirror's signed indexes; the .dsc is checked
 # against the index and the tarball against both the index and the .dsc's
-# Checksums-Sha256 (against the index alone when the mirror no longer has the .dsc). A mirror may lack the newest (security) version's files: then the
+# Checksums-Sha256 (another Debian revision's .dsc of the same upstream version when
+# the mirror lacks this one's; the index alone when it has none). A mirror may lack the newest (security) version's files: then the
 # next version it lists is tried.
 #
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian),
@@ -136,17 +137,37 @@ for c in "${candidates[@]}"; do
     dsc_sum=${dsc_sum#SHA256:}; orig_sum=${orig_sum#SHA256:}
     why=""
     # The .dsc's own checksum of the orig tarball must agree with the index's. A mirror
-    # may have dropped an older .dsc but kept the orig tarball (later revisions share
-    # it): then the signed index's SHA256 is the check, and the output says so.
-    if download "$dsc_uri" "$tmp/dl/$dsc_name" "$dsc_size" "$dsc_sum"; then
+    # may have dropped a .dsc but kept the orig tarball: then the .dsc of another
+    # Debian revision of the same upstream version (they share the tarball) will do,
+    # and failing that the signed index's SHA256 is the check, and the output says so.
+    checked=""
+    dsc_missing=()
+    first=1
+    for other in "$version" "${candidates[@]#* }"; do
+        [ "${other%%-*}" = "${version%%-*}" ] || continue
+        if [ $first = 1 ]; then
+            first=0
+        else
+            [ "$other" != "$version" ] || continue
+            other_line=$(apt-get -qq "${apt_opts[@]}" source --print-uris "nginx=$other" 2>/dev/null \
+                | grep -E "^'[^']+' nginx_[^ ]+\.dsc " | head -1) || continue
+            read -r dsc_uri dsc_name dsc_size dsc_sum <<< "$other_line"
+            dsc_uri=${dsc_uri//\'/}; dsc_sum=${dsc_sum#SHA256:}
+        fi
+        if ! download "$dsc_uri" "$tmp/dl/$dsc_name" "$dsc_size" "$dsc_sum"; then
+            dsc_missing+=("$dsc_uri: $why"); continue
+        fi
         dsc_says=$(awk -v f="$orig_name" '/^Checksums-Sha256:/ {on=1; next} /^[^ ]/ {on=0} on && $3 == f {print $1, $2}' "$tmp/dl/$dsc_name")
         if [ "$dsc_says" != "$orig_sum $orig_size" ]; then
-            failed+=("nginx $version ($release): the .dsc lists $orig_name as '${dsc_says:-nothing}', the index as '$orig_sum $orig_size'"); continue
+            failed+=("nginx $version ($release): $dsc_name lists $orig_name as '${dsc_says:-nothing}', the index as '$orig_sum $orig_size'")
+            checked=mismatch; break
         fi
-        checked="the signed index and $dsc_name"
-    else
-        log "nginx $version ($release): no .dsc ($dsc_uri: $why); checking $orig_name against the signed index only"
-        checked="the signed index (its .dsc is not on the mirror)"
+        checked="the signed index and $dsc_name"; break
+    done
+    [ "$checked" != mismatch ] || continue
+    if [ -z "$checked" ]; then
+        log "nginx $version ($release): no .dsc of ${version%%-*} on the mirror (${dsc_missing[*]}); checking $orig_name against the signed index only"
+        checked="the signed index (no .dsc of ${version%%-*} is on the mirror)"
     fi
     if ! download "$orig_uri" "$tmp/dl/$orig_name" "$orig_size" "$orig_sum"; then
         failed+=("nginx $version ($release): $orig_uri: $why"); continue
