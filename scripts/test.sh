@@ -25,7 +25,8 @@ ROOT=$(pwd)
 PACKAGES=(nginx nginx-dev libhiredis-dev libyaml-cpp-dev libjansson-dev redis-server libgtest-dev
           libssl-dev zlib1g-dev libpcre2-dev cmake pkg-config python3-pytest python3-redis python3-httpx python3-jsonschema python3-yaml python3-prometheus-client prometheus libcurl4-openssl-dev
           wrk curl nodejs npm clang-14 libclang-rt-14-dev libfuzzer-14-dev liblua5.1-0-dev
-          libhowardhinnant-date-dev tzdata chromium chromium-driver python3-selenium fonts-dejavu-core)
+          libhowardhinnant-date-dev tzdata chromium chromium-driver python3-selenium fonts-dejavu-core
+          dpkg-dev debhelper lintian)
 
 step() { printf '\n==> %s\n' "$*"; }
 
